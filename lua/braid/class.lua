@@ -1,0 +1,121 @@
+--- braid.class: the one class model shared by every braid module.
+-- test-case-name: spec/class_spec.lua
+--
+-- Classes are plain tables. An instance's metatable is its class; a class's
+-- metatable makes it callable and chains lookups to its parent, so methods
+-- are found at call time (never cached: hot reload replaces them in place).
+local M = {}
+
+-- Metamethods Lua looks up with rawget on the metatable: a subclass copies
+-- its parent's so instances inherit them.
+local METAMETHODS = {
+  "__tostring", "__eq", "__lt", "__le", "__concat", "__len", "__call",
+  "__add", "__sub", "__mul", "__div", "__mod", "__unm", "__close",
+}
+
+local ClassMeta = {}
+
+local function new(cls, ...)
+  local ctor = cls.__new  -- a class may construct itself (Failure(f) is f)
+  if ctor then return ctor(cls, ...) end
+  local obj = setmetatable({}, cls)
+  local init = cls.init
+  if init then init(obj, ...) end
+  return obj
+end
+
+ClassMeta.__call = new
+ClassMeta.__index = function(cls, k)
+  local parent = rawget(cls, "super")
+  if parent then return parent[k] end
+  return nil
+end
+ClassMeta.__tostring = function(cls)
+  return "<class " .. tostring(rawget(cls, "__name") or "?") .. ">"
+end
+
+local Object = setmetatable({ __name = "Object" }, ClassMeta)
+Object.__index = Object
+
+--- Make a subclass.
+-- @param name optional class name (used by tostring, log prefixes, errors)
+-- @param fields optional table of fields and methods copied into the class
+-- @return the new class
+function Object:extend(name, fields)
+  if type(name) == "table" and fields == nil then
+    fields, name = name, nil
+  end
+  if name ~= nil and type(name) ~= "string" then
+    error("bad argument #1 to 'extend' (string expected, got " .. type(name) .. ")", 2)
+  end
+  if fields ~= nil and type(fields) ~= "table" then
+    error("bad argument #2 to 'extend' (table expected, got " .. type(fields) .. ")", 2)
+  end
+  local cls = {}
+  for _, mm in ipairs(METAMETHODS) do
+    local v = rawget(self, mm)
+    if v ~= nil then cls[mm] = v end
+  end
+  if fields then
+    for k, v in pairs(fields) do cls[k] = v end
+  end
+  cls.__index = cls
+  cls.__name = name or rawget(self, "__name")
+  cls.super = self
+  return setmetatable(cls, ClassMeta)
+end
+
+--- Make an instance and call its init(...) when defined.
+function Object:new(...)
+  return new(self, ...)
+end
+
+--- True when v is an instance of this class or of a subclass.
+function Object:isinstance(v)
+  if type(v) ~= "table" then return false end
+  local mt = getmetatable(v)
+  while type(mt) == "table" do
+    if mt == self then return true end
+    mt = rawget(mt, "super")
+  end
+  return false
+end
+
+--- True when this class is cls or inherits from it.
+function Object:issubclass(cls)
+  local c = self
+  while c do
+    if c == cls then return true end
+    c = rawget(c, "super")
+  end
+  return false
+end
+
+--- The class of an instance (its metatable), or nil.
+function M.classof(v)
+  local mt = type(v) == "table" and getmetatable(v)
+  if type(mt) == "table" and getmetatable(mt) == ClassMeta then return mt end
+  return nil
+end
+
+--- True when v is a class made by this module.
+function M.isclass(v)
+  return type(v) == "table" and getmetatable(v) == ClassMeta
+end
+
+--- The class name of an instance or class, else Lua's type name.
+function M.nameof(v)
+  if M.isclass(v) then return rawget(v, "__name") end
+  local cls = M.classof(v)
+  if cls then return cls.__name end
+  return type(v)
+end
+
+Object.__tostring = function(self)
+  local cls = getmetatable(self)
+  return "<" .. tostring(cls.__name) .. " instance>"
+end
+
+M.Object = Object
+M.extend = function(...) return Object:extend(...) end
+return M

@@ -1,0 +1,90 @@
+--- braid.failure: a raised value with its traceback, as twisted.python.failure.
+-- test-case-name: spec/failure_spec.lua
+local class = require "braid.class"
+local errors = require "braid.error"
+
+local M = {}
+
+local Failure = class.Object:extend("Failure")
+
+local function make(value, tb)
+  local f = setmetatable({}, Failure)
+  if value == nil then
+    value = errors.NoCurrentExceptionError()
+  end
+  f.value = value
+  local cls = errors.Error:isinstance(value) and value.class or errors.LuaError
+  f.type = cls
+  f.traceback = tb or debug.traceback("", 3):gsub("^\n", "")
+  return f
+end
+
+--- Failure(value?, traceback?): wrap a raised value. A Failure is returned as
+-- is. Without a traceback, the traceback of the caller is recorded.
+function Failure.__new(_, value, tb)
+  if Failure:isinstance(value) then return value end
+  return make(value, tb)
+end
+
+--- The first of the classes that this failure's type is or inherits from.
+function Failure:check(...)
+  for i = 1, select("#", ...) do
+    local cls = select(i, ...)
+    if cls ~= nil and class.isclass(cls) and self.type:issubclass(cls) then
+      return cls
+    end
+  end
+  return nil
+end
+
+--- As check, but raise this Failure when nothing matches (errback idiom).
+function Failure:trap(...)
+  local c = self:check(...)
+  if c == nil then error(self, 0) end
+  return c
+end
+
+--- The error's text: an error object's text, or the raw value as raised.
+function Failure:getErrorMessage()
+  local v = self.value
+  if errors.Error:isinstance(v) then return v:text() end
+  return tostring(v)
+end
+
+--- The error's `Name: text` line.
+function Failure:brief()
+  local v = self.value
+  if errors.Error:isinstance(v) then return tostring(v) end
+  return "LuaError: " .. tostring(v)
+end
+
+--- Twisted-shaped traceback text, ending with the error line.
+function Failure:getTraceback()
+  return "Traceback (most recent call last):\n" .. (self.traceback or "")
+    .. "\n" .. self:brief() .. "\n"
+end
+
+--- Raise the wrapped value again.
+function Failure:raiseException()
+  error(self.value, 0)
+end
+
+Failure.__tostring = function(self)
+  return "[Failure instance: Traceback: " .. self:brief() .. "\n"
+    .. (self.traceback or "") .. "]"
+end
+
+--- True when v is a Failure.
+function M.isFailure(v)
+  return Failure:isinstance(v)
+end
+
+--- Message handler for xpcall: wraps what was raised in a Failure holding
+-- the traceback at the point of the error. A raised Failure is kept.
+function M.msgh(e)
+  if Failure:isinstance(e) then return e end
+  return make(e, debug.traceback("", 2):gsub("^\n", ""))
+end
+
+M.Failure = Failure
+return M

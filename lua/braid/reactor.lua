@@ -1,0 +1,366 @@
+--- braid.reactor: the singleton event loop (twisted.internet.reactor).
+-- test-case-name: spec/reactor_spec.lua
+--
+-- The loop, timers and signal watchers are C (braid.core); this module holds
+-- the policy: run/stop states, system event triggers, signal handlers.
+local core = require "braid.core"
+local errors = require "braid.error"
+local failure = require "braid.failure"
+
+local M = {}
+
+local select, type, pairs, ipairs, table_remove = select, type, pairs, ipairs, table.remove
+local pack, unpack = table.pack, table.unpack
+
+M.callLater = core.callLater
+M.seconds = core.seconds
+M.getDelayedCalls = core.getDelayedCalls
+M.running = false
+M.workerId = tonumber(os.getenv("BRAID_WORKER_ID") or "")
+
+-- where callbacks' errors go: a Failure with the traceback at the raise
+-- point, logged by braid.log (loaded on the first error)
+core.set_msgh(failure.msgh)
+core.set_error_handler(function(e)
+  local ok, log = pcall(require, "braid.log")
+  if ok and log.reportError then
+    log.reportError(e)
+  else
+    io.stderr:write("Unhandled Error\n", failure.isFailure(e) and e:getTraceback() or tostring(e), "\n")
+  end
+end)
+
+local function log_msg(...)
+  local ok, log = pcall(require, "braid.log")
+  if ok then log.msg(...) end
+end
+
+local function log_err(e, why)
+  local ok, log = pcall(require, "braid.log")
+  if ok then log.err(e, why) else io.stderr:write(tostring(why), "\n", tostring(e), "\n") end
+end
+
+local function is_deferred(v)
+  return type(v) == "table" and type(v.addBoth) == "function"
+    and type(v.addCallback) == "function"
+end
+
+---------------------------------------------------------------------------
+-- per-turn work: shutdown after stop(), unhandled Deferred reports, hooks
+
+local turn_hooks = {}
+local shutdown_pending = false
+local fire_shutdown
+
+local function flush_unhandled()
+  local defer = package.loaded["braid.defer"]
+  if type(defer) == "table" and defer.flushUnhandled then defer.flushUnhandled() end
+end
+
+core.set_turn_hook(function()
+  if shutdown_pending then
+    shutdown_pending = false
+    fire_shutdown()
+  end
+  for i = 1, #turn_hooks do turn_hooks[i]() end
+  flush_unhandled()
+end)
+
+--- Internal: run f on every loop turn that someone asked for with _wake().
+function M._onTurn(f)
+  turn_hooks[#turn_hooks + 1] = f
+end
+
+--- Internal: ask for a loop turn now (runs the turn hooks; safe in __gc).
+M._wake = core.wake
+
+---------------------------------------------------------------------------
+-- system event triggers
+
+local PHASES = { before = true, during = true, after = true }
+local events = {}   -- name -> { before = {...}, during = {...}, after = {...} }
+local next_id = 0
+
+local function check_callable(fname, argn, f)
+  return errors.checkcallable(fname, argn, f)
+end
+
+--- Add a trigger; returns an id for removeSystemEventTrigger.
+-- @param phase "before", "during" or "after"
+-- @param event "startup", "shutdown" or any name
+function M.addSystemEventTrigger(phase, event, f, ...)
+  if not PHASES[phase] then
+    error(errors.ValueError(("bad argument #1 to 'addSystemEventTrigger' (phase must be "
+      .. "'before', 'during' or 'after', got %s)"):format(
+      type(phase) == "string" and ("'" .. phase .. "'") or type(phase))), 2)
+  end
+  errors.checktype("addSystemEventTrigger", 2, event, "string")
+  check_callable("addSystemEventTrigger", 3, f)
+  local ev = events[event]
+  if not ev then
+    ev = { before = {}, during = {}, after = {} }
+    events[event] = ev
+  end
+  next_id = next_id + 1
+  local t = { id = next_id, event = event, phase = phase, f = f, args = pack(...) }
+  local list = ev[phase]
+  list[#list + 1] = t
+  return t
+end
+
+--- Remove a trigger by the id addSystemEventTrigger returned.
+function M.removeSystemEventTrigger(id)
+  if type(id) ~= "table" or not id.event or not events[id.event] then
+    error(errors.ValueError("bad argument #1 to 'removeSystemEventTrigger' (not a trigger id)"), 2)
+  end
+  local list = events[id.event][id.phase]
+  for i = 1, #list do
+    if list[i] == id then
+      table_remove(list, i)
+      return
+    end
+  end
+  error(errors.ValueError("bad argument #1 to 'removeSystemEventTrigger' (trigger already removed)"), 2)
+end
+
+local function call_trigger(t)
+  local ok, r = core.pcall_report(t.f, unpack(t.args, 1, t.args.n))
+  if ok then return r end
+  return nil
+end
+
+local function run_phase(list)
+  local snapshot = { table.unpack(list) }
+  for i = 1, #snapshot do call_trigger(snapshot[i]) end
+end
+
+--- Run the triggers of `event`, phase by phase. A Deferred returned by a
+-- `before` trigger holds back `during` and `after` until it fires.
+-- @param done optional function called once the after phase has run
+function M.fireSystemEvent(event, done)
+  errors.checktype("fireSystemEvent", 1, event, "string")
+  local ev = events[event]
+  local function finish()
+    if ev then
+      run_phase(ev.during)
+      run_phase(ev.after)
+    end
+    if done then done() end
+  end
+  if not ev then return finish() end
+  local waiting = 0
+  local before_done = false
+  for _, t in ipairs({ table.unpack(ev.before) }) do
+    local r = call_trigger(t)
+    if is_deferred(r) then
+      waiting = waiting + 1
+      r:addBoth(function(res)
+        if failure.isFailure(res) then
+          log_err(res, "Error in a 'before " .. event .. "' trigger:")
+          res = nil
+        end
+        waiting = waiting - 1
+        if waiting == 0 and before_done then finish() end
+        return res
+      end)
+    end
+  end
+  before_done = true
+  if waiting == 0 then finish() end
+end
+
+---------------------------------------------------------------------------
+-- signals
+
+local sig_handlers = {}  -- signum -> list of user handlers
+local sig_defaults = {}  -- signum -> braid's own action (run first)
+local sig_watchers = {}  -- signum -> core watcher
+
+local function dispatch_signal(signum, name)
+  local default = sig_defaults[signum]
+  local list = sig_handlers[signum]
+  if default and not (default.replaceable and list and #list > 0) then
+    core.pcall_report(default.f, signum, name)
+  end
+  if list then
+    local snapshot = { table.unpack(list) }
+    for i = 1, #snapshot do core.pcall_report(snapshot[i].f, signum, name) end
+  end
+end
+
+local function sync_watcher(signum)
+  local need = sig_defaults[signum] ~= nil
+    or (sig_handlers[signum] ~= nil and #sig_handlers[signum] > 0)
+  local w = sig_watchers[signum]
+  if need and not w then
+    sig_watchers[signum] = core.signal(signum, dispatch_signal)
+  elseif not need and w then
+    w:cancel()
+    sig_watchers[signum] = nil
+  end
+end
+
+local Handle = {}
+Handle.__index = Handle
+function Handle:cancel()
+  local list = sig_handlers[self.signum]
+  if not list then return end
+  for i = 1, #list do
+    if list[i] == self then
+      table_remove(list, i)
+      break
+    end
+  end
+  sync_watcher(self.signum)
+end
+
+--- Run f(signum, name) in the loop when the signal arrives.
+-- @param sig "SIGHUP", "HUP" or a number
+-- @return a handle with :cancel()
+function M.onSignal(sig, f)
+  if type(sig) ~= "string" and type(sig) ~= "number" then
+    errors.argerror("onSignal", 1, "signal name or number expected, got " .. type(sig))
+  end
+  check_callable("onSignal", 2, f)
+  local ok, signum = pcall(core.signum, sig)
+  if not ok then
+    error(errors.ValueError(("bad argument #1 to 'onSignal' (unknown signal %s)"):format(
+      type(sig) == "string" and ("'" .. sig .. "'") or tostring(sig))), 2)
+  end
+  if signum == 9 or signum == 19 then
+    error(errors.ValueError("bad argument #1 to 'onSignal' (SIGKILL and SIGSTOP cannot be caught)"), 2)
+  end
+  local list = sig_handlers[signum]
+  if not list then
+    list = {}
+    sig_handlers[signum] = list
+  end
+  local h = setmetatable({ signum = signum, f = f }, Handle)
+  list[#list + 1] = h
+  sync_watcher(signum)
+  return h
+end
+
+--- Internal: braid's own action for a signal (log reopen, reload), run
+-- before the user's handlers. `replaceable` actions (SIGINT/SIGTERM's stop)
+-- are skipped when the user has handlers.
+function M._setSignalAction(sig, f, replaceable)
+  local signum = core.signum(sig)
+  sig_defaults[signum] = f and { f = f, replaceable = replaceable } or nil
+  sync_watcher(signum)
+end
+
+local function stop_on_signal(signum, name)
+  log_msg(("Received %s, shutting down."):format(name))
+  if M.running and not M._stopping then M.stop() end
+end
+
+---------------------------------------------------------------------------
+-- run / stop
+
+local when_running = {}
+M._stopping = false
+
+--- Call f(...) once the reactor runs; now if it already runs.
+function M.callWhenRunning(f, ...)
+  check_callable("callWhenRunning", 1, f)
+  if M.running then
+    return f(...)
+  end
+  when_running[#when_running + 1] = { f = f, args = pack(...) }
+end
+
+local function reactor_already_running()
+  error(errors.ReactorAlreadyRunning(), 3)
+end
+
+fire_shutdown = function()
+  M.fireSystemEvent("shutdown", function()
+    core.crash()
+  end)
+end
+
+--- Run the loop until stop() (or crash()).
+-- @param opts optional table: installSignalHandlers (default true)
+function M.run(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    errors.argerror("run", 1, "table expected, got " .. type(opts))
+  end
+  if core.in_loop() then reactor_already_running() end
+  local install = not (opts and opts.installSignalHandlers == false)
+  if install then
+    M._setSignalAction("SIGINT", stop_on_signal, true)
+    M._setSignalAction("SIGTERM", stop_on_signal, true)
+  end
+  M.running = true
+  M._stopping = false
+  shutdown_pending = false
+  M.fireSystemEvent("startup", function()
+    local list = when_running
+    when_running = {}
+    for i = 1, #list do
+      local c = list[i]
+      core.pcall_report(c.f, unpack(c.args, 1, c.args.n))
+    end
+  end)
+  local ok, err = pcall(core.run)
+  M.running = false
+  M._stopping = false
+  if install then
+    M._setSignalAction("SIGINT", nil)
+    M._setSignalAction("SIGTERM", nil)
+  end
+  flush_unhandled()
+  if not ok then
+    log_msg("Unexpected error in main loop.")
+    log_err(err)
+    error(err, 0)
+  end
+  log_msg("Main loop terminated.")
+end
+
+--- Fire the shutdown event (on the next iteration) and leave run().
+function M.stop()
+  if not M.running or M._stopping then
+    error(errors.ReactorNotRunning("Can't stop reactor that isn't running."), 2)
+  end
+  M._stopping = true
+  shutdown_pending = true
+  core.wake()
+end
+
+--- Leave run() at once, without shutdown triggers.
+function M.crash()
+  core.crash()
+end
+
+--- Run one loop iteration, waiting at most `delay` seconds (default 0).
+function M.iterate(delay)
+  if delay ~= nil and (type(delay) ~= "number" or not (delay >= 0)) then
+    error(errors.ValueError("bad argument #1 to 'iterate' (delay must be a number >= 0, got "
+      .. tostring(delay) .. ")"), 2)
+  end
+  if core.in_loop() then reactor_already_running() end
+  core.iterate(delay or 0)
+end
+
+--- The event backend in use ("epoll", "poll" or "select").
+function M.backend()
+  return core.backend()
+end
+
+--- Internal (the braid command): run the reactor if the script left work
+-- pending without running it itself.
+function M._runIfPending()
+  if core.has_run() or core.in_loop() then return end
+  local user_signals = false
+  for _, list in pairs(sig_handlers) do
+    if #list > 0 then user_signals = true end
+  end
+  if core.work() > 0 or #when_running > 0 or user_signals then
+    M.run()
+  end
+  flush_unhandled()
+end
+
+return M

@@ -1,0 +1,87 @@
+/*
+** braid.h: declarations shared by the runtime's C files.
+**
+** Invariants:
+** - There is one reactor per process (struct braid_loop, braid_loop()). It
+**   belongs to the Lua state that first loaded braid.core; other states
+**   (thread pool workers) never touch it.
+** - C never keeps a lua_State* from a call. Loop callbacks run on loop->L,
+**   a Lua thread braid owns and anchors in the registry.
+** - Every call from a libevent callback into Lua goes through braid_pcall
+**   (or a protected trampoline): a Lua error never longjmps across
+**   event_base_loop's frames.
+*/
+#ifndef BRAID_H
+#define BRAID_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+
+struct event_base;
+struct event;
+
+#define BRAID_VERSION "0.1.0"
+
+struct braid_timers; /* timers.c */
+
+struct braid_loop {
+  struct event_base *base;
+  lua_State *L;          /* the braid-owned thread callbacks run on */
+  lua_State *owner;      /* main thread of the owning state */
+  int thread_ref;        /* registry ref anchoring L */
+  int msgh_ref;          /* message handler (Lua: failure.msgh) or LUA_NOREF */
+  int errh_ref;          /* error reporter (Lua: log.reportError) or LUA_NOREF */
+  int turn_ref;          /* per-turn hook, run when wake was asked */
+  struct event *wake_ev; /* timer event bounding the wait of an iteration */
+  int in_loop;           /* inside run/iterate: nesting is refused */
+  int running;           /* inside run() */
+  int stop_flag;         /* leave run() after this iteration */
+  int wake_flag;         /* run the turn hook and do not block */
+  int has_run;           /* run() was called at least once */
+  long work;             /* live things that keep a script's reactor running */
+  char backend[16];      /* requested backend ("" = libevent's choice) */
+};
+
+/* loop.c */
+struct braid_loop *braid_loop(void);
+/* The event base, created on first use with the requested backend.
+** Raises a Lua error on failure. */
+struct event_base *braid_base(lua_State *L);
+/* lua_pcall with the loop's message handler; on error the error is
+** reported (logged) and popped, and the status returned. Results are left
+** on the stack only on success. */
+int braid_pcall(lua_State *L, int nargs, int nresults);
+/* Push the message handler callbacks run under (a traceback maker). */
+void braid_push_msgh(lua_State *L);
+/* Report the error object on top of the stack (pops it). Never raises. */
+void braid_report_error(lua_State *L);
+/* Count things that keep the reactor busy (timers, ports, connections,
+** readers): braid runs a script's reactor when this is > 0. */
+void braid_work(long delta);
+/* Monotonic and wall-clock time in seconds. */
+double braid_monotonic(void);
+double braid_walltime(void);
+/* Push the error class `name` of braid.error, call it with the message on
+** top (or none if msg is NULL) and raise it. */
+int braid_raise(lua_State *L, const char *cls, const char *msg);
+/* Push nil, "message", "ENAME" for an errno (luv's convention). */
+int braid_pusherror(lua_State *L, int err);
+
+/* timers.c */
+/* Run the timers due now (FIFO among equal deadlines); returns how many. */
+int braid_timers_run(lua_State *L);
+/* Seconds until the next timer is due (0 if one is due), or -1 if none. */
+double braid_timers_next(void);
+size_t braid_timers_pending(void);
+
+/* Module openers: each adds its functions to the table on top. */
+void braid_open_loop(lua_State *L);
+void braid_open_timers(lua_State *L);
+void braid_open_signals(lua_State *L);
+
+int luaopen_braid_core(lua_State *L);
+
+#endif

@@ -1,0 +1,439 @@
+/*
+** main.c: the braid command. Creates the Lua state, makes braid's own
+** modules findable without installation, runs the script (lua.c's way:
+** `arg`, a traceback message handler), and runs the reactor when the
+** script left work pending without running it. --workers N turns this
+** process into a supervisor of N such processes.
+*/
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include <event2/event.h>
+
+#include "braid.h"
+
+#ifndef BRAID_SOURCE_LUA_DIR
+#define BRAID_SOURCE_LUA_DIR ""
+#endif
+
+static const char *progname = "braid";
+
+struct opts {
+  const char *script;
+  int script_index;     /* argv index of the script, or argc */
+  const char *exec[32]; /* -e chunks, in order */
+  int nexec;
+  int watch;
+  const char *reactor;
+  const char *logfile;
+  const char *loglevel;
+  const char *pidfile;
+  const char *console;
+  const char *console_auth;
+  int workers;
+};
+
+static void usage(FILE *f) {
+  fprintf(f,
+    "usage: %s [options] script.lua [args...]\n"
+    "Run a Lua script on braid's reactor (Twisted's programming model).\n\n"
+    "options:\n"
+    "  -h, --help            show this help and exit\n"
+    "  -v, --version         show braid's, Lua's and libevent's versions and the backend\n"
+    "  -e CODE               run CODE before the script (may be repeated)\n"
+    "  --watch               reload edited modules in place (see braid.reload)\n"
+    "  --reactor NAME        event backend: epoll, poll or select\n"
+    "  --logfile PATH|-      start logging to PATH, or to standard output with -\n"
+    "  --loglevel LEVEL      least level logged: debug, info, warn, error, critical\n"
+    "  --pidfile PATH        write the process id to PATH (removed at exit)\n"
+    "  --console ENDPOINT    serve a live Lua console on unix:PATH or tcp:127.0.0.1:PORT\n"
+    "  --console-auth FILE   password file for the console\n"
+    "  --workers N           run N worker processes of the script under a supervisor\n"
+    "\nThe reactor runs by itself when the script leaves work pending.\n",
+    progname);
+}
+
+static void die(const char *fmt, const char *a) {
+  fprintf(stderr, "%s: ", progname);
+  fprintf(stderr, fmt, a);
+  fputc('\n', stderr);
+  exit(1);
+}
+
+static int parse(int argc, char **argv, struct opts *o) {
+  int i;
+  memset(o, 0, sizeof *o);
+  for (i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char *val = NULL;
+#define NEEDVAL() do { \
+      if (i + 1 >= argc) die("option '%s' needs a value (try braid --help)", a); \
+      val = argv[++i]; } while (0)
+    if (a[0] != '-' || strcmp(a, "-") == 0) break;
+    if (strcmp(a, "--") == 0) { i++; break; }
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); exit(0); }
+    else if (!strcmp(a, "-v") || !strcmp(a, "--version")) return -1;
+    else if (!strcmp(a, "-e")) {
+      NEEDVAL();
+      if (o->nexec == (int)(sizeof o->exec / sizeof o->exec[0])) die("%s", "too many -e options");
+      o->exec[o->nexec++] = val;
+    }
+    else if (!strcmp(a, "--watch")) o->watch = 1;
+    else if (!strcmp(a, "--reactor")) { NEEDVAL(); o->reactor = val; }
+    else if (!strcmp(a, "--logfile")) { NEEDVAL(); o->logfile = val; }
+    else if (!strcmp(a, "--loglevel")) { NEEDVAL(); o->loglevel = val; }
+    else if (!strcmp(a, "--pidfile")) { NEEDVAL(); o->pidfile = val; }
+    else if (!strcmp(a, "--console")) { NEEDVAL(); o->console = val; }
+    else if (!strcmp(a, "--console-auth")) { NEEDVAL(); o->console_auth = val; }
+    else if (!strcmp(a, "--workers")) {
+      char *end;
+      NEEDVAL();
+      long n = strtol(val, &end, 10);
+      if (*end || n < 1 || n > 1024) die("--workers needs a number from 1 to 1024, got '%s'", val);
+      o->workers = (int)n;
+    }
+    else die("unknown option '%s' (try braid --help)", a);
+#undef NEEDVAL
+  }
+  o->script_index = i;
+  o->script = i < argc ? argv[i] : NULL;
+  return 0;
+}
+
+/* braid's Lua directory: $BRAID_LUA_DIR, the installed share/lua/5.4 next
+** to the executable, or the source tree this binary was built from. */
+static const char *lua_dir(char *buf, size_t len) {
+  const char *env = getenv("BRAID_LUA_DIR");
+  struct stat st;
+  if (env && *env) return env;
+  char exe[PATH_MAX - 64];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) {
+      *slash = '\0';
+      snprintf(buf, len, "%s/../share/lua/5.4", exe);
+      char probe[PATH_MAX + 32];
+      snprintf(probe, sizeof probe, "%s/braid/reactor.lua", buf);
+      if (stat(probe, &st) == 0) return buf;
+    }
+  }
+  return BRAID_SOURCE_LUA_DIR;
+}
+
+static int msghandler(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      msg = lua_tostring(L, -1);
+    else
+      msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+static int docall(lua_State *L, int narg, int nres) {
+  int base = lua_gettop(L) - narg;
+  lua_pushcfunction(L, msghandler);
+  lua_insert(L, base);
+  int st = lua_pcall(L, narg, nres, base);
+  lua_remove(L, base);
+  return st;
+}
+
+static int report(lua_State *L, int st) {
+  if (st != LUA_OK) {
+    const char *msg = lua_tostring(L, -1);
+    fprintf(stderr, "%s: %s\n", progname, msg ? msg : "(error object is not a string)");
+    fflush(stderr);
+    lua_pop(L, 1);
+  }
+  return st;
+}
+
+/* Call require(mod)[fn](arg) protected; returns the status. */
+static int call_module(lua_State *L, const char *mod, const char *fn, const char *arg) {
+  lua_getglobal(L, "require");
+  lua_pushstring(L, mod);
+  int st = docall(L, 1, 1);
+  if (st != LUA_OK) return st;
+  lua_getfield(L, -1, fn);
+  lua_remove(L, -2);
+  if (arg) lua_pushstring(L, arg);
+  return docall(L, arg ? 1 : 0, 0);
+}
+
+static void set_paths(lua_State *L, const char *script) {
+  char buf[PATH_MAX];
+  const char *ldir = lua_dir(buf, sizeof buf);
+  luaL_Buffer b;
+  lua_getglobal(L, "package");
+  luaL_buffinit(L, &b);
+  if (script) {
+    const char *slash = strrchr(script, '/');
+    if (slash) {
+      luaL_addlstring(&b, script, (size_t)(slash - script));
+      luaL_addstring(&b, "/?.lua;");
+      luaL_addlstring(&b, script, (size_t)(slash - script));
+      luaL_addstring(&b, "/?/init.lua;");
+    } else {
+      luaL_addstring(&b, "./?.lua;./?/init.lua;");
+    }
+  }
+  if (ldir && *ldir) {
+    luaL_addstring(&b, ldir);
+    luaL_addstring(&b, "/?.lua;");
+    luaL_addstring(&b, ldir);
+    luaL_addstring(&b, "/?/init.lua;");
+  }
+  lua_getfield(L, -2, "path");
+  luaL_addvalue(&b);
+  luaL_pushresult(&b);
+  lua_setfield(L, -2, "path");
+  /* braid.core is linked in: preload it */
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, luaopen_braid_core);
+  lua_setfield(L, -2, "braid.core");
+  lua_pop(L, 2);
+}
+
+static void create_arg(lua_State *L, char **argv, int argc, int script) {
+  lua_createtable(L, argc - script, script + 1);
+  for (int i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i - script);
+  }
+  lua_setglobal(L, "arg");
+}
+
+static const char *g_pidfile;
+static void remove_pidfile(void) {
+  if (g_pidfile) unlink(g_pidfile);
+}
+
+static void write_pidfile(const char *path) {
+  FILE *f = fopen(path, "w");
+  if (!f) die("cannot write pidfile %s", path);
+  fprintf(f, "%ld\n", (long)getpid());
+  fclose(f);
+  g_pidfile = path;
+  atexit(remove_pidfile);
+}
+
+/* ---- --workers: a small supervisor ------------------------------------ */
+
+static volatile sig_atomic_t sup_term, sup_hup;
+static void sup_sig(int s) {
+  if (s == SIGHUP) sup_hup = 1;
+  else sup_term = s;
+}
+
+static pid_t spawn_worker(int id) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    char buf[16];
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+    snprintf(buf, sizeof buf, "%d", id);
+    setenv("BRAID_WORKER_ID", buf, 1);
+    return 0;
+  }
+  return pid;
+}
+
+/* Returns 0 in a worker (which goes on to run the script); the supervisor
+** never returns. A worker that dies is restarted with backoff (0.1 s
+** doubling to 10 s, reset when it had lived 10 s); one that exits 0 is
+** not. SIGTERM/SIGINT stop every worker gracefully; SIGHUP is forwarded. */
+static int supervise(int n) {
+  pid_t *pids = calloc((size_t)n, sizeof *pids);
+  double *started = calloc((size_t)n, sizeof *started);
+  double *backoff = calloc((size_t)n, sizeof *backoff);
+  double *due = calloc((size_t)n, sizeof *due);
+  int status = 0, exiting = 0;
+  if (!pids || !started || !backoff || !due) die("%s", "out of memory");
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = sup_sig;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
+  for (int i = 0; i < n; i++) {
+    pid_t p = spawn_worker(i + 1);
+    if (p == 0) return 0;
+    pids[i] = p;
+    started[i] = braid_monotonic();
+    backoff[i] = 0.1;
+  }
+  for (;;) {
+    int alive = 0;
+    for (int i = 0; i < n; i++) if (pids[i] > 0 || due[i] > 0) alive++;
+    if (alive == 0) break;
+    if (sup_term && !exiting) {
+      exiting = 1;
+      for (int i = 0; i < n; i++) { if (pids[i] > 0) kill(pids[i], SIGTERM); due[i] = 0; }
+    }
+    if (sup_hup) {
+      sup_hup = 0;
+      for (int i = 0; i < n; i++) if (pids[i] > 0) kill(pids[i], SIGHUP);
+    }
+    int st;
+    pid_t p = waitpid(-1, &st, WNOHANG);
+    if (p > 0) {
+      for (int i = 0; i < n; i++) {
+        if (pids[i] != p) continue;
+        pids[i] = 0;
+        int clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+        if (!clean) status = 1;
+        if (!exiting && !clean) {
+          double lived = braid_monotonic() - started[i];
+          if (lived > 10) backoff[i] = 0.1;
+          fprintf(stderr, "%s: worker %d (pid %ld) %s %d; restarting in %.1f s\n", progname,
+                  i + 1, (long)p, WIFSIGNALED(st) ? "killed by signal" : "exited with",
+                  WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), backoff[i]);
+          due[i] = braid_monotonic() + backoff[i];
+          backoff[i] = backoff[i] * 2 > 10 ? 10 : backoff[i] * 2;
+        }
+      }
+      continue;
+    }
+    double now = braid_monotonic();
+    for (int i = 0; i < n; i++) {
+      if (due[i] > 0 && now >= due[i] && !exiting) {
+        due[i] = 0;
+        pid_t q = spawn_worker(i + 1);
+        if (q == 0) return 0;
+        pids[i] = q;
+        started[i] = now;
+      }
+    }
+    struct timespec ts = { 0, 20 * 1000 * 1000 };
+    nanosleep(&ts, NULL);
+  }
+  if (exiting) status = 0;
+  exit(status);
+}
+
+static int run_script(lua_State *L, struct opts *o, int argc, char **argv) {
+  int st;
+  create_arg(L, argv, argc, o->script_index < argc ? o->script_index : 0);
+  if (o->reactor) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "braid.core");
+    if ((st = docall(L, 1, 1)) != LUA_OK) return report(L, st);
+    lua_getfield(L, -1, "set_backend");
+    lua_remove(L, -2);
+    lua_pushstring(L, o->reactor);
+    if ((st = docall(L, 1, 0)) != LUA_OK) return report(L, st);
+  }
+  if (o->logfile && (st = call_module(L, "braid.log", "startLogging", o->logfile)) != LUA_OK)
+    return report(L, st);
+  if (o->loglevel && (st = call_module(L, "braid.log", "setLevel", o->loglevel)) != LUA_OK)
+    return report(L, st);
+  if (o->watch && (st = call_module(L, "braid.reload", "enableWatch", NULL)) != LUA_OK)
+    return report(L, st);
+  if (o->console) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "braid.console");
+    if ((st = docall(L, 1, 1)) != LUA_OK) return report(L, st);
+    lua_getfield(L, -1, "serve");
+    lua_remove(L, -2);
+    lua_pushstring(L, o->console);
+    if (o->console_auth) lua_pushstring(L, o->console_auth); else lua_pushnil(L);
+    if ((st = docall(L, 2, 0)) != LUA_OK) return report(L, st);
+  }
+  for (int i = 0; i < o->nexec; i++) {
+    st = luaL_loadbuffer(L, o->exec[i], strlen(o->exec[i]), "=(command line)");
+    if (st == LUA_OK) st = docall(L, 0, 0);
+    if (st != LUA_OK) return report(L, st);
+  }
+  if (o->script) {
+    if (strcmp(o->script, "-") != 0 && access(o->script, R_OK) != 0) {
+      fprintf(stderr, "%s: cannot open %s (%s)\n", progname, o->script, strerror(errno));
+      return 1;
+    }
+    st = luaL_loadfile(L, strcmp(o->script, "-") == 0 ? NULL : o->script);
+    if (st != LUA_OK) return report(L, st);
+    int nargs = 0;
+    for (int i = o->script_index + 1; i < argc; i++, nargs++) {
+      luaL_checkstack(L, 1, "too many arguments to script");
+      lua_pushstring(L, argv[i]);
+    }
+    if ((st = docall(L, nargs, 0)) != LUA_OK) return report(L, st);
+  }
+  /* run the reactor if the script left work pending and did not run it */
+  if ((st = call_module(L, "braid.reactor", "_runIfPending", NULL)) != LUA_OK)
+    return report(L, st);
+  return LUA_OK;
+}
+
+static int pmain(lua_State *L) {
+  int argc = (int)lua_tointeger(L, 1);
+  char **argv = lua_touserdata(L, 2);
+  struct opts *o = lua_touserdata(L, 3);
+  luaL_checkversion(L);
+  luaL_openlibs(L);
+  set_paths(L, o->script);
+  lua_pushboolean(L, run_script(L, o, argc, argv) == LUA_OK);
+  return 1;
+}
+
+static int print_version(void) {
+  lua_State *L = luaL_newstate();
+  if (!L) return 1;
+  luaL_openlibs(L);
+  luaL_requiref(L, "braid.core", luaopen_braid_core, 0);
+  lua_getfield(L, -1, "backend");
+  int ok = lua_pcall(L, 0, 1, 0) == LUA_OK;
+  printf("braid %s (%s, libevent %s, backend %s)\n", BRAID_VERSION, LUA_RELEASE,
+         event_get_version(), ok ? lua_tostring(L, -1) : "?");
+  lua_close(L);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  struct opts o;
+  if (argv[0] && argv[0][0]) {
+    const char *s = strrchr(argv[0], '/');
+    progname = s ? s + 1 : argv[0];
+  }
+  if (parse(argc, argv, &o) < 0) return print_version();
+  if (!o.script && o.nexec == 0) die("%s", "no script given (try braid --help)");
+  if (o.script && strcmp(o.script, "-") != 0 && access(o.script, R_OK) != 0) {
+    fprintf(stderr, "%s: cannot open %s (%s)\n", progname, o.script, strerror(errno));
+    return 1;
+  }
+  if (o.pidfile) write_pidfile(o.pidfile);
+  if (o.workers > 0) supervise(o.workers); /* returns only in a worker */
+  if (o.workers > 0 && o.pidfile) g_pidfile = NULL; /* the supervisor owns it */
+  lua_State *L = luaL_newstate();
+  if (!L) die("%s", "cannot create Lua state: not enough memory");
+  lua_pushcfunction(L, pmain);
+  lua_pushinteger(L, argc);
+  lua_pushlightuserdata(L, argv);
+  lua_pushlightuserdata(L, &o);
+  int st = lua_pcall(L, 3, 1, 0);
+  int ok = st == LUA_OK && lua_toboolean(L, -1);
+  if (st != LUA_OK) report(L, st);
+  lua_close(L);
+  return ok ? 0 : 1;
+}

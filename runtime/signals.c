@@ -1,0 +1,157 @@
+/*
+** signals.c: signal watchers. libevent turns a signal into a loop event, so
+** handlers run in the loop, never in signal context.
+*/
+#define _POSIX_C_SOURCE 200809L
+#include <signal.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/event.h>
+
+#include "braid.h"
+
+#define SIG_META "braid.signal"
+
+struct sigw {
+  struct event *ev;
+  int signum;
+  int self_ref;  /* anchors the watcher while active */
+  int fn_ref;
+};
+
+static const struct { const char *name; int num; } signames[] = {
+  { "HUP", SIGHUP }, { "INT", SIGINT }, { "QUIT", SIGQUIT }, { "ILL", SIGILL },
+  { "TRAP", SIGTRAP }, { "ABRT", SIGABRT }, { "BUS", SIGBUS }, { "FPE", SIGFPE },
+  { "KILL", SIGKILL }, { "USR1", SIGUSR1 }, { "SEGV", SIGSEGV }, { "USR2", SIGUSR2 },
+  { "PIPE", SIGPIPE }, { "ALRM", SIGALRM }, { "TERM", SIGTERM }, { "CHLD", SIGCHLD },
+  { "CONT", SIGCONT }, { "STOP", SIGSTOP }, { "TSTP", SIGTSTP }, { "TTIN", SIGTTIN },
+  { "TTOU", SIGTTOU }, { "URG", SIGURG }, { "XCPU", SIGXCPU }, { "XFSZ", SIGXFSZ },
+  { "VTALRM", SIGVTALRM }, { "PROF", SIGPROF }, { "WINCH", SIGWINCH }, { "IO", SIGIO },
+  { "SYS", SIGSYS }, { NULL, 0 }
+};
+
+static const char *signame(int num) {
+  for (int i = 0; signames[i].name; i++)
+    if (signames[i].num == num) return signames[i].name;
+  return NULL;
+}
+
+/* Accepts "SIGHUP", "HUP" (any case) or a number; raises naming argument i. */
+static int check_signal(lua_State *L, int i) {
+  if (lua_type(L, i) == LUA_TNUMBER) {
+    lua_Integer n = luaL_checkinteger(L, i);
+    if (n <= 0 || n > 64 || !signame((int)n))
+      luaL_argerror(L, i, lua_pushfstring(L, "unknown signal %d", (int)n));
+    return (int)n;
+  }
+  const char *s = luaL_checkstring(L, i);
+  const char *name = strncasecmp(s, "SIG", 3) == 0 ? s + 3 : s;
+  for (int k = 0; signames[k].name; k++)
+    if (strcasecmp(name, signames[k].name) == 0) return signames[k].num;
+  return luaL_argerror(L, i, lua_pushfstring(L, "unknown signal '%s'", s));
+}
+
+static int l_signum(lua_State *L) {
+  int n = check_signal(L, 1);
+  lua_pushinteger(L, n);
+  lua_pushfstring(L, "SIG%s", signame(n));
+  return 2;
+}
+
+static void sigw_release(lua_State *L, struct sigw *w) {
+  if (w->ev) { event_free(w->ev); w->ev = NULL; }
+  if (w->fn_ref != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, w->fn_ref); w->fn_ref = LUA_NOREF; }
+  if (w->self_ref != LUA_NOREF) { luaL_unref(L, LUA_REGISTRYINDEX, w->self_ref); w->self_ref = LUA_NOREF; }
+}
+
+static int sig_deliver(lua_State *L) {
+  struct sigw *w = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->fn_ref);
+  lua_pushinteger(L, w->signum);
+  lua_pushfstring(L, "SIG%s", signame(w->signum));
+  braid_pcall(L, 2, 0);
+  return 0;
+}
+
+static void sig_cb(evutil_socket_t fd, short what, void *arg) {
+  struct sigw *w = arg;
+  lua_State *L = braid_loop()->L;
+  (void)fd; (void)what;
+  if (w->fn_ref == LUA_NOREF) return;
+  lua_pushcfunction(L, sig_deliver);
+  lua_pushlightuserdata(L, w);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) braid_report_error(L);
+}
+
+/* signal(sig, f) -> watcher with :cancel() */
+static int l_signal(lua_State *L) {
+  int n = check_signal(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (n == SIGKILL || n == SIGSTOP)
+    return luaL_argerror(L, 1, "SIGKILL and SIGSTOP cannot be caught");
+  struct event_base *base = braid_base(L);
+  struct sigw *w = lua_newuserdatauv(L, sizeof *w, 0);
+  w->ev = NULL;
+  w->signum = n;
+  w->self_ref = w->fn_ref = LUA_NOREF;
+  luaL_setmetatable(L, SIG_META);
+  w->ev = evsignal_new(base, n, sig_cb, w);
+  if (!w->ev || evsignal_add(w->ev, NULL) != 0) {
+    sigw_release(L, w);
+    return luaL_error(L, "evsignal_add(%d) failed", n);
+  }
+  lua_pushvalue(L, 2);
+  w->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, -1);
+  w->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 1;
+}
+
+static int sig_cancel(lua_State *L) {
+  struct sigw *w = luaL_checkudata(L, 1, SIG_META);
+  sigw_release(L, w);
+  return 0;
+}
+
+static int sig_active(lua_State *L) {
+  struct sigw *w = luaL_checkudata(L, 1, SIG_META);
+  lua_pushboolean(L, w->ev != NULL);
+  return 1;
+}
+
+static int sig_gc(lua_State *L) {
+  struct sigw *w = luaL_checkudata(L, 1, SIG_META);
+  if (w->ev) { event_free(w->ev); w->ev = NULL; } /* refs die with the state */
+  return 0;
+}
+
+/* Raise a signal at ourselves (tests, and the default SIGINT re-raise). */
+static int l_raise(lua_State *L) {
+  int n = check_signal(L, 1);
+  lua_pushboolean(L, raise(n) == 0);
+  return 1;
+}
+
+static const luaL_Reg sig_methods[] = {
+  { "cancel", sig_cancel },
+  { "active", sig_active },
+  { NULL, NULL }
+};
+
+void braid_open_signals(lua_State *L) {
+  signal(SIGPIPE, SIG_IGN); /* a write to a closed socket returns EPIPE instead */
+  if (luaL_newmetatable(L, SIG_META)) {
+    luaL_newlib(L, sig_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, sig_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_signal);
+  lua_setfield(L, -2, "signal");
+  lua_pushcfunction(L, l_signum);
+  lua_setfield(L, -2, "signum");
+  lua_pushcfunction(L, l_raise);
+  lua_setfield(L, -2, "raise");
+}

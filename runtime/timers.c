@@ -1,0 +1,358 @@
+/*
+** timers.c: callLater and DelayedCall.
+**
+** Pending calls live in one binary min-heap ordered by (deadline, seq):
+** calls with the same deadline run in scheduling order, and reset/delay
+** take a new seq (they count as rescheduling). Heap entries carry their
+** keys inline so sifting compares without touching the calls themselves;
+** each call knows its heap index, so cancel removes it at once (memory is
+** returned eagerly, as libevent does, rather than lazily as Node does).
+**
+** A DelayedCall is a userdata whose user values are the function and its
+** arguments. While pending it is anchored in a registry table (anchors),
+** so losing the last Lua reference cancels nothing.
+*/
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "braid.h"
+
+#define DC_META "braid.DelayedCall"
+#define NOT_IN_HEAP UINT32_MAX
+
+enum { DC_PENDING, DC_CALLED, DC_CANCELLED };
+
+struct dcall {
+  double deadline;  /* monotonic seconds */
+  uint64_t seq;
+  uint32_t idx;     /* position in the heap, or NOT_IN_HEAP */
+  int ref;          /* anchor while pending */
+  int nuv;          /* user values: function + arguments */
+  int state;
+};
+
+struct hentry {
+  double deadline;
+  uint64_t seq;
+  struct dcall *dc;
+};
+
+static struct {
+  struct hentry *v;
+  uint32_t n, cap;
+  uint64_t seq;
+  int anchors_ref;  /* registry ref of the anchor table */
+} H = { NULL, 0, 0, 0, LUA_NOREF };
+
+static inline int hless(const struct hentry *a, const struct hentry *b) {
+  return a->deadline < b->deadline || (a->deadline == b->deadline && a->seq < b->seq);
+}
+
+static inline void hset(uint32_t i, struct hentry e) {
+  H.v[i] = e;
+  e.dc->idx = i;
+}
+
+static void sift_up(uint32_t i, struct hentry e) {
+  while (i > 0) {
+    uint32_t p = (i - 1) / 2;
+    if (!hless(&e, &H.v[p])) break;
+    hset(i, H.v[p]);
+    i = p;
+  }
+  hset(i, e);
+}
+
+static void sift_down(uint32_t i, struct hentry e) {
+  uint32_t n = H.n;
+  for (;;) {
+    uint32_t c = 2 * i + 1;
+    if (c >= n) break;
+    if (c + 1 < n && hless(&H.v[c + 1], &H.v[c])) c++;
+    if (!hless(&H.v[c], &e)) break;
+    hset(i, H.v[c]);
+    i = c;
+  }
+  hset(i, e);
+}
+
+/* 0 or ENOMEM */
+static int heap_push(struct dcall *dc) {
+  if (H.n == H.cap) {
+    uint32_t cap = H.cap ? H.cap * 2 : 64;
+    struct hentry *v = realloc(H.v, cap * sizeof *v);
+    if (!v) return -1;
+    H.v = v;
+    H.cap = cap;
+  }
+  struct hentry e = { dc->deadline, dc->seq, dc };
+  sift_up(H.n++, e);
+  return 0;
+}
+
+static void heap_remove(struct dcall *dc) {
+  uint32_t i = dc->idx;
+  if (i == NOT_IN_HEAP) return;
+  dc->idx = NOT_IN_HEAP;
+  struct hentry last = H.v[--H.n];
+  if (i == H.n) return;
+  if (i > 0 && hless(&last, &H.v[(i - 1) / 2])) sift_up(i, last);
+  else sift_down(i, last);
+}
+
+static struct dcall *dc_check(lua_State *L, int i) {
+  return luaL_checkudata(L, i, DC_META);
+}
+
+static void raise_state(lua_State *L, struct dcall *dc) {
+  braid_raise(L, dc->state == DC_CALLED ? "AlreadyCalled" : "AlreadyCancelled", NULL);
+}
+
+static void unanchor(lua_State *L, struct dcall *dc) {
+  if (dc->ref == LUA_NOREF) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, H.anchors_ref);
+  luaL_unref(L, -1, dc->ref);
+  lua_pop(L, 1);
+  dc->ref = LUA_NOREF;
+  braid_work(-1);
+}
+
+static double check_delay(lua_State *L, int i, const char *what) {
+  double d = luaL_checknumber(L, i);
+  if (!(d >= 0) || d == HUGE_VAL)  /* also refuses NaN */
+    luaL_argerror(L, i, lua_pushfstring(L, "%s must be a finite number >= 0, got %f", what, d));
+  return d;
+}
+
+static int is_callable(lua_State *L, int i) {
+  if (lua_type(L, i) == LUA_TFUNCTION) return 1;
+  if (luaL_getmetafield(L, i, "__call") != LUA_TNIL) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  return 0;
+}
+
+/* callLater(delay, f, ...) -> DelayedCall
+** upvalue 1: the DelayedCall metatable; upvalue 2: the anchor table */
+static int l_callLater(lua_State *L) {
+  double delay = check_delay(L, 1, "delay");
+  if (!is_callable(L, 2))
+    return luaL_argerror(L, 2, lua_pushfstring(L, "function expected, got %s", luaL_typename(L, 2)));
+  int top = lua_gettop(L);
+  int nuv = top - 1;
+  struct dcall *dc = lua_newuserdatauv(L, sizeof *dc, nuv);
+  dc->deadline = braid_monotonic() + delay;
+  dc->seq = H.seq++;
+  dc->idx = NOT_IN_HEAP;
+  dc->ref = LUA_NOREF;
+  dc->nuv = nuv;
+  dc->state = DC_PENDING;
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_setmetatable(L, -2);
+  for (int i = 1; i <= nuv; i++) {
+    lua_pushvalue(L, i + 1);
+    lua_setiuservalue(L, -2, i);
+  }
+  if (heap_push(dc) != 0) return luaL_error(L, "not enough memory");
+  lua_pushvalue(L, -1);
+  dc->ref = luaL_ref(L, lua_upvalueindex(2));
+  braid_work(1);
+  return 1;
+}
+
+static void reschedule(struct dcall *dc, double deadline) {
+  heap_remove(dc);
+  dc->deadline = deadline;
+  dc->seq = H.seq++;
+  heap_push(dc); /* cannot fail: the slot it left is free */
+}
+
+static int l_cancel(lua_State *L) {
+  struct dcall *dc = dc_check(L, 1);
+  if (dc->state != DC_PENDING) raise_state(L, dc);
+  dc->state = DC_CANCELLED;
+  heap_remove(dc);
+  unanchor(L, dc);
+  for (int i = 1; i <= dc->nuv; i++) { /* let the function and args go */
+    lua_pushnil(L);
+    lua_setiuservalue(L, 1, i);
+  }
+  return 0;
+}
+
+static int l_delay(lua_State *L) {
+  struct dcall *dc = dc_check(L, 1);
+  double d = luaL_checknumber(L, 2);
+  luaL_argcheck(L, d == d, 2, "seconds must be a number, got nan");
+  if (dc->state != DC_PENDING) raise_state(L, dc);
+  reschedule(dc, dc->deadline + d);
+  return 0;
+}
+
+static int l_reset(lua_State *L) {
+  struct dcall *dc = dc_check(L, 1);
+  double d = check_delay(L, 2, "seconds");
+  if (dc->state != DC_PENDING) raise_state(L, dc);
+  reschedule(dc, braid_monotonic() + d);
+  return 0;
+}
+
+static double get_time(struct dcall *dc) {
+  return dc->deadline - braid_monotonic() + braid_walltime();
+}
+
+static int l_getTime(lua_State *L) {
+  lua_pushnumber(L, get_time(dc_check(L, 1)));
+  return 1;
+}
+
+static int l_active(lua_State *L) {
+  lua_pushboolean(L, dc_check(L, 1)->state == DC_PENDING);
+  return 1;
+}
+
+/* fields: called, cancelled, time, func, args; then methods (upvalue 1) */
+static int dc_index(lua_State *L) {
+  struct dcall *dc = dc_check(L, 1);
+  const char *k = lua_tostring(L, 2);
+  if (k) {
+    if (strcmp(k, "called") == 0) { lua_pushboolean(L, dc->state == DC_CALLED); return 1; }
+    if (strcmp(k, "cancelled") == 0) { lua_pushboolean(L, dc->state == DC_CANCELLED); return 1; }
+    if (strcmp(k, "time") == 0) { lua_pushnumber(L, get_time(dc)); return 1; }
+    if (strcmp(k, "func") == 0) { lua_getiuservalue(L, 1, 1); return 1; }
+    if (strcmp(k, "args") == 0) {
+      int n = dc->nuv - 1;
+      lua_createtable(L, n > 0 ? n : 0, 1);
+      for (int i = 1; i <= n; i++) {
+        lua_getiuservalue(L, 1, i + 1);
+        lua_rawseti(L, -2, i);
+      }
+      lua_pushinteger(L, n);
+      lua_setfield(L, -2, "n");
+      return 1;
+    }
+  }
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(1));
+  return 1;
+}
+
+static int dc_tostring(lua_State *L) {
+  struct dcall *dc = dc_check(L, 1);
+  const char *st = dc->state == DC_CALLED ? "called" : dc->state == DC_CANCELLED ? "cancelled" : NULL;
+  if (st) lua_pushfstring(L, "<DelayedCall %p %s>", (void *)dc, st);
+  else lua_pushfstring(L, "<DelayedCall %p [%fs]>", (void *)dc, dc->deadline - braid_monotonic());
+  return 1;
+}
+
+static int l_getDelayedCalls(lua_State *L) {
+  lua_createtable(L, (int)H.n, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, H.anchors_ref);
+  for (uint32_t i = 0; i < H.n; i++) {
+    lua_rawgeti(L, -1, H.v[i].dc->ref);
+    lua_rawseti(L, -3, (lua_Integer)i + 1);
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+
+static int l_pending(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)H.n);
+  return 1;
+}
+
+size_t braid_timers_pending(void) { return H.n; }
+
+double braid_timers_next(void) {
+  if (H.n == 0) return -1;
+  double d = H.v[0].deadline - braid_monotonic();
+  return d > 0 ? d : 0;
+}
+
+/* Run the calls due now. Calls scheduled (or rescheduled) while this runs
+** are left for the next iteration, as Twisted's runUntilCurrent does: an
+** entry with seq >= barrier is new, and since the heap orders by (deadline,
+** seq) every older due entry has already been popped when one reaches the
+** top. Requires: called protected, on the loop's thread. */
+int braid_timers_run(lua_State *L) {
+  if (H.n == 0) return 0;
+  double now = braid_monotonic();
+  uint64_t barrier = H.seq;
+  int ran = 0;
+  lua_settop(L, 0);
+  braid_push_msgh(L);
+  int msgh = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, H.anchors_ref);
+  int anchors = lua_gettop(L);
+  while (H.n > 0) {
+    struct hentry *top = &H.v[0];
+    if (top->deadline > now || top->seq >= barrier) break;
+    struct dcall *dc = top->dc;
+    heap_remove(dc);
+    dc->state = DC_CALLED;
+    lua_rawgeti(L, anchors, dc->ref);
+    luaL_unref(L, anchors, dc->ref);
+    dc->ref = LUA_NOREF;
+    braid_work(-1);
+    int nuv = dc->nuv;
+    luaL_checkstack(L, nuv + 2, "too many arguments");
+    int ud = lua_gettop(L);
+    for (int i = 1; i <= nuv; i++) lua_getiuservalue(L, ud, i);
+    int st = lua_pcall(L, nuv - 1, 0, msgh);
+    if (st != LUA_OK) braid_report_error(L);
+    lua_settop(L, anchors);
+    ran++;
+  }
+  lua_settop(L, 0);
+  return ran;
+}
+
+static const luaL_Reg dc_methods[] = {
+  { "cancel", l_cancel },
+  { "delay", l_delay },
+  { "reset", l_reset },
+  { "getTime", l_getTime },
+  { "active", l_active },
+  { NULL, NULL }
+};
+
+static int timers_gc(lua_State *L) {
+  (void)L;
+  free(H.v);
+  H.v = NULL;
+  H.n = H.cap = 0;
+  H.anchors_ref = LUA_NOREF;
+  return 0;
+}
+
+void braid_open_timers(lua_State *L) {
+  /* core table on top */
+  if (H.anchors_ref == LUA_NOREF) {
+    lua_newtable(L);
+    H.anchors_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_newuserdatauv(L, 1, 0); /* frees the heap when the state closes */
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, timers_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "braid.timers.sentinel");
+  }
+  if (luaL_newmetatable(L, DC_META)) {
+    luaL_newlib(L, dc_methods);
+    lua_pushcclosure(L, dc_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, dc_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "DelayedCall");
+    lua_setfield(L, -2, "__name");
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, H.anchors_ref);
+  lua_pushcclosure(L, l_callLater, 2);
+  lua_setfield(L, -2, "callLater");
+  lua_pushcfunction(L, l_getDelayedCalls);
+  lua_setfield(L, -2, "getDelayedCalls");
+  lua_pushcfunction(L, l_pending);
+  lua_setfield(L, -2, "pending_timers");
+}

@@ -1,0 +1,481 @@
+-- spec for lua/braid/reactor.lua and runtime/loop.c, timers.c, signals.c
+local reactor = require "braid.reactor"
+local errors = require "braid.error"
+local core = require "braid.core"
+
+-- run the reactor until stop(), failing (not hanging) after `limit` seconds
+local function run_for(limit)
+  local guard = reactor.callLater(limit or 2, function()
+    reactor.crash()
+    error("reactor ran too long")
+  end)
+  reactor.run({ installSignalHandlers = false })
+  if guard:active() then guard:cancel() end
+end
+
+local function clean()
+  for _, dc in ipairs(reactor.getDelayedCalls()) do dc:cancel() end
+end
+
+describe("reactor.callLater", function()
+  after_each(clean)
+
+  it("returns a pending DelayedCall with called and cancelled false", function()
+    local dc = reactor.callLater(10, print)
+    assert.is_true(dc:active())
+    assert.is_false(dc.called)
+    assert.is_false(dc.cancelled)
+    dc:cancel()
+  end)
+
+  it("passes extra arguments through, nils included", function()
+    local got
+    reactor.callLater(0, function(...) got = table.pack(...); reactor.stop() end, "a", nil, 3, nil)
+    run_for()
+    assert.equal(4, got.n)
+    assert.same({ "a", nil, 3, nil, n = 4 }, got)
+  end)
+
+  it("runs calls due at the same time in the order they were scheduled", function()
+    local order = {}
+    for i = 1, 50 do reactor.callLater(0.01, function() order[#order + 1] = i end) end
+    reactor.callLater(0.02, reactor.stop)
+    run_for()
+    local want = {}
+    for i = 1, 50 do want[i] = i end
+    assert.same(want, order)
+  end)
+
+  it("runs calls in deadline order", function()
+    local order = {}
+    reactor.callLater(0.03, function() order[#order + 1] = "c" end)
+    reactor.callLater(0.01, function() order[#order + 1] = "a" end)
+    reactor.callLater(0.02, function() order[#order + 1] = "b" end)
+    reactor.callLater(0.04, reactor.stop)
+    run_for()
+    assert.same({ "a", "b", "c" }, order)
+  end)
+
+  it("never runs callLater(0) re-entrantly, but on a later iteration", function()
+    local log = {}
+    reactor.callLater(0, function()
+      log[#log + 1] = "outer start"
+      reactor.callLater(0, function() log[#log + 1] = "inner" end)
+      log[#log + 1] = "outer end"
+    end)
+    reactor.iterate()
+    assert.same({ "outer start", "outer end" }, log)
+    reactor.iterate()
+    assert.same({ "outer start", "outer end", "inner" }, log)
+  end)
+
+  it("waits at least the delay", function()
+    local t0 = core.monotonic()
+    local t1
+    reactor.callLater(0.05, function() t1 = core.monotonic(); reactor.stop() end)
+    run_for()
+    assert.is_true(t1 - t0 >= 0.05 - 1e-3, "fired after " .. (t1 - t0))
+  end)
+
+  it("logs an error raised in a timed call and goes on", function()
+    local reported = {}
+    core.set_error_handler(function(e) reported[#reported + 1] = e end)
+    local after = false
+    reactor.callLater(0, function() error("boom") end)
+    reactor.callLater(0.01, function() after = true; reactor.stop() end)
+    run_for()
+    core.set_error_handler(nil)
+    package.loaded["braid.reactor"] = nil -- reinstall the default handler on next require
+    assert.is_true(after)
+    assert.equal(1, #reported)
+    assert.matches("boom", reported[1]:getErrorMessage())
+    assert.matches("reactor_spec.lua", reported[1].traceback)
+    reactor = require "braid.reactor"
+  end)
+
+  it("refuses a negative, NaN or infinite delay naming the argument", function()
+    assert.error_matches(function() reactor.callLater(-1, print) end, "bad argument #1 to '.*callLater' %(delay must be")
+    assert.error_matches(function() reactor.callLater(0 / 0, print) end, "bad argument #1 to '.*callLater'")
+    assert.error_matches(function() reactor.callLater(math.huge, print) end, "bad argument #1 to '.*callLater'")
+    assert.error_matches(function() reactor.callLater("x", print) end, "bad argument #1 to '.*callLater' %(number expected")
+  end)
+
+  it("refuses a non-callable naming the argument", function()
+    assert.error_matches(function() reactor.callLater(1, 42) end,
+      "bad argument #2 to '.*callLater' %(function expected, got number%)")
+    assert.error_matches(function() reactor.callLater(1) end, "bad argument #2")
+  end)
+
+  it("accepts a callable table", function()
+    local hit = 0
+    local obj = setmetatable({}, { __call = function(_, x) hit = x; reactor.stop() end })
+    reactor.callLater(0, obj, 7)
+    run_for()
+    assert.equal(7, hit)
+  end)
+
+  it("keeps a call pending after its last Lua reference is gone", function()
+    local fired = false
+    reactor.callLater(0.01, function() fired = true; reactor.stop() end)
+    collectgarbage(); collectgarbage()
+    run_for()
+    assert.is_true(fired)
+  end)
+end)
+
+describe("DelayedCall", function()
+  after_each(clean)
+
+  it("getTime is in the time base of seconds()", function()
+    local now = reactor.seconds()
+    local dc = reactor.callLater(10, print)
+    assert.near(now + 10, dc:getTime(), 0.05)
+    dc:cancel()
+  end)
+
+  it("cancel stops the call and marks it cancelled", function()
+    local fired = false
+    local dc = reactor.callLater(0, function() fired = true end)
+    dc:cancel()
+    reactor.iterate()
+    assert.is_false(fired)
+    assert.is_true(dc.cancelled)
+    assert.is_false(dc:active())
+  end)
+
+  it("raises AlreadyCancelled on cancel, delay or reset after cancel", function()
+    local dc = reactor.callLater(1, print)
+    dc:cancel()
+    for _, m in ipairs({ "cancel", "delay", "reset" }) do
+      local ok, e = pcall(dc[m], dc, 1)
+      assert.is_false(ok)
+      assert.is_true(errors.AlreadyCancelled:isinstance(e), m)
+    end
+  end)
+
+  it("raises AlreadyCalled on cancel, delay or reset after it ran", function()
+    local dc = reactor.callLater(0, function() end)
+    reactor.iterate()
+    assert.is_true(dc.called)
+    for _, m in ipairs({ "cancel", "delay", "reset" }) do
+      local ok, e = pcall(dc[m], dc, 1)
+      assert.is_false(ok)
+      assert.is_true(errors.AlreadyCalled:isinstance(e), m)
+      assert.equal("AlreadyCalled: Tried to cancel an already-called event.", tostring(e))
+    end
+  end)
+
+  it("is called (not active) while its function runs", function()
+    local dc
+    local seen
+    dc = reactor.callLater(0, function() seen = { dc.called, dc:active() } end)
+    reactor.iterate()
+    assert.same({ true, false }, seen)
+  end)
+
+  it("delay postpones by that much", function()
+    local dc = reactor.callLater(1, print)
+    local t = dc:getTime()
+    dc:delay(2)
+    assert.near(t + 2, dc:getTime(), 0.01)
+    dc:cancel()
+  end)
+
+  it("reset makes it due that many seconds from now", function()
+    local dc = reactor.callLater(100, print)
+    dc:reset(1)
+    assert.near(reactor.seconds() + 1, dc:getTime(), 0.05)
+    dc:cancel()
+  end)
+
+  it("reset counts as rescheduling for the order of equal deadlines", function()
+    local order = {}
+    local a = reactor.callLater(0.01, function() order[#order + 1] = "a" end)
+    reactor.callLater(0.01, function() order[#order + 1] = "b" end)
+    a:reset(0)
+    a:delay(0.01) -- now due with b, but rescheduled after it
+    reactor.callLater(0.05, reactor.stop)
+    run_for()
+    assert.same({ "b", "a" }, order)
+  end)
+
+  it("exposes func and args", function()
+    local dc = reactor.callLater(1, print, "x", nil)
+    assert.equal(print, dc.func)
+    assert.same({ "x", nil, n = 2 }, dc.args)
+    dc:cancel()
+  end)
+end)
+
+describe("reactor.getDelayedCalls", function()
+  after_each(clean)
+
+  it("lists the pending calls and drops cancelled ones", function()
+    local a = reactor.callLater(1, print)
+    local b = reactor.callLater(2, print)
+    local calls = reactor.getDelayedCalls()
+    assert.equal(2, #calls)
+    local set = { [calls[1]] = true, [calls[2]] = true }
+    assert.is_true(set[a] and set[b])
+    a:cancel()
+    assert.same({ b }, reactor.getDelayedCalls())
+  end)
+end)
+
+describe("reactor.run and stop", function()
+  after_each(clean)
+
+  it("is running while run is active, and not after", function()
+    local seen
+    reactor.callLater(0, function() seen = reactor.running; reactor.stop() end)
+    assert.is_false(reactor.running)
+    run_for()
+    assert.is_true(seen)
+    assert.is_false(reactor.running)
+  end)
+
+  it("can be run again after stop", function()
+    local runs = 0
+    for _ = 1, 3 do
+      reactor.callLater(0, function() runs = runs + 1; reactor.stop() end)
+      run_for()
+    end
+    assert.equal(3, runs)
+  end)
+
+  it("raises ReactorNotRunning when stopped while not running", function()
+    local ok, e = pcall(reactor.stop)
+    assert.is_false(ok)
+    assert.is_true(errors.ReactorNotRunning:isinstance(e))
+    assert.equal("ReactorNotRunning: Can't stop reactor that isn't running.", tostring(e))
+  end)
+
+  it("raises ReactorNotRunning on a second stop", function()
+    local second
+    reactor.callLater(0, function()
+      reactor.stop()
+      local ok, e = pcall(reactor.stop)
+      second = { ok, errors.ReactorNotRunning:isinstance(e) }
+    end)
+    run_for()
+    assert.same({ false, true }, second)
+  end)
+
+  it("raises ReactorAlreadyRunning for run, iterate while running", function()
+    local got = {}
+    reactor.callLater(0, function()
+      for _, f in ipairs({ reactor.run, reactor.iterate }) do
+        local ok, e = pcall(f)
+        got[#got + 1] = (not ok) and errors.ReactorAlreadyRunning:isinstance(e)
+      end
+      reactor.stop()
+    end)
+    run_for()
+    assert.same({ true, true }, got)
+  end)
+
+  it("runs shutdown triggers on the iteration after stop, then leaves run", function()
+    local log = {}
+    local t = reactor.addSystemEventTrigger("before", "shutdown", function() log[#log + 1] = "before" end)
+    local u = reactor.addSystemEventTrigger("during", "shutdown", function() log[#log + 1] = "during" end)
+    local v = reactor.addSystemEventTrigger("after", "shutdown", function() log[#log + 1] = "after" end)
+    reactor.callLater(0, function()
+      reactor.stop()
+      log[#log + 1] = "stop returned"
+    end)
+    run_for()
+    reactor.removeSystemEventTrigger(t)
+    reactor.removeSystemEventTrigger(u)
+    reactor.removeSystemEventTrigger(v)
+    assert.same({ "stop returned", "before", "during", "after" }, log)
+  end)
+
+  it("crash leaves run without shutdown triggers", function()
+    local fired = false
+    local t = reactor.addSystemEventTrigger("before", "shutdown", function() fired = true end)
+    reactor.callLater(0, reactor.crash)
+    reactor.run({ installSignalHandlers = false })
+    reactor.removeSystemEventTrigger(t)
+    assert.is_false(fired)
+    assert.is_false(reactor.running)
+  end)
+
+  it("fires startup triggers at each run, callWhenRunning once", function()
+    local log = {}
+    local t = reactor.addSystemEventTrigger("after", "startup", function() log[#log + 1] = "startup" end)
+    reactor.callWhenRunning(function(x) log[#log + 1] = x end, "cwr")
+    reactor.callLater(0, reactor.stop)
+    run_for()
+    reactor.callLater(0, reactor.stop)
+    run_for()
+    reactor.removeSystemEventTrigger(t)
+    assert.same({ "startup", "cwr", "startup" }, log)
+  end)
+
+  it("callWhenRunning calls at once while running", function()
+    local log = {}
+    reactor.callLater(0, function()
+      reactor.callWhenRunning(function() log[#log + 1] = "now" end)
+      log[#log + 1] = "after"
+      reactor.stop()
+    end)
+    run_for()
+    assert.same({ "now", "after" }, log)
+  end)
+
+  it("iterate waits at most delay seconds", function()
+    local t0 = core.monotonic()
+    reactor.iterate(0.05)
+    local dt = core.monotonic() - t0
+    assert.is_true(dt >= 0.04 and dt < 1, "waited " .. dt)
+  end)
+
+  it("iterate returns as soon as a timer is due", function()
+    local fired = false
+    reactor.callLater(0.01, function() fired = true end)
+    local t0 = core.monotonic()
+    while not fired do reactor.iterate(5) end
+    assert.is_true(core.monotonic() - t0 < 1)
+  end)
+
+  it("seconds is wall-clock time", function()
+    assert.near(os.time(), reactor.seconds(), 2)
+  end)
+end)
+
+describe("system event triggers", function()
+  it("runs before, during and after in phase order", function()
+    local log = {}
+    local ids = {
+      reactor.addSystemEventTrigger("after", "custom", function() log[#log + 1] = "after" end),
+      reactor.addSystemEventTrigger("during", "custom", function(a, b) log[#log + 1] = a .. b end, "du", "ring"),
+      reactor.addSystemEventTrigger("before", "custom", function() log[#log + 1] = "before" end),
+    }
+    reactor.fireSystemEvent("custom")
+    assert.same({ "before", "during", "after" }, log)
+    for _, id in ipairs(ids) do reactor.removeSystemEventTrigger(id) end
+    reactor.fireSystemEvent("custom")
+    assert.equal(3, #log)
+  end)
+
+  it("waits for a Deferred returned by a before trigger", function()
+    local log = {}
+    local pending = {}
+    local fake = { callbacks = {} }
+    function fake.addBoth(self, f) self.callbacks[#self.callbacks + 1] = f; return self end
+    function fake.addCallback(self, f) return self:addBoth(f) end
+    local id1 = reactor.addSystemEventTrigger("before", "ev", function() return fake end)
+    local id2 = reactor.addSystemEventTrigger("during", "ev", function() log[#log + 1] = "during" end)
+    reactor.fireSystemEvent("ev")
+    assert.same({}, log)
+    pending = fake.callbacks
+    pending[1]("done")
+    assert.same({ "during" }, log)
+    reactor.removeSystemEventTrigger(id1)
+    reactor.removeSystemEventTrigger(id2)
+  end)
+
+  it("logs an error in a trigger and runs the others", function()
+    local reported = 0
+    core.set_error_handler(function() reported = reported + 1 end)
+    local log = {}
+    local a = reactor.addSystemEventTrigger("during", "e2", function() error("bad") end)
+    local b = reactor.addSystemEventTrigger("during", "e2", function() log[#log + 1] = "ok" end)
+    reactor.fireSystemEvent("e2")
+    core.set_error_handler(nil)
+    package.loaded["braid.reactor"] = nil
+    reactor.removeSystemEventTrigger(a)
+    reactor.removeSystemEventTrigger(b)
+    reactor = require "braid.reactor"
+    assert.equal(1, reported)
+    assert.same({ "ok" }, log)
+  end)
+
+  it("refuses an unknown phase naming it", function()
+    local ok, e = pcall(reactor.addSystemEventTrigger, "sometime", "startup", print)
+    assert.is_false(ok)
+    assert.is_true(errors.ValueError:isinstance(e))
+    assert.matches("phase must be 'before', 'during' or 'after', got 'sometime'", tostring(e))
+  end)
+
+  it("refuses a non-callable trigger", function()
+    assert.error_matches(function() reactor.addSystemEventTrigger("before", "x", "nope") end,
+      "bad argument #3 to 'addSystemEventTrigger' %(function expected, got string%)")
+  end)
+
+  it("refuses to remove an unknown id", function()
+    assert.has_error(function() reactor.removeSystemEventTrigger({}) end)
+    local id = reactor.addSystemEventTrigger("before", "x", print)
+    reactor.removeSystemEventTrigger(id)
+    assert.error_matches(function() reactor.removeSystemEventTrigger(id) end, "already removed")
+  end)
+end)
+
+describe("reactor.onSignal", function()
+  after_each(clean)
+
+  it("runs every handler in order, in the loop, with number and name", function()
+    local got = {}
+    local h1 = reactor.onSignal("SIGUSR2", function(n, name) got[#got + 1] = { 1, n, name } end)
+    local h2 = reactor.onSignal("USR2", function(n, name)
+      got[#got + 1] = { 2, n, name }
+      reactor.stop()
+    end)
+    reactor.callLater(0, core.raise, "SIGUSR2")
+    run_for()
+    h1:cancel()
+    h2:cancel()
+    local n = core.signum("USR2")
+    assert.same({ { 1, n, "SIGUSR2" }, { 2, n, "SIGUSR2" } }, got)
+  end)
+
+  it("stops calling a cancelled handler", function()
+    local hits = 0
+    local h = reactor.onSignal("SIGUSR1", function() hits = hits + 1 end)
+    local keep = reactor.onSignal("SIGUSR1", function() reactor.stop() end)
+    h:cancel()
+    reactor.callLater(0, core.raise, "SIGUSR1")
+    run_for()
+    keep:cancel()
+    assert.equal(0, hits)
+  end)
+
+  it("a SIGINT handler replaces the default stop", function()
+    local got = 0
+    local h = reactor.onSignal("SIGINT", function() got = got + 1 end)
+    reactor.callLater(0, core.raise, "SIGINT")
+    reactor.callLater(0.05, function() reactor.stop() end)
+    reactor.run()
+    h:cancel()
+    assert.equal(1, got)
+  end)
+
+  it("the default SIGTERM action stops the reactor", function()
+    local after = false
+    local t = reactor.addSystemEventTrigger("after", "shutdown", function() after = true end)
+    reactor.callLater(0, core.raise, "SIGTERM")
+    local guard = reactor.callLater(2, reactor.crash)
+    reactor.run()
+    reactor.removeSystemEventTrigger(t)
+    assert.is_true(guard:active())
+    guard:cancel()
+    assert.is_true(after)
+  end)
+
+  it("refuses unknown signals and non-functions naming the argument", function()
+    local ok, e = pcall(reactor.onSignal, "SIGNOPE", print)
+    assert.is_false(ok)
+    assert.matches("bad argument #1 to 'onSignal' %(unknown signal 'SIGNOPE'%)", tostring(e))
+    ok, e = pcall(reactor.onSignal, 999, print)
+    assert.matches("unknown signal 999", tostring(e))
+    assert.error_matches(function() reactor.onSignal("HUP", 3) end,
+      "bad argument #2 to 'onSignal' %(function expected, got number%)")
+    assert.error_matches(function() reactor.onSignal("KILL", print) end, "cannot be caught")
+  end)
+end)
+
+describe("reactor.iterate", function()
+  it("refuses a negative delay", function()
+    assert.error_matches(function() reactor.iterate(-1) end, "bad argument #1 to 'iterate'")
+  end)
+end)
