@@ -349,6 +349,30 @@ function M.backend()
   return core.backend()
 end
 
+---------------------------------------------------------------------------
+-- the rest of the reactor's interface lives in its own modules, loaded on
+-- first use
+
+local function forward(modname, names)
+  for _, name in ipairs(names) do
+    M[name] = function(...)
+      return require(modname)[name](...)
+    end
+  end
+end
+forward("braid.tcp", { "listenTCP", "connectTCP", "listenUNIX", "connectUNIX",
+  "adoptStreamPort", "adoptStreamConnection" })
+forward("braid.fdesc", { "addReader", "addWriter", "removeReader", "removeWriter",
+  "removeAll", "getReaders", "getWriters" })
+forward("braid.resolver", { "resolve", "installResolver", "getHostByName" })
+forward("braid.threads", { "callInThread", "callFromThread", "suggestThreadPoolSize" })
+forward("braid.udp", { "listenUDP", "listenUNIXDatagram", "connectUNIXDatagram",
+  "adoptDatagramPort" })
+forward("braid.ssl", { "listenSSL", "connectSSL" })
+forward("braid.process", { "spawnProcess" })
+M.CONNECTION_DONE = "CONNECTION_DONE"
+M.CONNECTION_LOST = "CONNECTION_LOST"
+
 --- Internal (the braid command): run the reactor if the script left work
 -- pending without running it itself.
 function M._runIfPending()
