@@ -343,7 +343,7 @@ static int run_script(lua_State *L, struct opts *o, int argc, char **argv) {
     lua_getfield(L, -1, "set_backend");
     lua_remove(L, -2);
     lua_pushstring(L, o->reactor);
-    if ((st = docall(L, 1, 0)) != LUA_OK) return report(L, st);
+    if ((st = lua_pcall(L, 1, 0, 0)) != LUA_OK) return report(L, st); /* one line */
   }
   if (o->logfile && (st = call_module(L, "braid.log", "startLogging", o->logfile)) != LUA_OK)
     return report(L, st);
@@ -422,6 +422,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "%s: cannot open %s (%s)\n", progname, o.script, strerror(errno));
     return 1;
   }
+  /* line-buffered even into a pipe: a server's output shows as it happens */
+  setvbuf(stdout, NULL, _IOLBF, 0);
   if (o.pidfile) write_pidfile(o.pidfile);
   if (o.workers > 0) supervise(o.workers); /* returns only in a worker */
   if (o.workers > 0 && o.pidfile) g_pidfile = NULL; /* the supervisor owns it */

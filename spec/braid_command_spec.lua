@@ -1,0 +1,251 @@
+-- spec for runtime/main.c: the braid command
+local proc = require "helpers.proc"
+
+local function tmpfile(content)
+  local name = os.tmpname()
+  if content then
+    local f = assert(io.open(name, "w"))
+    f:write(content)
+    f:close()
+  end
+  return name
+end
+
+local function script(content)
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. proc.quote(dir)))
+  local path = dir .. "/main.lua"
+  local f = assert(io.open(path, "w"))
+  f:write(content)
+  f:close()
+  return path, dir
+end
+
+describe("braid", function()
+  it("-v names braid's, Lua's and libevent's versions and the backend", function()
+    local lines, code = proc.run({ "-v" })
+    assert.equal(0, code)
+    assert.equal(1, #lines)
+    assert.matches("^braid %d+%.%d+%.%d+ %(Lua 5%.4%.%d+, libevent 2%.%d+%.%d+%-stable, backend epoll%)$", lines[1])
+  end)
+
+  it("-v reports the backend chosen with --reactor", function()
+    for _, b in ipairs({ "poll", "select", "epoll" }) do
+      local lines, code = proc.run({ "--reactor", b, "-e", "print(require('braid.reactor').backend())" })
+      assert.equal(0, code)
+      assert.same({ b }, lines)
+    end
+  end)
+
+  it("refuses an unknown backend with one line and status 1", function()
+    local lines, code = proc.run({ "--reactor", "kqueue", "-e", "print(1)" })
+    assert.equal(1, code)
+    assert.equal(1, #lines)
+    assert.matches("^braid: .*unknown backend 'kqueue' %(epoll, poll or select%)", lines[1])
+  end)
+
+  it("-h prints usage and exits 0", function()
+    local lines, code = proc.run({ "-h" })
+    assert.equal(0, code)
+    assert.matches("^usage: braid %[options%] script%.lua %[args%.%.%.%]", lines[1])
+    local text = table.concat(lines, "\n")
+    for _, opt in ipairs({ "--watch", "--reactor", "--logfile", "--loglevel", "--pidfile",
+                           "--console", "--workers", "-e CODE", "--version" }) do
+      assert.truthy(text:find(opt, 1, true), opt)
+    end
+  end)
+
+  it("a bad option gives one line and status 1", function()
+    local lines, code = proc.run({ "--frobnicate", "x.lua" })
+    assert.equal(1, code)
+    assert.same({ "braid: unknown option '--frobnicate' (try braid --help)" }, lines)
+  end)
+
+  it("an option missing its value gives one line and status 1", function()
+    local lines, code = proc.run({ "--reactor" })
+    assert.equal(1, code)
+    assert.same({ "braid: option '--reactor' needs a value (try braid --help)" }, lines)
+  end)
+
+  it("a missing script gives one line and status 1", function()
+    local lines, code = proc.run({ "/nonexistent/nothing.lua" })
+    assert.equal(1, code)
+    assert.same({ "braid: cannot open /nonexistent/nothing.lua (No such file or directory)" }, lines)
+  end)
+
+  it("no script at all gives one line and status 1", function()
+    local lines, code = proc.run({})
+    assert.equal(1, code)
+    assert.same({ "braid: no script given (try braid --help)" }, lines)
+  end)
+
+  it("sets arg and passes the script's arguments as ...", function()
+    local path = script("print(arg[0]:match('main.lua$'), arg[1], arg[2], select('#', ...), ...)")
+    local lines, code = proc.run({ path, "a", "b c" })
+    assert.equal(0, code)
+    assert.same({ "main.lua\ta\tb c\t2\ta\tb c" }, lines)
+  end)
+
+  it("puts the script's directory first on package.path", function()
+    local path, dir = script("print(require('helpermod').value)")
+    local f = assert(io.open(dir .. "/helpermod.lua", "w"))
+    f:write("return { value = 'from beside the script' }")
+    f:close()
+    local lines, code = proc.run({ path })
+    assert.equal(0, code)
+    assert.same({ "from beside the script" }, lines)
+  end)
+
+  it("an error in the main chunk prints the message and traceback and exits 1", function()
+    local path = script("local function f() error('kaboom') end\nf()\n")
+    local lines, code = proc.run({ path })
+    assert.equal(1, code)
+    assert.matches("^braid: .*main%.lua:1: kaboom$", lines[1])
+    assert.equal("stack traceback:", lines[2])
+  end)
+
+  it("runs the reactor itself when the script leaves a call pending", function()
+    local path = script([[
+      local reactor = require "braid.reactor"
+      reactor.callLater(0.01, function() print("fired", reactor.running); reactor.stop() end)
+      print("script done")
+    ]])
+    local lines, code = proc.run({ path })
+    assert.equal(0, code)
+    assert.same({ "script done", "fired\ttrue" }, lines)
+  end)
+
+  it("runs callWhenRunning callbacks left by the script", function()
+    local lines, code = proc.run({ "-e", [[
+      local reactor = require "braid.reactor"
+      reactor.callWhenRunning(function() print("running"); reactor.stop() end)
+    ]] })
+    assert.equal(0, code)
+    assert.same({ "running" }, lines)
+  end)
+
+  it("exits at once when the script leaves nothing pending", function()
+    local lines, code = proc.run({ "-e", "require('braid.reactor'); print('bye')" })
+    assert.equal(0, code)
+    assert.same({ "bye" }, lines)
+  end)
+
+  it("does not run the reactor again after the script ran and stopped it", function()
+    local lines, code = proc.run({ "-e", [[
+      local reactor = require "braid.reactor"
+      reactor.callLater(0, reactor.stop)
+      reactor.callLater(60, print, "never")
+      reactor.run()
+      print("after run")
+    ]] })
+    assert.equal(0, code)
+    assert.same({ "after run" }, lines)
+  end)
+
+  it("--pidfile writes the pid and removes the file at exit", function()
+    local pidfile = tmpfile()
+    os.remove(pidfile)
+    local p = proc.spawn({ "--pidfile", pidfile, "-e", [[
+      local reactor = require "braid.reactor"
+      print("up")
+      reactor.run()
+    ]] })
+    assert.equal("up", p:waitFor("up"))
+    local f = assert(io.open(pidfile))
+    local pid = tonumber(f:read("l"))
+    f:close()
+    local stat = assert(io.open("/proc/" .. pid .. "/stat")):read("a")
+    assert.equal(p.pid, tonumber(stat:match("^%d+ %b() %a (%d+)"))) -- braid, child of the timeout guard
+    p:kill("TERM")
+    local _, code = p:finish()
+    assert.equal(0, code)
+    assert.is_nil(io.open(pidfile))
+  end)
+
+  it("--logfile - logs to standard output in Twisted's format", function()
+    local lines, code = proc.run({ "--logfile", "-", "-e", [[
+      local log = require "braid.log"
+      log.msg("hello", 42)
+    ]] })
+    assert.equal(0, code)
+    assert.equal(2, #lines)
+    assert.matches("^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d[%+%-]%d%d%d%d %[%-%] Log opened%.$", lines[1])
+    assert.equal("[-] hello 42", proc.untime(lines[2]))
+  end)
+
+  it("--logfile PATH appends log lines to the file", function()
+    local path = tmpfile()
+    local _, code = proc.run({ "--logfile", path, "-e", "require('braid.log').msg('into the file')" })
+    assert.equal(0, code)
+    local f = assert(io.open(path))
+    local text = f:read("a")
+    f:close()
+    os.remove(path)
+    assert.matches("%[%-%] Log opened%.\n", text)
+    assert.matches("%[%-%] into the file\n", text)
+  end)
+
+  it("--loglevel filters lower levels", function()
+    local lines, code = proc.run({ "--logfile", "-", "--loglevel", "error", "-e", [[
+      local log = require "braid.log"
+      local logger = log.Logger("spec")
+      logger:info("hidden")
+      logger:error("shown {x}", { x = 1 })
+    ]] })
+    assert.equal(0, code)
+    local s = {}
+    for i, l in ipairs(lines) do s[i] = proc.untime(l) end
+    assert.is_nil(table.concat(s, "\n"):find("hidden"))
+    assert.truthy(table.concat(s, "\n"):find("shown 1", 1, true))
+  end)
+
+  it("--workers N runs N workers that know their workerId, and stops them on SIGTERM", function()
+    local p = proc.spawn({ "--workers", "2", "-e", [[
+      local reactor = require "braid.reactor"
+      print("worker " .. tostring(reactor.workerId))
+      reactor.addSystemEventTrigger("before", "shutdown", function()
+        print("worker " .. reactor.workerId .. " shutting down")
+      end)
+      reactor.run()
+    ]] })
+    local seen = {}
+    seen[#seen + 1] = p:waitFor("^worker %d$")
+    seen[#seen + 1] = p:waitFor("^worker %d$")
+    table.sort(seen)
+    assert.same({ "worker 1", "worker 2" }, seen)
+    p:kill("TERM")
+    local lines, code = p:finish()
+    assert.equal(0, code)
+    local downs = {}
+    for _, l in ipairs(lines) do
+      if l:match("shutting down$") then downs[#downs + 1] = l end
+    end
+    table.sort(downs)
+    assert.same({ "worker 1 shutting down", "worker 2 shutting down" }, downs)
+  end)
+
+  it("--workers restarts a worker that dies", function()
+    local marker = tmpfile()
+    os.remove(marker)
+    local p = proc.spawn({ "--workers", "1", "-e", ([[
+      local reactor = require "braid.reactor"
+      local f = io.open(%q)
+      if not f then
+        io.open(%q, "w"):close()
+        print("first life")
+        os.exit(3)
+      end
+      f:close()
+      print("second life")
+      reactor.run()
+    ]]):format(marker, marker) })
+    assert.equal("first life", p:waitFor("life"))
+    assert.equal("second life", p:waitFor("second life"))
+    p:kill("TERM")
+    local lines, code = p:finish()
+    os.remove(marker)
+    assert.equal(0, code)
+    assert.matches("worker 1 %(pid %d+%) exited with 3; restarting in 0%.1 s", table.concat(lines, "\n"))
+  end)
+end)

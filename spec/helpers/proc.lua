@@ -1,0 +1,63 @@
+-- spec helper: run a braid script as a child process, read its output line
+-- by line (blocking reads: no sleeps), signal it, collect its exit status.
+local M = {}
+
+local root = (debug.getinfo(1, "S").source:match("^@(.*)/spec/helpers/proc%.lua$")) or "."
+M.root = root
+M.BIN = os.getenv("BRAID_BIN") or (root .. "/build/braid")
+
+local function quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+M.quote = quote
+
+local Proc = {}
+Proc.__index = Proc
+
+--- Start `braid args...` (stderr merged into stdout), killed after `limit`
+-- seconds (default 20) so a hung child fails the spec instead of hanging.
+function M.spawn(args, opts)
+  opts = opts or {}
+  local parts = {}
+  for i, a in ipairs(args) do parts[i] = quote(a) end
+  local cmd = ("cd %s && echo $$ && exec timeout -s KILL %d %s %s 2>&1"):format(
+    quote(opts.cwd or root), opts.limit or 20, opts.bin or M.BIN, table.concat(parts, " "))
+  local f = assert(io.popen(cmd, "r"))
+  local pid = tonumber(f:read("l"))
+  return setmetatable({ f = f, pid = pid, lines = {} }, Proc)
+end
+
+--- Read lines until one matches `pattern`; returns that line (or nil at EOF).
+function Proc:waitFor(pattern)
+  while true do
+    local l = self.f:read("l")
+    if not l then return nil end
+    self.lines[#self.lines + 1] = l
+    if l:find(pattern) then return l end
+  end
+end
+
+--- Send a signal ("INT", "TERM", "HUP"...).
+function Proc:kill(sig)
+  os.execute(("kill -%s %d 2>/dev/null"):format(sig or "TERM", self.pid))
+end
+
+--- Read the rest of the output; returns all lines and the exit code.
+function Proc:finish()
+  for l in self.f:lines() do self.lines[#self.lines + 1] = l end
+  local _, how, code = self.f:close()
+  if how == "signal" then code = 128 + code end
+  return self.lines, code
+end
+
+--- Run to completion: returns the output lines and the exit code.
+function M.run(args, opts)
+  return M.spawn(args, opts):finish()
+end
+
+--- Strip Twisted's "2015-02-17 11:46:16-0500 " timestamp from a log line.
+function M.untime(line)
+  return (line:gsub("^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d[%+%-]%d%d%d%d ", ""))
+end
+
+return M
