@@ -11,6 +11,8 @@ local M = {}
 local METAMETHODS = {
   "__tostring", "__eq", "__lt", "__le", "__concat", "__len", "__call",
   "__add", "__sub", "__mul", "__div", "__mod", "__unm", "__close",
+  "__idiv", "__pow", "__band", "__bor", "__bxor", "__shl", "__shr", "__bnot",
+  "__gc", "__newindex", "__pairs",
 }
 
 local ClassMeta = {}

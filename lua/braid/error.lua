@@ -127,7 +127,7 @@ end
 function ConnectError:text()
   local s = self.defaultText
   if self.osError ~= nil then s = s .. ": " .. tostring(self.osError) end
-  if self.message ~= nil then s = s .. ": " .. self.message end
+  if self.message ~= nil and self.message ~= "" then s = s .. ": " .. self.message end
   return s .. "."
 end
 I("ConnectBindError", ConnectError, "Couldn't bind")
@@ -145,15 +145,15 @@ I("ConnectingCancelledError", nil, "The connection attempt was cancelled")
 
 local ConnectionClosed = I("ConnectionClosed", nil,
   "Connection was closed, whether cleanly or non-cleanly")
-I("ConnectionDone", ConnectionClosed, "Connection was closed cleanly")
+local ConnectionDone = I("ConnectionDone", ConnectionClosed, "Connection was closed cleanly")
 local ConnectionLost = I("ConnectionLost", ConnectionClosed,
   "Connection to the other side was lost in a non-clean fashion")
 I("ConnectionAborted", ConnectionLost,
   "Connection was aborted locally using ITCPTransport.abortConnection")
 I("ConnectionFdescWentAway", ConnectionLost, "Uh")
 
-I("AlreadyCalled", nil, "Tried to cancel an already-called event")
-I("AlreadyCancelled", nil, "Tried to cancel an already-cancelled event")
+I("AlreadyCalled", M.ValueError, "Tried to cancel an already-called event")
+I("AlreadyCancelled", M.ValueError, "Tried to cancel an already-cancelled event")
 I("NotConnectingError", nil,
   "The Connector was not connecting when it was asked to stop connecting")
 I("NotListeningError", nil,
@@ -163,20 +163,19 @@ C("ReactorAlreadyRunning")
 C("ReactorAlreadyInstalledError")
 C("ReactorNotRestartable")
 
-local ProcessDone = I("ProcessDone", nil, "A process has ended without apparent errors")
+local ProcessDone = I("ProcessDone", ConnectionDone, "A process has ended without apparent errors")
 function ProcessDone:init(status)
   self.exitCode, self.status, self.signal = 0, status, nil
   self.message = "process finished with exit code 0"
 end
-local ProcessTerminated = I("ProcessTerminated", nil,
+local ProcessTerminated = I("ProcessTerminated", ConnectionLost,
   "A process has ended with a probable error condition")
 function ProcessTerminated:init(exitCode, signal, status)
   self.exitCode, self.signal, self.status = exitCode, signal, status
-  if signal ~= nil then
-    self.message = "process ended by signal " .. tostring(signal)
-  elseif exitCode ~= nil then
-    self.message = "process ended with exit code " .. tostring(exitCode)
-  end
+  local s = "process ended"
+  if exitCode ~= nil then s = s .. " with exit code " .. tostring(exitCode) end
+  if signal ~= nil then s = s .. " by signal " .. tostring(signal) end
+  self.message = s
 end
 
 return M

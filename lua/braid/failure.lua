@@ -15,7 +15,7 @@ local function make(value, tb)
   f.value = value
   local cls = errors.Error:isinstance(value) and value.class or errors.LuaError
   f.type = cls
-  f.traceback = tb or debug.traceback("", 3):gsub("^\n", "")
+  f.traceback = tb or debug.traceback("", 2):gsub("^\n", "")
   return f
 end
 

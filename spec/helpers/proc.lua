@@ -37,9 +37,21 @@ function Proc:waitFor(pattern)
   end
 end
 
---- Send a signal ("INT", "TERM", "HUP"...).
+--- The pid of braid itself (the child of the timeout guard).
+function Proc:braidPid()
+  if not self.child then
+    local f = io.open(("/proc/%d/task/%d/children"):format(self.pid, self.pid))
+    self.child = f and tonumber(f:read("a"):match("%d+"))
+    if f then f:close() end
+  end
+  return self.child or self.pid
+end
+
+--- Send a signal ("INT", "TERM", "HUP"...) to braid. (Signalling the
+-- timeout guard would deliver it twice: timeout forwards it to the child
+-- and to its process group.)
 function Proc:kill(sig)
-  os.execute(("kill -%s %d 2>/dev/null"):format(sig or "TERM", self.pid))
+  os.execute(("kill -%s %d 2>/dev/null"):format(sig or "TERM", self:braidPid()))
 end
 
 --- Read the rest of the output; returns all lines and the exit code.

@@ -1,0 +1,363 @@
+-- spec for lua/braid/class.lua
+local class = require "braid.class"
+local Object = class.Object
+
+describe("class.Object:extend", function()
+  it("returns a subclass whose name is used by tostring", function()
+    local Animal = Object:extend("Animal")
+    assert.equal("<class Animal>", tostring(Animal))
+    assert.equal("<Animal instance>", tostring(Animal()))
+    assert.equal(Object, Animal.super)
+  end)
+
+  it("copies the fields table into the class", function()
+    local function speak() return "..." end
+    local Animal = Object:extend("Animal", { legs = 4, speak = speak })
+    assert.equal(4, rawget(Animal, "legs"))
+    assert.equal(speak, rawget(Animal, "speak"))
+    assert.equal("...", Animal():speak())
+  end)
+
+  it("accepts the fields table alone, keeping the parent's name", function()
+    local Animal = Object:extend("Animal")
+    local Dog = Animal:extend({ legs = 4 })
+    assert.equal(4, Dog.legs)
+    assert.equal("Animal", class.nameof(Dog))
+    assert.equal(Animal, Dog.super)
+  end)
+
+  it("without a name inherits the parent's name", function()
+    local Animal = Object:extend("Animal")
+    assert.equal("<class Animal>", tostring(Animal:extend()))
+  end)
+
+  it("rejects a name that is not a string", function()
+    local ok, e = pcall(Object.extend, Object, 42)
+    assert.is_false(ok)
+    assert.matches("bad argument #1 to 'extend' %(string expected, got number%)", e)
+  end)
+
+  it("rejects fields that are not a table", function()
+    local ok, e = pcall(Object.extend, Object, "X", "nope")
+    assert.is_false(ok)
+    assert.matches("bad argument #2 to 'extend' %(table expected, got string%)", e)
+  end)
+
+  it("class.extend is Object:extend", function()
+    local C = class.extend("C", { x = 1 })
+    assert.equal(Object, C.super)
+    assert.equal(1, C.x)
+    assert.equal("C", class.nameof(C))
+  end)
+end)
+
+describe("making instances", function()
+  it("Cls(...) calls init with the arguments and returns the instance", function()
+    local Point = Object:extend("Point")
+    function Point:init(x, y) self.x, self.y = x, y end
+    local p = Point(1, 2)
+    assert.equal(1, p.x)
+    assert.equal(2, p.y)
+    assert.equal(Point, getmetatable(p))
+  end)
+
+  it("Cls:new(...) does the same as Cls(...)", function()
+    local Point = Object:extend("Point")
+    function Point:init(x, y) self.x, self.y = x, y end
+    local p = Point:new(3, 4)
+    assert.equal(3, p.x)
+    assert.equal(4, p.y)
+    assert.is_true(Point:isinstance(p))
+  end)
+
+  it("works without an init", function()
+    local Empty = Object:extend("Empty")
+    local e = Empty("ignored")
+    assert.is_true(Empty:isinstance(e))
+    assert.is_nil(rawget(e, 1))
+  end)
+
+  it("passes nils through to init, keeping the argument count", function()
+    local C = Object:extend("C")
+    function C:init(...) self.n = select("#", ...) end
+    assert.equal(3, C(nil, nil, nil).n)
+  end)
+
+  it("a subclass uses its parent's init; an override can call it through super", function()
+    local Base = Object:extend("Base")
+    function Base:init(a) self.a = a end
+    local Child = Base:extend("Child")
+    assert.equal(1, Child(1).a)
+    local Grand = Child:extend("Grand")
+    function Grand:init(a, b)
+      Grand.super.init(self, a)
+      self.b = b
+    end
+    local g = Grand(1, 2)
+    assert.equal(1, g.a)
+    assert.equal(2, g.b)
+  end)
+
+  it("instance fields stay on the instance", function()
+    local C = Object:extend("C")
+    local a, b = C(), C()
+    a.x = 1
+    assert.is_nil(b.x)
+    assert.is_nil(rawget(C, "x"))
+  end)
+
+  it("a class with __new constructs itself and init is not called for it", function()
+    local inits = 0
+    local Singleton = Object:extend("Singleton")
+    local the
+    function Singleton:init() inits = inits + 1 end
+    function Singleton.__new(cls, v)
+      if v == "same" and the then return the end
+      the = setmetatable({ made = true }, cls)
+      return the
+    end
+    local a = Singleton()
+    local b = Singleton("same")
+    assert.equal(a, b)
+    assert.is_true(a.made)
+    assert.equal(0, inits)
+    assert.equal(a, Singleton:new("same"))
+  end)
+
+  it("__new may return several values", function()
+    local C = Object:extend("C")
+    function C.__new(_, x) return x, x * 2 end
+    local a, b = C(5)
+    assert.equal(5, a)
+    assert.equal(10, b)
+  end)
+end)
+
+describe("method lookup", function()
+  it("finds methods of the class, then of its ancestors", function()
+    local A = Object:extend("A")
+    function A:who() return "A" end
+    function A:only_a() return "a" end
+    local B = A:extend("B")
+    function B:who() return "B" end
+    local b = B()
+    assert.equal("B", b:who())
+    assert.equal("a", b:only_a())
+  end)
+
+  it("happens at call time: a method replaced on the parent is seen by existing subclass instances", function()
+    local A = Object:extend("A")
+    function A:v() return 1 end
+    local B = A:extend("B")
+    local b = B()
+    assert.equal(1, b:v())
+    function A:v() return 2 end
+    assert.equal(2, b:v())
+    function A:late() return "late" end
+    assert.equal("late", b:late())
+  end)
+
+  it("a class's fields are found by lookup from subclasses", function()
+    local A = Object:extend("A", { size = 10 })
+    local B = A:extend("B")
+    assert.equal(10, B.size)
+    assert.is_nil(rawget(B, "size"))
+  end)
+
+  it("looking up a missing name gives nil", function()
+    local C = Object:extend("C")
+    assert.is_nil(C().nothing)
+    assert.is_nil(C.nothing)
+  end)
+end)
+
+describe("isinstance and issubclass", function()
+  local A, B, C, Other
+  before_each(function()
+    A = Object:extend("A")
+    B = A:extend("B")
+    C = B:extend("C")
+    Other = Object:extend("Other")
+  end)
+
+  it("isinstance is true for instances of the class and of its subclasses", function()
+    assert.is_true(A:isinstance(A()))
+    assert.is_true(A:isinstance(B()))
+    assert.is_true(A:isinstance(C()))
+    assert.is_true(Object:isinstance(C()))
+  end)
+
+  it("isinstance is false for a parent's instance, another class's instance and non-instances", function()
+    assert.is_false(B:isinstance(A()))
+    assert.is_false(A:isinstance(Other()))
+    assert.is_false(A:isinstance({}))
+    assert.is_false(A:isinstance(setmetatable({}, {})))
+    assert.is_false(A:isinstance("A"))
+    assert.is_false(A:isinstance(nil))
+    assert.is_false(A:isinstance(42))
+  end)
+
+  it("isinstance is false for the class itself", function()
+    assert.is_false(A:isinstance(A))
+    assert.is_false(A:isinstance(B))
+  end)
+
+  it("issubclass is true for the class itself and its ancestors", function()
+    assert.is_true(C:issubclass(C))
+    assert.is_true(C:issubclass(B))
+    assert.is_true(C:issubclass(A))
+    assert.is_true(C:issubclass(Object))
+  end)
+
+  it("issubclass is false for descendants and unrelated classes", function()
+    assert.is_false(A:issubclass(B))
+    assert.is_false(C:issubclass(Other))
+  end)
+end)
+
+describe("class helpers", function()
+  local A = Object:extend("A")
+
+  it("classof gives an instance's class, nil for anything else", function()
+    assert.equal(A, class.classof(A()))
+    assert.is_nil(class.classof(A))
+    assert.is_nil(class.classof({}))
+    assert.is_nil(class.classof(setmetatable({}, {})))
+    assert.is_nil(class.classof("s"))
+    assert.is_nil(class.classof(nil))
+  end)
+
+  it("isclass is true only for classes", function()
+    assert.is_true(class.isclass(A))
+    assert.is_true(class.isclass(Object))
+    assert.is_false(class.isclass(A()))
+    assert.is_false(class.isclass({}))
+    assert.is_false(class.isclass(nil))
+  end)
+
+  it("nameof gives a class's or instance's class name, else the Lua type", function()
+    assert.equal("A", class.nameof(A))
+    assert.equal("A", class.nameof(A()))
+    assert.equal("Object", class.nameof(Object))
+    assert.equal("table", class.nameof({}))
+    assert.equal("number", class.nameof(1))
+    assert.equal("nil", class.nameof(nil))
+  end)
+end)
+
+describe("metamethods", function()
+  it("a class's metamethods apply to its instances", function()
+    local V = Object:extend("V")
+    function V:init(x) self.x = x end
+    V.__add = function(a, b) return V(a.x + b.x) end
+    V.__eq = function(a, b) return a.x == b.x end
+    V.__tostring = function(v) return "V(" .. v.x .. ")" end
+    assert.equal("V(3)", tostring(V(1) + V(2)))
+    assert.is_true(V(1) == V(1))
+  end)
+
+  it("are inherited by subclasses made after they were defined", function()
+    local V = Object:extend("V")
+    function V:init(x) self.x = x end
+    V.__tostring = function(v) return "V(" .. tostring(v.x) .. ")" end
+    V.__eq = function(a, b) return a.x == b.x end
+    V.__lt = function(a, b) return a.x < b.x end
+    V.__le = function(a, b) return a.x <= b.x end
+    V.__add = function(a, b) return a.x + b.x end
+    V.__sub = function(a, b) return a.x - b.x end
+    V.__mul = function(a, b) return a.x * b.x end
+    V.__div = function(a, b) return a.x / b.x end
+    V.__mod = function(a, b) return a.x % b.x end
+    V.__unm = function(a) return -a.x end
+    V.__concat = function(a, b) return tostring(a.x) .. "|" .. tostring(b.x) end
+    V.__len = function(a) return a.x end
+    V.__call = function(a, y) return a.x + y end
+    local W = V:extend("W")
+    local a, b = W(6), W(4)
+    assert.equal("V(6)", tostring(a))
+    assert.is_true(W(1) == W(1))
+    assert.is_true(b < a)
+    assert.is_true(b <= a)
+    assert.equal(10, a + b)
+    assert.equal(2, a - b)
+    assert.equal(24, a * b)
+    assert.equal(1.5, a / b)
+    assert.equal(2, a % b)
+    assert.equal(-6, -a)
+    assert.equal("6|4", a .. b)
+    assert.equal(6, #a)
+    assert.equal(7, a(1))
+  end)
+
+  it("__close is inherited, so instances work as to-be-closed variables", function()
+    local closed = {}
+    local R = Object:extend("R")
+    function R:init(n) self.n = n end
+    R.__close = function(r) closed[#closed + 1] = r.n end
+    local S = R:extend("S")
+    do
+      local _ <close> = S("s")
+    end
+    assert.same({ "s" }, closed)
+  end)
+
+  it("are copied when the subclass is made: one added to the parent later is not seen by it", function()
+    local P = Object:extend("P")
+    local C = P:extend("C")
+    P.__tostring = function() return "P!" end
+    assert.equal("P!", tostring(P()))
+    assert.equal("<C instance>", tostring(C()))
+  end)
+
+  it("Object's default tostring names the class", function()
+    local Thing = Object:extend("Thing")
+    assert.equal("<Thing instance>", tostring(Thing()))
+    assert.equal("<Object instance>", tostring(Object()))
+  end)
+
+  -- regression (class.lua METAMETHODS): the list lacks __idiv, __pow and the bitwise
+  -- metamethods, so subclasses lose them. Fix: add "__idiv", "__pow",
+  -- "__band", "__bor", "__bxor", "__shl", "__shr", "__bnot" to METAMETHODS.
+  it("__pow, __idiv and the bitwise metamethods are inherited", function()
+    local N = Object:extend("N")
+    function N:init(x) self.x = x end
+    N.__pow = function(a, b) return a.x ^ b.x end
+    N.__idiv = function(a, b) return a.x // b.x end
+    N.__band = function(a, b) return a.x & b.x end
+    N.__bor = function(a, b) return a.x | b.x end
+    N.__bxor = function(a, b) return a.x ~ b.x end
+    N.__shl = function(a, b) return a.x << b.x end
+    N.__shr = function(a, b) return a.x >> b.x end
+    N.__bnot = function(a) return ~a.x end
+    local M = N:extend("M")
+    local a, b = M(6), M(2)
+    local ok, e = pcall(function()
+      return { a ^ b, a // b, a & b, a | b, a ~ b, a << b, a >> b, ~a }
+    end)
+    assert.is_true(ok, tostring(e))
+    assert.same({ 36.0, 3, 2, 6, 4, 24, 1, -7 }, e)
+  end)
+
+  -- regression (class.lua METAMETHODS): __gc, __newindex and __pairs are not copied
+  -- either: a subclass of a class with a finalizer (a Deferred reporting
+  -- unhandled errors) silently loses it. Fix: add "__gc", "__newindex",
+  -- "__pairs" (and "__mode", "__metatable" if wanted) to METAMETHODS.
+  it("__gc, __newindex and __pairs are inherited", function()
+    local finalized = 0
+    local G = Object:extend("G")
+    G.__gc = function() finalized = finalized + 1 end
+    G.__newindex = function(t, k, v) rawset(t, k, v == nil and v or ("set:" .. tostring(v))) end
+    G.__pairs = function() return function() return nil end, nil, nil end
+    local H = G:extend("H")
+    local h = H()
+    h.x = 1
+    assert.equal("set:1", rawget(h, "x"))
+    local n = 0
+    for _ in pairs(h) do n = n + 1 end
+    assert.equal(0, n)
+    h = nil
+    collectgarbage()
+    collectgarbage()
+    assert.equal(1, finalized)
+  end)
+end)

@@ -1,0 +1,1127 @@
+-- spec for lua/braid/log.lua
+local log = require "braid.log"
+local errors = require "braid.error"
+local failure = require "braid.failure"
+
+local T = 1424191576.25 -- 2015-02-17 16:46:16.25 UTC
+
+-- the expected line prefix, computed independently of log.formatTime:
+-- os.time reads UTC fields as local time, which is off by the UTC offset
+local function expected_stamp(t)
+  local s = math.floor(t)
+  local lt, ut = os.date("*t", s), os.date("!*t", s)
+  ut.isdst = lt.isdst
+  local off = os.time(lt) - os.time(ut)
+  local sign = off < 0 and "-" or "+"
+  off = math.abs(off)
+  return os.date("%Y-%m-%d %H:%M:%S", s) .. ("%s%02d%02d"):format(sign, off // 3600, off % 3600 // 60)
+end
+local STAMP = expected_stamp(T)
+
+local function Sink()
+  return {
+    buf = "", flushes = 0,
+    write = function(self, s) self.buf = self.buf .. s end,
+    flush = function(self) self.flushes = self.flushes + 1 end,
+  }
+end
+
+local function collect()
+  local events = {}
+  local function obs(ev) events[#events + 1] = ev end
+  log.addObserver(obs)
+  return events, obs
+end
+
+local function shell_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+-- run Lua code in a child with the given TZ; returns its output
+local function lua_in_tz(tz, code)
+  local prelude = ("package.path = %q "):format(package.path)
+  local cmd = ("TZ=%s lua5.4 -e %s 2>&1"):format(shell_quote(tz), shell_quote(prelude .. code))
+  local p = assert(io.popen(cmd, "r"))
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+local function tmppath()
+  local p = os.tmpname()
+  os.remove(p)
+  return p .. ".log"
+end
+
+local function slurp(path)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function cleanup(path, extra)
+  os.remove(path)
+  for i = 1, 6 do os.remove(path .. "." .. i) end
+  for _, s in ipairs(extra or {}) do os.remove(path .. "." .. s) end
+end
+
+local errsink
+
+before_each(function()
+  log.setClock(function() return T end)
+  errsink = Sink()
+  log.setErrorStream(errsink)
+end)
+
+after_each(function()
+  log.stopLogging()
+  for _, o in ipairs(log.getObservers()) do log.removeObserver(o) end
+  log.setClock(nil)
+  log.setErrorStream(io.stderr)
+  log.setLevel("info")
+  log.setSystem("-")
+end)
+
+describe("log.formatTime", function()
+  it("formats local time with Twisted's numeric UTC offset", function()
+    assert.equal(STAMP, log.formatTime(T))
+    assert.matches("^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d[%+%-]%d%d%d%d$", log.formatTime(T))
+  end)
+
+  it("uses the event clock when no time is given", function()
+    assert.equal(STAMP, log.formatTime())
+  end)
+
+  it("shows -0500 under TZ=EST+5 (the API.md example line)", function()
+    assert.equal("2015-02-17 11:46:16-0500\n",
+      lua_in_tz("EST+5", "io.write(require('braid.log').formatTime(1424191576.9), '\\n')"))
+  end)
+
+  it("shows +0530 for a zone east of UTC with minutes", function()
+    assert.equal("2015-02-17 22:16:16+0530\n",
+      lua_in_tz("XXX-5:30", "io.write(require('braid.log').formatTime(1424191576), '\\n')"))
+  end)
+
+  it("shows -0330 for a zone west of UTC with minutes", function()
+    assert.equal("2015-02-17 13:16:16-0330\n",
+      lua_in_tz("NST+3:30", "io.write(require('braid.log').formatTime(1424191576), '\\n')"))
+  end)
+
+  it("follows daylight saving time: -0400 in June, -0500 in February", function()
+    assert.equal("2015-06-17 12:46:16-0400 2015-02-17 11:46:16-0500\n",
+      lua_in_tz("EST5EDT,M3.2.0,M11.1.0",
+        "local l = require('braid.log'); io.write(l.formatTime(1434559576), ' ', l.formatTime(1424191576), '\\n')"))
+  end)
+
+  it("handles a date whose UTC day differs from the local day", function()
+    -- 2015-01-01 02:00 UTC is 2014-12-31 21:00 in EST
+    assert.equal("2014-12-31 21:00:00-0500\n",
+      lua_in_tz("EST+5", "io.write(require('braid.log').formatTime(1420077600), '\\n')"))
+  end)
+end)
+
+describe("log.startLogging", function()
+  it("writes 'Log opened.' as the first line, in Twisted's format", function()
+    local out = Sink()
+    log.startLogging(out, false)
+    assert.equal(STAMP .. " [-] Log opened.\n", out.buf)
+  end)
+
+  it("writes each message as `time [system] text` and flushes after each", function()
+    local out = Sink()
+    log.startLogging(out, false)
+    log.msg("hello", 42)
+    assert.equal(STAMP .. " [-] Log opened.\n" .. STAMP .. " [-] hello 42\n", out.buf)
+    assert.equal(2, out.flushes)
+  end)
+
+  it("appends to a file given by path", function()
+    local path = tmppath()
+    finally(function() cleanup(path) end)
+    local f = assert(io.open(path, "w"))
+    f:write("old line\n")
+    f:close()
+    log.startLogging(path, false)
+    log.msg("new line")
+    log.stopLogging()
+    assert.equal("old line\n" .. STAMP .. " [-] Log opened.\n" .. STAMP .. " [-] new line\n", slurp(path))
+  end)
+
+  it("accepts an io file handle", function()
+    local path = tmppath()
+    finally(function() cleanup(path) end)
+    local f = assert(io.open(path, "w"))
+    log.startLogging(f, false)
+    log.msg("via handle")
+    log.stopLogging()
+    f:close()
+    assert.equal(STAMP .. " [-] Log opened.\n" .. STAMP .. " [-] via handle\n", slurp(path))
+  end)
+
+  it("writes to standard output for '-'", function()
+    local out = lua_in_tz("EST+5", [[
+      local log = require('braid.log')
+      log.setClock(function() return 1424191576 end)
+      log.startLogging('-')
+      log.msg('to stdout')]])
+    assert.equal("2015-02-17 11:46:16-0500 [-] Log opened.\n2015-02-17 11:46:16-0500 [-] to stdout\n", out)
+  end)
+
+  it("replaces the previous file when called again", function()
+    local a, b = Sink(), Sink()
+    log.startLogging(a, false)
+    log.startLogging(b, false)
+    log.msg("second")
+    assert.equal(STAMP .. " [-] Log opened.\n", a.buf)
+    assert.equal(STAMP .. " [-] Log opened.\n" .. STAMP .. " [-] second\n", b.buf)
+  end)
+
+  it("closes a file it opened from a path when replaced", function()
+    local path = tmppath()
+    finally(function() cleanup(path) end)
+    log.startLogging(path, false)
+    log.startLogging(Sink(), false)
+    log.msg("not in the file")
+    assert.equal(STAMP .. " [-] Log opened.\n", slurp(path))
+  end)
+
+  it("raises TypeError for something that is not a file, path or writer", function()
+    local ok, e = pcall(log.startLogging, 42)
+    assert.is_false(ok)
+    assert.is_true(errors.TypeError:isinstance(e))
+    assert.matches("bad argument #1 to 'startLogging'", tostring(e))
+  end)
+
+  it("raises an Error naming the path when the file can't be opened", function()
+    local ok, e = pcall(log.startLogging, "/nonexistent-dir/x.log")
+    assert.is_false(ok)
+    assert.is_true(errors.Error:isinstance(e))
+    assert.matches("/nonexistent%-dir/x%.log", tostring(e))
+  end)
+
+  it("startLoggingWithObserver makes the observer the main (level-filtered) one", function()
+    local seen = {}
+    log.startLoggingWithObserver(function(ev) seen[#seen + 1] = ev.text end, false)
+    log.Logger("x"):debug("hidden")
+    log.msg("shown")
+    assert.same({ "Log opened.", "shown" }, seen)
+  end)
+end)
+
+describe("print under startLogging", function()
+  local orig
+  before_each(function() orig = _G.print end)
+  after_each(function() _G.print = orig end)
+
+  it("is replaced by default, logging tab-joined arguments as print would", function()
+    local out = Sink()
+    log.startLogging(out)
+    assert.are_not.equal(orig, _G.print)
+    _G.print("a", 1, nil, true)
+    assert.equal(STAMP .. " [-] a\t1\tnil\ttrue\n", out.buf:sub(#(STAMP .. " [-] Log opened.\n") + 1))
+  end)
+
+  it("logs each printed line as its own message", function()
+    local out = Sink()
+    log.startLogging(out)
+    local events = collect()
+    _G.print("one\ntwo")
+    assert.equal(2, #events)
+    assert.equal("one", events[1].text)
+    assert.equal("two", events[2].text)
+    assert.is_true(events[1].printed)
+    assert.equal("info", events[1].level)
+  end)
+
+  it("uses the current system", function()
+    local out = Sink()
+    log.startLogging(out)
+    log.callWithContext("Echo,1,127.0.0.1", _G.print, "in a protocol")
+    assert.truthy(out.buf:find(STAMP .. " [Echo,1,127.0.0.1] in a protocol\n", 1, true))
+  end)
+
+  it("is left alone with setStdout = false", function()
+    log.startLogging(Sink(), false)
+    assert.equal(orig, _G.print)
+  end)
+
+  it("is restored by stopLogging", function()
+    log.startLogging(Sink())
+    log.stopLogging()
+    assert.equal(orig, _G.print)
+  end)
+
+  it("prints as before when called from inside an observer (no recursion)", function()
+    local printed = {}
+    _G.print = function(...) printed[#printed + 1] = table.concat({ ... }, "\t") end
+    local out = Sink()
+    log.startLogging(out)
+    log.addObserver(function(ev) if ev.text == "trigger" then _G.print("from observer") end end)
+    log.msg("trigger")
+    assert.same({ "from observer" }, printed)
+    assert.is_nil(out.buf:find("from observer", 1, true))
+  end)
+end)
+
+describe("log.msg", function()
+  it("joins its arguments, tostring'ed, with single spaces", function()
+    local events = collect()
+    log.msg("a", 1, 2.5, nil, false)
+    assert.equal("a 1 2.5 nil false", events[1].text)
+  end)
+
+  it("logs an empty text with no arguments", function()
+    local events = collect()
+    log.msg()
+    assert.equal("", events[1].text)
+  end)
+
+  it("indents the continuation lines of a multi-line message with a tab (Twisted's format)", function()
+    local out = Sink()
+    log.startLogging(out, false)
+    log.msg("line1\nline2\nline3")
+    assert.equal(STAMP .. " [-] line1\n\tline2\n\tline3\n", out.buf:sub(#(STAMP .. " [-] Log opened.\n") + 1))
+  end)
+
+  it("makes events with level info, namespace log_legacy, isError false and the time", function()
+    local events = collect()
+    log.msg("x")
+    local ev = events[1]
+    assert.equal("info", ev.level)
+    assert.equal("log_legacy", ev.namespace)
+    assert.is_false(ev.isError)
+    assert.equal("-", ev.system)
+    assert.equal(T, ev.time)
+    assert.is_nil(ev.failure)
+  end)
+
+  it("never raises for a value whose __tostring raises; a marker replaces it", function()
+    local events = collect()
+    local bad = setmetatable({}, { __tostring = function() error("no string for you") end })
+    assert.has_no.errors(function() log.msg("before", bad, "after") end)
+    assert.matches("^before <unprintable table: .*no string for you> after$", events[1].text)
+  end)
+
+  it("never raises for a __tostring returning a non-string", function()
+    local events = collect()
+    log.msg(setmetatable({}, { __tostring = function() return {} end }))
+    assert.matches("^<unprintable table", events[1].text)
+  end)
+
+  it("does no work (no tostring) when nothing listens", function()
+    local calls = 0
+    local v = setmetatable({}, { __tostring = function() calls = calls + 1; return "v" end })
+    log.msg(v)
+    assert.equal(0, calls)
+  end)
+
+  it("does no work when the level hides info and no observer listens", function()
+    local calls = 0
+    local v = setmetatable({}, { __tostring = function() calls = calls + 1; return "v" end })
+    log.startLogging(Sink(), false)
+    log.setLevel("warn")
+    log.msg(v)
+    assert.equal(0, calls)
+  end)
+end)
+
+describe("log.err", function()
+  local function raised(v)
+    local _, f = xpcall(function() error(v) end, failure.msgh)
+    return f
+  end
+
+  it("logs why, then the Failure's traceback, continuation lines tab-indented", function()
+    local out = Sink()
+    log.startLogging(out, false)
+    local f = raised("boom")
+    log.err(f, "oops")
+    local body = out.buf:sub(#(STAMP .. " [-] Log opened.\n") + 1)
+    local expected = STAMP .. " [-] oops\n\t" .. f:getTraceback():gsub("\n$", ""):gsub("\n", "\n\t") .. "\n"
+    assert.equal(expected, body)
+    assert.matches("\n\tLuaError: [^\n]*log_spec%.lua:%d+: boom\n$", body)
+    assert.truthy(body:find("\n\tTraceback (most recent call last):\n", 1, true))
+  end)
+
+  it("uses 'Unhandled Error' when no why is given", function()
+    local events = collect()
+    log.err(raised("x"))
+    assert.matches("^Unhandled Error\nTraceback %(most recent call last%):\n", events[1].text)
+    assert.is_nil(events[1].why)
+  end)
+
+  it("makes events with isError, level critical, the failure and why", function()
+    local events = collect()
+    local f = raised(errors.ConnectionLost())
+    log.err(f, "lost")
+    local ev = events[1]
+    assert.is_true(ev.isError)
+    assert.equal("critical", ev.level)
+    assert.equal(f, ev.failure)
+    assert.equal("lost", ev.why)
+    assert.equal("log_legacy", ev.namespace)
+    assert.matches("ConnectionLost: Connection to the other side was lost in a non%-clean fashion%.$", ev.text)
+  end)
+
+  it("wraps a non-Failure value in a Failure whose traceback starts where err was called", function()
+    local events = collect()
+    local e = errors.ValueError("bad value")
+    log.err(e)
+    local f = events[1].failure
+    assert.is_true(failure.isFailure(f))
+    assert.equal(e, f.value)
+    assert.equal(errors.ValueError, f.type)
+    assert.matches("^stack traceback:\n\t[^\n]*log_spec%.lua:%d+:", f.traceback)
+    assert.matches("ValueError: bad value$", events[1].text)
+  end)
+
+  it("wraps a raw value as a LuaError", function()
+    local events = collect()
+    log.err("plain string")
+    assert.equal(errors.LuaError, events[1].failure.type)
+    assert.matches("\nLuaError: plain string$", events[1].text)
+  end)
+
+  it("logs NoCurrentExceptionError when called with nothing", function()
+    local events = collect()
+    log.err()
+    assert.equal(errors.NoCurrentExceptionError, events[1].failure.type)
+  end)
+
+  it("logs under the current system", function()
+    local events = collect()
+    log.callWithContext("Proto,3,10.0.0.1", log.err, "x")
+    assert.equal("Proto,3,10.0.0.1", events[1].system)
+  end)
+
+  it("reportError logs a Failure or a raised value as err does", function()
+    local events = collect()
+    local f = raised("from a callback")
+    log.reportError(f)
+    log.reportError("raw")
+    assert.equal(f, events[1].failure)
+    assert.matches("^Unhandled Error\n", events[1].text)
+    assert.equal("raw", events[2].failure.value)
+    assert.is_true(events[2].isError)
+  end)
+
+  it("never raises when the error's tostring raises", function()
+    local events = collect()
+    local bad = setmetatable({}, { __tostring = function() error("nope") end })
+    assert.has_no.errors(function() log.err(bad, bad) end)
+    assert.matches("^<unprintable table", events[1].text)
+  end)
+end)
+
+describe("output before startLogging", function()
+  it("writes error events to stderr as full log lines", function()
+    log.err("early", "early trouble")
+    assert.matches("^" .. STAMP:gsub("%p", "%%%0") .. " %[%-%] early trouble\n\tTraceback", errsink.buf)
+    assert.matches("\n\tLuaError: early\n$", errsink.buf)
+  end)
+
+  it("drops other messages", function()
+    log.msg("nobody hears this")
+    log.Logger("x"):warn("nor this")
+    assert.equal("", errsink.buf)
+  end)
+
+  it("writes Logger error and critical events to stderr", function()
+    log.Logger("x"):error("bad {n}", { n = 1 })
+    assert.equal(STAMP .. " [-] bad 1\n", errsink.buf)
+  end)
+
+  it("resumes after stopLogging", function()
+    local out = Sink()
+    log.startLogging(out, false)
+    log.err("in file")
+    assert.equal("", errsink.buf)
+    log.stopLogging()
+    log.err("on stderr")
+    assert.matches("LuaError: on stderr\n$", errsink.buf)
+  end)
+
+  it("still goes to stderr when only observers were added", function()
+    local events = collect()
+    log.err("x", "seen twice")
+    assert.equal(1, #events)
+    assert.matches("%[%-%] seen twice\n", errsink.buf)
+  end)
+end)
+
+describe("log observers", function()
+  it("are called with each event", function()
+    local events = collect()
+    log.msg("one")
+    log.msg("two")
+    assert.equal(2, #events)
+    assert.equal("two", events[2].text)
+  end)
+
+  it("stop being called after removeObserver", function()
+    local events, obs = collect()
+    log.msg("one")
+    log.removeObserver(obs)
+    log.msg("two")
+    assert.equal(1, #events)
+  end)
+
+  it("removing an observer that is not there is harmless", function()
+    assert.has_no.errors(function() log.removeObserver(function() end) end)
+  end)
+
+  it("are called once even if added twice", function()
+    local events, obs = collect()
+    log.addObserver(obs)
+    log.msg("x")
+    assert.equal(1, #events)
+  end)
+
+  it("are called in the order they were added", function()
+    local order = {}
+    log.addObserver(function() order[#order + 1] = "a" end)
+    log.addObserver(function() order[#order + 1] = "b" end)
+    log.msg("x")
+    assert.same({ "a", "b" }, order)
+  end)
+
+  it("must be callable", function()
+    local ok, e = pcall(log.addObserver, 42)
+    assert.is_false(ok)
+    assert.is_true(errors.TypeError:isinstance(e))
+    assert.matches("bad argument #1 to 'addObserver'", tostring(e))
+  end)
+
+  it("that raise are removed and reported on stderr; the others still get the event", function()
+    local events = collect()
+    local bad_calls = 0
+    local function bad() bad_calls = bad_calls + 1; error("observer broke") end
+    log.addObserver(bad)
+    local after = {}
+    log.addObserver(function(ev) after[#after + 1] = ev.text end)
+    log.msg("first")
+    log.msg("second")
+    assert.equal(1, bad_calls)
+    assert.equal(2, #events)
+    assert.same({ "first", "second" }, after)
+    assert.equal(2, #log.getObservers())
+    assert.matches("%[%-%] Log observer function: [^\n]* raised an error and was removed\n\tTraceback", errsink.buf)
+    assert.matches("observer broke", errsink.buf)
+  end)
+
+  it("a main observer that raises is dropped and errors go to stderr again", function()
+    log.startLoggingWithObserver(function(ev) if ev.text == "boom" then error("disk full") end end, false)
+    log.msg("boom")
+    assert.matches("raised an error and was removed", errsink.buf)
+    errsink.buf = ""
+    log.err("later")
+    assert.matches("LuaError: later\n$", errsink.buf)
+  end)
+
+  it("see debug events even when the level hides them from the file", function()
+    local events = collect()
+    local out = Sink()
+    log.startLogging(out, false)
+    log.Logger("ns"):debug("quiet")
+    assert.equal("quiet", events[#events].text)
+    assert.is_nil(out.buf:find("quiet", 1, true))
+  end)
+
+  it("that log from inside an observer do not loop forever", function()
+    local calls = 0
+    log.addObserver(function() calls = calls + 1; log.msg("again") end)
+    assert.has_no.errors(function() log.msg("start") end)
+    assert.equal(8, calls)
+  end)
+
+  it("may remove themselves while an event is being delivered", function()
+    local seen = {}
+    local function once(ev) seen[#seen + 1] = "once:" .. ev.text; log.removeObserver(once) end
+    log.addObserver(once)
+    log.addObserver(function(ev) seen[#seen + 1] = "always:" .. ev.text end)
+    log.msg("a")
+    log.msg("b")
+    assert.same({ "once:a", "always:a", "always:b" }, seen)
+  end)
+end)
+
+describe("the log system", function()
+  it("is '-' by default", function()
+    assert.equal("-", log.getSystem())
+  end)
+
+  it("setSystem swaps it and returns the previous one", function()
+    local out = Sink()
+    log.startLogging(out, false)
+    local prev = log.setSystem("Echo,0,127.0.0.1")
+    log.msg("hi")
+    assert.equal("Echo,0,127.0.0.1", log.setSystem(prev))
+    log.msg("back")
+    assert.truthy(out.buf:find(STAMP .. " [Echo,0,127.0.0.1] hi\n" .. STAMP .. " [-] back\n", 1, true))
+  end)
+
+  it("setSystem(nil) means '-'", function()
+    log.setSystem(nil)
+    assert.equal("-", log.getSystem())
+  end)
+
+  it("callWithContext runs f with the system and returns its results", function()
+    local a, b, c = log.callWithContext("S", function(x, y)
+      return log.getSystem(), x, y
+    end, 1, nil)
+    assert.equal("S", a)
+    assert.equal(1, b)
+    assert.is_nil(c)
+    assert.equal("-", log.getSystem())
+  end)
+
+  it("callWithContext restores the system when f raises, passing the error unchanged", function()
+    local e = errors.ValueError("inner")
+    local ok, got = pcall(log.callWithContext, "S", function() error(e) end)
+    assert.is_false(ok)
+    assert.equal(e, got)
+    assert.equal("-", log.getSystem())
+  end)
+
+  it("callWithContext keeps the traceback of the raise point", function()
+    local ok, f = xpcall(log.callWithContext, failure.msgh, "S", function() error("deep") end)
+    assert.is_false(ok)
+    assert.matches("in function 'error'\n[^\n]*log_spec%.lua:%d+:", f.traceback)
+  end)
+
+  it("callWithContext nests", function()
+    local seen = {}
+    log.callWithContext("outer", function()
+      seen[#seen + 1] = log.getSystem()
+      log.callWithContext("inner", function() seen[#seen + 1] = log.getSystem() end)
+      seen[#seen + 1] = log.getSystem()
+    end)
+    assert.same({ "outer", "inner", "outer" }, seen)
+  end)
+
+  it("callWithContext accepts Twisted's context table {system = ...}", function()
+    assert.equal("T", log.callWithContext({ system = "T" }, log.getSystem))
+  end)
+end)
+
+describe("log levels", function()
+  it("default to info", function()
+    assert.equal("info", log.getLevel())
+  end)
+
+  it("hide lower levels from the log file", function()
+    local out = Sink()
+    log.startLogging(out, false)
+    log.setLevel("error")
+    local L = log.Logger("ns")
+    L:info("no info")
+    L:warn("no warn")
+    log.msg("no msg")
+    L:error("yes error")
+    L:critical("yes critical")
+    log.err("e", "yes err")
+    local body = out.buf
+    assert.is_nil(body:find("no ", 1, true))
+    assert.truthy(body:find("[-] yes error\n", 1, true))
+    assert.truthy(body:find("[-] yes critical\n", 1, true))
+    assert.truthy(body:find("[-] yes err\n", 1, true))
+  end)
+
+  it("show debug messages once the level is debug", function()
+    local out = Sink()
+    log.startLogging(out, false)
+    log.setLevel("debug")
+    log.Logger("ns"):debug("now visible")
+    assert.truthy(out.buf:find("[-] now visible\n", 1, true))
+  end)
+
+  it("accept upper case and 'warning'", function()
+    log.setLevel("WARNING")
+    assert.equal("warn", log.getLevel())
+    log.setLevel("Critical")
+    assert.equal("critical", log.getLevel())
+  end)
+
+  it("reject an unknown name with ValueError and a non-string with TypeError", function()
+    local ok, e = pcall(log.setLevel, "loud")
+    assert.is_false(ok)
+    assert.is_true(errors.ValueError:isinstance(e))
+    assert.matches("unknown level 'loud'", tostring(e))
+    ok, e = pcall(log.setLevel, 3)
+    assert.is_true(errors.TypeError:isinstance(e))
+    assert.equal("info", log.getLevel())
+  end)
+
+  it("filteringObserver passes only events at or above its level", function()
+    local seen = {}
+    log.addObserver(log.filteringObserver(function(ev) seen[#seen + 1] = ev.text end, "warn"))
+    local L = log.Logger("ns")
+    L:info("i")
+    L:warn("w")
+    L:critical("c")
+    assert.same({ "w", "c" }, seen)
+  end)
+end)
+
+describe("log.Logger", function()
+  it("fills {name} placeholders from the fields", function()
+    local events = collect()
+    log.Logger("ns"):info("hello {who}, you are {age}", { who = "bob", age = 42 })
+    assert.equal("hello bob, you are 42", events[1].text)
+  end)
+
+  it("turns {{ and }} into literal braces", function()
+    local events = collect()
+    log.Logger("ns"):info("{{literal}} and {x} }}", { x = 1 })
+    assert.equal("{literal} and 1 }", events[1].text)
+  end)
+
+  it("leaves a placeholder with no value as it is", function()
+    local events = collect()
+    log.Logger("ns"):info("value: {missing}, other: {x}", { x = false })
+    assert.equal("value: {missing}, other: false", events[1].text)
+  end)
+
+  it("follows dotted paths into tables, numbers as list indexes", function()
+    local events = collect()
+    log.Logger("ns"):info("{peer.host}:{peer.port} {list.2}", { peer = { host = "1.2.3.4", port = 80 }, list = { "a", "b" } })
+    assert.equal("1.2.3.4:80 b", events[1].text)
+  end)
+
+  it("can use the event's own keys such as {namespace} and {level}", function()
+    local events = collect()
+    log.Logger("myns"):warn("{namespace}/{level}")
+    assert.equal("myns/warn", events[1].text)
+  end)
+
+  it("leaves text that is not a placeholder alone", function()
+    local events = collect()
+    log.Logger("ns"):info("a {not a key} {} { x } }")
+    assert.equal("a {not a key} {} { x } }", events[1].text)
+  end)
+
+  it("logs 'Unable to format event' when formatting raises", function()
+    local events = collect()
+    local bad = setmetatable({}, { __index = function() error("no fields here") end })
+    log.Logger("ns"):info("{a.b}", { a = bad })
+    assert.matches('^Unable to format event "{a%.b}": .*no fields here', events[1].text)
+  end)
+
+  it("gives observers level, namespace, format, system, time and the fields", function()
+    local events = collect()
+    log.Logger("app.db"):warn("slow query {ms}", { ms = 120, table = "users" })
+    local ev = events[1]
+    assert.equal("warn", ev.level)
+    assert.equal("app.db", ev.namespace)
+    assert.equal("slow query {ms}", ev.format)
+    assert.equal("slow query 120", ev.text)
+    assert.equal(120, ev.ms)
+    assert.equal("users", ev.table)
+    assert.equal("-", ev.system)
+    assert.equal(T, ev.time)
+    assert.is_false(ev.isError)
+  end)
+
+  it("marks error and critical events as errors (Twisted's legacy mapping)", function()
+    local events = collect()
+    local L = log.Logger("ns")
+    L:debug("d"); L:info("i"); L:warn("w"); L:error("e"); L:critical("c")
+    local flags = {}
+    for i, ev in ipairs(events) do flags[i] = ev.level .. "=" .. tostring(ev.isError) end
+    assert.same({ "debug=false", "info=false", "warn=false", "error=true", "critical=true" }, flags)
+  end)
+
+  it("lets a field named system set the system", function()
+    local out = Sink()
+    log.startLogging(out, false)
+    log.Logger("ns"):info("x", { system = "custom" })
+    assert.truthy(out.buf:find(STAMP .. " [custom] x\n", 1, true))
+  end)
+
+  it("does not modify the fields table", function()
+    local fields = { x = 1 }
+    collect()
+    log.Logger("ns"):info("{x}", fields)
+    assert.same({ x = 1 }, fields)
+  end)
+
+  it("defaults its namespace to the calling file's name", function()
+    assert.equal("log_spec", log.Logger().namespace)
+  end)
+
+  it("prints as <Logger \"namespace\">", function()
+    assert.equal('<Logger "ns">', tostring(log.Logger("ns")))
+  end)
+
+  it("raises TypeError when a method is called with '.'", function()
+    local L = log.Logger("ns")
+    local ok, e = pcall(L.info, "oops")
+    assert.is_false(ok)
+    assert.is_true(errors.TypeError:isinstance(e))
+    assert.matches("logger:info", tostring(e))
+  end)
+
+  it("emit(level, ...) logs at a level given by name and rejects unknown levels", function()
+    local events = collect()
+    log.Logger("ns"):emit("warn", "w")
+    assert.equal("warn", events[1].level)
+    local ok, e = pcall(log.Logger("ns").emit, log.Logger("ns"), "loud", "x")
+    assert.is_false(ok)
+    assert.is_true(errors.ValueError:isinstance(e))
+  end)
+
+  it("failure() logs the message and the traceback, level critical by default", function()
+    local events = collect()
+    local _, f = xpcall(function() error(errors.ConnectionDone()) end, failure.msgh)
+    log.Logger("ns"):failure("lost {who}", f, nil, { who = "peer" })
+    local ev = events[1]
+    assert.equal("critical", ev.level)
+    assert.equal(f, ev.failure)
+    assert.equal("lost peer", ev.why)
+    assert.is_true(ev.isError)
+    assert.matches("^lost peer\nTraceback %(most recent call last%):\n.*ConnectionDone: Connection was closed cleanly%.$", ev.text)
+  end)
+
+  it("failure() takes a level and wraps a raw value", function()
+    local events = collect()
+    log.Logger("ns"):failure("meh", "raw", "warn")
+    assert.equal("warn", events[1].level)
+    assert.equal("raw", events[1].failure.value)
+    assert.is_true(events[1].isError)
+  end)
+
+  it("a failure field adds the traceback as failure() does", function()
+    local events = collect()
+    local f = failure.Failure(errors.ValueError("v"))
+    log.Logger("ns"):error("with {n}", { n = 1, failure = f })
+    assert.equal(f, events[1].failure)
+    assert.matches("^with 1\nTraceback", events[1].text)
+  end)
+
+  it("does not format when nothing listens at that level", function()
+    local calls = 0
+    local v = setmetatable({}, { __tostring = function() calls = calls + 1; return "v" end })
+    log.startLogging(Sink(), false)
+    log.Logger("ns"):debug("{v}", { v = v })
+    assert.equal(0, calls)
+    log.Logger("ns"):info("{v}", { v = v })
+    assert.equal(1, calls)
+  end)
+end)
+
+describe("log.toJSON", function()
+  it("escapes quotes, backslashes and control characters", function()
+    assert.equal([["a\"b\\c\n\r\t\b\f\u0001\u001f\u007f"]], log.toJSON('a"b\\c\n\r\t\b\f\1\31\127'))
+  end)
+
+  it("keeps valid UTF-8 and escapes the bytes of invalid UTF-8 as \\u00XX", function()
+    assert.equal('"h\xc3\xa9"', log.toJSON("h\xc3\xa9"))
+    assert.equal('"x\\u00ffy"', log.toJSON("x\xffy"))
+  end)
+
+  it("writes integers and floats exactly, NaN and infinities as strings", function()
+    assert.equal("42", log.toJSON(42))
+    assert.equal("-7", log.toJSON(-7))
+    assert.equal("0.1", log.toJSON(0.1))
+    assert.equal("1424191576.25", log.toJSON(T))
+    assert.equal("0.30000000000000004", log.toJSON(0.1 + 0.2))
+    assert.equal("1e+300", log.toJSON(1e300))
+    assert.equal('"inf"', log.toJSON(math.huge))
+    assert.equal('"-inf"', log.toJSON(-math.huge))
+  end)
+
+  it("writes true, false and null", function()
+    assert.equal("[true,false]", log.toJSON({ true, false }))
+    assert.equal("null", log.toJSON(nil))
+  end)
+
+  it("writes sequences as arrays and other tables as objects with sorted keys", function()
+    assert.equal('[1,"two",[3]]', log.toJSON({ 1, "two", { 3 } }))
+    assert.equal('{"a":1,"b":{"c":[]}}', log.toJSON({ b = { c = { {} } }, a = 1 }):gsub("%[%{%}%]", "[]"))
+    assert.equal('{"1":"x","k":"y"}', log.toJSON({ "x", k = "y" }))
+    assert.equal('{"1":"a","3":"c"}', log.toJSON({ [1] = "a", [3] = "c" }))
+    assert.equal("{}", log.toJSON({}))
+  end)
+
+  it("writes values with __tostring, functions and cycles as strings", function()
+    assert.equal('"ValueError: v"', log.toJSON(errors.ValueError("v")))
+    assert.matches('^"function: 0?x?%x+"$', log.toJSON(print))
+    local t = { name = "loop" }
+    t.self = t
+    assert.equal('{"name":"loop","self":"<cycle>"}', log.toJSON(t))
+  end)
+end)
+
+describe("log.jsonObserver", function()
+  it("writes one JSON object a line with text, time, system, level, namespace, isError and the fields", function()
+    local out = Sink()
+    log.addObserver(log.jsonObserver(out))
+    log.Logger("spec"):info("hi {name}", { name = "bob" })
+    log.msg("two\nlines")
+    assert.equal(
+      '{"format":"hi {name}","isError":false,"level":"info","name":"bob","namespace":"spec","system":"-",'
+        .. '"text":"hi bob","time":1424191576.25}\n'
+        .. '{"isError":false,"level":"info","namespace":"log_legacy","system":"-","text":"two\\nlines",'
+        .. '"time":1424191576.25}\n',
+      out.buf)
+    assert.equal(2, out.flushes)
+  end)
+
+  it("writes the failure of an error event as its text", function()
+    local out = Sink()
+    log.addObserver(log.jsonObserver(out))
+    log.err(errors.ValueError("v"), "why")
+    assert.matches('"failure":"%[Failure instance: Traceback: ValueError: v\\n', out.buf)
+    assert.matches('"isError":true', out.buf)
+    assert.matches('"why":"why"', out.buf)
+  end)
+
+  it("appends to a path", function()
+    local path = tmppath()
+    finally(function() cleanup(path) end)
+    local obs = log.jsonObserver(path)
+    obs({ text = "x", time = 1 })
+    assert.equal('{"text":"x","time":1}\n', slurp(path))
+  end)
+end)
+
+describe("log.textFileObserver", function()
+  it("writes Twisted log lines for every event, whatever the level", function()
+    local out = Sink()
+    log.addObserver(log.textFileObserver(out))
+    log.Logger("ns"):debug("dbg")
+    assert.equal(STAMP .. " [-] dbg\n", out.buf)
+  end)
+end)
+
+describe("log.LogFile", function()
+  local path
+  before_each(function() path = tmppath() end)
+  after_each(function() cleanup(path) end)
+
+  it("appends to the file and counts its size", function()
+    local f = assert(io.open(path, "w"))
+    f:write("12345")
+    f:close()
+    local lf = log.LogFile(path)
+    assert.equal(5, lf.size)
+    assert.equal(1000000, lf.rotateLength)
+    lf:write("678\n")
+    lf:flush()
+    assert.equal(9, lf.size)
+    assert.equal("12345678\n", slurp(path))
+    lf:close()
+  end)
+
+  it("rotates to path.1 on the first write after the file reached rotateLength", function()
+    local lf = log.LogFile(path, { rotateLength = 10 })
+    lf:write("aaaaaa\n") -- 7 bytes
+    lf:write("bbbbbb\n") -- 14 bytes: over, but written whole
+    assert.is_nil(slurp(path .. ".1"))
+    lf:write("cc\n")
+    lf:flush()
+    assert.equal("aaaaaa\nbbbbbb\n", slurp(path .. ".1"))
+    assert.equal("cc\n", slurp(path))
+    assert.equal(3, lf.size)
+    lf:close()
+  end)
+
+  it("shifts older files up: path.1 becomes path.2", function()
+    local lf = log.LogFile(path, { rotateLength = 2 })
+    lf:write("1\n"); lf:write("2\n"); lf:write("3\n")
+    lf:flush()
+    assert.equal("1\n", slurp(path .. ".2"))
+    assert.equal("2\n", slurp(path .. ".1"))
+    assert.equal("3\n", slurp(path))
+    assert.same({ 1, 2 }, lf:listLogs())
+    lf:close()
+  end)
+
+  it("keeps at most maxRotatedFiles old files", function()
+    local lf = log.LogFile(path, { rotateLength = 2, maxRotatedFiles = 2 })
+    for i = 1, 5 do lf:write(i .. "\n") end
+    lf:flush()
+    assert.equal("3\n", slurp(path .. ".2"))
+    assert.equal("4\n", slurp(path .. ".1"))
+    assert.equal("5\n", slurp(path))
+    assert.is_nil(slurp(path .. ".3"))
+    lf:close()
+  end)
+
+  it("never rotates with rotateLength false", function()
+    local lf = log.LogFile(path, { rotateLength = false })
+    for _ = 1, 3 do lf:write(("x"):rep(100)) end
+    lf:flush()
+    assert.is_nil(slurp(path .. ".1"))
+    assert.equal(300, #slurp(path))
+    lf:close()
+  end)
+
+  it("rotate() can be called by hand", function()
+    local lf = log.LogFile(path)
+    lf:write("old\n")
+    lf:rotate()
+    lf:write("new\n")
+    lf:flush()
+    assert.equal("old\n", slurp(path .. ".1"))
+    assert.equal("new\n", slurp(path))
+    lf:close()
+  end)
+
+  it("reopen() starts a new file after the old one was moved away", function()
+    local lf = log.LogFile(path)
+    lf:write("before\n")
+    lf:flush()
+    assert(os.rename(path, path .. ".6"))
+    lf:reopen()
+    lf:write("after\n")
+    lf:flush()
+    assert.equal("before\n", slurp(path .. ".6"))
+    assert.equal("after\n", slurp(path))
+    lf:close()
+  end)
+
+  it("raises ValueError when written after close()", function()
+    local lf = log.LogFile(path)
+    lf:close()
+    assert.is_true(lf.closed)
+    local ok, e = pcall(lf.write, lf, "x")
+    assert.is_false(ok)
+    assert.is_true(errors.ValueError:isinstance(e))
+  end)
+
+  it("checks its arguments", function()
+    local ok, e = pcall(log.LogFile, 42)
+    assert.is_false(ok)
+    assert.matches("bad argument #1 to 'LogFile'", tostring(e))
+    ok, e = pcall(log.LogFile, path, { rotateLength = "big" })
+    assert.is_false(ok)
+    assert.matches("bad argument #2 to 'LogFile'", tostring(e))
+  end)
+
+  it("serves as the file of startLogging, and log.reopen() reopens it", function()
+    local lf = log.LogFile(path)
+    log.startLogging(lf, false)
+    log.msg("first")
+    assert(os.rename(path, path .. ".6"))
+    log.reopen()
+    log.msg("second")
+    assert.equal(STAMP .. " [-] Log opened.\n" .. STAMP .. " [-] first\n", slurp(path .. ".6"))
+    assert.equal(STAMP .. " [-] second\n", slurp(path))
+  end)
+end)
+
+describe("log.reopen", function()
+  local path
+  before_each(function() path = tmppath() end)
+  after_each(function() cleanup(path) end)
+
+  it("reopens a log file that startLogging opened from a path", function()
+    log.startLogging(path, false)
+    assert(os.rename(path, path .. ".6"))
+    log.reopen()
+    log.msg("fresh")
+    log.stopLogging()
+    assert.equal(STAMP .. " [-] Log opened.\n", slurp(path .. ".6"))
+    assert.equal(STAMP .. " [-] fresh\n", slurp(path))
+  end)
+
+  it("does nothing without a log file", function()
+    assert.has_no.errors(log.reopen)
+  end)
+end)
+
+describe("log.DailyLogFile", function()
+  local path, today
+  local Daily = log.DailyLogFile:extend("TestDaily")
+  function Daily:toDate(t)
+    if t then return log.DailyLogFile.toDate(self, t) end
+    return { today[1], today[2], today[3] }
+  end
+
+  before_each(function()
+    path = tmppath()
+    today = { 2015, 2, 7 }
+  end)
+  after_each(function() cleanup(path, { "2015_2_7", "2015_2_8" }) end)
+
+  it("names rotated files path.YYYY_M_D without zero padding, as Twisted", function()
+    local lf = Daily(path)
+    assert.equal("2015_2_7", lf:suffix({ 2015, 2, 7 }))
+    assert.equal("2015_12_31", lf:suffix({ 2015, 12, 31 }))
+    assert.equal(os.date("%Y", 1424191576) .. "_2_" .. tonumber(os.date("%d", 1424191576)), lf:suffix(1424191576))
+    lf:close()
+  end)
+
+  it("rotates on the first write of a new day", function()
+    local lf = Daily(path)
+    lf:write("saturday\n")
+    today = { 2015, 2, 8 }
+    lf:write("sunday\n")
+    lf:flush()
+    assert.equal("saturday\n", slurp(path .. ".2015_2_7"))
+    assert.equal("sunday\n", slurp(path))
+    assert.same({ 2015, 2, 8 }, lf.lastDate)
+    lf:close()
+  end)
+
+  it("does not rotate within a day", function()
+    local lf = Daily(path)
+    lf:write("a\n")
+    lf:write("b\n")
+    lf:flush()
+    assert.is_nil(slurp(path .. ".2015_2_7"))
+    assert.equal("a\nb\n", slurp(path))
+    lf:close()
+  end)
+
+  it("does not overwrite a rotated file that exists already", function()
+    local f = assert(io.open(path .. ".2015_2_7", "w"))
+    f:write("keep\n")
+    f:close()
+    local lf = Daily(path)
+    lf:write("a\n")
+    today = { 2015, 2, 8 }
+    lf:write("b\n")
+    lf:flush()
+    assert.equal("keep\n", slurp(path .. ".2015_2_7"))
+    assert.equal("a\nb\n", slurp(path))
+    lf:close()
+  end)
+
+  it("uses local dates by default", function()
+    local lf = log.DailyLogFile(path)
+    local d = os.date("*t")
+    assert.same({ d.year, d.month, d.day }, lf.lastDate)
+    lf:close()
+  end)
+end)
+
+describe("log file reopening on SIGUSR1", function()
+  it("reopens the log file when SIGUSR1 arrives, so logrotate can move it", function()
+    local log = require "braid.log"
+    local reactor = require "braid.reactor"
+    local core = require "braid.core"
+    local path = os.tmpname()
+    log.startLogging(path, false)
+    log.msg("before rotation")
+    assert(os.rename(path, path .. ".1"))
+    local h = reactor.onSignal("SIGUSR1", function() reactor.stop() end)
+    reactor.callLater(0, core.raise, "SIGUSR1")
+    local guard = reactor.callLater(2, reactor.crash)
+    reactor.run({ installSignalHandlers = false })
+    h:cancel()
+    guard:cancel()
+    log.msg("after rotation")
+    log.stopLogging()
+    reactor._setSignalAction("SIGUSR1", nil)
+    local old = assert(io.open(path .. ".1")):read("a")
+    local new = assert(io.open(path)):read("a")
+    os.remove(path); os.remove(path .. ".1")
+    assert.truthy(old:find("before rotation", 1, true))
+    assert.is_nil(old:find("after rotation", 1, true))
+    assert.truthy(new:find("after rotation", 1, true))
+  end)
+end)
