@@ -806,6 +806,21 @@ function LogFile:init(path, opts)
   BaseLogFile.init(self, path)
 end
 
+function BaseLogFile.shouldRotate() return false end
+function BaseLogFile._wrote() end
+
+--- Write a string, rotating first when shouldRotate() says so.
+function BaseLogFile:write(data)
+  self:_check()
+  if type(data) ~= "string" then data = safe_tostring(data) end
+  if self:shouldRotate() then
+    self:flush()
+    self:rotate()
+  end
+  self._file:write(data)
+  self:_wrote(data)
+end
+
 function LogFile:_openFile()
   BaseLogFile._openFile(self)
   self.size = self._file:seek("end")
@@ -817,15 +832,7 @@ function LogFile:shouldRotate()
   return rl and rl > 0 and self.size >= rl or false
 end
 
---- Write a string, rotating first when the file is full.
-function LogFile:write(data)
-  self:_check()
-  if type(data) ~= "string" then data = safe_tostring(data) end
-  if self:shouldRotate() then
-    self:flush()
-    self:rotate()
-  end
-  self._file:write(data)
+function LogFile:_wrote(data)
   self.size = self.size + #data
 end
 
@@ -895,14 +902,7 @@ function DailyLogFile:shouldRotate()
   return date_key(self:toDate()) > date_key(self.lastDate)
 end
 
-function DailyLogFile:write(data)
-  self:_check()
-  if type(data) ~= "string" then data = safe_tostring(data) end
-  if self:shouldRotate() then
-    self:flush()
-    self:rotate()
-  end
-  self._file:write(data)
+function DailyLogFile:_wrote()
   local today = self:toDate()
   if date_key(today) > date_key(self.lastDate) then self.lastDate = today end
 end
