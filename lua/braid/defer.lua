@@ -1,0 +1,1293 @@
+--- braid.defer: Deferreds and inlineCallbacks, as twisted.internet.defer.
+-- test-case-name: spec/defer_spec.lua, spec/defer_list_spec.lua,
+--   spec/defer_unhandled_spec.lua, spec/inlinecallbacks_spec.lua
+--
+-- Invariants:
+-- * A Deferred keeps its callback chain inline in its own array part, as
+--   triples (callback, errback, args) at indices _h+1 .. _n. A false
+--   callback or errback passes the result through without a call; args is
+--   false (no extra arguments), a packed list {n = ...}, or, for the
+--   internal markers CONTINUE, FIRE and RESUME, the Deferred or coroutine
+--   state the marker refers to. Consumed slots are set to nil so callbacks can be
+--   collected, and _n goes back to 0 when the chain is empty. _h is only
+--   written when a run stops early (chaining); a restart after an error
+--   skips the nil slots.
+-- * Fields an instance lacks read their defaults from the Deferred class
+--   table, so no lookup reaches the class chain's __index function.
+-- * run() is Twisted's iterative _runCallbacks: a Deferred returned by a
+--   callback is chained with a CONTINUE entry instead of a recursive call, so
+--   arbitrarily long chains use a Lua table, not the C stack. Each Deferred of
+--   the chain runs its callbacks inside one xpcall (not one per callback);
+--   an error restarts the loop after the callback that raised.
+-- * A Deferred has no __gc. While its result is an unhandled Failure it
+--   holds a small sentinel table (field _dbg) whose __gc queues the report;
+--   reports are logged by flushUnhandled(), never from __gc itself.
+-- * Coroutines of inlineCallbacks are resumed only from start() (the first,
+--   synchronous run) and from the module run queue, drained by the outermost
+--   resume: firing a Deferred never nests a resume inside another one.
+local class = require "braid.class"
+local errors = require "braid.error"
+local failure = require "braid.failure"
+
+local M = {}
+
+local Failure = failure.Failure
+local msgh = failure.msgh
+local getmetatable, setmetatable, rawget, rawequal = getmetatable, setmetatable, rawget, rawequal
+local type, select, error, xpcall, pcall, tostring = type, select, error, xpcall, pcall, tostring
+local pack, unpack, concat = table.pack, table.unpack, table.concat
+local traceback, getinfo = debug.traceback, debug.getinfo
+local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
+local co_running, co_status, co_close = coroutine.running, coroutine.status, coroutine.close
+local co_isyieldable = coroutine.isyieldable
+local checkcallable = errors.checkcallable
+
+-------------------------------------------------------------------------------
+-- Errors
+
+M.AlreadyCalledError = errors.class("AlreadyCalledError")
+M.CancelledError = errors.class("CancelledError")
+M.TimeoutError = errors.class("TimeoutError", errors.TimeoutError, "Deferred timed out",
+  { period = false, text = errors.Error.text })  -- not ConnectError's text
+M.QueueOverflow = errors.class("QueueOverflow")
+M.QueueUnderflow = errors.class("QueueUnderflow")
+M.NotACoroutineError = errors.class("NotACoroutineError", errors.TypeError)
+M.NoCurrentExceptionError = errors.NoCurrentExceptionError
+
+local AlreadyCalledError, CancelledError = M.AlreadyCalledError, M.CancelledError
+local NotACoroutineError = M.NotACoroutineError
+
+--- FirstError(failure, index): the first failure of a DeferredList with
+-- fireOnOneErrback (or of gatherResults); index counts from 1.
+local FirstError = errors.class("FirstError")
+M.FirstError = FirstError
+function FirstError:init(subFailure, index)
+  self.subFailure, self.index = subFailure, index
+end
+function FirstError:text()
+  local sub = self.subFailure
+  local what = sub ~= nil and (Failure:isinstance(sub) and sub:brief() or tostring(sub)) or "?"
+  return ("[#%s, %s]"):format(tostring(self.index), what)
+end
+function FirstError.__eq(a, b)
+  return FirstError:isinstance(a) and FirstError:isinstance(b)
+    and a.index == b.index and a.subFailure == b.subFailure
+end
+
+--- FailureGroup(failures): every Deferred given to race() failed.
+local FailureGroup = errors.class("FailureGroup")
+M.FailureGroup = FailureGroup
+function FailureGroup:init(failures)
+  self.failures = failures or {}
+end
+function FailureGroup:text()
+  local parts = {}
+  for i, f in ipairs(self.failures) do parts[i] = f:brief() end
+  return "all failed: " .. concat(parts, "; ")
+end
+
+M.SUCCESS, M.FAILURE = true, false
+
+-------------------------------------------------------------------------------
+-- State shared by the module
+
+local debugging = false
+
+-- Markers stored in the callback slot of internal chain entries.
+local CONTINUE = setmetatable({}, { __name = "CONTINUE" })  -- arg: waiting Deferred
+local RESUME = setmetatable({}, { __name = "RESUME" })      -- arg: coroutine state
+local FIRE = setmetatable({}, { __name = "FIRE" })          -- arg: chained Deferred
+local AWAIT = setmetatable({}, { __name = "AWAIT" })        -- what await yields
+
+-- Nesting of protected calls and resumes made by this module, so that the
+-- first run of an inlineCallbacks function can be queued instead of
+-- overflowing Lua's C stack (LUAI_MAXCCALLS is 200).
+local cdepth = 0
+local MAX_CDEPTH = 150
+
+local Deferred = class.Object:extend("Deferred")
+M.Deferred = Deferred
+-- Defaults of every field an instance may lack, so that reading one stops at
+-- this table (instances hold only what differs; lookups never reach the
+-- class chain's __index function).
+Deferred.called = false
+Deferred.paused = 0
+Deferred._h = 0
+Deferred._n = 0
+Deferred._running = false
+Deferred._chainedTo = false
+Deferred._canceller = false
+Deferred._suppress = false
+Deferred._dbg = false
+Deferred._ic = false
+Deferred._awaitedBy = false
+
+-- KIND[metatable]: 1 for Failure classes, 2 for Deferred classes, 0 else.
+local KIND = setmetatable({}, { __mode = "k" })
+local function kind_of(mt)
+  local k = KIND[mt]
+  if k ~= nil then return k end
+  k = 0
+  local c = mt
+  while type(c) == "table" do
+    if c == Failure then k = 1 break end
+    if c == Deferred then k = 2 break end
+    c = rawget(c, "super")
+  end
+  KIND[mt] = k
+  return k
+end
+KIND[Failure], KIND[Deferred] = 1, 2
+
+local function is_failure(v)
+  local mt = getmetatable(v)
+  if mt == nil then return false end
+  return mt == Failure or (KIND[mt] or kind_of(mt)) == 1
+end
+
+local function is_deferred(v)
+  local mt = getmetatable(v)
+  if mt == nil then return false end
+  return mt == Deferred or (KIND[mt] or kind_of(mt)) == 2
+end
+M.isDeferred = is_deferred
+
+local function traceback_at(level)
+  return (traceback("", level + 1):gsub("^\n", ""))
+end
+
+-------------------------------------------------------------------------------
+-- Unhandled failures
+
+local UQ, UQINFO = {}, {}                               -- queued reports
+local QUEUED = setmetatable({}, { __mode = "k" })       -- failure -> true
+local wake_asked = false
+
+local function ask_wake()
+  if wake_asked then return end
+  local reactor = package.loaded["braid.reactor"]
+  local wake = type(reactor) == "table" and rawget(reactor, "_wake")
+  if wake then
+    wake_asked = true
+    pcall(wake)
+  end
+end
+
+local function debug_text(s)
+  local out = {}
+  if s.creator then
+    out[#out + 1] = " C: Deferred was created:\n C:" .. (s.creator:gsub("\n", "\n C:"))
+  end
+  if s.invoker then
+    out[#out + 1] = " I: First Invoker was:\n I:" .. (s.invoker:gsub("\n", "\n I:"))
+  end
+  return concat(out, "\n")
+end
+
+-- The sentinel's finalizer: queue only (no I/O, no allocation beyond the
+-- queue slots); flushUnhandled() does the logging.
+local SENTINEL = {}
+SENTINEL.__gc = function(s)
+  local f = s.failure
+  if f == nil or QUEUED[f] then return end
+  QUEUED[f] = true
+  local n = #UQ + 1
+  UQ[n] = f
+  UQINFO[n] = (s.creator or s.invoker) and s or false
+  ask_wake()
+end
+
+local function mark_failed(d, f)
+  local s = d._dbg
+  if s then s.failure = f
+  else d._dbg = setmetatable({ failure = f }, SENTINEL) end
+end
+
+local function clear_failed(d)  -- requires d._dbg
+  local s = d._dbg
+  s.failure = nil
+  if not (s.creator or s.invoker) then d._dbg = nil end
+end
+
+local function log_failure(f, why)
+  local ok, log = pcall(require, "braid.log")
+  if ok and type(log) == "table" and log.err then
+    log.err(f, why)
+  else
+    io.stderr:write(why, "\n", f:getTraceback())
+  end
+end
+
+--- Log every queued unhandled-error report (`Unhandled error in Deferred:`).
+-- The reactor calls this each loop turn (when asked) and when run ends.
+-- @return the number of reports logged
+function M.flushUnhandled()
+  wake_asked = false
+  local list, infos = UQ, UQINFO
+  local n = #list
+  if n == 0 then return 0 end
+  UQ, UQINFO = {}, {}
+  for i = 1, n do
+    local why = "Unhandled error in Deferred:"
+    if infos[i] then why = why .. "\n(debug: " .. debug_text(infos[i]) .. ")" end
+    log_failure(list[i], why)
+  end
+  return n
+end
+
+--- The Failures queued for an unhandled-error report and not yet logged.
+-- A spec helper runs collectgarbage() first so that every unreachable
+-- Deferred has been finalized. With `clear`, the reports are taken: they
+-- will not be logged (the caller reports them, e.g. by failing the spec).
+-- @param clear optional boolean
+-- @return a list of Failures, oldest first
+function M.pendingUnhandled(clear)
+  local out = {}
+  for i = 1, #UQ do out[i] = UQ[i] end
+  if clear then UQ, UQINFO = {}, {} end
+  return out
+end
+
+--- Record where each Deferred is made and fired (costly; for debugging).
+function M.setDebugging(on)
+  debugging = not not on
+end
+
+function M.getDebugging()
+  return debugging
+end
+
+local function debug_slot(d)
+  local s = d._dbg
+  if not s then
+    s = setmetatable({}, SENTINEL)
+    d._dbg = s
+  end
+  return s
+end
+
+-------------------------------------------------------------------------------
+-- The callback loop
+
+local run, enqueue
+
+-- Mark d as fired with v (used by callback, errback and chainDeferred).
+-- Returns false when the call is swallowed after a cancel without canceller.
+local function already_called(d, level)
+  if d._suppress then
+    d._suppress = false
+    return false
+  end
+  local s = d._dbg
+  local extra
+  if s and (s.creator or s.invoker) then extra = "\n" .. debug_text(s) end
+  error(AlreadyCalledError(extra), level + 1)
+end
+
+local function prefire(d, v, level)
+  if d.called then return already_called(d, level + 1) end
+  if debugging then debug_slot(d).invoker = traceback_at(level + 1) end
+  d.called = true
+  d.result = v
+  return true
+end
+
+-- Run the callbacks of one Deferred. Returns a Deferred to continue with
+-- (a chained Deferred that just got a result) or nil when done with cur.
+-- `plain` tells that cur.result is known not to be a Failure.
+local function segment(cur, plain)
+  local result = cur.result
+  local failed = false
+  if result ~= nil and not plain then
+    local mt = getmetatable(result)
+    if mt ~= nil then failed = mt == Failure or (KIND[mt] or kind_of(mt)) == 1 end
+  end
+  cur._running = true
+  local h = cur._h
+  -- after an error the entries up to the one that raised are already nil
+  while cur[h + 1] == nil and h < cur._n do h = h + 3 end
+  while h < cur._n do
+    local fn
+    if failed then fn = cur[h + 2] else fn = cur[h + 1] end
+    local a = cur[h + 3]
+    cur[h + 1] = nil; cur[h + 2] = nil; cur[h + 3] = nil
+    h = h + 3
+    if fn then
+      local r
+      if a == false then
+        r = fn(result)
+      elseif fn == CONTINUE then
+        -- give our result to the Deferred waiting on us, then run it
+        a.result = result
+        cur.result = nil
+        if cur._dbg then clear_failed(cur) end
+        a.paused = a.paused - 1
+        cur._running = false
+        cur._h = h
+        return a
+      elseif fn == RESUME then
+        -- an await: the coroutine gets the result, we keep nil
+        a.waiting = nil
+        cur.result = nil
+        local v = result
+        result, failed = nil, false
+        enqueue(a, v)
+        goto continue
+      elseif fn == FIRE then
+        -- chainDeferred: fire a, run it from here (no recursion), keep nil
+        cur.result = nil
+        local v = result
+        result, failed = nil, false
+        if prefire(a, v, 1) and a.paused == 0 then
+          cur._running = false
+          cur._h = h
+          return a
+        end
+        goto continue
+      else
+        r = fn(result, unpack(a, 1, a.n))
+      end
+      if r == nil then
+        failed = false
+      else
+        local mt = getmetatable(r)
+        if mt == nil then
+          failed = false
+        elseif mt == Failure then
+          failed = true
+        else
+          local k = KIND[mt] or kind_of(mt)
+          if k == 2 then
+            if r == cur then
+              r = Failure(errors.TypeError(
+                "Callback returned the Deferred it was attached to"), traceback_at(1))
+              failed = true
+            elseif not r.called or r.paused > 0 or is_deferred(r.result) then
+              -- wait for r: pause and chain
+              cur.paused = cur.paused + 1
+              cur._chainedTo = r
+              cur.result = r
+              local n = r._n
+              r[n + 1] = CONTINUE; r[n + 2] = CONTINUE; r[n + 3] = cur
+              r._n = n + 3
+              cur._running = false
+              cur._h = h
+              if cur._dbg then clear_failed(cur) end
+              return nil
+            else
+              -- r already has a result: take it
+              local rr = r.result
+              r.result = nil
+              if r._dbg then clear_failed(r) end
+              r = rr
+              failed = is_failure(rr)
+            end
+          else
+            failed = k == 1
+          end
+        end
+      end
+      result = r
+      cur.result = r
+    end
+    ::continue::
+  end
+  cur._running = false
+  if h ~= 0 then
+    cur._n = 0
+    if cur._h ~= 0 then cur._h = nil end
+  end
+  if failed then mark_failed(cur, result)
+  elseif cur._dbg then clear_failed(cur) end
+  return nil
+end
+
+-- Twisted's _runCallbacks, iterative over the chain of waiting Deferreds.
+run = function(self, plain)
+  if self._running then return end
+  local cur, stack, sp = self, nil, 0
+  cdepth = cdepth + 1
+  while true do
+    if cur.paused > 0 then break end
+    if cur._chainedTo then cur._chainedTo = nil end
+    local ok, nxt = xpcall(segment, msgh, cur, plain)
+    plain = nil
+    while not ok do
+      if not is_failure(nxt) then nxt = Failure(nxt, "") end  -- e.g. "error in error handling"
+      cur.result = nxt
+      ok, nxt = xpcall(segment, msgh, cur)
+    end
+    if nxt ~= nil then
+      sp = sp + 1
+      if stack == nil then stack = {} end
+      stack[sp] = cur
+      cur = nxt
+    elseif sp > 0 then
+      cur = stack[sp]
+      stack[sp] = nil
+      sp = sp - 1
+    else
+      break
+    end
+  end
+  cdepth = cdepth - 1
+end
+
+-------------------------------------------------------------------------------
+-- Deferred
+
+-- The array part holds three callback entries and the hash part the four
+-- fields a Deferred always writes, so the usual life of a Deferred never
+-- resizes its table.
+local function new_deferred(mt, canceller)
+  local d
+  if canceller then
+    d = setmetatable({ nil, nil, nil, nil, nil, nil, nil, nil, nil,
+      called = false, result = nil, _n = 0, _running = false, _canceller = canceller }, mt)
+  else
+    d = setmetatable({ nil, nil, nil, nil, nil, nil, nil, nil, nil,
+      called = false, result = nil, _n = 0, _running = false }, mt)
+  end
+  if debugging then
+    d._dbg = setmetatable({ creator = traceback_at(3) }, SENTINEL)
+  end
+  return d
+end
+
+--- Deferred(canceller?): a result that is not there yet.
+-- `canceller(d)` is called by `d:cancel()` before the Deferred fires.
+function Deferred.__new(cls, canceller, ...)
+  if cls ~= Deferred then
+    local d = new_deferred(cls, nil)
+    local init = cls.init
+    if init then init(d, canceller, ...) end
+    return d
+  end
+  local d
+  if canceller == nil then
+    d = setmetatable({ nil, nil, nil, nil, nil, nil, nil, nil, nil,
+      called = false, result = nil, _n = 0, _running = false }, Deferred)
+  else
+    if type(canceller) ~= "function" then checkcallable("Deferred", 1, canceller) end
+    d = setmetatable({ nil, nil, nil, nil, nil, nil, nil, nil, nil,
+      called = false, result = nil, _n = 0, _running = false, _canceller = canceller }, Deferred)
+  end
+  if debugging then  -- class.lua's new tail-calls __new: level 2 is the caller
+    d._dbg = setmetatable({ creator = traceback_at(2) }, SENTINEL)
+  end
+  return d
+end
+
+local function add(self, cb, eb, a)
+  local n = self._n
+  self[n + 1] = cb; self[n + 2] = eb; self[n + 3] = a
+  self._n = n + 3
+  if self.called then run(self) end
+  return self
+end
+
+local function with_args(f, args, fname, argn)
+  if args == nil then return f end
+  if type(args) ~= "table" then
+    error(errors.TypeError(("bad argument #%d to '%s' (table expected, got %s)")
+      :format(argn, fname, type(args))), 3)
+  end
+  local n = args.n or #args
+  if n == 0 then return f end
+  local copy = { n = n }
+  for i = 1, n do copy[i] = args[i] end
+  return function(r) return f(r, unpack(copy, 1, n)) end
+end
+
+--- Add a callback and an errback; `eb` nil passes failures through.
+-- @param cb function(result, ...)
+-- @param eb function(failure, ...) or nil
+-- @param cbArgs optional list of extra arguments for cb
+-- @param ebArgs optional list of extra arguments for eb
+-- @return self
+function Deferred:addCallbacks(cb, eb, cbArgs, ebArgs)
+  if type(cb) ~= "function" then checkcallable("addCallbacks", 1, cb) end
+  if eb == nil then eb = false
+  elseif type(eb) ~= "function" then checkcallable("addCallbacks", 2, eb) end
+  if cbArgs ~= nil then cb = with_args(cb, cbArgs, "addCallbacks", 3) end
+  if ebArgs ~= nil and eb then eb = with_args(eb, ebArgs, "addCallbacks", 4) end
+  return add(self, cb, eb, false)
+end
+
+--- Add a callback: `f(result, ...)`; its return value is the next result.
+-- @return self
+function Deferred:addCallback(f, ...)
+  if type(f) ~= "function" then checkcallable("addCallback", 1, f) end
+  local a = false
+  if select("#", ...) > 0 then a = pack(...) end
+  local n = self._n
+  self[n + 1] = f; self[n + 2] = false; self[n + 3] = a
+  self._n = n + 3
+  if self.called then run(self) end
+  return self
+end
+
+--- Add an errback: `f(failure, ...)`; a non-Failure return value switches
+-- back to the callback chain.
+-- @return self
+function Deferred:addErrback(f, ...)
+  if type(f) ~= "function" then checkcallable("addErrback", 1, f) end
+  local a = false
+  if select("#", ...) > 0 then a = pack(...) end
+  local n = self._n
+  self[n + 1] = false; self[n + 2] = f; self[n + 3] = a
+  self._n = n + 3
+  if self.called then run(self) end
+  return self
+end
+
+--- Add `f` as both callback and errback.
+-- @return self
+function Deferred:addBoth(f, ...)
+  if type(f) ~= "function" then checkcallable("addBoth", 1, f) end
+  local a = false
+  if select("#", ...) > 0 then a = pack(...) end
+  local n = self._n
+  self[n + 1] = f; self[n + 2] = f; self[n + 3] = a
+  self._n = n + 3
+  if self.called then run(self) end
+  return self
+end
+
+--- Fire the callback chain with `result` (a Failure runs the errbacks).
+-- Raises AlreadyCalledError when fired twice; a Deferred result raises and
+-- leaves this Deferred unfired.
+function Deferred:callback(result)
+  if self.called then return already_called(self, 2) end
+  local plain = true
+  if result ~= nil then
+    local mt = getmetatable(result)
+    if mt ~= nil then
+      local k = mt == Failure and 1 or (KIND[mt] or kind_of(mt))
+      if k == 2 then
+        error(errors.TypeError("bad argument #1 to 'callback' (a Deferred cannot be a "
+          .. "result: return it from a callback to chain it)"), 2)
+      end
+      plain = k == 0
+    end
+  end
+  if debugging then debug_slot(self).invoker = traceback_at(2) end
+  self.called = true
+  self.result = result
+  if self._n == 0 then
+    if not plain then mark_failed(self, result) end
+    return
+  end
+  run(self, plain)
+end
+
+--- Fire the errback chain. `err` is a Failure, or a value wrapped in one;
+-- without an argument, a Failure of NoCurrentExceptionError.
+function Deferred:errback(err)
+  if self.called then return already_called(self, 2) end
+  local mt = getmetatable(err)
+  if mt ~= Failure and not (mt ~= nil and (KIND[mt] or kind_of(mt)) == 1) then
+    err = Failure(err, traceback_at(2))
+  end
+  if debugging then debug_slot(self).invoker = traceback_at(2) end
+  self.called = true
+  self.result = err
+  if self._n == 0 then
+    mark_failed(self, err)
+    return
+  end
+  run(self)
+end
+
+--- Stop running callbacks until unpause(); pauses nest.
+function Deferred:pause()
+  self.paused = self.paused + 1
+end
+
+--- Undo one pause(); at zero, run the callbacks added meanwhile.
+function Deferred:unpause()
+  local p = self.paused
+  if p <= 0 then
+    error(errors.ValueError("unpause of a Deferred that is not paused"), 2)
+  end
+  p = p - 1
+  self.paused = p
+  if p == 0 and self.called then run(self) end
+end
+
+--- Cancel: call the canceller; if still unfired, errback with
+-- CancelledError. A fired Deferred waiting on another cancels that one.
+function Deferred:cancel()
+  if not self.called then
+    local canceller = self._canceller
+    if canceller then
+      canceller(self)
+    else
+      self._suppress = true  -- swallow the one callback that may still come
+    end
+    if not self.called then
+      self:errback(Failure(CancelledError(), traceback_at(2)))
+    end
+  else
+    local r = self.result
+    if r ~= nil and is_deferred(r) then r:cancel() end
+  end
+end
+
+--- Fire `d` with this Deferred's result; this one's result becomes nil.
+-- @return self
+function Deferred:chainDeferred(d)
+  if not is_deferred(d) then
+    error(errors.TypeError(("bad argument #1 to 'chainDeferred' (Deferred expected, got %s)")
+      :format(class.nameof(d))), 2)
+  end
+  d._chainedTo = self
+  return add(self, FIRE, FIRE, d)
+end
+
+local function cancelled_to_timeout(value, timeout)
+  if is_failure(value) then
+    value:trap(CancelledError)
+    local e = M.TimeoutError(("after %s seconds"):format(tostring(timeout)))
+    e.timeout = timeout
+    error(e)
+  end
+  return value
+end
+
+--- Cancel this Deferred after `seconds` unless it fires first; the
+-- CancelledError becomes a defer.TimeoutError (or `onTimeoutCancel(result,
+-- seconds)`'s return value). `clock` defaults to braid.reactor.
+-- @return self
+function Deferred:addTimeout(seconds, clock, onTimeoutCancel)
+  if type(seconds) ~= "number" then
+    error(errors.TypeError(("bad argument #1 to 'addTimeout' (number expected, got %s)")
+      :format(type(seconds))), 2)
+  end
+  if seconds < 0 or seconds ~= seconds then
+    error(errors.ValueError("bad argument #1 to 'addTimeout' (seconds must be >= 0)"), 2)
+  end
+  if onTimeoutCancel ~= nil then checkcallable("addTimeout", 3, onTimeoutCancel) end
+  if clock == nil then clock = require "braid.reactor" end
+  local timedOut = false
+  local function timeItOut()
+    timedOut = true
+    self:cancel()
+  end
+  local call
+  if clock == package.loaded["braid.reactor"] then
+    call = clock.callLater(seconds, timeItOut)
+  else
+    local cl = type(clock) == "table" and clock.callLater
+    if not cl then
+      error(errors.TypeError("bad argument #2 to 'addTimeout' (a time source with "
+        .. "callLater expected, got " .. class.nameof(clock) .. ")"), 2)
+    end
+    call = cl(clock, seconds, timeItOut)
+  end
+  local translate = onTimeoutCancel or cancelled_to_timeout
+  local function convert(value)
+    if timedOut then return translate(value, seconds) end
+    return value
+  end
+  local function cancelTimeout(result)
+    if call:active() then call:cancel() end
+    return result
+  end
+  add(self, convert, convert, false)
+  add(self, cancelTimeout, cancelTimeout, false)
+  return self
+end
+
+local function repr(v)
+  if type(v) == "string" then return "'" .. v .. "'" end
+  return tostring(v)
+end
+
+function Deferred:__tostring()
+  local name = rawget(getmetatable(self), "__name") or "Deferred"
+  local s = ("<%s at %p"):format(name, self)
+  local chained = self._chainedTo
+  if chained then
+    s = s .. (" waiting on Deferred at %p"):format(chained)
+  elseif self.called then
+    s = s .. " current result: " .. repr(self.result)
+  end
+  return s .. ">"
+end
+
+-------------------------------------------------------------------------------
+-- Module functions
+
+--- A Deferred that has already fired with `result`.
+function M.succeed(result)
+  local d = setmetatable({ called = true, result = result, _n = 0, _running = false },
+    Deferred)
+  if debugging then d._dbg = setmetatable({ creator = traceback_at(2) }, SENTINEL) end
+  if result ~= nil then
+    local mt = getmetatable(result)
+    if mt ~= nil and mt ~= Failure then
+      local k = KIND[mt] or kind_of(mt)
+      if k == 2 then
+        error(errors.TypeError("bad argument #1 to 'succeed' (a Deferred cannot be a result)"), 2)
+      elseif k == 1 then
+        mark_failed(d, result)
+      end
+    elseif mt == Failure then
+      mark_failed(d, result)
+    end
+  end
+  return d
+end
+
+--- A Deferred that has already failed with `err` (wrapped in a Failure).
+function M.fail(err)
+  if not is_failure(err) then err = Failure(err, traceback_at(2)) end
+  local d = new_deferred(Deferred, nil)
+  d.called = true
+  d.result = err
+  mark_failed(d, err)
+  return d
+end
+
+--- Call `f(...)` and return a Deferred of its result: a Deferred returned
+-- by f is returned as is; an error or a returned Failure fails it.
+function M.maybeDeferred(f, ...)
+  checkcallable("maybeDeferred", 1, f)
+  local ok, r = xpcall(f, msgh, ...)
+  if not ok then return M.fail(r) end
+  if r ~= nil then
+    local mt = getmetatable(r)
+    if mt ~= nil then
+      local k = mt == Failure and 1 or (KIND[mt] or kind_of(mt))
+      if k == 2 then return r end
+      if k == 1 then return M.fail(r) end
+    end
+  end
+  return M.succeed(r)
+end
+
+-------------------------------------------------------------------------------
+-- DeferredList, gatherResults, race
+
+local DeferredList = Deferred:extend("DeferredList")
+M.DeferredList = DeferredList
+
+local function dl_callback(result, self, index)
+  local ok = not is_failure(result)
+  self.resultList[index] = { ok, result }
+  self.finishedCount = self.finishedCount + 1
+  if not self.called then
+    if ok and self.fireOnOneCallback then
+      self:callback({ result, index })
+    elseif not ok and self.fireOnOneErrback then
+      self:errback(Failure(FirstError(result, index), result.traceback))
+    elseif self.finishedCount == self._count then
+      self:callback(self.resultList)
+    end
+  end
+  if not ok and self.consumeErrors then return nil end
+  return result
+end
+
+--- DeferredList(list, opts?): fires when every Deferred of `list` has,
+-- with a list of {success, value} pairs in input order. opts:
+-- fireOnOneCallback (fire with {value, index} on the first success),
+-- fireOnOneErrback (errback with FirstError on the first failure),
+-- consumeErrors (failures become nil in the original Deferreds).
+function DeferredList:init(list, opts)
+  if type(list) ~= "table" then
+    error(errors.TypeError(("bad argument #1 to 'DeferredList' (table expected, got %s)")
+      :format(type(list))), 4)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error(errors.TypeError(("bad argument #2 to 'DeferredList' (table expected, got %s)")
+      :format(type(opts))), 4)
+  end
+  opts = opts or {}
+  local n = list.n or #list
+  local ds = {}
+  for i = 1, n do
+    local d = list[i]
+    if not is_deferred(d) then
+      error(errors.TypeError(("bad argument #1 to 'DeferredList' (item %d: Deferred "
+        .. "expected, got %s)"):format(i, class.nameof(d))), 4)
+    end
+    ds[i] = d
+  end
+  self._deferredList = ds
+  self._count = n
+  self.resultList = {}
+  self.finishedCount = 0
+  self.fireOnOneCallback = not not opts.fireOnOneCallback
+  self.fireOnOneErrback = not not opts.fireOnOneErrback
+  self.consumeErrors = not not opts.consumeErrors
+  if n == 0 and not self.fireOnOneCallback then self:callback({}) end
+  for i = 1, n do ds[i]:addBoth(dl_callback, self, i) end
+end
+
+--- Cancel every Deferred of the list, unless the DeferredList has fired.
+-- Errors raised by their cancellers are logged.
+function DeferredList:cancel()
+  if self.called then return end
+  for _, d in ipairs(self._deferredList) do
+    local ok, err = xpcall(d.cancel, msgh, d)
+    if not ok then log_failure(err, "Exception raised from user supplied canceller") end
+  end
+end
+
+local function gather(results)
+  local out = { n = #results }
+  for i = 1, out.n do out[i] = results[i][2] end
+  return out
+end
+
+--- gatherResults(list, consumeErrors?): a Deferred of the list of results
+-- (field n: the number of inputs), or a FirstError failure.
+function M.gatherResults(list, consumeErrors)
+  return DeferredList(list, { fireOnOneErrback = true, consumeErrors = consumeErrors })
+    :addCallback(gather)
+end
+
+--- race(list): a Deferred of {index, value} for the first Deferred to
+-- succeed; the others are cancelled. If all fail: a FailureGroup failure.
+-- Cancelling it cancels them all.
+function M.race(list)
+  if type(list) ~= "table" then
+    error(errors.TypeError(("bad argument #1 to 'race' (table expected, got %s)")
+      :format(type(list))), 2)
+  end
+  local n = list.n or #list
+  local ds = {}
+  for i = 1, n do
+    if not is_deferred(list[i]) then
+      error(errors.TypeError(("bad argument #1 to 'race' (item %d: Deferred expected, got %s)")
+        :format(i, class.nameof(list[i]))), 2)
+    end
+    ds[i] = list[i]
+  end
+  local final = Deferred(function()
+    for i = 1, n do ds[i]:cancel() end
+  end)
+  local winner = nil
+  local failures, nfailed = {}, 0
+  local function succeeded(value, index)
+    if winner ~= nil then return end
+    winner = index
+    for i = 1, n do
+      if i ~= index then ds[i]:cancel() end
+    end
+    final:callback({ index, value })
+  end
+  local function failed(f, index)
+    failures[index] = f
+    nfailed = nfailed + 1
+    if nfailed == n then final:errback(Failure(FailureGroup(failures), f.traceback)) end
+  end
+  for i = 1, n do ds[i]:addCallbacks(succeeded, failed, { i }, { i }) end
+  return final
+end
+
+-------------------------------------------------------------------------------
+-- DeferredLock, DeferredSemaphore, DeferredQueue
+
+local function remove_item(list, v)
+  for i = 1, #list do
+    if list[i] == v then
+      table.remove(list, i)
+      return
+    end
+  end
+end
+
+local function run_primitive(self, f, ...)
+  checkcallable("run", 1, f)
+  local args = pack(...)
+  return self:acquire():addCallback(function()
+    return M.maybeDeferred(f, unpack(args, 1, args.n)):addBoth(function(r)
+      self:release()
+      return r
+    end)
+  end)
+end
+
+--- DeferredLock(): fields `locked`, `waiting`.
+local DeferredLock = class.Object:extend("DeferredLock")
+M.DeferredLock = DeferredLock
+
+function DeferredLock:init()
+  self.locked = false
+  self.waiting = {}
+end
+
+--- A Deferred that fires with the lock once it is acquired.
+function DeferredLock:acquire()
+  local waiting = self.waiting
+  local d = Deferred(function(d) remove_item(waiting, d) end)
+  if self.locked then
+    waiting[#waiting + 1] = d
+  else
+    self.locked = true
+    d:callback(self)
+  end
+  return d
+end
+
+--- Release the lock; the first waiter gets it.
+function DeferredLock:release()
+  if not self.locked then
+    error(errors.ValueError("Tried to release an unlocked lock"), 2)
+  end
+  self.locked = false
+  if #self.waiting > 0 then
+    self.locked = true
+    table.remove(self.waiting, 1):callback(self)
+  end
+end
+
+--- Acquire, call `f(...)` (waiting for a Deferred it returns), release.
+-- @return a Deferred of f's result
+DeferredLock.run = run_primitive
+
+--- DeferredSemaphore(tokens): fields `tokens`, `limit`, `waiting`.
+local DeferredSemaphore = class.Object:extend("DeferredSemaphore")
+M.DeferredSemaphore = DeferredSemaphore
+
+function DeferredSemaphore:init(tokens)
+  if type(tokens) ~= "number" then
+    error(errors.TypeError(("bad argument #1 to 'DeferredSemaphore' (number expected, got %s)")
+      :format(type(tokens))), 4)
+  end
+  if tokens < 1 then
+    error(errors.ValueError("DeferredSemaphore requires tokens >= 1"), 4)
+  end
+  self.tokens = tokens
+  self.limit = tokens
+  self.waiting = {}
+end
+
+function DeferredSemaphore:acquire()
+  local waiting = self.waiting
+  local d = Deferred(function(d) remove_item(waiting, d) end)
+  if self.tokens == 0 then
+    waiting[#waiting + 1] = d
+  else
+    self.tokens = self.tokens - 1
+    d:callback(self)
+  end
+  return d
+end
+
+function DeferredSemaphore:release()
+  if self.tokens >= self.limit then
+    error(errors.ValueError("Someone released me too many times: too many tokens!"), 2)
+  end
+  self.tokens = self.tokens + 1
+  if #self.waiting > 0 then
+    self.tokens = self.tokens - 1
+    table.remove(self.waiting, 1):callback(self)
+  end
+end
+
+DeferredSemaphore.run = run_primitive
+
+--- DeferredQueue(size?, backlog?): put(v) / get() -> Deferred.
+local DeferredQueue = class.Object:extend("DeferredQueue")
+M.DeferredQueue = DeferredQueue
+
+function DeferredQueue:init(size, backlog)
+  if size ~= nil and type(size) ~= "number" then
+    error(errors.TypeError(("bad argument #1 to 'DeferredQueue' (number expected, got %s)")
+      :format(type(size))), 4)
+  end
+  if backlog ~= nil and type(backlog) ~= "number" then
+    error(errors.TypeError(("bad argument #2 to 'DeferredQueue' (number expected, got %s)")
+      :format(type(backlog))), 4)
+  end
+  self.size, self.backlog = size, backlog
+  self.waiting = {}
+  self._pending, self._ph, self._pt = {}, 1, 0  -- values may be nil
+end
+
+--- The number of values waiting to be taken.
+function DeferredQueue:pendingCount()
+  return self._pt - self._ph + 1
+end
+
+--- Add `v`; raises QueueOverflow when `size` values are already queued.
+function DeferredQueue:put(v)
+  if #self.waiting > 0 then
+    table.remove(self.waiting, 1):callback(v)
+  elseif self.size == nil or self:pendingCount() < self.size then
+    local t = self._pt + 1
+    self._pending[t] = v
+    self._pt = t
+  else
+    error(M.QueueOverflow(), 2)
+  end
+end
+
+--- A Deferred of the next value; raises QueueUnderflow when `backlog`
+-- gets are already waiting. Cancelling it removes it from the waiters.
+function DeferredQueue:get()
+  if self._pt >= self._ph then
+    local h = self._ph
+    local v = self._pending[h]
+    self._pending[h] = nil
+    if h == self._pt then self._ph, self._pt = 1, 0 else self._ph = h + 1 end
+    return M.succeed(v)
+  elseif self.backlog == nil or #self.waiting < self.backlog then
+    local waiting = self.waiting
+    local d = Deferred(function(d) remove_item(waiting, d) end)
+    waiting[#waiting + 1] = d
+    return d
+  end
+  error(M.QueueUnderflow(), 2)
+end
+
+-------------------------------------------------------------------------------
+-- inlineCallbacks and await
+
+-- STATES[coroutine] = state {co, deferred, fn, waiting, thrown, args, dead}
+local STATES = setmetatable({}, { __mode = "k" })
+
+-- The run queue: flat pairs (state, value), drained by the outermost resume.
+local RQ, rq_head, rq_tail = {}, 1, 0
+local in_resume = false
+-- The state of the inlineCallbacks coroutine running now, or nil. (A plain
+-- coroutine resumed inside it does not change it: await's fast path only
+-- uses it to refuse calls from outside any inlineCallbacks function.)
+local current_st = nil
+
+local finish
+
+local function escape_failure(st, e)
+  if is_failure(e) then return e end
+  local tb = traceback(st.co)
+  local thrown = st.thrown
+  if thrown ~= nil and rawequal(e, thrown.value) then
+    tb = (thrown.traceback or "") .. "\n" .. tb:gsub("^stack traceback:", "awaited at:", 1)
+  end
+  if debugging then
+    local lines, d, guard = {}, st.deferred, 0
+    while d ~= nil and guard < 1000 do
+      local by = d._awaitedBy
+      if not by then break end
+      lines[#lines + 1] = "\nawaited by: " .. by.fn .. " at " .. by.where
+      d = by.st.deferred
+      guard = guard + 1
+    end
+    tb = tb .. concat(lines)
+  end
+  return Failure(e, tb)
+end
+
+-- After a resume that did not end in await: the function returned, raised,
+-- or yielded without await.
+finish = function(st, ok, a)
+  local co = st.co
+  if ok and co_status(co) ~= "dead" then
+    local tb = traceback(co)
+    co_close(co)
+    ok, a = false, Failure(NotACoroutineError("coroutine.yield called in an inlineCallbacks "
+      .. "function (use defer.await)"), tb)
+  end
+  STATES[co] = nil
+  if ok then
+    if is_deferred(a) then
+      -- a returned Deferred is waited for, as if awaited
+      st.dead = true
+      st.waiting = a
+      st.co, st.thrown = nil, nil
+      local n = a._n
+      a[n + 1] = RESUME; a[n + 2] = RESUME; a[n + 3] = st
+      a._n = n + 3
+      if a.called then run(a) end
+      return
+    end
+  else
+    a = escape_failure(st, a)
+    co_close(co)
+  end
+  st.co, st.thrown = nil, nil  -- the Deferred keeps st (for cancel) alive
+  st.deferred:callback(a)
+end
+
+local function step(st, v)
+  if st.dead then
+    st.dead = false
+    return st.deferred:callback(v)
+  end
+  local ok, a
+  local saved, saved_st = cdepth, current_st
+  cdepth = saved + 1
+  current_st = st
+  local args = st.args
+  if args then
+    st.args = nil
+    ok, a = co_resume(st.co, unpack(args, 1, args.n))
+  else
+    ok, a = co_resume(st.co, v)
+  end
+  cdepth, current_st = saved, saved_st
+  if ok and a == AWAIT then return end
+  finish(st, ok, a)
+end
+
+local function drain_loop()
+  while rq_head <= rq_tail do
+    local i = rq_head
+    local st, v = RQ[i], RQ[i + 1]
+    RQ[i] = nil; RQ[i + 1] = nil
+    if i + 2 > rq_tail then rq_head, rq_tail = 1, 0 else rq_head = i + 2 end
+    step(st, v)
+  end
+end
+
+local function drain()
+  in_resume = true
+  while rq_head <= rq_tail do
+    local ok, err = xpcall(drain_loop, msgh)
+    if not ok then log_failure(err, "Unhandled error resuming an inlineCallbacks function:") end
+  end
+  in_resume = false
+end
+
+enqueue = function(st, v)
+  local t = rq_tail + 2
+  RQ[t - 1] = st
+  RQ[t] = v
+  rq_tail = t
+  if not in_resume then drain() end
+end
+
+-- The first run of an inlineCallbacks function: synchronous, as in Twisted,
+-- unless nested so deep that Lua's C stack would overflow.
+local function start(st, ...)
+  if cdepth >= MAX_CDEPTH and in_resume then
+    st.args = pack(...)
+    return enqueue(st, nil)
+  end
+  local was = in_resume
+  in_resume = true
+  local saved, saved_st = cdepth, current_st
+  cdepth = cdepth + 1
+  current_st = st
+  local ok, a = co_resume(st.co, ...)
+  cdepth, current_st = saved, saved_st
+  in_resume = was
+  if not ok or a ~= AWAIT then finish(st, ok, a) end
+  if not was and rq_head <= rq_tail then drain() end
+end
+
+-- Cancelling the Deferred of an inlineCallbacks call: as Twisted, it fires
+-- at once into a fresh Deferred that the function will fire, and the
+-- Deferred being awaited is cancelled (its CancelledError is raised at the
+-- await).
+local function ic_cancel(d)
+  local st = d._ic
+  local d2 = new_deferred(Deferred, ic_cancel)
+  d2._ic = st
+  st.deferred = d2
+  local h = d._h
+  local function handle() return d2 end
+  if h >= 3 then
+    d[h - 2], d[h - 1], d[h] = handle, handle, false
+    d._h = h - 3
+  else
+    local n = d._n
+    for i = n, h + 1, -1 do d[i + 3] = d[i] end
+    d[h + 1], d[h + 2], d[h + 3] = handle, handle, false
+    d._n = n + 3
+  end
+  d:callback(nil)
+  local w = st.waiting
+  if w ~= nil then w:cancel() end
+end
+
+--- inlineCallbacks(f): a function that runs `f(...)` in a new coroutine
+-- and returns a Deferred of its return value (or of its error). Inside,
+-- `defer.await(d)` waits for a Deferred.
+function M.inlineCallbacks(f)
+  checkcallable("inlineCallbacks", 1, f)
+  return function(...)
+    local co = co_create(f)
+    local d = new_deferred(Deferred, ic_cancel)
+    local st = { co = co, deferred = d, fn = f, waiting = nil, thrown = nil }
+    d._ic = st
+    STATES[co] = st
+    start(st, ...)
+    return d
+  end
+end
+
+local function await_where(level)
+  local info = getinfo(level + 1, "Sl")
+  if not info then return "? (a tail call)" end
+  return info.short_src .. ":" .. tostring(info.currentline)
+end
+
+local function fn_name(f)
+  local info = getinfo(f, "S")
+  return ("function <%s:%d>"):format(info.short_src, info.linedefined)
+end
+
+local function await_slow(st, d)
+  if not co_isyieldable() then
+    error(NotACoroutineError("await cannot suspend here: Lua forbids a yield in this "
+      .. "context (a metamethod called from C, a table.sort comparator, a string.gsub "
+      .. "function, __gc or require)"), 3)
+  end
+  st.waiting = d
+  local n = d._n
+  d[n + 1] = RESUME; d[n + 2] = RESUME; d[n + 3] = st
+  d._n = n + 3
+  if debugging then
+    -- level 2: await tail-calls await_slow, so the caller of await
+    d._awaitedBy = { st = st, fn = fn_name(st.fn), where = await_where(2) }
+  end
+  if d.called and d.paused == 0 and not d._running then run(d) end
+  local r = co_yield(AWAIT)
+  if r ~= nil and is_failure(r) then
+    st.thrown = r
+    error(r.value, 0)
+  end
+  return r
+end
+
+--- await(d): inside an inlineCallbacks function, wait for `d` and return
+-- its result, or raise its failure's value. A non-Deferred is returned as
+-- is; an already fired Deferred returns at once, without yielding.
+function M.await(d)
+  local st = current_st
+  if st == nil then
+    error(NotACoroutineError("await called outside an inlineCallbacks function"), 2)
+  end
+  local mt = getmetatable(d)
+  if mt ~= Deferred then
+    if mt == nil or (KIND[mt] or kind_of(mt)) ~= 2 then return d end
+  end
+  if d.called and d._n == 0 and d.paused == 0 and not d._running then
+    -- a settled Deferred: its result is a Failure exactly when the
+    -- unhandled-error sentinel holds it
+    local r = d.result
+    d.result = nil
+    local s = d._dbg
+    if s then
+      local f = s.failure
+      clear_failed(d)
+      if f ~= nil then
+        st.thrown = r
+        error(r.value, 0)
+      end
+    end
+    return r
+  end
+  st = STATES[co_running()]
+  if st == nil then
+    error(NotACoroutineError("await called outside an inlineCallbacks function"), 2)
+  end
+  return await_slow(st, d)
+end
+
+return M

@@ -1,0 +1,200 @@
+-- spec/defer_unhandled_spec.lua: covers lua/braid/defer.lua (unhandled
+-- errors: GC sentinel, flushUnhandled, pendingUnhandled, debug info);
+-- ported from LogTests in Twisted's src/twisted/test/test_defer.py.
+local defer = require "braid.defer"
+local errors = require "braid.error"
+local failure = require "braid.failure"
+
+local Deferred = defer.Deferred
+
+local function fullgc()
+  collectgarbage()
+  collectgarbage()
+end
+
+describe("unhandled errors", function()
+  local logged, savedLog
+
+  before_each(function()
+    fullgc()
+    defer.pendingUnhandled(true)  -- drop what other specs left behind
+    logged = {}
+    savedLog = package.loaded["braid.log"]
+    package.loaded["braid.log"] = {
+      err = function(f, why) logged[#logged + 1] = { failure = f, why = why } end,
+    }
+  end)
+
+  after_each(function()
+    package.loaded["braid.log"] = savedLog
+    defer.setDebugging(false)
+  end)
+
+  local function dropFailed(msg)
+    local d = Deferred()
+    d:addCallback(function() error(errors.ValueError(msg)) end)
+    d:callback(1)
+  end
+
+  it("queues a report when a failed Deferred is collected and logs it on flush", function()
+    dropFailed("zero division")
+    fullgc()
+    assert.same({}, logged)  -- __gc only queues
+    local pending = defer.pendingUnhandled()
+    assert.equal(1, #pending)
+    assert.equal(errors.ValueError, pending[1].type)
+    assert.equal(1, defer.flushUnhandled())
+    assert.equal(1, #logged)
+    assert.equal("Unhandled error in Deferred:", logged[1].why)
+    assert.equal("zero division", logged[1].failure.value.message)
+    assert.matches("defer_unhandled_spec.lua", logged[1].failure:getTraceback())
+    assert.equal(0, defer.flushUnhandled())
+    assert.same({}, defer.pendingUnhandled())
+  end)
+
+  it("reports a failed Deferred that refers to itself", function()
+    (function()
+      local d = Deferred()
+      d.self = d
+      d:addCallback(function() error(errors.ValueError("cycle")) end)
+      d:callback(1)
+    end)()
+    fullgc()
+    assert.equal(1, defer.flushUnhandled())
+    assert.equal("cycle", logged[1].failure.value.message)
+  end)
+
+  it("reports a Deferred made by fail and never handled", function()
+    (function() defer.fail(errors.ValueError("never handled")) end)()
+    fullgc()
+    assert.equal(1, defer.flushUnhandled())
+  end)
+
+  it("reports nothing once an errback handled the failure", function()
+    (function()
+      local d = Deferred()
+      d:addCallback(function() error("boom") end)
+      d:callback(1)
+      d:addErrback(function() end)
+    end)()
+    fullgc()
+    assert.equal(0, defer.flushUnhandled())
+    assert.same({}, logged)
+  end)
+
+  it("reports nothing for a failure returned by a callback to another Deferred", function()
+    (function()
+      local d = Deferred()
+      d:addCallback(function() return defer.fail(errors.ValueError("zoop")) end)
+      d:callback(nil)
+      local errs = {}
+      d:addErrback(function(f) errs[#errs + 1] = f end)
+      assert.equal(1, #errs)
+    end)()
+    fullgc()
+    assert.equal(0, defer.flushUnhandled())
+  end)
+
+  it("reports nothing when an errback chains the failed Deferred to another", function()
+    (function()
+      local bad = defer.fail(errors.ValueError("oh no"))
+      local good = Deferred()
+      bad:addErrback(function() return good end)
+    end)()
+    fullgc()
+    assert.equal(0, defer.flushUnhandled())
+  end)
+
+  it("reports nothing for a failure taken by await", function()
+    (function()
+      defer.inlineCallbacks(function()
+        pcall(defer.await, defer.fail(errors.ValueError("caught")))
+      end)()
+    end)()
+    fullgc()
+    assert.equal(0, defer.flushUnhandled())
+  end)
+
+  it("reports a failure that escapes an inlineCallbacks function", function()
+    (function()
+      defer.inlineCallbacks(function() error(errors.ValueError("escaped")) end)()
+    end)()
+    fullgc()
+    assert.equal(1, defer.flushUnhandled())
+    assert.equal("escaped", logged[1].failure.value.message)
+  end)
+
+  it("reports a Failure left in two Deferreds once", function()
+    (function()
+      local f = failure.Failure(errors.ValueError("shared"))
+      defer.fail(f)
+      defer.fail(f)
+    end)()
+    fullgc()
+    assert.equal(1, defer.flushUnhandled())
+  end)
+
+  it("lets a spec helper take the pending reports so they are not logged", function()
+    dropFailed("taken")
+    fullgc()
+    local taken = defer.pendingUnhandled(true)
+    assert.equal(1, #taken)
+    assert.equal("taken", taken[1].value.message)
+    assert.same({}, defer.pendingUnhandled())
+    assert.equal(0, defer.flushUnhandled())
+    assert.same({}, logged)
+  end)
+
+  it("asks the reactor to wake once when a report is queued", function()
+    local saved = package.loaded["braid.reactor"]
+    local wakes = 0
+    package.loaded["braid.reactor"] = { _wake = function() wakes = wakes + 1 end }
+    finally(function() package.loaded["braid.reactor"] = saved end)
+    dropFailed("a")
+    dropFailed("b")
+    fullgc()
+    assert.equal(1, wakes)
+    assert.equal(2, defer.flushUnhandled())
+    dropFailed("c")
+    fullgc()
+    assert.equal(2, wakes)
+    defer.flushUnhandled()
+  end)
+
+  it("includes where the Deferred was made and fired when debugging", function()
+    defer.setDebugging(true)
+    local function makeIt()
+      local d = Deferred()
+      d:addCallback(function() error(errors.ValueError("debugged")) end)
+      return d
+    end
+    local function fireIt(d) d:callback(1) end
+    fireIt(makeIt())
+    fullgc()
+    assert.equal(1, defer.flushUnhandled())
+    local why = logged[1].why
+    assert.matches("^Unhandled error in Deferred:\n%(debug:  C: Deferred was created:\n C:", why)
+    assert.matches("in local 'makeIt'", why, 1, true)
+    assert.matches(" I: First Invoker was:", why, 1, true)
+    assert.matches("in local 'fireIt'", why, 1, true)
+  end)
+
+  it("writes to stderr when braid.log cannot be loaded", function()
+    package.loaded["braid.log"] = nil
+    local savedPreload = package.preload["braid.log"]
+    package.preload["braid.log"] = function() error("no braid.log here") end
+    local savedStderr = io.stderr
+    local written = {}
+    io.stderr = { write = function(_, ...) for _, s in ipairs({ ... }) do written[#written + 1] = s end end }
+    finally(function()
+      io.stderr = savedStderr
+      package.preload["braid.log"] = savedPreload
+    end)
+    dropFailed("to stderr")
+    fullgc()
+    assert.equal(1, defer.flushUnhandled())
+    local text = table.concat(written)
+    assert.matches("^Unhandled error in Deferred:\nTraceback", text)
+    assert.matches("ValueError: to stderr", text, 1, true)
+  end)
+end)
