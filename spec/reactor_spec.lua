@@ -479,3 +479,22 @@ describe("reactor.iterate", function()
     assert.error_matches(function() reactor.iterate(-1) end, "bad argument #1 to 'iterate'")
   end)
 end)
+
+describe("shutdown with a Deferred from a before trigger", function()
+  it("holds back during/after shutdown until the Deferred fires", function()
+    local defer = require "braid.defer"
+    local log = {}
+    local d = defer.Deferred()
+    local a = reactor.addSystemEventTrigger("before", "shutdown", function()
+      log[#log + 1] = "before"
+      reactor.callLater(0.02, function() log[#log + 1] = "drained"; d:callback(nil) end)
+      return d
+    end)
+    local b = reactor.addSystemEventTrigger("during", "shutdown", function() log[#log + 1] = "during" end)
+    reactor.callLater(0, reactor.stop)
+    run_for()
+    reactor.removeSystemEventTrigger(a)
+    reactor.removeSystemEventTrigger(b)
+    assert.same({ "before", "drained", "during" }, log)
+  end)
+end)
