@@ -271,6 +271,8 @@ static int supervise(int n) {
   double *due = calloc((size_t)n, sizeof *due);
   int status = 0, exiting = 0;
   if (!pids || !started || !backoff || !due) die("%s", "out of memory");
+  /* a worker leaves with nothing of the supervisor's allocated */
+#define WORKER_RETURN() do { free(pids); free(started); free(backoff); free(due); return 0; } while (0)
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = sup_sig;
@@ -279,7 +281,7 @@ static int supervise(int n) {
   sigaction(SIGHUP, &sa, NULL);
   for (int i = 0; i < n; i++) {
     pid_t p = spawn_worker(i + 1);
-    if (p == 0) return 0;
+    if (p == 0) WORKER_RETURN();
     pids[i] = p;
     started[i] = braid_monotonic();
     backoff[i] = 0.1;
@@ -321,7 +323,7 @@ static int supervise(int n) {
       if (due[i] > 0 && now >= due[i] && !exiting) {
         due[i] = 0;
         pid_t q = spawn_worker(i + 1);
-        if (q == 0) return 0;
+        if (q == 0) WORKER_RETURN();
         pids[i] = q;
         started[i] = now;
       }
