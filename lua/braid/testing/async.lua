@@ -1,0 +1,369 @@
+--- braid.testing.async: run busted specs on the real reactor.
+-- test-case-name: spec/testing_spec.lua
+--
+-- wait(d) runs the reactor until a Deferred fires; async(f) makes a busted
+-- `it` body that runs f as an inlineCallbacks coroutine (so defer.await
+-- works) and, as trial does, fails the spec when it leaves the reactor
+-- unclean (DelayedCalls, cooperative tasks, whatever cleanup hooks report),
+-- logs errors it does not flush, or drops failed Deferreds unhandled.
+--
+-- Re-exported by braid.testing. The reactor (and braid.core) is loaded
+-- lazily, so requiring braid.testing does not need the C core.
+local class = require "braid.class"
+local errors = require "braid.error"
+local failure = require "braid.failure"
+local defer = require "braid.defer"
+local log = require "braid.log"
+
+local M = {}
+
+local isFailure, isDeferred, msgh = failure.isFailure, defer.isDeferred, failure.msgh
+local type, select, tostring, ipairs, pcall, xpcall, error = type, select, tostring, ipairs,
+  pcall, xpcall, error
+local concat = table.concat
+
+local DEFAULT_TIMEOUT = 5
+
+-------------------------------------------------------------------------------
+-- logged errors
+
+-- Events with isError and a failure, logged since the current async spec
+-- began (or, outside async specs, since the last flushLoggedErrors).
+local logged = {}
+
+local function observer(ev)
+  if ev.isError and ev.failure ~= nil then
+    logged[#logged + 1] = ev
+  end
+end
+log.addObserver(observer)
+M._logObserver = observer
+
+--- Return and forget the errors logged since the current async spec began
+-- (outside an async spec: since the last call). With classes, only the
+-- Failures of those classes (or subclasses) are returned and forgotten.
+-- Unreachable Deferreds holding a failure are collected first, so their
+-- "Unhandled error in Deferred" reports are among the errors.
+-- @param ... optional error classes
+-- @return a list of Failures, oldest first
+function M.flushLoggedErrors(...)
+  collectgarbage()
+  collectgarbage()
+  defer.flushUnhandled()
+  local n = select("#", ...)
+  local out, keep = {}, {}
+  for i = 1, #logged do
+    local ev = logged[i]
+    if n == 0 or ev.failure:check(...) then
+      out[#out + 1] = ev.failure
+    else
+      keep[#keep + 1] = ev
+    end
+  end
+  logged = keep
+  return out
+end
+
+-------------------------------------------------------------------------------
+-- driving the real reactor
+
+local function load_reactor()
+  local reactor = require "braid.reactor"
+  local core = require "braid.core"
+  return reactor, core
+end
+
+local function check_not_running(reactor, core)
+  if reactor.running or core.in_loop() then
+    error(errors.ReactorAlreadyRunning("testing.wait and testing.async cannot run "
+      .. "while the reactor runs (use defer.await inside an async spec)"), 3)
+  end
+end
+
+-- Iterate the reactor until done() or `timeout` seconds have passed.
+local function drive(reactor, core, done, timeout)
+  local deadline = core.monotonic() + timeout
+  while not done() do
+    local left = deadline - core.monotonic()
+    if left <= 0 then return false end
+    reactor.iterate(left < 0.1 and left or 0.1)
+  end
+  return true
+end
+
+local function check_timeout(fname, argn, timeout)
+  if timeout == nil then return DEFAULT_TIMEOUT end
+  if type(timeout) ~= "number" then
+    error(errors.TypeError(("bad argument #%d to '%s' (number expected, got %s)")
+      :format(argn, fname, type(timeout))), 3)
+  end
+  if not (timeout > 0) then
+    error(errors.ValueError(("bad argument #%d to '%s' (timeout must be > 0, got %s)")
+      :format(argn, fname, tostring(timeout))), 3)
+  end
+  return timeout
+end
+
+--- Run the real reactor until `d` fires; return its result, or raise its
+-- failure's value. After `timeout` seconds (default 5) `d` is cancelled
+-- and a defer.TimeoutError is raised. Raises ReactorAlreadyRunning when
+-- called while the loop runs. Afterwards `d`'s result is nil.
+-- @param d a Deferred
+-- @param timeout optional seconds
+function M.wait(d, timeout)
+  if not isDeferred(d) then
+    error(errors.TypeError(("bad argument #1 to 'wait' (Deferred expected, got %s)")
+      :format(class.nameof(d))), 2)
+  end
+  timeout = check_timeout("wait", 2, timeout)
+  local reactor, core = load_reactor()
+  check_not_running(reactor, core)
+  local done, res = false, nil
+  d:addBoth(function(r)
+    done, res = true, r
+    return nil
+  end)
+  if not done and not drive(reactor, core, function() return done end, timeout) then
+    pcall(d.cancel, d)
+    local e = defer.TimeoutError(("testing.wait gave up after %s seconds"):format(tostring(timeout)))
+    e.timeout = timeout
+    error(e, 2)
+  end
+  if isFailure(res) then error(res.value, 0) end
+  return res
+end
+
+-------------------------------------------------------------------------------
+-- cleanup hooks
+
+--- Leftover checkers run after every async spec. Each is a function
+-- `hook()` returning nil when nothing was left behind, or a list of
+-- strings describing what was left (which the hook has cleaned up), and
+-- optionally a Deferred that the cleanup waits for (at most 2 s), such as
+-- a port's stopListening(). Each string fails the spec as
+-- "reactor unclean: <string>".
+-- A loaded module named braid.* may instead define the same function as
+-- its field `_testingLeftovers`, without requiring braid.testing.
+M._cleanupHooks = {}
+
+--- Register a leftover checker (see _cleanupHooks); returns a function
+-- that removes it.
+-- @param hook a function
+function M.addCleanupHook(hook)
+  errors.checkcallable("addCleanupHook", 1, hook)
+  local hooks = M._cleanupHooks
+  hooks[#hooks + 1] = hook
+  return function()
+    for i = #hooks, 1, -1 do
+      if hooks[i] == hook then table.remove(hooks, i) end
+    end
+  end
+end
+
+local function describe_call(dc)
+  local s = tostring(dc)
+  local ok, f = pcall(function() return dc.func end)
+  if ok and type(f) == "function" then
+    local info = debug.getinfo(f, "S")
+    if info.what == "C" then
+      s = s .. " calling " .. tostring(f)
+    else
+      s = s .. (" calling function <%s:%d>"):format(info.short_src, info.linedefined)
+    end
+  elseif ok and f ~= nil then
+    s = s .. " calling " .. tostring(f)
+  end
+  return s
+end
+
+-- The hooks, then the `_testingLeftovers` functions of loaded braid.*
+-- modules (by module name).
+local function leftover_checkers()
+  local list = {}
+  for i, h in ipairs(M._cleanupHooks) do list[i] = h end
+  local names = {}
+  for name, mod in pairs(package.loaded) do
+    if type(name) == "string" and name:sub(1, 6) == "braid." and type(mod) == "table"
+        and type(rawget(mod, "_testingLeftovers")) == "function" then
+      names[#names + 1] = name
+    end
+  end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    list[#list + 1] = rawget(package.loaded[name], "_testingLeftovers")
+  end
+  return list
+end
+
+local function cleanup(reactor, core, before, problems)
+  -- let zero-delay calls and closes that were already due run, as trial's
+  -- janitor does
+  reactor.iterate(0)
+  reactor.iterate(0)
+
+  local task = package.loaded["braid.task"]
+  local coop = type(task) == "table" and task._theCooperator
+  if coop and #coop._tasks > 0 then
+    local tasks = {}
+    for i, t in ipairs(coop._tasks) do tasks[i] = t end
+    for _, t in ipairs(tasks) do pcall(t.stop, t) end
+    problems[#problems + 1] = ("reactor unclean: %d cooperative task(s) left running "
+      .. "(stopped)"):format(#tasks)
+  end
+
+  for _, hook in ipairs(leftover_checkers()) do
+    local ok, list, d = xpcall(hook, msgh)
+    if not ok then
+      problems[#problems + 1] = "cleanup hook failed: " .. list:getTraceback()
+    else
+      if type(list) == "table" then
+        for _, s in ipairs(list) do
+          problems[#problems + 1] = "reactor unclean: " .. tostring(s)
+        end
+      end
+      if isDeferred(d) then
+        local fired = false
+        d:addBoth(function() fired = true return nil end)
+        drive(reactor, core, function() return fired end, 2)
+      end
+    end
+  end
+
+  local left = {}
+  for _, dc in ipairs(reactor.getDelayedCalls()) do
+    if not before[dc] and dc:active() then
+      left[#left + 1] = describe_call(dc)
+      dc:cancel()
+    end
+  end
+  if #left > 0 then
+    problems[#problems + 1] = "reactor unclean: DelayedCalls left behind (cancelled):\n  "
+      .. concat(left, "\n  ")
+  end
+
+  -- failed Deferreds dropped unhandled are logged now, and so counted below
+  collectgarbage()
+  collectgarbage()
+  defer.flushUnhandled()
+  if #logged > 0 then
+    local parts = {}
+    for i, ev in ipairs(logged) do
+      parts[i] = (ev.why or "Unhandled Error") .. "\n" .. ev.failure:getTraceback()
+    end
+    problems[#problems + 1] = ("%d error(s) logged during the spec and not flushed "
+      .. "(use testing.flushLoggedErrors):\n%s"):format(#logged, concat(parts, "\n"))
+    logged = {}
+  end
+end
+
+-------------------------------------------------------------------------------
+-- async
+
+local function busted_kind(v)
+  if type(v) ~= "table" then return nil end
+  local mt = getmetatable(v)
+  return type(mt) == "table" and rawget(mt, "__type") or nil
+end
+
+-- Fail the spec: as a busted failure when busted is there and `as_failure`,
+-- else as an error.
+local function raise(msg, as_failure)
+  local busted = package.loaded["busted"]
+  if as_failure and type(busted) == "table" and type(busted.fail) == "function" then
+    busted.fail(msg, 0)
+  end
+  error(msg, 0)
+end
+
+local function run_async(f, timeout, ...)
+  local reactor, core = load_reactor()
+  check_not_running(reactor, core)
+  -- what earlier code dropped or left is not this spec's fault
+  collectgarbage()
+  collectgarbage()
+  defer.flushUnhandled()
+  local before = {}
+  for _, dc in ipairs(reactor.getDelayedCalls()) do before[dc] = true end
+  logged = {}
+  -- errors are reported by the spec's result, not printed meanwhile
+  local saved_stream = log.setErrorStream(nil)
+
+  local problems = {}
+  local primary, primary_value, as_failure = nil, nil, true
+  local ok, err = xpcall(function(...)
+    local d = defer.inlineCallbacks(f)(...)
+    local done, res = false, nil
+    d:addBoth(function(r)
+      done, res = true, r
+      return nil
+    end)
+    if not done and not drive(reactor, core, function() return done end, timeout) then
+      pcall(d.cancel, d)
+      primary = ("async spec timed out after %s seconds"):format(tostring(timeout))
+      return
+    end
+    if isFailure(res) then
+      local v = res.value
+      primary_value = v
+      local kind = busted_kind(v)
+      if kind == "failure" then
+        primary = tostring(v.message)
+      elseif kind == "pending" then
+        primary = nil
+      else
+        as_failure = false
+        local head = type(v) == "string" and v or tostring(v)
+        primary = head .. "\n" .. res:getTraceback()
+      end
+    end
+  end, msgh, ...)
+  if not ok then
+    as_failure = false
+    primary = "testing.async: " .. err:getTraceback()
+  end
+
+  local ok2, err2 = xpcall(cleanup, msgh, reactor, core, before, problems)
+  log.setErrorStream(saved_stream)
+  if not ok2 then
+    problems[#problems + 1] = "testing.async cleanup failed: " .. err2:getTraceback()
+  end
+
+  if primary == nil and #problems == 0 then
+    if busted_kind(primary_value) == "pending" then error(primary_value, 0) end
+    return
+  end
+  local msg = primary and { primary } or {}
+  for _, p in ipairs(problems) do msg[#msg + 1] = p end
+  msg = concat(msg, "\n")
+  if not msg:match("^[^\n]-:%d+: ") then
+    -- name the spec (busted would name this file instead)
+    local info = debug.getinfo(f, "S")
+    if info.what ~= "C" then
+      msg = ("%s:%d: %s"):format(info.short_src, info.linedefined, msg)
+    end
+  end
+  raise(msg, as_failure)
+end
+
+--- A function for busted's `it` that runs `f` as an inlineCallbacks
+-- coroutine on the real reactor (defer.await works inside). The spec
+-- fails when f raises (message and traceback), after `opts.timeout`
+-- seconds (default 5), when it leaves DelayedCalls, cooperative tasks or
+-- anything a cleanup hook reports (all cleaned up: "reactor unclean:
+-- ..."), when errors were logged and not flushed, and when failed
+-- Deferreds were dropped unhandled.
+-- @param f the spec body
+-- @param opts optional table: timeout (seconds)
+function M.async(f, opts)
+  errors.checkcallable("async", 1, f)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(errors.TypeError(("bad argument #2 to 'async' (table expected, got %s)")
+      :format(type(opts))), 2)
+  end
+  local timeout = check_timeout("async", 2, opts and opts.timeout)
+  return function(...)
+    return run_async(f, timeout, ...)
+  end
+end
+
+return M

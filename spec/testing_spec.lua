@@ -1,0 +1,393 @@
+-- spec for lua/braid/testing.lua (testing/results.lua, testing/async.lua):
+-- successResultOf, failureResultOf, assertNoResult, wait, async,
+-- flushLoggedErrors, cleanup hooks
+local testing = require "braid.testing"
+local task = require "braid.task"
+local defer = require "braid.defer"
+local errors = require "braid.error"
+local failure = require "braid.failure"
+local log = require "braid.log"
+local reactor = require "braid.reactor"
+
+local Deferred, await = defer.Deferred, defer.await
+
+local TestException = errors.Error:extend("TestException")
+local OtherException = errors.Error:extend("OtherException")
+local SubException = TestException:extend("SubException")
+
+local function raises(cls, f, ...)
+  local ok, e = pcall(f, ...)
+  assert.is_false(ok, "expected an error")
+  assert.is_true(cls:isinstance(e), "expected " .. cls.__name .. ", got " .. tostring(e))
+  return e
+end
+
+-- the message of a raised string or busted failure
+local function message_of(f, ...)
+  local ok, e = pcall(f, ...)
+  assert.is_false(ok, "expected an error")
+  if type(e) == "table" and e.message ~= nil then return tostring(e.message) end
+  return tostring(e)
+end
+
+-- run an async spec body here and return its failure message (nil: passed)
+local function runAsync(f, opts)
+  local ok, e = pcall(testing.async(f, opts))
+  if ok then return nil end
+  if type(e) == "table" and e.message ~= nil then return tostring(e.message) end
+  return tostring(e)
+end
+
+local function contains(haystack, needle)
+  assert.is_string(haystack)
+  assert.is_truthy(haystack:find(needle, 1, true),
+    ("expected %q in:\n%s"):format(needle, haystack))
+end
+
+describe("testing.Clock", function()
+  it("is task.Clock", function()
+    assert.are.equal(task.Clock, testing.Clock)
+  end)
+end)
+
+describe("testing.successResultOf", function()
+  it("returns the result of a fired Deferred and takes it", function()
+    local d = defer.succeed("x")
+    assert.are.equal("x", testing.successResultOf(d))
+    assert.is_nil(d.result)
+  end)
+
+  it("raises 'found no result' for an unfired Deferred", function()
+    contains(message_of(testing.successResultOf, Deferred()), "found no result instead")
+  end)
+
+  it("raises 'found failure result' with the traceback for a failed Deferred", function()
+    local d = defer.fail(TestException("bad"))
+    local msg = message_of(testing.successResultOf, d)
+    contains(msg, "Success result expected on <Deferred")
+    contains(msg, "found failure result instead")
+    contains(msg, "TestException: bad")
+    assert.is_nil(d.result)  -- the failure is handled
+  end)
+
+  it("raises a TypeError for a non-Deferred", function()
+    raises(errors.TypeError, testing.successResultOf, 42)
+  end)
+end)
+
+describe("testing.failureResultOf", function()
+  it("returns the Failure of a failed Deferred and handles it", function()
+    local d = defer.fail(TestException("bad"))
+    local f = testing.failureResultOf(d)
+    assert.is_true(failure.isFailure(f))
+    assert.are.equal("bad", f.value.message)
+    assert.is_nil(d.result)
+  end)
+
+  it("accepts a failure of any listed class or subclass", function()
+    testing.failureResultOf(defer.fail(SubException()), OtherException, TestException)
+  end)
+
+  it("raises naming the expected classes for a failure of another class", function()
+    local msg = message_of(testing.failureResultOf, defer.fail(OtherException("o")),
+      TestException, SubException)
+    contains(msg, "Failure of type (TestException or SubException) expected on")
+    contains(msg, "found type OtherException instead")
+  end)
+
+  it("raises 'found no result' for an unfired Deferred", function()
+    contains(message_of(testing.failureResultOf, Deferred()), "Failure result expected on")
+    contains(message_of(testing.failureResultOf, Deferred()), "found no result instead")
+  end)
+
+  it("raises 'found success result' for a successful Deferred", function()
+    contains(message_of(testing.failureResultOf, defer.succeed("ok")),
+      "found success result ('ok') instead")
+  end)
+end)
+
+describe("testing.assertNoResult", function()
+  it("passes for an unfired Deferred and one waiting on another", function()
+    testing.assertNoResult(Deferred())
+    local inner = Deferred()
+    local outer = defer.succeed(1):addCallback(function() return inner end)
+    testing.assertNoResult(outer)
+    inner:callback(2)
+    assert.are.equal(2, testing.successResultOf(outer))
+  end)
+
+  it("raises for a fired Deferred and leaves a success result unchanged", function()
+    local d = defer.succeed("here")
+    contains(message_of(testing.assertNoResult, d), "No result expected on")
+    assert.are.equal("here", d.result)
+  end)
+
+  it("swallows a failure result it reports", function()
+    local d = defer.fail(TestException())
+    contains(message_of(testing.assertNoResult, d), "No result expected on")
+    assert.is_nil(d.result)
+  end)
+end)
+
+describe("testing.wait", function()
+  it("runs the reactor until the Deferred fires and returns its result", function()
+    local d = Deferred()
+    reactor.callLater(0.01, d.callback, d, "late")
+    assert.are.equal("late", testing.wait(d))
+    assert.are.same({}, reactor.getDelayedCalls())
+  end)
+
+  it("returns the result of a Deferred that has already fired", function()
+    assert.are.equal(5, testing.wait(defer.succeed(5)))
+  end)
+
+  it("raises the failure's value", function()
+    local d = Deferred()
+    reactor.callLater(0, d.errback, d, TestException("nope"))
+    local e = raises(TestException, testing.wait, d)
+    assert.are.equal("nope", e.message)
+  end)
+
+  it("raises defer.TimeoutError after the timeout and cancels the Deferred", function()
+    local cancelled = false
+    local d = Deferred(function() cancelled = true end)
+    local e = raises(defer.TimeoutError, testing.wait, d, 0.02)
+    assert.is_true(errors.TimeoutError:isinstance(e))
+    contains(tostring(e), "0.02 seconds")
+    assert.is_true(cancelled)
+  end)
+
+  it("raises ReactorAlreadyRunning when called while the loop runs", function()
+    local got
+    local d = Deferred()
+    reactor.callLater(0, function()
+      got = select(2, pcall(testing.wait, Deferred()))
+      d:callback(nil)
+    end)
+    testing.wait(d)
+    assert.is_true(errors.ReactorAlreadyRunning:isinstance(got), tostring(got))
+  end)
+
+  it("rejects a non-Deferred and a bad timeout", function()
+    raises(errors.TypeError, testing.wait, 1)
+    raises(errors.ValueError, testing.wait, Deferred(), -1)
+    raises(errors.TypeError, testing.wait, Deferred(), "soon")
+  end)
+end)
+
+describe("testing.async", function()
+  it("runs the body as a coroutine where await works on real timers", testing.async(function()
+    local start = reactor.seconds()
+    local r = await(task.deferLater(reactor, 0.01, function() return "later" end))
+    assert.are.equal("later", r)
+    assert.is_true(reactor.seconds() - start >= 0.009)
+    local d = Deferred()
+    reactor.callLater(0, d.callback, d, 7)
+    assert.are.equal(7, await(d))
+  end))
+
+  it("passes when the body returns and leaves nothing behind", function()
+    assert.is_nil(runAsync(function()
+      await(task.deferLater(reactor, 0))
+    end))
+  end)
+
+  it("fails with the error's message and traceback when the body raises", function()
+    local msg = runAsync(function()
+      await(task.deferLater(reactor, 0))
+      error(TestException("boom"))
+    end)
+    contains(msg, "TestException: boom")
+    contains(msg, "Traceback")
+    contains(msg, "testing_spec.lua")
+  end)
+
+  it("fails with an assertion's message when an assertion fails", function()
+    local msg = runAsync(function()
+      await(task.deferLater(reactor, 0))
+      assert.are.equal(1, 2)
+    end)
+    contains(msg, "Expected objects to be equal.")
+  end)
+
+  it("fails after opts.timeout and cancels what the body awaits", function()
+    local cancelled = false
+    local msg = runAsync(function()
+      await(Deferred(function() cancelled = true end))
+    end, { timeout = 0.03 })
+    contains(msg, "async spec timed out after 0.03 seconds")
+    assert.is_true(cancelled)
+  end)
+
+  it("fails with 'reactor unclean' for DelayedCalls left behind and cancels them", function()
+    local call
+    local msg = runAsync(function()
+      call = reactor.callLater(10, function() end)
+    end)
+    contains(msg, "reactor unclean: DelayedCalls left behind (cancelled)")
+    contains(msg, "testing_spec.lua")
+    assert.is_false(call:active())
+    assert.are.same({}, reactor.getDelayedCalls())
+  end)
+
+  it("runs calls that are already due before checking for leftovers", function()
+    local ran = false
+    assert.is_nil(runAsync(function()
+      reactor.callLater(0, function() ran = true end)
+    end))
+    assert.is_true(ran)
+  end)
+
+  it("does not blame a spec for DelayedCalls that existed before it", function()
+    local before = reactor.callLater(10, function() end)
+    local msg = runAsync(function() end)
+    before:cancel()
+    assert.is_nil(msg)
+  end)
+
+  it("fails when an error was logged and not flushed", function()
+    local msg = runAsync(function()
+      log.err(TestException("logged"), "something broke")
+    end)
+    contains(msg, "1 error(s) logged during the spec and not flushed")
+    contains(msg, "something broke")
+    contains(msg, "TestException: logged")
+  end)
+
+  it("passes when the logged errors are flushed with flushLoggedErrors", function()
+    local flushed
+    assert.is_nil(runAsync(function()
+      log.err(TestException("one"))
+      await(task.deferLater(reactor, 0))
+      log.err(SubException("two"))
+      flushed = testing.flushLoggedErrors(TestException)
+    end))
+    assert.are.equal(2, #flushed)
+    assert.are.equal("one", flushed[1].value.message)
+    assert.are.equal("two", flushed[2].value.message)
+  end)
+
+  it("keeps logged errors of other classes than those flushed", function()
+    local msg = runAsync(function()
+      log.err(TestException("mine"))
+      log.err(OtherException("other"))
+      assert.are.equal(1, #testing.flushLoggedErrors(TestException))
+    end)
+    contains(msg, "1 error(s) logged")
+    contains(msg, "OtherException: other")
+  end)
+
+  it("fails when a failed Deferred is dropped unhandled", function()
+    local msg = runAsync(function()
+      defer.fail(TestException("dropped"))
+    end)
+    contains(msg, "Unhandled error in Deferred:")
+    contains(msg, "TestException: dropped")
+  end)
+
+  it("lets flushLoggedErrors take a dropped failed Deferred's report", function()
+    local flushed
+    assert.is_nil(runAsync(function()
+      defer.fail(TestException("dropped"))
+      flushed = testing.flushLoggedErrors(TestException)
+    end))
+    assert.are.equal(1, #flushed)
+  end)
+
+  it("does not print the errors of the spec to stderr", function()
+    local lines = {}
+    local sink = { write = function(_, s) lines[#lines + 1] = s end }
+    local saved = log.setErrorStream(sink)
+    runAsync(function() log.err(TestException("quiet")) end)
+    assert.are.equal(sink, log.setErrorStream(saved))
+    assert.are.same({}, lines)
+  end)
+
+  it("reports the body's error together with what it left behind", function()
+    local msg = runAsync(function()
+      reactor.callLater(10, function() end)
+      error(TestException("first"))
+    end)
+    contains(msg, "TestException: first")
+    contains(msg, "reactor unclean: DelayedCalls")
+    assert.is_true(msg:find("first", 1, true) < msg:find("reactor unclean", 1, true))
+  end)
+
+  it("stops and reports cooperative tasks left running", function()
+    local d
+    local msg = runAsync(function()
+      d = task.coiterate(function() return true end)
+    end)
+    contains(msg, "reactor unclean: 1 cooperative task(s) left running (stopped)")
+    testing.failureResultOf(d, task.TaskStopped)
+    assert.are.same({}, task._theCooperator._tasks)
+    assert.are.same({}, reactor.getDelayedCalls())
+  end)
+
+  it("fails with what a cleanup hook reports and waits for its Deferred", function()
+    local closed = false
+    local remove = testing.addCleanupHook(function()
+      local d = task.deferLater(reactor, 0.01, function() closed = true end)
+      return { "port 1234 still listening" }, d
+    end)
+    local msg = runAsync(function() end)
+    remove()
+    contains(msg, "reactor unclean: port 1234 still listening")
+    assert.is_true(closed)
+    assert.is_nil(runAsync(function() end))
+  end)
+
+  it("passes when every cleanup hook returns nil", function()
+    local calls = 0
+    local remove = testing.addCleanupHook(function() calls = calls + 1 end)
+    assert.is_nil(runAsync(function() end))
+    remove()
+    assert.are.equal(1, calls)
+    assert.are.same({}, testing._cleanupHooks)
+  end)
+
+  it("asks loaded braid modules for leftovers through _testingLeftovers", function()
+    local asked = 0
+    package.loaded["braid.zz_fake_resource"] = {
+      _testingLeftovers = function()
+        asked = asked + 1
+        return { "fake connection to 10.0.0.1" }
+      end,
+    }
+    local msg = runAsync(function() end)
+    package.loaded["braid.zz_fake_resource"] = nil
+    assert.are.equal(1, asked)
+    contains(msg, "reactor unclean: fake connection to 10.0.0.1")
+  end)
+
+  it("raises ReactorAlreadyRunning when run inside the loop", function()
+    local got
+    local d = Deferred()
+    reactor.callLater(0, function()
+      got = select(2, pcall(testing.async(function() end)))
+      d:callback(nil)
+    end)
+    testing.wait(d)
+    assert.is_true(errors.ReactorAlreadyRunning:isinstance(got), tostring(got))
+  end)
+
+  it("rejects a non-function body and bad options", function()
+    raises(errors.TypeError, testing.async, 1)
+    raises(errors.TypeError, testing.async, function() end, 5)
+    raises(errors.ValueError, testing.async, function() end, { timeout = 0 })
+  end)
+end)
+
+describe("testing.flushLoggedErrors outside async specs", function()
+  it("returns the errors logged since the last flush", function()
+    local saved = log.setErrorStream(nil)
+    testing.flushLoggedErrors()
+    log.err(TestException("a"))
+    log.msg("not an error")
+    local got = testing.flushLoggedErrors()
+    log.setErrorStream(saved)
+    assert.are.equal(1, #got)
+    assert.are.equal("a", got[1].value.message)
+    assert.are.same({}, testing.flushLoggedErrors())
+  end)
+end)
