@@ -1,0 +1,47 @@
+-- examples/http_hello.lua: a keep-alive HTTP/1.1 "Hello, world!" server.
+-- Run: ./scripts/run examples/http_hello.lua [port]   (default 8080; 0 picks one)
+-- Try: curl -v http://127.0.0.1:8080/ http://127.0.0.1:8080/again
+local reactor = require "braid.reactor"
+local protocol = require "braid.protocol"
+
+local BODY = "Hello, world!\n"
+local RESPONSE = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+  .. #BODY .. "\r\n\r\n" .. BODY
+local CLOSE_RESPONSE = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: "
+  .. #BODY .. "\r\n\r\n" .. BODY
+
+local Hello = protocol.Protocol:extend("Hello")
+
+function Hello:connectionMade()
+  self.buf = ""
+end
+
+-- answer every complete request head; requests may be pipelined
+function Hello:dataReceived(data)
+  local buf = self.buf .. data
+  local pos = 1
+  while true do
+    local e = buf:find("\r\n\r\n", pos, true)
+    if not e then break end
+    local head = buf:sub(pos, e - 1)
+    pos = e + 4
+    local version = head:match("^%u+ %S+ HTTP/(%d%.%d)")
+    local close = head:lower():find("\nconnection:%s*close") or version == "1.0"
+    if close then
+      self.transport:write(CLOSE_RESPONSE)
+      self.transport:loseConnection()
+      self.buf = ""
+      return
+    end
+    self.transport:write(RESPONSE)
+  end
+  self.buf = buf:sub(pos)
+  if #self.buf > 65536 then self.transport:loseConnection() end -- no body support
+end
+
+local factory = protocol.Factory.forProtocol(Hello)
+factory.noisy = false
+local port = reactor.listenTCP(tonumber(arg and arg[1]) or 8080, factory)
+print(("http server listening on port %d"):format(port:getHost().port))
+io.stdout:flush()
+reactor.run()

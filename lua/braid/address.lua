@@ -1,0 +1,70 @@
+--- braid.address: socket addresses as plain tables (twisted.internet.address).
+-- test-case-name: spec/tcp_spec.lua
+--
+-- `{type = "TCP", host = "127.0.0.1", port = 9000}`; IPv6 adds `flowInfo`
+-- and `scopeID`; UNIX addresses are `{type = "UNIX", name = path}`.
+-- tostring gives Twisted's repr.
+local M = {}
+
+local function quote(s)
+  if s == nil then return "None" end
+  return "'" .. tostring(s) .. "'"
+end
+
+local function eq(a, b)
+  for k, v in pairs(a) do if b[k] ~= v then return false end end
+  for k, v in pairs(b) do if a[k] ~= v then return false end end
+  return true
+end
+
+local IPv4Address = { __name = "IPv4Address", __eq = eq }
+IPv4Address.__index = IPv4Address
+function IPv4Address.__tostring(a)
+  return ("IPv4Address(type=%s, host=%s, port=%d)"):format(quote(a.type), quote(a.host), a.port)
+end
+
+local IPv6Address = { __name = "IPv6Address", __eq = eq }
+IPv6Address.__index = IPv6Address
+function IPv6Address.__tostring(a)
+  return ("IPv6Address(type=%s, host=%s, port=%d, flowInfo=%d, scopeID=%s)"):format(
+    quote(a.type), quote(a.host), a.port, a.flowInfo or 0, tostring(a.scopeID or 0))
+end
+
+local UNIXAddress = { __name = "UNIXAddress", __eq = eq }
+UNIXAddress.__index = UNIXAddress
+function UNIXAddress.__tostring(a)
+  return ("UNIXAddress(%s)"):format(quote(a.name))
+end
+
+--- An IPv4 address. @param type "TCP" or "UDP"
+function M.IPv4Address(type, host, port)
+  return setmetatable({ type = type, host = host, port = port }, IPv4Address)
+end
+
+--- An IPv6 address.
+function M.IPv6Address(type, host, port, flowInfo, scopeID)
+  return setmetatable({ type = type, host = host, port = port,
+    flowInfo = flowInfo or 0, scopeID = scopeID or 0 }, IPv6Address)
+end
+
+--- A UNIX socket address; name may be nil (an unbound peer).
+function M.UNIXAddress(name)
+  return setmetatable({ type = "UNIX", name = name }, UNIXAddress)
+end
+
+--- Build an address from what the C core returns:
+-- family ("INET", "INET6", "UNIX"), host or path, port, flowinfo, scope.
+function M.fromCore(kind, family, host, port, flow, scope)
+  if family == "INET" then return M.IPv4Address(kind, host, port) end
+  if family == "INET6" then return M.IPv6Address(kind, host, port, flow, scope) end
+  if family == "UNIX" then return M.UNIXAddress(host) end
+  return nil
+end
+
+--- True when v is one of these address tables.
+function M.isAddress(v)
+  local mt = getmetatable(v)
+  return mt == IPv4Address or mt == IPv6Address or mt == UNIXAddress
+end
+
+return M

@@ -1,0 +1,171 @@
+--- braid.fdesc: low-level descriptors for reactor.addReader/addWriter.
+-- test-case-name: spec/fdesc_spec.lua
+--
+-- A descriptor is a table with fileno() (an integer fd, e.g. LuaSocket's
+-- getfd()), doRead()/doWrite(), connectionLost(reason) and optionally
+-- logPrefix(). A doRead/doWrite that returns reactor.CONNECTION_DONE,
+-- reactor.CONNECTION_LOST or a Failure, or raises, is removed from both
+-- sets and gets connectionLost(reason).
+local core = require "braid.core"
+local errors = require "braid.error"
+local failure = require "braid.failure"
+
+local M = {}
+
+local Failure, msgh = failure.Failure, failure.msgh
+local report = core.report_error
+
+local entries = {}      -- descriptor -> { w = watcher, r = bool, wr = bool }
+local readers, writers = {}, {}  -- insertion-ordered lists
+
+local set_system = function(s) return s end
+do
+  local ok, log = pcall(require, "braid.log")
+  if ok and log.setSystem then set_system = log.setSystem end
+end
+
+local function reactor() return require "braid.reactor" end
+
+local function list_remove(list, d)
+  for i = 1, #list do
+    if list[i] == d then table.remove(list, i) return true end
+  end
+  return false
+end
+
+local function sync(d, e)
+  if not e.r and not e.wr then
+    e.w:close()
+    entries[d] = nil
+  else
+    e.w:set(e.r, e.wr)
+  end
+end
+
+local function prefix_of(d)
+  local f = d.logPrefix
+  if type(f) == "function" then
+    local ok, p = pcall(f, d)
+    if ok and type(p) == "string" then return p end
+  end
+  return "-"
+end
+
+-- Remove d from both sets and tell it why.
+local function lose(d, why)
+  local e = entries[d]
+  if e then
+    e.r, e.wr = false, false
+    list_remove(readers, d)
+    list_remove(writers, d)
+    sync(d, e)
+  end
+  local R = reactor()
+  local reason
+  if why == R.CONNECTION_DONE then reason = Failure(errors.ConnectionDone())
+  elseif why == R.CONNECTION_LOST then reason = Failure(errors.ConnectionLost())
+  else reason = Failure(why) end
+  local f = d.connectionLost
+  if type(f) == "function" then
+    local prev = set_system(prefix_of(d))
+    local ok, err = xpcall(f, msgh, d, reason)
+    set_system(prev)
+    if not ok then report(err) end
+  end
+end
+
+local function is_close(v)
+  local R = reactor()
+  return v ~= nil and (v == R.CONNECTION_DONE or v == R.CONNECTION_LOST or failure.isFailure(v))
+end
+
+local function make_cb(d)
+  return function(readable, writable)
+    local e = entries[d]
+    if readable and e and e.r then
+      local prev = set_system(prefix_of(d))
+      local ok, v = xpcall(d.doRead, msgh, d)
+      set_system(prev)
+      if not ok then report(v) lose(d, v) return end
+      if is_close(v) then lose(d, v) return end
+    end
+    e = entries[d]
+    if writable and e and e.wr then
+      local prev = set_system(prefix_of(d))
+      local ok, v = xpcall(d.doWrite, msgh, d)
+      set_system(prev)
+      if not ok then report(v) lose(d, v) return end
+      if is_close(v) then lose(d, v) return end
+    end
+  end
+end
+
+local function check(fname, d)
+  if type(d) ~= "table" and type(d) ~= "userdata" then
+    errors.argerror(fname, 1, "descriptor expected, got " .. type(d), 4)
+  end
+  local ok, fd = pcall(function() return d:fileno() end)
+  fd = ok and math.tointeger(fd) -- LuaSocket's getfd() gives a float
+  if not fd or fd < 0 then
+    errors.argerror(fname, 1, "descriptor's fileno() must return an integer >= 0", 4)
+  end
+  return fd
+end
+
+local function add(fname, d, which)
+  local fd = check(fname, d)
+  local e = entries[d]
+  if not e then
+    e = { w = core.fd_watch(fd, make_cb(d)), r = false, wr = false }
+    entries[d] = e
+  end
+  if which == "r" then
+    if not e.r then readers[#readers + 1] = d end
+    e.r = true
+  else
+    if not e.wr then writers[#writers + 1] = d end
+    e.wr = true
+  end
+  sync(d, e)
+end
+
+local function remove(d, which)
+  local e = entries[d]
+  if not e then return end
+  if which == "r" then
+    if e.r then list_remove(readers, d) end
+    e.r = false
+  else
+    if e.wr then list_remove(writers, d) end
+    e.wr = false
+  end
+  sync(d, e)
+end
+
+--- Watch d for reading: d:doRead() when its fileno() is readable.
+function M.addReader(d) add("addReader", d, "r") end
+--- Watch d for writing: d:doWrite() when writable.
+function M.addWriter(d) add("addWriter", d, "w") end
+function M.removeReader(d) remove(d, "r") end
+function M.removeWriter(d) remove(d, "w") end
+
+--- Remove every reader and writer; returns the removed descriptors.
+function M.removeAll()
+  local out, seen = {}, {}
+  for _, list in ipairs({ readers, writers }) do
+    for _, d in ipairs(list) do
+      if not seen[d] then seen[d] = true out[#out + 1] = d end
+    end
+  end
+  for _, d in ipairs(out) do
+    local e = entries[d]
+    if e then e.r, e.wr = false, false sync(d, e) end
+  end
+  readers, writers = {}, {}
+  return out
+end
+
+function M.getReaders() return { table.unpack(readers) } end
+function M.getWriters() return { table.unpack(writers) } end
+
+return M

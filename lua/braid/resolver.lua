@@ -1,0 +1,92 @@
+--- braid.resolver: name resolution without blocking the loop.
+-- test-case-name: spec/resolver_spec.lua
+--
+-- The default resolver asks libevent's evdns (runtime/resolve.c), which
+-- reads /etc/hosts and /etc/resolv.conf. installResolver(r) replaces it
+-- with any table whose r:getHostByName(name, opts) returns a Deferred of a
+-- list of {family = "INET"|"INET6", host = addr}.
+local core = require "braid.core"
+local errors = require "braid.error"
+
+local M = {}
+
+local function defer() return require "braid.defer" end
+
+local function numeric(name)
+  if name:match("^%d+%.%d+%.%d+%.%d+$") then return { { family = "INET", host = name } } end
+  if name:find(":", 1, true) then return { { family = "INET6", host = name } } end
+  return nil
+end
+
+local Default = {}
+Default.__index = Default
+
+--- The built-in resolver.
+function Default:getHostByName(name, opts) -- luacheck: ignore opts
+  local D = defer()
+  local list = numeric(name)
+  if list then return D.succeed(list) end
+  local req
+  local d = D.Deferred(function() if req then req:cancel() end end)
+  req = core.getaddrinfo(name, function(res, msg)
+    req = nil
+    if d.called then return end
+    if res == nil or #res == 0 then
+      d:errback(errors.DNSLookupError(("address %q not found: %s"):format(name, tostring(msg or "no address"))))
+    else
+      d:callback(res)
+    end
+  end)
+  return d
+end
+
+M.defaultResolver = setmetatable({}, Default)
+local current = M.defaultResolver
+
+--- Replace the resolver; returns the previous one. nil restores the default.
+function M.installResolver(r)
+  if r ~= nil and (type(r) ~= "table" or type(r.getHostByName) ~= "function") then
+    errors.argerror("installResolver", 1, "resolver with getHostByName expected, got " .. type(r))
+  end
+  local prev = current
+  current = r or M.defaultResolver
+  return prev
+end
+
+--- Every address of name: Deferred of a list of {family, host}.
+function M.getHostByName(name, opts)
+  errors.checktype("getHostByName", 1, name, "string")
+  return current:getHostByName(name, opts)
+end
+
+--- Deferred firing with the first address string of name.
+-- @param timeout optional seconds; DNSLookupError after that
+function M.resolve(name, timeout)
+  errors.checktype("resolve", 1, name, "string")
+  errors.checktype("resolve", 2, timeout, "number", true)
+  local d = current:getHostByName(name, { timeout = timeout })
+  if timeout then
+    local D = defer()
+    local timer
+    local out = D.Deferred(function() d:cancel() end)
+    timer = require("braid.reactor").callLater(timeout, function()
+      timer = nil
+      if not out.called then
+        out:errback(errors.DNSLookupError(("%s: resolution timed out"):format(name)))
+        d:addErrback(function() end)
+        d:cancel()
+      end
+    end)
+    d:addCallbacks(function(list)
+      if timer then timer:cancel() timer = nil end
+      if not out.called then out:callback(list[1].host) end
+    end, function(f)
+      if timer then timer:cancel() timer = nil end
+      if not out.called then out:errback(f) end
+    end)
+    return out
+  end
+  return d:addCallback(function(list) return list[1].host end)
+end
+
+return M

@@ -1,0 +1,600 @@
+--- braid.tcp: TCP and UNIX stream sockets (twisted.internet.tcp / unix).
+-- test-case-name: spec/tcp_spec.lua
+--
+-- The C core (runtime/tcp.c) owns sockets, buffers and events; this module
+-- holds the policy: building protocols, the log system prefix, Failures for
+-- connectionLost, connectors and listening ports. C calls the handlers
+-- below as handler(transport, protocol, system, ...), always protected.
+local core = require "braid.core"
+local errors = require "braid.error"
+local failure = require "braid.failure"
+local protocol = require "braid.protocol"
+local address = require "braid.address"
+local class = require "braid.class"
+
+local M = {}
+
+local type, tostring, xpcall, pcall = type, tostring, xpcall, pcall
+local Failure, msgh = failure.Failure, failure.msgh
+local report = core.report_error
+local Protocol, Factory, ClientFactory = protocol.Protocol, protocol.Factory, protocol.ClientFactory
+local call = protocol.call
+
+-- braid.log's system swap, or a no-op until it loads
+local set_system = function(s) return s end
+do
+  local ok, log = pcall(require, "braid.log")
+  if ok and log.setSystem then set_system = log.setSystem end
+end
+
+local function reactor() return require "braid.reactor" end
+
+-- reason codes from tcp.c
+local R_DONE, R_LOST, R_ABORTED, R_ERROR, R_CONNFAIL = 1, 2, 3, 4, 5
+
+---------------------------------------------------------------------------
+-- protocol calls
+
+-- A protocol method raised: log it and abort the connection; its
+-- connectionLost gets this Failure.
+local function proto_failed(t, f, sys)
+  local prev = set_system(sys)
+  report(f)
+  set_system(prev)
+  if t._reason == nil then t._reason = f end
+  t:_fail()
+end
+
+-- call p[name](p, ...) under the connection's log system; errors abort
+local function pcall_proto(t, p, sys, name, ...)
+  local prev = set_system(sys)
+  local f = p[name]
+  local ok, e = xpcall(f, msgh, p, ...)
+  set_system(prev)
+  if not ok then proto_failed(t, e, sys) return false end
+  return true, e
+end
+
+local function on_data(t, p, sys, data)
+  local prev = set_system(sys)
+  local ok, e = xpcall(p.dataReceived, msgh, p, data)
+  set_system(prev)
+  if not ok then proto_failed(t, e, sys) end
+end
+
+local function on_eof(t, p, sys)
+  if p == nil or type(p.readConnectionLost) ~= "function" then return false end
+  pcall_proto(t, p, sys, "readConnectionLost")
+  return true
+end
+
+local function on_wlost(t, p, sys)
+  if p ~= nil and type(p.writeConnectionLost) == "function" then
+    pcall_proto(t, p, sys, "writeConnectionLost")
+  end
+end
+
+local function make_reason(t, code, msg)
+  if code == R_DONE then return Failure(errors.ConnectionDone()) end
+  if code == R_ABORTED then return Failure(errors.ConnectionAborted()) end
+  if code == R_ERROR then return t._reason or Failure(errors.ConnectionLost()) end
+  return Failure(errors.ConnectionLost(msg))
+end
+
+local function on_lost(t, p, sys, code, err, msg)
+  if code == R_CONNFAIL then
+    local cb = t._onfail
+    if cb then cb(t, err, msg) end
+    return
+  end
+  if p == nil then return end
+  local reason = make_reason(t, code, msg)
+  local prod = t._producer
+  if prod ~= nil then
+    t._producer = nil
+    local prev = set_system(sys)
+    local ok, e = xpcall(prod.stopProducing, msgh, prod)
+    if not ok then report(e) end
+    set_system(prev)
+  end
+  local prev = set_system(sys)
+  p.connected = false
+  local ok, e = xpcall(p.connectionLost, msgh, p, reason)
+  if not ok then report(e) end
+  set_system(prev)
+  local after = t._onlost
+  if after then after(t, reason) end
+end
+
+local function on_producer(t, p, sys, pause) -- luacheck: ignore p
+  local prod = t._producer
+  if prod == nil then return end
+  local prev = set_system(sys)
+  local ok, e
+  if pause then
+    ok, e = xpcall(prod.pauseProducing, msgh, prod)
+  else
+    ok, e = xpcall(prod.resumeProducing, msgh, prod)
+  end
+  set_system(prev)
+  if not ok then proto_failed(t, e, sys) end
+end
+
+-- address of a transport or port from C
+local function core_addr(kind, ...)
+  return address.fromCore(kind, ...)
+end
+
+local function peer_of(t)
+  return core_addr("TCP", t:_peer())
+end
+
+-- give transport t its protocol and log system, then makeConnection
+local function attach(t, p, prefix_suffix, peer)
+  t.protocol = p
+  local ok, prefix = pcall(function() return p:logPrefix() end)
+  if not ok or type(prefix) ~= "string" then prefix = class.nameof(p) end
+  local sys
+  if prefix_suffix then
+    sys = prefix .. prefix_suffix
+  else
+    peer = peer or peer_of(t)
+    local host = peer and (peer.host or peer.name) or ""
+    sys = prefix .. "," .. t.sessionno .. "," .. tostring(host)
+  end
+  t:_setuv(2, sys)
+  pcall_proto(t, p, sys, "makeConnection", t)
+end
+
+local function on_accept(port, t)
+  local info = port:_getuv()
+  local factory = info.factory
+  local addr = peer_of(t)
+  local ok, p = xpcall(call, msgh, factory, Factory, "buildProtocol", addr)
+  if not ok then
+    report(p)
+    t:_drop()
+    return
+  end
+  if p == nil then t:_drop() return end
+  attach(t, p, nil, addr)
+end
+
+local function on_connected(t, p, sys) -- luacheck: ignore p sys
+  local cb = t._onconnect
+  if cb then cb(t) end
+end
+
+core.tcp_handlers({
+  data = on_data, eof = on_eof, lost = on_lost, accept = on_accept,
+  connected = on_connected, producer = on_producer, wlost = on_wlost,
+})
+
+---------------------------------------------------------------------------
+-- transport methods written in Lua
+
+local methods = core.tcp_methods()
+
+--- Write each string of a list.
+function methods.writeSequence(t, list)
+  errors.checktype("writeSequence", 1, list, "table")
+  for i = 1, #list do t:write(list[i]) end
+end
+
+function methods.getPeer(t)
+  return core_addr(t._unix and "UNIX" or "TCP", t:_peer())
+end
+
+function methods.getHost(t)
+  return core_addr("TCP", t:_host())
+end
+
+--- stopProducing closes the connection (IPushProducer).
+function methods.stopProducing(t)
+  t:loseConnection()
+end
+
+--- Register a producer (streaming true: push; false: pull).
+function methods.registerProducer(t, producer, streaming)
+  if t._producer ~= nil then
+    error(errors.Error(("Cannot register producer %s, because producer %s was never unregistered.")
+      :format(tostring(producer), tostring(t._producer))), 2)
+  end
+  local state = t:_state()
+  if state == "closed" then
+    producer:stopProducing()
+    return
+  end
+  t._producer = producer
+  t:_setProducer(true, streaming)
+  if not streaming then producer:resumeProducing() end
+end
+
+function methods.unregisterProducer(t)
+  t._producer = nil
+  t:_setProducer(false, false)
+end
+
+function methods.logPrefix(t)
+  local p = t.protocol
+  return p and p:logPrefix() or "-"
+end
+
+---------------------------------------------------------------------------
+-- listening ports
+
+local Port = {}
+Port.__index = function(self, k)
+  local v = Port[k]
+  if v ~= nil then return v end
+  return nil
+end
+
+local function port_tostring(self)
+  local h = self:getHost()
+  if self._unix then
+    return ("<%s on %s>"):format(class.nameof(self.factory), tostring(h and h.name or self._path))
+  end
+  return ("<%s on %s>"):format(class.nameof(self.factory), tostring(h and h.port or self.port))
+end
+Port.__tostring = port_tostring
+
+--- The address the port is bound to (the real port when 0 was asked).
+function Port:getHost()
+  if self._unix then return address.UNIXAddress(self._path) end
+  if not self._c:listening() then return self._hostAddr end
+  local a = core_addr("TCP", self._c:_host())
+  self._hostAddr = a
+  return a
+end
+
+--- Stop accepting; the Deferred fires once the socket is closed.
+function Port:stopListening()
+  local defer = require "braid.defer"
+  local d = defer.Deferred()
+  if not self._c:listening() then
+    reactor().callLater(0, d.callback, d, nil)
+    return d
+  end
+  self:getHost()
+  self._c:close()
+  if self._unix then os.remove(self._path) end
+  reactor().callLater(0, function()
+    local ok, e = xpcall(call, msgh, self.factory, Factory, "doStop")
+    if not ok then report(e) end
+    d:callback(nil)
+  end)
+  return d
+end
+Port.loseConnection = Port.stopListening
+
+function Port:startListening() end
+
+--- The listening socket's descriptor (-1 once closed).
+function Port:fileno()
+  return self._c:fileno()
+end
+
+local function check_factory(fname, argn, factory)
+  if not protocol.isFactory(factory) then
+    errors.argerror(fname, argn, "factory expected (a table with protocol or buildProtocol), got "
+      .. class.nameof(factory), 4)
+  end
+end
+
+local function new_port(c, factory, fields)
+  local port = setmetatable(fields, Port)
+  port._c = c
+  port.factory = factory
+  c:_setuv({ factory = factory, port = port })
+  call(factory, Factory, "doStart")
+  return port
+end
+
+--- Listen on a TCP port.
+-- @param port number (0 picks a free port)
+-- @param factory a factory (or a table with protocol/buildProtocol)
+-- @param backlog default 50
+-- @param interface default "" (all, IPv4 and IPv6)
+-- @param opts optional {reusePort = bool}
+-- @return a listening port
+function M.listenTCP(port, factory, backlog, interface, opts)
+  if math.type(port) ~= "integer" or port < 0 or port > 65535 then
+    errors.argerror("listenTCP", 1, "port number expected, got " .. tostring(port))
+  end
+  check_factory("listenTCP", 2, factory)
+  errors.checktype("listenTCP", 3, backlog, "number", true)
+  errors.checktype("listenTCP", 4, interface, "string", true)
+  errors.checktype("listenTCP", 5, opts, "table", true)
+  interface = interface or ""
+  local reuse = opts and opts.reusePort
+  if reuse == nil then reuse = reactor().workerId ~= nil end
+  local c, msg = core.tcp_listen(interface, port, backlog or 50, reuse)
+  if not c then error(errors.CannotListenError(interface, port, msg), 2) end
+  return new_port(c, factory, { port = port, interface = interface, backlog = backlog or 50 })
+end
+
+--- Listen on a UNIX socket path.
+function M.listenUNIX(path, factory, backlog, mode)
+  errors.checktype("listenUNIX", 1, path, "string")
+  check_factory("listenUNIX", 2, factory)
+  local c, msg = core.unix_listen(path, backlog or 50, mode)
+  if not c then error(errors.CannotListenError(path, nil, msg), 2) end
+  return new_port(c, factory, { _unix = true, _path = path, port = path })
+end
+
+--- Listen on a socket opened elsewhere (inherited, systemd).
+function M.adoptStreamPort(fd, factory)
+  errors.checktype("adoptStreamPort", 1, fd, "number")
+  check_factory("adoptStreamPort", 2, factory)
+  local c, msg = core.adopt_port(fd)
+  if not c then error(errors.CannotListenError("fd", fd, msg), 2) end
+  return new_port(c, factory, { port = fd })
+end
+
+--- Take over a connected socket.
+function M.adoptStreamConnection(fd, factory)
+  errors.checktype("adoptStreamConnection", 1, fd, "number")
+  check_factory("adoptStreamConnection", 2, factory)
+  local t, msg = core.adopt_conn(fd)
+  if not t then error(errors.ConnectError(msg), 2) end
+  local ok, p = xpcall(call, msgh, factory, Factory, "buildProtocol", peer_of(t))
+  if not ok or p == nil then
+    if not ok then report(p) end
+    t:_drop()
+    return nil
+  end
+  attach(t, p)
+  return t
+end
+
+---------------------------------------------------------------------------
+-- connectors
+
+local ERRNO_ERRORS = {
+  ECONNREFUSED = "ConnectionRefusedError",
+  ETIMEDOUT = "TCPTimedOutError",
+  ENETUNREACH = "NoRouteError",
+  EHOSTUNREACH = "NoRouteError",
+}
+-- errno numbers (Linux) for the async path
+local ERRNO_NAMES = { [111] = "ECONNREFUSED", [110] = "ETIMEDOUT", [101] = "ENETUNREACH",
+  [113] = "EHOSTUNREACH", [2] = "ENOENT" }
+
+local function connect_error(code, msg)
+  local cls = errors[ERRNO_ERRORS[code] or "ConnectError"]
+  if cls == errors.ConnectError then return cls(code, msg) end
+  return cls(msg)
+end
+
+local function is_ipv4(h) return h:match("^%d+%.%d+%.%d+%.%d+$") ~= nil end
+local function is_ipv6(h) return h:find(":", 1, true) ~= nil end
+
+local Connector = class.Object:extend("Connector")
+
+function Connector:init(kind, host, port, factory, timeout, bindAddress)
+  self._kind = kind
+  self.host, self.port, self.factory = host, port, factory
+  self.timeout = timeout or 30
+  self.bindAddress = bindAddress
+  self.state = "disconnected"
+  self.factoryStarted = false
+  self.transport = nil
+end
+
+function Connector:__tostring()
+  if self._kind == "UNIX" then return "<Connector to " .. tostring(self.host) .. ">" end
+  return ("<Connector to %s:%s>"):format(tostring(self.host), tostring(self.port))
+end
+
+--- Where this connector connects to.
+function Connector:getDestination()
+  if self._kind == "UNIX" then return address.UNIXAddress(self.host) end
+  if is_ipv6(self.host) then return address.IPv6Address("TCP", self.host, self.port) end
+  return address.IPv4Address("TCP", self.host, self.port)
+end
+
+local function finish_attempt(self)
+  if self._timer and self._timer:active() then self._timer:cancel() end
+  self._timer = nil
+  if self._resolving then self._resolving:cancel() end
+  self._resolving = nil
+end
+
+-- the attempt failed: clientConnectionFailed, and stop the factory if the
+-- factory did not call connect() again
+function Connector:_failed(reason)
+  finish_attempt(self)
+  self.transport = nil
+  self.state = "disconnected"
+  local ok, e = xpcall(call, msgh, self.factory, ClientFactory, "clientConnectionFailed", self, Failure(reason))
+  if not ok then report(e) end
+  if self.state == "disconnected" and self.factoryStarted then
+    self.factoryStarted = false
+    ok, e = xpcall(call, msgh, self.factory, Factory, "doStop")
+    if not ok then report(e) end
+  end
+end
+
+function Connector:_lost(reason)
+  self.state = "disconnected"
+  self.transport = nil
+  local ok, e = xpcall(call, msgh, self.factory, ClientFactory, "clientConnectionLost", self, reason)
+  if not ok then report(e) end
+  if self.state == "disconnected" and self.factoryStarted then
+    self.factoryStarted = false
+    ok, e = xpcall(call, msgh, self.factory, Factory, "doStop")
+    if not ok then report(e) end
+  end
+end
+
+local function on_connector_lost(t, reason)
+  local self = t._connector
+  if self then self:_lost(reason) end
+end
+
+local function on_connector_connected(t)
+  local self = t._connector
+  if self == nil or self._attempt ~= t then t:_drop() return end
+  finish_attempt(self)
+  self._attempt = nil
+  local addr
+  if self._kind == "UNIX" then addr = address.UNIXAddress(self.host)
+  else addr = core_addr("TCP", t:_peer()) end
+  local ok, p = xpcall(call, msgh, self.factory, Factory, "buildProtocol", addr)
+  if not ok then report(p) end
+  if not ok or p == nil then
+    t:_drop()
+    self:_failed(errors.ConnectError("buildProtocol refused the connection"))
+    return
+  end
+  self.state = "connected"
+  self.transport = t
+  t._onlost = on_connector_lost
+  attach(t, p, ",client")
+end
+
+-- try self._addrs[i], then the next on failure
+local function try_address(self, i, lasterr)
+  if self.state ~= "connecting" then return end
+  local addrs = self._addrs
+  if i > #addrs then
+    self:_failed(lasterr or errors.ConnectError("no address to connect to"))
+    return
+  end
+  local t, msg, code
+  if self._kind == "UNIX" then
+    t, msg, code = core.unix_connect(self.host)
+  else
+    local b = self.bindAddress
+    local bhost, bport
+    if type(b) == "table" then bhost, bport = b[1] or b.host, b[2] or b.port end
+    t, msg, code = core.tcp_connect(addrs[i], self.port, bhost, bport)
+  end
+  if not t then
+    local err = connect_error(code, msg)
+    self._attempt = nil
+    reactor().callLater(0, try_address, self, i + 1, err)
+    return
+  end
+  if self._kind == "UNIX" then t._unix = true end
+  t._connector = self
+  self._attempt = t
+  t._onconnect = on_connector_connected
+  t._onfail = function(_, errno, emsg)
+    if self._attempt ~= t then return end
+    self._attempt = nil
+    try_address(self, i + 1, connect_error(ERRNO_NAMES[errno], emsg))
+  end
+end
+
+--- Start (or restart) connecting.
+function Connector:connect()
+  if self.state ~= "disconnected" then
+    error(errors.Error("Can't connect in this state"), 2)
+  end
+  self.state = "connecting"
+  if not self.factoryStarted then
+    call(self.factory, Factory, "doStart")
+    self.factoryStarted = true
+  end
+  local r = reactor()
+  if self.timeout and self.timeout > 0 then
+    self._timer = r.callLater(self.timeout, function()
+      self._timer = nil
+      if self.state ~= "connecting" then return end
+      local t = self._attempt
+      self._attempt = nil
+      if t then t:_drop() end
+      self:_failed(errors.TimeoutError())
+    end)
+  end
+  call(self.factory, ClientFactory, "startedConnecting", self)
+  if self.state ~= "connecting" then return end
+  if self._kind == "UNIX" or is_ipv4(self.host) or is_ipv6(self.host) then
+    self._addrs = { self.host }
+    try_address(self, 1)
+    return
+  end
+  local resolver = require "braid.resolver"
+  local d = resolver.getHostByName(self.host)
+  self._resolving = d
+  d:addCallbacks(function(list)
+    if self._resolving ~= d then return end
+    self._resolving = nil
+    local addrs = {}
+    for _, a in ipairs(list) do addrs[#addrs + 1] = a.host end
+    self._addrs = addrs
+    if #addrs == 0 then
+      self:_failed(errors.DNSLookupError(self.host))
+    else
+      try_address(self, 1)
+    end
+  end, function(f)
+    if self._resolving ~= d then return end
+    self._resolving = nil
+    if self.state == "connecting" then
+      local v = f.value
+      if not errors.DNSLookupError:isinstance(v) then v = errors.DNSLookupError(self.host) end
+      self:_failed(v)
+    end
+  end)
+end
+
+--- Stop a connection attempt in progress (NotConnectingError otherwise).
+function Connector:stopConnecting()
+  if self.state ~= "connecting" then
+    error(errors.NotConnectingError(), 2)
+  end
+  local t = self._attempt
+  self._attempt = nil
+  if t then t:_drop() end
+  self:_failed(errors.UserError())
+end
+
+--- Stop connecting, or close the connection.
+function Connector:disconnect()
+  if self.state == "connecting" then
+    self:stopConnecting()
+  elseif self.state == "connected" and self.transport then
+    self.transport:loseConnection()
+  end
+end
+
+M.Connector = Connector
+
+--- Connect over TCP.
+-- @param host a name or an address
+-- @param port number
+-- @param factory a client factory
+-- @param timeout seconds (default 30)
+-- @param bindAddress optional {host, port}
+-- @return a connector
+function M.connectTCP(host, port, factory, timeout, bindAddress)
+  errors.checktype("connectTCP", 1, host, "string")
+  if math.type(port) ~= "integer" or port < 0 or port > 65535 then
+    errors.argerror("connectTCP", 2, "port number expected, got " .. tostring(port))
+  end
+  check_factory("connectTCP", 3, factory)
+  errors.checktype("connectTCP", 4, timeout, "number", true)
+  if host:sub(1, 1) == "[" and host:sub(-1) == "]" then host = host:sub(2, -2) end
+  local c = Connector("TCP", host, port, factory, timeout, bindAddress)
+  c:connect()
+  return c
+end
+
+--- Connect to a UNIX socket.
+function M.connectUNIX(path, factory, timeout)
+  errors.checktype("connectUNIX", 1, path, "string")
+  check_factory("connectUNIX", 2, factory)
+  errors.checktype("connectUNIX", 3, timeout, "number", true)
+  local c = Connector("UNIX", path, nil, factory, timeout)
+  c:connect()
+  return c
+end
+
+-- for specs: connections whose connectionLost is still queued
+M._pending = core.tcp_pending
+M.Protocol = Protocol
+
+return M

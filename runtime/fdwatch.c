@@ -1,0 +1,123 @@
+/*
+** fdwatch.c: raw descriptor watchers for reactor.addReader/addWriter.
+** A watcher ("braid.fdwatch") holds an embedded event registered with the
+** flags braid.fdesc asks for; while any flag is set it anchors itself in
+** the registry and counts as reactor work. Its user value is the Lua
+** callback, called as cb(readable, writable) in a protected trampoline.
+*/
+#include <string.h>
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#include "braid.h"
+
+#define FDW_META "braid.fdwatch"
+
+struct fdw {
+  struct event ev;
+  int fd;
+  short flags;   /* flags ev is added with, 0 = idle */
+  int self_ref;
+};
+
+static void fdw_cb(evutil_socket_t fd, short what, void *arg);
+
+static void fdw_release(lua_State *L, struct fdw *w) {
+  if (w->flags) event_del(&w->ev);
+  w->flags = 0;
+  if (w->self_ref != LUA_NOREF) {
+    luaL_unref(L, LUA_REGISTRYINDEX, w->self_ref);
+    w->self_ref = LUA_NOREF;
+    braid_work(-1);
+  }
+}
+
+static int fdw_deliver_p(lua_State *L) {
+  struct fdw *w = lua_touserdata(L, 1);
+  short what = (short)lua_tointeger(L, 2);
+  if (w->self_ref == LUA_NOREF) return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->self_ref);
+  lua_getiuservalue(L, -1, 1);
+  lua_pushboolean(L, (what & EV_READ) != 0);
+  lua_pushboolean(L, (what & EV_WRITE) != 0);
+  braid_pcall(L, 2, 0);
+  return 0;
+}
+
+static void fdw_cb(evutil_socket_t fd, short what, void *arg) {
+  lua_State *L = braid_loop()->L;
+  (void)fd;
+  lua_pushcfunction(L, fdw_deliver_p);
+  lua_pushlightuserdata(L, arg);
+  lua_pushinteger(L, what);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) braid_report_error(L);
+}
+
+/* fd_watch(fd, cb) -> watcher */
+static int l_fd_watch(lua_State *L) {
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fd >= 0, 1, "descriptor must be >= 0");
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  braid_base(L);
+  struct fdw *w = lua_newuserdatauv(L, sizeof *w, 1);
+  memset(w, 0, sizeof *w);
+  w->fd = (int)fd;
+  w->self_ref = LUA_NOREF;
+  luaL_setmetatable(L, FDW_META);
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, -2, 1);
+  return 1;
+}
+
+/* w:set(read, write): watch for these; both false makes it idle */
+static int fdw_set(lua_State *L) {
+  struct fdw *w = luaL_checkudata(L, 1, FDW_META);
+  luaL_argcheck(L, w->fd >= 0, 1, "watcher is closed");
+  short want = (short)((lua_toboolean(L, 2) ? EV_READ : 0) | (lua_toboolean(L, 3) ? EV_WRITE : 0));
+  if (want == w->flags) return 0;
+  if (w->flags) event_del(&w->ev);
+  w->flags = 0;
+  if (!want) { fdw_release(L, w); return 0; }
+  event_assign(&w->ev, braid_base(L), w->fd, want | EV_PERSIST, fdw_cb, w);
+  if (event_add(&w->ev, NULL) != 0) { fdw_release(L, w); return luaL_error(L, "event_add failed"); }
+  w->flags = want;
+  if (w->self_ref == LUA_NOREF) {
+    lua_pushvalue(L, 1);
+    w->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    braid_work(1);
+  }
+  return 0;
+}
+
+static int fdw_close(lua_State *L) {
+  struct fdw *w = luaL_checkudata(L, 1, FDW_META);
+  fdw_release(L, w);
+  w->fd = -1;
+  return 0;
+}
+
+static int fdw_gc(lua_State *L) {
+  struct fdw *w = lua_touserdata(L, 1);
+  if (w->flags) event_del(&w->ev);
+  w->flags = 0;
+  return 0;
+}
+
+static const luaL_Reg fdw_methods[] = {
+  { "set", fdw_set },
+  { "close", fdw_close },
+  { NULL, NULL }
+};
+
+void braid_open_fdwatch(lua_State *L) {
+  if (luaL_newmetatable(L, FDW_META)) {
+    luaL_newlib(L, fdw_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, fdw_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_fd_watch);
+  lua_setfield(L, -2, "fd_watch");
+}

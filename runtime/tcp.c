@@ -1,0 +1,1004 @@
+/*
+** tcp.c: stream sockets (TCP v4/v6 and UNIX): listening ports, accept,
+** connect, and the transport.
+**
+** Invariants:
+** - A connection is a userdata ("braid.tcp") holding one embedded struct
+**   event, registered with exactly the flags it needs (EV_READ while
+**   reading, EV_WRITE only while output is queued or a pull producer waits).
+**   User values: 1 the protocol, 2 the log system string, 3 a Lua table of
+**   extras (created by braid.tcp on demand).
+** - Writes go out at once when nothing is queued; the rest waits in an
+**   evbuffer made on first need. Reads use one shared 64 KiB buffer.
+** - A live connection holds self_ref. Closing closes the fd at once and
+**   queues the connection on the pending list; the pending event (run by
+**   libevent after the I/O callbacks) delivers connectionLost and drops
+**   self_ref. So no close is ever delivered inside a transport method or a
+**   protocol callback, and a callback's connection stays valid to its end.
+** - Lua work happens in protected trampolines on braid_loop()->L; the
+**   policy (Protocol calls, Failures, log system) lives in braid.tcp,
+**   reached through handlers it installs with tcp_handlers().
+*/
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <event2/buffer.h>
+
+#include "braid.h"
+
+#define CONN_META "braid.tcp"
+#define PORT_META "braid.tcp.port"
+#define READ_SIZE 65536
+#define DEFAULT_BUFSIZE 65536
+
+enum { S_CONNECTING, S_OPEN, S_CLOSED };
+/* reasons handed to the lost handler */
+enum { R_NONE, R_DONE, R_LOST, R_ABORTED, R_ERROR, R_CONNFAIL };
+/* pending deliveries */
+enum { P_LOST = 1, P_WLOST = 2, P_CLOSE = 4 };
+
+struct conn {
+  struct event ev;
+  struct evbuffer *out;    /* queued output, made on first need */
+  struct conn *pend_next;
+  size_t bufsize;
+  lua_Integer sessionno;
+  int fd;
+  int self_ref;
+  int err;                 /* errno of a failure */
+  short evflags;           /* flags ev is added with, 0 = not added */
+  unsigned char state, reason, pend;
+  unsigned reading : 1, read_closed : 1, write_shut : 1, shut_pending : 1,
+           disconnecting : 1, queued : 1, streaming : 1, has_producer : 1,
+           prod_paused : 1, pull_kick : 1, lost : 1, is_unix : 1;
+};
+
+struct port {
+  struct event ev;
+  int fd;
+  int self_ref;
+  int added;
+  int is_unix;
+  struct event *retry;     /* EMFILE back-off when no reserve fd */
+};
+
+/* handlers installed by braid.tcp */
+enum { H_DATA, H_EOF, H_LOST, H_ACCEPT, H_CONNECTED, H_PRODUCER, H_WLOST, H_COUNT };
+static const char *const handler_names[H_COUNT] = {
+  "data", "eof", "lost", "accept", "connected", "producer", "wlost"
+};
+static int handlers[H_COUNT] = { LUA_NOREF, LUA_NOREF, LUA_NOREF, LUA_NOREF,
+                                 LUA_NOREF, LUA_NOREF, LUA_NOREF };
+
+static char *rbuf;                 /* shared read buffer */
+static struct conn *pend_head, *pend_tail;
+static struct event *pend_ev;
+static struct event_base *pend_base;
+static lua_Integer next_session;
+static int reserve_fd = -1;       /* spare descriptor for the EMFILE trick */
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static void conn_cb(evutil_socket_t fd, short what, void *arg);
+
+static void conn_setflags(struct conn *c) {
+  short want = 0;
+  if (c->state == S_CONNECTING) want = EV_WRITE;
+  else if (c->state == S_OPEN) {
+    if (c->reading && !c->read_closed && !c->disconnecting) want |= EV_READ;
+    if ((c->out && evbuffer_get_length(c->out) > 0) || c->pull_kick) want |= EV_WRITE;
+  }
+  if (want == c->evflags) return;
+  if (c->evflags) event_del(&c->ev);
+  c->evflags = 0;
+  if (!want) return;
+  event_assign(&c->ev, braid_loop()->base, c->fd, want | EV_PERSIST, conn_cb, c);
+  if (event_add(&c->ev, NULL) == 0) c->evflags = want;
+}
+
+static void pend_cb(evutil_socket_t fd, short what, void *arg);
+
+static void pend_push(struct conn *c, int what) {
+  c->pend |= what;
+  if (!c->queued) {
+    c->queued = 1;
+    c->pend_next = NULL;
+    if (pend_tail) pend_tail->pend_next = c; else pend_head = c;
+    pend_tail = c;
+  }
+  if (pend_ev && pend_base != braid_loop()->base) pend_ev = NULL; /* a new state: old base is gone */
+  if (!pend_ev) {
+    pend_base = braid_loop()->base;
+    pend_ev = event_new(pend_base, -1, 0, pend_cb, NULL);
+  }
+  if (pend_ev) event_active(pend_ev, 0, 0);
+}
+
+/* Close the descriptor now; connectionLost follows from the pending list. */
+static void conn_close(struct conn *c, int reason, int err) {
+  if (c->state == S_CLOSED) return;
+  if (c->evflags) event_del(&c->ev);
+  c->evflags = 0;
+  if (c->fd >= 0) close(c->fd);
+  c->fd = -1;
+  if (c->out) { evbuffer_free(c->out); c->out = NULL; }
+  c->state = S_CLOSED;
+  c->reason = (unsigned char)reason;
+  c->err = err;
+  pend_push(c, P_LOST);
+}
+
+static int set_nonblock(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return errno;
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return 0;
+}
+
+static struct conn *conn_new(lua_State *L, int fd, int state) {
+  struct conn *c = lua_newuserdatauv(L, sizeof *c, 3);
+  memset(c, 0, sizeof *c);
+  c->fd = fd;
+  c->self_ref = LUA_NOREF;
+  c->state = (unsigned char)state;
+  c->reading = 1;
+  c->bufsize = DEFAULT_BUFSIZE;
+  c->sessionno = next_session++;
+  luaL_setmetatable(L, CONN_META);
+  lua_pushvalue(L, -1);
+  c->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  braid_work(1);
+  return c;
+}
+
+/* Push handler h, the connection (by its self ref), its protocol and its
+** log system: every handler takes (transport, protocol, system, ...). */
+static void push_handler(lua_State *L, int h, struct conn *c) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[h]);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);
+  lua_getiuservalue(L, -1, 1);
+  lua_getiuservalue(L, -2, 2);
+}
+
+/* Tell a producer to pause (1), resume (0) from inside Lua. */
+static void producer_note(lua_State *L, struct conn *c, int pause, int protected) {
+  if (handlers[H_PRODUCER] == LUA_NOREF) return;
+  push_handler(L, H_PRODUCER, c);
+  lua_pushboolean(L, pause);
+  if (protected) braid_pcall(L, 4, 0);
+  else lua_call(L, 4, 0);
+}
+
+/* Flush queued output; 0 or an errno. */
+static int conn_flush(struct conn *c) {
+  while (c->out && evbuffer_get_length(c->out) > 0) {
+    int n = evbuffer_write(c->out, c->fd);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
+      return errno;
+    }
+    if (n == 0) return 0;
+  }
+  return 0;
+}
+
+/* After output drained: finish a loseConnection / loseWriteConnection. */
+static void conn_drained(struct conn *c) {
+  if (c->disconnecting) { conn_close(c, R_DONE, 0); return; }
+  if (c->shut_pending && !c->write_shut) {
+    c->write_shut = 1;
+    c->shut_pending = 0;
+    shutdown(c->fd, SHUT_WR);
+    if (c->read_closed) { conn_close(c, R_DONE, 0); return; }
+    pend_push(c, P_WLOST);
+  }
+}
+
+/* ---- event callbacks ----------------------------------------------------- */
+
+/* trampoline: stack 1 = conn light userdata, 2 = what */
+static int conn_event_p(lua_State *L) {
+  struct conn *c = lua_touserdata(L, 1);
+  short what = (short)lua_tointeger(L, 2);
+  if (c->state == S_CONNECTING) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    if (err == EINPROGRESS || err == EALREADY) return 0;
+    if (err) { conn_close(c, R_CONNFAIL, err); return 0; }
+    c->state = S_OPEN;
+    conn_setflags(c);
+    push_handler(L, H_CONNECTED, c);
+    braid_pcall(L, 3, 0);
+    if (c->state != S_OPEN) return 0;
+    if (c->out && evbuffer_get_length(c->out)) conn_setflags(c);
+    return 0;
+  }
+  if (what & EV_WRITE) {
+    int err = conn_flush(c);
+    if (err) { conn_close(c, R_LOST, err); return 0; }
+    if (!c->out || evbuffer_get_length(c->out) == 0) {
+      c->pull_kick = 0;
+      conn_setflags(c);
+      conn_drained(c);
+      if (c->state != S_OPEN) return 0;
+      /* Twisted's doWrite: a pull producer is asked for more each time
+      ** the buffer empties, a paused streaming one is resumed */
+      if (c->has_producer && (!c->streaming || c->prod_paused)) {
+        c->prod_paused = 0;
+        producer_note(L, c, 0, 1);
+        if (c->state != S_OPEN) return 0;
+      }
+    }
+  }
+  if ((what & EV_READ) && c->reading && !c->read_closed && !c->disconnecting) {
+    ssize_t n = read(c->fd, rbuf, READ_SIZE);
+    if (n > 0) {
+      push_handler(L, H_DATA, c);
+      lua_pushlstring(L, rbuf, (size_t)n);
+      braid_pcall(L, 4, 0);
+    } else if (n == 0) {
+      c->read_closed = 1;
+      conn_setflags(c);
+      push_handler(L, H_EOF, c);
+      int half = 0;
+      if (braid_pcall(L, 3, 1) == LUA_OK) {
+        half = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+      }
+      if (c->state != S_OPEN) return 0;
+      if (!half || c->write_shut) {
+        if (c->out && evbuffer_get_length(c->out) > 0 && !half) {
+          c->disconnecting = 1; /* flush what the protocol wrote, then close */
+          conn_setflags(c);
+        } else {
+          conn_close(c, R_DONE, 0);
+        }
+      }
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      conn_close(c, R_LOST, errno);
+    }
+  }
+  return 0;
+}
+
+static void conn_cb(evutil_socket_t fd, short what, void *arg) {
+  lua_State *L = braid_loop()->L;
+  (void)fd;
+  lua_pushcfunction(L, conn_event_p);
+  lua_pushlightuserdata(L, arg);
+  lua_pushinteger(L, what);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) braid_report_error(L);
+}
+
+/* deliver one pending connection: stack 1 = conn light userdata */
+static int pend_deliver_p(lua_State *L) {
+  struct conn *c = lua_touserdata(L, 1);
+  int what = c->pend;
+  c->pend = 0;
+  if ((what & P_CLOSE) && c->state == S_OPEN && c->disconnecting
+      && (!c->out || evbuffer_get_length(c->out) == 0))
+    conn_close(c, R_DONE, 0); /* requeues this connection for P_LOST */
+  if ((what & P_WLOST) && c->state == S_OPEN) {
+    push_handler(L, H_WLOST, c);
+    braid_pcall(L, 3, 0);
+  }
+  if (c->state == S_CLOSED && !c->lost) {
+    c->lost = 1;
+    if (c->reason != R_NONE) {
+      push_handler(L, H_LOST, c);
+      lua_pushinteger(L, c->reason);
+      lua_pushinteger(L, c->err);
+      if (c->err) lua_pushstring(L, strerror(c->err)); else lua_pushnil(L);
+      braid_pcall(L, 6, 0);
+    }
+    if (c->self_ref != LUA_NOREF) {
+      luaL_unref(L, LUA_REGISTRYINDEX, c->self_ref);
+      c->self_ref = LUA_NOREF;
+      braid_work(-1);
+    }
+  }
+  return 0;
+}
+
+static void pend_cb(evutil_socket_t fd, short what, void *arg) {
+  lua_State *L = braid_loop()->L;
+  (void)fd; (void)what; (void)arg;
+  while (pend_head) {
+    struct conn *c = pend_head;
+    pend_head = c->pend_next;
+    if (!pend_head) pend_tail = NULL;
+    c->queued = 0;
+    lua_pushcfunction(L, pend_deliver_p);
+    lua_pushlightuserdata(L, c);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) braid_report_error(L);
+  }
+}
+
+/* ---- transport methods ---------------------------------------------------- */
+
+static struct conn *conn_check(lua_State *L, int i) {
+  return luaL_checkudata(L, i, CONN_META);
+}
+
+static int conn_write(lua_State *L) {
+  struct conn *c = conn_check(L, 1);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  if (c->state == S_CLOSED || c->shut_pending || c->write_shut || len == 0) return 0;
+  if (c->state == S_OPEN && (!c->out || evbuffer_get_length(c->out) == 0)) {
+    ssize_t n = write(c->fd, s, len);
+    if (n < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        conn_close(c, R_LOST, errno); /* delivered later, never re-entrantly */
+        return 0;
+      }
+      n = 0;
+    }
+    if ((size_t)n == len) {
+      if (c->has_producer && !c->streaming && !c->pull_kick) {
+        c->pull_kick = 1;
+        conn_setflags(c);
+      }
+      return 0;
+    }
+    s += n;
+    len -= (size_t)n;
+  }
+  if (!c->out && !(c->out = evbuffer_new())) return luaL_error(L, "out of memory");
+  if (evbuffer_add(c->out, s, len) != 0) return luaL_error(L, "out of memory");
+  if (c->state == S_OPEN) conn_setflags(c);
+  if (c->has_producer && c->streaming && !c->prod_paused
+      && evbuffer_get_length(c->out) > c->bufsize) {
+    c->prod_paused = 1;
+    producer_note(L, c, 1, 0);
+  }
+  return 0;
+}
+
+static int conn_lose(lua_State *L) {
+  struct conn *c = conn_check(L, 1);
+  if (c->state != S_OPEN || c->disconnecting) return 0;
+  c->disconnecting = 1;
+  /* close on the pending pass, so writes made after loseConnection in the
+  ** same callback are still sent first */
+  if (!c->out || evbuffer_get_length(c->out) == 0) pend_push(c, P_CLOSE);
+  conn_setflags(c);
+  return 0;
+}
+
+static int conn_abort(lua_State *L) {
+  struct conn *c = conn_check(L, 1);
+  conn_close(c, R_ABORTED, 0);
+  return 0;
+}
+
+/* _fail(): a protocol method raised; braid.tcp stored the Failure. */
+static int conn_fail(lua_State *L) {
+  struct conn *c = conn_check(L, 1);
+  conn_close(c, R_ERROR, 0);
+  return 0;
+}
+
+/* _drop(): close without any delivery (refused or cancelled). */
+static int conn_drop(lua_State *L) {
+  struct conn *c = conn_check(L, 1);
+  conn_close(c, R_NONE, 0);
+  return 0;
+}
+
+static int conn_lose_write(lua_State *L) {
+  struct conn *c = conn_check(L, 1);
+  if (c->state != S_OPEN || c->write_shut || c->shut_pending) return 0;
+  c->shut_pending = 1;
+  if (!c->out || evbuffer_get_length(c->out) == 0) conn_drained(c);
+  return 0;
+}
+
+static int conn_pause(lua_State *L) {
+  struct conn *c = conn_check(L, 1);
+  c->reading = 0;
+  if (c->state == S_OPEN) conn_setflags(c);
+  return 0;
+}
+
+static int conn_resume(lua_State *L) {
+  struct conn *c = conn_check(L, 1);
+  c->reading = 1;
+  if (c->state == S_OPEN) conn_setflags(c);
+  return 0;
+}
+
+/* _producer(registered, streaming) */
+static int conn_set_producer(lua_State *L) {
+  struct conn *c = conn_check(L, 1);
+  c->has_producer = (unsigned)lua_toboolean(L, 2);
+  c->streaming = (unsigned)lua_toboolean(L, 3);
+  c->prod_paused = 0;
+  c->pull_kick = 0;
+  if (c->state == S_OPEN) conn_setflags(c);
+  return 0;
+}
+
+static int conn_bufsize(lua_State *L) {
+  struct conn *c = conn_check(L, 1);
+  lua_pushinteger(L, c->out ? (lua_Integer)evbuffer_get_length(c->out) : 0);
+  return 1;
+}
+
+static int conn_set_bufsize(lua_State *L) {
+  struct conn *c = conn_check(L, 1);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, n > 0, 2, "bufferSize must be > 0");
+  c->bufsize = (size_t)n;
+  return 0;
+}
+
+static int sockopt(lua_State *L, int level, int opt, int set) {
+  struct conn *c = conn_check(L, 1);
+  if (c->fd < 0) { if (set) return 0; lua_pushboolean(L, 0); return 1; }
+  if (c->is_unix) { if (set) return 0; lua_pushboolean(L, 0); return 1; }
+  int v;
+  socklen_t len = sizeof v;
+  if (set) {
+    v = lua_toboolean(L, 2);
+    setsockopt(c->fd, level, opt, &v, sizeof v);
+    return 0;
+  }
+  if (getsockopt(c->fd, level, opt, &v, &len) < 0) v = 0;
+  lua_pushboolean(L, v != 0);
+  return 1;
+}
+static int conn_set_nodelay(lua_State *L) { return sockopt(L, IPPROTO_TCP, TCP_NODELAY, 1); }
+static int conn_get_nodelay(lua_State *L) { return sockopt(L, IPPROTO_TCP, TCP_NODELAY, 0); }
+static int conn_set_keepalive(lua_State *L) { return sockopt(L, SOL_SOCKET, SO_KEEPALIVE, 1); }
+static int conn_get_keepalive(lua_State *L) { return sockopt(L, SOL_SOCKET, SO_KEEPALIVE, 0); }
+
+/* Push family, host, port, flowinfo, scope for a sockaddr. */
+static int push_sockaddr(lua_State *L, const struct sockaddr *sa, socklen_t len) {
+  char host[INET6_ADDRSTRLEN];
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *a = (const void *)sa;
+    inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+    lua_pushliteral(L, "INET");
+    lua_pushstring(L, host);
+    lua_pushinteger(L, ntohs(a->sin_port));
+    return 3;
+  }
+  if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const void *)sa;
+    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+    lua_pushliteral(L, "INET6");
+    lua_pushstring(L, host);
+    lua_pushinteger(L, ntohs(a->sin6_port));
+    lua_pushinteger(L, ntohl(a->sin6_flowinfo));
+    lua_pushinteger(L, a->sin6_scope_id);
+    return 5;
+  }
+  if (sa->sa_family == AF_UNIX) {
+    const struct sockaddr_un *a = (const void *)sa;
+    lua_pushliteral(L, "UNIX");
+    size_t off = offsetof(struct sockaddr_un, sun_path);
+    if ((size_t)len > off && a->sun_path[0]) lua_pushstring(L, a->sun_path);
+    else lua_pushnil(L);
+    return 2;
+  }
+  lua_pushnil(L);
+  return 1;
+}
+
+static int addr_of(lua_State *L, int fd, int peer) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  memset(&ss, 0, sizeof ss);
+  if (fd < 0) return 0;
+  if ((peer ? getpeername(fd, (void *)&ss, &len) : getsockname(fd, (void *)&ss, &len)) < 0)
+    return braid_pusherror(L, errno);
+  return push_sockaddr(L, (void *)&ss, len);
+}
+
+static int conn_peer(lua_State *L) { return addr_of(L, conn_check(L, 1)->fd, 1); }
+static int conn_host(lua_State *L) { return addr_of(L, conn_check(L, 1)->fd, 0); }
+
+static int conn_fileno(lua_State *L) {
+  lua_pushinteger(L, conn_check(L, 1)->fd);
+  return 1;
+}
+
+/* _state(): "connecting" | "open" | "closed", disconnecting, lost, sessionno */
+static int conn_state(lua_State *L) {
+  struct conn *c = conn_check(L, 1);
+  static const char *const names[] = { "connecting", "open", "closed" };
+  lua_pushstring(L, names[c->state]);
+  lua_pushboolean(L, c->disconnecting);
+  lua_pushboolean(L, c->lost);
+  lua_pushinteger(L, c->sessionno);
+  return 4;
+}
+
+static int conn_getuv(lua_State *L) {
+  conn_check(L, 1);
+  lua_getiuservalue(L, 1, (int)luaL_checkinteger(L, 2));
+  return 1;
+}
+
+static int conn_setuv(lua_State *L) {
+  conn_check(L, 1);
+  int i = (int)luaL_checkinteger(L, 2);
+  lua_settop(L, 3);
+  lua_setiuservalue(L, 1, i);
+  return 0;
+}
+
+/* __index: methods, then fields from C state, then the extras table */
+static int conn_index(lua_State *L) {
+  struct conn *c = lua_touserdata(L, 1);
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(1));
+  if (!lua_isnil(L, -1)) return 1;
+  const char *k = lua_tostring(L, 2);
+  if (k) {
+    if (strcmp(k, "connected") == 0) { lua_pushboolean(L, c->state == S_OPEN); return 1; }
+    if (strcmp(k, "disconnecting") == 0) { lua_pushboolean(L, c->disconnecting); return 1; }
+    if (strcmp(k, "sessionno") == 0) { lua_pushinteger(L, c->sessionno); return 1; }
+    if (strcmp(k, "protocol") == 0) { lua_getiuservalue(L, 1, 1); return 1; }
+    if (strcmp(k, "bufferSize") == 0) { lua_pushinteger(L, (lua_Integer)c->bufsize); return 1; }
+  }
+  if (lua_getiuservalue(L, 1, 3) != LUA_TTABLE) return 1;
+  lua_pushvalue(L, 2);
+  lua_gettable(L, -2);
+  return 1;
+}
+
+static int conn_newindex(lua_State *L) {
+  const char *k = lua_tostring(L, 2);
+  if (k && strcmp(k, "protocol") == 0) { lua_settop(L, 3); lua_setiuservalue(L, 1, 1); return 0; }
+  if (k && strcmp(k, "bufferSize") == 0) {
+    struct conn *c = lua_touserdata(L, 1);
+    lua_Integer n = luaL_checkinteger(L, 3);
+    luaL_argcheck(L, n > 0, 3, "bufferSize must be > 0");
+    c->bufsize = (size_t)n;
+    return 0;
+  }
+  if (lua_getiuservalue(L, 1, 3) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, 3);
+  }
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_settable(L, -3);
+  return 0;
+}
+
+static int conn_tostring(lua_State *L) {
+  struct conn *c = lua_touserdata(L, 1);
+  lua_pushfstring(L, "<%s transport #%d fd=%d>", c->is_unix ? "UNIX" : "TCP",
+                  (int)c->sessionno, c->fd);
+  return 1;
+}
+
+/* __gc: only reached once self_ref is gone, i.e. closed and delivered,
+** or at state close. */
+static int conn_gc(lua_State *L) {
+  struct conn *c = lua_touserdata(L, 1);
+  if (c->evflags) event_del(&c->ev);
+  c->evflags = 0;
+  if (c->fd >= 0) close(c->fd);
+  c->fd = -1;
+  if (c->out) { evbuffer_free(c->out); c->out = NULL; }
+  c->state = S_CLOSED;
+  return 0;
+}
+
+/* ---- sockets -------------------------------------------------------------- */
+
+/* Fill ss from (family, host, port); 0 or an errno (EINVAL for a bad host). */
+static int make_sockaddr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len) {
+  memset(ss, 0, sizeof *ss);
+  struct sockaddr_in *a4 = (void *)ss;
+  struct sockaddr_in6 *a6 = (void *)ss;
+  if (host == NULL || host[0] == 0) {
+    a6->sin6_family = AF_INET6; /* dual stack "any" */
+    a6->sin6_addr = in6addr_any;
+    a6->sin6_port = htons((uint16_t)port);
+    *len = sizeof *a6;
+    return 0;
+  }
+  if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons((uint16_t)port);
+    *len = sizeof *a4;
+    return 0;
+  }
+  char buf[INET6_ADDRSTRLEN + 16];
+  snprintf(buf, sizeof buf, "%s", host);
+  char *pct = strchr(buf, '%');
+  if (pct) *pct = 0;
+  if (inet_pton(AF_INET6, buf, &a6->sin6_addr) == 1) {
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons((uint16_t)port);
+    if (pct) a6->sin6_scope_id = (uint32_t)atoi(pct + 1);
+    *len = sizeof *a6;
+    return 0;
+  }
+  return EINVAL;
+}
+
+static int make_unaddr(const char *path, struct sockaddr_un *un, socklen_t *len) {
+  size_t n = strlen(path);
+  memset(un, 0, sizeof *un);
+  if (n == 0 || n >= sizeof un->sun_path) return ENAMETOOLONG;
+  un->sun_family = AF_UNIX;
+  memcpy(un->sun_path, path, n);
+  *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+  return 0;
+}
+
+/* ---- listening ports -------------------------------------------------------- */
+
+static void port_cb(evutil_socket_t fd, short what, void *arg);
+
+static int port_accept_p(lua_State *L) {
+  struct port *p = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, p->self_ref); /* anchored for the loop */
+  for (int i = 0; i < 64 && p->fd >= 0; i++) {
+    int fd = accept4(p->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE) {
+        /* out of descriptors: take the connection with the reserve and
+        ** drop it, so the listener is not woken again and again */
+        if (reserve_fd >= 0) {
+          close(reserve_fd);
+          reserve_fd = -1;
+          int x = accept(p->fd, NULL, NULL);
+          if (x >= 0) close(x);
+          reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+          continue;
+        }
+      }
+      break; /* EAGAIN, or a transient error (ECONNABORTED...): next wakeup */
+    }
+    if (!rbuf && !(rbuf = malloc(READ_SIZE))) { close(fd); break; }
+    if (!p->is_unix) {
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_ACCEPT]);
+    lua_pushvalue(L, 2);
+    struct conn *c = conn_new(L, fd, S_OPEN);
+    c->is_unix = (unsigned)p->is_unix;
+    conn_setflags(c);
+    braid_pcall(L, 2, 0);
+  }
+  return 0;
+}
+
+static void port_cb(evutil_socket_t fd, short what, void *arg) {
+  lua_State *L = braid_loop()->L;
+  (void)fd; (void)what;
+  lua_pushcfunction(L, port_accept_p);
+  lua_pushlightuserdata(L, arg);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) braid_report_error(L);
+}
+
+static void port_release(lua_State *L, struct port *p) {
+  if (p->added) { event_del(&p->ev); p->added = 0; }
+  if (p->fd >= 0) { close(p->fd); p->fd = -1; }
+  if (p->self_ref != LUA_NOREF) {
+    luaL_unref(L, LUA_REGISTRYINDEX, p->self_ref);
+    p->self_ref = LUA_NOREF;
+    braid_work(-1);
+  }
+}
+
+static struct port *port_new(lua_State *L, int fd, int is_unix) {
+  struct port *p = lua_newuserdatauv(L, sizeof *p, 1);
+  memset(p, 0, sizeof *p);
+  p->fd = fd;
+  p->self_ref = LUA_NOREF;
+  p->is_unix = is_unix;
+  luaL_setmetatable(L, PORT_META);
+  if (reserve_fd < 0) reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (!rbuf) rbuf = malloc(READ_SIZE);
+  event_assign(&p->ev, braid_base(L), fd, EV_READ | EV_PERSIST, port_cb, p);
+  if (event_add(&p->ev, NULL) == 0) p->added = 1;
+  lua_pushvalue(L, -1);
+  p->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  braid_work(1);
+  return p;
+}
+
+/* tcp_listen(host, port, backlog, reuseport) -> port | nil, msg, code */
+static int l_tcp_listen(lua_State *L) {
+  const char *host = luaL_optstring(L, 1, "");
+  int portno = (int)luaL_checkinteger(L, 2);
+  int backlog = (int)luaL_optinteger(L, 3, 50);
+  int reuseport = lua_toboolean(L, 4);
+  struct sockaddr_storage ss;
+  socklen_t len;
+  int err = make_sockaddr(host, portno, &ss, &len);
+  if (err) return braid_pusherror(L, err);
+  braid_base(L);
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return braid_pusherror(L, errno);
+  int one = 1, zero = 0;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  if (ss.ss_family == AF_INET6 && host[0] == 0)
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+  if (bind(fd, (void *)&ss, len) < 0 || listen(fd, backlog) < 0) {
+    err = errno;
+    close(fd);
+    return braid_pusherror(L, err);
+  }
+  port_new(L, fd, 0);
+  return 1;
+}
+
+/* unix_listen(path, backlog, mode) -> port | nil, msg, code */
+static int l_unix_listen(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int backlog = (int)luaL_optinteger(L, 2, 50);
+  int mode = (int)luaL_optinteger(L, 3, -1);
+  struct sockaddr_un un;
+  socklen_t len;
+  int err = make_unaddr(path, &un, &len);
+  if (err) return braid_pusherror(L, err);
+  braid_base(L);
+  struct stat st;
+  if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path); /* stale, as Twisted */
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return braid_pusherror(L, errno);
+  if (bind(fd, (void *)&un, len) < 0 || (mode >= 0 && chmod(path, (mode_t)mode) < 0)
+      || listen(fd, backlog) < 0) {
+    err = errno;
+    close(fd);
+    return braid_pusherror(L, err);
+  }
+  port_new(L, fd, 1);
+  return 1;
+}
+
+/* adopt_port(fd) -> port */
+static int l_adopt_port(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  int err = set_nonblock(fd);
+  if (err) return braid_pusherror(L, err);
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  int is_unix = getsockname(fd, (void *)&ss, &len) == 0 && ss.ss_family == AF_UNIX;
+  braid_base(L);
+  port_new(L, fd, is_unix);
+  return 1;
+}
+
+static struct port *port_check(lua_State *L) {
+  return luaL_checkudata(L, 1, PORT_META);
+}
+
+static int port_close(lua_State *L) {
+  port_release(L, port_check(L));
+  return 0;
+}
+
+static int port_host(lua_State *L) { return addr_of(L, port_check(L)->fd, 0); }
+
+static int port_listening(lua_State *L) {
+  lua_pushboolean(L, port_check(L)->fd >= 0);
+  return 1;
+}
+
+static int port_fileno(lua_State *L) {
+  lua_pushinteger(L, port_check(L)->fd);
+  return 1;
+}
+
+static int port_getuv(lua_State *L) {
+  port_check(L);
+  lua_getiuservalue(L, 1, 1);
+  return 1;
+}
+
+static int port_setuv(lua_State *L) {
+  port_check(L);
+  lua_settop(L, 2);
+  lua_setiuservalue(L, 1, 1);
+  return 0;
+}
+
+static int port_gc(lua_State *L) {
+  struct port *p = lua_touserdata(L, 1);
+  if (p->added) { event_del(&p->ev); p->added = 0; }
+  if (p->fd >= 0) { close(p->fd); p->fd = -1; }
+  return 0;
+}
+
+/* ---- connecting -------------------------------------------------------- */
+
+static int start_connect(lua_State *L, int fd, const struct sockaddr *sa, socklen_t len, int is_unix) {
+  if (!rbuf && !(rbuf = malloc(READ_SIZE))) { close(fd); return luaL_error(L, "out of memory"); }
+  int r = connect(fd, sa, len);
+  if (r < 0 && errno != EINPROGRESS) {
+    int err = errno;
+    close(fd);
+    return braid_pusherror(L, err);
+  }
+  struct conn *c = conn_new(L, fd, S_CONNECTING);
+  c->is_unix = (unsigned)is_unix;
+  conn_setflags(c); /* EV_WRITE: also when connect finished at once */
+  return 1;
+}
+
+/* tcp_connect(host, port, bindhost?, bindport?) -> transport | nil, msg, code */
+static int l_tcp_connect(lua_State *L) {
+  const char *host = luaL_checkstring(L, 1);
+  int portno = (int)luaL_checkinteger(L, 2);
+  const char *bhost = luaL_optstring(L, 3, NULL);
+  int bport = (int)luaL_optinteger(L, 4, 0);
+  struct sockaddr_storage ss, bs;
+  socklen_t len, blen;
+  int err = make_sockaddr(host, portno, &ss, &len);
+  if (err) return braid_pusherror(L, err);
+  braid_base(L);
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return braid_pusherror(L, errno);
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (bhost || bport) {
+    err = make_sockaddr(bhost ? bhost : (ss.ss_family == AF_INET ? "0.0.0.0" : "::"), bport, &bs, &blen);
+    if (!err && bind(fd, (void *)&bs, blen) < 0) err = errno;
+    if (err) { close(fd); return braid_pusherror(L, err); }
+  }
+  return start_connect(L, fd, (void *)&ss, len, 0);
+}
+
+static int l_unix_connect(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  struct sockaddr_un un;
+  socklen_t len;
+  int err = make_unaddr(path, &un, &len);
+  if (err) return braid_pusherror(L, err);
+  braid_base(L);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return braid_pusherror(L, errno);
+  return start_connect(L, fd, (void *)&un, len, 1);
+}
+
+/* adopt_conn(fd) -> transport (open) */
+static int l_adopt_conn(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  int err = set_nonblock(fd);
+  if (err) return braid_pusherror(L, err);
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  int is_unix = getsockname(fd, (void *)&ss, &len) == 0 && ss.ss_family == AF_UNIX;
+  braid_base(L);
+  if (!rbuf && !(rbuf = malloc(READ_SIZE))) return luaL_error(L, "out of memory");
+  struct conn *c = conn_new(L, fd, S_OPEN);
+  c->is_unix = (unsigned)is_unix;
+  conn_setflags(c);
+  return 1;
+}
+
+/* tcp_handlers{data=, eof=, lost=, accept=, connected=, producer=, wlost=} */
+static int l_tcp_handlers(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  for (int i = 0; i < H_COUNT; i++) {
+    lua_getfield(L, 1, handler_names[i]);
+    if (lua_isfunction(L, -1)) {
+      if (handlers[i] != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, handlers[i]);
+      handlers[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  return 0;
+}
+
+/* Number of connections not yet delivered (for leak checks in specs). */
+static int l_tcp_pending(lua_State *L) {
+  int n = 0;
+  for (struct conn *c = pend_head; c; c = c->pend_next) n++;
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+static const luaL_Reg conn_methods[] = {
+  { "write", conn_write },
+  { "loseConnection", conn_lose },
+  { "abortConnection", conn_abort },
+  { "loseWriteConnection", conn_lose_write },
+  { "pauseProducing", conn_pause },
+  { "resumeProducing", conn_resume },
+  { "getWriteBufferSize", conn_bufsize },
+  { "setTcpNoDelay", conn_set_nodelay },
+  { "getTcpNoDelay", conn_get_nodelay },
+  { "setTcpKeepAlive", conn_set_keepalive },
+  { "getTcpKeepAlive", conn_get_keepalive },
+  { "fileno", conn_fileno },
+  { "_peer", conn_peer },
+  { "_host", conn_host },
+  { "_fail", conn_fail },
+  { "_drop", conn_drop },
+  { "_setProducer", conn_set_producer },
+  { "_setBufferSize", conn_set_bufsize },
+  { "_state", conn_state },
+  { "_getuv", conn_getuv },
+  { "_setuv", conn_setuv },
+  { NULL, NULL }
+};
+
+static const luaL_Reg port_methods[] = {
+  { "close", port_close },
+  { "_host", port_host },
+  { "listening", port_listening },
+  { "fileno", port_fileno },
+  { "_getuv", port_getuv },
+  { "_setuv", port_setuv },
+  { NULL, NULL }
+};
+
+static const luaL_Reg tcp_funcs[] = {
+  { "tcp_listen", l_tcp_listen },
+  { "unix_listen", l_unix_listen },
+  { "tcp_connect", l_tcp_connect },
+  { "unix_connect", l_unix_connect },
+  { "adopt_port", l_adopt_port },
+  { "adopt_conn", l_adopt_conn },
+  { "tcp_handlers", l_tcp_handlers },
+  { "tcp_pending", l_tcp_pending },
+  { NULL, NULL }
+};
+
+/* The methods table stays reachable from the metatable's __index upvalue;
+** extra Lua-side methods are added to it by braid.tcp (tcp_methods). */
+static int l_tcp_methods(lua_State *L) {
+  luaL_getmetatable(L, CONN_META);
+  lua_getfield(L, -1, "__methods");
+  return 1;
+}
+
+void braid_open_resolve(lua_State *L); /* resolve.c */
+
+void braid_open_tcp(lua_State *L) {
+  braid_open_resolve(L);
+  if (luaL_newmetatable(L, CONN_META)) {
+    luaL_newlib(L, conn_methods);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "__methods");
+    lua_pushcclosure(L, conn_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, conn_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, conn_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, conn_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, PORT_META)) {
+    luaL_newlib(L, port_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, port_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  luaL_setfuncs(L, tcp_funcs, 0);
+  lua_pushcfunction(L, l_tcp_methods);
+  lua_setfield(L, -2, "tcp_methods");
+}

@@ -1,0 +1,125 @@
+-- spec for lua/braid/endpoints.lua: endpoint strings and TCP/UNIX endpoints
+local reactor = require "braid.reactor"
+local core = require "braid.core"
+local endpoints = require "braid.endpoints"
+local protocol = require "braid.protocol"
+local errors = require "braid.error"
+
+local function spin(cond, limit)
+  local deadline = core.monotonic() + (limit or 5)
+  while not cond() do
+    if core.monotonic() > deadline then error("timed out waiting", 2) end
+    reactor.iterate(0.05)
+  end
+end
+
+local function result(d)
+  local r, done
+  d:addBoth(function(v) r, done = v, true end)
+  spin(function() return done end)
+  return r
+end
+
+local Echo = protocol.Protocol:extend("Echo")
+function Echo:dataReceived(d) self.transport:write(d) end
+
+describe("braid.endpoints", function()
+  it("parses tcp server strings", function()
+    local ep = endpoints.serverFromString(reactor, "tcp:8080:interface=127.0.0.1:backlog=7")
+    assert.is_true(endpoints.TCP4ServerEndpoint:isinstance(ep))
+    assert.equal(8080, ep._port)
+    assert.equal("127.0.0.1", ep._interface)
+    assert.equal(7, ep._backlog)
+    assert.equal("::1", endpoints.serverFromString(reactor, "tcp6:80:interface=\\:\\:1")._interface)
+  end)
+
+  it("parses unix server strings with an octal mode", function()
+    local ep = endpoints.serverFromString(reactor, "unix:/run/x.sock:mode=660")
+    assert.equal("/run/x.sock", ep._address)
+    assert.equal(tonumber("660", 8), ep._mode)
+  end)
+
+  it("parses tcp and unix client strings", function()
+    local ep = endpoints.clientFromString(reactor, "tcp:host=example.org:port=80:timeout=5")
+    assert.same({ "example.org", 80, 5 }, { ep._host, ep._port, ep._timeout })
+    ep = endpoints.clientFromString(reactor, "tcp:example.org:81")
+    assert.same({ "example.org", 81 }, { ep._host, ep._port })
+    ep = endpoints.clientFromString(reactor, "unix:path=/run/x.sock")
+    assert.equal("/run/x.sock", ep._path)
+  end)
+
+  it("raises ValueError naming the wrong part of a malformed string", function()
+    local function msg(f, s)
+      local ok, e = pcall(f, reactor, s)
+      assert.is_false(ok)
+      assert.is_true(errors.ValueError:isinstance(e))
+      return tostring(e)
+    end
+    assert.matches("port must be an integer, got \"http\"", msg(endpoints.serverFromString, "tcp:http"))
+    assert.matches("missing port", msg(endpoints.serverFromString, "tcp:"))
+    assert.matches("unknown endpoint type \"bogus\"", msg(endpoints.serverFromString, "bogus:1"))
+    assert.matches("unknown parameter \"colour\"", msg(endpoints.serverFromString, "tcp:80:colour=red"))
+    assert.matches("port out of range: 70000", msg(endpoints.serverFromString, "tcp:70000"))
+    assert.matches("mode must be octal", msg(endpoints.serverFromString, "unix:/x:mode=abc"))
+    assert.matches("missing host", msg(endpoints.clientFromString, "tcp:port=80"))
+    assert.matches("missing port", msg(endpoints.clientFromString, "tcp:host=a"))
+    assert.matches("timeout must be a number", msg(endpoints.clientFromString, "tcp:a:1:timeout=x"))
+  end)
+
+  it("listens and connects through endpoints; connect fires after connectionMade", function()
+    local f = protocol.Factory.forProtocol(Echo)
+    f.noisy = false
+    local port = result(endpoints.serverFromString(reactor, "tcp:0:interface=127.0.0.1"):listen(f))
+    local n = port:getHost().port
+    local C = protocol.Protocol:extend("C")
+    function C:connectionMade() self.made = true end
+    function C:dataReceived(d) self.got = d end
+    function C:connectionLost() self.lost = true end
+    local cf = protocol.Factory.forProtocol(C)
+    cf.noisy = false
+    local p = result(endpoints.clientFromString(reactor, "tcp:127.0.0.1:" .. n):connect(cf))
+    assert.is_true(C:isinstance(p))
+    assert.is_true(p.made)
+    p.transport:write("via endpoint")
+    spin(function() return p.got == "via endpoint" end)
+    p.transport:loseConnection()
+    spin(function() return p.lost end)
+    result(port:stopListening())
+  end)
+
+  it("errbacks connect with ConnectionRefusedError", function()
+    local f = protocol.Factory.forProtocol(Echo)
+    f.noisy = false
+    local port = reactor.listenTCP(0, f, 50, "127.0.0.1")
+    local n = port:getHost().port
+    result(port:stopListening())
+    local r = result(endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", n):connect({ protocol = {}, noisy = false }))
+    assert.is_truthy(r:check(errors.ConnectionRefusedError))
+  end)
+
+  it("errbacks listen with CannotListenError", function()
+    local f = protocol.Factory.forProtocol(Echo)
+    f.noisy = false
+    local port = reactor.listenTCP(0, f, 50, "127.0.0.1")
+    local r = result(endpoints.TCP4ServerEndpoint(reactor, port:getHost().port, 50, "127.0.0.1"):listen(f))
+    assert.is_truthy(r:check(errors.CannotListenError))
+    result(port:stopListening())
+  end)
+
+  it("connectProtocol connects a given protocol instance over UNIX", function()
+    local path = os.tmpname() .. ".sock"
+    local f = protocol.Factory.forProtocol(Echo)
+    f.noisy = false
+    local port = result(endpoints.serverFromString(reactor, "unix:" .. path):listen(f))
+    local p = protocol.Protocol()
+    function p.dataReceived(self, d) self.got = d end
+    function p.connectionLost(self) self.lost = true end
+    local got = result(endpoints.connectProtocol(endpoints.UNIXClientEndpoint(reactor, path), p))
+    assert.equal(p, got)
+    p.transport:write("unix!")
+    spin(function() return p.got == "unix!" end)
+    p.transport:loseConnection()
+    spin(function() return p.lost end)
+    result(port:stopListening())
+  end)
+end)

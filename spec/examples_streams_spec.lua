@@ -1,0 +1,224 @@
+-- spec for examples/echo.lua, http_hello.lua, proxy.lua, poetry_client.lua, lowlevel_reader.lua (and runtime/tcp.c under a real peer)
+local proc = require "helpers.proc"
+local reactor = require "braid.reactor"
+local core = require "braid.core"
+local protocol = require "braid.protocol"
+
+local quote = proc.quote
+
+local function spin(cond, limit)
+  local deadline = core.monotonic() + (limit or 10)
+  while not cond() do
+    if core.monotonic() > deadline then error("timed out waiting", 2) end
+    reactor.iterate(0.05)
+  end
+end
+
+local function sh(cmd)
+  local f = assert(io.popen(cmd, "r"))
+  local out = f:read("a")
+  f:close()
+  return out
+end
+
+-- start an example server, return the process and its port
+local function serve(script, ...)
+  local p = proc.spawn({ script, ... })
+  local line = p:waitFor("port %d+")
+  assert(line, "server did not start: " .. table.concat(p.lines, "\n"))
+  return p, tonumber(line:match("port (%d+)"))
+end
+
+local function finish(p)
+  p:kill("TERM")
+  p:finish()
+end
+
+-- run a braid child in the background, its output to a file the reactor
+-- loop can poll without blocking
+local function background(args, prefix)
+  local out = os.tmpname()
+  local parts = {}
+  for i, a in ipairs(args) do parts[i] = quote(a) end
+  os.execute(("cd %s && %s timeout -s KILL 20 %s %s > %s 2>&1 &"):format(
+    quote(proc.root), prefix or "", quote(proc.BIN), table.concat(parts, " "), quote(out)))
+  return out
+end
+
+local function read_file(path)
+  local f = io.open(path, "r")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+describe("stream examples", function()
+  it("echo.lua echoes what nc and socat send", function()
+    local p, port = serve("examples/echo.lua", "0")
+    finally(function() finish(p) end)
+    assert.equal("hello over nc", sh(("printf 'hello over nc' | nc -N 127.0.0.1 %d"):format(port)))
+    assert.equal("via socat\n", sh(("echo 'via socat' | socat -t 2 - TCP:127.0.0.1:%d"):format(port)))
+  end)
+
+  it("echo.lua echoes a megabyte intact to a braid client", function()
+    local p, port = serve("examples/echo.lua", "0")
+    finally(function() finish(p) end)
+    local payload = string.rep("0123456789abcdef", 65536)
+    local got, n, lost = {}, 0, false
+    local C = {}
+    function C:connectionMade() self.transport:write(payload) end
+    function C:dataReceived(d)
+      got[#got + 1] = d
+      n = n + #d
+      if n >= #payload then self.transport:loseConnection() end
+    end
+    function C:connectionLost() lost = true end
+    reactor.connectTCP("127.0.0.1", port, { protocol = C, noisy = false })
+    spin(function() return lost end)
+    assert.equal(payload, table.concat(got))
+  end)
+
+  it("http_hello.lua answers two curl requests on one kept-alive connection", function()
+    local p, port = serve("examples/http_hello.lua", "0")
+    finally(function() finish(p) end)
+    local url = ("http://127.0.0.1:%d/"):format(port)
+    local out = sh(("curl -sv %s %sagain 2>&1"):format(url, url))
+    local bodies = select(2, out:gsub("Hello, world!", ""))
+    assert.equal(2, bodies)
+    assert.matches("Re%-using existing connection", out)
+    assert.matches("HTTP/1.1 200 OK", out)
+    assert.equal("Hello, world!\n", sh(("curl -s -H 'Connection: close' %s"):format(url)))
+  end)
+
+  it("proxy.lua relays both ways to the echo server", function()
+    local e, eport = serve("examples/echo.lua", "0")
+    finally(function() finish(e) end)
+    local p, pport = serve("examples/proxy.lua", "0", "127.0.0.1", tostring(eport))
+    finally(function() finish(p) end)
+    local payload = string.rep("proxy!", 200000)
+    local got, n, lost = {}, 0, false
+    local C = {}
+    function C:connectionMade() self.transport:write(payload) end
+    function C:dataReceived(d)
+      got[#got + 1] = d
+      n = n + #d
+      if n >= #payload then self.transport:loseConnection() end
+    end
+    function C:connectionLost() lost = true end
+    reactor.connectTCP("127.0.0.1", pport, { protocol = C, noisy = false })
+    spin(function() return lost end)
+    assert.equal(#payload, #table.concat(got))
+    assert.equal(payload, table.concat(got))
+  end)
+
+  it("proxy.lua keeps its memory bounded while the far side does not read", function()
+    local Slow = protocol.Protocol:extend("Slow")
+    local slow
+    function Slow:connectionMade() slow = self self.n = 0 self.transport:pauseProducing() end
+    function Slow:dataReceived(d) self.n = self.n + #d end
+    local sf = protocol.Factory.forProtocol(Slow)
+    sf.noisy = false
+    local sport = reactor.listenTCP(0, sf, 50, "127.0.0.1")
+    finally(function() sport:stopListening() end)
+    local p, pport = serve("examples/proxy.lua", "0", "127.0.0.1", tostring(sport:getHost().port))
+    finally(function() finish(p) end)
+    local TOTAL, CHUNK = 48 * 1024 * 1024, string.rep("p", 256 * 1024)
+    local sent, t = 0, nil
+    local producer = {
+      resumeProducing = function()
+        if sent < TOTAL then sent = sent + #CHUNK t:write(CHUNK) end
+      end,
+      stopProducing = function() end,
+    }
+    local C = {}
+    function C:connectionMade() t = self.transport t:registerProducer(producer, false) end
+    reactor.connectTCP("127.0.0.1", pport, { protocol = C, noisy = false })
+    -- run until the pipeline stalls (no progress for a while) or all is sent
+    local last, still = -1, 0
+    spin(function()
+      if sent == last then still = still + 1 else still, last = 0, sent end
+      return still >= 20 or sent >= TOTAL
+    end, 20)
+    assert.is_true(sent < TOTAL) -- the slow side holds everything back
+    local rss = tonumber(read_file(("/proc/%d/status"):format(p:braidPid())):match("VmRSS:%s*(%d+)"))
+    assert.is_true(rss < 24 * 1024, "proxy RSS " .. tostring(rss) .. " kB")
+    -- once the far side reads again, data flows on
+    local before = slow.n
+    slow.transport:resumeProducing()
+    spin(function() return slow.n > before + 4 * 1024 * 1024 end, 30)
+    t:abortConnection()
+    slow.transport:abortConnection()
+  end)
+
+  pending("proxy.lua drains all 48 MB after the far side resumes (stalls under the ASAN build: under investigation)")
+
+  it("poetry_client.lua collects two poems and prints them", function()
+    local Poet = protocol.Protocol:extend("Poet")
+    function Poet:connectionMade()
+      self.transport:write(self.factory.poem)
+      self.transport:loseConnection()
+    end
+    local f1, f2 = protocol.Factory.forProtocol(Poet), protocol.Factory.forProtocol(Poet)
+    f1.noisy, f2.noisy = false, false
+    f1.poem, f2.poem = "Roses are red\n", "This is just to say\n"
+    local p1 = reactor.listenTCP(0, f1, 50, "127.0.0.1")
+    local p2 = reactor.listenTCP(0, f2, 50, "127.0.0.1")
+    finally(function() p1:stopListening() p2:stopListening() end)
+    local out = background({ "examples/poetry_client.lua",
+      tostring(p1:getHost().port), "127.0.0.1:" .. p2:getHost().port })
+    spin(function() return read_file(out):find("Got 2 poems") end)
+    local s = read_file(out)
+    os.remove(out)
+    assert.matches("Roses are red", s)
+    assert.matches("This is just to say", s)
+    assert.matches("Poem 1:\n", s)
+  end)
+
+  it("lowlevel_reader.lua reads a LuaSocket socket through addReader until EOF", function()
+    local Talk = protocol.Protocol:extend("Talk")
+    function Talk:connectionMade()
+      self.transport:write("low-level hello\n")
+      self.transport:loseConnection()
+    end
+    local f = protocol.Factory.forProtocol(Talk)
+    f.noisy = false
+    local port = reactor.listenTCP(0, f, 50, "127.0.0.1")
+    finally(function() port:stopListening() end)
+    local out = background({ "examples/lowlevel_reader.lua", "127.0.0.1", tostring(port:getHost().port) })
+    spin(function() return read_file(out):find("connection lost") end)
+    local s = read_file(out)
+    os.remove(out)
+    assert.equal("low-level hello\n\nconnection lost: Connection was closed cleanly.\n", s)
+  end)
+
+  it("a server out of file descriptors keeps listening and serves again once they free up", function()
+    local p = proc.spawn({ "sh", "-c", ("ulimit -n 24 && exec %s examples/echo.lua 0"):format(quote(proc.BIN)) },
+      { bin = "" })
+    finally(function() finish(p) end)
+    local line = p:waitFor("port %d+")
+    assert(line, table.concat(p.lines, "\n"))
+    local port = tonumber(line:match("port (%d+)"))
+    local made, lost = 0, 0
+    local conns = {}
+    local Hold = protocol.Protocol:extend("Hold")
+    function Hold:connectionMade() made = made + 1 conns[#conns + 1] = self end
+    function Hold:connectionLost() lost = lost + 1 end
+    local f = protocol.ClientFactory.forProtocol(Hold)
+    f.noisy = false
+    for _ = 1, 40 do reactor.connectTCP("127.0.0.1", port, f) end
+    spin(function() return made + (f.failed or 0) == 40 and lost >= 40 - 24 end)
+    -- some were dropped by the reserve-descriptor trick; the rest stay up
+    assert.is_true(lost >= 40 - 24)
+    for _, c in ipairs(conns) do c.transport:loseConnection() end
+    spin(function() return lost == made end)
+    local got, done = "", false
+    local C = {}
+    function C:connectionMade() self.transport:write("still serving") end
+    function C:dataReceived(d) got = got .. d if got == "still serving" then self.transport:loseConnection() end end
+    function C:connectionLost() done = true end
+    reactor.connectTCP("127.0.0.1", port, { protocol = C, noisy = false })
+    spin(function() return done end)
+    assert.equal("still serving", got)
+  end)
+end)

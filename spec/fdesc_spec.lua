@@ -1,0 +1,109 @@
+-- spec for lua/braid/fdesc.lua and runtime/fdwatch.c: addReader/addWriter descriptors
+local reactor = require "braid.reactor"
+local core = require "braid.core"
+
+local function spin(cond, limit)
+  local deadline = core.monotonic() + (limit or 5)
+  while not cond() do
+    if core.monotonic() > deadline then error("timed out waiting", 2) end
+    reactor.iterate(0.05)
+  end
+end
+
+
+describe("braid.fdesc", function()
+  local fdesc = require "braid.fdesc"
+  after_each(function() fdesc.removeAll() end)
+
+  -- stdin of busted is not reliable; use a listening port's fd as a
+  -- readable descriptor: it becomes readable when a client connects
+  local function listening_fd()
+    local port = reactor.listenTCP(0, { protocol = {}, noisy = false }, 50, "127.0.0.1")
+    return port
+  end
+
+  it("calls doWrite on a writable descriptor until it is removed", function()
+    local port = listening_fd()
+    finally(function() port:stopListening() end)
+    -- a connected client socket's fd is writable at once
+    local t
+    local C = { connectionMade = function(self) t = self.transport end }
+    reactor.connectTCP("127.0.0.1", port:getHost().port, { protocol = C, noisy = false })
+    spin(function() return t ~= nil end)
+    local n = 0
+    local d = { fileno = function() return t:fileno() end,
+                doWrite = function(self) n = n + 1 if n == 3 then reactor.removeWriter(self) end end,
+                connectionLost = function() end }
+    reactor.addWriter(d)
+    assert.same({ d }, reactor.getWriters())
+    spin(function() return n == 3 end)
+    for _ = 1, 3 do reactor.iterate(0) end
+    assert.equal(3, n)
+    assert.same({}, reactor.getWriters())
+    t:abortConnection()
+  end)
+
+  it("removes a descriptor whose doRead returns CONNECTION_DONE and calls connectionLost", function()
+    local port = listening_fd()
+    local d
+    d = { fileno = function() return port:fileno() end,
+          doRead = function() return reactor.CONNECTION_DONE end,
+          connectionLost = function(self, r) self.reason = r end }
+    -- take the port's fd away from the port's own watcher first
+    reactor.addReader(d)
+    assert.same({ d }, reactor.getReaders())
+    local cf = { protocol = {}, noisy = false }
+    reactor.connectTCP("127.0.0.1", port:getHost().port, cf)
+    spin(function() return d.reason ~= nil end)
+    assert.is_truthy(d.reason:check(require("braid.error").ConnectionDone))
+    assert.same({}, reactor.getReaders())
+    port:stopListening()
+  end)
+
+  it("removes a descriptor whose doRead raises and gives it a Failure of the error", function()
+    local port = listening_fd()
+    local d = { fileno = function() return port:fileno() end,
+                doRead = function() error("read failed") end,
+                connectionLost = function(self, r) self.reason = r end }
+    local log = require "braid.log"
+    local prev = log.setErrorStream({ write = function() end, flush = function() end })
+    finally(function() log.setErrorStream(prev) end)
+    reactor.addReader(d)
+    reactor.connectTCP("127.0.0.1", port:getHost().port, { protocol = {}, noisy = false })
+    spin(function() return d.reason ~= nil end)
+    assert.matches("read failed", d.reason:getErrorMessage())
+    assert.same({}, reactor.getReaders())
+    port:stopListening()
+  end)
+
+  it("removeAll returns every descriptor once", function()
+    local p1, p2 = listening_fd(), listening_fd()
+    finally(function() p1:stopListening() p2:stopListening() end)
+    local a = { fileno = function() return p1:fileno() end, doRead = function() end }
+    local b = { fileno = function() return p2:fileno() end, doWrite = function() end }
+    reactor.addReader(a)
+    reactor.addWriter(a)
+    reactor.addWriter(b)
+    local all = reactor.removeAll()
+    assert.equal(2, #all)
+    assert.same({}, reactor.getReaders())
+    assert.same({}, reactor.getWriters())
+  end)
+
+  it("raises for a descriptor without a usable fileno", function()
+    assert.has_error(function() reactor.addReader({}) end)
+    assert.has_error(function() reactor.addReader({ fileno = function() return -1 end }) end)
+  end)
+
+  it("adding twice keeps one entry", function()
+    local p1 = listening_fd()
+    finally(function() p1:stopListening() end)
+    local a = { fileno = function() return p1:fileno() end, doRead = function() end }
+    reactor.addReader(a)
+    reactor.addReader(a)
+    assert.equal(1, #reactor.getReaders())
+    reactor.removeReader(a)
+    reactor.removeReader(a)
+    assert.same({}, reactor.getReaders())
+  end)
+end)

@@ -1,0 +1,208 @@
+-- spec for lua/braid/protocol.lua: Protocol, Factory, ClientFactory, ReconnectingClientFactory
+local protocol = require "braid.protocol"
+local errors = require "braid.error"
+
+local Protocol, Factory = protocol.Protocol, protocol.Factory
+
+-- a minimal fake clock: callLater(delay, f) recorded, advance runs due calls
+local function Clock()
+  local c = { now = 0, calls = {} }
+  function c:seconds() return self.now end
+  function c:callLater(delay, f, ...)
+    local args = table.pack(...)
+    local dc = { time = self.now + delay, f = f, args = args, active = true }
+    function dc.cancel() dc.active = false end
+    self.calls[#self.calls + 1] = dc
+    return dc
+  end
+  function c:advance(n)
+    self.now = self.now + n
+    for _, dc in ipairs(self.calls) do
+      if dc.active and dc.time <= self.now then
+        dc.active = false
+        dc.f(table.unpack(dc.args, 1, dc.args.n))
+      end
+    end
+  end
+  return c
+end
+
+describe("braid.protocol", function()
+  describe("Protocol", function()
+    it("makeConnection sets transport and connected, then calls connectionMade", function()
+      local P = Protocol:extend("P")
+      local seen
+      function P:connectionMade() seen = { self.transport, self.connected } end
+      local p = P()
+      p:makeConnection("T")
+      assert.same({ "T", true }, seen)
+    end)
+
+    it("logPrefix is the class name", function()
+      assert.equal("Echo", Protocol:extend("Echo")():logPrefix())
+      assert.equal("Protocol", Protocol():logPrefix())
+    end)
+  end)
+
+  describe("plain-table protocols", function()
+    it("get a fresh instance per connection and leave the table unmodified", function()
+      local P = { dataReceived = function(self, d) self.got = d end }
+      local f = Factory.forProtocol(P)
+      local a, b = f:buildProtocol(nil), f:buildProtocol(nil)
+      assert.are_not.equal(a, b)
+      a:makeConnection("T")
+      a:dataReceived("x")
+      assert.equal("x", a.got)
+      assert.is_nil(b.got)
+      assert.same({ "dataReceived" }, (function() local k = {} for n in pairs(P) do k[#k + 1] = n end return k end)())
+      assert.equal(f, a.factory)
+    end)
+
+    it("look methods up in the table then in Protocol on every access", function()
+      local P = {}
+      local p = Factory.forProtocol(P):buildProtocol(nil)
+      assert.equal(Protocol.connectionMade, p.connectionMade)
+      local function dr() end
+      P.dataReceived = dr
+      assert.equal(dr, p.dataReceived)
+      P.dataReceived = nil
+      assert.equal(Protocol.dataReceived, p.dataReceived)
+    end)
+
+    it("use the table's __name as log prefix, Protocol otherwise", function()
+      assert.equal("Chat", Factory.forProtocol({ __name = "Chat" }):buildProtocol():logPrefix())
+      assert.equal("Protocol", Factory.forProtocol({}):buildProtocol():logPrefix())
+    end)
+  end)
+
+  describe("Factory", function()
+    it("starts on the first doStart and stops on the last doStop", function()
+      local calls = {}
+      local F = Factory:extend("F")
+      F.noisy = false
+      function F:startFactory() calls[#calls + 1] = "start" end
+      function F:stopFactory() calls[#calls + 1] = "stop" end
+      local f = F()
+      f:doStart()
+      f:doStart()
+      assert.same({ "start" }, calls)
+      assert.equal(2, f.numPorts)
+      f:doStop()
+      assert.same({ "start" }, calls)
+      f:doStop()
+      assert.same({ "start", "stop" }, calls)
+      f:doStop()
+      assert.same({ "start", "stop" }, calls)
+    end)
+
+    it("forProtocol works with a dot call and a subclass colon call", function()
+      local P = Protocol:extend("P")
+      assert.equal(P, Factory.forProtocol(P).protocol)
+      local CF = protocol.ClientFactory:forProtocol(P)
+      assert.is_true(protocol.ClientFactory:isinstance(CF))
+      assert.equal(P, CF.protocol)
+    end)
+
+    it("buildProtocol sets factory on the instance", function()
+      local P = Protocol:extend("P")
+      local f = Factory.forProtocol(P)
+      local p = f:buildProtocol({ type = "TCP" })
+      assert.is_true(P:isinstance(p))
+      assert.equal(f, p.factory)
+    end)
+
+    it("protocol.call falls back to the base method for plain factories", function()
+      local f = { protocol = {} }
+      local p = protocol.call(f, Factory, "buildProtocol", nil)
+      assert.equal(f, p.factory)
+      assert.is_nil(protocol.call({}, protocol.ClientFactory, "startedConnecting", nil))
+    end)
+  end)
+
+  describe("ReconnectingClientFactory", function()
+    local RCF = protocol.ReconnectingClientFactory
+
+    it("has Twisted's defaults", function()
+      local f = RCF()
+      assert.equal(1.0, f.initialDelay)
+      assert.equal(2.7182818284590451, f.factor)
+      assert.equal(0.11962656472, f.jitter)
+      assert.equal(3600, f.maxDelay)
+      assert.is_nil(f.maxRetries)
+      assert.is_true(f.continueTrying)
+    end)
+
+    it("retries with delays growing by factor up to maxDelay", function()
+      local clock = Clock()
+      local f = RCF()
+      f.noisy, f.clock, f.jitter = false, clock, 0
+      f.maxDelay = 10
+      local connects = 0
+      local connector = { connect = function() connects = connects + 1 end,
+                          stopConnecting = function() end }
+      f:clientConnectionFailed(connector, nil)
+      assert.near(math.exp(1), f.delay, 1e-9)
+      assert.equal(1, f.retries)
+      clock:advance(f.delay)
+      assert.equal(1, connects)
+      f:clientConnectionLost(connector, nil)
+      assert.near(math.exp(2), f.delay, 1e-9)
+      f:retry()
+      assert.equal(10, f.delay)
+      f:resetDelay()
+      assert.equal(1.0, f.delay)
+      assert.equal(0, f.retries)
+    end)
+
+    it("gives up after maxRetries", function()
+      local clock = Clock()
+      local f = RCF()
+      f.noisy, f.clock, f.maxRetries = false, clock, 2
+      local connector = { connect = function() end }
+      f:retry(connector)
+      f:retry(connector)
+      local n = #clock.calls
+      f:retry(connector)
+      assert.equal(n, #clock.calls)
+      assert.equal(3, f.retries)
+    end)
+
+    it("stopTrying cancels the pending retry and stops the connector", function()
+      local clock = Clock()
+      local f = RCF()
+      f.noisy, f.clock = false, clock
+      local stopped, connects = 0, 0
+      local connector = { connect = function() connects = connects + 1 end,
+                          stopConnecting = function() stopped = stopped + 1 end }
+      f:clientConnectionFailed(connector, nil)
+      f:stopTrying()
+      clock:advance(100)
+      assert.equal(0, connects)
+      assert.equal(1, stopped)
+      assert.is_false(f.continueTrying)
+      f:clientConnectionFailed(connector, nil)
+      assert.equal(1, f.retries)
+    end)
+
+    it("jitters the delay with a normal variate around the backoff", function()
+      local f = RCF()
+      f.noisy, f.clock = false, Clock()
+      math.randomseed(7)
+      local total = 0
+      for _ = 1, 200 do
+        f.delay = 1
+        f:retry({ connect = function() end })
+        total = total + f.delay
+      end
+      assert.near(math.exp(1), total / 200, 0.1)
+    end)
+
+    it("retry without a connector raises ValueError", function()
+      local f = RCF()
+      f.noisy = false
+      local ok, e = pcall(f.retry, f)
+      assert.is_false(ok)
+      assert.is_true(errors.ValueError:isinstance(e))
+    end)
+  end)
+end)

@@ -1,0 +1,78 @@
+-- spec for lua/braid/resolver.lua and runtime/resolve.c: non-blocking name resolution
+local reactor = require "braid.reactor"
+local core = require "braid.core"
+local resolver = require "braid.resolver"
+local defer = require "braid.defer"
+local errors = require "braid.error"
+
+local function spin(cond, limit)
+  local deadline = core.monotonic() + (limit or 5)
+  while not cond() do
+    if core.monotonic() > deadline then error("timed out waiting", 2) end
+    reactor.iterate(0.05)
+  end
+end
+
+local function result(d)
+  local r, done
+  d:addBoth(function(v) r, done = v, true end)
+  spin(function() return done end)
+  return r
+end
+
+describe("braid.resolver", function()
+  after_each(function() resolver.installResolver(nil) end)
+
+  it("resolves localhost from /etc/hosts without blocking", function()
+    local list = result(reactor.getHostByName("localhost"))
+    assert.is_true(#list >= 1)
+    local hosts = {}
+    for _, a in ipairs(list) do hosts[a.host] = a.family end
+    assert.is_true(hosts["127.0.0.1"] == "INET" or hosts["::1"] == "INET6")
+  end)
+
+  it("resolve fires with the first address string", function()
+    assert.equal("127.0.0.1", result(reactor.resolve("127.0.0.1")))
+    assert.equal("::1", result(reactor.resolve("::1")))
+  end)
+
+  it("returns numeric addresses at once", function()
+    local d = reactor.getHostByName("10.1.2.3")
+    assert.is_true(d.called)
+    assert.same({ { family = "INET", host = "10.1.2.3" } }, d.result)
+  end)
+
+  it("fails an unknown name with DNSLookupError", function()
+    local r = result(reactor.getHostByName("no-such-host.invalid"))
+    assert.is_truthy(r:check(errors.DNSLookupError))
+  end)
+
+  it("uses an installed resolver and returns the previous one", function()
+    local asked
+    local fake = { getHostByName = function(_, name, opts)
+      asked = { name, opts and opts.timeout }
+      return defer.succeed({ { family = "INET6", host = "2001:db8::1" } })
+    end }
+    local prev = reactor.installResolver(fake)
+    assert.equal(resolver.defaultResolver, prev)
+    assert.equal("2001:db8::1", result(reactor.resolve("example.org", 3)))
+    assert.same({ "example.org", 3 }, asked)
+  end)
+
+  it("fails resolve with DNSLookupError after its timeout", function()
+    reactor.installResolver({ getHostByName = function() return defer.Deferred() end })
+    local r = result(reactor.resolve("slow.example", 0.05))
+    assert.is_truthy(r:check(errors.DNSLookupError))
+  end)
+
+  it("refuses a resolver without getHostByName", function()
+    assert.has_error(function() reactor.installResolver({}) end)
+  end)
+
+  it("cancels a pending lookup", function()
+    local d = reactor.getHostByName("cancel-me.invalid")
+    d:addErrback(function(f) return f:trap(defer.CancelledError) end)
+    d:cancel()
+    assert.is_true(d.called)
+  end)
+end)

@@ -1,0 +1,552 @@
+-- spec for runtime/tcp.c and lua/braid/tcp.lua: TCP ports, connections, transports
+local reactor = require "braid.reactor"
+local core = require "braid.core"
+local protocol = require "braid.protocol"
+local errors = require "braid.error"
+local log = require "braid.log"
+local resolver = require "braid.resolver"
+local defer = require "braid.defer"
+
+local Protocol, Factory = protocol.Protocol, protocol.Factory
+
+-- run the reactor until cond() holds; fail (never hang) after `limit` s
+local function spin(cond, limit)
+  local deadline = core.monotonic() + (limit or 5)
+  while not cond() do
+    if core.monotonic() > deadline then error("timed out waiting", 2) end
+    reactor.iterate(0.05)
+  end
+end
+
+-- a recording protocol class
+local Rec = Protocol:extend("Rec")
+function Rec:init() self.data, self.events = {}, {} end
+function Rec:connectionMade()
+  self.events[#self.events + 1] = "made"
+  if self.onMade then self:onMade() end
+end
+function Rec:dataReceived(d)
+  self.data[#self.data + 1] = d
+  if self.onData then self:onData(d) end
+end
+function Rec:connectionLost(r)
+  self.events[#self.events + 1] = "lost"
+  self.reason = r
+  self.lost = (self.lost or 0) + 1
+end
+function Rec:received() return table.concat(self.data) end
+
+local Echo = Protocol:extend("Echo")
+function Echo:dataReceived(d) self.transport:write(d) end
+
+-- listen with a factory that records every server protocol built
+local function server(P, setup)
+  local f = Factory.forProtocol(P or Rec)
+  f.built = {}
+  f.noisy = false
+  local build = f.buildProtocol
+  function f:buildProtocol(addr)
+    local p = build(self, addr)
+    self.built[#self.built + 1] = p
+    if setup then setup(p) end
+    return p
+  end
+  local port = reactor.listenTCP(0, f, 50, "127.0.0.1")
+  return port, f, port:getHost().port
+end
+
+local function client(portno, setup, P)
+  local f = protocol.ClientFactory.forProtocol(P or Rec)
+  f.noisy = false
+  f.built = {}
+  local build = f.buildProtocol
+  function f:buildProtocol(addr)
+    local p = build(self, addr)
+    self.built[#self.built + 1] = p
+    if setup then setup(p) end
+    return p
+  end
+  function f:clientConnectionFailed(c, reason) self.failed = reason end
+  function f:clientConnectionLost(c, reason) self.lostReason = reason end
+  local c = reactor.connectTCP("127.0.0.1", portno, f)
+  return c, f
+end
+
+local function stop(port)
+  local done = false
+  port:stopListening():addCallback(function() done = true end)
+  spin(function() return done end)
+end
+
+describe("braid.tcp", function()
+  local ports
+  before_each(function() ports = {} end)
+  after_each(function()
+    for _, p in ipairs(ports) do stop(p) end
+    resolver.installResolver(nil)
+  end)
+  local function listen(...)
+    local port, f, n = server(...)
+    ports[#ports + 1] = port
+    return port, f, n
+  end
+
+  it("echoes bytes between a client and a server on 127.0.0.1 port 0", function()
+    local _, _, n = listen(Echo)
+    assert.is_true(n > 0)
+    local _, cf = client(n, function(p) function p:onMade() self.transport:write("hello") end end)
+    spin(function() return cf.built[1] and cf.built[1]:received() == "hello" end)
+    cf.built[1].transport:loseConnection()
+    spin(function() return cf.built[1].lost == 1 end)
+    assert.is_truthy(cf.built[1].reason:check(errors.ConnectionDone))
+  end)
+
+  it("gives transports IPv4Address hosts and peers and per-process session numbers", function()
+    local _, sf, n = listen()
+    local _, cf = client(n)
+    spin(function() return sf.built[1] and cf.built[1] and cf.built[1].transport end)
+    local st, ct = sf.built[1].transport, cf.built[1].transport
+    assert.equal("TCP", st:getHost().type)
+    assert.equal("127.0.0.1", st:getPeer().host)
+    assert.equal(n, st:getHost().port)
+    assert.equal(n, ct:getPeer().port)
+    assert.equal(ct:getHost().port, st:getPeer().port)
+    assert.equal(("IPv4Address(type='TCP', host='127.0.0.1', port=%d)"):format(n), tostring(st:getHost()))
+    assert.is_true(st.connected)
+    assert.is_false(st.disconnecting)
+    assert.equal("number", math.type(st.sessionno) and "number")
+    assert.are_not.equal(st.sessionno, ct.sessionno)
+    ct:abortConnection()
+    spin(function() return sf.built[1].lost == 1 end)
+    assert.is_false(st.connected)
+  end)
+
+  it("flushes everything written before loseConnection, then ends with ConnectionDone", function()
+    local big = string.rep("abcdefgh", 256 * 1024) -- 2 MiB
+    local _, sf, n = listen(Rec, function(p)
+      function p:onMade()
+        self.transport:write(big)
+        self.transport:loseConnection()
+        self.transport:write("tail") -- queued after loseConnection: still sent
+        assert.is_true(self.transport.disconnecting)
+      end
+    end)
+    local _, cf = client(n)
+    spin(function() return cf.built[1] and cf.built[1].lost == 1 end)
+    assert.equal(#big + 4, #cf.built[1]:received())
+    assert.is_truthy(cf.built[1].reason:check(errors.ConnectionDone))
+    spin(function() return sf.built[1].lost == 1 end)
+    assert.is_truthy(sf.built[1].reason:check(errors.ConnectionDone))
+  end)
+
+  it("abortConnection drops queued output and gives ConnectionAborted", function()
+    local _, sf, n = listen(Rec, function(p)
+      function p:onMade()
+        self.transport:write(string.rep("x", 8 * 1024 * 1024))
+        self.transport:abortConnection()
+        self.transport:write("ignored") -- silently discarded
+      end
+    end)
+    local _, cf = client(n)
+    spin(function() return sf.built[1] and sf.built[1].lost == 1 and cf.built[1] and cf.built[1].lost == 1 end)
+    assert.is_truthy(sf.built[1].reason:check(errors.ConnectionAborted))
+    assert.is_truthy(cf.built[1].reason:check(errors.ConnectionClosed))
+    assert.is_true(#cf.built[1]:received() < 8 * 1024 * 1024)
+  end)
+
+  it("never calls connectionLost from inside loseConnection or a protocol method", function()
+    local seen
+    local _, sf, n = listen(Rec, function(p)
+      function p:onData()
+        self.transport:loseConnection()
+        seen = self.lost
+      end
+    end)
+    local _, cf = client(n, function(p) function p:onMade() self.transport:write("x") end end)
+    spin(function() return sf.built[1] and sf.built[1].lost == 1 end)
+    assert.is_nil(seen)
+    assert.same({ "made", "lost" }, sf.built[1].events)
+    spin(function() return cf.built[1].lost == 1 end)
+  end)
+
+  it("raises when writing a non-string", function()
+    local _, sf, n = listen()
+    client(n)
+    spin(function() return sf.built[1] and sf.built[1].transport end)
+    local t = sf.built[1].transport
+    assert.has_error(function() t:write(nil) end, "bad argument #1 to 'write' (string expected, got nil)")
+    assert.has_error(function() t:write({}) end)
+    t:abortConnection()
+    assert.has_error(function() t:write(nil) end, "bad argument #1 to 'write' (string expected, got nil)")
+    t:write("after abort is discarded")
+    spin(function() return sf.built[1].lost == 1 end)
+    t:write("after connectionLost is discarded")
+  end)
+
+  it("logs an error raised in dataReceived, aborts that connection with it, and serves on", function()
+    local logged = {}
+    local obs = function(ev) if ev.isError then logged[#logged + 1] = ev end end
+    log.addObserver(obs)
+    local prev = log.setErrorStream({ write = function() end, flush = function() end })
+    finally(function() log.removeObserver(obs) log.setErrorStream(prev) end)
+    local Bad = Rec:extend("Bad")
+    function Bad:dataReceived(d)
+      if d:find("boom") then error("boom in dataReceived") end
+      self.transport:write(d)
+    end
+    local _, sf, n = listen(Bad)
+    local _, cf = client(n, function(p) function p:onMade() self.transport:write("boom") end end)
+    spin(function() return sf.built[1] and sf.built[1].lost == 1 and cf.built[1].lost == 1 end)
+    assert.equal(1, #logged)
+    assert.matches("boom in dataReceived", sf.built[1].reason:getErrorMessage())
+    assert.matches("boom in dataReceived", tostring(logged[1].failure and logged[1].failure:getErrorMessage() or logged[1].text))
+    -- another connection is served normally
+    local _, cf2 = client(n, function(p) function p:onMade() self.transport:write("fine") end end)
+    spin(function() return cf2.built[1] and cf2.built[1]:received() == "fine" end)
+    cf2.built[1].transport:loseConnection()
+    spin(function() return cf2.built[1].lost == 1 end)
+  end)
+
+  it("only logs an error raised in connectionLost", function()
+    local logged = 0
+    local obs = function(ev) if ev.isError then logged = logged + 1 end end
+    log.addObserver(obs)
+    local prev = log.setErrorStream({ write = function() end, flush = function() end })
+    finally(function() log.removeObserver(obs) log.setErrorStream(prev) end)
+    local Bad = Rec:extend("BadLost")
+    function Bad:connectionLost() self.lost = 1 error("boom in connectionLost") end
+    local _, sf, n = listen(Bad)
+    local c = client(n)
+    spin(function() return sf.built[1] ~= nil end)
+    c:disconnect()
+    spin(function() return sf.built[1].lost == 1 end)
+    assert.equal(1, logged)
+  end)
+
+  it("sets the log system to Prefix,sessionno,peerhost while protocol methods run", function()
+    local sys
+    local _, sf, n = listen(Rec, function(p) function p:onData() sys = log.getSystem() end end)
+    local _, cf = client(n, function(p) function p:onMade() self.transport:write("x") end end)
+    spin(function() return sys ~= nil end)
+    assert.equal("Rec," .. sf.built[1].transport.sessionno .. ",127.0.0.1", sys)
+    assert.equal("-", log.getSystem())
+    cf.built[1].transport:loseConnection()
+    spin(function() return sf.built[1].lost == 1 end)
+  end)
+
+  it("tells a half-closeable protocol of read and write half-closes", function()
+    local Half = Rec:extend("Half")
+    function Half:readConnectionLost()
+      self.events[#self.events + 1] = "readLost"
+      self.transport:write("bye")
+      self.transport:loseConnection()
+    end
+    local _, sf, n = listen(Half)
+    local _, cf = client(n, function(p)
+      function p:onMade()
+        self.transport:write("req")
+        self.transport:loseWriteConnection()
+      end
+      function p.writeConnectionLost(self) self.events[#self.events + 1] = "writeLost" end
+    end)
+    spin(function() return cf.built[1] and cf.built[1].lost == 1 end)
+    assert.equal("bye", cf.built[1]:received())
+    assert.same({ "made", "writeLost", "lost" }, cf.built[1].events)
+    spin(function() return sf.built[1].lost == 1 end)
+    assert.same({ "made", "readLost", "lost" }, sf.built[1].events)
+    assert.equal("req", sf.built[1]:received())
+  end)
+
+  it("pauses a streaming producer past bufferSize and resumes it once drained", function()
+    local calls = {}
+    local prod = {
+      pauseProducing = function() calls[#calls + 1] = "pause" end,
+      resumeProducing = function() calls[#calls + 1] = "resume" end,
+      stopProducing = function() calls[#calls + 1] = "stop" end,
+    }
+    local _, sf, n = listen()
+    local _, cf = client(n)
+    spin(function() return sf.built[1] and cf.built[1] and cf.built[1].transport end)
+    local ct = cf.built[1].transport
+    sf.built[1].transport:pauseProducing() -- the server stops reading
+    ct:registerProducer(prod, true)
+    local chunk = string.rep("z", 64 * 1024)
+    local i = 0
+    while #calls == 0 and i < 1000 do ct:write(chunk) i = i + 1 end
+    assert.same({ "pause" }, calls)
+    assert.is_true(ct:getWriteBufferSize() > 64 * 1024)
+    sf.built[1].transport:resumeProducing()
+    spin(function() return calls[2] ~= nil end)
+    assert.same({ "pause", "resume" }, calls)
+    assert.equal(0, ct:getWriteBufferSize())
+    spin(function() return #sf.built[1]:received() == i * #chunk end)
+    ct:loseConnection()
+    spin(function() return cf.built[1].lost == 1 end)
+    assert.same({ "pause", "resume", "stop" }, calls)
+  end)
+
+  it("calls a pull producer's resumeProducing each time the buffer empties", function()
+    local n_resumes, t = 0, nil
+    local prod = {
+      resumeProducing = function()
+        n_resumes = n_resumes + 1
+        if n_resumes <= 3 then t:write("chunk" .. n_resumes) end
+      end,
+      stopProducing = function() end,
+    }
+    local _, sf, n = listen()
+    local _, cf = client(n)
+    spin(function() return sf.built[1] and cf.built[1] and cf.built[1].transport end)
+    t = cf.built[1].transport
+    t:registerProducer(prod, false)
+    spin(function() return n_resumes >= 4 end)
+    spin(function() return sf.built[1]:received() == "chunk1chunk2chunk3" end)
+    t:unregisterProducer()
+    t:loseConnection()
+    spin(function() return cf.built[1].lost == 1 end)
+  end)
+
+  it("refuses a second producer", function()
+    local _, sf, n = listen()
+    local _, cf = client(n)
+    spin(function() return cf.built[1] and cf.built[1].transport and sf.built[1] end)
+    local t = cf.built[1].transport
+    local p = { pauseProducing = function() end, resumeProducing = function() end, stopProducing = function() end }
+    t:registerProducer(p, true)
+    assert.has_error(function() t:registerProducer(p, true) end)
+    t:abortConnection()
+    spin(function() return cf.built[1].lost == 1 end)
+  end)
+
+  it("stops reading while paused and delivers again after resumeProducing", function()
+    local _, sf, n = listen()
+    local _, cf = client(n)
+    spin(function() return sf.built[1] and cf.built[1] and cf.built[1].transport end)
+    sf.built[1].transport:pauseProducing()
+    cf.built[1].transport:write("data")
+    for _ = 1, 5 do reactor.iterate(0.01) end
+    assert.equal("", sf.built[1]:received())
+    sf.built[1].transport:resumeProducing()
+    spin(function() return sf.built[1]:received() == "data" end)
+    cf.built[1].transport:loseConnection()
+    spin(function() return sf.built[1].lost == 1 end)
+  end)
+
+  it("sets and reads TCP_NODELAY and SO_KEEPALIVE", function()
+    local _, sf, n = listen()
+    client(n)
+    spin(function() return sf.built[1] and sf.built[1].transport end)
+    local t = sf.built[1].transport
+    t:setTcpNoDelay(false)
+    assert.is_false(t:getTcpNoDelay())
+    t:setTcpNoDelay(true)
+    assert.is_true(t:getTcpNoDelay())
+    assert.is_false(t:getTcpKeepAlive())
+    t:setTcpKeepAlive(true)
+    assert.is_true(t:getTcpKeepAlive())
+    t:abortConnection()
+    spin(function() return sf.built[1].lost == 1 end)
+  end)
+
+  it("fails with ConnectionRefusedError after startedConnecting", function()
+    local port, _, n = server()
+    stop(port)
+    local f = protocol.ClientFactory.forProtocol(Rec)
+    f.noisy = false
+    local events = {}
+    function f:startedConnecting(c) events[#events + 1] = "started:" .. c.state end
+    function f:clientConnectionFailed(c, reason) events[#events + 1] = "failed:" .. c.state; self.reason = reason end
+    local c = reactor.connectTCP("127.0.0.1", n, f)
+    assert.equal("connecting", c.state)
+    spin(function() return f.reason ~= nil end)
+    assert.same({ "started:connecting", "failed:disconnected" }, events)
+    assert.is_truthy(f.reason:check(errors.ConnectionRefusedError))
+    assert.equal("disconnected", c.state)
+  end)
+
+  it("fails with TimeoutError when connecting takes longer than the timeout", function()
+    resolver.installResolver({ getHostByName = function() return defer.Deferred() end })
+    local f = protocol.ClientFactory.forProtocol(Rec)
+    f.noisy = false
+    function f:clientConnectionFailed(_, reason) self.reason = reason end
+    reactor.connectTCP("slow.example", 80, f, 0.05)
+    spin(function() return f.reason ~= nil end)
+    assert.is_truthy(f.reason:check(errors.TimeoutError))
+  end)
+
+  it("fails with DNSLookupError when the name does not resolve", function()
+    resolver.installResolver({ getHostByName = function() return defer.fail(errors.DNSLookupError("nope")) end })
+    local f = protocol.ClientFactory.forProtocol(Rec)
+    f.noisy = false
+    function f:clientConnectionFailed(_, reason) self.reason = reason end
+    reactor.connectTCP("nothing.invalid", 80, f)
+    spin(function() return f.reason ~= nil end)
+    assert.is_truthy(f.reason:check(errors.DNSLookupError))
+  end)
+
+  it("tries every address of a name in turn until one connects", function()
+    local _, sf, n = listen()
+    local dead, _, dn = server()
+    stop(dead)
+    local seen
+    resolver.installResolver({ getHostByName = function(_, name)
+      seen = name
+      return defer.succeed({ { family = "INET", host = "127.0.0.2" == "x" and "" or "127.0.0.1" },
+                             { family = "INET", host = "127.0.0.1" } })
+    end })
+    local f = protocol.ClientFactory.forProtocol(Rec)
+    f.noisy = false
+    local c = reactor.connectTCP("twice.example", n, f)
+    spin(function() return sf.built[1] ~= nil end)
+    assert.equal("twice.example", seen)
+    assert.equal("connected", c.state)
+    assert.equal("twice.example", c:getDestination().host)
+    c:disconnect()
+    spin(function() return sf.built[1].lost == 1 end)
+    assert.is_true(dn > 0)
+  end)
+
+  it("stopConnecting raises NotConnectingError unless connecting, and fails the attempt with UserError", function()
+    resolver.installResolver({ getHostByName = function() return defer.Deferred() end })
+    local f = protocol.ClientFactory.forProtocol(Rec)
+    f.noisy = false
+    function f:clientConnectionFailed(_, reason) self.reason = reason end
+    local c = reactor.connectTCP("slow.example", 80, f)
+    c:stopConnecting()
+    assert.is_truthy(f.reason:check(errors.UserError))
+    assert.equal("disconnected", c.state)
+    assert.has_error(function() c:stopConnecting() end, errors.NotConnectingError())
+  end)
+
+  it("raises CannotListenError when the port is in use", function()
+    local _, _, n = listen()
+    local ok, e = pcall(reactor.listenTCP, n, Factory.forProtocol(Rec), 50, "127.0.0.1")
+    assert.is_false(ok)
+    assert.is_true(errors.CannotListenError:isinstance(e))
+    assert.matches("Couldn't listen on 127.0.0.1:" .. n, tostring(e))
+  end)
+
+  it("listens on an IPv6 literal", function()
+    local f = Factory.forProtocol(Echo)
+    f.noisy = false
+    local ok, port = pcall(reactor.listenTCP, 0, f, 50, "::1")
+    if not ok then return end -- no IPv6 here
+    ports[#ports + 1] = port
+    assert.equal("::1", port:getHost().host)
+    local cf = protocol.ClientFactory.forProtocol(Rec)
+    cf.noisy = false
+    cf.built = {}
+    function cf:buildProtocol() local p = Rec() p.factory = self self.built[1] = p return p end
+    reactor.connectTCP("::1", port:getHost().port, cf)
+    spin(function() return cf.built[1] and cf.built[1].transport end)
+    local t = cf.built[1].transport
+    assert.matches("^IPv6Address%(type='TCP', host='::1', port=%d+, flowInfo=0, scopeID=0%)$", tostring(t:getPeer()))
+    t:write("six")
+    spin(function() return cf.built[1]:received() == "six" end)
+    t:loseConnection()
+    spin(function() return cf.built[1].lost == 1 end)
+  end)
+
+  it("stopListening fires its Deferred once closed and stops the factory", function()
+    local f = Factory.forProtocol(Rec)
+    f.noisy = false
+    local calls = {}
+    function f:startFactory() calls[#calls + 1] = "start" end
+    function f:stopFactory() calls[#calls + 1] = "stop" end
+    local port = reactor.listenTCP(0, f, 50, "127.0.0.1")
+    local n = port:getHost().port
+    assert.same({ "start" }, calls)
+    local fired = false
+    port:stopListening():addCallback(function() fired = true end)
+    spin(function() return fired end)
+    assert.same({ "start", "stop" }, calls)
+    assert.equal(n, port:getHost().port)
+    local cf = protocol.ClientFactory.forProtocol(Rec)
+    cf.noisy = false
+    function cf:clientConnectionFailed(_, r) self.reason = r end
+    reactor.connectTCP("127.0.0.1", n, cf)
+    spin(function() return cf.reason ~= nil end)
+    assert.is_truthy(cf.reason:check(errors.ConnectionRefusedError))
+  end)
+
+  it("looks a plain-table protocol's methods up on every event", function()
+    local P = {}
+    local got = {}
+    function P:dataReceived(d) got[#got + 1] = "v1:" .. d end
+    local f = { protocol = P, noisy = false }
+    local port = reactor.listenTCP(0, f, 50, "127.0.0.1")
+    ports[#ports + 1] = port
+    local _, cf = client(port:getHost().port)
+    spin(function() return cf.built[1] and cf.built[1].transport end)
+    local t = cf.built[1].transport
+    t:write("a")
+    spin(function() return #got == 1 end)
+    function P:dataReceived(d) got[#got + 1] = "v2:" .. d end
+    t:write("b")
+    spin(function() return #got == 2 end)
+    assert.same({ "v1:a", "v2:b" }, got)
+    assert.is_nil(rawget(P, "transport"))
+    t:loseConnection()
+    spin(function() return cf.built[1].lost == 1 end)
+  end)
+
+  it("aborts a connection whose connectionMade raises, with that error", function()
+    local log = require "braid.log"
+    local prev = log.setErrorStream({ write = function() end, flush = function() end })
+    finally(function() log.setErrorStream(prev) end)
+    local Bad = Rec:extend("BadMade")
+    function Bad:connectionMade() error("no thanks") end
+    local _, sf, n = listen(Bad)
+    local _, cf = client(n)
+    spin(function() return sf.built[1] and sf.built[1].lost == 1 and cf.built[1] and cf.built[1].lost == 1 end)
+    assert.matches("no thanks", sf.built[1].reason:getErrorMessage())
+    assert.is_truthy(cf.built[1].reason:check(errors.ConnectionClosed))
+  end)
+
+  it("binds the client side to bindAddress", function()
+    local _, sf, n = listen()
+    local f = protocol.ClientFactory.forProtocol(Rec)
+    f.noisy = false
+    local c = reactor.connectTCP("127.0.0.1", n, f, 5, { "127.0.0.1", 0 })
+    spin(function() return sf.built[1] and sf.built[1].transport end)
+    assert.equal("127.0.0.1", sf.built[1].transport:getPeer().host)
+    c:disconnect()
+    spin(function() return sf.built[1].lost == 1 end)
+  end)
+
+  it("keeps connections alive with no Lua reference to them", function()
+    local _, _, n = listen(Echo)
+    local got = {}
+    local C = {}
+    function C:connectionMade() self.transport:write("ping") end
+    function C:dataReceived(d) got[#got + 1] = d self.transport:loseConnection() end
+    reactor.connectTCP("127.0.0.1", n, { protocol = C, noisy = false })
+    collectgarbage()
+    collectgarbage()
+    spin(function() return got[1] == "ping" end)
+  end)
+
+  it("survives two thousand connections opened and closed, some reset mid-write", function()
+    local Spew = Protocol:extend("Spew")
+    function Spew:connectionMade() self.transport:write(string.rep("s", 256 * 1024)) end
+    local _, _, n = listen(Spew)
+    local done, total = 0, 2000
+    local C = Protocol:extend("C")
+    function C:dataReceived()
+      if self.transport.sessionno % 2 == 0 then self.transport:abortConnection()
+      else self.transport:loseConnection() end
+    end
+    function C:connectionLost() done = done + 1 end
+    local f = protocol.ClientFactory.forProtocol(C)
+    f.noisy = false
+    local started = 0
+    local function more()
+      while started < total and started - done < 100 do
+        started = started + 1
+        reactor.connectTCP("127.0.0.1", n, f)
+      end
+    end
+    spin(function() more() return done == total end, 30)
+    spin(function() return core.tcp_pending() == 0 end)
+  end)
+end)

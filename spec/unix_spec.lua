@@ -1,0 +1,76 @@
+-- spec for runtime/tcp.c and lua/braid/tcp.lua: UNIX stream sockets
+local reactor = require "braid.reactor"
+local core = require "braid.core"
+local protocol = require "braid.protocol"
+local errors = require "braid.error"
+
+local function spin(cond, limit)
+  local deadline = core.monotonic() + (limit or 5)
+  while not cond() do
+    if core.monotonic() > deadline then error("timed out waiting", 2) end
+    reactor.iterate(0.05)
+  end
+end
+
+local function tmppath()
+  local p = os.tmpname()
+  os.remove(p)
+  return p .. ".sock"
+end
+
+describe("braid.tcp UNIX sockets", function()
+  it("echoes over a UNIX socket and reports UNIXAddress hosts", function()
+    local path = tmppath()
+    local Echo = protocol.Protocol:extend("Echo")
+    local server
+    function Echo:connectionMade() server = self end
+    function Echo:dataReceived(d) self.transport:write(d) end
+    local f = protocol.Factory.forProtocol(Echo)
+    f.noisy = false
+    local port = reactor.listenUNIX(path, f)
+    assert.equal("UNIX", port:getHost().type)
+    assert.equal(path, port:getHost().name)
+    local got, lost = "", nil
+    local C = {}
+    function C:connectionMade() self.transport:write("over unix") end
+    function C:dataReceived(d) got = got .. d if got == "over unix" then self.transport:loseConnection() end end
+    function C:connectionLost(r) lost = r end
+    local c = reactor.connectUNIX(path, { protocol = C, noisy = false })
+    spin(function() return lost ~= nil end)
+    assert.equal("over unix", got)
+    assert.is_truthy(lost:check(errors.ConnectionDone))
+    assert.equal("UNIXAddress('" .. path .. "')", tostring(server.transport:getHost()))
+    assert.equal(path, c:getDestination().name)
+    local done = false
+    port:stopListening():addCallback(function() done = true end)
+    spin(function() return done end)
+    assert.is_nil(io.open(path, "r"))
+  end)
+
+  it("applies the mode to the socket file", function()
+    local path = tmppath()
+    local f = protocol.Factory.forProtocol(protocol.Protocol)
+    f.noisy = false
+    local port = reactor.listenUNIX(path, f, 5, tonumber("600", 8))
+    local mode = io.popen("stat -c %a " .. path):read("l")
+    assert.equal("600", mode)
+    local done = false
+    port:stopListening():addCallback(function() done = true end)
+    spin(function() return done end)
+  end)
+
+  it("fails connectUNIX to a missing path with a ConnectError", function()
+    local f = protocol.ClientFactory.forProtocol(protocol.Protocol)
+    f.noisy = false
+    function f:clientConnectionFailed(_, r) self.reason = r end
+    reactor.connectUNIX(tmppath(), f)
+    spin(function() return f.reason ~= nil end)
+    assert.is_truthy(f.reason:check(errors.ConnectError))
+  end)
+
+  it("raises CannotListenError for a path in a missing directory", function()
+    local ok, e = pcall(reactor.listenUNIX, "/nonexistent-dir/x.sock", { protocol = {} })
+    assert.is_false(ok)
+    assert.is_true(errors.CannotListenError:isinstance(e))
+  end)
+end)
