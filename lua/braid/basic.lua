@@ -1,0 +1,359 @@
+--- braid.basic: framing receivers (twisted.protocols.basic).
+-- test-case-name: spec/basic_spec.lua
+--
+-- Every receiver keeps its unconsumed input in a frame buffer: the C
+-- `braid.core.framebuf()` when the runtime provides it (runtime/framing.c),
+-- else `LuaFrameBuffer`, a pure-Lua buffer with the same interface.
+local class = require "braid.class"
+local errors = require "braid.error"
+local Protocol = require("braid.protocol").Protocol
+
+local M = {}
+
+local type, error, string_pack = type, error, string.pack
+local find, sub = string.find, string.sub
+
+M.StringTooLongError = errors.class("StringTooLongError", errors.ValueError)
+M.NetstringParseError = errors.class("NetstringParseError", errors.ValueError)
+
+---------------------------------------------------------------------------
+-- Pure-Lua frame buffer: the fallback, and the reference the C one must match.
+
+local LuaFrameBuffer = {}
+LuaFrameBuffer.__index = LuaFrameBuffer
+M.LuaFrameBuffer = LuaFrameBuffer
+
+--- A new empty pure-Lua frame buffer.
+function LuaFrameBuffer.new()
+  return setmetatable({ _s = "", _pos = 1 }, LuaFrameBuffer)
+end
+
+function LuaFrameBuffer:append(data)
+  if type(data) ~= "string" then errors.checktype("append", 1, data, "string") end
+  if data == "" then return end
+  local s, pos = self._s, self._pos
+  if pos > 1 then s = sub(s, pos) end
+  self._s, self._pos = s .. data, 1
+end
+
+function LuaFrameBuffer:len()
+  return #self._s - self._pos + 1
+end
+
+local function consume(self, n)
+  local pos = self._pos + n
+  if pos > #self._s then self._s, pos = "", 1 end
+  self._pos = pos
+end
+
+function LuaFrameBuffer:nextLine(delim, max)
+  local s, pos = self._s, self._pos
+  local i = find(s, delim, pos, true)
+  if not i then
+    if #s - pos + 1 >= max + #delim then return false, "toolong" end
+    return nil
+  end
+  if i - pos > max then return false, "toolong" end
+  local line = sub(s, pos, i - 1)
+  consume(self, i - pos + #delim)
+  return line
+end
+
+function LuaFrameBuffer:nextNetstring(max)
+  local s, pos = self._s, self._pos
+  local maxdigits = #tostring(max)
+  local _, e, digits = find(s, "^(%d*)", pos)
+  local nd = #digits
+  if nd > maxdigits then return false, "toolong" end
+  if nd > 0 and tonumber(digits) > max then return false, "toolong" end
+  if e == #s then return nil end
+  if nd == 0 or sub(s, e + 1, e + 1) ~= ":" or (nd > 1 and sub(digits, 1, 1) == "0") then
+    return false, "malformed"
+  end
+  local n = tonumber(digits)
+  if #s < e + 1 + n + 1 then return nil end
+  if sub(s, e + 2 + n, e + 2 + n) ~= "," then return false, "malformed" end
+  local str = sub(s, e + 2, e + 1 + n)
+  consume(self, e + 2 + n - pos + 1)
+  return str
+end
+
+local FMT = { [1] = ">I1", [2] = ">I2", [4] = ">I4" }
+
+function LuaFrameBuffer:nextPrefixed(k, max)
+  local s, pos = self._s, self._pos
+  if #s - pos + 1 < k then return nil end
+  local n = string.unpack(FMT[k], s, pos)
+  if n > max then return false, "toolong", n end
+  if #s - pos + 1 < k + n then return nil end
+  local str = sub(s, pos + k, pos + k + n - 1)
+  consume(self, k + n)
+  return str
+end
+
+function LuaFrameBuffer:take(n)
+  local s, pos = self._s, self._pos
+  local str = sub(s, pos, pos + n - 1)
+  consume(self, #str)
+  return str
+end
+
+function LuaFrameBuffer:takeAll()
+  local str = sub(self._s, self._pos)
+  self._s, self._pos = "", 1
+  return str
+end
+
+function LuaFrameBuffer:clear()
+  self._s, self._pos = "", 1
+end
+
+local ok_core, core = pcall(require, "braid.core")
+local c_framebuf = ok_core and type(core) == "table" and core.framebuf or nil
+
+--- The C frame buffer constructor, or nil when the runtime lacks it.
+M.cFrameBuffer = c_framebuf
+
+--- A new frame buffer: C when available, else pure Lua.
+-- Receivers call `self:_newFrameBuffer()`, so a class (or a spec) may set
+-- `_newFrameBuffer = basic.LuaFrameBuffer.new` to force the fallback.
+function M.newFrameBuffer()
+  if c_framebuf then return c_framebuf() end
+  return LuaFrameBuffer.new()
+end
+
+local function buffer_of(self)
+  local b = self._fbuf
+  if b == nil then
+    b = self._newFrameBuffer()
+    self._fbuf = b
+  end
+  return b
+end
+
+local function not_implemented(name)
+  return function(self)
+    error(errors.NotImplementedError(("%s.%s is not implemented")
+      :format(class.nameof(self), name)), 2)
+  end
+end
+
+---------------------------------------------------------------------------
+-- Pausing (twisted.protocols.basic._PausableMixin)
+
+local function pauseProducing(self)
+  self.paused = true
+  self.transport:pauseProducing()
+end
+
+local function resumeProducing(self)
+  self.paused = false
+  self:dataReceived("")
+  if self.transport then self.transport:resumeProducing() end
+end
+
+local function stopProducing(self)
+  self.paused = true
+  self.transport:stopProducing()
+end
+
+---------------------------------------------------------------------------
+-- LineReceiver
+
+local LineReceiver = Protocol:extend("LineReceiver")
+M.LineReceiver = LineReceiver
+LineReceiver.delimiter = "\r\n"
+LineReceiver.MAX_LENGTH = 16384
+LineReceiver.line_mode = true
+LineReceiver.paused = false
+LineReceiver._busy = false
+LineReceiver._newFrameBuffer = M.newFrameBuffer
+LineReceiver.pauseProducing = pauseProducing
+LineReceiver.resumeProducing = resumeProducing
+LineReceiver.stopProducing = stopProducing
+
+--- Clear the buffer; returns the bytes that were buffered.
+-- @return string
+function LineReceiver:clearLineBuffer()
+  return buffer_of(self):takeAll()
+end
+
+--- Frame data into lines (or pass it on raw in raw mode).
+function LineReceiver:dataReceived(data)
+  local buf = buffer_of(self)
+  buf:append(data)
+  if self._busy then return end -- re-entered from lineReceived: the loop below sees it
+  self._busy = true
+  local ok, why = pcall(self._deliver, self, buf)
+  self._busy = false
+  if not ok then error(why, 0) end
+  return why
+end
+
+function LineReceiver:_deliver(buf)
+  while not self.paused and buf:len() > 0 do
+    if self.line_mode then
+      local line = buf:nextLine(self.delimiter, self.MAX_LENGTH)
+      if line == nil then return end
+      if line == false then -- reason is "toolong"
+        local why = self:lineLengthExceeded(buf:takeAll())
+        if why then return why end
+        local t = self.transport
+        if t and t.disconnecting then return end
+        -- a lineLengthExceeded that calls setLineMode(rest) goes on here
+      else
+        local why = self:lineReceived(line)
+        if why then return why end
+        local t = self.transport
+        if t and t.disconnecting then return end
+      end
+    else
+      local why = self:rawDataReceived(buf:takeAll())
+      if why then return why end
+    end
+  end
+end
+
+--- Switch to line mode; `extra` is then processed as received data.
+function LineReceiver:setLineMode(extra)
+  self.line_mode = true
+  if extra ~= nil and extra ~= "" then return self:dataReceived(extra) end
+end
+
+--- Switch to raw mode: data goes to rawDataReceived.
+function LineReceiver:setRawMode()
+  self.line_mode = false
+end
+
+LineReceiver.rawDataReceived = not_implemented("rawDataReceived")
+LineReceiver.lineReceived = not_implemented("lineReceived")
+
+--- Write line followed by the delimiter.
+function LineReceiver:sendLine(line)
+  return self.transport:write(line .. self.delimiter)
+end
+
+--- Called with the buffered data from a too-long line on; closes by default.
+function LineReceiver:lineLengthExceeded(line) -- luacheck: ignore line
+  return self.transport:loseConnection()
+end
+
+---------------------------------------------------------------------------
+-- LineOnlyReceiver
+
+local LineOnlyReceiver = Protocol:extend("LineOnlyReceiver")
+M.LineOnlyReceiver = LineOnlyReceiver
+LineOnlyReceiver.delimiter = "\r\n"
+LineOnlyReceiver.MAX_LENGTH = 16384
+LineOnlyReceiver._newFrameBuffer = M.newFrameBuffer
+
+function LineOnlyReceiver:dataReceived(data)
+  local buf = buffer_of(self)
+  buf:append(data)
+  local delim, max, t = self.delimiter, self.MAX_LENGTH, self.transport
+  while true do
+    if t and t.disconnecting then return end
+    local line = buf:nextLine(delim, max)
+    if line == nil then return end
+    if line == false then return self:lineLengthExceeded(buf:takeAll()) end
+    self:lineReceived(line)
+  end
+end
+
+LineOnlyReceiver.lineReceived = not_implemented("lineReceived")
+
+function LineOnlyReceiver:sendLine(line)
+  return self.transport:write(line .. self.delimiter)
+end
+
+function LineOnlyReceiver:lineLengthExceeded(line) -- luacheck: ignore line
+  return self.transport:loseConnection()
+end
+
+---------------------------------------------------------------------------
+-- NetstringReceiver
+
+local NetstringReceiver = Protocol:extend("NetstringReceiver")
+M.NetstringReceiver = NetstringReceiver
+NetstringReceiver.MAX_LENGTH = 99999
+NetstringReceiver.brokenPeer = false
+NetstringReceiver._newFrameBuffer = M.newFrameBuffer
+
+function NetstringReceiver:dataReceived(data)
+  local buf = buffer_of(self)
+  buf:append(data)
+  while not self.brokenPeer do
+    local s, reason = buf:nextNetstring(self.MAX_LENGTH)
+    if s == nil then return end
+    if s == false then
+      self.brokenPeer = true
+      self._parseError = M.NetstringParseError(reason == "toolong"
+        and "netstring too long" or "malformed netstring")
+      return self:_handleParseError()
+    end
+    self:stringReceived(s)
+  end
+end
+
+function NetstringReceiver:_handleParseError()
+  return self.transport:loseConnection()
+end
+
+NetstringReceiver.stringReceived = not_implemented("stringReceived")
+
+--- Send s as a netstring.
+function NetstringReceiver:sendString(s)
+  return self.transport:write(#s .. ":" .. s .. ",")
+end
+
+---------------------------------------------------------------------------
+-- IntNStringReceiver
+
+local IntNStringReceiver = Protocol:extend("IntNStringReceiver")
+M.IntNStringReceiver = IntNStringReceiver
+IntNStringReceiver.MAX_LENGTH = 99999
+IntNStringReceiver.paused = false
+IntNStringReceiver._newFrameBuffer = M.newFrameBuffer
+IntNStringReceiver.pauseProducing = pauseProducing
+IntNStringReceiver.resumeProducing = resumeProducing
+IntNStringReceiver.stopProducing = stopProducing
+
+function IntNStringReceiver:dataReceived(data)
+  local buf = buffer_of(self)
+  buf:append(data)
+  local k = self.prefixLength
+  while not self.paused do
+    local s, _, length = buf:nextPrefixed(k, self.MAX_LENGTH)
+    if s == nil then return end
+    if s == false then return self:lengthLimitExceeded(length) end
+    self:stringReceived(s)
+  end
+end
+
+IntNStringReceiver.stringReceived = not_implemented("stringReceived")
+
+--- Called when a prefix announces more than MAX_LENGTH; closes by default.
+function IntNStringReceiver:lengthLimitExceeded(length) -- luacheck: ignore length
+  return self.transport:loseConnection()
+end
+
+--- Send s with its length prefix; raises StringTooLongError if s does
+-- not fit the prefix (nothing is written then).
+function IntNStringReceiver:sendString(s)
+  if type(s) ~= "string" then errors.checktype("sendString", 1, s, "string") end
+  local k = self.prefixLength
+  if k < 8 and #s >= 1 << (8 * k) then
+    error(M.StringTooLongError(("Try to send %d bytes whereas maximum is %d")
+      :format(#s, (1 << (8 * k)) - 1)), 2)
+  end
+  return self.transport:write(string_pack(self.structFormat, #s) .. s)
+end
+
+M.Int8StringReceiver = IntNStringReceiver:extend("Int8StringReceiver",
+  { prefixLength = 1, structFormat = ">I1" })
+M.Int16StringReceiver = IntNStringReceiver:extend("Int16StringReceiver",
+  { prefixLength = 2, structFormat = ">I2" })
+M.Int32StringReceiver = IntNStringReceiver:extend("Int32StringReceiver",
+  { prefixLength = 4, structFormat = ">I4" })
+
+return M

@@ -1,0 +1,495 @@
+--- braid.policies: wrapping factories and timeouts (twisted.protocols.policies).
+-- test-case-name: spec/policies_spec.lua
+--
+-- Timed pieces schedule through `self:callLater(delay, f)`, which uses the
+-- object's `clock` field when set (a task.Clock in specs), else the reactor.
+local class = require "braid.class"
+local protocol = require "braid.protocol"
+
+local M = {}
+
+local Protocol, ServerFactory = protocol.Protocol, protocol.ServerFactory
+local pairs, tostring, type = pairs, tostring, type
+
+local function call_later(self, delay, f, ...)
+  local c = self.clock
+  if c then return c:callLater(delay, f, ...) end
+  return require("braid.reactor").callLater(delay, f, ...)
+end
+
+local function cancel_quietly(dc)
+  if dc and (dc.active == nil or dc:active()) then pcall(dc.cancel, dc) end
+end
+
+local function build(f, addr)
+  return protocol.call(f, protocol.Factory, "buildProtocol", addr)
+end
+
+---------------------------------------------------------------------------
+-- ProtocolWrapper / WrappingFactory
+
+local ProtocolWrapper = Protocol:extend("ProtocolWrapper")
+M.ProtocolWrapper = ProtocolWrapper
+ProtocolWrapper.disconnecting = false
+
+--- ProtocolWrapper(factory, wrappedProtocol): stands between a transport
+-- and wrappedProtocol, acting as the transport of the latter.
+function ProtocolWrapper:init(factory, wrappedProtocol)
+  self.factory = factory
+  self.wrappedProtocol = wrappedProtocol
+end
+
+function ProtocolWrapper:logPrefix()
+  local w = self.wrappedProtocol
+  local inner = w and w.logPrefix and w:logPrefix() or "Protocol"
+  return inner .. " (" .. class.nameof(self) .. ")"
+end
+
+function ProtocolWrapper:makeConnection(transport)
+  Protocol.makeConnection(self, transport)
+  self.factory:registerProtocol(self)
+  self.wrappedProtocol:makeConnection(self)
+end
+
+-- transport side
+function ProtocolWrapper:write(data) return self.transport:write(data) end
+function ProtocolWrapper:writeSequence(list) return self.transport:writeSequence(list) end
+function ProtocolWrapper:loseConnection()
+  self.disconnecting = true
+  return self.transport:loseConnection()
+end
+function ProtocolWrapper:abortConnection()
+  self.disconnecting = true
+  return self.transport:abortConnection()
+end
+function ProtocolWrapper:getPeer() return self.transport:getPeer() end
+function ProtocolWrapper:getHost() return self.transport:getHost() end
+function ProtocolWrapper:registerProducer(p, s) return self.transport:registerProducer(p, s) end
+function ProtocolWrapper:unregisterProducer() return self.transport:unregisterProducer() end
+function ProtocolWrapper:pauseProducing() return self.transport:pauseProducing() end
+function ProtocolWrapper:resumeProducing() return self.transport:resumeProducing() end
+function ProtocolWrapper:stopProducing() return self.transport:stopProducing() end
+function ProtocolWrapper:getWriteBufferSize()
+  local t = self.transport
+  return t.getWriteBufferSize and t:getWriteBufferSize() or 0
+end
+
+-- protocol side
+function ProtocolWrapper:dataReceived(data) return self.wrappedProtocol:dataReceived(data) end
+function ProtocolWrapper:connectionLost(reason)
+  self.factory:unregisterProtocol(self)
+  self.connected = false
+  return self.wrappedProtocol:connectionLost(reason)
+end
+
+local WrappingFactory = ServerFactory:extend("WrappingFactory")
+M.WrappingFactory = WrappingFactory
+WrappingFactory.protocol = ProtocolWrapper
+
+function WrappingFactory:init(wrappedFactory)
+  self.wrappedFactory = wrappedFactory
+  self.protocols = {}
+end
+
+function WrappingFactory:doStart()
+  protocol.call(self.wrappedFactory, protocol.Factory, "doStart")
+  return ServerFactory.doStart(self)
+end
+
+function WrappingFactory:doStop()
+  protocol.call(self.wrappedFactory, protocol.Factory, "doStop")
+  return ServerFactory.doStop(self)
+end
+
+function WrappingFactory:buildProtocol(addr)
+  local inner = build(self.wrappedFactory, addr)
+  if inner == nil then return nil end
+  return self.protocol(self, inner)
+end
+
+function WrappingFactory:registerProtocol(p) self.protocols[p] = true end
+function WrappingFactory:unregisterProtocol(p) self.protocols[p] = nil end
+WrappingFactory.callLater = call_later
+
+---------------------------------------------------------------------------
+-- ThrottlingFactory
+
+local ThrottlingProtocol = ProtocolWrapper:extend("ThrottlingProtocol")
+M.ThrottlingProtocol = ThrottlingProtocol
+
+function ThrottlingProtocol:write(data)
+  self.factory:registerWritten(#data)
+  return ProtocolWrapper.write(self, data)
+end
+
+function ThrottlingProtocol:writeSequence(list)
+  local n = 0
+  for _, s in ipairs(list) do n = n + #s end
+  self.factory:registerWritten(n)
+  return ProtocolWrapper.writeSequence(self, list)
+end
+
+function ThrottlingProtocol:dataReceived(data)
+  self.factory:registerRead(#data)
+  return ProtocolWrapper.dataReceived(self, data)
+end
+
+function ThrottlingProtocol:registerProducer(producer, streaming)
+  self.producer = producer
+  return ProtocolWrapper.registerProducer(self, producer, streaming)
+end
+
+function ThrottlingProtocol:unregisterProducer()
+  self.producer = nil
+  return ProtocolWrapper.unregisterProducer(self)
+end
+
+function ThrottlingProtocol:throttleReads() self.transport:pauseProducing() end
+function ThrottlingProtocol:unthrottleReads() self.transport:resumeProducing() end
+function ThrottlingProtocol:throttleWrites()
+  if self.producer then self.producer:pauseProducing() end
+end
+function ThrottlingProtocol:unthrottleWrites()
+  if self.producer then self.producer:resumeProducing() end
+end
+
+local ThrottlingFactory = WrappingFactory:extend("ThrottlingFactory")
+M.ThrottlingFactory = ThrottlingFactory
+ThrottlingFactory.protocol = ThrottlingProtocol
+
+--- ThrottlingFactory(wrappedFactory, maxConnectionCount?, readLimit?, writeLimit?):
+-- limits are bytes per second; over a limit, reads (the transports) or
+-- writes (registered producers) pause for the excess fraction of a second.
+function ThrottlingFactory:init(wrappedFactory, maxConnectionCount, readLimit, writeLimit)
+  WrappingFactory.init(self, wrappedFactory)
+  self.connectionCount = 0
+  self.maxConnectionCount = maxConnectionCount or math.huge
+  self.readLimit = readLimit
+  self.writeLimit = writeLimit
+  self.readThisSecond = 0
+  self.writtenThisSecond = 0
+end
+
+function ThrottlingFactory:registerWritten(n) self.writtenThisSecond = self.writtenThisSecond + n end
+function ThrottlingFactory:registerRead(n) self.readThisSecond = self.readThisSecond + n end
+
+function ThrottlingFactory:checkReadBandwidth()
+  if self.readThisSecond > self.readLimit then
+    self:throttleReads()
+    local t = self.readThisSecond / self.readLimit - 1.0
+    self.unthrottleReadsID = self:callLater(t, function() self:unthrottleReads() end)
+  end
+  self.readThisSecond = 0
+  self.checkReadBandwidthID = self:callLater(1, function() self:checkReadBandwidth() end)
+end
+
+function ThrottlingFactory:checkWriteBandwidth()
+  if self.writtenThisSecond > self.writeLimit then
+    self:throttleWrites()
+    local t = self.writtenThisSecond / self.writeLimit - 1.0
+    self.unthrottleWritesID = self:callLater(t, function() self:unthrottleWrites() end)
+  end
+  self.writtenThisSecond = 0
+  self.checkWriteBandwidthID = self:callLater(1, function() self:checkWriteBandwidth() end)
+end
+
+local function each(self, name)
+  local list = {}
+  for p in pairs(self.protocols) do list[#list + 1] = p end
+  for _, p in ipairs(list) do p[name](p) end
+end
+
+function ThrottlingFactory:throttleReads() self.unthrottleReadsID = nil; each(self, "throttleReads") end
+function ThrottlingFactory:unthrottleReads() self.unthrottleReadsID = nil; each(self, "unthrottleReads") end
+function ThrottlingFactory:throttleWrites() self.unthrottleWritesID = nil; each(self, "throttleWrites") end
+function ThrottlingFactory:unthrottleWrites() self.unthrottleWritesID = nil; each(self, "unthrottleWrites") end
+
+function ThrottlingFactory:buildProtocol(addr)
+  if self.connectionCount == 0 then
+    if self.readLimit ~= nil then self:checkReadBandwidth() end
+    if self.writeLimit ~= nil then self:checkWriteBandwidth() end
+  end
+  if self.connectionCount < self.maxConnectionCount then
+    local p = WrappingFactory.buildProtocol(self, addr)
+    if p ~= nil then self.connectionCount = self.connectionCount + 1 end
+    return p
+  end
+  return nil
+end
+
+function ThrottlingFactory:unregisterProtocol(p)
+  WrappingFactory.unregisterProtocol(self, p)
+  self.connectionCount = self.connectionCount - 1
+  if self.connectionCount == 0 then
+    for _, k in ipairs({ "unthrottleReadsID", "checkReadBandwidthID",
+        "unthrottleWritesID", "checkWriteBandwidthID" }) do
+      cancel_quietly(self[k])
+      self[k] = nil
+    end
+  end
+end
+
+---------------------------------------------------------------------------
+-- LimitConnectionsByPeer, LimitTotalConnectionsFactory
+
+local LimitConnectionsByPeer = WrappingFactory:extend("LimitConnectionsByPeer")
+M.LimitConnectionsByPeer = LimitConnectionsByPeer
+LimitConnectionsByPeer.maxConnectionsPerPeer = 5
+
+function LimitConnectionsByPeer:startFactory() self.peerConnections = {} end
+
+local function peer_host(addr)
+  if type(addr) == "table" then return addr.host or addr.name or addr[1] end
+  return tostring(addr)
+end
+
+function LimitConnectionsByPeer:buildProtocol(addr)
+  self.peerConnections = self.peerConnections or {}
+  local host = peer_host(addr)
+  local n = self.peerConnections[host] or 0
+  if n >= self.maxConnectionsPerPeer then return nil end
+  local p = WrappingFactory.buildProtocol(self, addr)
+  if p ~= nil then self.peerConnections[host] = n + 1 end
+  return p
+end
+
+function LimitConnectionsByPeer:unregisterProtocol(p)
+  WrappingFactory.unregisterProtocol(self, p)
+  local host = peer_host(p:getPeer())
+  local n = (self.peerConnections[host] or 1) - 1
+  self.peerConnections[host] = n > 0 and n or nil
+end
+
+local LimitTotal = ServerFactory:extend("LimitTotalConnectionsFactory")
+M.LimitTotalConnectionsFactory = LimitTotal
+LimitTotal.connectionCount = 0
+LimitTotal.connectionLimit = nil
+LimitTotal.overflowProtocol = nil
+
+--- Builds self.protocol until connectionLimit connections are open; then
+-- overflowProtocol if set, else refuses (nil).
+function LimitTotal:buildProtocol(addr) -- luacheck: ignore addr
+  local inner
+  if self.connectionLimit == nil or self.connectionCount < self.connectionLimit then
+    inner = protocol.instantiate(self.protocol)
+  elseif self.overflowProtocol == nil then
+    return nil
+  else
+    inner = protocol.instantiate(self.overflowProtocol)
+  end
+  inner.factory = self
+  self.connectionCount = self.connectionCount + 1
+  return ProtocolWrapper(self, inner)
+end
+
+function LimitTotal:registerProtocol(p) end -- luacheck: ignore
+function LimitTotal:unregisterProtocol(p) -- luacheck: ignore p
+  self.connectionCount = self.connectionCount - 1
+end
+
+---------------------------------------------------------------------------
+-- TimeoutFactory
+
+local TimeoutProtocol = ProtocolWrapper:extend("TimeoutProtocol")
+M.TimeoutProtocol = TimeoutProtocol
+
+function TimeoutProtocol:init(factory, wrappedProtocol, timeoutPeriod)
+  ProtocolWrapper.init(self, factory, wrappedProtocol)
+  self.timeoutCall = nil
+  self:setTimeout(timeoutPeriod)
+end
+
+--- (Re)start the timer: period seconds from now; nil cancels it.
+function TimeoutProtocol:setTimeout(period)
+  self:cancelTimeout()
+  self.timeoutPeriod = period
+  if period ~= nil then
+    self.timeoutCall = self.factory:callLater(period, function() self:timeoutFunc() end)
+  end
+end
+
+function TimeoutProtocol:cancelTimeout()
+  cancel_quietly(self.timeoutCall)
+  self.timeoutCall = nil
+end
+
+function TimeoutProtocol:resetTimeout()
+  local c = self.timeoutCall
+  if c then c:reset(self.timeoutPeriod) end
+end
+
+function TimeoutProtocol:write(data)
+  self:resetTimeout()
+  return ProtocolWrapper.write(self, data)
+end
+function TimeoutProtocol:writeSequence(list)
+  self:resetTimeout()
+  return ProtocolWrapper.writeSequence(self, list)
+end
+function TimeoutProtocol:dataReceived(data)
+  self:resetTimeout()
+  return ProtocolWrapper.dataReceived(self, data)
+end
+function TimeoutProtocol:connectionLost(reason)
+  self:cancelTimeout()
+  return ProtocolWrapper.connectionLost(self, reason)
+end
+function TimeoutProtocol:timeoutFunc()
+  self.timeoutCall = nil
+  self:loseConnection()
+end
+
+local TimeoutFactory = WrappingFactory:extend("TimeoutFactory")
+M.TimeoutFactory = TimeoutFactory
+TimeoutFactory.protocol = TimeoutProtocol
+
+--- TimeoutFactory(wrappedFactory, timeoutPeriod?) (default 30 minutes).
+function TimeoutFactory:init(wrappedFactory, timeoutPeriod)
+  WrappingFactory.init(self, wrappedFactory)
+  self.timeoutPeriod = timeoutPeriod or 30 * 60
+end
+
+function TimeoutFactory:buildProtocol(addr)
+  local inner = build(self.wrappedFactory, addr)
+  if inner == nil then return nil end
+  return self.protocol(self, inner, self.timeoutPeriod)
+end
+
+---------------------------------------------------------------------------
+-- TrafficLoggingFactory
+
+local function repr(s) return ("%q"):format(s):gsub("\\\n", "\\n") end
+
+local TrafficLoggingProtocol = ProtocolWrapper:extend("TrafficLoggingProtocol")
+M.TrafficLoggingProtocol = TrafficLoggingProtocol
+
+function TrafficLoggingProtocol:init(factory, wrappedProtocol, logfile, lengthLimit, number)
+  ProtocolWrapper.init(self, factory, wrappedProtocol)
+  self.logfile = logfile
+  self.lengthLimit = lengthLimit
+  self._number = number or 0
+end
+
+function TrafficLoggingProtocol:_log(line)
+  self.logfile:write(line .. "\n")
+  self.logfile:flush()
+end
+
+function TrafficLoggingProtocol:_mungeData(data)
+  local limit = self.lengthLimit
+  if limit and #data > limit then data = data:sub(1, limit - 12) .. "<... elided>" end
+  return data
+end
+
+function TrafficLoggingProtocol:connectionMade()
+  self:_log("*")
+end
+
+function TrafficLoggingProtocol:dataReceived(data)
+  self:_log(("C %d: %s"):format(self._number, repr(self:_mungeData(data))))
+  return ProtocolWrapper.dataReceived(self, data)
+end
+
+function TrafficLoggingProtocol:connectionLost(reason)
+  self:_log(("C %d: %s"):format(self._number, tostring(reason and reason.value or reason)))
+  return ProtocolWrapper.connectionLost(self, reason)
+end
+
+function TrafficLoggingProtocol:write(data)
+  self:_log(("S %d: %s"):format(self._number, repr(self:_mungeData(data))))
+  return ProtocolWrapper.write(self, data)
+end
+
+function TrafficLoggingProtocol:writeSequence(list)
+  local parts = {}
+  for i, s in ipairs(list) do parts[i] = repr(self:_mungeData(s)) end
+  self:_log(("SV %d: [%s]"):format(self._number, table.concat(parts, ", ")))
+  return ProtocolWrapper.writeSequence(self, list)
+end
+
+function TrafficLoggingProtocol:loseConnection()
+  self:_log(("S %d: *"):format(self._number))
+  return ProtocolWrapper.loseConnection(self)
+end
+
+local TrafficLoggingFactory = WrappingFactory:extend("TrafficLoggingFactory")
+M.TrafficLoggingFactory = TrafficLoggingFactory
+TrafficLoggingFactory.protocol = TrafficLoggingProtocol
+TrafficLoggingFactory._counter = 0
+
+--- TrafficLoggingFactory(wrappedFactory, logfilePrefix, lengthLimit?):
+-- connection n logs to the file logfilePrefix .. "-" .. n.
+function TrafficLoggingFactory:init(wrappedFactory, logfilePrefix, lengthLimit)
+  WrappingFactory.init(self, wrappedFactory)
+  self.logfilePrefix = logfilePrefix
+  self.lengthLimit = lengthLimit
+end
+
+--- Open a log file (override in specs).
+function TrafficLoggingFactory:open(name)
+  return assert(io.open(name, "w"))
+end
+
+function TrafficLoggingFactory:buildProtocol(addr)
+  self._counter = self._counter + 1
+  local inner = build(self.wrappedFactory, addr)
+  if inner == nil then return nil end
+  local logfile = self:open(self.logfilePrefix .. "-" .. self._counter)
+  return self.protocol(self, inner, logfile, self.lengthLimit, self._counter)
+end
+
+function TrafficLoggingFactory:resetCounter() self._counter = 0 end
+
+---------------------------------------------------------------------------
+-- TimeoutMixin
+
+local TimeoutMixin = {}
+M.TimeoutMixin = TimeoutMixin
+TimeoutMixin.timeOut = nil
+
+TimeoutMixin.callLater = call_later
+
+local function timed_out(self)
+  self._timeoutCall = nil
+  self:timeoutConnection()
+end
+
+--- Restart the timer (if one is set) from now.
+function TimeoutMixin:resetTimeout()
+  local c = self._timeoutCall
+  if c ~= nil and self.timeOut ~= nil then c:reset(self.timeOut) end
+end
+
+--- Set the timeout to period seconds (nil cancels it); returns the previous one.
+function TimeoutMixin:setTimeout(period)
+  local prev = self.timeOut
+  self.timeOut = period
+  local c = self._timeoutCall
+  if c ~= nil then
+    if period == nil then
+      cancel_quietly(c)
+      self._timeoutCall = nil
+    else
+      c:reset(period)
+    end
+  elseif period ~= nil then
+    self._timeoutCall = self:callLater(period, timed_out, self)
+  end
+  return prev
+end
+
+--- Called when the timeout expires; closes the connection by default.
+function TimeoutMixin:timeoutConnection()
+  return self.transport:loseConnection()
+end
+
+--- Copy the mixin's methods into cls (those cls does not define itself).
+-- @return cls
+function TimeoutMixin:mixInto(cls)
+  for k, v in pairs(TimeoutMixin) do
+    if k ~= "mixInto" and rawget(cls, k) == nil then cls[k] = v end
+  end
+  return cls
+end
+
+return M

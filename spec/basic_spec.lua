@@ -1,0 +1,488 @@
+-- spec/basic_spec.lua: lua/braid/basic.lua (with runtime/framing.c), ported
+-- from Twisted's src/twisted/protocols/test/test_basic.py.
+local basic = require "braid.basic"
+local errors = require "braid.error"
+local testing = require "braid.testing.transport"
+local Clock = require("braid.task").Clock
+local Protocol = require("braid.protocol").Protocol
+
+local IMPLS = { { "Lua buffer", basic.LuaFrameBuffer.new } }
+if basic.cFrameBuffer then IMPLS[#IMPLS + 1] = { "C buffer", basic.cFrameBuffer } end
+
+local function join(t) return table.concat(t, "|") end
+
+-- the server protocol after a connection whose deliveries are split by seed
+local function connected_server(ServerClass, ClientClass, seed)
+  local server = testing.connectedServerAndClient(ServerClass, ClientClass,
+    { seed = seed, maxChunk = 1 + seed % 17 })
+  return server
+end
+
+-- Twisted's LineTester
+local function line_tester(newbuf)
+  local T = basic.LineReceiver:extend("LineTester", {
+    delimiter = "\n", MAX_LENGTH = 64, _newFrameBuffer = newbuf,
+  })
+  function T:init(clock) self.clock = clock end
+  function T:connectionMade() self.received = {} end
+  function T:lineReceived(line)
+    local r = self.received
+    r[#r + 1] = line
+    if line == "" then
+      self:setRawMode()
+    elseif line == "pause" then
+      self:pauseProducing()
+      self.clock:callLater(0, function() self:resumeProducing() end)
+    elseif line == "rawpause" then
+      self:pauseProducing()
+      self:setRawMode()
+      r[#r + 1] = ""
+      self.clock:callLater(0, function() self:resumeProducing() end)
+    elseif line == "stop" then
+      self:stopProducing()
+    elseif line:sub(1, 4) == "len " then
+      self.length = tonumber(line:sub(5))
+    elseif line:sub(1, 7) == "produce" then
+      self.transport:registerProducer(self, false)
+    elseif line:sub(1, 9) == "unproduce" then
+      self.transport:unregisterProducer()
+    end
+  end
+  function T:rawDataReceived(data)
+    local rest = data:sub(self.length + 1)
+    data = data:sub(1, self.length)
+    self.length = self.length - #data
+    local r = self.received
+    r[#r] = r[#r] .. data
+    if self.length == 0 then self:setLineMode(rest) end
+  end
+  function T:lineLengthExceeded(line)
+    if #line > self.MAX_LENGTH + 1 then
+      self:setLineMode(line:sub(self.MAX_LENGTH + 2))
+    end
+  end
+  return T
+end
+
+local BUFFER = table.concat({
+  "len 10", "", "0123456789len 5", "", "1234", "len 20", "foo 123", "",
+  "0123456789", "012345678len 0", "foo 5", "",
+  "1234567890123456789012345678901234567890123456789012345678901234567890",
+  "len 1", "", "a" }, "\n")
+local OUTPUT = { "len 10", "0123456789", "len 5", "1234\n", "len 20", "foo 123",
+  "0123456789\n012345678", "len 0", "foo 5", "", "67890", "len 1", "a" }
+
+local function feed(p, data, size)
+  for i = 1, #data, size do p:dataReceived(data:sub(i, i + size - 1)) end
+end
+
+for _, impl in ipairs(IMPLS) do
+  local label, newbuf = impl[1], impl[2]
+
+  describe("LineReceiver (" .. label .. ")", function()
+    local LineTester = line_tester(newbuf)
+    local function LR(fields)
+      fields = fields or {}
+      fields._newFrameBuffer = newbuf
+      return basic.LineReceiver:extend("LR", fields)
+    end
+
+    it("frames lines and raw data identically for packet sizes 1 to 9", function()
+      for size = 1, 9 do
+        local a = LineTester()
+        a:makeConnection(testing.StringTransport())
+        feed(a, BUFFER, size)
+        assert.are.same(OUTPUT, a.received)
+      end
+    end)
+
+    it("frames lines and raw data identically under 200 seeded random splits", function()
+      local Sender = Protocol:extend("Sender")
+      function Sender:connectionMade() self.transport:write(BUFFER) end
+      for seed = 1, 200 do
+        local server = connected_server(LineTester, Sender, seed)
+        assert.are.same(OUTPUT, server.received, "seed " .. seed)
+      end
+    end)
+
+    it("stops delivering while paused and resumes on resumeProducing", function()
+      local buf = "twiddle1\ntwiddle2\npause\ntwiddle3\n"
+      for size = 1, 9 do
+        local clock = Clock()
+        local a = LineTester(clock)
+        local t = testing.StringTransport()
+        a:makeConnection(t)
+        feed(a, buf, size)
+        assert.are.same({ "twiddle1", "twiddle2", "pause" }, a.received)
+        assert.are.equal("paused", t.producerState)
+        clock:advance(0)
+        assert.are.same({ "twiddle1", "twiddle2", "pause", "twiddle3" }, a.received)
+        assert.are.equal("producing", t.producerState)
+      end
+    end)
+
+    it("resumes in raw mode when paused after setRawMode", function()
+      local buf = "twiddle1\ntwiddle2\nlen 5\nrawpause\n12345twiddle3\n"
+      for size = 1, 9 do
+        local clock = Clock()
+        local a = LineTester(clock)
+        a:makeConnection(testing.StringTransport())
+        feed(a, buf, size)
+        assert.are.same({ "twiddle1", "twiddle2", "len 5", "rawpause", "" }, a.received)
+        clock:advance(0)
+        assert.are.same({ "twiddle1", "twiddle2", "len 5", "rawpause", "12345", "twiddle3" },
+          a.received)
+      end
+    end)
+
+    it("delivers nothing after stopProducing", function()
+      local buf = "twiddle1\ntwiddle2\nstop\nmore\nstuff\n"
+      for size = 1, 9 do
+        local a = LineTester()
+        local t = testing.StringTransport()
+        a:makeConnection(t)
+        feed(a, buf, size)
+        assert.are.same({ "twiddle1", "twiddle2", "stop" }, a.received)
+        assert.are.equal("stopped", t.producerState)
+      end
+    end)
+
+    it("can register itself as a producer from lineReceived", function()
+      local a = LineTester()
+      local t = testing.StringTransport()
+      a:makeConnection(t)
+      a:dataReceived("produce\nhello world\nunproduce\ngoodbye\n")
+      assert.are.same({ "produce", "hello world", "unproduce", "goodbye" }, a.received)
+      assert.is_nil(t.producer)
+    end)
+
+    it("clearLineBuffer returns the buffered bytes and drops them", function()
+      local C = LR()
+      function C:lineReceived(line)
+        self.line = line
+        self.rest = self:clearLineBuffer()
+      end
+      local p = C()
+      p:dataReceived("foo\r\nbar\r\nbaz")
+      assert.are.equal("foo", p.line)
+      assert.are.equal("bar\r\nbaz", p.rest)
+      p:dataReceived("quux\r\n")
+      assert.are.equal("quux", p.line)
+      assert.are.equal("", p.rest)
+    end)
+
+    it("handles 100000 lines in one call without recursion", function()
+      local a = LineTester()
+      a:makeConnection(testing.StringTransport())
+      a:dataReceived(("x\n"):rep(100000))
+      assert.are.equal(100000, #a.received)
+    end)
+
+    it("disconnects when a line exceeds MAX_LENGTH", function()
+      local p = LR()()
+      local t = testing.StringTransport()
+      p:makeConnection(t)
+      p:dataReceived(("x"):rep(p.MAX_LENGTH + 1) .. "\r\nr")
+      assert.is_true(t.disconnecting)
+    end)
+
+    it("passes lineLengthExceeded the long line, its delimiter and the rest", function()
+      local C = LR({ MAX_LENGTH = 4 })
+      function C:lineLengthExceeded(line) self.exceeded = line end
+      local p = C()
+      p:makeConnection(testing.StringTransport())
+      p:dataReceived("xxxxx\r\nrest")
+      assert.are.equal("xxxxx\r\nrest", p.exceeded)
+    end)
+
+    it("disconnects when MAX_LENGTH + #delimiter bytes come without a delimiter", function()
+      local p = LR({ MAX_LENGTH = 4 })()
+      local t = testing.StringTransport()
+      p:makeConnection(t)
+      p:dataReceived("xxxxx")
+      assert.is_false(t.disconnecting)
+      p:dataReceived("x")
+      assert.is_true(t.disconnecting)
+    end)
+
+    it("accepts a MAX_LENGTH line whose delimiter arrives split", function()
+      local C = LR({ MAX_LENGTH = 4 })
+      function C:connectionMade() self.lines = {} end
+      function C:lineReceived(line) self.lines[#self.lines + 1] = line end
+      local p = C()
+      local t = testing.StringTransport()
+      p:makeConnection(t)
+      p:dataReceived("xxxx\r")
+      assert.is_false(t.disconnecting)
+      p:dataReceived("\n")
+      assert.is_false(t.disconnecting)
+      assert.are.same({ "xxxx" }, p.lines)
+    end)
+
+    it("delivers no further line once the transport is disconnecting", function()
+      local C = LR()
+      function C:connectionMade() self.lines = {} end
+      function C:lineReceived(line)
+        self.lines[#self.lines + 1] = line
+        self.transport:loseConnection()
+      end
+      local p = C()
+      p:makeConnection(testing.StringTransport())
+      p:dataReceived("a\r\nb\r\nc\r\n")
+      assert.are.same({ "a" }, p.lines)
+    end)
+
+    it("switches to raw mode for the rest of the data already received", function()
+      local C = LR()
+      function C:connectionMade() self.got = {} end
+      function C:lineReceived(line)
+        self.got[#self.got + 1] = "line:" .. line
+        if line == "raw" then self:setRawMode() end
+      end
+      function C:rawDataReceived(data)
+        self.got[#self.got + 1] = "raw:" .. data
+        self:setLineMode()
+      end
+      local p = C()
+      p:makeConnection(testing.StringTransport())
+      p:dataReceived("a\r\nraw\r\nbytes\r\nb\r\n")
+      assert.are.same({ "line:a", "line:raw", "raw:bytes\r\nb\r\n" }, p.got)
+      p:dataReceived("c\r\n")
+      assert.are.equal("line:c", p.got[4])
+    end)
+
+    it("setLineMode(extra) processes extra as received data", function()
+      local C = LR()
+      function C:connectionMade() self.got = {} end
+      function C:lineReceived(line) self.got[#self.got + 1] = line end
+      local p = C()
+      p:makeConnection(testing.StringTransport())
+      p:setRawMode()
+      p:setLineMode("x\r\ny\r\n")
+      assert.are.equal("x|y", join(p.got))
+    end)
+
+    it("sendLine writes the line and the delimiter", function()
+      local p = LR()()
+      local t = testing.StringTransport()
+      p:makeConnection(t)
+      p:sendLine("hello")
+      assert.are.equal("hello\r\n", t:value())
+    end)
+
+    it("raises NotImplementedError from the default lineReceived and rawDataReceived", function()
+      local p = LR()()
+      p:makeConnection(testing.StringTransport())
+      local ok, e = pcall(p.dataReceived, p, "foo\r\n")
+      assert.is_false(ok)
+      assert.is_true(errors.NotImplementedError:isinstance(e))
+      local q = LR()()
+      q:makeConnection(testing.StringTransport())
+      q:setRawMode()
+      ok, e = pcall(q.dataReceived, q, "foo")
+      assert.is_false(ok)
+      assert.is_true(errors.NotImplementedError:isinstance(e))
+    end)
+  end)
+
+  describe("LineOnlyReceiver (" .. label .. ")", function()
+    local T = basic.LineOnlyReceiver:extend("LineOnlyTester", {
+      delimiter = "\n", MAX_LENGTH = 64, _newFrameBuffer = newbuf })
+    function T:connectionMade() self.received = {} end
+    function T:lineReceived(line) self.received[#self.received + 1] = line end
+    local buf = "foo\n bleakness\n desolation\n discouragement\n"
+
+    it("frames lines for every packet size", function()
+      for size = 1, #buf do
+        local a = T()
+        a:makeConnection(testing.StringTransport())
+        feed(a, buf, size)
+        assert.are.same({ "foo", " bleakness", " desolation", " discouragement" }, a.received)
+      end
+    end)
+
+    it("has LineReceiver's delimiter and MAX_LENGTH defaults", function()
+      assert.are.equal("\r\n", basic.LineOnlyReceiver.delimiter)
+      assert.are.equal(16384, basic.LineOnlyReceiver.MAX_LENGTH)
+    end)
+
+    it("disconnects on a line that is too long", function()
+      local a = T()
+      local t = testing.StringTransport()
+      a:makeConnection(t)
+      a:dataReceived(("x"):rep(200))
+      assert.is_true(t.disconnecting)
+    end)
+
+    it("stops delivering once the transport is disconnecting", function()
+      local C = T:extend("C")
+      function C:lineReceived(line)
+        self.received[#self.received + 1] = line
+        self.transport:loseConnection()
+      end
+      local a = C()
+      a:makeConnection(testing.StringTransport())
+      a:dataReceived("a\nb\n")
+      assert.are.same({ "a" }, a.received)
+    end)
+  end)
+
+  describe("NetstringReceiver (" .. label .. ")", function()
+    local T = basic.NetstringReceiver:extend("TestNetstring", { _newFrameBuffer = newbuf })
+    function T:connectionMade() self.received = {} end
+    function T:stringReceived(s)
+      self.received[#self.received + 1] = s
+      self.transport:write(s)
+    end
+    local function make(max)
+      local p = T()
+      if max then p.MAX_LENGTH = max end
+      local t = testing.StringTransport()
+      p:makeConnection(t)
+      return p, t
+    end
+    local STRINGS = { "hello", "world", "how", "are", "you123", ":today", ("a"):rep(515) }
+
+    it("receives what sendString sent, for packet sizes 1 to 9", function()
+      local sender, st = make()
+      for _, s in ipairs(STRINGS) do sender:sendString(s) end
+      local data = st:value()
+      for size = 1, 9 do
+        local p = make(699)
+        feed(p, data, size)
+        assert.are.same(STRINGS, p.received)
+      end
+    end)
+
+    for _, bad in ipairs({ "9999999999999999999999", "abc", "4:abcde",
+        "51:" .. ("a"):rep(51) .. ",", ":aaa,", "3aaa,", "01:a,", "3:12345," }) do
+      it("disconnects on the illegal netstring " .. ("%q"):format(bad), function()
+        for size = 1, #bad do
+          local p, t = make(50)
+          feed(p, bad, size)
+          assert.is_true(t.disconnecting)
+          assert.is_true(p.brokenPeer)
+          assert.are.same({}, p.received)
+        end
+      end)
+    end
+
+    for _, case in ipairs({
+        { { "0:," }, { "" } }, { { "1:a," }, { "a" } }, { { "2:ab," }, { "ab" } },
+        { { "8:1:a,1:b,," }, { "1:a,1:b," } }, { { "4:aa", "aa," }, { "aaaa" } },
+        { { "1", "0:012", "3456789", "," }, { "0123456789" } },
+        { { "2", ":", "a", "b", "," }, { "ab" } }, { { "1:a,1", ":b," }, { "a", "b" } } }) do
+      it("receives " .. join(case[1]) .. " as " .. join(case[2]), function()
+        local p, t = make()
+        for _, piece in ipairs(case[1]) do p:dataReceived(piece) end
+        assert.are.same(case[2], p.received)
+        assert.is_false(t.disconnecting)
+      end)
+    end
+
+    it("waits for more data on a partial netstring", function()
+      local p, t = make()
+      p:dataReceived("aaa")
+      assert.is_true(t.disconnecting) -- not a number: malformed at once
+      local q, u = make()
+      q:dataReceived("3:ab")
+      assert.is_false(u.disconnecting)
+      assert.are.same({}, q.received)
+    end)
+
+    it("disconnects when the announced length exceeds MAX_LENGTH", function()
+      local p, t = make(10)
+      p:dataReceived("11:")
+      assert.is_true(t.disconnecting)
+    end)
+
+    it("sendString writes length:data,", function()
+      local p, t = make()
+      p:sendString("data")
+      assert.are.equal("4:data,", t:value())
+    end)
+
+    it("raises NotImplementedError from the default stringReceived", function()
+      local p = basic.NetstringReceiver:extend("N", { _newFrameBuffer = newbuf })()
+      p:makeConnection(testing.StringTransport())
+      local ok, e = pcall(p.dataReceived, p, "1:a,")
+      assert.is_false(ok)
+      assert.is_true(errors.NotImplementedError:isinstance(e))
+    end)
+  end)
+
+  for _, spec in ipairs({ { "Int8StringReceiver", 1, ">I1" }, { "Int16StringReceiver", 2, ">I2" },
+      { "Int32StringReceiver", 4, ">I4" } }) do
+    local name, k, fmt = spec[1], spec[2], spec[3]
+    describe(name .. " (" .. label .. ")", function()
+      local T = basic[name]:extend("Test" .. name, { _newFrameBuffer = newbuf })
+      function T:connectionMade() self.received = {} end
+      function T:stringReceived(s) self.received[#self.received + 1] = s end
+      function T:lengthLimitExceeded(n)
+        self.exceeded = n
+        basic[name].lengthLimitExceeded(self, n)
+      end
+      local function make()
+        local p, t = T(), testing.StringTransport()
+        p:makeConnection(t)
+        return p, t
+      end
+
+      it("receives what sendString sent, for every packet size", function()
+        local strings = { "a", ("b"):rep(16), "" }
+        local sender, st = make()
+        for _, s in ipairs(strings) do sender:sendString(s) end
+        local data = st:value()
+        for size = 1, #data do
+          local p = make()
+          feed(p, data, size)
+          assert.are.same(strings, p.received)
+        end
+      end)
+
+      it("delivers nothing from partial strings fed one byte at a time", function()
+        for _, partial in ipairs({ ("\0"):rep(k - 1), string.pack(fmt, 20) .. "hello there", "" }) do
+          local p = make()
+          feed(p, partial, 1)
+          assert.are.same({}, p.received)
+        end
+      end)
+
+      it("decodes a big-endian prefix", function()
+        local p = make()
+        p:dataReceived(string.pack(fmt, 4) .. "ubar")
+        assert.are.same({ "ubar" }, p.received)
+        assert.are.equal(("\0"):rep(k - 1) .. "\4", string.pack(fmt, 4))
+      end)
+
+      it("sendString writes the prefix and the data", function()
+        local p, t = make()
+        p:sendString(("b"):rep(16))
+        assert.are.equal(string.pack(fmt, 16) .. ("b"):rep(16), t:value())
+      end)
+
+      it("calls lengthLimitExceeded and closes when a prefix exceeds MAX_LENGTH", function()
+        local p, t = make()
+        p.MAX_LENGTH = 10
+        p:dataReceived(string.pack(fmt, 11) .. ("x"):rep(11))
+        assert.are.equal(11, p.exceeded)
+        assert.is_true(t.disconnecting)
+        assert.are.same({}, p.received)
+      end)
+
+      it("has MAX_LENGTH 99999", function()
+        assert.are.equal(99999, basic[name].MAX_LENGTH)
+      end)
+
+      if k < 4 then
+        it("raises StringTooLongError and writes nothing for a string too long for the prefix", function()
+          local p, t = make()
+          local ok, e = pcall(p.sendString, p, ("a"):rep(1 << (8 * k)))
+          assert.is_false(ok)
+          assert.is_true(basic.StringTooLongError:isinstance(e))
+          assert.are.equal("", t:value())
+        end)
+      end
+    end)
+  end
+end

@@ -1,0 +1,119 @@
+-- spec/framing_spec.lua: runtime/framing.c (braid.core.framebuf) against
+-- basic.LuaFrameBuffer, the pure-Lua fallback with the same interface.
+local basic = require "braid.basic"
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+-- a deterministic byte soup of lines, netstrings and prefixed strings
+local function lcg(seed)
+  local s = seed
+  return function(n)
+    s = (s * 1103515245 + 12345) & 0x7fffffff
+    return s % n
+  end
+end
+
+local ALPHABET = { "a", "b", "\r", "\n", "\r\n", "0", "1", "9", ":", ",", "\0", "\3", "\255" }
+
+local function run_ops(newbuf, seed)
+  local r = lcg(seed)
+  local b = newbuf()
+  local log = {}
+  for _ = 1, 400 do
+    local op = r(8)
+    local res
+    if op <= 2 then
+      local parts = {}
+      for i = 1, r(12) do parts[i] = ALPHABET[1 + r(#ALPHABET)] end
+      res = pack(b:append(table.concat(parts)))
+    elseif op == 3 then
+      res = pack(b:nextLine(r(2) == 0 and "\r\n" or "\n", r(10)))
+    elseif op == 4 then
+      res = pack(b:nextNetstring(1 + r(20)))
+    elseif op == 5 then
+      res = pack(b:nextPrefixed(({ 1, 2, 4 })[1 + r(3)], r(300)))
+    elseif op == 6 then
+      res = pack(b:take(r(6)))
+    else
+      res = pack(b:len(), r(20) == 0 and b:takeAll() or nil)
+    end
+    log[#log + 1] = res
+  end
+  log[#log + 1] = pack(b:takeAll(), b:len())
+  return log
+end
+
+describe("framebuf", function()
+  local impls = { { "Lua", basic.LuaFrameBuffer.new } }
+  if basic.cFrameBuffer then impls[2] = { "C", basic.cFrameBuffer } end
+
+  it("is provided by the C runtime when braid.core is built", function()
+    assert.is_function(basic.cFrameBuffer)
+  end)
+
+  it("gives identical results in C and in Lua for 300 seeded operation sequences", function()
+    if not basic.cFrameBuffer then return pending("no C framebuf") end
+    for seed = 1, 300 do
+      assert.are.same(run_ops(basic.LuaFrameBuffer.new, seed), run_ops(basic.cFrameBuffer, seed),
+        "seed " .. seed)
+    end
+  end)
+
+  for _, impl in ipairs(impls) do
+    local label, new = impl[1], impl[2]
+    describe(label, function()
+      it("returns a line without its delimiter and keeps the rest", function()
+        local b = new()
+        b:append("ab\r\ncd")
+        assert.are.equal("ab", b:nextLine("\r\n", 10))
+        assert.is_nil(b:nextLine("\r\n", 10))
+        assert.are.equal(2, b:len())
+        assert.are.equal("cd", b:takeAll())
+        assert.are.equal(0, b:len())
+      end)
+
+      it("reports toolong for a line longer than max", function()
+        local b = new()
+        b:append("abcdef\n")
+        assert.are.same({ false, "toolong" }, { b:nextLine("\n", 5) })
+        assert.are.equal(7, b:len())
+      end)
+
+      it("reports toolong once max + #delimiter bytes hold no delimiter", function()
+        local b = new()
+        b:append("abcdef")
+        assert.is_nil(b:nextLine("\r\n", 5))
+        b:append("g")
+        assert.are.same({ false, "toolong" }, { b:nextLine("\r\n", 5) })
+      end)
+
+      it("parses netstrings and reports malformed and toolong ones", function()
+        local b = new()
+        b:append("3:abc,0:,")
+        assert.are.equal("abc", b:nextNetstring(99999))
+        assert.are.equal("", b:nextNetstring(99999))
+        assert.is_nil(b:nextNetstring(99999))
+        b:append("x")
+        assert.are.same({ false, "malformed" }, { b:nextNetstring(99999) })
+        b:clear()
+        b:append("100000")
+        assert.are.same({ false, "toolong" }, { b:nextNetstring(99999) })
+      end)
+
+      it("parses big-endian length prefixes and reports the length when too long", function()
+        local b = new()
+        b:append(string.pack(">I2", 3) .. "abc" .. string.pack(">I4", 70000))
+        assert.are.equal("abc", b:nextPrefixed(2, 100))
+        assert.are.same({ false, "toolong", 70000 }, { b:nextPrefixed(4, 60000) })
+      end)
+
+      it("take(n) returns at most n bytes", function()
+        local b = new()
+        b:append("hello")
+        assert.are.equal("he", b:take(2))
+        assert.are.equal("llo", b:take(10))
+        assert.are.equal("", b:take(1))
+      end)
+    end)
+  end
+end)

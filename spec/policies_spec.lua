@@ -1,0 +1,250 @@
+-- spec/policies_spec.lua: lua/braid/policies.lua, after Twisted's
+-- src/twisted/test/test_policies.py, driven by a task.Clock.
+local policies = require "braid.policies"
+local protocol = require "braid.protocol"
+local testing = require "braid.testing.transport"
+local address = require "braid.address"
+local Clock = require("braid.task").Clock
+local errors = require "braid.error"
+
+local Recorder = protocol.Protocol:extend("Recorder")
+function Recorder:connectionMade() self.data, self.lost = {}, nil end
+function Recorder:dataReceived(d) self.data[#self.data + 1] = d end
+function Recorder:connectionLost(reason) self.lost = reason end
+
+local function connect(factory, host)
+  local addr = address.IPv4Address("TCP", host or "1.2.3.4", 5678)
+  local p = factory:buildProtocol(addr)
+  if p == nil then return nil end
+  local t = testing.StringTransport(nil, addr)
+  p:makeConnection(t)
+  return p, t
+end
+
+local function lose(p)
+  p:connectionLost(require("braid.failure").Failure(errors.ConnectionDone()))
+end
+
+describe("TimeoutMixin", function()
+  local function make(period)
+    local P = policies.TimeoutMixin:mixInto(protocol.Protocol:extend("TimeoutTester"))
+    function P:connectionMade() self:setTimeout(period) end
+    function P:dataReceived() self:resetTimeout() end
+    function P:timeoutConnection()
+      self.timedOut = true
+      policies.TimeoutMixin.timeoutConnection(self)
+    end
+    local p = P()
+    p.clock = Clock()
+    local t = testing.StringTransport()
+    p:makeConnection(t)
+    return p, t
+  end
+
+  it("times the connection out after the period and closes it", function()
+    local p, t = make(3)
+    p.clock:advance(2.9)
+    assert.is_nil(p.timedOut)
+    p.clock:advance(0.1)
+    assert.is_true(p.timedOut)
+    assert.is_true(t.disconnecting)
+  end)
+
+  it("resetTimeout restarts the period", function()
+    local p = make(3)
+    p.clock:advance(2)
+    p:dataReceived("x")
+    p.clock:advance(2)
+    assert.is_nil(p.timedOut)
+    p.clock:advance(1)
+    assert.is_true(p.timedOut)
+  end)
+
+  it("setTimeout(nil) cancels and returns the previous timeout", function()
+    local p = make(3)
+    assert.are.equal(3, p:setTimeout(nil))
+    p.clock:advance(10)
+    assert.is_nil(p.timedOut)
+    assert.are.equal(0, #p.clock:getDelayedCalls())
+  end)
+
+  it("setTimeout with a new period reschedules the pending call", function()
+    local p = make(3)
+    p:setTimeout(10)
+    p.clock:advance(9)
+    assert.is_nil(p.timedOut)
+    p.clock:advance(1)
+    assert.is_true(p.timedOut)
+  end)
+
+  it("keeps methods the class defines itself", function()
+    local P = protocol.Protocol:extend("Own")
+    function P:timeoutConnection() return "mine" end
+    policies.TimeoutMixin:mixInto(P)
+    assert.are.equal("mine", P():timeoutConnection())
+    assert.is_function(P.setTimeout)
+  end)
+end)
+
+describe("WrappingFactory", function()
+  it("wraps protocols, passes data through and tracks open connections", function()
+    local f = policies.WrappingFactory(protocol.Factory.forProtocol(Recorder))
+    local p, t = connect(f)
+    assert.is_true(policies.ProtocolWrapper:isinstance(p))
+    assert.is_true(f.protocols[p])
+    p:dataReceived("hi")
+    assert.are.same({ "hi" }, p.wrappedProtocol.data)
+    p.wrappedProtocol.transport:write("out")
+    assert.are.equal("out", t:value())
+    assert.are.equal(t:getPeer(), p.wrappedProtocol.transport:getPeer())
+    lose(p)
+    assert.is_nil(f.protocols[p])
+    assert.is_true(p.wrappedProtocol.lost:check(errors.ConnectionDone) ~= nil)
+  end)
+end)
+
+describe("LimitTotalConnectionsFactory", function()
+  it("refuses connections past connectionLimit and accepts again after one closes", function()
+    local f = policies.LimitTotalConnectionsFactory()
+    f.protocol = Recorder
+    f.connectionLimit = 2
+    local a = connect(f)
+    connect(f)
+    assert.is_nil(connect(f))
+    assert.are.equal(2, f.connectionCount)
+    lose(a)
+    assert.are.equal(1, f.connectionCount)
+    assert.is_not_nil(connect(f))
+  end)
+
+  it("uses overflowProtocol past the limit when one is set", function()
+    local Overflow = Recorder:extend("Overflow")
+    local f = policies.LimitTotalConnectionsFactory()
+    f.protocol, f.overflowProtocol, f.connectionLimit = Recorder, Overflow, 1
+    connect(f)
+    local p = connect(f)
+    assert.is_true(Overflow:isinstance(p.wrappedProtocol))
+    assert.are.equal(2, f.connectionCount)
+  end)
+end)
+
+describe("LimitConnectionsByPeer", function()
+  it("limits connections per peer host, counting each host apart", function()
+    local f = policies.LimitConnectionsByPeer(protocol.Factory.forProtocol(Recorder))
+    f.maxConnectionsPerPeer = 2
+    f:startFactory()
+    local a = connect(f, "1.1.1.1")
+    connect(f, "1.1.1.1")
+    assert.is_nil(connect(f, "1.1.1.1"))
+    assert.is_not_nil(connect(f, "2.2.2.2"))
+    lose(a)
+    assert.is_not_nil(connect(f, "1.1.1.1"))
+  end)
+end)
+
+describe("ThrottlingFactory", function()
+  it("refuses connections beyond maxConnectionCount", function()
+    local f = policies.ThrottlingFactory(protocol.Factory.forProtocol(Recorder), 1)
+    local a = connect(f)
+    assert.is_nil(connect(f))
+    lose(a)
+    assert.is_not_nil(connect(f))
+  end)
+
+  it("pauses reading for the excess fraction of a second over readLimit", function()
+    local f = policies.ThrottlingFactory(protocol.Factory.forProtocol(Recorder), nil, 10)
+    f.clock = Clock()
+    local p, t = connect(f)
+    p:dataReceived(("x"):rep(15))
+    assert.are.equal("producing", t.producerState)
+    f.clock:advance(1)
+    assert.are.equal("paused", t.producerState)
+    f.clock:advance(0.5)
+    assert.are.equal("producing", t.producerState)
+  end)
+
+  it("pauses the registered producer over writeLimit and resumes it", function()
+    local f = policies.ThrottlingFactory(protocol.Factory.forProtocol(Recorder), nil, nil, 10)
+    f.clock = Clock()
+    local p = connect(f)
+    local producer = { state = "producing" }
+    function producer:pauseProducing() self.state = "paused" end
+    function producer:resumeProducing() self.state = "producing" end
+    p:registerProducer(producer, true)
+    p:write(("x"):rep(20))
+    f.clock:advance(1)
+    assert.are.equal("paused", producer.state)
+    f.clock:advance(1)
+    assert.are.equal("producing", producer.state)
+  end)
+
+  it("cancels its bandwidth checks when the last connection closes", function()
+    local f = policies.ThrottlingFactory(protocol.Factory.forProtocol(Recorder), nil, 10, 10)
+    f.clock = Clock()
+    local p = connect(f)
+    assert.are.equal(2, #f.clock:getDelayedCalls())
+    lose(p)
+    assert.are.equal(0, #f.clock:getDelayedCalls())
+  end)
+end)
+
+describe("TimeoutFactory", function()
+  it("closes a connection idle for timeoutPeriod; traffic resets the timer", function()
+    local f = policies.TimeoutFactory(protocol.Factory.forProtocol(Recorder), 3)
+    f.clock = Clock()
+    local p, t = connect(f)
+    f.clock:advance(2)
+    p:dataReceived("x")
+    f.clock:advance(2)
+    p.wrappedProtocol.transport:write("y")
+    f.clock:advance(2.9)
+    assert.is_false(t.disconnecting)
+    f.clock:advance(0.1)
+    assert.is_true(t.disconnecting)
+  end)
+
+  it("cancels its timer when the connection is lost", function()
+    local f = policies.TimeoutFactory(protocol.Factory.forProtocol(Recorder), 3)
+    f.clock = Clock()
+    local p = connect(f)
+    lose(p)
+    assert.are.equal(0, #f.clock:getDelayedCalls())
+  end)
+end)
+
+describe("TrafficLoggingFactory", function()
+  it("logs traffic of connection n to prefix-n, as Twisted does", function()
+    local files = {}
+    local f = policies.TrafficLoggingFactory(protocol.Factory.forProtocol(Recorder), "test")
+    function f:open(name)
+      local lines = {}
+      files[name] = lines
+      return { write = function(_, s) lines[#lines + 1] = s end, flush = function() end }
+    end
+    local p = connect(f)
+    p:dataReceived("here are some bytes")
+    p.wrappedProtocol.transport:write("here are some bytes")
+    p.wrappedProtocol.transport:writeSequence({ "a", "b" })
+    p.wrappedProtocol.transport:loseConnection()
+    local log = table.concat(files["test-1"])
+    assert.truthy(log:find("*\n", 1, true) == 1)
+    assert.truthy(log:find('C 1: "here are some bytes"\n', 1, true))
+    assert.truthy(log:find('S 1: "here are some bytes"\n', 1, true))
+    assert.truthy(log:find('SV 1: ["a", "b"]\n', 1, true))
+    assert.truthy(log:find("S 1: *\n", 1, true))
+    connect(f)
+    assert.is_table(files["test-2"])
+    f:resetCounter()
+    connect(f)
+    assert.are.equal(1, f._counter)
+  end)
+
+  it("elides data longer than lengthLimit", function()
+    local lines = {}
+    local f = policies.TrafficLoggingFactory(protocol.Factory.forProtocol(Recorder), "t", 20)
+    function f:open() return { write = function(_, s) lines[#lines + 1] = s end, flush = function() end } end
+    local p = connect(f)
+    p:dataReceived(("x"):rep(50))
+    assert.truthy(table.concat(lines):find('"' .. ("x"):rep(8) .. '<... elided>"', 1, true))
+  end)
+end)

@@ -1,0 +1,173 @@
+-- spec/testing_transport_spec.lua: lua/braid/testing/transport.lua
+local testing = require "braid.testing.transport"
+local protocol = require "braid.protocol"
+local errors = require "braid.error"
+local Clock = require("braid.task").Clock
+
+describe("StringTransport", function()
+  it("records writes and writeSequence in value(); clear() forgets them", function()
+    local t = testing.StringTransport()
+    t:write("ab")
+    t:writeSequence({ "c", "d" })
+    assert.are.equal("abcd", t:value())
+    t:clear()
+    assert.are.equal("", t:value())
+  end)
+
+  it("raises TypeError when written anything but a string", function()
+    local ok, e = pcall(testing.StringTransport().write, testing.StringTransport(), 5)
+    assert.is_false(ok)
+    assert.is_true(errors.TypeError:isinstance(e))
+  end)
+
+  it("starts not disconnecting; loseConnection and abortConnection set disconnecting", function()
+    local t = testing.StringTransport()
+    assert.is_false(t.disconnecting)
+    t:loseConnection()
+    assert.is_true(t.disconnecting)
+    local u = testing.StringTransport()
+    u:abortConnection()
+    assert.is_true(u.disconnecting and u.aborted)
+  end)
+
+  it("has Twisted's default addresses", function()
+    local t = testing.StringTransport()
+    assert.are.same({ "TCP", "10.0.0.1", 12345 }, { t:getHost().type, t:getHost().host, t:getHost().port })
+    assert.are.same({ "TCP", "192.168.1.1", 54321 }, { t:getPeer().type, t:getPeer().host, t:getPeer().port })
+  end)
+
+  it("records the producer and producerState", function()
+    local t = testing.StringTransport()
+    local prod = {}
+    t:registerProducer(prod, true)
+    assert.are.equal(prod, t.producer)
+    assert.is_true(t.streaming)
+    assert.has_error(function() t:registerProducer({}, false) end)
+    t:unregisterProducer()
+    assert.is_nil(t.producer)
+    assert.are.equal("producing", t.producerState)
+    t:pauseProducing()
+    assert.are.equal("paused", t.producerState)
+    t:resumeProducing()
+    assert.are.equal("producing", t.producerState)
+    t:stopProducing()
+    assert.are.equal("stopped", t.producerState)
+    assert.has_error(function() t:resumeProducing() end)
+  end)
+end)
+
+describe("StringTransportWithDisconnection", function()
+  it("calls protocol:connectionLost(ConnectionDone) once", function()
+    local t = testing.StringTransportWithDisconnection()
+    local reasons = {}
+    t.protocol = { connectionLost = function(_, r) reasons[#reasons + 1] = r end }
+    t:loseConnection()
+    t:loseConnection()
+    assert.are.equal(1, #reasons)
+    assert.is_not_nil(reasons[1]:check(errors.ConnectionDone))
+    assert.is_false(t.connected)
+  end)
+end)
+
+describe("MemoryReactor", function()
+  it("records listenTCP and connectTCP and returns fake ports and connectors", function()
+    local r = testing.MemoryReactor()
+    local f = {}
+    local port = r:listenTCP(1234, f, 5, "127.0.0.1")
+    assert.are.same({ 1234, f, 5, "127.0.0.1" }, r.tcpServers[1])
+    assert.are.equal(1234, port:getHost().port)
+    local c = r:connectTCP("example.com", 80, f)
+    assert.are.same({ "example.com", 80, f, 30 }, r.tcpClients[1])
+    assert.are.equal("example.com", c:getDestination().host)
+  end)
+
+  it("records UNIX, UDP and SSL calls", function()
+    local r = testing.MemoryReactor()
+    r:listenUNIX("/tmp/s", {})
+    r:connectUNIX("/tmp/s", {})
+    r:listenUDP(53, {})
+    r:listenSSL(443, {}, {})
+    r:connectSSL("h", 443, {}, {})
+    assert.are.same({ 1, 1, 1, 1, 1 }, { #r.unixServers, #r.unixClients, #r.udpPorts,
+      #r.sslServers, #r.sslClients })
+  end)
+
+  it("schedules callLater on its own clock", function()
+    local r = testing.MemoryReactor()
+    local fired = false
+    r:callLater(2, function() fired = true end)
+    r:advance(2)
+    assert.is_true(fired)
+    assert.are.equal(2, r:seconds())
+  end)
+end)
+
+local Echo = protocol.Protocol:extend("Echo")
+function Echo:dataReceived(d) self.transport:write(d) end
+
+local Client = protocol.Protocol:extend("Client")
+function Client:connectionMade() self.got = {}; self.transport:write("hello world") end
+function Client:dataReceived(d) self.got[#self.got + 1] = d end
+function Client:connectionLost(r) self.lost = r end
+
+describe("connectedServerAndClient", function()
+  it("delivers everything both ways on flush", function()
+    local server, client, pump = testing.connectedServerAndClient(Echo, Client)
+    assert.are.equal("hello world", table.concat(client.got))
+    assert.is_true(Echo:isinstance(server))
+    client.transport:write("again")
+    assert.is_true(pump:flush())
+    assert.are.equal("hello worldagain", table.concat(client.got))
+    assert.is_false(pump:flush())
+  end)
+
+  it("splits deliveries the same way for the same seed", function()
+    local function sizes(seed)
+      local _, client = testing.connectedServerAndClient(Echo, Client, { seed = seed, maxChunk = 4 })
+      local s = {}
+      for i, d in ipairs(client.got) do s[i] = #d end
+      return table.concat(s, ",")
+    end
+    assert.are.equal(sizes(7), sizes(7))
+    assert.are_not.equal(sizes(7), sizes(8))
+  end)
+
+  it("delivers one byte at a time with maxChunk 1", function()
+    local _, client = testing.connectedServerAndClient(Echo, Client, { maxChunk = 1 })
+    assert.are.equal(11, #client.got)
+  end)
+
+  it("closes both sides with ConnectionDone after loseConnection", function()
+    local Server = protocol.Protocol:extend("S")
+    function Server:connectionLost(r) self.lost = r end
+    local server, client, pump = testing.connectedServerAndClient(Server, Client)
+    client.transport:write("last")
+    client.transport:loseConnection()
+    assert.is_nil(server.lost)
+    pump:flush()
+    assert.is_not_nil(server.lost:check(errors.ConnectionDone))
+    assert.is_not_nil(client.lost:check(errors.ConnectionDone))
+  end)
+
+  it("accepts factories", function()
+    local server = testing.connectedServerAndClient(protocol.Factory.forProtocol(Echo),
+      { protocol = Client })
+    assert.is_true(Echo:isinstance(server))
+  end)
+end)
+
+describe("loopbackAsync", function()
+  it("delivers on later clock turns and fires when both sides disconnect", function()
+    local clock = Clock()
+    local S = protocol.Protocol:extend("S")
+    function S:dataReceived(d) self.got = d; self.transport:loseConnection() end
+    local server, client = S(), Client()
+    local d = testing.loopbackAsync(server, client, { clock = clock })
+    local fired = false
+    d:addCallback(function() fired = true end)
+    assert.is_nil(server.got)
+    clock:advance(0)
+    assert.are.equal("hello world", server.got)
+    assert.is_true(fired)
+  end)
+end)

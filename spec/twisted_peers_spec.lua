@@ -1,0 +1,61 @@
+-- spec/twisted_peers_spec.lua: lua/braid/basic.lua over real TCP against
+-- Twisted's LineReceiver, NetstringReceiver and Int32StringReceiver
+-- (spec/peers/twisted_framing_peer.py, run with Debian's /usr/bin/python3).
+local reactor = require "braid.reactor"
+local core = require "braid.core"
+local protocol = require "braid.protocol"
+local basic = require "braid.basic"
+
+local PY = "/usr/bin/python3"
+
+local function have_twisted()
+  return os.execute(PY .. " -c 'import twisted' 2>/dev/null") == true
+end
+
+local function read_file(path)
+  local f = io.open(path, "r")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- run the peer in the background and spin the reactor until it prints
+local function run_peer(mode, port)
+  local out = os.tmpname()
+  os.execute(("timeout -s KILL 20 %s spec/peers/twisted_framing_peer.py %s %d > %s 2>&1 &")
+    :format(PY, mode, port, out))
+  local deadline = core.monotonic() + 15
+  local text = ""
+  while not text:find("\n") do
+    if core.monotonic() > deadline then break end
+    reactor.iterate(0.02)
+    text = read_file(out)
+  end
+  os.remove(out)
+  return text
+end
+
+local function echo_server(Base, send)
+  local Echo = Base:extend("Echo" .. (Base.__name or ""))
+  function Echo:lineReceived(line) self:sendLine(line) end
+  function Echo:stringReceived(s) self[send](self, s) end
+  local port = reactor.listenTCP(0, protocol.Factory.forProtocol(Echo), 50, "127.0.0.1")
+  return port
+end
+
+
+
+local describe_peers = have_twisted() and describe or pending
+
+describe_peers("braid receivers against Twisted peers", function()
+  for _, case in ipairs({ { "line", basic.LineReceiver, "sendLine" },
+      { "netstring", basic.NetstringReceiver, "sendString" },
+      { "int32", basic.Int32StringReceiver, "sendString" } }) do
+    it("echoes what a Twisted " .. case[1] .. " client sends, framed identically", function()
+      local port = echo_server(case[2], case[3])
+      finally(function() port:stopListening() end)
+      assert.are.equal("OK\n", run_peer(case[1], port:getHost().port))
+    end)
+  end
+end)
