@@ -1,0 +1,297 @@
+-- spec/reload_spec.lua: lua/braid/reload.lua (the merge engine) and runtime/reload.c
+local reload = require("braid.reload")
+local log = require("braid.log")
+
+local dir = os.tmpname()
+os.remove(dir)
+assert(os.execute("mkdir -p " .. dir))
+package.path = dir .. "/?.lua;" .. package.path
+reload._installSearcher()
+
+local seq = 0
+local function write(name, src)
+  local f = assert(io.open(dir .. "/" .. name .. ".lua", "w"))
+  f:write(src)
+  f:close()
+end
+-- a fresh module name per test, so tests never share package.loaded
+local function fresh(src)
+  seq = seq + 1
+  local name = "hotmod" .. seq
+  write(name, src)
+  return name, require(name)
+end
+
+local logged
+local function observer(e) logged[#logged + 1] = e.text end
+before_each(function() logged = {}; log.addObserver(observer) end)
+after_each(function() log.removeObserver(observer) end)
+
+local function has_log(pat)
+  for _, t in ipairs(logged) do if t:find(pat) then return true end end
+  return false
+end
+
+describe("reload.reload", function()
+  it("replaces functions in the same module table", function()
+    local name, m = fresh("local M = {} function M.f() return 1 end return M")
+    local f = m.f
+    write(name, "local M = {} function M.f() return 2 end return M")
+    assert.is_true(reload.reload(name))
+    assert.equal(m, package.loaded[name])
+    assert.equal(2, m.f())
+    assert.equal(1, f())
+  end)
+
+  it("adds new keys and removes removed functions", function()
+    local name, m = fresh("local M = {} function M.a() end function M.b() end return M")
+    write(name, "local M = {} function M.a() end function M.c() return 'c' end M.data = 5 return M")
+    assert.is_true(reload.reload(name))
+    assert.is_nil(m.b)
+    assert.equal("c", m.c())
+    assert.equal(5, m.data)
+  end)
+
+  it("keeps a data field changed at run time and updates an untouched one", function()
+    local name, m = fresh("return { count = 0, limit = 10 }")
+    m.count = 7
+    write(name, "return { count = 0, limit = 20 }")
+    assert.is_true(reload.reload(name))
+    assert.equal(7, m.count)
+    assert.equal(20, m.limit)
+  end)
+
+  it("keeps a local table upvalue and takes an edited constant", function()
+    local name, m = fresh([[
+      local clients = {}
+      local LIMIT = 10
+      local M = {}
+      function M.add(c) clients[#clients + 1] = c; return #clients, LIMIT end
+      return M]])
+    m.add("x"); m.add("y")
+    write(name, [[
+      local clients = {}
+      local LIMIT = 20
+      local M = {}
+      function M.add(c) clients[#clients + 1] = c; return #clients * 100, LIMIT end
+      return M]])
+    assert.is_true(reload.reload(name))
+    local n, limit = m.add("z")
+    assert.equal(300, n)
+    assert.equal(20, limit)
+  end)
+
+  it("joins an added function to the module's locals", function()
+    local name, m = fresh([[
+      local seen = {}
+      local M = {}
+      function M.add(x) seen[#seen + 1] = x end
+      return M]])
+    m.add("a")
+    write(name, [[
+      local seen = {}
+      local M = {}
+      function M.add(x) seen[#seen + 1] = x end
+      function M.count() return #seen, M end
+      return M]])
+    assert.is_true(reload.reload(name))
+    local n, mod = m.count()
+    assert.equal(1, n)
+    assert.equal(m, mod)
+  end)
+
+  it("keeps a local counter that changed since load", function()
+    local name, m = fresh([[
+      local n = 0
+      return { bump = function() n = n + 1; return n end }]])
+    m.bump(); m.bump()
+    write(name, [[
+      local n = 0
+      return { bump = function() n = n + 10; return n end }]])
+    assert.is_true(reload.reload(name))
+    assert.equal(12, m.bump())
+  end)
+
+  it("merges nested class tables so live instances run the new methods", function()
+    local name, m = fresh([[
+      local class = require("braid.class")
+      local M = {}
+      M.Chat = class.Object:extend("Chat")
+      function M.Chat:init() self.lines = {} end
+      function M.Chat:fmt(s) return "<" .. s .. ">" end
+      return M]])
+    local Sub = m.Chat:extend("Sub")
+    local obj, sub = m.Chat(), Sub()
+    obj.lines[1] = "kept"
+    local Chat = m.Chat
+    write(name, [[
+      local class = require("braid.class")
+      local M = {}
+      M.Chat = class.Object:extend("Chat")
+      function M.Chat:init() self.lines = {} end
+      function M.Chat:fmt(s) return "[" .. s .. "]" end
+      function M.Chat:shout(s) return s:upper() end
+      return M]])
+    assert.is_true(reload.reload(name))
+    assert.equal(Chat, m.Chat)
+    assert.equal("[a]", obj:fmt("a"))
+    assert.equal("B", obj:shout("b"))
+    assert.equal("kept", obj.lines[1])
+    assert.equal("[c]", sub:fmt("c"))
+  end)
+
+  it("survives a module table that refers to itself", function()
+    local name, m = fresh("local M = {} M.self = M function M.f() return 1 end return M")
+    write(name, "local M = {} M.self = M function M.f() return 2 end return M")
+    assert.is_true(reload.reload(name))
+    assert.equal(m, m.self)
+    assert.equal(2, m.f())
+  end)
+
+  it("runs __reload(old, new) after the merge", function()
+    local name, m = fresh("return { users = { 'ann' } }")
+    write(name, [[
+      local M = { names = {} }
+      function M.__reload(old, new)
+        for i, u in ipairs(old.users) do old.names[u] = i end
+      end
+      return M]])
+    assert.is_true(reload.reload(name))
+    assert.equal(1, m.names.ann)
+  end)
+
+  it("sets reload.reloading while the chunk runs again", function()
+    local name = fresh("return { was = require('braid.reload').reloading }")
+    assert.is_false(package.loaded[name].was)
+    write(name, "return { now = require('braid.reload').reloading }")
+    assert.is_true(reload.reload(name))
+    assert.is_true(package.loaded[name].now)
+    assert.is_false(reload.reloading)
+  end)
+
+  it("keeps the previous code on a syntax error and logs it", function()
+    local name, m = fresh("return { f = function() return 1 end }")
+    write(name, "return { f = function() return 2 end")
+    local ok, err = reload.reload(name)
+    assert.is_nil(ok)
+    assert.is_string(err)
+    assert.equal(1, m.f())
+    assert.is_true(has_log("reload of " .. name .. " failed: .*previous code kept"))
+  end)
+
+  it("keeps the previous code when the chunk raises", function()
+    local name, m = fresh("return { f = function() return 1 end }")
+    write(name, "error('boom') return {}")
+    assert.is_nil(reload.reload(name))
+    assert.equal(1, m.f())
+  end)
+
+  it("refuses a module that now returns another type", function()
+    local name, m = fresh("return { f = function() return 1 end }")
+    write(name, "return 42")
+    local ok, err = reload.reload(name)
+    assert.is_nil(ok)
+    assert.matches("returned a number", err)
+    assert.equal(m, package.loaded[name])
+  end)
+
+  it("logs each successful reload with the count of replaced functions", function()
+    local name = fresh("return { a = function() end, b = function() end }")
+    write(name, "return { a = function() return 1 end, b = function() end }")
+    assert.is_true(reload.reload(name))
+    assert.is_true(has_log("reloaded " .. name .. " %(2 functions replaced%)"))
+  end)
+
+  it("raises a TypeError for a non-string module name", function()
+    local errors = require("braid.error")
+    local ok, e = pcall(reload.reload, 42)
+    assert.is_false(ok)
+    assert.equal(errors.TypeError, e.class)
+  end)
+end)
+
+describe("reload.history and reload.rollback", function()
+  it("records each version with time, hash and functions replaced", function()
+    local name = fresh("return { f = function() return 1 end }")
+    write(name, "return { f = function() return 2 end }")
+    assert.is_true(reload.reload(name))
+    local h = reload.history(name)
+    assert.equal(2, #h)
+    assert.equal(1, h[2].replaced)
+    assert.is_number(h[2].time)
+    assert.matches("^%x%x%x%x%x%x%x%x$", h[1].hash)
+    assert.are_not.equal(h[1].hash, h[2].hash)
+  end)
+
+  it("rolls back to the previous version keeping state", function()
+    local name, m = fresh("local s = {} return { f = function(x) s[#s+1] = x return 'v1', #s end }")
+    m.f("a")
+    write(name, "local s = {} return { f = function(x) s[#s+1] = x return 'v2', #s end }")
+    assert.is_true(reload.reload(name))
+    assert.same({ "v2", 2 }, { m.f("b") })
+    assert.is_true(reload.rollback(name))
+    assert.same({ "v1", 3 }, { m.f("c") })
+    assert.equal(3, #reload.history(name))
+  end)
+
+  it("returns nil and a message when there is no previous version", function()
+    local name = fresh("return {}")
+    local ok, err = reload.rollback(name)
+    assert.is_nil(ok)
+    assert.matches("no previous version", err)
+  end)
+end)
+
+describe("reload.on and reload.changed", function()
+  it("calls listeners with the module name and version", function()
+    local name = fresh("return { f = function() end }")
+    local got
+    reload.on(function(n, v) if n == name then got = v end end)
+    write(name, "return { f = function() return 1 end }")
+    assert.is_true(reload.reload(name))
+    assert.equal(2, got)
+  end)
+
+  it("lists modules whose file changed on disk", function()
+    local name = fresh("return {}")
+    assert.is_nil(((" " .. table.concat(reload.changed(), " ") .. " "):find(" " .. name .. " ", 1, true)))
+    write(name, "return { x = 1, padding = 'changed size' }")
+    local found = false
+    for _, n in ipairs(reload.changed()) do if n == name then found = true end end
+    assert.is_true(found)
+  end)
+end)
+
+describe("the watcher poll", function()
+  it("reloads a changed file once its stamp is stable and retries after a failed compile", function()
+    local name, m = fresh("return { f = function() return 1 end }")
+    local saved = reload.DEBOUNCE
+    reload.DEBOUNCE = 0
+    finally(function() reload.DEBOUNCE = saved end)
+    write(name, "return { f = function() return 2 end") -- half-written
+    reload._poll(); reload._poll()
+    assert.equal(1, m.f())
+    write(name, "return { f = function() return 3 end, g = 'longer file now' }")
+    reload._poll(); reload._poll()
+    assert.equal(3, m.f())
+  end)
+
+  it("logs a deleted file and keeps the old code", function()
+    local name, m = fresh("return { f = function() return 1 end }")
+    os.remove(dir .. "/" .. name .. ".lua")
+    reload._poll()
+    assert.equal(1, m.f())
+    assert.is_true(has_log("previous code kept"))
+  end)
+end)
+
+describe("braid.core.fileStamp", function()
+  it("returns a stamp string, or nil and an error for a missing file", function()
+    local core = require("braid.core")
+    assert.matches("^%d+:%d+:%d+:%d+$", core.fileStamp(dir))
+    local s, msg, code = core.fileStamp(dir .. "/nope")
+    assert.is_nil(s)
+    assert.is_string(msg)
+    assert.equal("ENOENT", code)
+  end)
+end)
