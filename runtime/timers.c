@@ -5,8 +5,11 @@
 ** calls with the same deadline run in scheduling order, and reset/delay
 ** take a new seq (they count as rescheduling). Heap entries carry their
 ** keys inline so sifting compares without touching the calls themselves;
-** each call knows its heap index, so cancel removes it at once (memory is
-** returned eagerly, as libevent does, rather than lazily as Node does).
+** each call knows its heap index. cancel is O(1): it lets go of the call
+** (function, arguments, anchor) at once and leaves a dead key in the heap;
+** dead keys are dropped when they reach the top, and the heap is compacted
+** (filter + Floyd heapify, O(n)) once they outnumber the live ones, so the
+** heap never holds more than twice the pending calls.
 **
 ** A DelayedCall is a userdata whose user values are the function and its
 ** arguments. While pending it is anchored in a registry table (anchors),
@@ -41,9 +44,10 @@ struct hentry {
 static struct {
   struct hentry *v;
   uint32_t n, cap;
+  uint32_t dead;    /* entries whose call was cancelled (dc == NULL) */
   uint64_t seq;
   int anchors_ref;  /* registry ref of the anchor table */
-} H = { NULL, 0, 0, 0, LUA_NOREF };
+} H = { NULL, 0, 0, 0, 0, LUA_NOREF };
 
 static inline int hless(const struct hentry *a, const struct hentry *b) {
   return a->deadline < b->deadline || (a->deadline == b->deadline && a->seq < b->seq);
@@ -51,7 +55,7 @@ static inline int hless(const struct hentry *a, const struct hentry *b) {
 
 static inline void hset(uint32_t i, struct hentry e) {
   H.v[i] = e;
-  e.dc->idx = i;
+  if (e.dc) e.dc->idx = i;
 }
 
 static void sift_up(uint32_t i, struct hentry e) {
@@ -101,8 +105,49 @@ static void heap_remove(struct dcall *dc) {
   else sift_down(i, last);
 }
 
+static void heap_pop_dead_top(void) {
+  H.dead--;
+  struct hentry last = H.v[--H.n];
+  if (H.n > 0) sift_down(0, last);
+}
+
+/* Drop every dead entry and rebuild the heap in O(n). */
+static void heap_compact(void) {
+  uint32_t j = 0;
+  for (uint32_t i = 0; i < H.n; i++)
+    if (H.v[i].dc) hset(j++, H.v[i]);
+  H.n = j;
+  H.dead = 0;
+  for (uint32_t i = j / 2; i-- > 0;) sift_down(i, H.v[i]);
+  if (H.cap > 1024 && H.n < H.cap / 4) { /* give memory back */
+    struct hentry *v = realloc(H.v, (H.cap / 2) * sizeof *v);
+    if (v) { H.v = v; H.cap /= 2; }
+  }
+}
+
+/* Cancel: forget the call, leave its key behind. */
+static void heap_kill(struct dcall *dc) {
+  uint32_t i = dc->idx;
+  if (i == NOT_IN_HEAP) return;
+  dc->idx = NOT_IN_HEAP;
+  H.v[i].dc = NULL;
+  H.dead++;
+  if (H.dead == H.n) H.n = H.dead = 0;
+  else if (H.dead > 64 && H.dead > H.n / 2) heap_compact();
+}
+
+/* The DelayedCall metatable of the state that opened the timers first: a
+** pointer compare instead of luaL_checkudata's registry lookup by name. */
+static const void *dc_mt;
+
 static struct dcall *dc_check(lua_State *L, int i) {
-  return luaL_checkudata(L, i, DC_META);
+  void *p = lua_touserdata(L, i);
+  if (p && lua_getmetatable(L, i)) {
+    const void *mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    if (mt == dc_mt) return p;
+  }
+  return luaL_checkudata(L, i, DC_META); /* any other state; or raises */
 }
 
 static void raise_state(lua_State *L, struct dcall *dc) {
@@ -173,7 +218,7 @@ static int l_cancel(lua_State *L) {
   struct dcall *dc = dc_check(L, 1);
   if (dc->state != DC_PENDING) raise_state(L, dc);
   dc->state = DC_CANCELLED;
-  heap_remove(dc);
+  heap_kill(dc);
   unanchor(L, dc);
   for (int i = 1; i <= dc->nuv; i++) { /* let the function and args go */
     lua_pushnil(L);
@@ -213,10 +258,13 @@ static int l_active(lua_State *L) {
   return 1;
 }
 
-/* fields: called, cancelled, time, func, args; then methods (upvalue 1) */
+/* methods (upvalue 1), then the fields called, cancelled, time, func, args */
 static int dc_index(lua_State *L) {
   struct dcall *dc = dc_check(L, 1);
-  const char *k = lua_tostring(L, 2);
+  lua_pushvalue(L, 2); /* methods first: dc:cancel() is the hot lookup */
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  lua_pop(L, 1);
+  const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
   if (k) {
     if (strcmp(k, "called") == 0) { lua_pushboolean(L, dc->state == DC_CALLED); return 1; }
     if (strcmp(k, "cancelled") == 0) { lua_pushboolean(L, dc->state == DC_CANCELLED); return 1; }
@@ -234,8 +282,7 @@ static int dc_index(lua_State *L) {
       return 1;
     }
   }
-  lua_pushvalue(L, 2);
-  lua_rawget(L, lua_upvalueindex(1));
+  lua_pushnil(L);
   return 1;
 }
 
@@ -250,22 +297,25 @@ static int dc_tostring(lua_State *L) {
 static int l_getDelayedCalls(lua_State *L) {
   lua_createtable(L, (int)H.n, 0);
   lua_rawgeti(L, LUA_REGISTRYINDEX, H.anchors_ref);
+  lua_Integer k = 0;
   for (uint32_t i = 0; i < H.n; i++) {
+    if (!H.v[i].dc) continue;
     lua_rawgeti(L, -1, H.v[i].dc->ref);
-    lua_rawseti(L, -3, (lua_Integer)i + 1);
+    lua_rawseti(L, -3, ++k);
   }
   lua_pop(L, 1);
   return 1;
 }
 
 static int l_pending(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)H.n);
+  lua_pushinteger(L, (lua_Integer)(H.n - H.dead));
   return 1;
 }
 
-size_t braid_timers_pending(void) { return H.n; }
+size_t braid_timers_pending(void) { return H.n - H.dead; }
 
 double braid_timers_next(void) {
+  while (H.n > 0 && H.v[0].dc == NULL) heap_pop_dead_top();
   if (H.n == 0) return -1;
   double d = H.v[0].deadline - braid_monotonic();
   return d > 0 ? d : 0;
@@ -288,6 +338,7 @@ int braid_timers_run(lua_State *L) {
   int anchors = lua_gettop(L);
   while (H.n > 0) {
     struct hentry *top = &H.v[0];
+    if (!top->dc) { heap_pop_dead_top(); continue; }
     if (top->deadline > now || top->seq >= barrier) break;
     struct dcall *dc = top->dc;
     heap_remove(dc);
@@ -322,8 +373,9 @@ static int timers_gc(lua_State *L) {
   (void)L;
   free(H.v);
   H.v = NULL;
-  H.n = H.cap = 0;
+  H.n = H.cap = H.dead = 0;
   H.anchors_ref = LUA_NOREF;
+  dc_mt = NULL;
   return 0;
 }
 
@@ -340,6 +392,7 @@ void braid_open_timers(lua_State *L) {
     lua_setfield(L, LUA_REGISTRYINDEX, "braid.timers.sentinel");
   }
   if (luaL_newmetatable(L, DC_META)) {
+    if (!dc_mt) dc_mt = lua_topointer(L, -1);
     luaL_newlib(L, dc_methods);
     lua_pushcclosure(L, dc_index, 1);
     lua_setfield(L, -2, "__index");
