@@ -143,6 +143,18 @@ describe("braid", function()
     assert.same({ "after run" }, lines)
   end)
 
+  it("leaves the loop alone when the script drove it with iterate (as busted does)", function()
+    local lines, code = proc.run({ "-e", [[
+      local reactor = require "braid.reactor"
+      reactor.callLater(0, print, "ran in iterate")
+      reactor.callLater(60, print, "never")
+      reactor.iterate(0)
+      print("done")
+    ]] })
+    assert.equal(0, code)
+    assert.same({ "ran in iterate", "done" }, lines)
+  end)
+
   it("--pidfile writes the pid and removes the file at exit", function()
     local pidfile = tmpfile()
     os.remove(pidfile)

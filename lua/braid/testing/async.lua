@@ -86,6 +86,10 @@ local function drive(reactor, core, done, timeout)
   while not done() do
     local left = deadline - core.monotonic()
     if left <= 0 then return false end
+    -- a turn that waits for nothing first: what fell due (a callLater(0))
+    -- may be all it takes, and iterate(t) waits t after running it
+    reactor.iterate(0)
+    if done() then break end
     reactor.iterate(left < 0.1 and left or 0.1)
   end
   return true
