@@ -72,6 +72,7 @@ struct event_base *braid_base(lua_State *L) {
   lp->base = event_base_new_with_config(cfg);
   event_config_free(cfg);
   if (!lp->base) { luaL_error(L, "%s", err); return NULL; }
+  event_base_priority_init(lp->base, 2); /* 0: the reload watcher; 1: everything else */
   lp->wake_ev = evtimer_new(lp->base, wake_cb, NULL);
   if (!lp->wake_ev) {
     event_base_free(lp->base);
@@ -152,6 +153,7 @@ int braid_pusherror(lua_State *L, int err) {
     E(EAGAIN) E(ECONNREFUSED) E(ECONNRESET) E(EPIPE) E(ETIMEDOUT)
     E(EADDRINUSE) E(EADDRNOTAVAIL) E(EACCES) E(ENOENT) E(EMFILE) E(ENFILE)
     E(EINVAL) E(ENOMEM) E(EHOSTUNREACH) E(ENETUNREACH) E(EINTR) E(EBADF)
+    E(ENOSPC) E(ENOTDIR) E(EISDIR) E(ENOSYS)
 #undef E
     default: break;
   }

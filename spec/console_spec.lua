@@ -1,8 +1,61 @@
 -- spec/console_spec.lua: lua/braid/console.lua
 local console = require("braid.console")
 local reactor = require("braid.reactor")
+local reload = require("braid.reload")
+local defer = require("braid.defer")
+local protocol = require("braid.protocol")
+local errors = require("braid.error")
 local socket = require("socket")
 local unix_ok, socket_unix = pcall(require, "socket.unix")
+
+local function unix_socket()
+  return assert((unix_ok and (type(socket_unix) == "table" and socket_unix.stream or socket_unix) or socket.unix)())
+end
+
+-- Iterate the reactor until cond() is true (bounded: fails, never hangs).
+local function until_(cond, what)
+  for _ = 1, 500 do
+    if cond() then return end
+    reactor.iterate(0.01)
+  end
+  error("timed out waiting for " .. (what or "a condition"))
+end
+
+-- A real client of a console port: reads lines while the reactor turns.
+local function client(c)
+  c:settimeout(0)
+  local k = { c = c, lines = {}, buf = "", closed = false }
+  function k.pump()
+    local data, err, part = c:receive("*a")
+    k.buf = k.buf .. (data or part or "")
+    while true do
+      local l, rest = k.buf:match("^([^\n]*)\n(.*)$")
+      if not l then break end
+      k.lines[#k.lines + 1] = l
+      k.buf = rest
+    end
+    if err == "closed" then k.closed = true end
+  end
+  function k.line(i)
+    until_(function() k.pump(); return #k.lines >= i or k.closed end, "console line " .. i)
+    return k.lines[i]
+  end
+  function k.send(s) assert(c:send(s)) end
+  function k.waitClosed()
+    until_(function() k.pump(); return k.closed end, "the console to close the connection")
+  end
+  return k
+end
+
+-- Nothing may stay open after a spec: turn the reactor until the server
+-- side of every closed client is gone too.
+local function settle()
+  until_(function() return #console.inspect.connections() == 0 end, "connections to close")
+end
+
+local function tcp_client(port)
+  return client(assert(socket.connect("127.0.0.1", port:getHost().port)))
+end
 
 describe("console.eval", function()
   local env
@@ -21,97 +74,244 @@ describe("console.eval", function()
     assert.matches("^error: .*", console.eval("local = 1", env))
   end)
 
+  it("asks for more input when a statement is unfinished", function()
+    local out, more = console.eval("for i = 1, 3 do", env)
+    assert.is_nil(out)
+    assert.is_true(more)
+    assert.is_nil(console.eval("for i = 1, 3 do\n s = (s or 0) + i\nend", env))
+    assert.equal("6", console.eval("s", env))
+  end)
+
   it("reports a raised error and goes on", function()
     assert.matches("^error: .*boom", console.eval("error('boom')", env))
     assert.equal("2", console.eval("1 + 1", env))
   end)
 
-  it("stops a line that runs past the time limit", function()
+  it("reports a result whose __tostring raises instead of raising", function()
+    local out = console.eval("setmetatable({}, {__tostring = function() error('no text') end})", env)
+    assert.matches("^error: .*no text", out)
+  end)
+
+  it("interrupts a statement that loops past the configurable time limit", function()
     local saved = console.TIME_LIMIT
     console.TIME_LIMIT = 0.05
     finally(function() console.TIME_LIMIT = saved end)
+    local t0 = reactor.seconds()
     assert.matches("time limit exceeded", console.eval("while true do end", env))
+    assert.is_true(reactor.seconds() - t0 < 2)
     assert.is_nil(debug.gethook())
   end)
 
-  it("offers inspect.modules and reload", function()
+  it("changes the time limit from the console itself", function()
+    local saved = console.TIME_LIMIT
+    finally(function() console.TIME_LIMIT = saved end)
+    assert.is_nil(console.eval("console.TIME_LIMIT = 0.05", env))
+    assert.equal(0.05, console.TIME_LIMIT)
+    assert.matches("time limit exceeded", console.eval("local t = {} while true do t[1] = 1 end", env))
+  end)
+
+  it("interrupts printing a result that loops", function()
+    local saved = console.TIME_LIMIT
+    console.TIME_LIMIT = 0.05
+    finally(function() console.TIME_LIMIT = saved end)
+    local out = console.eval("setmetatable({}, {__tostring = function() while true do end end})", env)
+    assert.matches("time limit exceeded", out)
+  end)
+
+  it("offers inspect, reload, rollback and reloadlib", function()
     assert.equal("table", console.eval("type(inspect.modules())", env))
     assert.equal("function", console.eval("type(reload)", env))
+    assert.equal("function", console.eval("type(rollback)", env))
+    assert.equal("true", console.eval("reloadlib == require('braid.reload')", env))
+  end)
+end)
+
+describe("console inspect helpers", function()
+  after_each(settle)
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. dir))
+  package.path = dir .. "/?.lua;" .. package.path
+  reload._installSearcher()
+  local f = assert(io.open(dir .. "/inspected_proto.lua", "w"))
+  f:write([[
+local M = {}
+M.Echo = require("braid.protocol").Protocol:extend("InspectedEcho")
+function M.Echo:dataReceived(d) self.transport:write(d) end
+return M
+]])
+  f:close()
+  local mod = require("inspected_proto")
+  teardown(function() os.execute("rm -rf " .. dir) end)
+
+  it("lists live connections with protocol, peer, bytes queued and code version", function()
+    local port = reactor.listenTCP(0, protocol.Factory.forProtocol(mod.Echo), nil, "127.0.0.1")
+    local c = assert(socket.connect("127.0.0.1", port:getHost().port))
+    finally(function() c:close(); port:stopListening() end)
+    local row
+    until_(function()
+      for _, r in ipairs(console.inspect.connections()) do
+        if r.protocol == "InspectedEcho" then row = r end
+      end
+      return row ~= nil
+    end, "the connection to show")
+    assert.equal("InspectedEcho", row.protocol)
+    assert.matches("^127%.0%.0%.1:%d+$", row.peer)
+    assert.equal(0, row.queued)
+    assert.is_false(row.paused)
+    assert.equal("inspected_proto v1", row.version)
+    assert.equal("open", row.state)
+    assert.matches("1 connections?\n  session=%d+ protocol=InspectedEcho", tostring(console.inspect.connections()))
+  end)
+
+  it("lists pending delayed calls, soonest first, with where their function is", function()
+    local later = reactor.callLater(50, function() end)
+    local sooner = reactor.callLater(20, print)
+    finally(function() later:cancel(); sooner:cancel() end)
+    local rows = console.inspect.delayedCalls()
+    local mine = {}
+    for _, r in ipairs(rows) do
+      if r.due > 19 and r.due <= 50 then mine[#mine + 1] = r end
+    end
+    assert.equal(2, #mine)
+    assert.equal("[C]", mine[1].func)
+    assert.matches("console_spec%.lua:%d+$", mine[2].func)
+    assert.is_true(mine[1].due < mine[2].due)
+  end)
+
+  it("finds a pending Deferred held only by a local, with where and when it was made", function()
+    defer.setDebugging(true)
+    local d = defer.Deferred()
+    defer.setDebugging(false)
+    local fired = defer.Deferred()
+    fired:callback(1)
+    local found
+    for _, r in ipairs(console.inspect.deferreds()) do
+      if r.deferred == tostring(d) then found = r end
+      assert.are_not.equal(tostring(fired), r.deferred)
+    end
+    assert.is_table(found)
+    assert.matches("console_spec%.lua:%d+$", found.made)
+    assert.is_true(found.age >= 0 and found.age < 5)
+    d:callback(nil)
+  end)
+
+  it("lists recorded modules with their version and how they are watched", function()
+    local found
+    for _, r in ipairs(console.inspect.modules()) do
+      if r.name == "inspected_proto" then found = r end
+    end
+    assert.equal(1, found.version)
+    assert.equal("-", found.watch)
+    assert.is_false(found.changed)
+    assert.matches("inspected_proto%.lua$", found.path)
   end)
 end)
 
 describe("console.serve", function()
+  after_each(settle)
   it("refuses a non-loopback TCP host without a password file", function()
-    local errors = require("braid.error")
     local ok, e = pcall(console.serve, "tcp:0.0.0.0:0")
     assert.is_false(ok)
     assert.equal(errors.ValueError, e.class)
+  end)
+
+  it("refuses an endpoint it does not know", function()
+    local ok, e = pcall(console.serve, "ssl:0")
+    assert.is_false(ok)
+    assert.equal(errors.ValueError, e.class)
+  end)
+
+  it("listens on loopback for tcp:PORT and keeps the port as console.port", function()
+    local port = console.serve("tcp:0")
+    finally(function() port:stopListening() end)
+    assert.equal(port, console.port)
+    assert.equal("127.0.0.1", port:getHost().host)
   end)
 
   it("answers a real client over a UNIX socket with mode 0600", function()
     local path = os.tmpname()
     os.remove(path)
     local port = console.serve("unix:" .. path)
-    finally(function() port:stopListening(); os.remove(path) end)
+    local c = unix_socket()
+    finally(function() c:close(); port:stopListening(); os.remove(path) end)
     local f = io.popen("stat -c %a " .. path); local mode = f:read("l"); f:close()
     assert.equal("600", mode)
-    local c = assert((unix_ok and (type(socket_unix) == "table" and socket_unix.stream or socket_unix) or socket.unix)())
     assert(c:connect(path))
-    c:settimeout(0)
-    local got, buf = {}, ""
-    local function pump(n)
-      for _ = 1, 200 do
-        reactor.iterate(0.01)
-        local data, err, part = c:receive("*a")
-        buf = buf .. (data or part or "")
-        for l in buf:gmatch("([^\n]*)\n") do got[#got + 1] = l end
-        buf = buf:match("[^\n]*$")
-        if #got >= n then return end
-        if err == "closed" then return end
-      end
-    end
-    pump(1)
-    assert.matches("^braid console", got[1])
-    c:send("return 6 * 7\n")
-    pump(2)
-    assert.equal("42", got[2])
-    c:send("error('bad')\n")
-    pump(3)
-    assert.matches("^error: .*bad", got[3])
-    c:close()
+    local k = client(c)
+    assert.matches("^braid console", k.line(1))
+    k.send("return 6 * 7\n")
+    assert.equal("42", k.line(2))
+    k.send("error('bad')\n")
+    assert.matches("^error: .*bad", k.line(3))
+    k.send("for i = 1, 2 do\nprint('p' .. i)\nend\n")
+    assert.equal("p1", k.line(4))
+    assert.equal("p2", k.line(5))
   end)
 
-  it("closes a connection whose line exceeds the limit, and keeps serving", function()
-    local saved = console.MAX_LINE
-    console.MAX_LINE = 1000
+  it("serves with a password: the right one opens the console", function()
+    local pw = os.tmpname()
+    local f = assert(io.open(pw, "w")); f:write("s3cret\n"); f:close()
+    local port = console.serve("tcp:127.0.0.1:0", pw)
+    local k = tcp_client(port)
+    finally(function() k.c:close(); port:stopListening(); os.remove(pw) end)
+    assert.equal("password:", k.line(1))
+    k.send("s3cret\r\n")
+    assert.matches("^braid console", k.line(2))
+    k.send("1 + 1\n")
+    assert.equal("2", k.line(3))
+  end)
+
+  it("closes the connection on a wrong password and evaluates nothing", function()
+    local pw = os.tmpname()
+    local f = assert(io.open(pw, "w")); f:write("s3cret\n"); f:close()
+    local port = console.serve("tcp:127.0.0.1:0", pw)
+    local k = tcp_client(port)
+    finally(function() k.c:close(); port:stopListening(); os.remove(pw) end)
+    assert.equal("password:", k.line(1))
+    k.send("guess\nconsole_spec_owned = true\n")
+    assert.equal("error: wrong password", k.line(2))
+    k.waitClosed()
+    assert.is_nil(rawget(_G, "console_spec_owned"))
+    assert.equal(2, #k.lines)
+  end)
+
+  it("survives garbage: binary bytes, NULs and half statements are errors", function()
     local port = console.serve("tcp:127.0.0.1:0")
-    finally(function() console.MAX_LINE = saved; port:stopListening() end)
-    local pn = port:getHost().port
-    local function client()
-      local c = assert(socket.connect("127.0.0.1", pn))
-      c:settimeout(0)
-      return c
-    end
-    local function pump(c, pat)
-      local buf = ""
-      for _ = 1, 200 do
-        reactor.iterate(0.01)
-        local data, err, part = c:receive("*a")
-        buf = buf .. (data or part or "")
-        if pat and buf:find(pat) then return buf, "found" end
-        if err == "closed" then return buf, "closed" end
+    local k = tcp_client(port)
+    finally(function() k.c:close(); port:stopListening() end)
+    k.line(1)
+    k.send("\0\1\2\255\254 garbage ))(( \n")
+    assert.matches("^error: ", k.line(2))
+    k.send("end end end\n")
+    assert.matches("^error: ", k.line(3))
+    k.send(string.rep("\255", 4096) .. "\n")
+    assert.matches("^error: ", k.line(4))
+    k.send("return 'alive'\n")
+    assert.equal("alive", k.line(5))
+  end)
+
+  it("closes a connection sending a 10 MB line, and keeps serving others", function()
+    local port = console.serve("tcp:127.0.0.1:0")
+    local bad, good = tcp_client(port), nil
+    finally(function() bad.c:close(); if good then good.c:close() end; port:stopListening() end)
+    bad.line(1)
+    local chunk = string.rep("x", 1024 * 1024)
+    local sent = 0
+    bad.c:settimeout(0)
+    until_(function()
+      if sent < 10 * #chunk then
+        local n, _, part = bad.c:send(chunk)
+        sent = sent + (n or part or 0)
       end
-      return buf, "timeout"
-    end
-    local bad = client()
-    bad:send(string.rep("x", 5000))
-    local _, how = pump(bad)
-    assert.equal("closed", how)
-    bad:close()
-    local good = client()
-    good:send("return 'ok'\n")
-    local out = pump(good, "ok\n")
-    assert.matches("\nok\n$", out)
-    good:close()
+      bad.pump()
+      return bad.closed or sent >= 10 * #chunk
+    end, "the 10 MB line to be sent or refused")
+    bad.waitClosed()
+    assert.equal("error: line too long", bad.lines[2])
+    good = tcp_client(port)
+    good.line(1)
+    good.send("return 'ok'\n")
+    assert.equal("ok", good.line(2))
   end)
 end)

@@ -449,7 +449,7 @@ local function new_deferred(mt, canceller)
       called = false, result = nil, _n = 0, _running = false }, mt)
   end
   if debugging then
-    d._dbg = setmetatable({ creator = traceback_at(3) }, SENTINEL)
+    d._dbg = setmetatable({ made = os.time(), creator = traceback_at(3) }, SENTINEL)
   end
   return d
 end
@@ -473,7 +473,7 @@ function Deferred.__new(cls, canceller, ...)
       called = false, result = nil, _n = 0, _running = false, _canceller = canceller }, Deferred)
   end
   if debugging then  -- class.lua's new tail-calls __new: level 2 is the caller
-    d._dbg = setmetatable({ creator = traceback_at(2) }, SENTINEL)
+    d._dbg = setmetatable({ made = os.time(), creator = traceback_at(2) }, SENTINEL)
   end
   return d
 end
@@ -723,7 +723,7 @@ end
 function M.succeed(result)
   local d = setmetatable({ called = true, result = result, _n = 0, _running = false },
     Deferred)
-  if debugging then d._dbg = setmetatable({ creator = traceback_at(2) }, SENTINEL) end
+  if debugging then d._dbg = setmetatable({ made = os.time(), creator = traceback_at(2) }, SENTINEL) end
   if result ~= nil then
     local mt = getmetatable(result)
     if mt ~= nil and mt ~= Failure then

@@ -5,6 +5,11 @@
 -- table already in package.loaded, so every reference to that table (live
 -- protocol instances through their metatables, factories, subclasses) sees
 -- the new functions on its next lookup while data stays put.
+--
+-- The watcher: inotify on the directories of watched modules (so a save by
+-- rename is seen), a file loaded once its writer has closed it or renamed
+-- it into place (never while a write is in progress), at most once per
+-- DEBOUNCE; a stat poller where inotify is not available.
 local M = {}
 
 local type, pairs, next, pcall, tostring = type, pairs, next, pcall, tostring
@@ -25,26 +30,39 @@ do
   if dir then SYSTEM_DIRS[#SYSTEM_DIRS + 1] = dir end
 end
 
---- Poll interval of the watcher (seconds) and the debounce (a file must keep
--- the same stamp this long before it is loaded, so a half-written save is
--- not taken).
-M.POLL_INTERVAL = 0.02
-M.DEBOUNCE = 0.02
+--- A finished save (the writer closed the file or renamed it into place)
+-- is loaded at once, unless the file was loaded less than DEBOUNCE seconds
+-- ago: then after DEBOUNCE seconds of quiet, so a storm of saves ends in a
+-- load of the last one.
+M.DEBOUNCE = 0.01
+--- Seconds a vanished file may take to come back (a rename-save) before it
+-- is reported; with polling, how long a changed stamp must hold still
+-- before the file is loaded.
+M.SETTLE = 0.1
+--- Seconds between two stats of the polling fallback.
+M.POLL_INTERVAL = 0.05
+--- Set to true before modules are watched to poll their files instead of
+-- using inotify (network filesystems, where inotify misses remote writes).
+M.usePolling = false
+--- How many recent versions keep their source for rollback.
+M.KEEP_SOURCES = 32
 
 local records = {}   -- modname -> record
 local listeners = {}
 
+local core
+do
+  local ok, c = pcall(require, "braid.core")
+  core = ok and c or nil
+end
+
 local function core_stamp(path)
-  local core = loaded["braid.core"]
-  if core == nil then
-    local ok, c = pcall(require, "braid.core")
-    core = ok and c or false
-  end
   if core and core.fileStamp then return core.fileStamp(path) end
   -- without the C core: size + content (slow, but only a fallback)
   local f, err = io.open(path, "rb")
   if not f then return nil, err end
   local s = f:read("a"); f:close()
+  if not s then return nil, "unreadable" end
   return #s .. ":" .. s
 end
 
@@ -58,11 +76,25 @@ local function log_err(v, why)
   if ok and log.err then log.err(v, why) else io.stderr:write(why, "\n") end
 end
 
+-- A problem with a watched file (deleted, unreadable, watch lost): shown
+-- even before startLogging (error level, no traceback).
+local logger
+local function log_problem(text)
+  if logger == nil then
+    local ok, log = pcall(require, "braid.log")
+    logger = ok and log.Logger and log.Logger("braid.reload") or false
+  end
+  if logger then logger:error("{text}", { text = text })
+  else io.stderr:write(text, "\n") end
+end
+
 local function now()
   local r = loaded["braid.reactor"]
   if type(r) == "table" and r.seconds then return r.seconds() end
   return os.time()
 end
+
+local mono = core and core.monotonic or os.time
 
 -- FNV-1a, 32 bits: a short stable fingerprint of a version's source.
 local function hash(s)
@@ -211,6 +243,25 @@ local function remap_upvalues(t, map, seen)
   end
 end
 
+-- Whether two functions have the same text: the lines each spans in the
+-- source of its version (set around a merge by apply), so a function that
+-- only moved in the file counts as unchanged. Unknown counts as changed.
+local old_lines, new_lines, merge_src
+local function lines_of(source)
+  local t = {}
+  for l in (source .. "\n"):gmatch("([^\n]*)\n") do t[#t + 1] = l end
+  return t
+end
+local function text_of(f, lines)
+  local info = debug.getinfo(f, "S")
+  if lines == nil or info.source ~= merge_src or info.linedefined <= 0 then return nil end
+  return table.concat(lines, "\n", info.linedefined, info.lastlinedefined)
+end
+local function same_code(f, g)
+  local a = text_of(f, old_lines)
+  return a ~= nil and a == text_of(g, new_lines)
+end
+
 local function merge(live, new, prev, prevups, modups, seen, jseen, count)
   if seen[live] then return count end
   seen[live] = true
@@ -222,7 +273,7 @@ local function merge(live, new, prev, prevups, modups, seen, jseen, count)
       if type(lv) == "function" then
         if lv ~= v then
           join_upvalues(v, lv, prevups, jseen, modups)
-          count = count + 1
+          if not same_code(lv, v) then count = count + 1 end
         end
       else
         join_upvalues(v, nil, prevups, jseen, modups)
@@ -271,7 +322,7 @@ local function read_file(path)
   if not f then return nil, err end
   local s, rerr = f:read("a")
   f:close()
-  if not s then return nil, rerr end
+  if not s then return nil, path .. ": " .. tostring(rerr) end
   return s
 end
 
@@ -284,19 +335,13 @@ local function new_record(name, path, source)
   if source then
     rec.versions[1] = { version = 1, time = now(), hash = hash(source),
                         replaced = 0, source = source }
+    rec.disk_hash = rec.versions[1].hash
   end
   return rec
 end
 
 local function find_path(name)
   return package.searchpath(name, package.path)
-end
-
--- Record a module loaded through require: its path, source and snapshot.
-local function record_loaded(name, path)
-  if records[name] or is_system(path) then return end
-  local rec = new_record(name, path, read_file(path))
-  rec.pending_snapshot = true
 end
 
 local function ensure_snapshot(rec)
@@ -309,9 +354,385 @@ local function ensure_snapshot(rec)
       local v = loaded[rec.name]
       rec.snap = take_snapshot(v)
     end
+    rec.first_snap = nil
   end
 end
 
+local function notify(name, version)
+  for i = 1, #listeners do
+    local ok, err = pcall(listeners[i], name, version)
+    if not ok then log_err(err, "reload listener failed") end
+  end
+end
+
+-- A chunk's error as a Failure with the traceback where it was raised.
+local function chunk_msgh(e)
+  local ok, failure = pcall(require, "braid.failure")
+  if ok then return failure.msgh(e) end
+  return { getErrorMessage = function() return tostring(e) end }
+end
+
+-- Load `source` as the new version of rec and merge it. Returns true, or
+-- nil, the error message and (when the chunk raised) its Failure; nothing
+-- has changed then.
+local function apply(rec, source, is_rollback, h)
+  local name = rec.name
+  local live = loaded[name]
+  local chunk, cerr = load(source, "@" .. rec.path)
+  if not chunk then return nil, cerr end
+  local was = M.reloading
+  M.reloading = true
+  local ok, new = xpcall(chunk, chunk_msgh, name, rec.path)
+  M.reloading = was
+  if not ok then return nil, new:getErrorMessage(), new end
+  if new == nil then new = true end
+  if live ~= nil and type(new) ~= type(live) then
+    return nil, ("module returned a %s, previously a %s"):format(type(new), type(live))
+  end
+  ensure_snapshot(rec)
+  local nsnap = take_snapshot(new)
+  local count = 0
+  local cur = rec.versions[#rec.versions]
+  old_lines = cur and cur.source and lines_of(cur.source) or nil
+  new_lines, merge_src = lines_of(source), "@" .. rec.path
+  local modups = {}
+  if type(live) == "table" or type(live) == "function" then
+    collect_upvalues(live, modups, {})
+  end
+  if type(live) == "table" then
+    local seen = {}
+    count = merge(live, new, rec.snap.data, rec.snap.ups, modups, seen, {}, 0)
+    remap_upvalues(new, seen, {})
+    local hook = live.__reload
+    if type(hook) == "function" then
+      local hok, herr = pcall(hook, live, new)
+      if not hok then log_err(herr, ("__reload of %s failed"):format(name)) end
+    end
+  else
+    if type(live) == "function" and type(new) == "function" then
+      join_upvalues(new, live, rec.snap.ups, {}, modups)
+      count = same_code(live, new) and 0 or 1
+    end
+    loaded[name] = new
+  end
+  old_lines, new_lines = nil, nil
+  rec.snap = nsnap
+  rec.failed_hash = nil
+  local vs = rec.versions
+  local v = { version = #vs + 1, time = now(), hash = h or hash(source),
+              replaced = count, source = source, rollback = is_rollback or nil }
+  vs[v.version] = v
+  local old = vs[v.version - M.KEEP_SOURCES]
+  if old then old.source = nil end
+  log_msg(("reloaded %s (%d functions replaced)"):format(name, count))
+  notify(name, v.version)
+  return true
+end
+
+-- Log a failed reload: one line, and the traceback when the chunk raised.
+local function fail(name, err, f)
+  local text = ("reload of %s failed: %s; previous code kept"):format(name, tostring(err))
+  if f and f.getTraceback then log_err(f, text) else log_problem(text) end
+  return nil, err
+end
+
+local function get_record(name)
+  local rec = records[name]
+  if rec then return rec end
+  local path = find_path(name)
+  if not path then return nil end
+  rec = new_record(name, path, read_file(path))
+  rec.pending_snapshot = true
+  return rec
+end
+
+-- The watcher loads a file's source (h its hash): nothing happens when it
+-- is the version running now (a touch, a chmod, an editor's second write),
+-- or one that already failed (reported once).
+local function load_source(rec, source, h)
+  if loaded[rec.name] == nil then return end
+  local cur = rec.versions[#rec.versions]
+  if (cur and cur.hash == h) or rec.failed_hash == h then return end
+  local ok, err, f = apply(rec, source, nil, h)
+  if not ok then
+    rec.failed_hash = h
+    fail(rec.name, err, f)
+  end
+end
+
+-- The file of a watched module is missing or unreadable: said once.
+local function problem(rec, err)
+  err = tostring(err)
+  if not err:find(rec.path, 1, true) then err = rec.path .. ": " .. err end
+  if rec.problem == err then return end
+  rec.problem = err
+  log_problem(("reload of %s: %s; previous code kept"):format(rec.name, err))
+end
+
+-- The file as it is now counts as seen (reload, rollback): a watcher check
+-- still pending for a save made before does nothing.
+local function mark_seen(rec, stamp, source)
+  rec.stamp = stamp
+  rec.disk_hash = source and hash(source) or nil
+end
+
+-- Read a watched file now and load it if it is new. A file that changed
+-- while it was read is tried again later; one with the stamp and content
+-- last seen is left alone.
+local schedule
+local function check_file(rec)
+  local s1, serr = core_stamp(rec.path)
+  if not s1 then return problem(rec, serr) end
+  local source, rerr = read_file(rec.path)
+  if not source then return problem(rec, rerr) end
+  if core_stamp(rec.path) ~= s1 then return schedule(rec, M.DEBOUNCE) end
+  rec.problem = nil
+  rec.checked_at = mono()
+  local h = hash(source)
+  if s1 == rec.stamp and h == rec.disk_hash then return end
+  rec.stamp, rec.disk_hash = s1, h
+  load_source(rec, source, h)
+end
+
+---------------------------------------------------------------------------
+-- The watcher: inotify, or polling where inotify is not available.
+
+local watcher          -- core.inotify() watcher; false once it failed
+local dirs = {}        -- real directory -> { wd =, path =, files = { base -> rec } }
+local by_wd = {}       -- watch descriptor -> dirs entry
+local due = {}         -- rec -> monotonic time of its check
+local check_call       -- the DelayedCall of the next check
+local polled = {}      -- rec -> true: watched by the poller
+local polling = false
+local watch_all = false
+
+local function reactor_mod()
+  local ok, r = pcall(require, "braid.reactor")
+  return ok and r or nil
+end
+
+local run_checks
+local check_at         -- monotonic time check_call is due
+local function arm()
+  local first
+  for _, t in pairs(due) do
+    if first == nil or t < first then first = t end
+  end
+  if first == nil then return end
+  if check_call and check_at <= first + 0.0005 then return end
+  local reactor = reactor_mod()
+  if not reactor then return end
+  if check_call then check_call:cancel() end
+  local delay = first - mono()
+  check_call, check_at = reactor.callLater(delay > 0 and delay or 0, run_checks), first
+end
+
+--- Check rec's file after `delay` seconds of quiet (a later event moves it).
+schedule = function(rec, delay)
+  due[rec] = mono() + delay
+  arm()
+end
+
+local IN = core and core.IN
+local M_DONE, M_WRITING, M_CREATE, M_GONE, M_ATTRIB, M_DIRGONE, M_OVERFLOW
+if IN then
+  M_DONE = IN.CLOSE_WRITE | IN.MOVED_TO
+  M_WRITING = IN.MODIFY
+  M_CREATE = IN.CREATE
+  M_GONE = IN.DELETE | IN.MOVED_FROM
+  M_ATTRIB = IN.ATTRIB
+  M_DIRGONE = IN.DELETE_SELF | IN.MOVE_SELF | IN.IGNORED | IN.UNMOUNT
+  M_OVERFLOW = IN.Q_OVERFLOW
+end
+
+local start_polling, poll_rec
+
+-- A directory watch is gone (directory deleted or moved): its modules are
+-- polled from now on.
+local function lose_dir(d)
+  if by_wd[d.wd] ~= d then return end
+  by_wd[d.wd] = nil
+  dirs[d.path] = nil
+  for _, rec in pairs(d.files) do
+    rec.dir = nil
+    log_problem(("reload: lost the watch on %s; polling %s"):format(d.path, rec.path))
+    poll_rec(rec)
+  end
+end
+
+-- One event, in the order the kernel queued it. Only a finished save
+-- (close after write, rename into place) or a pause after a create or a
+-- removal leads to a check; a write in progress blocks it until its close.
+local function on_event(ev)
+  local mask = ev.mask
+  if mask & M_OVERFLOW ~= 0 then
+    -- events were lost: look at every file once things settle
+    for _, d in pairs(dirs) do
+      for _, rec in pairs(d.files) do rec.writing = false; schedule(rec, M.SETTLE) end
+    end
+    return
+  end
+  local d = by_wd[ev.wd]
+  if not d then return end
+  if mask & M_DIRGONE ~= 0 and ev.name == nil then return lose_dir(d) end
+  local rec = ev.name and d.files[ev.name]
+  if not rec then return end
+  if mask & M_DONE ~= 0 then
+    -- at once, unless the file was looked at less than DEBOUNCE ago: then
+    -- after DEBOUNCE of quiet (a storm of saves ends in the last one)
+    rec.writing = false
+    local last = rec.checked_at
+    schedule(rec, (last == nil or mono() - last >= M.DEBOUNCE) and 0 or M.DEBOUNCE)
+  elseif mask & M_WRITING ~= 0 then
+    rec.writing = true                  -- loaded after the writer closes it
+  elseif mask & (M_GONE | M_CREATE) ~= 0 then
+    rec.writing = false
+    schedule(rec, M.SETTLE)             -- a rename-save puts it back soon
+  elseif mask & M_ATTRIB ~= 0 then
+    if not rec.writing then schedule(rec, M.DEBOUNCE) end
+  end
+end
+
+local function on_events(list)
+  for i = 1, #list do on_event(list[i]) end
+end
+
+-- Take in the events queued now (the checks must not act on a file whose
+-- new write is already announced).
+local function drain()
+  if not watcher then return end
+  local list = watcher:read()
+  if list then on_events(list) end
+end
+
+run_checks = function()
+  check_call = nil
+  drain()
+  local t = mono()
+  local ready
+  for rec, at in pairs(due) do
+    if at <= t + 0.0005 then
+      ready = ready or {}
+      ready[#ready + 1] = rec
+    end
+  end
+  if ready then
+    for i = 1, #ready do
+      local rec = ready[i]
+      due[rec] = nil
+      if not rec.writing then
+        local ok, err = pcall(check_file, rec)
+        if not ok then log_err(err, "reload watcher failed") end
+      end
+    end
+  end
+  arm()
+end
+
+local function get_watcher()
+  if watcher ~= nil then return watcher end
+  watcher = false
+  if not (core and core.inotify) then return false end
+  local w, err = core.inotify()
+  if not w then
+    log_problem("reload: inotify unavailable (" .. tostring(err) .. "); polling files")
+    return false
+  end
+  w:start(function(list)
+    local ok, e = pcall(on_events, list)
+    if not ok then log_err(e, "reload watcher failed") end
+    -- a finished save is loaded now, not at the next turn's timers (on a
+    -- busy loop, a turn can be long)
+    local t = mono()
+    for _, at in pairs(due) do
+      if at <= t then return run_checks() end
+    end
+  end)
+  watcher = w
+  return w
+end
+
+-- Polling fallback: a changed stamp is loaded once it has held still for
+-- SETTLE seconds (a save in progress keeps moving it).
+local function poll()
+  local t = mono()
+  for rec in pairs(polled) do
+    local s, serr = core_stamp(rec.path)
+    if s == nil then
+      problem(rec, serr)
+      rec.seen_stamp = nil
+    elseif s ~= rec.stamp then
+      if rec.seen_stamp ~= s then
+        rec.seen_stamp, rec.seen_at = s, t
+      elseif t - rec.seen_at >= M.SETTLE then
+        rec.seen_stamp = nil
+        check_file(rec)
+      end
+    end
+  end
+end
+
+poll_rec = function(rec)
+  polled[rec] = true
+  start_polling()
+end
+
+local ticking = false
+start_polling = function()
+  if polling then return end
+  local reactor = reactor_mod()
+  if not reactor then return end
+  polling = true
+  local function tick()
+    local ok, err = pcall(poll)
+    if not ok then log_err(err, "reload watcher failed") end
+    reactor.callLater(M.POLL_INTERVAL, tick)
+  end
+  local function start()
+    if ticking then return end
+    ticking = true
+    reactor.callLater(M.POLL_INTERVAL, tick)
+  end
+  -- start with the reactor, so the poller alone never makes braid run a
+  -- script's reactor (it runs it only when the script started something)
+  if reactor.running then start()
+  else reactor.addSystemEventTrigger("after", "startup", start) end
+end
+
+local function dir_of(rec)
+  local real = core and core.realpath and core.realpath(rec.path) or rec.path
+  local dir, base = real:match("^(.*)/([^/]+)$")
+  if not dir then return ".", real end
+  if dir == "" then dir = "/" end
+  return dir, base
+end
+
+-- Start watching rec's file.
+local function watch_rec(rec)
+  if rec.watched then return end
+  rec.watched = true
+  local w = not M.usePolling and get_watcher()
+  if not w then return poll_rec(rec) end
+  local dir, base = dir_of(rec)
+  local d = dirs[dir]
+  if not d then
+    local wd, err = w:add(dir)
+    if not wd then
+      log_problem(("reload: cannot watch %s (%s); polling %s"):format(dir, tostring(err), rec.path))
+      return poll_rec(rec)
+    end
+    d = by_wd[wd]              -- the same directory by another name
+    if not d then
+      d = { wd = wd, path = dir, files = {} }
+      by_wd[wd] = d
+    end
+    dirs[dir] = d
+  end
+  d.files[base] = rec
+  rec.dir = d
+end
+
+-- Record a module loaded through require: its path, source and snapshot.
 local searcher_installed = false
 local function install_searcher()
   if searcher_installed then return end
@@ -329,83 +750,14 @@ local function install_searcher()
       if v == nil then v = loaded[modname] end
       if v == nil then v = true end
       if not records[modname] and not is_system(p) then
-        record_loaded(modname, p)
-        local rec = records[modname]
-        if rec then rec.first_snap = take_snapshot(v) end
+        local rec = new_record(modname, p, read_file(p))
+        rec.pending_snapshot = true
+        rec.first_snap = take_snapshot(v)
+        if watch_all then watch_rec(rec) end
       end
       return r
     end, path
   end
-end
-
-local function notify(name, version)
-  for i = 1, #listeners do
-    local ok, err = pcall(listeners[i], name, version)
-    if not ok then log_err(err, "reload listener failed") end
-  end
-end
-
--- Load `source` as the new version of rec and merge it. Returns true, or
--- nil and the error (nothing changed).
-local function apply(rec, source, is_rollback)
-  local name = rec.name
-  local live = loaded[name]
-  local chunk, cerr = load(source, "@" .. rec.path)
-  if not chunk then return nil, cerr end
-  local was = M.reloading
-  M.reloading = true
-  local ok, new = pcall(chunk, name, rec.path)
-  M.reloading = was
-  if not ok then return nil, tostring(new) end
-  if new == nil then new = true end
-  if live ~= nil and type(new) ~= type(live) then
-    return nil, ("module returned a %s, previously a %s"):format(type(new), type(live))
-  end
-  ensure_snapshot(rec)
-  local nsnap = take_snapshot(new)
-  local count = 0
-  local modups = {}
-  if type(live) == "table" or type(live) == "function" then
-    collect_upvalues(live, modups, {})
-  end
-  if type(live) == "table" then
-    local seen = {}
-    count = merge(live, new, rec.snap.data, rec.snap.ups, modups, seen, {}, 0)
-    remap_upvalues(new, seen, {})
-    local hook = live.__reload
-    if type(hook) == "function" then
-      local hok, herr = pcall(hook, live, new)
-      if not hok then log_err(herr, ("__reload of %s failed"):format(name)) end
-    end
-  else
-    if type(live) == "function" and type(new) == "function" then
-      join_upvalues(new, live, rec.snap.ups, {}, modups)
-      count = 1
-    end
-    loaded[name] = new
-  end
-  rec.snap = nsnap
-  local v = { version = #rec.versions + 1, time = now(), hash = hash(source),
-              replaced = count, source = source, rollback = is_rollback or nil }
-  rec.versions[v.version] = v
-  log_msg(("reloaded %s (%d functions replaced)"):format(name, count))
-  notify(name, v.version)
-  return true
-end
-
-local function fail(name, err)
-  log_err(err, ("reload of %s failed: %s; previous code kept"):format(name, tostring(err)))
-  return nil, err
-end
-
-local function get_record(name)
-  local rec = records[name]
-  if rec then return rec end
-  local path = find_path(name)
-  if not path then return nil end
-  rec = new_record(name, path, read_file(path))
-  rec.pending_snapshot = true
-  return rec
 end
 
 ---------------------------------------------------------------------------
@@ -424,9 +776,12 @@ function M.reload(modname)
   local stamp = core_stamp(rec.path)
   local source, err = read_file(rec.path)
   if not source then return fail(modname, err) end
-  rec.stamp = stamp
-  local ok, aerr = apply(rec, source)
-  if not ok then return fail(modname, aerr) end
+  mark_seen(rec, stamp, source)
+  local ok, aerr, f = apply(rec, source)
+  if not ok then
+    rec.failed_hash = hash(source)
+    return fail(modname, aerr, f)
+  end
   return true
 end
 
@@ -439,8 +794,7 @@ function M.watch(modname)
     local errors = require("braid.error")
     error(errors.ValueError(("reload.watch: no file found for module %q"):format(modname)), 2)
   end
-  rec.watched = true
-  M._startPolling()
+  watch_rec(rec)
 end
 
 --- Modules whose files changed on disk since they were last loaded.
@@ -480,11 +834,13 @@ function M.rollback(modname)
   local cur = vs[#vs]
   local target
   for i = #vs - 1, 1, -1 do
-    if vs[i].hash ~= cur.hash then target = vs[i]; break end
+    if vs[i].hash ~= cur.hash and vs[i].source then target = vs[i]; break end
   end
   if not target then return nil, "no previous version of " .. modname end
-  local ok, err = apply(rec, target.source, true)
-  if not ok then return fail(modname, err) end
+  local stamp = core_stamp(rec.path)
+  mark_seen(rec, stamp, stamp and read_file(rec.path))
+  local ok, err, f = apply(rec, target.source, true, target.hash)
+  if not ok then return fail(modname, err, f) end
   return true
 end
 
@@ -497,62 +853,8 @@ function M.on(f)
   listeners[#listeners + 1] = f
 end
 
--- Watcher: poll the stamps; a changed file is loaded once its stamp has
--- stayed the same for DEBOUNCE seconds (a save in progress keeps moving).
-local polling = false
-local function poll()
-  local nowt = now()
-  for name, rec in pairs(records) do
-    if rec.watched ~= false then
-      local s, serr = core_stamp(rec.path)
-      if s == nil then
-        if not rec.missing then
-          rec.missing = true
-          log_msg(("reload: %s: %s; previous code kept"):format(rec.path, tostring(serr)))
-        end
-      else
-        rec.missing = nil
-        if s ~= rec.stamp and s ~= rec.failed_stamp then
-          if rec.seen_stamp ~= s then
-            rec.seen_stamp, rec.seen_at = s, nowt
-          elseif nowt - rec.seen_at >= M.DEBOUNCE then
-            local source = read_file(rec.path)
-            if source and loaded[name] ~= nil then
-              rec.stamp = s
-              local ok, err = apply(rec, source)
-              if not ok then
-                rec.failed_stamp = s
-                fail(name, err)
-              end
-            end
-          end
-        end
-      end
-    end
-  end
-end
-M._poll = poll
-
-function M._startPolling()
-  if polling then return end
-  local ok, reactor = pcall(require, "braid.reactor")
-  if not ok then return end
-  polling = true
-  local function tick()
-    local pok, err = pcall(poll)
-    if not pok then log_err(err, "reload watcher failed") end
-    reactor.callLater(M.POLL_INTERVAL, tick)
-  end
-  -- start with the reactor, so the poller alone never keeps a script's
-  -- reactor running (braid runs it only when the script started something)
-  if reactor.running or not reactor.callWhenRunning then
-    reactor.callLater(M.POLL_INTERVAL, tick)
-  else
-    reactor.callWhenRunning(function() reactor.callLater(M.POLL_INTERVAL, tick) end)
-  end
-end
-
 --- Reload every watched module whose file changed (what SIGHUP does).
+-- @return the list of changed modules
 function M.reloadChanged()
   local list = M.changed()
   for i = 1, #list do
@@ -561,18 +863,31 @@ function M.reloadChanged()
   return list
 end
 
---- What `braid --watch` calls before the script runs: record every module
--- loaded from outside the system's directories, poll their files, reload
--- on SIGHUP.
+--- What `braid --watch` calls before the script runs: watch every module
+-- loaded from outside the system's directories; reload on SIGHUP.
 function M.enableWatch()
   install_searcher()
-  M._startPolling()
+  watch_all = true
+  for _, rec in pairs(records) do watch_rec(rec) end
   local reactor = require("braid.reactor")
   reactor._setSignalAction("SIGHUP", function() M.reloadChanged() end)
 end
 
---- Test hook: start recording required modules without polling.
+--- How a module's file is watched: "inotify", "poll", or nil.
+function M.watchMode(modname)
+  local rec = records[modname]
+  if not (rec and rec.watched) then return nil end
+  return polled[rec] and "poll" or "inotify"
+end
+
+--- Test hooks: start recording required modules without watching; the
+-- records; poll once; take in queued inotify events and run the checks due.
 M._installSearcher = install_searcher
 M._records = records
+M._poll = poll
+function M._pump()
+  drain()
+  if next(due) then run_checks() end
+end
 
 return M
