@@ -360,6 +360,43 @@ describe("testing.async", function()
     contains(msg, "reactor unclean: fake connection to 10.0.0.1")
   end)
 
+  it("stops a listening port and aborts a connection the spec left open, and says so", function()
+    local protocol = require "braid.protocol"
+    local lost, port = {}, nil
+    local Server = protocol.Protocol:extend("LeftServer")
+    function Server:connectionLost(reason) lost[#lost + 1] = "server " .. reason.type.__name end
+    local Client = protocol.Protocol:extend("LeftClient")
+    function Client:connectionLost(reason) lost[#lost + 1] = "client " .. reason.type.__name end
+    local msg = runAsync(function()
+      port = reactor.listenTCP(0, protocol.Factory.forProtocol(Server), 50, "127.0.0.1")
+      local connected = Deferred()
+      local cf = protocol.ClientFactory.forProtocol(Client)
+      function cf:buildProtocol(addr)
+        local p = protocol.ClientFactory.buildProtocol(self, addr)
+        local made = p.connectionMade
+        p.connectionMade = function(pp) if made then made(pp) end connected:callback(nil) end
+        return p
+      end
+      reactor.connectTCP("127.0.0.1", port:getHost().port, cf)
+      await(connected)
+    end)
+    contains(msg, "reactor unclean: listening port <")
+    contains(msg, "(stopped)")
+    contains(msg, "reactor unclean: connection")
+    contains(msg, "of LeftClient (aborted)")
+    assert.is_true(port.fileno and port:fileno() == -1)
+    assert.is_true(#lost >= 1)
+    assert.is_nil(runAsync(function() end))
+  end)
+
+  it("does not blame a spec for a port opened before it started", function()
+    local protocol = require "braid.protocol"
+    local port = reactor.listenTCP(0, protocol.Factory.forProtocol(protocol.Protocol), 50, "127.0.0.1")
+    assert.is_nil(runAsync(function() end))
+    assert.is_true(port:fileno() >= 0)
+    testing.wait(port:stopListening())
+  end)
+
   it("raises ReactorAlreadyRunning when run inside the loop", function()
     local got
     local d = Deferred()

@@ -199,6 +199,69 @@ local function leftover_checkers()
   return list
 end
 
+-- Open connections and listening ports: braid.tcp anchors each in the
+-- registry while it is open (userdata with the "braid.tcp" and
+-- "braid.tcp.port" metatables), so no hook in the transport is needed.
+local function live_sockets()
+  local reg = debug.getregistry()
+  local cmeta, pmeta = reg["braid.tcp"], reg["braid.tcp.port"]
+  local found = {}
+  if cmeta == nil and pmeta == nil then return found end
+  for _, v in next, reg do
+    if type(v) == "userdata" then
+      local mt = getmetatable(v)
+      if mt ~= nil and (mt == cmeta or mt == pmeta) then found[#found + 1] = v end
+    end
+  end
+  return found
+end
+
+local function describe_socket(v, is_port)
+  if is_port then
+    local ok, uv = pcall(v._getuv, v)
+    local port = ok and type(uv) == "table" and uv.port
+    return "listening port " .. (port and tostring(port) or tostring(v)) .. " (stopped)", port
+  end
+  local ok, p = pcall(function() return v.protocol end)
+  local name = ok and p ~= nil and class.nameof(p) or "?"
+  return ("connection %s of %s (aborted)"):format(tostring(v), name)
+end
+
+local function clean_sockets(reactor, core, before, problems)
+  local reg = debug.getregistry()
+  local pmeta = reg["braid.tcp.port"]
+  local waits = {}
+  for _, v in ipairs(live_sockets()) do
+    if not before[v] then
+      local is_port = getmetatable(v) == pmeta
+      local open
+      if is_port then open = v:listening() else
+        local ok, st = pcall(v._state, v)
+        open = ok and st ~= "closed"
+      end
+      if open then
+        local text, port = describe_socket(v, is_port)
+        problems[#problems + 1] = "reactor unclean: " .. text
+        if port then
+          local ok, d = pcall(port.stopListening, port)
+          if ok and isDeferred(d) then waits[#waits + 1] = d end
+        elseif is_port then
+          pcall(v.close, v)
+        else
+          pcall(v.abortConnection, v)
+        end
+      end
+    end
+  end
+  local pending = #waits
+  for _, d in ipairs(waits) do
+    d:addBoth(function() pending = pending - 1 return nil end)
+  end
+  -- let the aborts deliver connectionLost, and stopListening fire
+  reactor.iterate(0)
+  if pending > 0 then drive(reactor, core, function() return pending == 0 end, 2) end
+end
+
 local function cleanup(reactor, core, before, problems)
   -- let zero-delay calls and closes that were already due run, as trial's
   -- janitor does
@@ -232,6 +295,8 @@ local function cleanup(reactor, core, before, problems)
       end
     end
   end
+
+  clean_sockets(reactor, core, before, problems)
 
   local left = {}
   for _, dc in ipairs(reactor.getDelayedCalls()) do
@@ -288,6 +353,7 @@ local function run_async(f, timeout, ...)
   defer.flushUnhandled()
   local before = {}
   for _, dc in ipairs(reactor.getDelayedCalls()) do before[dc] = true end
+  for _, sock in ipairs(live_sockets()) do before[sock] = true end
   logged = {}
   -- errors are reported by the spec's result, not printed meanwhile
   local saved_stream = log.setErrorStream(nil)
