@@ -75,13 +75,18 @@ struct port {
   struct event *retry;     /* EMFILE back-off when no reserve fd */
 };
 
-/* handlers installed by braid.tcp */
-enum { H_DATA, H_EOF, H_LOST, H_ACCEPT, H_CONNECTED, H_PRODUCER, H_WLOST, H_COUNT };
+/* handlers installed by braid.tcp; dataReceived is called from C (the hot
+** path) with setsystem (the log system swap), msgh and failed (a protocol
+** method raised) from there */
+enum { H_EOF, H_LOST, H_ACCEPT, H_CONNECTED, H_PRODUCER, H_WLOST, H_FAILED, H_SETSYS,
+       H_MSGH, H_COUNT };
 static const char *const handler_names[H_COUNT] = {
-  "data", "eof", "lost", "accept", "connected", "producer", "wlost"
+  "eof", "lost", "accept", "connected", "producer", "wlost", "failed", "setsystem", "msgh"
 };
-static int handlers[H_COUNT] = { LUA_NOREF, LUA_NOREF, LUA_NOREF, LUA_NOREF,
-                                 LUA_NOREF, LUA_NOREF, LUA_NOREF };
+static int handlers[H_COUNT] = { LUA_NOREF, LUA_NOREF, LUA_NOREF, LUA_NOREF, LUA_NOREF,
+                                 LUA_NOREF, LUA_NOREF, LUA_NOREF, LUA_NOREF };
+static int key_data = LUA_NOREF;  /* the string "dataReceived" */
+static int sys_upv;               /* setsystem's upvalue current_system, or 0 */
 
 static char *rbuf;                 /* shared read buffer */
 static struct conn *pend_head, *pend_tail;
@@ -173,6 +178,55 @@ static void push_handler(lua_State *L, int h, struct conn *c) {
   lua_getiuservalue(L, -2, 2);
 }
 
+/* Set the log system to the string at index i (absolute); with want_prev,
+** push the previous one. braid.log's setSystem(s) is `prev = current_system;
+** current_system = s` (s == nil meaning "-"): when its upvalue
+** current_system was found, do that on the upvalue, as a Lua call from C
+** costs several times more and this runs twice per read; otherwise (or for
+** nil) call the function. */
+static void swap_system(lua_State *L, int i, int want_prev) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_SETSYS]);
+  if (sys_upv && !lua_isnil(L, i)) {
+    if (want_prev) lua_getupvalue(L, -1, sys_upv);
+    lua_pushvalue(L, i);
+    lua_setupvalue(L, want_prev ? -3 : -2, sys_upv);
+    if (want_prev) lua_replace(L, -2); else lua_pop(L, 1);
+  } else {
+    lua_pushvalue(L, i);
+    lua_call(L, 1, want_prev ? 1 : 0);
+  }
+}
+
+/* Deliver n bytes of rbuf: protocol:dataReceived(data) under the
+** connection's log system, as on_eof and the others do in braid.tcp. Runs
+** inside conn_cb's protected call: an error in dataReceived is caught here
+** (with a traceback) and handed to the failed handler, which logs it and
+** aborts this connection; any other error unwinds to conn_cb. */
+static void deliver_data(lua_State *L, struct conn *c, size_t n) {
+  int b = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);   /* b+1 transport */
+  lua_getiuservalue(L, b + 1, 1);                   /* b+2 protocol */
+  lua_getiuservalue(L, b + 1, 2);                   /* b+3 log system */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, key_data);
+  lua_gettable(L, b + 2);                           /* b+4 protocol.dataReceived */
+  lua_pushlstring(L, rbuf, n);                      /* b+5 data */
+  swap_system(L, b + 3, 1);                         /* b+6 the previous system */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_MSGH]); /* b+7 */
+  lua_pushvalue(L, b + 4);
+  lua_pushvalue(L, b + 2);
+  lua_pushvalue(L, b + 5);
+  int st = lua_pcall(L, 2, 0, b + 7);
+  swap_system(L, b + 6, 0);
+  if (st != LUA_OK) {                               /* b+8 the Failure */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_FAILED]);
+    lua_pushvalue(L, b + 1);
+    lua_pushvalue(L, b + 8);
+    lua_pushvalue(L, b + 3);
+    lua_call(L, 3, 0);
+  }
+  lua_settop(L, b);
+}
+
 /* Tell a producer to pause (1), resume (0) from inside Lua. */
 static void producer_note(lua_State *L, struct conn *c, int pause, int protected) {
   if (handlers[H_PRODUCER] == LUA_NOREF) return;
@@ -245,11 +299,9 @@ static int conn_event_p(lua_State *L) {
     }
   }
   if ((what & EV_READ) && c->reading && !c->read_closed && !c->disconnecting) {
-    ssize_t n = read(c->fd, rbuf, READ_SIZE);
+    ssize_t n = recv(c->fd, rbuf, READ_SIZE, 0); /* a socket: skips read(2)'s file layer */
     if (n > 0) {
-      push_handler(L, H_DATA, c);
-      lua_pushlstring(L, rbuf, (size_t)n);
-      braid_pcall(L, 4, 0);
+      deliver_data(L, c, (size_t)n);
     } else if (n == 0) {
       c->read_closed = 1;
       conn_setflags(c);
@@ -278,10 +330,12 @@ static int conn_event_p(lua_State *L) {
 static void conn_cb(evutil_socket_t fd, short what, void *arg) {
   lua_State *L = braid_loop()->L;
   (void)fd;
+  braid_push_msgh(L);
   lua_pushcfunction(L, conn_event_p);
   lua_pushlightuserdata(L, arg);
   lua_pushinteger(L, what);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) braid_report_error(L);
+  if (lua_pcall(L, 2, 0, -4) != LUA_OK) braid_report_error(L);
+  lua_pop(L, 1); /* the message handler */
 }
 
 /* deliver one pending connection: stack 1 = conn light userdata */
@@ -330,17 +384,28 @@ static void pend_cb(evutil_socket_t fd, short what, void *arg) {
 
 /* ---- transport methods ---------------------------------------------------- */
 
+/* Methods are closures whose upvalue 1 is the metatable: comparing with it
+** is much cheaper than luaL_checkudata's registry lookup by name, and
+** write() runs once per message. */
 static struct conn *conn_check(lua_State *L, int i) {
-  return luaL_checkudata(L, i, CONN_META);
+  struct conn *c = lua_touserdata(L, i);
+  if (c && lua_getmetatable(L, i)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same) return c;
+  }
+  return luaL_checkudata(L, i, CONN_META); /* the standard error */
 }
 
 static int conn_write(lua_State *L) {
   struct conn *c = conn_check(L, 1);
   size_t len;
-  const char *s = luaL_checklstring(L, 2, &len);
+  /* a string only: luaL_checklstring would turn a number into one */
+  if (lua_type(L, 2) != LUA_TSTRING) return luaL_typeerror(L, 2, "string");
+  const char *s = lua_tolstring(L, 2, &len);
   if (c->state == S_CLOSED || c->shut_pending || c->write_shut || len == 0) return 0;
   if (c->state == S_OPEN && (!c->out || evbuffer_get_length(c->out) == 0)) {
-    ssize_t n = write(c->fd, s, len);
+    ssize_t n = send(c->fd, s, len, MSG_NOSIGNAL); /* EPIPE, never SIGPIPE */
     if (n < 0) {
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
         conn_close(c, R_LOST, errno); /* delivered later, never re-entrantly */
@@ -895,9 +960,14 @@ static int l_adopt_conn(lua_State *L) {
   return 1;
 }
 
-/* tcp_handlers{data=, eof=, lost=, accept=, connected=, producer=, wlost=} */
+/* tcp_handlers{eof=, lost=, accept=, connected=, producer=, wlost=, failed=,
+** setsystem=, msgh=} */
 static int l_tcp_handlers(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
+  if (key_data == LUA_NOREF) {
+    lua_pushliteral(L, "dataReceived");
+    key_data = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
   for (int i = 0; i < H_COUNT; i++) {
     lua_getfield(L, 1, handler_names[i]);
     if (lua_isfunction(L, -1)) {
@@ -907,6 +977,15 @@ static int l_tcp_handlers(lua_State *L) {
       lua_pop(L, 1);
     }
   }
+  sys_upv = 0;
+  if (lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_SETSYS]) == LUA_TFUNCTION) {
+    const char *name;
+    for (int i = 1; (name = lua_getupvalue(L, -1, i)) != NULL; i++) {
+      lua_pop(L, 1);
+      if (strcmp(name, "current_system") == 0) { sys_upv = i; break; }
+    }
+  }
+  lua_pop(L, 1);
   return 0;
 }
 
@@ -978,7 +1057,9 @@ void braid_open_resolve(lua_State *L); /* resolve.c */
 void braid_open_tcp(lua_State *L) {
   braid_open_resolve(L);
   if (luaL_newmetatable(L, CONN_META)) {
-    luaL_newlib(L, conn_methods);
+    luaL_newlibtable(L, conn_methods);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, conn_methods, 1); /* upvalue: the metatable, for conn_check */
     lua_pushvalue(L, -1);
     lua_setfield(L, -3, "__methods");
     lua_pushcclosure(L, conn_index, 1);

@@ -485,4 +485,88 @@ for _, impl in ipairs(IMPLS) do
       end
     end)
   end
+
+  describe("every receiver under seeded random splits (" .. label .. ")", function()
+    -- a client that sends its frames at once; the pump splits them by seed
+    local function sender(payload)
+      local S = Protocol:extend("Sender")
+      function S:connectionMade() self.transport:write(payload) end
+      return S
+    end
+    local function receiver(Base, fields)
+      fields = fields or {}
+      fields._newFrameBuffer = newbuf
+      local R = Base:extend("Fuzzed", fields)
+      function R:connectionMade() self.received = {} end
+      function R:lineReceived(line) self.received[#self.received + 1] = line end
+      function R:stringReceived(s) self.received[#self.received + 1] = s end
+      return R
+    end
+    local STRINGS = { "hello", "", "with:colon,comma", ("z"):rep(300), "\0\1\2\r\n", "last" }
+
+    it("LineOnlyReceiver frames the same lines for 100 seeds", function()
+      local lines = { "alpha", "", "beta gamma", ("l"):rep(200), "omega" }
+      local payload = table.concat(lines, "\r\n") .. "\r\n"
+      for seed = 1, 100 do
+        local server = connected_server(receiver(basic.LineOnlyReceiver), sender(payload), seed)
+        assert.are.same(lines, server.received, "seed " .. seed)
+      end
+    end)
+
+    it("NetstringReceiver receives the same strings for 100 seeds", function()
+      local parts = {}
+      for i, str in ipairs(STRINGS) do parts[i] = #str .. ":" .. str .. "," end
+      local payload = table.concat(parts)
+      for seed = 1, 100 do
+        local server = connected_server(receiver(basic.NetstringReceiver), sender(payload), seed)
+        assert.are.same(STRINGS, server.received, "seed " .. seed)
+      end
+    end)
+
+    for _, spec in ipairs({ { "Int8StringReceiver", ">s1" }, { "Int16StringReceiver", ">s2" },
+        { "Int32StringReceiver", ">s4" } }) do
+      it(spec[1] .. " receives the same strings for 100 seeds", function()
+        local parts = {}
+        for i, str in ipairs(STRINGS) do
+          parts[i] = string.pack(spec[2], spec[1] == "Int8StringReceiver" and str:sub(1, 255) or str)
+        end
+        local want = {}
+        for i, str in ipairs(STRINGS) do
+          want[i] = spec[1] == "Int8StringReceiver" and str:sub(1, 255) or str
+        end
+        local payload = table.concat(parts)
+        for seed = 1, 100 do
+          local server = connected_server(receiver(basic[spec[1]]), sender(payload), seed)
+          assert.are.same(want, server.received, "seed " .. seed)
+        end
+      end)
+    end
+
+    it("a malformed netstring closes the connection after the good strings, for every seed", function()
+      for seed = 1, 50 do
+        local server = connected_server(receiver(basic.NetstringReceiver),
+          sender("5:hello,3:abcX5:never,"), seed)
+        assert.are.same({ "hello" }, server.received, "seed " .. seed)
+        assert.is_true(server.transport.disconnected, "seed " .. seed)
+      end
+    end)
+
+    it("an oversized Int32 prefix closes the connection after the good strings, for every seed", function()
+      for seed = 1, 50 do
+        local server = connected_server(receiver(basic.Int32StringReceiver, { MAX_LENGTH = 100 }),
+          sender(string.pack(">s4", "ok") .. string.pack(">I4", 101) .. ("x"):rep(101)), seed)
+        assert.are.same({ "ok" }, server.received, "seed " .. seed)
+        assert.is_true(server.transport.disconnected, "seed " .. seed)
+      end
+    end)
+
+    it("an over-long line closes the connection after the good lines, for every seed", function()
+      for seed = 1, 50 do
+        local server = connected_server(receiver(basic.LineReceiver, { MAX_LENGTH = 10 }),
+          sender("short\r\n" .. ("x"):rep(50) .. "\r\nnever\r\n"), seed)
+        assert.are.same({ "short" }, server.received, "seed " .. seed)
+        assert.is_true(server.transport.disconnected, "seed " .. seed)
+      end
+    end)
+  end)
 end

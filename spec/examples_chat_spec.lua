@@ -56,3 +56,67 @@ describe("examples/chat.lua", function()
     assert.are.equal("Welcome, alice!", b.lines[2])
   end)
 end)
+
+describe("examples/chat.lua over real sockets", function()
+  local proc = require "helpers.proc"
+  local reactor = require "braid.reactor"
+  local core = require "braid.core"
+  local protocol = require "braid.protocol"
+
+  local function spin(cond, limit)
+    local deadline = core.monotonic() + (limit or 10)
+    while not cond() do
+      if core.monotonic() > deadline then error("timed out waiting", 2) end
+      reactor.iterate(0.02)
+    end
+  end
+
+  local function read_file(path)
+    local f = io.open(path, "r")
+    if not f then return "" end
+    local s = f:read("a")
+    f:close()
+    return s
+  end
+
+  it("relays what nc and socat users say to a braid LineReceiver client", function()
+    local p = proc.spawn({ "examples/chat.lua", "0" })
+    local work0 = core.work()
+    local bob
+    finally(function()
+      if bob and bob.transport then bob.transport:abortConnection() end
+      p:kill("TERM")
+      p:finish()
+    end)
+    local line = p:waitFor("port %d+")
+    assert(line, table.concat(p.lines, "\n"))
+    local port = tonumber(line:match("port (%d+)"))
+    local Bob = basic.LineReceiver:extend("Bob")
+    function Bob:connectionMade() bob = self self.lines = {} end
+    function Bob:lineReceived(l)
+      self.lines[#self.lines + 1] = l
+      if l == "What's your name?" then self:sendLine("bob") end
+    end
+    function Bob:connectionLost() self.gone = true end
+    reactor.connectTCP("127.0.0.1", port, { protocol = Bob, noisy = false })
+    spin(function() return bob and bob.lines[2] == "Welcome, bob!" end)
+    -- nc and socat send their name and a line, then close their side
+    local ncout, socatout = os.tmpname(), os.tmpname()
+    os.execute(("printf 'alice\\r\\nhello from nc\\r\\n' | timeout 10 nc -N 127.0.0.1 %d > %s 2>&1 &")
+      :format(port, ncout))
+    spin(function() return bob.lines[3] ~= nil end)
+    os.execute(("printf 'carol\\r\\nhi via socat\\r\\n' | timeout 10 socat -t 2 - TCP:127.0.0.1:%d > %s 2>&1 &")
+      :format(port, socatout))
+    spin(function() return bob.lines[4] ~= nil end)
+    assert.are.same({ "What's your name?", "Welcome, bob!", "<alice> hello from nc",
+      "<carol> hi via socat" }, bob.lines)
+    spin(function() return read_file(ncout):find("Welcome, alice!\r\n", 1, true) end)
+    local greeting = "What's your name?\r\nWelcome, alice!\r\n"
+    assert.equal(greeting, read_file(ncout):sub(1, #greeting))
+    spin(function() return read_file(socatout):find("Welcome, carol!\r\n", 1, true) end)
+    os.remove(ncout)
+    os.remove(socatout)
+    bob.transport:loseConnection()
+    spin(function() return bob.gone and core.work() <= work0 end)
+  end)
+end)

@@ -13,7 +13,16 @@ end
 
 describe("braid.fdesc", function()
   local fdesc = require "braid.fdesc"
-  after_each(function() fdesc.removeAll() end)
+  local work0, clients
+  before_each(function() work0, clients = core.work(), {} end)
+  -- a client protocol kept in `clients`, closed after each spec
+  local Client = { connectionMade = function(self) clients[#clients + 1] = self.transport end }
+  after_each(function()
+    fdesc.removeAll()
+    for _, t in ipairs(clients) do t:abortConnection() end
+    -- every connection's close delivered: no work left for the loop
+    spin(function() return core.work() <= work0 and core.tcp_pending() == 0 end)
+  end)
 
   -- stdin of busted is not reliable; use a listening port's fd as a
   -- readable descriptor: it becomes readable when a client connects
@@ -52,8 +61,7 @@ describe("braid.fdesc", function()
     -- take the port's fd away from the port's own watcher first
     reactor.addReader(d)
     assert.same({ d }, reactor.getReaders())
-    local cf = { protocol = {}, noisy = false }
-    reactor.connectTCP("127.0.0.1", port:getHost().port, cf)
+    reactor.connectTCP("127.0.0.1", port:getHost().port, { protocol = Client, noisy = false })
     spin(function() return d.reason ~= nil end)
     assert.is_truthy(d.reason:check(require("braid.error").ConnectionDone))
     assert.same({}, reactor.getReaders())
@@ -69,11 +77,47 @@ describe("braid.fdesc", function()
     local prev = log.setErrorStream({ write = function() end, flush = function() end })
     finally(function() log.setErrorStream(prev) end)
     reactor.addReader(d)
-    reactor.connectTCP("127.0.0.1", port:getHost().port, { protocol = {}, noisy = false })
+    reactor.connectTCP("127.0.0.1", port:getHost().port, { protocol = Client, noisy = false })
     spin(function() return d.reason ~= nil end)
     assert.matches("read failed", d.reason:getErrorMessage())
     assert.same({}, reactor.getReaders())
     port:stopListening()
+  end)
+
+  it("removes a writer whose doWrite returns CONNECTION_LOST and gives it ConnectionLost", function()
+    local port = listening_fd()
+    finally(function() port:stopListening() end)
+    local t
+    local C = { connectionMade = function(self) t = self.transport clients[#clients + 1] = t end }
+    reactor.connectTCP("127.0.0.1", port:getHost().port, { protocol = C, noisy = false })
+    spin(function() return t ~= nil end)
+    local writes = 0
+    local d = { fileno = function() return t:fileno() end,
+                doWrite = function() writes = writes + 1 return reactor.CONNECTION_LOST end,
+                connectionLost = function(self, r) self.reason = r end }
+    reactor.addWriter(d)
+    spin(function() return d.reason ~= nil end)
+    assert.equal(1, writes)
+    assert.is_truthy(d.reason:check(require("braid.error").ConnectionLost))
+    assert.same({}, reactor.getWriters())
+  end)
+
+  it("removes a descriptor whose doWrite returns a Failure and passes that Failure on", function()
+    local port = listening_fd()
+    finally(function() port:stopListening() end)
+    local t
+    local C = { connectionMade = function(self) t = self.transport clients[#clients + 1] = t end }
+    reactor.connectTCP("127.0.0.1", port:getHost().port, { protocol = C, noisy = false })
+    spin(function() return t ~= nil end)
+    local errors = require "braid.error"
+    local f = require("braid.failure").Failure(errors.ConnectionRefusedError())
+    local d = { fileno = function() return t:fileno() end,
+                doWrite = function() return f end,
+                connectionLost = function(self, r) self.reason = r end }
+    reactor.addWriter(d)
+    spin(function() return d.reason ~= nil end)
+    assert.equal(f, d.reason)
+    assert.same({}, reactor.getWriters())
   end)
 
   it("removeAll returns every descriptor once", function()

@@ -51,6 +51,21 @@ describe("framebuf", function()
     assert.is_function(basic.cFrameBuffer)
   end)
 
+  it("holds every receiver's input by default, so framing never concatenates Lua strings", function()
+    local StringTransport = require("braid.testing.transport").StringTransport
+    for _, name in ipairs({ "LineReceiver", "LineOnlyReceiver", "NetstringReceiver",
+        "Int8StringReceiver", "Int16StringReceiver", "Int32StringReceiver" }) do
+      local R = basic[name]:extend("R")
+      function R:lineReceived() end
+      function R:stringReceived() end
+      local p = R()
+      p:makeConnection(StringTransport())
+      p:dataReceived("\0\0\0")
+      local mt = getmetatable(p._fbuf)
+      assert.equal("braid.framebuf", mt and mt.__name, name)
+    end
+  end)
+
   it("gives identical results in C and in Lua for 300 seeded operation sequences", function()
     if not basic.cFrameBuffer then return pending("no C framebuf") end
     for seed = 1, 300 do

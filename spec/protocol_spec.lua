@@ -197,6 +197,39 @@ describe("braid.protocol", function()
       assert.near(math.exp(1), total / 200, 0.1)
     end)
 
+    -- ported from Twisted's ReconnectingFactoryTests (test_factories.py)
+    it("does not reconnect after stopTrying while connected, when the connection is lost", function()
+      local f = RCF()
+      f.noisy, f.protocol = false, protocol.Protocol
+      f:buildProtocol(nil)
+      f:stopTrying()
+      f:clientConnectionLost({
+        stopConnecting = function() error("Shouldn't be called, we're connected.") end,
+        connect = function() error("Shouldn't be reconnecting.") end,
+      }, nil)
+      assert.is_false(f.continueTrying)
+    end)
+
+    it("stopTrying does not retry on the connector it stops", function()
+      local f = RCF()
+      f.noisy, f.clock = false, Clock()
+      local connector = { attemptedRetry = false }
+      function connector.stopConnecting(c) f:clientConnectionFailed(c, nil) end
+      function connector.connect(c) c.attemptedRetry = true end
+      f.connector = connector
+      f:stopTrying()
+      assert.is_false(connector.attemptedRetry)
+      for _, dc in ipairs(f.clock.calls) do assert.is_false(dc.active) end
+    end)
+
+    it("schedules its retry on the clock it is given", function()
+      local clock = Clock()
+      local f = RCF()
+      f.noisy, f.clock = false, clock
+      f:clientConnectionLost({ connect = function() end }, nil)
+      assert.equal(1, #clock.calls)
+    end)
+
     it("retry without a connector raises ValueError", function()
       local f = RCF()
       f.noisy = false

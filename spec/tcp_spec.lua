@@ -200,6 +200,8 @@ describe("braid.tcp", function()
     assert.equal(1, #logged)
     assert.matches("boom in dataReceived", sf.built[1].reason:getErrorMessage())
     assert.matches("boom in dataReceived", tostring(logged[1].failure and logged[1].failure:getErrorMessage() or logged[1].text))
+    -- logged with the traceback of where it was raised
+    assert.matches("stack traceback:.*spec/tcp_spec%.lua:%d+: in", logged[1].failure:getTraceback())
     -- another connection is served normally
     local _, cf2 = client(n, function(p) function p:onMade() self.transport:write("fine") end end)
     spin(function() return cf2.built[1] and cf2.built[1]:received() == "fine" end)
@@ -391,7 +393,7 @@ describe("braid.tcp", function()
     local seen
     resolver.installResolver({ getHostByName = function(_, name)
       seen = name
-      return defer.succeed({ { family = "INET", host = "127.0.0.2" == "x" and "" or "127.0.0.1" },
+      return defer.succeed({ { family = "INET", host = "127.0.0.2" }, -- refused: n listens on 127.0.0.1 only
                              { family = "INET", host = "127.0.0.1" } })
     end })
     local f = protocol.ClientFactory.forProtocol(Rec)
@@ -400,6 +402,7 @@ describe("braid.tcp", function()
     spin(function() return sf.built[1] ~= nil end)
     assert.equal("twice.example", seen)
     assert.equal("connected", c.state)
+    assert.equal("127.0.0.1", sf.built[1].transport:getHost().host)
     assert.equal("twice.example", c:getDestination().host)
     c:disconnect()
     spin(function() return sf.built[1].lost == 1 end)
@@ -528,7 +531,8 @@ describe("braid.tcp", function()
 
   it("survives two thousand connections opened and closed, some reset mid-write", function()
     local Spew = Protocol:extend("Spew")
-    function Spew:connectionMade() self.transport:write(string.rep("s", 256 * 1024)) end
+    local spew = string.rep("s", 256 * 1024)
+    function Spew:connectionMade() self.transport:write(spew) end
     local _, _, n = listen(Spew)
     local done, total = 0, 2000
     local C = Protocol:extend("C")
@@ -536,17 +540,18 @@ describe("braid.tcp", function()
       if self.transport.sessionno % 2 == 0 then self.transport:abortConnection()
       else self.transport:loseConnection() end
     end
-    function C:connectionLost() done = done + 1 end
     local f = protocol.ClientFactory.forProtocol(C)
     f.noisy = false
     local started = 0
-    local function more()
+    local function more() -- keep 100 connections going
       while started < total and started - done < 100 do
         started = started + 1
         reactor.connectTCP("127.0.0.1", n, f)
       end
     end
-    spin(function() more() return done == total end, 30)
+    function C:connectionLost() done = done + 1 more() end
+    more()
+    spin(function() return done == total end, 30)
     spin(function() return core.tcp_pending() == 0 end)
   end)
 end)

@@ -20,6 +20,15 @@ describe("StringTransport", function()
     assert.is_true(errors.TypeError:isinstance(e))
   end)
 
+  it("writes nothing from a writeSequence holding a non-string, and blames the caller", function()
+    local t = testing.StringTransport()
+    local ok, e = pcall(function() t:writeSequence({ "a", 5 }) end)
+    assert.is_false(ok)
+    assert.is_true(errors.TypeError:isinstance(e))
+    assert.matches("bad argument #1 to 'writeSequence' %(string expected at index 2, got number%)", e.message)
+    assert.are.equal("", t:value())
+  end)
+
   it("starts not disconnecting; loseConnection and abortConnection set disconnecting", function()
     local t = testing.StringTransport()
     assert.is_false(t.disconnecting)
@@ -149,6 +158,38 @@ describe("connectedServerAndClient", function()
     assert.is_not_nil(client.lost:check(errors.ConnectionDone))
   end)
 
+  it("delivers nothing more to a side once it called loseConnection, as a real transport stops reading", function()
+    local Quitter = protocol.Protocol:extend("Quitter")
+    function Quitter:connectionMade() self.got = {} end
+    function Quitter:dataReceived(d)
+      self.got[#self.got + 1] = d
+      self.transport:loseConnection()
+    end
+    local Talker = protocol.Protocol:extend("Talker")
+    function Talker:connectionMade() self.transport:write("abcdef") end
+    local server = testing.connectedServerAndClient(Quitter, Talker, { seed = 3, maxChunk = 2 })
+    assert.are.equal(1, #server.got)
+    assert.is_true(#server.got[1] <= 2)
+    assert.is_true(server.transport.disconnected)
+  end)
+
+  it("runs calls due on opts.clock on each pump turn", function()
+    local clock = Clock()
+    local Ticker = protocol.Protocol:extend("Ticker")
+    function Ticker:connectionMade()
+      clock:callLater(0, function() self.transport:write("tick") end)
+      clock:callLater(5, function() self.transport:write("later") end)
+    end
+    local Got = protocol.Protocol:extend("Got")
+    function Got:connectionMade() self.got = "" end
+    function Got:dataReceived(d) self.got = self.got .. d end
+    local _, client, pump = testing.connectedServerAndClient(Ticker, Got, { clock = clock })
+    assert.are.equal("tick", client.got)
+    clock:advance(5)
+    pump:flush()
+    assert.are.equal("ticklater", client.got)
+  end)
+
   it("accepts factories", function()
     local server = testing.connectedServerAndClient(protocol.Factory.forProtocol(Echo),
       { protocol = Client })
@@ -157,6 +198,16 @@ describe("connectedServerAndClient", function()
 end)
 
 describe("loopbackAsync", function()
+  it("runs on the real reactor when no clock is given", function()
+    local S = protocol.Protocol:extend("S")
+    function S:dataReceived(d) self.got = d; self.transport:loseConnection() end
+    local server, client = S(), Client()
+    local d = testing.loopbackAsync(server, client)
+    assert.is_nil(require("braid.testing").wait(d, 2))
+    assert.are.equal("hello world", server.got)
+    assert.is_not_nil(client.lost:check(errors.ConnectionDone))
+  end)
+
   it("delivers on later clock turns and fires when both sides disconnect", function()
     local clock = Clock()
     local S = protocol.Protocol:extend("S")

@@ -48,7 +48,37 @@ end
 
 local describe_peers = have_twisted() and describe or pending
 
+-- start the Twisted echo server in the background; returns its port
+local function twisted_server(mode)
+  local out = os.tmpname()
+  os.execute(("timeout -s KILL 20 %s spec/peers/twisted_echo_server.py %s > %s 2>&1 &")
+    :format(PY, mode, out))
+  local deadline = core.monotonic() + 15
+  local port
+  while not port do
+    if core.monotonic() > deadline then break end
+    reactor.iterate(0.02)
+    port = tonumber(read_file(out):match("PORT (%d+)"))
+  end
+  os.remove(out)
+  return assert(port, "the Twisted server did not start")
+end
+
+-- what twisted_framing_peer.py sends
+local MSGS = { "hello", "", string.rep("x", 5000), "with:colon,comma\0\255", "last" }
+
 describe_peers("braid receivers against Twisted peers", function()
+  local work0
+  before_each(function() work0 = core.work() end)
+  after_each(function()
+    -- ports closed and connections delivered: no work left for the loop
+    local deadline = core.monotonic() + 5
+    while core.work() > work0 or core.tcp_pending() > 0 do
+      assert(core.monotonic() < deadline, "work left behind")
+      reactor.iterate(0.02)
+    end
+  end)
+
   for _, case in ipairs({ { "line", basic.LineReceiver, "sendLine" },
       { "netstring", basic.NetstringReceiver, "sendString" },
       { "int32", basic.Int32StringReceiver, "sendString" } }) do
@@ -56,6 +86,31 @@ describe_peers("braid receivers against Twisted peers", function()
       local port = echo_server(case[2], case[3])
       finally(function() port:stopListening() end)
       assert.are.equal("OK\n", run_peer(case[1], port:getHost().port))
+    end)
+
+    it("sends to a Twisted " .. case[1] .. " server and gets the same frames back", function()
+      local n = twisted_server(case[1])
+      local Client = case[2]:extend("Client")
+      local got, lost = {}, false
+      function Client:connectionMade()
+        for _, m in ipairs(MSGS) do self[case[3]](self, m) end
+      end
+      function Client:lineReceived(line) self:stringReceived(line) end
+      function Client:stringReceived(s)
+        got[#got + 1] = s
+        if #got == #MSGS then self.transport:loseConnection() end
+      end
+      function Client:connectionLost() lost = true end
+      local f = protocol.ClientFactory.forProtocol(Client)
+      f.noisy = false
+      function f:clientConnectionFailed(_, r) error(r:getErrorMessage()) end
+      reactor.connectTCP("127.0.0.1", n, f)
+      local deadline = core.monotonic() + 10
+      while not lost do
+        assert(core.monotonic() < deadline, "timed out; got " .. #got .. " frames")
+        reactor.iterate(0.02)
+      end
+      assert.are.same(MSGS, got)
     end)
   end
 end)

@@ -55,13 +55,6 @@ local function pcall_proto(t, p, sys, name, ...)
   return true, e
 end
 
-local function on_data(t, p, sys, data)
-  local prev = set_system(sys)
-  local ok, e = xpcall(p.dataReceived, msgh, p, data)
-  set_system(prev)
-  if not ok then proto_failed(t, e, sys) end
-end
-
 local function on_eof(t, p, sys)
   if p == nil or type(p.readConnectionLost) ~= "function" then return false end
   pcall_proto(t, p, sys, "readConnectionLost")
@@ -74,11 +67,16 @@ local function on_wlost(t, p, sys)
   end
 end
 
+-- The reason's traceback: like Twisted's Failure(CONNECTION_DONE), it has
+-- no frames (a stack walk here would only show this module, and costs more
+-- than the rest of the close: luaL_traceback searches package.loaded).
+local NO_FRAMES = "\t(no frames: the reactor reports the connection's end)"
+
 local function make_reason(t, code, msg)
-  if code == R_DONE then return Failure(errors.ConnectionDone()) end
-  if code == R_ABORTED then return Failure(errors.ConnectionAborted()) end
-  if code == R_ERROR then return t._reason or Failure(errors.ConnectionLost()) end
-  return Failure(errors.ConnectionLost(msg))
+  if code == R_DONE then return Failure(errors.ConnectionDone(), NO_FRAMES) end
+  if code == R_ABORTED then return Failure(errors.ConnectionAborted(), NO_FRAMES) end
+  if code == R_ERROR then return t._reason or Failure(errors.ConnectionLost(), NO_FRAMES) end
+  return Failure(errors.ConnectionLost(msg), NO_FRAMES)
 end
 
 local function on_lost(t, p, sys, code, err, msg)
@@ -129,10 +127,12 @@ local function peer_of(t)
   return core_addr("TCP", t:_peer())
 end
 
+local function log_prefix(p) return p:logPrefix() end
+
 -- give transport t its protocol and log system, then makeConnection
 local function attach(t, p, prefix_suffix, peer)
   t.protocol = p
-  local ok, prefix = pcall(function() return p:logPrefix() end)
+  local ok, prefix = pcall(log_prefix, p)
   if not ok or type(prefix) ~= "string" then prefix = class.nameof(p) end
   local sys
   if prefix_suffix then
@@ -165,9 +165,13 @@ local function on_connected(t, p, sys) -- luacheck: ignore p sys
   if cb then cb(t) end
 end
 
+-- dataReceived, the hot path, is called by tcp.c itself: set_system(sys),
+-- xpcall(p.dataReceived, msgh, p, data), set_system(prev), and on an error
+-- proto_failed(t, failure, sys)
 core.tcp_handlers({
-  data = on_data, eof = on_eof, lost = on_lost, accept = on_accept,
-  connected = on_connected, producer = on_producer, wlost = on_wlost,
+  eof = on_eof, lost = on_lost, accept = on_accept, connected = on_connected,
+  producer = on_producer, wlost = on_wlost,
+  failed = proto_failed, setsystem = set_system, msgh = msgh,
 })
 
 ---------------------------------------------------------------------------
@@ -175,10 +179,16 @@ core.tcp_handlers({
 
 local methods = core.tcp_methods()
 
---- Write each string of a list.
+--- Write each string of a list (nothing is written if one is not a string).
 function methods.writeSequence(t, list)
   errors.checktype("writeSequence", 1, list, "table")
-  for i = 1, #list do t:write(list[i]) end
+  local n = #list
+  for i = 1, n do
+    if type(list[i]) ~= "string" then
+      errors.argerror("writeSequence", 1, ("string expected at index %d, got %s"):format(i, type(list[i])))
+    end
+  end
+  for i = 1, n do t:write(list[i]) end
 end
 
 function methods.getPeer(t)

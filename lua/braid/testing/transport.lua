@@ -63,9 +63,21 @@ function StringTransport:write(data)
   io[#io + 1] = data
 end
 
-function StringTransport:writeSequence(list)
+-- writeSequence's check, as braid.tcp's: nothing is written when an item
+-- is not a string
+local function check_sequence(list)
   if type(list) ~= "table" then errors.checktype("writeSequence", 1, list, "table") end
-  for _, s in ipairs(list) do self:write(s) end
+  for i = 1, #list do
+    if type(list[i]) ~= "string" then
+      errors.argerror("writeSequence", 1, ("string expected at index %d, got %s")
+        :format(i, type(list[i])), 4)
+    end
+  end
+end
+
+function StringTransport:writeSequence(list)
+  check_sequence(list)
+  for i = 1, #list do self:write(list[i]) end
 end
 
 function StringTransport:loseConnection()
@@ -268,7 +280,8 @@ function FakeTransport:write(data)
 end
 
 function FakeTransport:writeSequence(list)
-  for _, s in ipairs(list) do self:write(s) end
+  check_sequence(list)
+  for i = 1, #list do self:write(list[i]) end
 end
 
 function FakeTransport:loseConnection()
@@ -339,16 +352,18 @@ function IOPump:_chunkSize(remaining)
   return 1 + r % limit
 end
 
--- deliver what src queued to dst's protocol; true if bytes moved
+-- deliver what src queued to dst's protocol; true if bytes moved. As a
+-- real transport stops reading once loseConnection was called, nothing is
+-- delivered to a side that is disconnecting.
 local function deliver(pump, src, dst)
   local out = src._out
-  if #out == 0 or dst.disconnected or dst.readPaused then return false end
+  if #out == 0 or dst.disconnected or dst.disconnecting or dst.readPaused then return false end
   local data = concat(out)
   src._out = {}
   local pos, n = 1, #data
   while pos <= n do
     if dst.disconnected then break end
-    if dst.readPaused then -- keep the rest for when reading resumes
+    if dst.readPaused or dst.disconnecting then -- keep the rest for when reading resumes
       table.insert(src._out, 1, data:sub(pos))
       break
     end
@@ -458,7 +473,10 @@ function M.loopbackAsync(server, client, opts)
   opts = opts or {}
   local defer = require "braid.defer"
   local d = defer.Deferred()
-  local sched = opts.clock or require("braid.reactor")
+  -- a Clock is called with ':', the reactor's functions with '.'
+  local clock = opts.clock
+  local callLater = clock and function(f) return clock:callLater(0, f) end
+    or function(f) return require("braid.reactor").callLater(0, f) end
   local pending = false
   local pump
   local function run()
@@ -469,7 +487,7 @@ function M.loopbackAsync(server, client, opts)
   local function wake()
     if not pending then
       pending = true
-      sched:callLater(0, run)
+      callLater(run)
     end
   end
   local popts = { seed = opts.seed, maxChunk = opts.maxChunk, greet = false }
