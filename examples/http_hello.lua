@@ -25,8 +25,13 @@ function Hello:dataReceived(data)
     if not e then break end
     local head = buf:sub(pos, e - 1)
     pos = e + 4
-    local version = head:match("^%u+ %S+ HTTP/(%d%.%d)")
-    local close = head:lower():find("\nconnection:%s*close") or version == "1.0"
+    -- HTTP/1.0, or "Connection: close": plain searches first, patterns only
+    -- when they may match
+    local close = head:find(" HTTP/1.0", 1, true) and head:match("^%u+ %S+ HTTP/1%.0")
+    if not close then
+      local low = head:lower()
+      close = low:find("close", 1, true) and low:find("\nconnection:%s*close")
+    end
     if close then
       self.transport:write(CLOSE_RESPONSE)
       self.transport:loseConnection()

@@ -186,12 +186,18 @@ static int timers_p(lua_State *L) {
 }
 
 /* max_wait < 0: no bound but the timers' */
+/* Run the calls that are due; no protected call when none is. */
+static void run_timers(lua_State *L) {
+  if (braid_timers_next() != 0) return;
+  lua_pushcfunction(L, timers_p);
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK) braid_report_error(L);
+}
+
 static void iterate_once(double max_wait) {
   struct braid_loop *lp = &g_loop;
   lua_State *L = lp->L;
   run_turn_hook();
-  lua_pushcfunction(L, timers_p);
-  if (lua_pcall(L, 0, 0, 0) != LUA_OK) braid_report_error(L);
+  run_timers(L);
   run_turn_hook();
   if (lp->stop_flag) return;
   double wait = max_wait;
@@ -207,13 +213,11 @@ static void iterate_once(double max_wait) {
     tv.tv_sec = (time_t)wait;
     tv.tv_usec = (suseconds_t)((wait - (double)tv.tv_sec) * 1e6);
     if (tv.tv_sec == 0 && tv.tv_usec == 0) tv.tv_usec = 1;
-    evtimer_add(lp->wake_ev, &tv);
+    /* the hour-long guard need not be re-armed every turn */
+    if (wait < 3600 || !evtimer_pending(lp->wake_ev, NULL)) evtimer_add(lp->wake_ev, &tv);
   }
   event_base_loop(lp->base, flags);
-  if (wait > 0 && !lp->stop_flag) { /* what fell due while we waited */
-    lua_pushcfunction(L, timers_p);
-    if (lua_pcall(L, 0, 0, 0) != LUA_OK) braid_report_error(L);
-  }
+  if (wait > 0 && !lp->stop_flag) run_timers(L); /* what fell due while we waited */
 }
 
 static void check_owner(lua_State *L) {
