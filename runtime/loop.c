@@ -69,6 +69,9 @@ struct event_base *braid_base(lua_State *L) {
     luaL_error(L, "%s", err);
     return NULL;
   }
+  /* one thread drives the base: worker threads wake it through an eventfd
+  ** (threads.c), so the base needs none of libevent's locks */
+  event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
   lp->base = event_base_new_with_config(cfg);
   event_config_free(cfg);
   if (!lp->base) { luaL_error(L, "%s", err); return NULL; }
@@ -411,8 +414,6 @@ void braid_open_loop(lua_State *L) {
   if (lp->owner && lp->owner != main)
     luaL_error(L, "braid.core: the reactor already belongs to another Lua state");
   if (!lp->owner) {
-    static int threads_ready = 0;
-    if (!threads_ready && evthread_use_pthreads() == 0) threads_ready = 1;
     lp->owner = main;
     /* sentinel whose __gc frees the loop when the state closes */
     lua_newuserdatauv(L, 1, 0);

@@ -621,6 +621,7 @@ static int conn_index(lua_State *L) {
     if (strcmp(k, "sessionno") == 0) { lua_pushinteger(L, c->sessionno); return 1; }
     if (strcmp(k, "protocol") == 0) { lua_getiuservalue(L, 1, 1); return 1; }
     if (strcmp(k, "bufferSize") == 0) { lua_pushinteger(L, (lua_Integer)c->bufsize); return 1; }
+    if (strcmp(k, "paused") == 0) { lua_pushboolean(L, c->state == S_OPEN && !c->reading); return 1; }
   }
   if (lua_getiuservalue(L, 1, 3) != LUA_TTABLE) return 1;
   lua_pushvalue(L, 2);

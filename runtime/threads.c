@@ -11,12 +11,12 @@
 **   metatables. A function crosses as its bytecode (a blob, string.dump)
 **   or as a "module.function" name.
 ** - Workers report through the done queue: the item that makes it
-**   non-empty also makes done_ev active (event_active; loop.c enabled
-**   libevent's pthreads support before the base was created), and the
-**   loop then delivers the whole batch on its own thread.
+**   non-empty also writes to an eventfd that done_ev watches, and the
+**   loop then delivers the whole batch on its own thread. (Not
+**   event_active: that would need libevent's locks on every loop turn.)
 ** - P.lock guards the job queue, the worker list and every worker's
 **   fields; P.done_lock guards the done queue and done_ev. Lock order:
-**   P.lock, then P.done_lock, then libevent's base lock (in event_active).
+**   P.lock, then P.done_lock.
 ** - Jobs, blobs and workers are malloc'd, not Lua memory: a worker
 **   abandoned at shutdown (its job never returned) may outlive the main
 **   state, so it frees its own things if it ever finishes.
@@ -36,6 +36,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <stdint.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <lualib.h>
 #include <event2/event.h>
@@ -432,8 +435,9 @@ static struct {
 
   pthread_mutex_t done_lock;
   struct job *done_head, *done_tail;
-  int notified;               /* done_ev is active */
+  int notified;               /* efd was written and not yet drained */
   struct event *done_ev;
+  int efd;                    /* eventfd done_ev watches */
 
   /* main thread only */
   int on_result_ref, on_call_ref;
@@ -509,7 +513,10 @@ static void post_done(struct job *j) {
   P.done_tail = j;
   if (!P.notified) {
     P.notified = 1;
-    event_active(P.done_ev, EV_READ, 0);
+    uint64_t one = 1;
+    ssize_t w;
+    do w = write(P.efd, &one, sizeof one); while (w < 0 && errno == EINTR);
+    /* EAGAIN: the counter is saturated, so the loop is woken anyway */
   }
   pthread_mutex_unlock(&P.done_lock);
 }
@@ -1239,7 +1246,9 @@ static void deliver_all(lua_State *L) {
 }
 
 static void done_cb(evutil_socket_t fd, short what, void *arg) {
-  (void)fd; (void)what; (void)arg;
+  uint64_t n;
+  (void)what; (void)arg;
+  while (read(fd, &n, sizeof n) < 0 && errno == EINTR) {}
   deliver_all(braid_loop()->L);
 }
 
@@ -1282,10 +1291,17 @@ static int ensure_event(lua_State *L) {
   if (P.done_ev) return 0;
   cpu_set_t cpus;
   P.spin_ok = sched_getaffinity(0, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) > 1;
-  struct event *ev = event_new(braid_base(L), -1, 0, done_cb, NULL);
-  if (!ev) return ENOMEM;
+  int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (efd < 0) return errno;
+  struct event *ev = event_new(braid_base(L), efd, EV_READ | EV_PERSIST, done_cb, NULL);
+  if (!ev || event_add(ev, NULL) != 0) {
+    if (ev) event_free(ev);
+    close(efd);
+    return ENOMEM;
+  }
   pthread_mutex_lock(&P.done_lock);
   P.done_ev = ev;
+  P.efd = efd;
   pthread_mutex_unlock(&P.done_lock);
   return 0;
 }
@@ -1526,8 +1542,13 @@ static int threads_gc(lua_State *L) {
   P.done_ev = NULL;
   P.done_head = P.done_tail = NULL;
   P.notified = 0;
+  int efd = P.efd;
+  P.efd = -1;
   pthread_mutex_unlock(&P.done_lock);
-  if (ev) event_free(ev);
+  if (ev) {
+    event_free(ev);
+    close(efd);
+  }
   job_free_list(left, 0);
   job_free_list(P.free_jobs, 0);
   P.free_jobs = NULL;

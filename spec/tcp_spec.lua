@@ -270,7 +270,9 @@ describe("braid.tcp", function()
     local _, cf = client(n)
     spin(function() return sf.built[1] and cf.built[1] and cf.built[1].transport end)
     local ct = cf.built[1].transport
+    assert.is_false(sf.built[1].transport.paused)
     sf.built[1].transport:pauseProducing() -- the server stops reading
+    assert.is_true(sf.built[1].transport.paused)
     ct:registerProducer(prod, true)
     local chunk = string.rep("z", 64 * 1024)
     local i = 0
@@ -278,6 +280,7 @@ describe("braid.tcp", function()
     assert.same({ "pause" }, calls)
     assert.is_true(ct:getWriteBufferSize() > 64 * 1024)
     sf.built[1].transport:resumeProducing()
+    assert.is_false(sf.built[1].transport.paused)
     spin(function() return calls[2] ~= nil end)
     assert.same({ "pause", "resume" }, calls)
     assert.equal(0, ct:getWriteBufferSize())
