@@ -8,8 +8,9 @@
 ** each call knows its heap index. cancel is O(1): it lets go of the call
 ** (function, arguments, anchor) at once and leaves a dead key in the heap;
 ** dead keys are dropped when they reach the top, and the heap is compacted
-** (filter + Floyd heapify, O(n)) once they outnumber the live ones, so the
-** heap never holds more than twice the pending calls.
+** (filter + Floyd heapify, O(n)) on the next loop turn once they outnumber
+** the live ones, as Twisted's runUntilCurrent does, or before the heap
+** would grow for them: it never holds more than twice the pending calls.
 **
 ** A DelayedCall is a userdata whose user values are the function and its
 ** arguments. While pending it is anchored in a registry table (anchors),
@@ -81,8 +82,11 @@ static void sift_down(uint32_t i, struct hentry e) {
   hset(i, e);
 }
 
+static void heap_compact(void);
+
 /* 0 or ENOMEM */
 static int heap_push(struct dcall *dc) {
+  if (H.n == H.cap && H.dead > H.n / 2) heap_compact(); /* room without growing */
   if (H.n == H.cap) {
     uint32_t cap = H.cap ? H.cap * 2 : 64;
     struct hentry *v = realloc(H.v, cap * sizeof *v);
@@ -111,18 +115,44 @@ static void heap_pop_dead_top(void) {
   if (H.n > 0) sift_down(0, last);
 }
 
-/* Drop every dead entry and rebuild the heap in O(n). */
+/* sift_down without maintaining idx (heap_compact sets them in one pass) */
+static void sift_down_raw(uint32_t i, struct hentry e) {
+  uint32_t n = H.n;
+  for (;;) {
+    uint32_t c = 2 * i + 1;
+    if (c >= n) break;
+    if (c + 1 < n && hless(&H.v[c + 1], &H.v[c])) c++;
+    if (!hless(&H.v[c], &e)) break;
+    H.v[i] = H.v[c];
+    i = c;
+  }
+  H.v[i] = e;
+}
+
+/* Drop every dead entry and rebuild the heap in O(n): filter and heapify
+** the keys alone, then set each call's idx once (the calls are scattered
+** in memory: ask for them a few entries ahead). */
 static void heap_compact(void) {
+  enum { AHEAD = 16 };
   uint32_t j = 0;
   for (uint32_t i = 0; i < H.n; i++)
-    if (H.v[i].dc) hset(j++, H.v[i]);
+    if (H.v[i].dc) H.v[j++] = H.v[i];
   H.n = j;
   H.dead = 0;
-  for (uint32_t i = j / 2; i-- > 0;) sift_down(i, H.v[i]);
+  for (uint32_t i = j / 2; i-- > 0;) sift_down_raw(i, H.v[i]);
+  for (uint32_t i = 0; i < j; i++) {
+    if (i + AHEAD < j) __builtin_prefetch(H.v[i + AHEAD].dc, 1);
+    H.v[i].dc->idx = i;
+  }
   if (H.cap > 1024 && H.n < H.cap / 4) { /* give memory back */
     struct hentry *v = realloc(H.v, (H.cap / 2) * sizeof *v);
     if (v) { H.v = v; H.cap /= 2; }
   }
+}
+
+/* Compact when the dead outnumber the living (once per loop turn). */
+static void heap_maybe_compact(void) {
+  if (H.dead > 64 && H.dead > H.n / 2) heap_compact();
 }
 
 /* Cancel: forget the call, leave its key behind. */
@@ -133,7 +163,6 @@ static void heap_kill(struct dcall *dc) {
   H.v[i].dc = NULL;
   H.dead++;
   if (H.dead == H.n) H.n = H.dead = 0;
-  else if (H.dead > 64 && H.dead > H.n / 2) heap_compact();
 }
 
 /* The DelayedCall metatable of the state that opened the timers first: a
@@ -315,6 +344,7 @@ static int l_pending(lua_State *L) {
 size_t braid_timers_pending(void) { return H.n - H.dead; }
 
 double braid_timers_next(void) {
+  heap_maybe_compact();
   while (H.n > 0 && H.v[0].dc == NULL) heap_pop_dead_top();
   if (H.n == 0) return -1;
   double d = H.v[0].deadline - braid_monotonic();
