@@ -36,6 +36,7 @@ struct braid_loop {
   int errh_ref;          /* error reporter (Lua: log.reportError) or LUA_NOREF */
   int turn_ref;          /* per-turn hook, run when wake was asked */
   struct event *wake_ev; /* timer event bounding the wait of an iteration */
+  int wake_armed;        /* wake_ev is added and has not fired */
   int in_loop;           /* inside run/iterate: nesting is refused */
   int running;           /* inside run() */
   int stop_flag;         /* leave run() after this iteration */
@@ -75,7 +76,6 @@ int braid_pusherror(lua_State *L, int err);
 int braid_timers_run(lua_State *L);
 /* Seconds until the next timer is due (0 if one is due), or -1 if none. */
 double braid_timers_next(void);
-size_t braid_timers_pending(void);
 
 /* Module openers: each adds its functions to the table on top. */
 void braid_open_loop(lua_State *L);

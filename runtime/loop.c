@@ -41,6 +41,7 @@ void braid_work(long delta) { g_loop.work += delta; }
 
 static void wake_cb(evutil_socket_t fd, short what, void *arg) {
   (void)fd; (void)what; (void)arg; /* only ends the wait of an iteration */
+  g_loop.wake_armed = 0;
 }
 
 /* Avoid every method but the requested one, so libevent must use it. */
@@ -216,8 +217,12 @@ static void iterate_once(double max_wait) {
     tv.tv_sec = (time_t)wait;
     tv.tv_usec = (suseconds_t)((wait - (double)tv.tv_sec) * 1e6);
     if (tv.tv_sec == 0 && tv.tv_usec == 0) tv.tv_usec = 1;
-    /* the hour-long guard need not be re-armed every turn */
-    if (wait < 3600 || !evtimer_pending(lp->wake_ev, NULL)) evtimer_add(lp->wake_ev, &tv);
+    /* the hour-long guard need not be re-armed every turn: an armed
+    ** wake_ev fires within the hour anyway */
+    if (wait < 3600 || !lp->wake_armed) {
+      evtimer_add(lp->wake_ev, &tv);
+      lp->wake_armed = 1;
+    }
   }
   event_base_loop(lp->base, flags);
   if (wait > 0 && !lp->stop_flag) run_timers(L); /* what fell due while we waited */
@@ -397,6 +402,7 @@ static int loop_gc(lua_State *L) {
   if (lp->wake_ev) event_free(lp->wake_ev);
   if (lp->base) event_base_free(lp->base);
   lp->wake_ev = NULL;
+  lp->wake_armed = 0;
   lp->base = NULL;
   lp->L = lp->owner = NULL;
   lp->thread_ref = lp->msgh_ref = lp->errh_ref = lp->turn_ref = LUA_NOREF;

@@ -990,8 +990,9 @@ static int l_tcp_handlers(lua_State *L) {
   return 0;
 }
 
-/* Number of connections not yet delivered (for leak checks in specs). */
-static int l_tcp_pending(lua_State *L) {
+/* Connections with a close or a connectionLost still queued for delivery
+** (specs wait for 0 before checking for leaks). */
+static int l_tcp_undelivered(lua_State *L) {
   int n = 0;
   for (struct conn *c = pend_head; c; c = c->pend_next) n++;
   lua_pushinteger(L, n);
@@ -1041,7 +1042,7 @@ static const luaL_Reg tcp_funcs[] = {
   { "adopt_port", l_adopt_port },
   { "adopt_conn", l_adopt_conn },
   { "tcp_handlers", l_tcp_handlers },
-  { "tcp_pending", l_tcp_pending },
+  { "tcp_undelivered", l_tcp_undelivered },
   { NULL, NULL }
 };
 

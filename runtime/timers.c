@@ -341,8 +341,6 @@ static int l_pending(lua_State *L) {
   return 1;
 }
 
-size_t braid_timers_pending(void) { return H.n - H.dead; }
-
 double braid_timers_next(void) {
   heap_maybe_compact();
   while (H.n > 0 && H.v[0].dc == NULL) heap_pop_dead_top();
@@ -437,5 +435,5 @@ void braid_open_timers(lua_State *L) {
   lua_pushcfunction(L, l_getDelayedCalls);
   lua_setfield(L, -2, "getDelayedCalls");
   lua_pushcfunction(L, l_pending);
-  lua_setfield(L, -2, "pending_timers");
+  lua_setfield(L, -2, "timer_count");
 }

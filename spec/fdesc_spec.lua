@@ -21,7 +21,7 @@ describe("braid.fdesc", function()
     fdesc.removeAll()
     for _, t in ipairs(clients) do t:abortConnection() end
     -- every connection's close delivered: no work left for the loop
-    spin(function() return core.work() <= work0 and core.tcp_pending() == 0 end)
+    spin(function() return core.work() <= work0 and core.tcp_undelivered() == 0 end)
   end)
 
   -- stdin of busted is not reliable; use a listening port's fd as a

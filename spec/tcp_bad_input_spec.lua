@@ -96,7 +96,7 @@ describe("braid.tcp under bad input", function()
     for _, p in ipairs(ports) do wait(p:stopListening()) end
     resolver.installResolver(nil)
     -- every connection closed and delivered: nothing keeps the loop busy
-    spin(function() return core.work() <= work0 and core.tcp_pending() == 0 end)
+    spin(function() return core.work() <= work0 and core.tcp_undelivered() == 0 end)
   end)
   local function listen(f, interface, opts)
     local port = reactor.listenTCP(0, f, 50, interface or "127.0.0.1", opts)

@@ -555,6 +555,6 @@ describe("braid.tcp", function()
     function C:connectionLost() done = done + 1 more() end
     more()
     spin(function() return done == total end, 30)
-    spin(function() return core.tcp_pending() == 0 end)
+    spin(function() return core.tcp_undelivered() == 0 end)
   end)
 end)

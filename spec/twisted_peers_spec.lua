@@ -73,7 +73,7 @@ describe_peers("braid receivers against Twisted peers", function()
   after_each(function()
     -- ports closed and connections delivered: no work left for the loop
     local deadline = core.monotonic() + 5
-    while core.work() > work0 or core.tcp_pending() > 0 do
+    while core.work() > work0 or core.tcp_undelivered() > 0 do
       assert(core.monotonic() < deadline, "work left behind")
       reactor.iterate(0.02)
     end

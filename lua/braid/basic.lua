@@ -131,9 +131,9 @@ local function buffer_of(self)
   return b
 end
 
-local function not_implemented(name)
+local function must_override(name)
   return function(self)
-    error(errors.NotImplementedError(("%s.%s is not implemented")
+    error(errors.NotImplementedError(("%s.%s must be overridden by a subclass")
       :format(class.nameof(self), name)), 2)
   end
 end
@@ -225,8 +225,8 @@ function LineReceiver:setRawMode()
   self.line_mode = false
 end
 
-LineReceiver.rawDataReceived = not_implemented("rawDataReceived")
-LineReceiver.lineReceived = not_implemented("lineReceived")
+LineReceiver.rawDataReceived = must_override("rawDataReceived")
+LineReceiver.lineReceived = must_override("lineReceived")
 
 --- Write line followed by the delimiter.
 function LineReceiver:sendLine(line)
@@ -260,7 +260,7 @@ function LineOnlyReceiver:dataReceived(data)
   end
 end
 
-LineOnlyReceiver.lineReceived = not_implemented("lineReceived")
+LineOnlyReceiver.lineReceived = must_override("lineReceived")
 
 function LineOnlyReceiver:sendLine(line)
   return self.transport:write(line .. self.delimiter)
@@ -299,7 +299,7 @@ function NetstringReceiver:_handleParseError()
   return self.transport:loseConnection()
 end
 
-NetstringReceiver.stringReceived = not_implemented("stringReceived")
+NetstringReceiver.stringReceived = must_override("stringReceived")
 
 --- Send s as a netstring.
 function NetstringReceiver:sendString(s)
@@ -330,7 +330,7 @@ function IntNStringReceiver:dataReceived(data)
   end
 end
 
-IntNStringReceiver.stringReceived = not_implemented("stringReceived")
+IntNStringReceiver.stringReceived = must_override("stringReceived")
 
 --- Called when a prefix announces more than MAX_LENGTH; closes by default.
 function IntNStringReceiver:lengthLimitExceeded(length) -- luacheck: ignore length

@@ -603,8 +603,6 @@ function M.connectUNIX(path, factory, timeout)
   return c
 end
 
--- for specs: connections whose connectionLost is still queued
-M._pending = core.tcp_pending
 M.Protocol = Protocol
 
 return M
