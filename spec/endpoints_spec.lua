@@ -1,24 +1,13 @@
 -- spec for lua/braid/endpoints.lua: endpoint strings and TCP/UNIX endpoints
 local reactor = require "braid.reactor"
-local core = require "braid.core"
 local endpoints = require "braid.endpoints"
 local protocol = require "braid.protocol"
 local errors = require "braid.error"
 
-local function spin(cond, limit)
-  local deadline = core.monotonic() + (limit or 5)
-  while not cond() do
-    if core.monotonic() > deadline then error("timed out waiting", 2) end
-    reactor.iterate(0.05)
-  end
-end
+local loop = require "helpers.loop"
+local spin = loop.spin
 
-local function result(d)
-  local r, done
-  d:addBoth(function(v) r, done = v, true end)
-  spin(function() return done end)
-  return r
-end
+local result = loop.result
 
 local Echo = protocol.Protocol:extend("Echo")
 function Echo:dataReceived(d) self.transport:write(d) end

@@ -6,13 +6,8 @@ local protocol = require "braid.protocol"
 
 local quote = proc.quote
 
-local function spin(cond, limit)
-  local deadline = core.monotonic() + (limit or 10)
-  while not cond() do
-    if core.monotonic() > deadline then error("timed out waiting", 2) end
-    reactor.iterate(0.05)
-  end
-end
+local loop = require "helpers.loop"
+local function spin(cond, limit) loop.spin(cond, limit or 10) end
 
 local function sh(cmd)
   local f = assert(io.popen(cmd, "r"))
@@ -139,10 +134,14 @@ describe("stream examples", function()
     assert.equal(payload, table.concat(got))
   end)
 
-  it("proxy.lua keeps its memory bounded while the far side does not read", function()
+  -- proxy.lua between a pull producer writing 48 MB in 256 KiB chunks and a
+  -- far side that starts paused; returns the proxy process, the far side's
+  -- state (st.slow: its protocol, st.sent: bytes written, st.t: our
+  -- transport) and TOTAL
+  local function slow_proxy()
+    local st = { sent = 0 }
     local Slow = protocol.Protocol:extend("Slow")
-    local slow
-    function Slow:connectionMade() slow = self self.n = 0 self.transport:pauseProducing() end
+    function Slow:connectionMade() st.slow = self self.n = 0 self.transport:pauseProducing() end
     function Slow:dataReceived(d) self.n = self.n + #d end
     local sf = protocol.Factory.forProtocol(Slow)
     sf.noisy = false
@@ -151,60 +150,46 @@ describe("stream examples", function()
     local p, pport = serve("examples/proxy.lua", "0", "127.0.0.1", tostring(sport:getHost().port))
     later(function() finish(p) end)
     local TOTAL, CHUNK = 48 * 1024 * 1024, string.rep("p", 256 * 1024)
-    local sent, t = 0, nil
     local producer = {
       resumeProducing = function()
-        if sent < TOTAL then sent = sent + #CHUNK t:write(CHUNK) end
+        if st.sent < TOTAL then st.sent = st.sent + #CHUNK st.t:write(CHUNK) end
       end,
       stopProducing = function() end,
     }
     local C = {}
-    function C:connectionMade() t = self.transport t:registerProducer(producer, false) end
+    function C:connectionMade() st.t = self.transport st.t:registerProducer(producer, false) end
     reactor.connectTCP("127.0.0.1", pport, { protocol = C, noisy = false })
+    return p, st, TOTAL
+  end
+
+  it("proxy.lua keeps its memory bounded while the far side does not read", function()
+    local p, st, TOTAL = slow_proxy()
     -- run until the pipeline stalls (no progress for a while) or all is sent
     local last, still = -1, 0
     spin(function()
-      if sent == last then still = still + 1 else still, last = 0, sent end
-      return still >= 20 or sent >= TOTAL
+      if st.sent == last then still = still + 1 else still, last = 0, st.sent end
+      return still >= 20 or st.sent >= TOTAL
     end, 20)
-    assert.is_true(sent < TOTAL) -- the slow side holds everything back
+    assert.is_true(st.sent < TOTAL) -- the slow side holds everything back
     local rss = tonumber(read_file(("/proc/%d/status"):format(p:braidPid())):match("VmRSS:%s*(%d+)"))
     assert.is_true(rss < 24 * 1024, "proxy RSS " .. tostring(rss) .. " kB")
     -- once the far side reads again, data flows on
+    local slow = st.slow
     local before = slow.n
     slow.transport:resumeProducing()
     spin(function() return slow.n > before + 4 * 1024 * 1024 end, 30)
-    t:abortConnection()
+    st.t:abortConnection()
     slow.transport:abortConnection()
   end)
 
   it("proxy.lua drains all 48 MB after the far side resumes", function()
-    local Slow = protocol.Protocol:extend("Slow")
-    local slow
-    function Slow:connectionMade() slow = self self.n = 0 self.transport:pauseProducing() end
-    function Slow:dataReceived(d) self.n = self.n + #d end
-    local sf = protocol.Factory.forProtocol(Slow)
-    sf.noisy = false
-    local sport = reactor.listenTCP(0, sf, 50, "127.0.0.1")
-    later(function() sport:stopListening() end)
-    local p, pport = serve("examples/proxy.lua", "0", "127.0.0.1", tostring(sport:getHost().port))
-    later(function() finish(p) end)
-    local TOTAL, CHUNK = 48 * 1024 * 1024, string.rep("p", 256 * 1024)
-    local sent, t = 0, nil
-    local producer = {
-      resumeProducing = function()
-        if sent < TOTAL then sent = sent + #CHUNK t:write(CHUNK) end
-      end,
-      stopProducing = function() end,
-    }
-    local C = {}
-    function C:connectionMade() t = self.transport t:registerProducer(producer, false) end
-    reactor.connectTCP("127.0.0.1", pport, { protocol = C, noisy = false })
-    spin(function() return slow ~= nil and sent >= 4 * 1024 * 1024 end)
+    local _, st, TOTAL = slow_proxy()
+    spin(function() return st.slow ~= nil and st.sent >= 4 * 1024 * 1024 end)
+    local slow = st.slow
     slow.transport:resumeProducing()
     spin(function() return slow.n == TOTAL end, 60)
-    assert.equal(TOTAL, sent)
-    t:loseConnection()
+    assert.equal(TOTAL, st.sent)
+    st.t:loseConnection()
     spin(function() return slow.transport.connected == false end)
   end)
 

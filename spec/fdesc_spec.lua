@@ -2,13 +2,8 @@
 local reactor = require "braid.reactor"
 local core = require "braid.core"
 
-local function spin(cond, limit)
-  local deadline = core.monotonic() + (limit or 5)
-  while not cond() do
-    if core.monotonic() > deadline then error("timed out waiting", 2) end
-    reactor.iterate(0.05)
-  end
-end
+local loop = require "helpers.loop"
+local spin = loop.spin
 
 
 describe("braid.fdesc", function()

@@ -20,27 +20,9 @@ local function resultOf(d)
   return n == 1, got
 end
 
-local function successResultOf(d)
-  local ok, r = resultOf(d)
-  assert(ok, "Deferred has no result")
-  assert(not isFailure(r), "Deferred failed: " .. tostring(r))
-  return r
-end
-
-local function failureResultOf(d, ...)
-  local got, n = nil, 0
-  d:addBoth(function(r) got, n = r, n + 1 end)
-  assert(n == 1, "Deferred has no result")
-  assert(isFailure(got), "Deferred succeeded with " .. tostring(got))
-  if select("#", ...) > 0 then
-    assert(got:check(...), "unexpected failure " .. tostring(got.value))
-  end
-  return got
-end
-
-local function assertNoResult(d)
-  assert(not resultOf(d), "Deferred has a result")
-end
+local testing = require "braid.testing"
+local successResultOf, failureResultOf = testing.successResultOf, testing.failureResultOf
+local assertNoResult = testing.assertNoResult
 
 describe("inlineCallbacks", function()
   describe("results", function()

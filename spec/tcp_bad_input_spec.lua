@@ -17,22 +17,11 @@ local socket = require "socket" -- LuaSocket (Debian lua-socket)
 local Protocol, Factory, ClientFactory = protocol.Protocol, protocol.Factory, protocol.ClientFactory
 
 -- run the reactor until cond() holds; fail (never hang) after `limit` s
-local function spin(cond, limit)
-  local deadline = core.monotonic() + (limit or 5)
-  while not cond() do
-    if core.monotonic() > deadline then error("timed out waiting", 2) end
-    reactor.iterate(0.01)
-  end
-end
+local loop = require "helpers.loop"
+local spin = loop.spin
 
--- testing.wait, in finer steps: the result of Deferred d, or raise its error
-local function wait(d)
-  local done, res = false, nil
-  d:addBoth(function(r) done, res = true, r end)
-  spin(function() return done end)
-  if require("braid.failure").isFailure(res) then error(res.value, 0) end
-  return res
-end
+-- the result of Deferred d, or raise its error
+local wait = loop.wait
 
 -- A protocol recording everything, with Deferreds for its ends.
 local Rec = Protocol:extend("Rec")

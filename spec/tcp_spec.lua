@@ -10,13 +10,8 @@ local defer = require "braid.defer"
 local Protocol, Factory = protocol.Protocol, protocol.Factory
 
 -- run the reactor until cond() holds; fail (never hang) after `limit` s
-local function spin(cond, limit)
-  local deadline = core.monotonic() + (limit or 5)
-  while not cond() do
-    if core.monotonic() > deadline then error("timed out waiting", 2) end
-    reactor.iterate(0.05)
-  end
-end
+local loop = require "helpers.loop"
+local spin = loop.spin
 
 -- a recording protocol class
 local Rec = Protocol:extend("Rec")

@@ -1,16 +1,10 @@
 -- spec for runtime/tcp.c and lua/braid/tcp.lua: UNIX stream sockets
 local reactor = require "braid.reactor"
-local core = require "braid.core"
 local protocol = require "braid.protocol"
 local errors = require "braid.error"
 
-local function spin(cond, limit)
-  local deadline = core.monotonic() + (limit or 5)
-  while not cond() do
-    if core.monotonic() > deadline then error("timed out waiting", 2) end
-    reactor.iterate(0.05)
-  end
-end
+local loop = require "helpers.loop"
+local spin = loop.spin
 
 local function tmppath()
   local p = os.tmpname()

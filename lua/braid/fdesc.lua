@@ -79,24 +79,22 @@ local function is_close(v)
   return v ~= nil and (v == R.CONNECTION_DONE or v == R.CONNECTION_LOST or failure.isFailure(v))
 end
 
+-- d:doRead() or d:doWrite() under d's log prefix; false when it ended d
+local function dispatch(d, method)
+  local prev = set_system(prefix_of(d))
+  local ok, v = xpcall(d[method], msgh, d)
+  set_system(prev)
+  if not ok then report(v) lose(d, v) return false end
+  if is_close(v) then lose(d, v) return false end
+  return true
+end
+
 local function make_cb(d)
   return function(readable, writable)
     local e = entries[d]
-    if readable and e and e.r then
-      local prev = set_system(prefix_of(d))
-      local ok, v = xpcall(d.doRead, msgh, d)
-      set_system(prev)
-      if not ok then report(v) lose(d, v) return end
-      if is_close(v) then lose(d, v) return end
-    end
+    if readable and e and e.r and not dispatch(d, "doRead") then return end
     e = entries[d]
-    if writable and e and e.wr then
-      local prev = set_system(prefix_of(d))
-      local ok, v = xpcall(d.doWrite, msgh, d)
-      set_system(prev)
-      if not ok then report(v) lose(d, v) return end
-      if is_close(v) then lose(d, v) return end
-    end
+    if writable and e and e.wr then dispatch(d, "doWrite") end
   end
 end
 

@@ -194,10 +194,9 @@ local function join_upvalues(nf, of, prevups, seen, modups)
   end
 end
 
--- Every upvalue reachable from the live module's functions, by name (the
--- first seen wins): new functions with no predecessor join module locals
--- through it.
-local function collect_upvalues(t, into, seen)
+-- visit(f, i, name, value) for every upvalue of every function reachable
+-- from t (through tables, and through functions held as upvalues).
+local function each_upvalue(t, visit, seen)
   if seen[t] then return end
   seen[t] = true
   if type(t) == "function" then
@@ -205,42 +204,36 @@ local function collect_upvalues(t, into, seen)
     while true do
       local name, v = getupvalue(t, i)
       if name == nil then break end
-      if into[name] == nil then into[name] = { t, i } end
-      if type(v) == "function" then collect_upvalues(v, into, seen) end
+      visit(t, i, name, v)
+      if type(v) == "function" then each_upvalue(v, visit, seen) end
       i = i + 1
     end
   else
     for _, v in pairs(t) do
       local tv = type(v)
-      if tv == "function" or tv == "table" then collect_upvalues(v, into, seen) end
+      if tv == "function" or tv == "table" then each_upvalue(v, visit, seen) end
     end
   end
 end
 
+-- Every upvalue reachable from the live module's functions, by name (the
+-- first seen wins): new functions with no predecessor join module locals
+-- through it.
+local function collect_upvalues(t, into)
+  each_upvalue(t, function(f, i, name)
+    if into[name] == nil then into[name] = { f, i } end
+  end, {})
+end
+
 -- After a merge, upvalues of the new functions that still hold one of the
 -- new chunk's merged tables (its `M`) are pointed at the live table.
-local function remap_upvalues(t, map, seen)
-  if seen[t] then return end
-  seen[t] = true
-  if type(t) == "function" then
-    local i = 1
-    while true do
-      local name, v = getupvalue(t, i)
-      if name == nil then break end
-      if type(v) == "table" then
-        local lv = map[v]
-        if type(lv) == "table" and lv ~= v then debug.setupvalue(t, i, lv) end
-      elseif type(v) == "function" then
-        remap_upvalues(v, map, seen)
-      end
-      i = i + 1
+local function remap_upvalues(t, map)
+  each_upvalue(t, function(f, i, _, v)
+    if type(v) == "table" then
+      local lv = map[v]
+      if type(lv) == "table" and lv ~= v then debug.setupvalue(f, i, lv) end
     end
-  else
-    for _, v in pairs(t) do
-      local tv = type(v)
-      if tv == "function" or tv == "table" then remap_upvalues(v, map, seen) end
-    end
-  end
+  end, {})
 end
 
 -- Whether two functions have the same text: the lines each spans in the
@@ -397,12 +390,12 @@ local function apply(rec, source, is_rollback, h)
   new_lines, merge_src = lines_of(source), "@" .. rec.path
   local modups = {}
   if type(live) == "table" or type(live) == "function" then
-    collect_upvalues(live, modups, {})
+    collect_upvalues(live, modups)
   end
   if type(live) == "table" then
     local seen = {}
     count = merge(live, new, rec.snap.data, rec.snap.ups, modups, seen, {}, 0)
-    remap_upvalues(new, seen, {})
+    remap_upvalues(new, seen)
     local hook = live.__reload
     if type(hook) == "function" then
       local hok, herr = pcall(hook, live, new)

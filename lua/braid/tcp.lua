@@ -411,13 +411,12 @@ local function finish_attempt(self)
   self._resolving = nil
 end
 
--- the attempt failed: clientConnectionFailed, and stop the factory if the
--- factory did not call connect() again
-function Connector:_failed(reason)
-  finish_attempt(self)
-  self.transport = nil
+-- Tell the factory (clientConnectionFailed / clientConnectionLost), then
+-- stop it unless it called connect() again.
+local function disconnected(self, method, reason)
   self.state = "disconnected"
-  local ok, e = xpcall(call, msgh, self.factory, ClientFactory, "clientConnectionFailed", self, Failure(reason))
+  self.transport = nil
+  local ok, e = xpcall(call, msgh, self.factory, ClientFactory, method, self, reason)
   if not ok then report(e) end
   if self.state == "disconnected" and self.factoryStarted then
     self.factoryStarted = false
@@ -426,16 +425,13 @@ function Connector:_failed(reason)
   end
 end
 
+function Connector:_failed(reason)
+  finish_attempt(self)
+  disconnected(self, "clientConnectionFailed", Failure(reason))
+end
+
 function Connector:_lost(reason)
-  self.state = "disconnected"
-  self.transport = nil
-  local ok, e = xpcall(call, msgh, self.factory, ClientFactory, "clientConnectionLost", self, reason)
-  if not ok then report(e) end
-  if self.state == "disconnected" and self.factoryStarted then
-    self.factoryStarted = false
-    ok, e = xpcall(call, msgh, self.factory, Factory, "doStop")
-    if not ok then report(e) end
-  end
+  disconnected(self, "clientConnectionLost", reason)
 end
 
 local function on_connector_lost(t, reason)

@@ -95,6 +95,21 @@ local function drive(reactor, core, done, timeout)
   return true
 end
 
+-- Take d's result (leaving nil), running the reactor until it comes or
+-- `timeout` passes; then d is cancelled. Returns fired in time, result.
+local function settle(reactor, core, d, timeout)
+  local done, res = false, nil
+  d:addBoth(function(r)
+    done, res = true, r
+    return nil
+  end)
+  if not done and not drive(reactor, core, function() return done end, timeout) then
+    pcall(d.cancel, d)
+    return false, nil
+  end
+  return true, res
+end
+
 local function check_timeout(fname, argn, timeout)
   if timeout == nil then return DEFAULT_TIMEOUT end
   if type(timeout) ~= "number" then
@@ -122,13 +137,8 @@ function M.wait(d, timeout)
   timeout = check_timeout("wait", 2, timeout)
   local reactor, core = load_reactor()
   check_not_running(reactor, core)
-  local done, res = false, nil
-  d:addBoth(function(r)
-    done, res = true, r
-    return nil
-  end)
-  if not done and not drive(reactor, core, function() return done end, timeout) then
-    pcall(d.cancel, d)
+  local done, res = settle(reactor, core, d, timeout)
+  if not done then
     local e = defer.TimeoutError(("testing.wait gave up after %s seconds"):format(tostring(timeout)))
     e.timeout = timeout
     error(e, 2)
@@ -361,14 +371,8 @@ local function run_async(f, timeout, ...)
   local problems = {}
   local primary, primary_value, as_failure = nil, nil, true
   local ok, err = xpcall(function(...)
-    local d = defer.inlineCallbacks(f)(...)
-    local done, res = false, nil
-    d:addBoth(function(r)
-      done, res = true, r
-      return nil
-    end)
-    if not done and not drive(reactor, core, function() return done end, timeout) then
-      pcall(d.cancel, d)
+    local done, res = settle(reactor, core, defer.inlineCallbacks(f)(...), timeout)
+    if not done then
       primary = ("async spec timed out after %s seconds"):format(tostring(timeout))
       return
     end
