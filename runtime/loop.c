@@ -117,11 +117,10 @@ void braid_report_error(lua_State *L) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, g_loop.errh_ref);
     lua_pushvalue(L, -2);
     if (lua_pcall(L, 1, 0, 0) == LUA_OK) { lua_pop(L, 1); return; }
-    /* the reporter failed: show both on stderr */
+    /* the reporter failed: show both on stderr, its error first */
     lua_pushcfunction(L, stderr_report);
     lua_insert(L, -2);
-    lua_pcall(L, 1, 0, 0);
-    lua_settop(L, lua_gettop(L) - 1);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
   }
   lua_pushcfunction(L, stderr_report);
   lua_insert(L, -2);
@@ -173,15 +172,17 @@ static int turn_p(lua_State *L) {
   return 0;
 }
 
-/* Run the per-turn hook on the loop's thread, protected. */
-static void run_turn_hook(void) {
+/* Run the per-turn hook on the loop's thread, protected, if a wake asked
+** for it; returns whether one did. */
+static int run_turn_hook(void) {
   struct braid_loop *lp = &g_loop;
-  if (!lp->wake_flag) return;
+  if (!lp->wake_flag) return 0;
   lp->wake_flag = 0;
-  if (lp->turn_ref == LUA_NOREF) return;
+  if (lp->turn_ref == LUA_NOREF) return 1;
   lua_State *L = lp->L;
   lua_pushcfunction(L, turn_p);
   if (lua_pcall(L, 0, 0, 0) != LUA_OK) braid_report_error(L);
+  return 1;
 }
 
 static int timers_p(lua_State *L) {
@@ -189,23 +190,26 @@ static int timers_p(lua_State *L) {
   return 0;
 }
 
-/* max_wait < 0: no bound but the timers' */
-/* Run the calls that are due; no protected call when none is. */
-static void run_timers(lua_State *L) {
-  if (braid_timers_next() != 0) return;
+/* Run the calls that are due; no protected call when none is. Returns
+** braid_timers_next() when none was due, or -2 when some ran (the calls
+** may have scheduled others: ask again). */
+static double run_timers(lua_State *L) {
+  double next = braid_timers_next();
+  if (next != 0) return next;
   lua_pushcfunction(L, timers_p);
   if (lua_pcall(L, 0, 0, 0) != LUA_OK) braid_report_error(L);
+  return -2;
 }
 
+/* max_wait < 0: no bound but the timers' */
 static void iterate_once(double max_wait) {
   struct braid_loop *lp = &g_loop;
   lua_State *L = lp->L;
   run_turn_hook();
-  run_timers(L);
-  run_turn_hook();
+  double next = run_timers(L);
+  if (run_turn_hook() || next == -2) next = braid_timers_next(); /* else still current */
   if (lp->stop_flag) return;
   double wait = max_wait;
-  double next = braid_timers_next();
   if (next >= 0 && (wait < 0 || next < wait)) wait = next;
   if (lp->wake_flag) wait = 0;
   if (wait < 0 || wait > 3600) wait = 3600; /* wake now and then: never block forever on nothing */

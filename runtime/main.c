@@ -368,11 +368,7 @@ static int run_script(lua_State *L, struct opts *o, int argc, char **argv) {
     if (st == LUA_OK) st = docall(L, 0, 0);
     if (st != LUA_OK) return report(L, st);
   }
-  if (o->script) {
-    if (strcmp(o->script, "-") != 0 && access(o->script, R_OK) != 0) {
-      fprintf(stderr, "%s: cannot open %s (%s)\n", progname, o->script, strerror(errno));
-      return 1;
-    }
+  if (o->script) {  /* main() checked it is readable */
     st = luaL_loadfile(L, strcmp(o->script, "-") == 0 ? NULL : o->script);
     if (st != LUA_OK) return report(L, st);
     int nargs = 0;

@@ -6,7 +6,7 @@
 ** Invariants:
 ** - Each worker thread owns one Lua state (standard libraries, the main
 **   state's package.path/cpath) and never touches the main state or the
-**   loop. Values cross between states as bytes (enc_* / dec_* below):
+**   loop. Values cross between states as bytes (threads_copy.c):
 **   nil, booleans, numbers, strings and tables of those, without cycles or
 **   metatables. A function crosses as its bytecode (a blob, string.dump)
 **   or as a "module.function" name.
@@ -15,7 +15,8 @@
 **   loop then delivers the whole batch on its own thread. (Not
 **   event_active: that would need libevent's locks on every loop turn.)
 ** - P.lock guards the job queue, the worker list and every worker's
-**   fields; P.done_lock guards the done queue and done_ev. Lock order:
+**   fields; P.done_lock guards the done queue, done_ev, efd and notified
+**   (the eventfd is written and closed only under it). Lock order:
 **   P.lock, then P.done_lock.
 ** - Jobs, blobs and workers are malloc'd, not Lua memory: a worker
 **   abandoned at shutdown (its job never returned) may outlive the main
@@ -44,322 +45,14 @@
 #include <event2/event.h>
 
 #include "braid.h"
+#include "threads_copy.h"
 
 #define BLOB_META "braid.threads.blob"
-#define MAX_DEPTH 64        /* nesting of copied tables */
 #define FN_CACHE_MAX 128    /* loaded functions a worker keeps */
 #define FREE_JOBS_MAX 256   /* recycled job structs */
 #define KEEP_BUF 4096       /* a recycled job keeps a buffer this big */
 #define MSG_MAX 320
 #define SPIN_SECONDS 100e-6 /* an idle worker polls this long before sleeping */
-
-/* ---- byte buffers and the value encoding ------------------------------ */
-
-struct buf { char *p; size_t n, cap; };
-
-static int buf_reserve(struct buf *b, size_t more) {
-  if (b->cap - b->n >= more) return 0;
-  size_t cap = b->cap ? b->cap : 64;
-  while (cap - b->n < more) {
-    if (cap > ((size_t)-1) / 2) return ENOMEM;
-    cap *= 2;
-  }
-  char *p = realloc(b->p, cap);
-  if (!p) return ENOMEM;
-  b->p = p;
-  b->cap = cap;
-  return 0;
-}
-
-static inline int buf_put(struct buf *b, const void *s, size_t n) {
-  if (b->cap - b->n < n && buf_reserve(b, n)) return ENOMEM;
-  memcpy(b->p + b->n, s, n);
-  b->n += n;
-  return 0;
-}
-
-static inline int buf_byte(struct buf *b, unsigned char c) {
-  if (b->n == b->cap && buf_reserve(b, 1)) return ENOMEM;
-  b->p[b->n++] = (char)c;
-  return 0;
-}
-
-static int buf_varint(struct buf *b, uint64_t v) {
-  unsigned char t[10];
-  size_t n = 0;
-  do {
-    t[n++] = (unsigned char)((v & 0x7f) | (v >= 0x80 ? 0x80 : 0));
-    v >>= 7;
-  } while (v);
-  return buf_put(b, t, n);
-}
-
-static void buf_free(struct buf *b) {
-  free(b->p);
-  b->p = NULL;
-  b->n = b->cap = 0;
-}
-
-/* Tags of encoded values. A list of values is a varint count, then each.
-** A table is T_TABLE, varint array length, u32 count of other pairs (a
-** slot patched at the end), the array items, then key/value pairs. */
-enum { T_NIL, T_FALSE, T_TRUE, T_INT, T_FLT, T_STR, T_TABLE };
-
-struct enc {
-  lua_State *L;
-  struct buf *b;
-  int depth;
-  const void *seen[MAX_DEPTH];  /* the tables being encoded: a cycle points back */
-  int keyidx[MAX_DEPTH];        /* stack index of the key per level, 0: array part */
-  lua_Integer arri[MAX_DEPTH];  /* array index per level */
-  char why[160];                /* what could not be copied, and where */
-  int err;                      /* 0, EINVAL (not copyable) or ENOMEM */
-};
-
-static void path_key(struct enc *e, int level, char *out, size_t len) {
-  lua_State *L = e->L;
-  int k = e->keyidx[level];
-  if (k == 0) { snprintf(out, len, "[%lld]", (long long)e->arri[level]); return; }
-  switch (lua_type(L, k)) {
-    case LUA_TSTRING: {
-      size_t n;
-      const char *s = lua_tolstring(L, k, &n);
-      int ident = n > 0 && n <= 40 && !(s[0] >= '0' && s[0] <= '9');
-      for (size_t i = 0; ident && i < n; i++)
-        if (!(s[i] == '_' || (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z')
-              || (s[i] >= '0' && s[i] <= '9'))) ident = 0;
-      if (ident) snprintf(out, len, ".%s", s);
-      else snprintf(out, len, "[\"%.*s%s\"]", (int)(n > 24 ? 24 : n), s, n > 24 ? "..." : "");
-      break;
-    }
-    case LUA_TNUMBER:
-      if (lua_isinteger(L, k)) snprintf(out, len, "[%lld]", (long long)lua_tointeger(L, k));
-      else snprintf(out, len, "[%.14g]", (double)lua_tonumber(L, k));
-      break;
-    case LUA_TBOOLEAN: snprintf(out, len, "[%s]", lua_toboolean(L, k) ? "true" : "false"); break;
-    default: snprintf(out, len, "[?]"); break;
-  }
-}
-
-static const char *type_phrase(int t) {
-  switch (t) {
-    case LUA_TFUNCTION: return "a function";
-    case LUA_TUSERDATA: case LUA_TLIGHTUSERDATA: return "a userdata";
-    case LUA_TTHREAD: return "a coroutine";
-    case LUA_TTABLE: return "a table";
-    default: return "a value";
-  }
-}
-
-/* Record why (and at which path) the value cannot be copied. */
-static int enc_fail(struct enc *e, const char *what, int levels) {
-  size_t n = (size_t)snprintf(e->why, sizeof e->why, "%s", what);
-  if (levels > 0 && n < sizeof e->why) {
-    n += (size_t)snprintf(e->why + n, sizeof e->why - n, " at ");
-    for (int i = 0; i < levels && n < sizeof e->why; i++) {
-      char k[64];
-      path_key(e, i, k, sizeof k);
-      n += (size_t)snprintf(e->why + n, sizeof e->why - n, "%s", k);
-    }
-  }
-  e->err = EINVAL;
-  return EINVAL;
-}
-
-static int enc_value(struct enc *e, int idx);
-
-static int enc_table(struct enc *e, int idx) {
-  lua_State *L = e->L;
-  struct buf *b = e->b;
-  const void *p = lua_topointer(L, idx);
-  int d = e->depth;
-  for (int i = 0; i < d; i++)
-    if (e->seen[i] == p) return enc_fail(e, "a table that contains itself", d);
-  if (d >= MAX_DEPTH) return enc_fail(e, "tables nested too deeply", d);
-  if (lua_getmetatable(L, idx)) {
-    lua_pop(L, 1);
-    return enc_fail(e, "a table with a metatable", d);
-  }
-  if (!lua_checkstack(L, 4)) return e->err = ENOMEM;
-  lua_Unsigned narr = lua_rawlen(L, idx);
-  if (buf_byte(b, T_TABLE) || buf_varint(b, narr) || buf_reserve(b, 4)) return e->err = ENOMEM;
-  size_t slot = b->n;
-  b->n += 4;
-  e->seen[d] = p;
-  e->depth = d + 1;
-  e->keyidx[d] = 0;
-  for (lua_Unsigned i = 1; i <= narr; i++) {
-    e->arri[d] = (lua_Integer)i;
-    lua_rawgeti(L, idx, (lua_Integer)i);
-    int r = enc_value(e, lua_gettop(L));
-    lua_pop(L, 1);
-    if (r) return r;
-  }
-  uint32_t nhash = 0;
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    int k = lua_gettop(L) - 1;
-    int kt = lua_type(L, k);
-    if (kt == LUA_TNUMBER && lua_isinteger(L, k)) {
-      lua_Integer ki = lua_tointeger(L, k);
-      if (ki >= 1 && (lua_Unsigned)ki <= narr) { lua_pop(L, 1); continue; }
-    }
-    e->keyidx[d] = k;
-    if (kt != LUA_TSTRING && kt != LUA_TNUMBER && kt != LUA_TBOOLEAN) {
-      char what[48];
-      snprintf(what, sizeof what, "%s key", type_phrase(kt));
-      e->keyidx[d] = 0;
-      e->arri[d] = 0;
-      int r = enc_fail(e, what, d);
-      lua_pop(L, 2);
-      return r;
-    }
-    int r = enc_value(e, k);
-    if (!r) r = enc_value(e, k + 1);
-    lua_pop(L, 1);
-    if (r) { lua_pop(L, 1); return r; }
-    if (nhash == UINT32_MAX) { lua_pop(L, 1); return e->err = ENOMEM; }
-    nhash++;
-  }
-  memcpy(b->p + slot, &nhash, 4);
-  e->depth = d;
-  return 0;
-}
-
-static int enc_value(struct enc *e, int idx) {
-  lua_State *L = e->L;
-  struct buf *b = e->b;
-  int t = lua_type(L, idx);
-  switch (t) {
-    case LUA_TNIL: return buf_byte(b, T_NIL) ? (e->err = ENOMEM) : 0;
-    case LUA_TBOOLEAN:
-      return buf_byte(b, lua_toboolean(L, idx) ? T_TRUE : T_FALSE) ? (e->err = ENOMEM) : 0;
-    case LUA_TNUMBER: {
-      char t9[9];
-      if (lua_isinteger(L, idx)) {
-        lua_Integer v = lua_tointeger(L, idx);
-        t9[0] = T_INT;
-        memcpy(t9 + 1, &v, 8);
-      } else {
-        double v = (double)lua_tonumber(L, idx);
-        t9[0] = T_FLT;
-        memcpy(t9 + 1, &v, 8);
-      }
-      return buf_put(b, t9, 9) ? (e->err = ENOMEM) : 0;
-    }
-    case LUA_TSTRING: {
-      size_t n;
-      const char *s = lua_tolstring(L, idx, &n);
-      if (buf_reserve(b, n + 11)) return e->err = ENOMEM;
-      buf_byte(b, T_STR);
-      buf_varint(b, n);
-      buf_put(b, s, n);
-      return 0;
-    }
-    case LUA_TTABLE: return enc_table(e, idx);
-    default: return enc_fail(e, type_phrase(t), e->depth);
-  }
-}
-
-/* Encode the n values from stack index `first` into b. On failure b is
-** left as it was and msg reads "<fname>: <what> (<why>) cannot be copied
-** <dir>", `what` being "argument #k" (k counted from argn) or, with argn
-** 0, "the result". Returns 0, EINVAL or ENOMEM; never raises. */
-static int enc_values(lua_State *L, int first, int n, struct buf *b, const char *fname,
-                      int argn, const char *dir, char *msg, size_t msglen) {
-  struct enc e;
-  size_t n0 = b->n;
-  e.L = L;
-  e.b = b;
-  e.err = 0;
-  if (buf_varint(b, (uint64_t)n)) goto nomem;
-  for (int i = 0; i < n; i++) {
-    e.depth = 0;
-    if (enc_value(&e, first + i)) {
-      b->n = n0;
-      if (e.err == ENOMEM) goto nomem;
-      if (argn > 0)
-        snprintf(msg, msglen, "%s: argument #%d (%s) cannot be copied %s", fname, argn + i, e.why, dir);
-      else
-        snprintf(msg, msglen, "%s: the result (%s) cannot be copied %s", fname, e.why, dir);
-      return EINVAL;
-    }
-  }
-  return 0;
-nomem:
-  b->n = n0;
-  snprintf(msg, msglen, "%s: not enough memory to copy the values %s", fname, dir);
-  return ENOMEM;
-}
-
-/* Encode strings directly (error messages): no Lua stack needed. */
-static int enc_strings(struct buf *b, int n, const char **s, const size_t *len) {
-  if (buf_varint(b, (uint64_t)n)) return ENOMEM;
-  for (int i = 0; i < n; i++)
-    if (buf_byte(b, T_STR) || buf_varint(b, len[i]) || buf_put(b, s[i], len[i])) return ENOMEM;
-  return 0;
-}
-
-struct dec { const unsigned char *p; };
-
-static uint64_t dec_varint(struct dec *d) {
-  uint64_t v = 0;
-  int shift = 0;
-  unsigned char c;
-  do {
-    c = *d->p++;
-    v |= (uint64_t)(c & 0x7f) << shift;
-    shift += 7;
-  } while (c & 0x80);
-  return v;
-}
-
-/* Push one value; the bytes were made by enc_value (trusted). May raise
-** (memory) only: callers run it protected. */
-static void dec_value(lua_State *L, struct dec *d) {
-  switch (*d->p++) {
-    case T_NIL: lua_pushnil(L); break;
-    case T_FALSE: lua_pushboolean(L, 0); break;
-    case T_TRUE: lua_pushboolean(L, 1); break;
-    case T_INT: { lua_Integer v; memcpy(&v, d->p, 8); d->p += 8; lua_pushinteger(L, v); break; }
-    case T_FLT: { double v; memcpy(&v, d->p, 8); d->p += 8; lua_pushnumber(L, (lua_Number)v); break; }
-    case T_STR: {
-      size_t n = (size_t)dec_varint(d);
-      lua_pushlstring(L, (const char *)d->p, n);
-      d->p += n;
-      break;
-    }
-    case T_TABLE: {
-      uint64_t narr = dec_varint(d);
-      uint32_t nhash;
-      memcpy(&nhash, d->p, 4);
-      d->p += 4;
-      luaL_checkstack(L, 4, "copied tables nested too deeply");
-      lua_createtable(L, narr > INT32_MAX ? INT32_MAX : (int)narr, (int)(nhash > INT32_MAX ? INT32_MAX : nhash));
-      for (uint64_t i = 1; i <= narr; i++) {
-        dec_value(L, d);
-        lua_rawseti(L, -2, (lua_Integer)i);
-      }
-      for (uint32_t i = 0; i < nhash; i++) {
-        dec_value(L, d);
-        dec_value(L, d);
-        lua_rawset(L, -3);
-      }
-      break;
-    }
-    default: luaL_error(L, "braid.threads: corrupt value"); break;
-  }
-}
-
-/* Push the values of b; returns how many. */
-static int dec_values(lua_State *L, const struct buf *b) {
-  if (b->n == 0) return 0;
-  struct dec d = { (const unsigned char *)b->p };
-  int n = (int)dec_varint(&d);
-  luaL_checkstack(L, n + 4, "too many values to copy");
-  for (int i = 0; i < n; i++) dec_value(L, &d);
-  return n;
-}
 
 /* ---- shared structures -------------------------------------------------- */
 
@@ -481,13 +174,13 @@ static void job_free(struct job *j, int keep) {
   free(j->name);
   j->name = NULL;
   if (keep && P.nfree < FREE_JOBS_MAX) {
-    if (j->data.cap > KEEP_BUF) buf_free(&j->data);
+    if (j->data.cap > KEEP_BUF) braid_buf_free(&j->data);
     j->next = P.free_jobs;
     P.free_jobs = j;
     P.nfree++;
     return;
   }
-  buf_free(&j->data);
+  braid_buf_free(&j->data);
   free(j);
 }
 
@@ -621,7 +314,7 @@ static int w_call(lua_State *L, int blocking) {
   j->isname = isname;
   j->kind = blocking ? JOB_BLOCK : JOB_FROM;
   j->target_ref = LUA_NOREF;
-  if (enc_values(L, 2, nargs, &j->data, fname, 2, "to the main thread", msg, sizeof msg)) {
+  if (braid_copy_encode(L, 2, nargs, &j->data, fname, 2, "to the main thread", msg, sizeof msg)) {
     job_free(j, 0);
     return luaL_error(L, "%s", msg);
   }
@@ -650,7 +343,7 @@ static int w_call(lua_State *L, int blocking) {
   /* once wait_token is 0 the main thread no longer writes w->reply */
   if (!ready) return luaL_error(L, "%s: the reactor stopped before the call returned", fname);
   lua_settop(L, 0);
-  int n = dec_values(L, &w->reply);
+  int n = braid_copy_decode(L, &w->reply);
   if (!ok) return lua_error(L);
   return n;
 }
@@ -764,11 +457,13 @@ static void w_push_fn(lua_State *L, struct worker *w, struct job *j, const char 
   }
   lua_pop(L, 1);
   const char *dot = strrchr(j->name, '.');
+  lua_pushlstring(L, j->name, (size_t)(dot - j->name));  /* kept for the message */
   lua_getglobal(L, "require");
-  lua_pushlstring(L, j->name, (size_t)(dot - j->name));
+  lua_pushvalue(L, -2);
   lua_call(L, 1, 1);
   if (!lua_istable(L, -1))
     luaL_error(L, "%s: module '%s' is not a table", fname, lua_tostring(L, -2));
+  lua_remove(L, -2);
   int t = lua_getfield(L, -1, dot + 1);
   if (t != LUA_TFUNCTION && !(t != LUA_TNIL && luaL_getmetafield(L, -1, "__call") != LUA_TNIL))
     luaL_error(L, "%s: '%s' is not a function (it is %s)", fname, j->name, luaL_typename(L, -1));
@@ -799,19 +494,19 @@ static int w_job_p(lua_State *L) {
     w->path = w->cpath = NULL;
   }
   w_push_fn(L, w, j, fname);
-  int n = dec_values(L, &j->data);
+  int n = braid_copy_decode(L, &j->data);
   lua_call(L, n, j->want ? 1 : 0);
   j->data.n = 0;
   j->status = ST_OK;
   if (j->want) {
     char msg[MSG_MAX];
-    int r = enc_values(L, 1, 1, &j->data, fname, 0, "from the thread", msg, sizeof msg);
+    int r = braid_copy_encode(L, 1, 1, &j->data, fname, 0, "from the thread", msg, sizeof msg);
     if (r == ENOMEM) return luaL_error(L, "%s", msg);
     if (r) {
       const char *s = msg;
       size_t len = strlen(msg);
       j->status = ST_COPY;
-      if (enc_strings(&j->data, 1, &s, &len)) return luaL_error(L, "not enough memory");
+      if (braid_copy_strings(&j->data, 1, &s, &len)) return luaL_error(L, "not enough memory");
     }
   }
   return 0;
@@ -853,7 +548,7 @@ static void run_job(struct worker *w, struct job *j) {
     ml[1] = trim_traceback(m[1], strlen(m[1]));
     j->data.n = 0;
     j->status = ST_ERR;
-    if (enc_strings(&j->data, 2, m, ml)) {
+    if (braid_copy_strings(&j->data, 2, m, ml)) {
       j->data.n = 0;  /* delivered as an error without a message */
     }
   }
@@ -871,6 +566,14 @@ static void spin_for_work(unsigned long seen) {
       if (atomic_load_explicit(&P.kick, memory_order_relaxed) != seen) return;
     if (braid_monotonic() >= until) return;
   }
+}
+
+static void worker_free(struct worker *w) {
+  free(w->path);
+  free(w->cpath);
+  braid_buf_free(&w->reply);
+  pthread_cond_destroy(&w->cv);
+  free(w);
 }
 
 static void *worker_main(void *arg) {
@@ -945,24 +648,20 @@ static void *worker_main(void *arg) {
     pthread_cond_broadcast(&P.idle_cv);
   }
   pthread_mutex_unlock(&P.lock);
-  if (detached) {
-    free(w->path);
-    free(w->cpath);
-    buf_free(&w->reply);
-    pthread_cond_destroy(&w->cv);
-    free(w);
-  }
+  if (detached) worker_free(w);
   return NULL;
 }
 
 /* ---- the pool (main thread) -------------------------------------------- */
 
-static void worker_free(struct worker *w) {
-  free(w->path);
-  free(w->cpath);
-  buf_free(&w->reply);
-  pthread_cond_destroy(&w->cv);
-  free(w);
+/* Join and free a list of workers that left (unlinked from P.workers). */
+static void join_workers(struct worker *gone) {
+  while (gone) {
+    struct worker *next = gone->next;
+    pthread_join(gone->th, NULL);
+    worker_free(gone);
+    gone = next;
+  }
 }
 
 /* Start one worker; requires P.lock. Workers block every signal. */
@@ -1004,12 +703,7 @@ static void pool_reap(void) {
     }
   }
   pthread_mutex_unlock(&P.lock);
-  while (gone) {
-    struct worker *next = gone->next;
-    pthread_join(gone->th, NULL);
-    worker_free(gone);
-    gone = next;
-  }
+  join_workers(gone);
 }
 
 /* Ask workers beyond P.max to leave, idle ones first; requires P.lock. */
@@ -1075,7 +769,6 @@ static void pool_stop(double timeout, struct job **dropped, struct abandoned **a
       continue;
     }
     w->detached = 1;  /* the thread frees w if its job ever returns */
-    pthread_cond_signal(&w->cv);
     pthread_detach(w->th);
     if (*ab) {
       struct abandoned *a = &(*ab)[(*nab)++];
@@ -1090,12 +783,7 @@ static void pool_stop(double timeout, struct job **dropped, struct abandoned **a
   P.nthreads = P.nidle = 0;
   atomic_store(&P.nexited, 0);
   pthread_mutex_unlock(&P.lock);
-  while (gone) {
-    struct worker *next = gone->next;
-    pthread_join(gone->th, NULL);
-    worker_free(gone);
-    gone = next;
-  }
+  join_workers(gone);
   pthread_mutex_lock(&P.lock);
   P.closing = 0;
   pthread_mutex_unlock(&P.lock);
@@ -1139,15 +827,15 @@ static int reply_to(uint64_t token, int ok, struct buf *b) {
     }
   }
   pthread_mutex_unlock(&P.lock);
-  buf_free(b);
+  braid_buf_free(b);
   return found;
 }
 
 static void reply_error(uint64_t token, const char *msg) {
   struct buf b = { NULL, 0, 0 };
   size_t len = strlen(msg);
-  if (enc_strings(&b, 1, &msg, &len) == 0) reply_to(token, 0, &b);
-  else buf_free(&b);
+  if (braid_copy_strings(&b, 1, &msg, &len) == 0) reply_to(token, 0, &b);
+  else braid_buf_free(&b);
 }
 
 /* Deliver one item; `in_hand` is freed by the caller if this raises. */
@@ -1165,7 +853,7 @@ static void deliver_one(lua_State *L, struct job *j) {
     if (j->status == ST_OK) lua_pushboolean(L, 1);
     else if (j->status == ST_ERR) lua_pushboolean(L, 0);
     else lua_pushliteral(L, "copy");
-    dec_values(L, &j->data);
+    braid_copy_decode(L, &j->data);
     if (j->status != ST_OK) {
       lua_settop(L, base + 5);
       lua_pushstring(L, job_desc(j));
@@ -1189,7 +877,7 @@ static void deliver_one(lua_State *L, struct job *j) {
   else lua_pushboolean(L, 0);
   lua_pushlstring(L, j->name, j->namelen);
   lua_pushboolean(L, j->isname);
-  dec_values(L, &j->data);
+  braid_copy_decode(L, &j->data);
   uint64_t token = j->kind == JOB_BLOCK ? j->token : 0;
   P.in_hand = NULL;
   job_free(j, 1);
@@ -1289,11 +977,15 @@ static int blob_gc(lua_State *L) {
 
 static int ensure_event(lua_State *L) {
   if (P.done_ev) return 0;
+  struct event_base *base = braid_base(L);  /* may raise: before the eventfd exists */
   cpu_set_t cpus;
-  P.spin_ok = sched_getaffinity(0, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) > 1;
+  int spin_ok = sched_getaffinity(0, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) > 1;
+  pthread_mutex_lock(&P.lock);
+  P.spin_ok = spin_ok;
+  pthread_mutex_unlock(&P.lock);
   int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (efd < 0) return errno;
-  struct event *ev = event_new(braid_base(L), efd, EV_READ | EV_PERSIST, done_cb, NULL);
+  struct event *ev = event_new(base, efd, EV_READ | EV_PERSIST, done_cb, NULL);
   if (!ev || event_add(ev, NULL) != 0) {
     if (ev) event_free(ev);
     close(efd);
@@ -1329,7 +1021,7 @@ static int l_submit(lua_State *L) {
     j->kind = JOB_CALL;
     j->want = want;
     j->target_ref = ref;
-    if (enc_values(L, 3, lua_gettop(L) - 2, &j->data, fname, 2, "to a thread", msg, sizeof msg)) {
+    if (braid_copy_encode(L, 3, lua_gettop(L) - 2, &j->data, fname, 2, "to a thread", msg, sizeof msg)) {
       job_free(j, 1);
       if (ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, ref);
       lua_pushstring(L, msg);
@@ -1427,12 +1119,10 @@ static int l_stats(lua_State *L) {
   pool_reap();
   lua_createtable(L, 0, 6);
   pthread_mutex_lock(&P.lock);
-  int running = 0, threads = 0;
-  for (struct worker *w = P.workers; w; w = w->next) {
-    if (!w->quit) threads++;
+  int running = 0;
+  for (struct worker *w = P.workers; w; w = w->next)
     if (w->cur) running++;
-  }
-  int idle = P.nidle, max = P.max;
+  int threads = P.nthreads, idle = P.nidle, max = P.max;
   long queued = P.queued;
   pthread_mutex_unlock(&P.lock);
   set_int(L, "threads", threads);
@@ -1452,16 +1142,16 @@ static int l_reply(lua_State *L) {
   char msg[MSG_MAX];
   lua_settop(L, 3);
   if (ok) {
-    if (enc_values(L, 3, 1, &b, "blockingCallFromThread", 0, "to the thread", msg, sizeof msg)) {
+    if (braid_copy_encode(L, 3, 1, &b, "blockingCallFromThread", 0, "to the thread", msg, sizeof msg)) {
       const char *s = msg;
       size_t len = strlen(msg);
       ok = 0;
-      if (enc_strings(&b, 1, &s, &len)) { buf_free(&b); return luaL_error(L, "not enough memory"); }
+      if (braid_copy_strings(&b, 1, &s, &len)) { braid_buf_free(&b); return luaL_error(L, "not enough memory"); }
     }
   } else {
     size_t len;
     const char *s = luaL_tolstring(L, 3, &len);
-    if (enc_strings(&b, 1, &s, &len)) { buf_free(&b); return luaL_error(L, "not enough memory"); }
+    if (braid_copy_strings(&b, 1, &s, &len)) { braid_buf_free(&b); return luaL_error(L, "not enough memory"); }
   }
   lua_pushboolean(L, reply_to(token, ok, &b));
   return 1;
@@ -1550,6 +1240,8 @@ static int threads_gc(lua_State *L) {
     close(efd);
   }
   job_free_list(left, 0);
+  job_free_list(P.delivering, 0);  /* a batch cut short: os.exit(c, true) in a callback */
+  P.delivering = NULL;
   job_free_list(P.free_jobs, 0);
   P.free_jobs = NULL;
   P.nfree = 0;

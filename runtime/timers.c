@@ -84,7 +84,7 @@ static void sift_down(uint32_t i, struct hentry e) {
 
 static void heap_compact(void);
 
-/* 0 or ENOMEM */
+/* 0, or -1 when out of memory */
 static int heap_push(struct dcall *dc) {
   if (H.n == H.cap && H.dead > H.n / 2) heap_compact(); /* room without growing */
   if (H.n == H.cap) {

@@ -81,9 +81,7 @@ local PHASES = { before = true, during = true, after = true }
 local events = {}   -- name -> { before = {...}, during = {...}, after = {...} }
 local next_id = 0
 
-local function check_callable(fname, argn, f)
-  return errors.checkcallable(fname, argn, f)
-end
+local check_callable = errors.checkcallable
 
 --- Add a trigger; returns an id for removeSystemEventTrigger.
 -- @param phase "before", "during" or "after"

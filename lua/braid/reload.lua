@@ -542,10 +542,14 @@ local start_polling, poll_rec
 
 -- A directory watch is gone (directory deleted or moved): its modules are
 -- polled from now on.
-local function lose_dir(d)
+local function lose_dir(d, mask)
   if by_wd[d.wd] ~= d then return end
   by_wd[d.wd] = nil
-  dirs[d.path] = nil
+  for path, e in pairs(dirs) do         -- under each of its names
+    if e == d then dirs[path] = nil end
+  end
+  -- a moved directory keeps its kernel watch (a deleted one's is gone)
+  if mask & IN.MOVE_SELF ~= 0 then watcher:remove(d.wd) end
   for _, rec in pairs(d.files) do
     rec.dir = nil
     log_problem(("reload: lost the watch on %s; polling %s"):format(d.path, rec.path))
@@ -567,7 +571,7 @@ local function on_event(ev)
   end
   local d = by_wd[ev.wd]
   if not d then return end
-  if mask & M_DIRGONE ~= 0 and ev.name == nil then return lose_dir(d) end
+  if mask & M_DIRGONE ~= 0 and ev.name == nil then return lose_dir(d, mask) end
   local rec = ev.name and d.files[ev.name]
   if not rec then return end
   if mask & M_DONE ~= 0 then
@@ -599,6 +603,8 @@ local function drain()
 end
 
 run_checks = function()
+  -- called early (an inotify batch, _pump): the armed check is not needed
+  if check_call and check_call:active() then check_call:cancel() end
   check_call = nil
   drain()
   local t = mono()
