@@ -77,6 +77,18 @@ describe("reactor.callLater", function()
     assert.is_true(t1 - t0 >= 0.05 - 1e-3, "fired after " .. (t1 - t0))
   end)
 
+  it("keeps pcall_report's results when the error reporter itself raises", function()
+    core.set_error_handler(function() error("reporter broke") end)
+    local r = table.pack(core.pcall_report(function() error("boom") end))
+    local r2 = table.pack(core.pcall_report(error, "x"))
+    core.set_error_handler(nil)
+    package.loaded["braid.reactor"] = nil -- reinstall the default handler on next require
+    assert.equal(1, r.n)
+    assert.is_false(r[1])
+    assert.equal(1, r2.n)
+    assert.is_false(r2[1])
+  end)
+
   it("logs an error raised in a timed call and goes on", function()
     local reported = {}
     core.set_error_handler(function(e) reported[#reported + 1] = e end)

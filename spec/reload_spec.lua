@@ -294,6 +294,14 @@ describe("the inotify watcher", function()
     return name, m
   end
 
+  it("leaves no check scheduled once a check has run early", function()
+    local name = watched("return { x = 1 }")
+    local before = #reactor.getDelayedCalls()
+    assert(os.execute("touch " .. dir .. "/" .. name .. ".lua")) -- queues an event now
+    for _ = 1, 3 do reload._pump() end
+    assert.equal(before, #reactor.getDelayedCalls())
+  end)
+
   it("loads a truncate-and-write save once the writer closes it, never the half-written file", function()
     local name, m = watched("return { f = function() return 1 end }")
     local f = assert(io.open(dir .. "/" .. name .. ".lua", "w"))

@@ -254,6 +254,22 @@ describe("threads.deferToThread (in a thread)", function()
     assert.equal("deferToThread: 'string.nope' is not a function (it is nil)", f.value)
   end))
 
+  it("errbacks naming a module that is not a table", async(function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir))
+    local f = assert(io.open(dir .. "/braid_nottable.lua", "w"))
+    f:write("return 42\n")
+    f:close()
+    local saved = package.path
+    package.path = dir .. "/?.lua;" .. saved
+    local ok, fail = pcall(failure_of, threads.deferToThread("braid_nottable.f"))
+    package.path = saved
+    os.execute("rm -rf " .. dir)
+    assert(ok, fail)
+    assert.equal("deferToThread: module 'braid_nottable' is not a table", fail.value)
+  end))
+
   it("errbacks with a TypeError when the result cannot be copied", async(function()
     local f = failure_of(threads.deferToThread(function() return { file = io.stdout } end))
     assert.equal(errors.TypeError, f.type)
