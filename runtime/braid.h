@@ -41,7 +41,7 @@ struct braid_loop {
   int running;           /* inside run() */
   int stop_flag;         /* leave run() after this iteration */
   int wake_flag;         /* run the turn hook and do not block */
-  int has_run;           /* run() was called at least once */
+  int has_run;           /* run() or iterate() was called: the script drives the loop */
   long work;             /* live things that keep a script's reactor running */
   char backend[16];      /* requested backend ("" = libevent's choice) */
 };

@@ -23,9 +23,13 @@ struct fdw {
 
 static void fdw_cb(evutil_socket_t fd, short what, void *arg);
 
-static void fdw_release(lua_State *L, struct fdw *w) {
+static void fdw_stop(struct fdw *w) {
   if (w->flags) event_del(&w->ev);
   w->flags = 0;
+}
+
+static void fdw_release(lua_State *L, struct fdw *w) {
+  fdw_stop(w);
   if (w->self_ref != LUA_NOREF) {
     luaL_unref(L, LUA_REGISTRYINDEX, w->self_ref);
     w->self_ref = LUA_NOREF;
@@ -76,17 +80,16 @@ static int fdw_set(lua_State *L) {
   luaL_argcheck(L, w->fd >= 0, 1, "watcher is closed");
   short want = (short)((lua_toboolean(L, 2) ? EV_READ : 0) | (lua_toboolean(L, 3) ? EV_WRITE : 0));
   if (want == w->flags) return 0;
-  if (w->flags) event_del(&w->ev);
-  w->flags = 0;
   if (!want) { fdw_release(L, w); return 0; }
-  event_assign(&w->ev, braid_base(L), w->fd, want | EV_PERSIST, fdw_cb, w);
-  if (event_add(&w->ev, NULL) != 0) { fdw_release(L, w); return luaL_error(L, "event_add failed"); }
-  w->flags = want;
-  if (w->self_ref == LUA_NOREF) {
+  if (w->self_ref == LUA_NOREF) { /* anchored before libevent can call back */
     lua_pushvalue(L, 1);
     w->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     braid_work(1);
   }
+  fdw_stop(w);
+  event_assign(&w->ev, braid_loop()->base, w->fd, want | EV_PERSIST, fdw_cb, w);
+  if (event_add(&w->ev, NULL) != 0) { fdw_release(L, w); return luaL_error(L, "event_add failed"); }
+  w->flags = want;
   return 0;
 }
 
@@ -97,10 +100,9 @@ static int fdw_close(lua_State *L) {
   return 0;
 }
 
+/* reached once idle (unanchored), or at state close */
 static int fdw_gc(lua_State *L) {
-  struct fdw *w = lua_touserdata(L, 1);
-  if (w->flags) event_del(&w->ev);
-  w->flags = 0;
+  fdw_stop(lua_touserdata(L, 1));
   return 0;
 }
 

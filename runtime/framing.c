@@ -16,7 +16,7 @@ struct framebuf {
   size_t off, len, cap;
 };
 
-/* make room for n more bytes; returns 0 or ENOMEM */
+/* make room for n more bytes; returns 0, or 1 when out of memory */
 static int fb_reserve(struct framebuf *b, size_t n) {
   if (b->off > 0 && (b->off + b->len + n > b->cap || b->off > b->cap / 2)) {
     memmove(b->data, b->data + b->off, b->len); /* compact before growing */
@@ -121,7 +121,7 @@ static int fb_nextnetstring(lua_State *L) {
   while (i < b->len && s[i] >= '0' && s[i] <= '9') {
     n = n * 10 + (s[i] - '0');
     i++;
-    if (i > maxdigits || (lua_Integer)n > max) goto toolong;
+    if (i > maxdigits || max < 0 || n > (size_t)max) goto toolong; /* 19 digits overflow lua_Integer */
   }
   if (i == b->len) { lua_pushnil(L); return 1; }
   if (i == 0 || s[i] != ':' || (i > 1 && s[0] == '0')) goto malformed;

@@ -262,6 +262,7 @@ static int l_iterate(lua_State *L) {
   if (lp->in_loop) return braid_raise(L, "ReactorAlreadyRunning", NULL);
   braid_base(L);
   lp->in_loop = 1;
+  lp->has_run = 1;
   lp->stop_flag = 0;
   iterate_once(delay);
   lp->stop_flag = 0;

@@ -1,22 +1,30 @@
 /*
 ** resolve.c: name resolution that never blocks the loop. Each lookup runs
 ** the system's getaddrinfo (nsswitch: /etc/hosts, DNS...) on a detached
-** thread; the result comes back to the loop through event_active on the
-** request's own event (libevent is thread-enabled by loop.c).
+** thread; the thread reports back by writing the request's eventfd, which
+** the request's event watches on the loop. (Not event_active from the
+** thread: the base is made with EVENT_BASE_FLAG_NOLOCK, see loop.c.)
 ** Opened from tcp.c (braid_open_resolve).
 **
 ** A request is malloc'd, not Lua memory, so a lookup still running when
 ** the Lua state closes writes to nothing freed: the userdata handle only
-** points at it, and whichever side finishes last (the thread, or the loop
-** after delivery/cancel) frees it, under res_lock.
+** points at it, and whichever side finishes last (the thread, or the
+** handle's __gc) frees it, under res_lock. The loop side alone closes the
+** eventfd; the thread writes it only while the handle lives (!orphaned).
+** A lookup may outlive the state, and under lua5.4 closing the state
+** unloads braid/core.so: the first lookup pins the library.
 */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <netdb.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 
 #include <event2/event.h>
@@ -27,15 +35,15 @@
 #define RES_META "braid.resolve"
 
 struct resreq {
-  struct event ev;
+  struct event ev;   /* EV_READ on efd: the lookup is done */
   char *name;
   struct addrinfo *ai;
+  int efd;           /* eventfd the thread writes when done, or -1 */
   int err;
-  int self_ref;      /* anchors the handle until delivered or cancelled */
-  int thread_done;   /* the lookup thread finished */
-  int orphaned;      /* the Lua side is gone: the thread frees */
-  int delivered;     /* the callback ran or was cancelled */
-  int counted;       /* counts as reactor work */
+  int self_ref;      /* anchors the handle until the thread's event arrives */
+  int thread_done;   /* under res_lock: the lookup thread finished */
+  int orphaned;      /* under res_lock: the handle is gone, the thread frees */
+  int delivered;     /* the callback ran or was cancelled; before, r counts as reactor work */
 };
 
 struct reshandle { struct resreq *r; };
@@ -43,9 +51,21 @@ struct reshandle { struct resreq *r; };
 static pthread_mutex_t res_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void req_free(struct resreq *r) {
+  if (r->efd >= 0) close(r->efd);
   if (r->ai) freeaddrinfo(r->ai);
   free(r->name);
   free(r);
+}
+
+/* A detached lookup may return into this code after the state closed
+** (and lua5.4 unloaded braid/core.so): keep the library loaded. */
+static void pin_library(void) {
+  static int pinned;
+  Dl_info info;
+  if (pinned) return;
+  pinned = 1;
+  if (dladdr((void *)&res_lock, &info) && info.dli_fname)
+    (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
 }
 
 static void *res_thread(void *arg) {
@@ -56,12 +76,13 @@ static void *res_thread(void *arg) {
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_ADDRCONFIG;
   int err = getaddrinfo(r->name, NULL, &hints, &ai);
+  uint64_t one = 1;
   pthread_mutex_lock(&res_lock);
   r->err = err;
   r->ai = err ? NULL : ai;
   r->thread_done = 1;
   int orphaned = r->orphaned;
-  if (!orphaned) event_active(&r->ev, EV_READ, 0);
+  if (!orphaned && write(r->efd, &one, sizeof one) < 0) { /* cannot fail: a fresh eventfd */ }
   pthread_mutex_unlock(&res_lock);
   if (orphaned) req_free(r);
   return NULL;
@@ -101,12 +122,9 @@ static int res_deliver_p(lua_State *L) {
   return 0;
 }
 
-static void unanchor(lua_State *L, struct resreq *r) {
-  if (r->self_ref != LUA_NOREF) {
-    luaL_unref(L, LUA_REGISTRYINDEX, r->self_ref);
-    r->self_ref = LUA_NOREF;
-  }
-  if (r->counted) { r->counted = 0; braid_work(-1); }
+/* The callback ran or was cancelled: r no longer keeps the reactor running. */
+static void res_settle(struct resreq *r) {
+  if (!r->delivered) { r->delivered = 1; braid_work(-1); }
 }
 
 static void res_done_cb(evutil_socket_t fd, short what, void *arg) {
@@ -114,12 +132,15 @@ static void res_done_cb(evutil_socket_t fd, short what, void *arg) {
   lua_State *L = braid_loop()->L;
   (void)fd; (void)what;
   if (!r->delivered) {
-    r->delivered = 1;
+    res_settle(r);
     lua_pushcfunction(L, res_deliver_p);
     lua_pushlightuserdata(L, r);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) braid_report_error(L);
   }
-  unanchor(L, r); /* the handle's __gc frees r now the thread is done */
+  close(r->efd); /* a one-shot event: no longer pending */
+  r->efd = -1;
+  luaL_unref(L, LUA_REGISTRYINDEX, r->self_ref); /* the handle's __gc frees r */
+  r->self_ref = LUA_NOREF;
 }
 
 /* getaddrinfo(name, cb) -> request with :cancel(); cb(list) or cb(nil, msg) */
@@ -132,55 +153,58 @@ static int l_getaddrinfo(lua_State *L) {
   luaL_setmetatable(L, RES_META);
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, -2, 1);
+  lua_pushvalue(L, -1);
+  int ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the last thing that may raise */
+  const char *fail = "out of memory";
   struct resreq *r = calloc(1, sizeof *r);
-  if (!r || !(r->name = strdup(name))) { free(r); return luaL_error(L, "out of memory"); }
-  r->self_ref = LUA_NOREF;
-  event_assign(&r->ev, base, -1, 0, res_done_cb, r);
+  if (!r) goto fail;
+  r->efd = -1;
+  r->self_ref = ref;
+  if (!(r->name = strdup(name))) goto fail;
+  fail = "eventfd failed";
+  if ((r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) goto fail;
+  event_assign(&r->ev, base, r->efd, EV_READ, res_done_cb, r);
+  fail = "event_add failed";
+  if (event_add(&r->ev, NULL) != 0) goto fail;
+  pin_library();
   pthread_t th;
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  h->r = r;
-  lua_pushvalue(L, -1);
-  r->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  r->counted = 1;
-  braid_work(1);
-  if (pthread_create(&th, &attr, res_thread, r) != 0) {
-    pthread_attr_destroy(&attr);
-    unanchor(L, r);
-    h->r = NULL;
-    req_free(r);
-    return luaL_error(L, "pthread_create failed");
-  }
+  int started = pthread_create(&th, &attr, res_thread, r) == 0;
   pthread_attr_destroy(&attr);
+  fail = "pthread_create failed";
+  if (!started) { event_del(&r->ev); goto fail; }
+  h->r = r;
+  braid_work(1);
   return 1;
+fail:
+  luaL_unref(L, LUA_REGISTRYINDEX, ref);
+  if (r) req_free(r);
+  return luaL_error(L, "%s", fail);
 }
 
-/* Stop caring: the callback will not run. */
+/* Stop caring: the callback will not run. The handle stays anchored until
+** the thread's event arrives (the lookup cannot be stopped). */
 static int res_cancel(lua_State *L) {
   struct reshandle *h = luaL_checkudata(L, 1, RES_META);
-  struct resreq *r = h->r;
-  if (!r || r->delivered) return 0;
-  r->delivered = 1;
-  /* the handle stays anchored until the thread's event arrives (it cannot
-  ** be stopped), but no longer keeps the reactor running */
-  if (r->counted) { r->counted = 0; braid_work(-1); }
+  if (h->r) res_settle(h->r);
   return 0;
 }
 
+/* Reached once delivered, or at state close with the lookup maybe running. */
 static int res_gc(lua_State *L) {
   struct reshandle *h = lua_touserdata(L, 1);
   struct resreq *r = h->r;
   if (!r) return 0;
   h->r = NULL;
+  event_del(&r->ev);
   pthread_mutex_lock(&res_lock);
-  int done = r->thread_done;
-  if (!done) r->orphaned = 1;
+  int done = r->thread_done, efd = r->efd;
+  if (!done) { r->orphaned = 1; r->efd = -1; } /* the thread frees r and never writes efd */
   pthread_mutex_unlock(&res_lock);
-  if (done) {
-    event_del(&r->ev);
-    req_free(r);
-  }
+  if (done) req_free(r);
+  else if (efd >= 0) close(efd);
   return 0;
 }
 

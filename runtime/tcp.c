@@ -15,6 +15,12 @@
 **   libevent after the I/O callbacks) delivers connectionLost and drops
 **   self_ref. So no close is ever delivered inside a transport method or a
 **   protocol callback, and a callback's connection stays valid to its end.
+**   A connection on the pending list always holds self_ref.
+** - Connections and ports are made (userdata, metatable, self_ref) before
+**   their socket exists, as liolib's newprefile: a memory error can then
+**   leak no descriptor. A port out of descriptors (EMFILE) sheds the
+**   connection with the reserve descriptor, or without one stops watching
+**   for PORT_BACKOFF_MS instead of waking for it again and again.
 ** - Lua work happens in protected trampolines on braid_loop()->L; the
 **   policy (Protocol calls, Failures, log system) lives in braid.tcp,
 **   reached through handlers it installs with tcp_handlers().
@@ -43,6 +49,7 @@
 #define PORT_META "braid.tcp.port"
 #define READ_SIZE 65536
 #define DEFAULT_BUFSIZE 65536
+#define PORT_BACKOFF_MS 100
 
 enum { S_CONNECTING, S_OPEN, S_CLOSED };
 /* reasons handed to the lost handler */
@@ -67,17 +74,17 @@ struct conn {
 };
 
 struct port {
-  struct event ev;
+  struct event ev;         /* the listening socket's, or the EMFILE back-off timer */
   int fd;
   int self_ref;
-  int added;
+  int added;               /* ev is added */
   int is_unix;
-  struct event *retry;     /* EMFILE back-off when no reserve fd */
 };
 
 /* handlers installed by braid.tcp; dataReceived is called from C (the hot
 ** path) with setsystem (the log system swap), msgh and failed (a protocol
-** method raised) from there */
+** method raised) from there. These statics, and those below, belong to the
+** Lua state: tcp_state_gc resets them when it closes. */
 enum { H_EOF, H_LOST, H_ACCEPT, H_CONNECTED, H_PRODUCER, H_WLOST, H_FAILED, H_SETSYS,
        H_MSGH, H_COUNT };
 static const char *const handler_names[H_COUNT] = {
@@ -91,7 +98,6 @@ static int sys_upv;               /* setsystem's upvalue current_system, or 0 */
 static char *rbuf;                 /* shared read buffer */
 static struct conn *pend_head, *pend_tail;
 static struct event *pend_ev;
-static struct event_base *pend_base;
 static lua_Integer next_session;
 static int reserve_fd = -1;       /* spare descriptor for the EMFILE trick */
 
@@ -124,23 +130,24 @@ static void pend_push(struct conn *c, int what) {
     if (pend_tail) pend_tail->pend_next = c; else pend_head = c;
     pend_tail = c;
   }
-  if (pend_ev && pend_base != braid_loop()->base) pend_ev = NULL; /* a new state: old base is gone */
-  if (!pend_ev) {
-    pend_base = braid_loop()->base;
-    pend_ev = event_new(pend_base, -1, 0, pend_cb, NULL);
-  }
+  if (!pend_ev) pend_ev = event_new(braid_loop()->base, -1, 0, pend_cb, NULL);
   if (pend_ev) event_active(pend_ev, 0, 0);
 }
 
-/* Close the descriptor now; connectionLost follows from the pending list. */
-static void conn_close(struct conn *c, int reason, int err) {
-  if (c->state == S_CLOSED) return;
+/* Give back the event, the descriptor and the output buffer (close, __gc). */
+static void conn_teardown(struct conn *c) {
   if (c->evflags) event_del(&c->ev);
   c->evflags = 0;
   if (c->fd >= 0) close(c->fd);
   c->fd = -1;
   if (c->out) { evbuffer_free(c->out); c->out = NULL; }
   c->state = S_CLOSED;
+}
+
+/* Close the descriptor now; connectionLost follows from the pending list. */
+static void conn_close(struct conn *c, int reason, int err) {
+  if (c->state == S_CLOSED) return;
+  conn_teardown(c);
   c->reason = (unsigned char)reason;
   c->err = err;
   pend_push(c, P_LOST);
@@ -153,20 +160,37 @@ static int set_nonblock(int fd) {
   return 0;
 }
 
-static struct conn *conn_new(lua_State *L, int fd, int state) {
+/* Push a connection that owns nothing yet (closed, anchored, not counted
+** as work): everything that can raise happens here, before a socket. */
+static struct conn *conn_new(lua_State *L) {
+  if (!rbuf && !(rbuf = malloc(READ_SIZE))) luaL_error(L, "out of memory");
   struct conn *c = lua_newuserdatauv(L, sizeof *c, 3);
   memset(c, 0, sizeof *c);
-  c->fd = fd;
+  c->fd = -1;
   c->self_ref = LUA_NOREF;
-  c->state = (unsigned char)state;
+  c->state = S_CLOSED;
   c->reading = 1;
   c->bufsize = DEFAULT_BUFSIZE;
-  c->sessionno = next_session++;
   luaL_setmetatable(L, CONN_META);
   lua_pushvalue(L, -1);
   c->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  braid_work(1);
   return c;
+}
+
+/* Give a conn_new connection its descriptor; it is live from here on. */
+static void conn_start(struct conn *c, int fd, int state, int is_unix) {
+  c->fd = fd;
+  c->state = (unsigned char)state;
+  c->is_unix = (unsigned)is_unix;
+  c->sessionno = next_session++;
+  braid_work(1);
+  conn_setflags(c); /* connecting: EV_WRITE, also when connect finished at once */
+}
+
+/* Drop a conn_new connection that never got a descriptor. */
+static void conn_discard(lua_State *L, struct conn *c) {
+  luaL_unref(L, LUA_REGISTRYINDEX, c->self_ref);
+  c->self_ref = LUA_NOREF;
 }
 
 /* Push handler h, the connection (by its self ref), its protocol and its
@@ -178,20 +202,19 @@ static void push_handler(lua_State *L, int h, struct conn *c) {
   lua_getiuservalue(L, -2, 2);
 }
 
-/* Set the log system to the string at index i (absolute); with want_prev,
-** push the previous one. braid.log's setSystem(s) is `prev = current_system;
-** current_system = s` (s == nil meaning "-"): when its upvalue
-** current_system was found, do that on the upvalue, as a Lua call from C
-** costs several times more and this runs twice per read; otherwise (or for
-** nil) call the function. */
-static void swap_system(lua_State *L, int i, int want_prev) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_SETSYS]);
+/* Set the log system to the string at index i with the setsystem handler
+** at index f (both absolute); with want_prev, push the previous one.
+** braid.log's setSystem(s) is `prev = current_system; current_system = s`
+** (s == nil meaning "-"): when its upvalue current_system was found, do
+** that on the upvalue, as a Lua call from C costs several times more and
+** this runs twice per read; otherwise (or for nil) call the function. */
+static void swap_system(lua_State *L, int f, int i, int want_prev) {
   if (sys_upv && !lua_isnil(L, i)) {
-    if (want_prev) lua_getupvalue(L, -1, sys_upv);
+    if (want_prev) lua_getupvalue(L, f, sys_upv);
     lua_pushvalue(L, i);
-    lua_setupvalue(L, want_prev ? -3 : -2, sys_upv);
-    if (want_prev) lua_replace(L, -2); else lua_pop(L, 1);
+    lua_setupvalue(L, f, sys_upv);
   } else {
+    lua_pushvalue(L, f);
     lua_pushvalue(L, i);
     lua_call(L, 1, want_prev ? 1 : 0);
   }
@@ -210,17 +233,18 @@ static void deliver_data(lua_State *L, struct conn *c, size_t n) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, key_data);
   lua_gettable(L, b + 2);                           /* b+4 protocol.dataReceived */
   lua_pushlstring(L, rbuf, n);                      /* b+5 data */
-  swap_system(L, b + 3, 1);                         /* b+6 the previous system */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_MSGH]); /* b+7 */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_SETSYS]); /* b+6 */
+  swap_system(L, b + 6, b + 3, 1);                  /* b+7 the previous system */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_MSGH]); /* b+8 */
   lua_pushvalue(L, b + 4);
   lua_pushvalue(L, b + 2);
   lua_pushvalue(L, b + 5);
-  int st = lua_pcall(L, 2, 0, b + 7);
-  swap_system(L, b + 6, 0);
-  if (st != LUA_OK) {                               /* b+8 the Failure */
+  int st = lua_pcall(L, 2, 0, b + 8);
+  swap_system(L, b + 6, b + 7, 0);
+  if (st != LUA_OK) {                               /* b+9 the Failure */
     lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_FAILED]);
     lua_pushvalue(L, b + 1);
-    lua_pushvalue(L, b + 8);
+    lua_pushvalue(L, b + 9);
     lua_pushvalue(L, b + 3);
     lua_call(L, 3, 0);
   }
@@ -236,16 +260,13 @@ static void producer_note(lua_State *L, struct conn *c, int pause, int protected
   else lua_call(L, 4, 0);
 }
 
-/* Flush queued output; 0 or an errno. */
+/* Flush queued output, one writev per writable event: a short write means
+** the socket buffer is full, and trying again would only cost an EAGAIN.
+** 0 or an errno. */
 static int conn_flush(struct conn *c) {
-  while (c->out && evbuffer_get_length(c->out) > 0) {
-    int n = evbuffer_write(c->out, c->fd);
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
-      return errno;
-    }
-    if (n == 0) return 0;
-  }
+  if (!c->out || evbuffer_get_length(c->out) == 0) return 0;
+  if (evbuffer_write(c->out, c->fd) < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+    return errno;
   return 0;
 }
 
@@ -274,11 +295,9 @@ static int conn_event_p(lua_State *L) {
     if (err == EINPROGRESS || err == EALREADY) return 0;
     if (err) { conn_close(c, R_CONNFAIL, err); return 0; }
     c->state = S_OPEN;
-    conn_setflags(c);
+    conn_setflags(c); /* writes from here on re-arm it themselves */
     push_handler(L, H_CONNECTED, c);
-    braid_pcall(L, 3, 0);
-    if (c->state != S_OPEN) return 0;
-    if (c->out && evbuffer_get_length(c->out)) conn_setflags(c);
+    if (braid_pcall(L, 3, 0) != LUA_OK) conn_close(c, R_NONE, 0); /* no protocol to read for */
     return 0;
   }
   if (what & EV_WRITE) {
@@ -327,15 +346,16 @@ static int conn_event_p(lua_State *L) {
   return 0;
 }
 
+/* Protocol code runs under its own message handler (braid_pcall,
+** deliver_data): this outer call only catches the trampoline's own errors
+** (memory), so it takes none, as the other callbacks' do. */
 static void conn_cb(evutil_socket_t fd, short what, void *arg) {
   lua_State *L = braid_loop()->L;
   (void)fd;
-  braid_push_msgh(L);
   lua_pushcfunction(L, conn_event_p);
   lua_pushlightuserdata(L, arg);
   lua_pushinteger(L, what);
-  if (lua_pcall(L, 2, 0, -4) != LUA_OK) braid_report_error(L);
-  lua_pop(L, 1); /* the message handler */
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) braid_report_error(L);
 }
 
 /* deliver one pending connection: stack 1 = conn light userdata */
@@ -359,11 +379,14 @@ static int pend_deliver_p(lua_State *L) {
       if (c->err) lua_pushstring(L, strerror(c->err)); else lua_pushnil(L);
       braid_pcall(L, 6, 0);
     }
-    if (c->self_ref != LUA_NOREF) {
-      luaL_unref(L, LUA_REGISTRYINDEX, c->self_ref);
-      c->self_ref = LUA_NOREF;
-      braid_work(-1);
-    }
+  }
+  /* a close during this pass queued c again (P_CLOSE, or a close in
+  ** writeConnectionLost): it stays anchored until that pass, as pend_cb
+  ** will still read it */
+  if (c->lost && !c->queued && c->self_ref != LUA_NOREF) {
+    luaL_unref(L, LUA_REGISTRYINDEX, c->self_ref);
+    c->self_ref = LUA_NOREF;
+    braid_work(-1);
   }
   return 0;
 }
@@ -445,25 +468,11 @@ static int conn_lose(lua_State *L) {
   return 0;
 }
 
-static int conn_abort(lua_State *L) {
-  struct conn *c = conn_check(L, 1);
-  conn_close(c, R_ABORTED, 0);
-  return 0;
-}
-
+static int conn_abort(lua_State *L) { conn_close(conn_check(L, 1), R_ABORTED, 0); return 0; }
 /* _fail(): a protocol method raised; braid.tcp stored the Failure. */
-static int conn_fail(lua_State *L) {
-  struct conn *c = conn_check(L, 1);
-  conn_close(c, R_ERROR, 0);
-  return 0;
-}
-
+static int conn_fail(lua_State *L) { conn_close(conn_check(L, 1), R_ERROR, 0); return 0; }
 /* _drop(): close without any delivery (refused or cancelled). */
-static int conn_drop(lua_State *L) {
-  struct conn *c = conn_check(L, 1);
-  conn_close(c, R_NONE, 0);
-  return 0;
-}
+static int conn_drop(lua_State *L) { conn_close(conn_check(L, 1), R_NONE, 0); return 0; }
 
 static int conn_lose_write(lua_State *L) {
   struct conn *c = conn_check(L, 1);
@@ -473,19 +482,14 @@ static int conn_lose_write(lua_State *L) {
   return 0;
 }
 
-static int conn_pause(lua_State *L) {
+static int set_reading(lua_State *L, int on) {
   struct conn *c = conn_check(L, 1);
-  c->reading = 0;
+  c->reading = (unsigned)on;
   if (c->state == S_OPEN) conn_setflags(c);
   return 0;
 }
-
-static int conn_resume(lua_State *L) {
-  struct conn *c = conn_check(L, 1);
-  c->reading = 1;
-  if (c->state == S_OPEN) conn_setflags(c);
-  return 0;
-}
+static int conn_pause(lua_State *L) { return set_reading(L, 0); }
+static int conn_resume(lua_State *L) { return set_reading(L, 1); }
 
 /* _producer(registered, streaming) */
 static int conn_set_producer(lua_State *L) {
@@ -504,18 +508,19 @@ static int conn_bufsize(lua_State *L) {
   return 1;
 }
 
-static int conn_set_bufsize(lua_State *L) {
-  struct conn *c = conn_check(L, 1);
-  lua_Integer n = luaL_checkinteger(L, 2);
-  luaL_argcheck(L, n > 0, 2, "bufferSize must be > 0");
+/* bufferSize = value at index i (the _setBufferSize method, __newindex) */
+static int set_bufsize(lua_State *L, struct conn *c, int i) {
+  lua_Integer n = luaL_checkinteger(L, i);
+  luaL_argcheck(L, n > 0, i, "bufferSize must be > 0");
   c->bufsize = (size_t)n;
   return 0;
 }
 
+static int conn_set_bufsize(lua_State *L) { return set_bufsize(L, conn_check(L, 1), 2); }
+
 static int sockopt(lua_State *L, int level, int opt, int set) {
   struct conn *c = conn_check(L, 1);
-  if (c->fd < 0) { if (set) return 0; lua_pushboolean(L, 0); return 1; }
-  if (c->is_unix) { if (set) return 0; lua_pushboolean(L, 0); return 1; }
+  if (c->fd < 0 || c->is_unix) { if (set) return 0; lua_pushboolean(L, 0); return 1; }
   int v;
   socklen_t len = sizeof v;
   if (set) {
@@ -632,13 +637,7 @@ static int conn_index(lua_State *L) {
 static int conn_newindex(lua_State *L) {
   const char *k = lua_tostring(L, 2);
   if (k && strcmp(k, "protocol") == 0) { lua_settop(L, 3); lua_setiuservalue(L, 1, 1); return 0; }
-  if (k && strcmp(k, "bufferSize") == 0) {
-    struct conn *c = lua_touserdata(L, 1);
-    lua_Integer n = luaL_checkinteger(L, 3);
-    luaL_argcheck(L, n > 0, 3, "bufferSize must be > 0");
-    c->bufsize = (size_t)n;
-    return 0;
-  }
+  if (k && strcmp(k, "bufferSize") == 0) return set_bufsize(L, lua_touserdata(L, 1), 3);
   if (lua_getiuservalue(L, 1, 3) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_newtable(L);
@@ -661,13 +660,7 @@ static int conn_tostring(lua_State *L) {
 /* __gc: only reached once self_ref is gone, i.e. closed and delivered,
 ** or at state close. */
 static int conn_gc(lua_State *L) {
-  struct conn *c = lua_touserdata(L, 1);
-  if (c->evflags) event_del(&c->ev);
-  c->evflags = 0;
-  if (c->fd >= 0) close(c->fd);
-  c->fd = -1;
-  if (c->out) { evbuffer_free(c->out); c->out = NULL; }
-  c->state = S_CLOSED;
+  conn_teardown(lua_touserdata(L, 1));
   return 0;
 }
 
@@ -719,38 +712,66 @@ static int make_unaddr(const char *path, struct sockaddr_un *un, socklen_t *len)
 
 static void port_cb(evutil_socket_t fd, short what, void *arg);
 
+/* (Re)arm ev as the listening socket's. */
+static void port_watch(struct port *p) {
+  event_assign(&p->ev, braid_loop()->base, p->fd, EV_READ | EV_PERSIST, port_cb, p);
+  p->added = event_add(&p->ev, NULL) == 0;
+}
+
+/* The EMFILE back-off is over: watch the socket again. */
+static void port_backoff_cb(evutil_socket_t fd, short what, void *arg) {
+  struct port *p = arg;
+  (void)fd; (void)what;
+  if (reserve_fd < 0) reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  port_watch(p);
+}
+
+/* Out of descriptors with no reserve to shed the connection: the socket
+** stays readable, so stop watching it for a while rather than spin. */
+static void port_backoff(struct port *p) {
+  struct timeval tv = { 0, PORT_BACKOFF_MS * 1000 };
+  event_del(&p->ev);
+  evtimer_assign(&p->ev, braid_loop()->base, port_backoff_cb, p);
+  p->added = evtimer_add(&p->ev, &tv) == 0;
+}
+
+/* Shed one pending connection with the reserve descriptor; 0 when there
+** was none to take (no reserve, or the queue emptied). */
+static int port_shed(struct port *p) {
+  if (reserve_fd < 0) return 0;
+  close(reserve_fd);
+  int x = accept(p->fd, NULL, NULL);
+  if (x >= 0) close(x);
+  reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  return x >= 0;
+}
+
 static int port_accept_p(lua_State *L) {
   struct port *p = lua_touserdata(L, 1);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, p->self_ref); /* anchored for the loop */
+  struct conn *c = NULL;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, p->self_ref); /* 2: anchored for the loop */
   for (int i = 0; i < 64 && p->fd >= 0; i++) {
+    if (!c) c = conn_new(L);                      /* 3: before the descriptor */
     int fd = accept4(p->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno == EMFILE || errno == ENFILE) {
-        /* out of descriptors: take the connection with the reserve and
-        ** drop it, so the listener is not woken again and again */
-        if (reserve_fd >= 0) {
-          close(reserve_fd);
-          reserve_fd = -1;
-          int x = accept(p->fd, NULL, NULL);
-          if (x >= 0) close(x);
-          reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-          continue;
-        }
-      }
-      break; /* EAGAIN, or a transient error (ECONNABORTED...): next wakeup */
+      if (errno != EMFILE && errno != ENFILE) break; /* EAGAIN, ECONNABORTED...: next wakeup */
+      if (port_shed(p)) continue;
+      if (reserve_fd < 0) port_backoff(p);
+      break;
     }
-    if (!rbuf && !(rbuf = malloc(READ_SIZE))) { close(fd); break; }
     if (!p->is_unix) {
       int one = 1;
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
+    conn_start(c, fd, S_OPEN, p->is_unix);
     lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_ACCEPT]);
     lua_pushvalue(L, 2);
-    struct conn *c = conn_new(L, fd, S_OPEN);
-    c->is_unix = (unsigned)p->is_unix;
-    conn_setflags(c);
-    braid_pcall(L, 2, 0);
+    lua_pushvalue(L, 3);
+    if (braid_pcall(L, 2, 0) != LUA_OK) conn_close(c, R_NONE, 0); /* no protocol to read for */
+    lua_settop(L, 2);
+    c = NULL;
   }
+  if (c) conn_discard(L, c);
   return 0;
 }
 
@@ -762,9 +783,14 @@ static void port_cb(evutil_socket_t fd, short what, void *arg) {
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) braid_report_error(L);
 }
 
-static void port_release(lua_State *L, struct port *p) {
+/* Stop watching and close the socket (close, __gc). */
+static void port_teardown(struct port *p) {
   if (p->added) { event_del(&p->ev); p->added = 0; }
   if (p->fd >= 0) { close(p->fd); p->fd = -1; }
+}
+
+static void port_release(lua_State *L, struct port *p) {
+  port_teardown(p);
   if (p->self_ref != LUA_NOREF) {
     luaL_unref(L, LUA_REGISTRYINDEX, p->self_ref);
     p->self_ref = LUA_NOREF;
@@ -772,21 +798,35 @@ static void port_release(lua_State *L, struct port *p) {
   }
 }
 
-static struct port *port_new(lua_State *L, int fd, int is_unix) {
+/* Push a port that owns nothing yet (see conn_new). */
+static struct port *port_new(lua_State *L) {
+  braid_base(L);
   struct port *p = lua_newuserdatauv(L, sizeof *p, 1);
   memset(p, 0, sizeof *p);
-  p->fd = fd;
+  p->fd = -1;
   p->self_ref = LUA_NOREF;
-  p->is_unix = is_unix;
   luaL_setmetatable(L, PORT_META);
-  if (reserve_fd < 0) reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (!rbuf) rbuf = malloc(READ_SIZE);
-  event_assign(&p->ev, braid_base(L), fd, EV_READ | EV_PERSIST, port_cb, p);
-  if (event_add(&p->ev, NULL) == 0) p->added = 1;
   lua_pushvalue(L, -1);
   p->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  braid_work(1);
   return p;
+}
+
+/* Give a port_new port its listening socket; 1 (the port, on top). */
+static int port_start(struct port *p, int fd, int is_unix) {
+  p->fd = fd;
+  p->is_unix = is_unix;
+  if (reserve_fd < 0) reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  port_watch(p);
+  braid_work(1);
+  return 1;
+}
+
+/* A port_new port that got no socket: nil, msg, code for errno err. */
+static int port_fail(lua_State *L, struct port *p, int fd, int err) {
+  if (fd >= 0) close(fd);
+  luaL_unref(L, LUA_REGISTRYINDEX, p->self_ref);
+  p->self_ref = LUA_NOREF;
+  return braid_pusherror(L, err);
 }
 
 /* tcp_listen(host, port, backlog, reuseport) -> port | nil, msg, code */
@@ -799,21 +839,16 @@ static int l_tcp_listen(lua_State *L) {
   socklen_t len;
   int err = make_sockaddr(host, portno, &ss, &len);
   if (err) return braid_pusherror(L, err);
-  braid_base(L);
+  struct port *p = port_new(L);
   int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return braid_pusherror(L, errno);
+  if (fd < 0) return port_fail(L, p, fd, errno);
   int one = 1, zero = 0;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
   if (ss.ss_family == AF_INET6 && host[0] == 0)
     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-  if (bind(fd, (void *)&ss, len) < 0 || listen(fd, backlog) < 0) {
-    err = errno;
-    close(fd);
-    return braid_pusherror(L, err);
-  }
-  port_new(L, fd, 0);
-  return 1;
+  if (bind(fd, (void *)&ss, len) < 0 || listen(fd, backlog) < 0) return port_fail(L, p, fd, errno);
+  return port_start(p, fd, 0);
 }
 
 /* unix_listen(path, backlog, mode) -> port | nil, msg, code */
@@ -825,32 +860,34 @@ static int l_unix_listen(lua_State *L) {
   socklen_t len;
   int err = make_unaddr(path, &un, &len);
   if (err) return braid_pusherror(L, err);
-  braid_base(L);
+  struct port *p = port_new(L);
   struct stat st;
   if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path); /* stale, as Twisted */
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return braid_pusherror(L, errno);
+  if (fd < 0) return port_fail(L, p, fd, errno);
   if (bind(fd, (void *)&un, len) < 0 || (mode >= 0 && chmod(path, (mode_t)mode) < 0)
-      || listen(fd, backlog) < 0) {
-    err = errno;
-    close(fd);
-    return braid_pusherror(L, err);
-  }
-  port_new(L, fd, 1);
-  return 1;
+      || listen(fd, backlog) < 0)
+    return port_fail(L, p, fd, errno);
+  return port_start(p, fd, 1);
 }
 
-/* adopt_port(fd) -> port */
-static int l_adopt_port(lua_State *L) {
-  int fd = (int)luaL_checkinteger(L, 1);
-  int err = set_nonblock(fd);
-  if (err) return braid_pusherror(L, err);
+/* Make an inherited descriptor ours (non-blocking, close-on-exec) and
+** tell whether it is a UNIX socket; 0 or an errno. */
+static int adopt_fd(int fd, int *is_unix) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
-  int is_unix = getsockname(fd, (void *)&ss, &len) == 0 && ss.ss_family == AF_UNIX;
-  braid_base(L);
-  port_new(L, fd, is_unix);
-  return 1;
+  int err = set_nonblock(fd);
+  *is_unix = getsockname(fd, (void *)&ss, &len) == 0 && ss.ss_family == AF_UNIX;
+  return err;
+}
+
+/* adopt_port(fd) -> port | nil, msg, code */
+static int l_adopt_port(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  struct port *p = port_new(L);
+  int is_unix, err = adopt_fd(fd, &is_unix);
+  if (err) return port_fail(L, p, -1, err); /* the caller keeps fd */
+  return port_start(p, fd, is_unix);
 }
 
 static struct port *port_check(lua_State *L) {
@@ -888,25 +925,34 @@ static int port_setuv(lua_State *L) {
 }
 
 static int port_gc(lua_State *L) {
-  struct port *p = lua_touserdata(L, 1);
-  if (p->added) { event_del(&p->ev); p->added = 0; }
-  if (p->fd >= 0) { close(p->fd); p->fd = -1; }
+  port_teardown(lua_touserdata(L, 1));
   return 0;
 }
 
 /* ---- connecting -------------------------------------------------------- */
 
-static int start_connect(lua_State *L, int fd, const struct sockaddr *sa, socklen_t len, int is_unix) {
-  if (!rbuf && !(rbuf = malloc(READ_SIZE))) { close(fd); return luaL_error(L, "out of memory"); }
-  int r = connect(fd, sa, len);
-  if (r < 0 && errno != EINPROGRESS) {
-    int err = errno;
-    close(fd);
+/* Connect c (from conn_new, on top) to sa over a new socket, bound to bs
+** first when given; 1 (the transport) or nil, msg, code. */
+static int conn_connect(lua_State *L, struct conn *c, const struct sockaddr *sa, socklen_t len,
+                        const struct sockaddr *bs, socklen_t blen) {
+  int is_unix = sa->sa_family == AF_UNIX;
+  int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int err = 0;
+  if (fd < 0) {
+    err = errno;
+  } else {
+    int one = 1;
+    if (!is_unix) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if ((bs && bind(fd, bs, blen) < 0) || (connect(fd, sa, len) < 0 && errno != EINPROGRESS)) {
+      err = errno;
+      close(fd);
+    }
+  }
+  if (err) {
+    conn_discard(L, c);
     return braid_pusherror(L, err);
   }
-  struct conn *c = conn_new(L, fd, S_CONNECTING);
-  c->is_unix = (unsigned)is_unix;
-  conn_setflags(c); /* EV_WRITE: also when connect finished at once */
+  conn_start(c, fd, S_CONNECTING, is_unix);
   return 1;
 }
 
@@ -917,20 +963,14 @@ static int l_tcp_connect(lua_State *L) {
   const char *bhost = luaL_optstring(L, 3, NULL);
   int bport = (int)luaL_optinteger(L, 4, 0);
   struct sockaddr_storage ss, bs;
-  socklen_t len, blen;
+  socklen_t len, blen = 0;
   int err = make_sockaddr(host, portno, &ss, &len);
+  if (!err && (bhost || bport))
+    err = make_sockaddr(bhost ? bhost : (ss.ss_family == AF_INET ? "0.0.0.0" : "::"), bport, &bs, &blen);
   if (err) return braid_pusherror(L, err);
   braid_base(L);
-  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return braid_pusherror(L, errno);
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (bhost || bport) {
-    err = make_sockaddr(bhost ? bhost : (ss.ss_family == AF_INET ? "0.0.0.0" : "::"), bport, &bs, &blen);
-    if (!err && bind(fd, (void *)&bs, blen) < 0) err = errno;
-    if (err) { close(fd); return braid_pusherror(L, err); }
-  }
-  return start_connect(L, fd, (void *)&ss, len, 0);
+  struct conn *c = conn_new(L);
+  return conn_connect(L, c, (void *)&ss, len, blen ? (void *)&bs : NULL, blen);
 }
 
 static int l_unix_connect(lua_State *L) {
@@ -940,24 +980,21 @@ static int l_unix_connect(lua_State *L) {
   int err = make_unaddr(path, &un, &len);
   if (err) return braid_pusherror(L, err);
   braid_base(L);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return braid_pusherror(L, errno);
-  return start_connect(L, fd, (void *)&un, len, 1);
+  struct conn *c = conn_new(L);
+  return conn_connect(L, c, (void *)&un, len, NULL, 0);
 }
 
-/* adopt_conn(fd) -> transport (open) */
+/* adopt_conn(fd) -> transport (open) | nil, msg, code */
 static int l_adopt_conn(lua_State *L) {
   int fd = (int)luaL_checkinteger(L, 1);
-  int err = set_nonblock(fd);
-  if (err) return braid_pusherror(L, err);
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  int is_unix = getsockname(fd, (void *)&ss, &len) == 0 && ss.ss_family == AF_UNIX;
   braid_base(L);
-  if (!rbuf && !(rbuf = malloc(READ_SIZE))) return luaL_error(L, "out of memory");
-  struct conn *c = conn_new(L, fd, S_OPEN);
-  c->is_unix = (unsigned)is_unix;
-  conn_setflags(c);
+  struct conn *c = conn_new(L);
+  int is_unix, err = adopt_fd(fd, &is_unix);
+  if (err) {
+    conn_discard(L, c); /* the caller keeps fd */
+    return braid_pusherror(L, err);
+  }
+  conn_start(c, fd, S_OPEN, is_unix);
   return 1;
 }
 
@@ -1054,10 +1091,35 @@ static int l_tcp_methods(lua_State *L) {
   return 1;
 }
 
+/* The Lua state is closing: every connection's and port's __gc has run
+** (they are younger), the loop's has not (it is older), so pend_ev can
+** still be freed. Forget the state's refs so a later state starts clean. */
+static int tcp_state_gc(lua_State *L) {
+  (void)L;
+  if (pend_ev) { event_free(pend_ev); pend_ev = NULL; }
+  pend_head = pend_tail = NULL;
+  for (int i = 0; i < H_COUNT; i++) handlers[i] = LUA_NOREF;
+  key_data = LUA_NOREF;
+  sys_upv = 0;
+  free(rbuf);
+  rbuf = NULL;
+  if (reserve_fd >= 0) { close(reserve_fd); reserve_fd = -1; }
+  return 0;
+}
+
 void braid_open_resolve(lua_State *L); /* resolve.c */
 
 void braid_open_tcp(lua_State *L) {
   braid_open_resolve(L);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, "braid.tcp.sentinel") == LUA_TNIL) {
+    lua_newuserdatauv(L, 1, 0);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, tcp_state_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "braid.tcp.sentinel");
+  }
+  lua_pop(L, 1);
   if (luaL_newmetatable(L, CONN_META)) {
     luaL_newlibtable(L, conn_methods);
     lua_pushvalue(L, -2);

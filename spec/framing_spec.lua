@@ -113,6 +113,9 @@ describe("framebuf", function()
         b:clear()
         b:append("100000")
         assert.are.same({ false, "toolong" }, { b:nextNetstring(99999) })
+        b:clear() -- a length past any integer: toolong, not a wait for more
+        b:append("9999999999999999999:x,")
+        assert.are.same({ false, "toolong" }, { b:nextNetstring(math.maxinteger) })
       end)
 
       it("parses big-endian length prefixes and reports the length when too long", function()

@@ -20,6 +20,19 @@ describe("braid.resolver", function()
     assert.is_true(hosts["127.0.0.1"] == "INET" or hosts["::1"] == "INET6")
   end)
 
+  it("wakes a running loop as soon as a lookup finishes", function()
+    local t0, took = reactor.seconds(), nil
+    reactor.getHostByName("localhost"):addBoth(function()
+      took = reactor.seconds() - t0
+      reactor.stop()
+    end)
+    local guard = reactor.callLater(3, reactor.stop)
+    reactor.run()
+    if guard:active() then guard:cancel() end
+    assert.is_not_nil(took, "the lookup never finished")
+    assert.is_true(took < 1, ("took %.2f s"):format(took))
+  end)
+
   it("resolve fires with the first address string", function()
     assert.equal("127.0.0.1", result(reactor.resolve("127.0.0.1")))
     assert.equal("::1", result(reactor.resolve("::1")))

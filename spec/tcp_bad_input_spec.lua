@@ -93,6 +93,41 @@ describe("braid.tcp under bad input", function()
     return port, port:getHost().port
   end
 
+  it("delivers every connectionLost when forty connections close at once, with a collection in each", function()
+    local N, lost, clost = 40, 0, 0
+    local Server = Protocol:extend("Closer")
+    function Server:dataReceived() self.transport:loseConnection() end
+    function Server:connectionLost()
+      lost = lost + 1
+      collectgarbage("collect")
+    end
+    local _, portno = listen(Factory.forProtocol(Server))
+    local Client = Protocol:extend("Pinger")
+    function Client:connectionMade() self.transport:write("x") end
+    function Client:connectionLost() clost = clost + 1 end
+    local cf = ClientFactory.forProtocol(Client)
+    cf.noisy = false
+    for _ = 1, N do reactor.connectTCP("127.0.0.1", portno, cf) end
+    spin(function() return lost == N and clost == N end)
+    assert.equal(0, core.tcp_undelivered())
+  end)
+
+  it("stops listening again when the factory's doStart raises", function()
+    local probe = reactor.listenTCP(0, Factory.forProtocol(Protocol), 50, "127.0.0.1")
+    local portno = probe:getHost().port
+    wait(probe:stopListening())
+    local Bad = Factory:extend("BadStart")
+    function Bad:doStart() error("boom") end
+    local w0 = core.work()
+    local ok, e = pcall(reactor.listenTCP, portno, Bad(), 50, "127.0.0.1")
+    assert.is_false(ok)
+    assert.matches("boom", tostring(e))
+    assert.equal(w0, core.work())
+    local again = reactor.listenTCP(portno, Factory.forProtocol(Protocol), 50, "127.0.0.1")
+    ports[#ports + 1] = again
+    assert.equal(portno, again:getHost().port)
+  end)
+
   describe("a framing server", function()
     -- two clients: `good` talks properly before and after `bad` misbehaves
     local function misbehave(Base, fields, hello, evil, again)

@@ -75,8 +75,9 @@ local function lose(d, why)
 end
 
 local function is_close(v)
+  if v == nil then return false end -- the usual result: no module lookup per event
   local R = reactor()
-  return v ~= nil and (v == R.CONNECTION_DONE or v == R.CONNECTION_LOST or failure.isFailure(v))
+  return v == R.CONNECTION_DONE or v == R.CONNECTION_LOST or failure.isFailure(v)
 end
 
 -- d:doRead() or d:doWrite() under d's log prefix; false when it ended d

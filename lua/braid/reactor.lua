@@ -333,16 +333,12 @@ function M.crash()
 end
 
 --- Run one loop iteration, waiting at most `delay` seconds (default 0).
--- A script that drives the loop itself with iterate() (busted under the
--- braid binary does) is in charge of it: _runIfPending leaves it alone.
-local driven = false
 function M.iterate(delay)
   if delay ~= nil and (type(delay) ~= "number" or not (delay >= 0)) then
     error(errors.ValueError("bad argument #1 to 'iterate' (delay must be a number >= 0, got "
       .. tostring(delay) .. ")"), 2)
   end
   if core.in_loop() then reactor_already_running() end
-  driven = true
   core.iterate(delay or 0)
 end
 
@@ -376,9 +372,10 @@ M.CONNECTION_DONE = "CONNECTION_DONE"
 M.CONNECTION_LOST = "CONNECTION_LOST"
 
 --- Internal (the braid command): run the reactor if the script left work
--- pending without running it itself.
+-- pending without running it itself (with run() or by driving it with
+-- iterate(), as busted under the braid binary does).
 function M._runIfPending()
-  if core.has_run() or driven or core.in_loop() then return end
+  if core.has_run() or core.in_loop() then return end
   local user_signals = false
   for _, list in pairs(sig_handlers) do
     if #list > 0 then user_signals = true end

@@ -234,11 +234,7 @@ end
 -- listening ports
 
 local Port = {}
-Port.__index = function(self, k)
-  local v = Port[k]
-  if v ~= nil then return v end
-  return nil
-end
+Port.__index = Port
 
 local function port_tostring(self)
   local h = self:getHost()
@@ -297,7 +293,12 @@ local function new_port(c, factory, fields)
   port._c = c
   port.factory = factory
   c:_setuv({ factory = factory, port = port })
-  call(factory, Factory, "doStart")
+  local ok, e = pcall(call, factory, Factory, "doStart")
+  if not ok then -- nobody gets the port to stop it: close it, or it listens on forever
+    c:close()
+    if port._unix then os.remove(port._path) end
+    error(e, 0)
+  end
   return port
 end
 
