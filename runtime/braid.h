@@ -48,6 +48,10 @@ struct braid_loop {
 
 /* loop.c */
 struct braid_loop *braid_loop(void);
+/* Keep the library holding this code loaded for good: a thread that may
+** outlive the Lua state (lua5.4 unloads braid/core.so when it closes)
+** calls this before it starts. */
+void braid_pin_library(void);
 /* The event base, created on first use with the requested backend.
 ** Raises a Lua error on failure. */
 struct event_base *braid_base(lua_State *L);

@@ -7,6 +7,8 @@
 ** (event_base_loop with EVLOOP_ONCE, bounded by wake_ev).
 */
 #define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* dladdr */
+#include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -38,6 +40,15 @@ double braid_walltime(void) {
 }
 
 void braid_work(long delta) { g_loop.work += delta; }
+
+void braid_pin_library(void) {
+  static int pinned;
+  Dl_info info;
+  if (pinned) return;
+  pinned = 1;
+  if (dladdr((void *)&g_loop, &info) && info.dli_fname)
+    (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
 
 static void wake_cb(evutil_socket_t fd, short what, void *arg) {
   (void)fd; (void)what; (void)arg; /* only ends the wait of an iteration */

@@ -15,7 +15,6 @@
 ** unloads braid/core.so: the first lookup pins the library.
 */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -55,17 +54,6 @@ static void req_free(struct resreq *r) {
   if (r->ai) freeaddrinfo(r->ai);
   free(r->name);
   free(r);
-}
-
-/* A detached lookup may return into this code after the state closed
-** (and lua5.4 unloaded braid/core.so): keep the library loaded. */
-static void pin_library(void) {
-  static int pinned;
-  Dl_info info;
-  if (pinned) return;
-  pinned = 1;
-  if (dladdr((void *)&res_lock, &info) && info.dli_fname)
-    (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
 }
 
 static void *res_thread(void *arg) {
@@ -166,7 +154,7 @@ static int l_getaddrinfo(lua_State *L) {
   event_assign(&r->ev, base, r->efd, EV_READ, res_done_cb, r);
   fail = "event_add failed";
   if (event_add(&r->ev, NULL) != 0) goto fail;
-  pin_library();
+  braid_pin_library(); /* the thread may return after the state closed */
   pthread_t th;
   pthread_attr_t attr;
   pthread_attr_init(&attr);

@@ -26,7 +26,6 @@
 **   on work_cv (one spinner at a time, only with more than one CPU).
 */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -791,13 +790,6 @@ static void pool_stop(double timeout, struct job **dropped, struct abandoned **a
 
 /* An abandoned thread may return into this code after the Lua state
 ** closed (which unloads braid/core.so under lua5.4): pin the library. */
-static void pin_library(void) {
-  Dl_info info;
-  if (dladdr(&P, &info) && info.dli_fname) {  /* P lives in this library */
-    void *h = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
-    (void)h;  /* kept on purpose: the library stays loaded */
-  }
-}
 
 /* ---- delivering results on the loop ------------------------------------ */
 
@@ -1193,7 +1185,7 @@ static int l_stop(lua_State *L) {
   job_free_list(dropped, 1);
   P.outstanding -= ndropped + nab;
   braid_work(-(long)(ndropped + nab));
-  if (nab > 0) pin_library();
+  if (nab > 0) braid_pin_library();
   lua_createtable(L, nab, 0);
   for (int i = 0; i < nab; i++) {
     if (ab[i].ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, ab[i].ref);
@@ -1223,7 +1215,7 @@ static int threads_gc(lua_State *L) {
     fprintf(stderr, "braid.threads: %d job(s) still running as the Lua state closes, abandoned:\n", nab);
     for (int i = 0; i < nab; i++) fprintf(stderr, "  %s, running for %.1f s\n", ab[i].desc, ab[i].secs);
     fflush(stderr);
-    pin_library();
+    braid_pin_library();
   }
   free(ab);
   pthread_mutex_lock(&P.done_lock);

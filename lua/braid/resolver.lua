@@ -1,8 +1,9 @@
 --- braid.resolver: name resolution without blocking the loop.
 -- test-case-name: spec/resolver_spec.lua
 --
--- The default resolver asks libevent's evdns (runtime/resolve.c), which
--- reads /etc/hosts and /etc/resolv.conf. installResolver(r) replaces it
+-- The default resolver runs the system's getaddrinfo (nsswitch: /etc/hosts,
+-- DNS...) on a thread per lookup (runtime/resolve.c); the answer comes back
+-- through the loop. installResolver(r) replaces it
 -- with any table whose r:getHostByName(name, opts) returns a Deferred of a
 -- list of {family = "INET"|"INET6", host = addr}.
 local core = require "braid.core"
