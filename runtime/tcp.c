@@ -100,6 +100,7 @@ static struct conn *pend_head, *pend_tail;
 static struct event *pend_ev;
 static lua_Integer next_session;
 static int reserve_fd = -1;       /* spare descriptor for the EMFILE trick */
+static struct conn *spare;        /* a conn_new connection the last accept pass did not use */
 
 /* ---- helpers ----------------------------------------------------------- */
 
@@ -751,7 +752,15 @@ static int port_accept_p(lua_State *L) {
   struct conn *c = NULL;
   lua_rawgeti(L, LUA_REGISTRYINDEX, p->self_ref); /* 2: anchored for the loop */
   for (int i = 0; i < 64 && p->fd >= 0; i++) {
-    if (!c) c = conn_new(L);                      /* 3: before the descriptor */
+    if (!c) {                                     /* 3: made before the descriptor */
+      if (spare) {
+        c = spare;
+        spare = NULL;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);
+      } else {
+        c = conn_new(L);
+      }
+    }
     int fd = accept4(p->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno != EMFILE && errno != ENFILE) break; /* EAGAIN, ECONNABORTED...: next wakeup */
@@ -771,7 +780,7 @@ static int port_accept_p(lua_State *L) {
     lua_settop(L, 2);
     c = NULL;
   }
-  if (c) conn_discard(L, c);
+  spare = c; /* the pass that ends on EAGAIN leaves one: kept (anchored) for the next */
   return 0;
 }
 
@@ -1101,6 +1110,7 @@ static int tcp_state_gc(lua_State *L) {
   for (int i = 0; i < H_COUNT; i++) handlers[i] = LUA_NOREF;
   key_data = LUA_NOREF;
   sys_upv = 0;
+  spare = NULL; /* freed with the state */
   free(rbuf);
   rbuf = NULL;
   if (reserve_fd >= 0) { close(reserve_fd); reserve_fd = -1; }
