@@ -225,7 +225,8 @@ static void swap_system(lua_State *L, int f, int i, int want_prev) {
 ** connection's log system, as on_eof and the others do in braid.tcp. Runs
 ** inside conn_cb's protected call: an error in dataReceived is caught here
 ** (with a traceback) and handed to the failed handler, which logs it and
-** aborts this connection; any other error unwinds to conn_cb. */
+** aborts this connection; any other error unwinds to conn_cb. The slow
+** path: deliver_fast below is the usual one. */
 static void deliver_data(lua_State *L, struct conn *c, size_t n) {
   int b = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);   /* b+1 transport */
@@ -250,6 +251,79 @@ static void deliver_data(lua_State *L, struct conn *c, size_t n) {
     lua_call(L, 3, 0);
   }
   lua_settop(L, b);
+}
+
+/* The fast read path runs on a thread of its own, rt, whose stack always
+** holds, below what a delivery pushes: */
+enum { RT_SETSYS = 1, RT_MSGH, RT_DATA, RT_BASE = RT_DATA };
+static lua_State *rt;             /* NULL: no fast path (braid.log's setSystem not found) */
+static int rt_ref = LUA_NOREF;    /* anchors rt */
+static int rt_busy;               /* a delivery is under way on rt */
+static size_t rt_len;             /* its length (bytes of rbuf) */
+
+/* RT_DATA, deliver_fast's protected part: stack 1 = protocol, upvalue 1 =
+** "dataReceived"; the data is rt_len bytes of rbuf. Whatever raises here
+** (the method lookup, the string's memory, dataReceived) is a failure of
+** the protocol. */
+static int data_p(lua_State *L) {
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_gettable(L, 1);
+  lua_pushvalue(L, 1);
+  lua_pushlstring(L, rbuf, rt_len);
+  lua_call(L, 2, 0);
+  return 0;
+}
+
+/* The read path of conn_cb, outside any protected call, so nothing here
+** may raise: one lua_pcall of data_p under the Lua message handler, the
+** log system swapped on setSystem's upvalue around it (no-raise API calls,
+** no registry lookup but the transport's). 0, or -1 when the slow path
+** (deliver_data) must do it: no log system string yet, or rt is in use. */
+static int deliver_fast(struct conn *c, size_t n) {
+  lua_State *L = rt;
+  if (rt_busy) return -1;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);   /* 4 transport */
+  if (lua_getiuservalue(L, 4, 2) != LUA_TSTRING) {  /* 5 log system */
+    lua_settop(L, RT_BASE);
+    return -1;
+  }
+  lua_getupvalue(L, RT_SETSYS, sys_upv);            /* 6 the previous system */
+  lua_pushvalue(L, 5);
+  lua_setupvalue(L, RT_SETSYS, sys_upv);
+  lua_pushvalue(L, RT_DATA);                        /* 7 data_p */
+  lua_getiuservalue(L, 4, 1);                       /* protocol */
+  rt_busy = 1;
+  rt_len = n;
+  int st = lua_pcall(L, 1, 0, RT_MSGH);
+  rt_busy = 0;
+  lua_pushvalue(L, 6);
+  lua_setupvalue(L, RT_SETSYS, sys_upv);
+  if (st != LUA_OK) {                               /* 7 the Failure */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_FAILED]);
+    lua_pushvalue(L, 4);
+    lua_pushvalue(L, 7);
+    lua_pushvalue(L, 5);
+    braid_pcall(L, 3, 0);
+  }
+  lua_settop(L, RT_BASE);
+  return 0;
+}
+
+/* (Re)build rt from the installed handlers (tcp_handlers), or drop it. */
+static void rt_setup(lua_State *L) {
+  if (rt_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, rt_ref);
+  rt_ref = LUA_NOREF;
+  rt = NULL;
+  if (!sys_upv || handlers[H_MSGH] == LUA_NOREF || handlers[H_FAILED] == LUA_NOREF) return;
+  lua_State *T = lua_newthread(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_SETSYS]);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_MSGH]);
+  lua_pushliteral(L, "dataReceived");
+  lua_pushcclosure(L, data_p, 1);
+  if (!lua_checkstack(T, RT_BASE + 16)) luaL_error(L, "stack overflow");
+  lua_xmove(L, T, RT_BASE);
+  rt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  rt = T;
 }
 
 /* Tell a producer to pause (1), resume (0) from inside Lua. */
@@ -285,10 +359,12 @@ static void conn_drained(struct conn *c) {
 
 /* ---- event callbacks ----------------------------------------------------- */
 
-/* trampoline: stack 1 = conn light userdata, 2 = what */
+/* trampoline: stack 1 = conn light userdata, 2 = what, 3 = what conn_cb's
+** own recv returned (>= 0), or -1 when it did not read */
 static int conn_event_p(lua_State *L) {
   struct conn *c = lua_touserdata(L, 1);
   short what = (short)lua_tointeger(L, 2);
+  lua_Integer got = lua_tointeger(L, 3);
   if (c->state == S_CONNECTING) {
     int err = 0;
     socklen_t len = sizeof err;
@@ -319,7 +395,7 @@ static int conn_event_p(lua_State *L) {
     }
   }
   if ((what & EV_READ) && c->reading && !c->read_closed && !c->disconnecting) {
-    ssize_t n = recv(c->fd, rbuf, READ_SIZE, 0); /* a socket: skips read(2)'s file layer */
+    ssize_t n = got >= 0 ? (ssize_t)got : recv(c->fd, rbuf, READ_SIZE, 0);
     if (n > 0) {
       deliver_data(L, c, (size_t)n);
     } else if (n == 0) {
@@ -347,16 +423,33 @@ static int conn_event_p(lua_State *L) {
   return 0;
 }
 
-/* Protocol code runs under its own message handler (braid_pcall,
-** deliver_data): this outer call only catches the trampoline's own errors
-** (memory), so it takes none, as the other callbacks' do. */
+/* A read-only wakeup of an open connection takes the fast path: recv
+** here, then deliver_fast's single protected call (a read error closes
+** the connection from here, no Lua needed). Anything else goes through
+** the trampoline: protocol code runs under its own message handler
+** there (braid_pcall, deliver_data), so this outer call only catches the
+** trampoline's own errors (memory) and takes none, as the other
+** callbacks' do. */
 static void conn_cb(evutil_socket_t fd, short what, void *arg) {
   lua_State *L = braid_loop()->L;
+  struct conn *c = arg;
+  ssize_t got = -1;
   (void)fd;
+  if ((what & (EV_READ | EV_WRITE)) == EV_READ && c->state == S_OPEN && c->reading
+      && !c->read_closed && !c->disconnecting && rt) {
+    got = recv(c->fd, rbuf, READ_SIZE, 0); /* a socket: skips read(2)'s file layer */
+    if (got > 0) {
+      if (deliver_fast(c, (size_t)got) == 0) return;
+    } else if (got < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) conn_close(c, R_LOST, errno);
+      return;
+    }
+  }
   lua_pushcfunction(L, conn_event_p);
   lua_pushlightuserdata(L, arg);
   lua_pushinteger(L, what);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) braid_report_error(L);
+  lua_pushinteger(L, (lua_Integer)got);
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK) braid_report_error(L);
 }
 
 /* deliver one pending connection: stack 1 = conn light userdata */
@@ -414,7 +507,7 @@ static void pend_cb(evutil_socket_t fd, short what, void *arg) {
 static struct conn *conn_check(lua_State *L, int i) {
   struct conn *c = lua_touserdata(L, i);
   if (c && lua_getmetatable(L, i)) {
-    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    int same = lua_topointer(L, -1) == lua_topointer(L, lua_upvalueindex(1));
     lua_pop(L, 1);
     if (same) return c;
   }
@@ -1033,6 +1126,7 @@ static int l_tcp_handlers(lua_State *L) {
     }
   }
   lua_pop(L, 1);
+  rt_setup(L);
   return 0;
 }
 
@@ -1110,6 +1204,9 @@ static int tcp_state_gc(lua_State *L) {
   for (int i = 0; i < H_COUNT; i++) handlers[i] = LUA_NOREF;
   key_data = LUA_NOREF;
   sys_upv = 0;
+  rt = NULL; /* freed with the state */
+  rt_ref = LUA_NOREF;
+  rt_busy = 0;
   spare = NULL; /* freed with the state */
   free(rbuf);
   rbuf = NULL;
