@@ -9,7 +9,8 @@
 #include "braid.h"
 
 #define OPTIONAL_PARTS(X) \
-  X(tcp) X(fdwatch) X(framing) X(threads) X(udp) X(tls) X(process) X(reload)
+  X(tcp) X(fdwatch) X(framing) X(threads) X(udp) X(tls) X(process) X(reload) \
+  X(deferred)
 #define DECLARE(name) void braid_open_##name(lua_State *L) __attribute__((weak));
 OPTIONAL_PARTS(DECLARE)
 

@@ -102,7 +102,9 @@ local AWAIT = setmetatable({}, { __name = "AWAIT" })        -- what await yields
 -- Nesting of protected calls and resumes made by this module, so that the
 -- first run of an inlineCallbacks function can be queued instead of
 -- overflowing Lua's C stack (LUAI_MAXCCALLS is 200).
+-- (The C chain runner of runtime/deferred.c keeps its own count: c_depth.)
 local cdepth = 0
+local c_depth = function() return 0 end
 local MAX_CDEPTH = 150
 
 local Deferred = class.Object:extend("Deferred")
@@ -249,8 +251,11 @@ function M.pendingUnhandled(clear)
 end
 
 --- Record where each Deferred is made and fired (costly; for debugging).
+local install_methods  -- set below: the C or the Lua hot methods
+
 function M.setDebugging(on)
   debugging = not not on
+  install_methods()
 end
 
 function M.getDebugging()
@@ -1054,10 +1059,11 @@ local STATES = setmetatable({}, { __mode = "k" })
 -- The run queue: flat pairs (state, value), drained by the outermost resume.
 local RQ, rq_head, rq_tail = {}, 1, 0
 local in_resume = false
--- The state of the inlineCallbacks coroutine running now, or nil. (A plain
--- coroutine resumed inside it does not change it: await's fast path only
--- uses it to refuse calls from outside any inlineCallbacks function.)
-local current_st = nil
+-- IC.st: the state of the inlineCallbacks coroutine running now, or nil. (A
+-- plain coroutine resumed inside it does not change it: await's fast path
+-- only uses it to refuse calls from outside any inlineCallbacks function.)
+-- A table field, so that the C await of runtime/deferred.c reads it too.
+local IC = { st = nil }
 
 local finish
 
@@ -1119,9 +1125,9 @@ local function step(st, v)
     return st.deferred:callback(v)
   end
   local ok, a
-  local saved, saved_st = cdepth, current_st
+  local saved, saved_st = cdepth, IC.st
   cdepth = saved + 1
-  current_st = st
+  IC.st = st
   local args = st.args
   if args then
     st.args = nil
@@ -1129,7 +1135,7 @@ local function step(st, v)
   else
     ok, a = co_resume(st.co, v)
   end
-  cdepth, current_st = saved, saved_st
+  cdepth, IC.st = saved, saved_st
   if ok and a == AWAIT then return end
   finish(st, ok, a)
 end
@@ -1164,17 +1170,17 @@ end
 -- The first run of an inlineCallbacks function: synchronous, as in Twisted,
 -- unless nested so deep that Lua's C stack would overflow.
 local function start(st, ...)
-  if cdepth >= MAX_CDEPTH and in_resume then
+  if in_resume and cdepth + c_depth() >= MAX_CDEPTH then
     st.args = pack(...)
     return enqueue(st, nil)
   end
   local was = in_resume
   in_resume = true
-  local saved, saved_st = cdepth, current_st
+  local saved, saved_st = cdepth, IC.st
   cdepth = cdepth + 1
-  current_st = st
+  IC.st = st
   local ok, a = co_resume(st.co, ...)
-  cdepth, current_st = saved, saved_st
+  cdepth, IC.st = saved, saved_st
   in_resume = was
   if not ok or a ~= AWAIT then finish(st, ok, a) end
   if not was and rq_head <= rq_tail then drain() end
@@ -1223,6 +1229,8 @@ end
 
 local function await_where(level)
   local info = getinfo(level + 1, "Sl")
+  -- the C await of runtime/deferred.c may stand between await and its caller
+  if info and info.what == "C" then info = getinfo(level + 2, "Sl") end
   if not info then return "? (a tail call)" end
   return info.short_src .. ":" .. tostring(info.currentline)
 end
@@ -1259,7 +1267,7 @@ end
 -- its result, or raise its failure's value. A non-Deferred is returned as
 -- is; an already fired Deferred returns at once, without yielding.
 function M.await(d)
-  local st = current_st
+  local st = IC.st
   if st == nil then
     error(NotACoroutineError("await called outside an inlineCallbacks function"), 2)
   end
@@ -1288,6 +1296,73 @@ function M.await(d)
     error(NotACoroutineError("await called outside an inlineCallbacks function"), 2)
   end
   return await_slow(st, d)
+end
+
+
+-------------------------------------------------------------------------------
+-- The chain runner in C
+--
+-- runtime/deferred.c implements run() and the common case of callback,
+-- addCallback, addErrback, addBoth, addCallbacks and succeed on this very
+-- table layout (scripts/bench/deferred: about twice as fast as the Lua code
+-- above). It calls back into the Lua versions for everything else, and the
+-- Lua versions serve alone where braid.core cannot be loaded (a worker
+-- thread) or when the environment sets BRAID_DEFER_LUA=1. While debugging
+-- is on, the Lua methods are installed (they record where Deferreds are made
+-- and fired); the C ones check the flag too, for references taken earlier.
+
+local LUA = {
+  callback = Deferred.callback,
+  addCallback = Deferred.addCallback,
+  addErrback = Deferred.addErrback,
+  addBoth = Deferred.addBoth,
+  addCallbacks = Deferred.addCallbacks,
+  succeed = M.succeed,
+  await = M.await,
+}
+local FAST = nil
+local METHODS = { "callback", "addCallback", "addErrback", "addBoth", "addCallbacks" }
+
+install_methods = function()
+  local impl = (FAST and not debugging) and FAST or LUA
+  for i = 1, #METHODS do
+    local name = METHODS[i]
+    Deferred[name] = impl[name]
+  end
+  M.succeed = impl.succeed
+  M.await = impl.await
+  if FAST then FAST.setDebugging(debugging) end
+end
+
+do
+  local wanted = os.getenv("BRAID_DEFER_LUA")
+  local ok, core = false, nil
+  if wanted == nil or wanted == "" or wanted == "0" then ok, core = pcall(require, "braid.core") end
+  if ok and type(core) == "table" and core.defer_bind then
+    FAST = core.defer_bind({
+      Deferred = Deferred, Failure = Failure, KIND = KIND, kind_of = kind_of,
+      CONTINUE = CONTINUE, RESUME = RESUME, FIRE = FIRE, msgh = msgh,
+      mark_failed = mark_failed, clear_failed = clear_failed,
+      enqueue = function(st, v) return enqueue(st, v) end,
+      prefire = prefire,
+      self_failure = function()
+        return Failure(errors.TypeError("Callback returned the Deferred it was attached to"),
+          traceback_at(1))
+      end,
+      wrap_failure = function(e) return Failure(e, "") end,
+      callback = LUA.callback, addCallback = LUA.addCallback, addErrback = LUA.addErrback,
+      addBoth = LUA.addBoth, addCallbacks = LUA.addCallbacks, succeed = LUA.succeed,
+      await = LUA.await, ic = IC,
+    })
+    run = FAST.run
+    c_depth = FAST.cdepth
+    install_methods()
+  end
+end
+
+--- "C" when the chain runner of runtime/deferred.c is in use, else "Lua".
+function M.implementation()
+  return FAST and "C" or "Lua"
 end
 
 return M

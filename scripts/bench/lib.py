@@ -24,7 +24,8 @@ import sys
 HERE = os.path.dirname(os.path.realpath(__file__))
 REPO = os.path.realpath(os.path.join(HERE, "..", ".."))
 PEERS = os.path.join(HERE, "peers")
-BUILD = os.path.join(REPO, "build-release")
+# BRAID_BENCH_BUILD: another Release tree (default build-release/ in the repo)
+BUILD = os.environ.get("BRAID_BENCH_BUILD") or os.path.join(REPO, "build-release")
 BRAID = os.path.join(BUILD, "braid")
 PEER_BIN = os.path.join(BUILD, "bench")  # compiled peers; build-*/ is ignored by git
 PYTHON = "/usr/bin/python3"  # Debian's, which has python3-twisted; not PATH's

@@ -1,0 +1,647 @@
+/*
+** deferred.c: the Deferred chain runner and the hot Deferred methods in C.
+**
+** braid.defer (lua/braid/defer.lua) owns the Deferred: a Lua table whose
+** array part holds the callback chain as triples (callback, errback, args)
+** at _h+1 .. _n, and whose fields (called, result, paused, _running, ...)
+** default to the class table's values. This file works on that very table
+** layout, so the Lua and the C implementations are interchangeable: the Lua
+** module binds these functions with core.defer_bind(cfg) and falls back to
+** its own (identical) Lua code where braid.core cannot be loaded (worker
+** threads) or when BRAID_DEFER_LUA is set.
+**
+** What lives here, and why (scripts/bench/deferred measured it):
+**   run(d, plain)       Twisted's iterative _runCallbacks: each Deferred of a
+**                       chain runs its callbacks inside one lua_pcall (not one
+**                       per callback); a Deferred returned by a callback is
+**                       chained with a CONTINUE entry, and a table is the
+**                       stack of waiting Deferreds, so the C stack never grows
+**                       with the chain.
+**   callback(d, v), addCallback, addErrback, addBoth, addCallbacks, succeed:
+**                       the common case (a plain result, functions without
+**                       extra arguments); anything else calls the Lua version
+**                       given in cfg, which raises the errors and handles
+**                       Failures, extra arguments and debugging.
+** Rare work (unhandled-failure bookkeeping, resuming inlineCallbacks
+** coroutines, firing chained Deferreds, wrapping errors in Failures) calls
+** back into the Lua helpers given in cfg.
+**
+** Every field is read with rawget, an absent field meaning the class default
+** (false, or 0 for the counters): defer.lua keeps those defaults on the class
+** table for exactly this reason.
+*/
+#include <lua.h>
+#include <lauxlib.h>
+
+#include "braid.h"
+
+/* Upvalues shared by every closure made by defer_bind. */
+enum {
+  U_DEFERRED = 1, /* the Deferred class (metatable of plain Deferreds) */
+  U_FAILURE,      /* the Failure class */
+  U_KIND,         /* KIND[metatable] -> 0 plain, 1 Failure, 2 Deferred */
+  U_KIND_OF,      /* kind_of(mt): fills KIND */
+  U_CONTINUE,     /* chain markers */
+  U_RESUME,
+  U_FIRE,
+  U_MSGH,         /* xpcall message handler making Failures */
+  U_MARK_FAILED,  /* mark_failed(d, f) */
+  U_CLEAR_FAILED, /* clear_failed(d) */
+  U_ENQUEUE,      /* enqueue(state, value): resume an inlineCallbacks */
+  U_PREFIRE,      /* prefire(d, v, level) -> true if d now fired */
+  U_SELF_FAILURE, /* self_failure() -> Failure(TypeError "returned itself") */
+  U_WRAP_FAILURE, /* wrap_failure(e) -> Failure(e, "") */
+  U_STATE,        /* struct dstate (userdata) */
+  U_SLOW_CALLBACK,
+  U_SLOW_ADDCALLBACK,
+  U_SLOW_ADDERRBACK,
+  U_SLOW_ADDBOTH,
+  U_SLOW_ADDCALLBACKS,
+  U_SLOW_SUCCEED,
+  U_SLOW_AWAIT,
+  U_IC,           /* table: ic.st is the running inlineCallbacks state */
+  U_SEGMENT,      /* the C segment closure (nil inside segment itself) */
+  K_CALLED,       /* interned field names */
+  K_RESULT,
+  K_N,
+  K_H,
+  K_RUNNING,
+  K_PAUSED,
+  K_DBG,
+  K_CHAINEDTO,
+  K_WAITING,
+  K_COUNT,        /* "n" of packed argument lists */
+  K_ST,
+  U_LAST = K_ST
+};
+
+#define UV(i) lua_upvalueindex(i)
+
+/* Shared by the closures of one defer_bind: protected calls nested by run()
+** (defer.lua adds them to its own count to bound C-stack use) and whether
+** setDebugging is on (then every call goes to the Lua versions). */
+struct dstate {
+  int cdepth;
+  int debugging;
+};
+
+#define DSTATE(L) ((struct dstate *)lua_touserdata(L, UV(U_STATE)))
+
+static const char *const CFG_NAMES[] = {
+  [U_DEFERRED] = "Deferred", [U_FAILURE] = "Failure", [U_KIND] = "KIND",
+  [U_KIND_OF] = "kind_of", [U_CONTINUE] = "CONTINUE", [U_RESUME] = "RESUME",
+  [U_FIRE] = "FIRE", [U_MSGH] = "msgh", [U_MARK_FAILED] = "mark_failed",
+  [U_CLEAR_FAILED] = "clear_failed", [U_ENQUEUE] = "enqueue",
+  [U_PREFIRE] = "prefire", [U_SELF_FAILURE] = "self_failure",
+  [U_WRAP_FAILURE] = "wrap_failure",
+  [U_SLOW_CALLBACK] = "callback", [U_SLOW_ADDCALLBACK] = "addCallback",
+  [U_SLOW_ADDERRBACK] = "addErrback", [U_SLOW_ADDBOTH] = "addBoth",
+  [U_SLOW_ADDCALLBACKS] = "addCallbacks", [U_SLOW_SUCCEED] = "succeed",
+  [U_SLOW_AWAIT] = "await", [U_IC] = "ic",
+};
+
+static const char *const KEY_NAMES[] = {
+  [K_CALLED] = "called", [K_RESULT] = "result", [K_N] = "_n", [K_H] = "_h",
+  [K_RUNNING] = "_running", [K_PAUSED] = "paused", [K_DBG] = "_dbg",
+  [K_CHAINEDTO] = "_chainedTo", [K_WAITING] = "waiting",
+  [K_COUNT] = "n", [K_ST] = "st",
+};
+
+/* ---- field access on the table at (absolute) index t ---- */
+
+static int get_field(lua_State *L, int t, int key) {
+  lua_pushvalue(L, UV(key));
+  return lua_rawget(L, t);
+}
+
+static lua_Integer get_int(lua_State *L, int t, int key) {
+  lua_Integer v;
+  get_field(L, t, key);
+  v = lua_tointeger(L, -1);  /* absent: 0 */
+  lua_pop(L, 1);
+  return v;
+}
+
+static int get_bool(lua_State *L, int t, int key) {
+  int v;
+  get_field(L, t, key);
+  v = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+static void set_int(lua_State *L, int t, int key, lua_Integer v) {
+  lua_pushvalue(L, UV(key));
+  lua_pushinteger(L, v);
+  lua_rawset(L, t);
+}
+
+static void set_bool(lua_State *L, int t, int key, int v) {
+  lua_pushvalue(L, UV(key));
+  lua_pushboolean(L, v);
+  lua_rawset(L, t);
+}
+
+static void set_nil(lua_State *L, int t, int key) {
+  lua_pushvalue(L, UV(key));
+  lua_pushnil(L);
+  lua_rawset(L, t);
+}
+
+/* t[key] = the value at index v */
+static void set_value(lua_State *L, int t, int key, int v) {
+  lua_pushvalue(L, UV(key));
+  lua_pushvalue(L, v);
+  lua_rawset(L, t);
+}
+
+/* 0: a plain value, 1: a Failure, 2: a Deferred (defer.lua's KIND). Only
+** tables and userdata can be either; other values' metatables (strings') are
+** never Failure or Deferred classes. */
+static int value_kind(lua_State *L, int idx) {
+  int t = lua_type(L, idx), k;
+  if (t != LUA_TTABLE && t != LUA_TUSERDATA) return 0;
+  if (!lua_getmetatable(L, idx)) return 0;
+  if (lua_rawequal(L, -1, UV(U_FAILURE))) { lua_pop(L, 1); return 1; }
+  if (lua_rawequal(L, -1, UV(U_DEFERRED))) { lua_pop(L, 1); return 2; }
+  lua_pushvalue(L, -1);
+  if (lua_rawget(L, UV(U_KIND)) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, UV(U_KIND_OF));
+    lua_insert(L, -2);
+    lua_call(L, 1, 1);
+  } else {
+    lua_remove(L, -2);
+  }
+  k = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  return k;
+}
+
+/* helper(d) for the one-argument Lua helpers */
+static void call1(lua_State *L, int fn, int arg) {
+  lua_pushvalue(L, UV(fn));
+  lua_pushvalue(L, arg);
+  lua_call(L, 1, 0);
+}
+
+/* ---- the callback loop ----
+**
+** Callbacks may yield: an inlineCallbacks function can fire a Deferred whose
+** callback awaits on the function's own coroutine, as Lua's xpcall allows in
+** the Lua version. So every call that can reach user code is a lua_callk or
+** lua_pcallk with a continuation, and the loops keep their state on the Lua
+** stack, not in C locals. */
+
+/* segment stack: 1 cur, 2 h, 3 result, 4 failed, 5 fn, 6 args, 7 r */
+enum { S_CUR = 1, S_H, S_RESULT, S_FAILED, S_FN, S_ARGS, S_R };
+
+static int segment_loop(lua_State *L, int have_r);
+
+static int segment_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  return segment_loop(L, 1);
+}
+
+/* segment(cur, plain): run cur's callbacks (defer.lua's segment, line for
+** line). Returns the Deferred to continue with, or nothing. */
+static int segment(lua_State *L) {
+  int plain = lua_toboolean(L, 2), failed = 0;
+  lua_Integer h;
+  lua_settop(L, 1);
+  lua_pushnil(L);             /* 2: h, below */
+  get_field(L, 1, K_RESULT);  /* 3: result */
+  if (!plain && !lua_isnil(L, 3)) failed = value_kind(L, 3) == 1;
+  lua_pushboolean(L, failed); /* 4 */
+  set_bool(L, 1, K_RUNNING, 1);
+  h = get_int(L, 1, K_H);
+  /* after an error the entries up to the one that raised are already nil */
+  for (;;) {
+    int empty = lua_rawgeti(L, 1, h + 1) == LUA_TNIL;
+    lua_pop(L, 1);
+    if (!empty || h >= get_int(L, 1, K_N)) break;
+    h += 3;
+  }
+  lua_pushinteger(L, h);
+  lua_replace(L, S_H);
+  return segment_loop(L, 0);
+}
+
+/* Set cur up to go on at entry h later; return the Deferred at index d. */
+static int segment_handoff(lua_State *L, lua_Integer h, int d) {
+  set_bool(L, 1, K_RUNNING, 0);
+  set_int(L, 1, K_H, h);
+  lua_settop(L, d);
+  return 1;
+}
+
+/* Push helper, the marker's argument and the result for a call that takes
+** the result away: cur keeps nil, and the chain goes on unfailed. */
+static void pass_result(lua_State *L, int helper) {
+  lua_pushvalue(L, UV(helper));
+  lua_pushvalue(L, S_ARGS);
+  lua_pushvalue(L, S_RESULT);
+  lua_pushnil(L);
+  lua_replace(L, S_RESULT);
+  lua_pushboolean(L, 0);
+  lua_replace(L, S_FAILED);
+}
+
+static int segment_loop(lua_State *L, int have_r) {
+  lua_Integer h = lua_tointeger(L, S_H);
+  int failed = lua_toboolean(L, S_FAILED);
+  for (;;) {
+    if (!have_r) {
+      if (h >= get_int(L, 1, K_N)) break;
+      lua_settop(L, S_FAILED);
+      lua_rawgeti(L, 1, h + (failed ? 2 : 1));  /* 5: fn */
+      lua_rawgeti(L, 1, h + 3);                 /* 6: args or marker argument */
+      lua_pushnil(L); lua_rawseti(L, 1, h + 1);
+      lua_pushnil(L); lua_rawseti(L, 1, h + 2);
+      lua_pushnil(L); lua_rawseti(L, 1, h + 3);
+      h += 3;
+      lua_pushinteger(L, h);
+      lua_replace(L, S_H);
+      if (!lua_toboolean(L, S_FN)) continue;
+      if (lua_type(L, S_ARGS) == LUA_TBOOLEAN) {  /* false: no extra arguments */
+        lua_pushvalue(L, S_FN);
+        lua_pushvalue(L, S_RESULT);
+        lua_callk(L, 1, 1, 0, segment_k);
+      } else if (lua_rawequal(L, S_FN, UV(U_CONTINUE))) {
+        /* give our result to the Deferred waiting on us, then run it */
+        set_value(L, S_ARGS, K_RESULT, S_RESULT);
+        set_nil(L, 1, K_RESULT);
+        if (get_bool(L, 1, K_DBG)) call1(L, U_CLEAR_FAILED, 1);
+        set_int(L, S_ARGS, K_PAUSED, get_int(L, S_ARGS, K_PAUSED) - 1);
+        return segment_handoff(L, h, S_ARGS);
+      } else if (lua_rawequal(L, S_FN, UV(U_RESUME))) {
+        /* an await: the coroutine gets the result, we keep nil */
+        set_nil(L, S_ARGS, K_WAITING);
+        set_nil(L, 1, K_RESULT);
+        pass_result(L, U_ENQUEUE);
+        failed = 0;
+        lua_call(L, 2, 0);
+        continue;
+      } else if (lua_rawequal(L, S_FN, UV(U_FIRE))) {
+        /* chainDeferred: fire a, run it from here (no recursion), keep nil */
+        int fired;
+        set_nil(L, 1, K_RESULT);
+        pass_result(L, U_PREFIRE);
+        lua_pushinteger(L, 1);
+        failed = 0;
+        lua_call(L, 3, 1);
+        fired = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (fired && get_int(L, S_ARGS, K_PAUSED) == 0) return segment_handoff(L, h, S_ARGS);
+        continue;
+      } else {  /* fn(result, unpack(args, 1, args.n)) */
+        lua_Integer i, n = get_int(L, S_ARGS, K_COUNT);
+        if (n < 0 || n > 250 || !lua_checkstack(L, (int)n + 2))
+          return luaL_error(L, "too many callback arguments");
+        lua_pushvalue(L, S_FN);
+        lua_pushvalue(L, S_RESULT);
+        for (i = 1; i <= n; i++) lua_rawgeti(L, S_ARGS, i);
+        lua_callk(L, (int)n + 1, 1, 0, segment_k);
+      }
+    }
+    have_r = 0;
+    /* 7: r, the callback's return value */
+    {
+      int k = value_kind(L, S_R);
+      if (k == 2) {
+        if (lua_rawequal(L, S_R, 1)) {
+          lua_pushvalue(L, UV(U_SELF_FAILURE));
+          lua_call(L, 0, 1);
+          lua_replace(L, S_R);
+          failed = 1;
+        } else {
+          int wait = !get_bool(L, S_R, K_CALLED) || get_int(L, S_R, K_PAUSED) > 0;
+          if (!wait) {
+            get_field(L, S_R, K_RESULT);
+            wait = value_kind(L, -1) == 2;
+            lua_pop(L, 1);
+          }
+          if (wait) {
+            /* wait for r: pause and chain */
+            lua_Integer rn;
+            set_int(L, 1, K_PAUSED, get_int(L, 1, K_PAUSED) + 1);
+            set_value(L, 1, K_CHAINEDTO, S_R);
+            set_value(L, 1, K_RESULT, S_R);
+            rn = get_int(L, S_R, K_N);
+            lua_pushvalue(L, UV(U_CONTINUE)); lua_rawseti(L, S_R, rn + 1);
+            lua_pushvalue(L, UV(U_CONTINUE)); lua_rawseti(L, S_R, rn + 2);
+            lua_pushvalue(L, 1); lua_rawseti(L, S_R, rn + 3);
+            set_int(L, S_R, K_N, rn + 3);
+            set_bool(L, 1, K_RUNNING, 0);
+            set_int(L, 1, K_H, h);
+            if (get_bool(L, 1, K_DBG)) call1(L, U_CLEAR_FAILED, 1);
+            return 0;
+          }
+          /* r already has a result: take it */
+          get_field(L, S_R, K_RESULT);  /* rr */
+          set_nil(L, S_R, K_RESULT);
+          if (get_bool(L, S_R, K_DBG)) call1(L, U_CLEAR_FAILED, S_R);
+          lua_replace(L, S_R);
+          failed = value_kind(L, S_R) == 1;
+        }
+      } else {
+        failed = k == 1;
+      }
+    }
+    lua_settop(L, S_R);
+    lua_replace(L, S_RESULT);
+    lua_pushboolean(L, failed);
+    lua_replace(L, S_FAILED);
+    set_value(L, 1, K_RESULT, S_RESULT);
+  }
+  set_bool(L, 1, K_RUNNING, 0);
+  if (h != 0) {
+    set_int(L, 1, K_N, 0);
+    if (get_int(L, 1, K_H) != 0) set_nil(L, 1, K_H);
+  }
+  if (failed) {
+    lua_pushvalue(L, UV(U_MARK_FAILED));
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, S_RESULT);
+    lua_call(L, 2, 0);
+  } else if (get_bool(L, 1, K_DBG)) {
+    call1(L, U_CLEAR_FAILED, 1);
+  }
+  return 0;
+}
+
+static void bump_cdepth(lua_State *L, int delta) {
+  DSTATE(L)->cdepth += delta;
+}
+
+/* run stack: 1 self, 2 msgh, 3 cur, 4 stack of waiting Deferreds (a table,
+** made lazily), 5 its depth, 6 plain (for the first segment only).
+** ctx: how many values the calling method returns (self for the add
+** methods, nothing for run and callback). */
+enum { R_SELF = 1, R_MSGH, R_CUR, R_STACK, R_SP, R_PLAIN };
+
+static int run_loop(lua_State *L, int status, lua_KContext ctx);
+
+static int run_k(lua_State *L, int status, lua_KContext ctx) {
+  return run_loop(L, status == LUA_YIELD ? LUA_OK : status, ctx);
+}
+
+/* The Lua stack must hold self at 1 and, optionally, plain at 2. */
+static int run_impl(lua_State *L, lua_KContext nret) {
+  int plain = lua_toboolean(L, 2);
+  if (get_bool(L, 1, K_RUNNING)) {
+    lua_settop(L, 1);
+    return (int)nret;
+  }
+  lua_settop(L, 1);
+  lua_pushvalue(L, UV(U_MSGH));  /* 2 */
+  lua_pushvalue(L, 1);           /* 3: cur */
+  lua_pushnil(L);                /* 4: stack */
+  lua_pushinteger(L, 0);         /* 5: sp */
+  lua_pushboolean(L, plain);     /* 6 */
+  bump_cdepth(L, 1);
+  return run_loop(L, -1, nret);
+}
+
+/* status -1: start the next segment; else a segment's pcall just ended */
+static int run_loop(lua_State *L, int status, lua_KContext ctx) {
+  for (;;) {
+    if (status == -1) {
+      if (get_int(L, R_CUR, K_PAUSED) > 0) break;
+      if (get_bool(L, R_CUR, K_CHAINEDTO)) set_nil(L, R_CUR, K_CHAINEDTO);
+      lua_pushvalue(L, UV(U_SEGMENT));
+      lua_pushvalue(L, R_CUR);
+      lua_pushvalue(L, R_PLAIN);
+      lua_pushboolean(L, 0);
+      lua_replace(L, R_PLAIN);
+      status = lua_pcallk(L, 2, 1, R_MSGH, ctx, run_k);
+    }
+    while (status != LUA_OK) {
+      if (value_kind(L, -1) != 1) {  /* e.g. "error in error handling" */
+        lua_pushvalue(L, UV(U_WRAP_FAILURE));
+        lua_insert(L, -2);
+        lua_call(L, 1, 1);
+      }
+      lua_pushvalue(L, UV(K_RESULT));
+      lua_insert(L, -2);
+      lua_rawset(L, R_CUR);
+      lua_pushvalue(L, UV(U_SEGMENT));
+      lua_pushvalue(L, R_CUR);
+      status = lua_pcallk(L, 1, 1, R_MSGH, ctx, run_k);
+    }
+    status = -1;
+    if (!lua_isnil(L, -1)) {  /* go on with the next Deferred; come back later */
+      lua_Integer sp = lua_tointeger(L, R_SP) + 1;
+      if (lua_isnil(L, R_STACK)) {
+        lua_newtable(L);
+        lua_replace(L, R_STACK);
+      }
+      lua_pushvalue(L, R_CUR);
+      lua_rawseti(L, R_STACK, sp);
+      lua_pushinteger(L, sp);
+      lua_replace(L, R_SP);
+      lua_replace(L, R_CUR);
+    } else {
+      lua_Integer sp = lua_tointeger(L, R_SP);
+      lua_pop(L, 1);
+      if (sp == 0) break;
+      lua_rawgeti(L, R_STACK, sp);
+      lua_replace(L, R_CUR);
+      lua_pushnil(L);
+      lua_rawseti(L, R_STACK, sp);
+      lua_pushinteger(L, sp - 1);
+      lua_replace(L, R_SP);
+    }
+  }
+  bump_cdepth(L, -1);
+  lua_settop(L, 1);
+  return (int)ctx;
+}
+
+static int d_run(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  return run_impl(L, 0);
+}
+
+/* The Lua version of a method, for every case but the common one. */
+static int slow_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  return lua_gettop(L);
+}
+
+static int slow(lua_State *L, int fn) {
+  int n = lua_gettop(L);
+  lua_pushvalue(L, UV(fn));
+  lua_insert(L, 1);
+  lua_callk(L, n, LUA_MULTRET, 0, slow_k);
+  return lua_gettop(L);
+}
+
+static int debugging(lua_State *L) {
+  return DSTATE(L)->debugging;
+}
+
+/* cdepth(): protected calls run() has nested now */
+static int d_cdepth(lua_State *L) {
+  lua_pushinteger(L, DSTATE(L)->cdepth);
+  return 1;
+}
+
+/* setDebugging(on) */
+static int d_set_debugging(lua_State *L) {
+  DSTATE(L)->debugging = lua_toboolean(L, 1);
+  return 0;
+}
+
+/* d:callback(result) */
+static int d_callback(lua_State *L) {
+  if (lua_gettop(L) > 2 || lua_type(L, 1) != LUA_TTABLE || get_bool(L, 1, K_CALLED) ||
+      value_kind(L, 2) != 0 || debugging(L))
+    return slow(L, U_SLOW_CALLBACK);
+  lua_settop(L, 2);
+  set_bool(L, 1, K_CALLED, 1);
+  set_value(L, 1, K_RESULT, 2);
+  if (get_int(L, 1, K_N) == 0) return 0;
+  lua_pushboolean(L, 1);
+  lua_replace(L, 2);
+  return run_impl(L, 0);
+}
+
+/* append (cb, eb, false) and run if fired; returns self */
+static int add(lua_State *L, int cb, int eb) {
+  lua_Integer n = get_int(L, 1, K_N);
+  lua_pushvalue(L, cb); lua_rawseti(L, 1, n + 1);
+  if (eb) lua_pushvalue(L, eb); else lua_pushboolean(L, 0);
+  lua_rawseti(L, 1, n + 2);
+  lua_pushboolean(L, 0); lua_rawseti(L, 1, n + 3);
+  set_int(L, 1, K_N, n + 3);
+  lua_settop(L, 1);
+  if (get_bool(L, 1, K_CALLED)) return run_impl(L, 1);
+  return 1;
+}
+
+static int fast_args(lua_State *L, int n) {
+  return lua_gettop(L) == n && lua_type(L, 1) == LUA_TTABLE;
+}
+
+static int d_addCallback(lua_State *L) {
+  if (!fast_args(L, 2) || lua_type(L, 2) != LUA_TFUNCTION) return slow(L, U_SLOW_ADDCALLBACK);
+  return add(L, 2, 0);
+}
+
+static int d_addErrback(lua_State *L) {
+  lua_Integer n;
+  if (!fast_args(L, 2) || lua_type(L, 2) != LUA_TFUNCTION) return slow(L, U_SLOW_ADDERRBACK);
+  n = get_int(L, 1, K_N);
+  lua_pushboolean(L, 0); lua_rawseti(L, 1, n + 1);
+  lua_pushvalue(L, 2); lua_rawseti(L, 1, n + 2);
+  lua_pushboolean(L, 0); lua_rawseti(L, 1, n + 3);
+  set_int(L, 1, K_N, n + 3);
+  lua_settop(L, 1);
+  if (get_bool(L, 1, K_CALLED)) return run_impl(L, 1);
+  return 1;
+}
+
+static int d_addBoth(lua_State *L) {
+  if (!fast_args(L, 2) || lua_type(L, 2) != LUA_TFUNCTION) return slow(L, U_SLOW_ADDBOTH);
+  return add(L, 2, 2);
+}
+
+static int d_addCallbacks(lua_State *L) {
+  int top = lua_gettop(L);
+  if (top < 2 || top > 3 || lua_type(L, 1) != LUA_TTABLE || lua_type(L, 2) != LUA_TFUNCTION ||
+      (top == 3 && !lua_isnil(L, 3) && lua_type(L, 3) != LUA_TFUNCTION))
+    return slow(L, U_SLOW_ADDCALLBACKS);
+  return add(L, 2, top == 3 && !lua_isnil(L, 3) ? 3 : 0);
+}
+
+/* succeed(result): a fired Deferred; Failures and Deferreds go to Lua.
+** Only called and result are set: every other field is its class default
+** (a callback added later makes room for _n). */
+static int d_succeed(lua_State *L) {
+  if (lua_gettop(L) > 1 || value_kind(L, 1) != 0 || debugging(L)) return slow(L, U_SLOW_SUCCEED);
+  lua_settop(L, 1);
+  lua_createtable(L, 0, 2);
+  lua_pushvalue(L, UV(K_CALLED)); lua_pushboolean(L, 1); lua_rawset(L, 2);
+  if (!lua_isnil(L, 1)) {
+    lua_pushvalue(L, UV(K_RESULT)); lua_pushvalue(L, 1); lua_rawset(L, 2);
+  }
+  lua_pushvalue(L, UV(U_DEFERRED));
+  lua_setmetatable(L, 2);
+  return 1;
+}
+
+/* await(d) inside an inlineCallbacks function: a non-Deferred comes back as
+** is and a settled Deferred (fired, nothing queued, not paused or running,
+** no unhandled Failure) gives its result at once; the rest is Lua's. */
+static int d_await(lua_State *L) {
+  if (lua_gettop(L) != 1 || get_field(L, UV(U_IC), K_ST) == LUA_TNIL)
+    return slow(L, U_SLOW_AWAIT);
+  lua_pop(L, 1);
+  if (value_kind(L, 1) != 2) return 1;
+  if (!get_bool(L, 1, K_CALLED) || get_int(L, 1, K_N) != 0 || get_int(L, 1, K_PAUSED) != 0 ||
+      get_bool(L, 1, K_RUNNING) || get_bool(L, 1, K_DBG))
+    return slow(L, U_SLOW_AWAIT);
+  get_field(L, 1, K_RESULT);
+  set_nil(L, 1, K_RESULT);
+  return 1;
+}
+
+static void push_upvalues(lua_State *L, int cfg, int state, int with_segment) {
+  int i;
+  for (i = 1; i < U_SEGMENT; i++) {
+    if (i == U_STATE) lua_pushvalue(L, state);
+    else lua_getfield(L, cfg, CFG_NAMES[i]);
+  }
+  if (with_segment) lua_getfield(L, cfg, "_segment");
+  else lua_pushnil(L);
+  for (i = U_SEGMENT + 1; i <= U_LAST; i++) lua_pushstring(L, KEY_NAMES[i]);
+}
+
+/* core.defer_bind(cfg) -> {run, segment, callback, addCallback, addErrback,
+** addBoth, addCallbacks, succeed} */
+static int defer_bind(lua_State *L) {
+  static const struct { const char *name; lua_CFunction fn; } FNS[] = {
+    { "run", d_run }, { "callback", d_callback }, { "addCallback", d_addCallback },
+    { "addErrback", d_addErrback }, { "addBoth", d_addBoth },
+    { "addCallbacks", d_addCallbacks }, { "succeed", d_succeed },
+    { "await", d_await }, { "cdepth", d_cdepth }, { "setDebugging", d_set_debugging },
+  };
+  struct dstate *st;
+  int i;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  luaL_checkstack(L, U_LAST + 8, "defer_bind");  /* the closures' upvalues */
+  for (i = 1; i < U_SEGMENT; i++) {
+    int t;
+    if (i == U_STATE) continue;
+    t = lua_getfield(L, 1, CFG_NAMES[i]);
+    lua_pop(L, 1);
+    if (t == LUA_TNIL) return luaL_error(L, "defer_bind: cfg.%s is missing", CFG_NAMES[i]);
+  }
+  lua_newtable(L);  /* 2: result */
+  st = lua_newuserdatauv(L, sizeof *st, 0);  /* 3 */
+  st->cdepth = 0;
+  st->debugging = 0;
+  push_upvalues(L, 1, 3, 0);
+  lua_pushcclosure(L, segment, U_LAST);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, 1, "_segment");
+  lua_setfield(L, 2, "segment");
+  for (i = 0; i < (int)(sizeof FNS / sizeof FNS[0]); i++) {
+    push_upvalues(L, 1, 3, 1);
+    lua_pushcclosure(L, FNS[i].fn, U_LAST);
+    lua_setfield(L, 2, FNS[i].name);
+  }
+  lua_pushnil(L);
+  lua_setfield(L, 1, "_segment");
+  lua_settop(L, 2);
+  return 1;
+}
+
+void braid_open_deferred(lua_State *L) {
+  lua_pushcfunction(L, defer_bind);
+  lua_setfield(L, -2, "defer_bind");
+}

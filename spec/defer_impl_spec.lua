@@ -1,0 +1,75 @@
+-- spec/defer_impl_spec.lua: which chain runner braid.defer uses (C from
+-- runtime/deferred.c, or its Lua one), and behaviour that depends on it.
+local defer = require "braid.defer"
+local Deferred = defer.Deferred
+
+describe("defer.implementation", function()
+  it("is C when braid.core loads, and Lua when BRAID_DEFER_LUA is set", function()
+    local forced = os.getenv("BRAID_DEFER_LUA")
+    if forced ~= nil and forced ~= "" and forced ~= "0" then
+      assert.equal("Lua", defer.implementation())
+    else
+      assert.equal("C", defer.implementation())
+    end
+  end)
+
+  it("installs the Lua methods while debugging, and its own again after", function()
+    local fast = Deferred.addCallback
+    defer.setDebugging(true)
+    finally(function() defer.setDebugging(false) end)
+    local d = Deferred()
+    assert.equal("function", type(Deferred.addCallback))
+    if defer.implementation() == "C" then assert.are_not.equal(fast, Deferred.addCallback) end
+    d:callback(1)
+    defer.setDebugging(false)
+    assert.equal(fast, Deferred.addCallback)
+  end)
+
+  it("runs the common case and every marker through one chain", function()
+    local order = {}
+    local inner = Deferred()
+    local chained = Deferred()
+    local d = Deferred()
+    d:addCallback(function(x) order[#order + 1] = "a" .. x; return x + 1 end)
+    d:addCallbacks(function(x) order[#order + 1] = "b" .. x; return inner end, nil)
+    d:addCallback(function(x, extra) order[#order + 1] = "c" .. x .. extra; error("boom") end, "!")
+    d:addErrback(function(f) order[#order + 1] = "e:" .. tostring(f.value):match("boom") end)
+    d:addBoth(function(x) order[#order + 1] = "f" .. tostring(x); return 7 end)
+    d:chainDeferred(chained)
+    local got
+    chained:addCallback(function(x) got = x end)
+    d:callback(1)
+    assert.same({ "a1", "b2" }, order)
+    assert.equal(1, d.paused)
+    inner:callback(10)
+    assert.same({ "a1", "b2", "c10!", "e:boom", "fnil" }, order)
+    assert.equal(7, got)
+    assert.equal(0, d.paused)
+    assert.is_nil(d.result)
+  end)
+
+  it("keeps a callback's return value as the result while the next one runs", function()
+    local d = Deferred()
+    local seen
+    d:addCallback(function(x) return x * 2 end)
+    d:addCallback(function(x) seen = d.result; return x end)
+    d:callback(21)
+    assert.equal(42, seen)
+    assert.equal(42, d.result)
+  end)
+
+  it("runs a chain 100000 Deferreds deep without growing the C stack", function()
+    local ds = { [0] = Deferred() }
+    for i = 1, 100000 do
+      local prev = ds[i - 1]
+      local d = Deferred()
+      d:addCallback(function() return prev end)
+      d:callback(nil)
+      ds[i] = d
+    end
+    assert.equal(1, ds[100000].paused)
+    ds[0]:callback("deep")
+    assert.equal("deep", ds[100000].result)
+    assert.equal(0, ds[100000].paused)
+  end)
+end)
