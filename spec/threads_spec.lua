@@ -171,6 +171,22 @@ describe("threads.deferToThread (in a thread)", function()
     assert.equal(42, r)
   end))
 
+  it("lets a worker use braid.defer, on its Lua chain runner", async(function()
+    local r = await(threads.deferToThread(function(x)
+      local defer = require "braid.defer"
+      local out = {}
+      local d = defer.Deferred()
+      d:addCallback(function(v) return v + 1 end)
+      d:addCallback(function() error("in the worker") end)
+      d:addErrback(function(f) out.err = tostring(f.value):match("in the worker") return 5 end)
+      d:addCallback(function(v) out.v = v end)
+      d:callback(x)
+      out.impl = defer.implementation()
+      return out
+    end, 1))
+    assert.same({ impl = "Lua", err = "in the worker", v = 5 }, r)
+  end))
+
   it("copies arguments and results: types, nested tables, nils and odd strings", async(function()
     local r = await(threads.deferToThread(function(...)
       local t = table.pack(...)
