@@ -50,7 +50,7 @@ enum {
   U_ENQUEUE,      /* enqueue(state, value): resume an inlineCallbacks */
   U_PREFIRE,      /* prefire(d, v, level) -> true if d now fired */
   U_SELF_FAILURE, /* self_failure() -> Failure(TypeError "returned itself") */
-  U_WRAP_FAILURE, /* wrap_failure(e) -> Failure(e, "") */
+  U_WRAP_FAILURE, /* wrap_failure(e) -> e if a Failure, else Failure(e, "") */
   U_STATE,        /* struct dstate (userdata) */
   U_SLOW_CALLBACK,
   U_SLOW_ADDCALLBACK,
@@ -191,17 +191,17 @@ static void call1(lua_State *L, int fn, int arg) {
 ** callback awaits on the function's own coroutine, as Lua's xpcall allows in
 ** the Lua version. So every call that can reach user code is a lua_callk or
 ** lua_pcallk with a continuation, and the loops keep their state on the Lua
-** stack, not in C locals. */
+** stack or in the continuation's context, not in C locals alone. */
 
-/* segment stack: 1 cur, 2 h, 3 result, 4 failed, 5 fn, 6 args, 7 r */
-enum { S_CUR = 1, S_H, S_RESULT, S_FAILED, S_FN, S_ARGS, S_R };
+/* segment stack: 1 cur, 2 result, 3 fn, 4 args, 5 r (the callback's return
+** value); the continuation's context is h, the next entry */
+enum { S_CUR = 1, S_RESULT, S_FN, S_ARGS, S_R };
 
-static int segment_loop(lua_State *L, int have_r);
+static int segment_loop(lua_State *L, lua_Integer h, int failed, int have_r);
 
 static int segment_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
-  (void)ctx;
-  return segment_loop(L, 1);
+  return segment_loop(L, (lua_Integer)ctx, 0, 1);  /* failed follows from r */
 }
 
 /* segment(cur, plain): run cur's callbacks (defer.lua's segment, line for
@@ -210,10 +210,8 @@ static int segment(lua_State *L) {
   int plain = lua_toboolean(L, 2), failed = 0;
   lua_Integer h;
   lua_settop(L, 1);
-  lua_pushnil(L);             /* 2: h, below */
-  get_field(L, 1, K_RESULT);  /* 3: result */
-  if (!plain && !lua_isnil(L, 3)) failed = value_kind(L, 3) == 1;
-  lua_pushboolean(L, failed); /* 4 */
+  get_field(L, 1, K_RESULT);  /* 2: result */
+  if (!plain && !lua_isnil(L, S_RESULT)) failed = value_kind(L, S_RESULT) == 1;
   set_bool(L, 1, K_RUNNING, 1);
   h = get_int(L, 1, K_H);
   /* after an error the entries up to the one that raised are already nil */
@@ -223,15 +221,18 @@ static int segment(lua_State *L) {
     if (!empty || h >= get_int(L, 1, K_N)) break;
     h += 3;
   }
-  lua_pushinteger(L, h);
-  lua_replace(L, S_H);
-  return segment_loop(L, 0);
+  return segment_loop(L, h, failed, 0);
 }
 
-/* Set cur up to go on at entry h later; return the Deferred at index d. */
-static int segment_handoff(lua_State *L, lua_Integer h, int d) {
+/* Stop running cur; it goes on at entry h later. */
+static void segment_stop(lua_State *L, lua_Integer h) {
   set_bool(L, 1, K_RUNNING, 0);
   set_int(L, 1, K_H, h);
+}
+
+/* segment_stop, and return the Deferred at index d to run next. */
+static int segment_handoff(lua_State *L, lua_Integer h, int d) {
+  segment_stop(L, h);
   lua_settop(L, d);
   return 1;
 }
@@ -244,30 +245,24 @@ static void pass_result(lua_State *L, int helper) {
   lua_pushvalue(L, S_RESULT);
   lua_pushnil(L);
   lua_replace(L, S_RESULT);
-  lua_pushboolean(L, 0);
-  lua_replace(L, S_FAILED);
 }
 
-static int segment_loop(lua_State *L, int have_r) {
-  lua_Integer h = lua_tointeger(L, S_H);
-  int failed = lua_toboolean(L, S_FAILED);
+static int segment_loop(lua_State *L, lua_Integer h, int failed, int have_r) {
   for (;;) {
     if (!have_r) {
       if (h >= get_int(L, 1, K_N)) break;
-      lua_settop(L, S_FAILED);
-      lua_rawgeti(L, 1, h + (failed ? 2 : 1));  /* 5: fn */
-      lua_rawgeti(L, 1, h + 3);                 /* 6: args or marker argument */
+      lua_settop(L, S_RESULT);
+      lua_rawgeti(L, 1, h + (failed ? 2 : 1));  /* fn */
+      lua_rawgeti(L, 1, h + 3);                 /* args or marker argument */
       lua_pushnil(L); lua_rawseti(L, 1, h + 1);
       lua_pushnil(L); lua_rawseti(L, 1, h + 2);
       lua_pushnil(L); lua_rawseti(L, 1, h + 3);
       h += 3;
-      lua_pushinteger(L, h);
-      lua_replace(L, S_H);
       if (!lua_toboolean(L, S_FN)) continue;
       if (lua_type(L, S_ARGS) == LUA_TBOOLEAN) {  /* false: no extra arguments */
         lua_pushvalue(L, S_FN);
         lua_pushvalue(L, S_RESULT);
-        lua_callk(L, 1, 1, 0, segment_k);
+        lua_callk(L, 1, 1, (lua_KContext)h, segment_k);
       } else if (lua_rawequal(L, S_FN, UV(U_CONTINUE))) {
         /* give our result to the Deferred waiting on us, then run it */
         set_value(L, S_ARGS, K_RESULT, S_RESULT);
@@ -302,11 +297,10 @@ static int segment_loop(lua_State *L, int have_r) {
         lua_pushvalue(L, S_FN);
         lua_pushvalue(L, S_RESULT);
         for (i = 1; i <= n; i++) lua_rawgeti(L, S_ARGS, i);
-        lua_callk(L, (int)n + 1, 1, 0, segment_k);
+        lua_callk(L, (int)n + 1, 1, (lua_KContext)h, segment_k);
       }
     }
     have_r = 0;
-    /* 7: r, the callback's return value */
     {
       int k = value_kind(L, S_R);
       if (k == 2) {
@@ -333,8 +327,7 @@ static int segment_loop(lua_State *L, int have_r) {
             lua_pushvalue(L, UV(U_CONTINUE)); lua_rawseti(L, S_R, rn + 2);
             lua_pushvalue(L, 1); lua_rawseti(L, S_R, rn + 3);
             set_int(L, S_R, K_N, rn + 3);
-            set_bool(L, 1, K_RUNNING, 0);
-            set_int(L, 1, K_H, h);
+            segment_stop(L, h);
             if (get_bool(L, 1, K_DBG)) call1(L, U_CLEAR_FAILED, 1);
             return 0;
           }
@@ -351,8 +344,6 @@ static int segment_loop(lua_State *L, int have_r) {
     }
     lua_settop(L, S_R);
     lua_replace(L, S_RESULT);
-    lua_pushboolean(L, failed);
-    lua_replace(L, S_FAILED);
     set_value(L, 1, K_RESULT, S_RESULT);
   }
   set_bool(L, 1, K_RUNNING, 0);
@@ -376,10 +367,12 @@ static void bump_cdepth(lua_State *L, int delta) {
 }
 
 /* run stack: 1 self, 2 msgh, 3 cur, 4 stack of waiting Deferreds (a table,
-** made lazily), 5 its depth, 6 plain (for the first segment only).
-** ctx: how many values the calling method returns (self for the add
-** methods, nothing for run and callback). */
-enum { R_SELF = 1, R_MSGH, R_CUR, R_STACK, R_SP, R_PLAIN };
+** made lazily), 5 its depth. ctx: bit 0, how many values the calling method
+** returns (self for the add methods, nothing for run and callback); bit 1,
+** plain, until the first segment has started. */
+enum { R_SELF = 1, R_MSGH, R_CUR, R_STACK, R_SP };
+#define RUN_NRET 1
+#define RUN_PLAIN 2
 
 static int run_loop(lua_State *L, int status, lua_KContext ctx);
 
@@ -387,21 +380,16 @@ static int run_k(lua_State *L, int status, lua_KContext ctx) {
   return run_loop(L, status == LUA_YIELD ? LUA_OK : status, ctx);
 }
 
-/* The Lua stack must hold self at 1 and, optionally, plain at 2. */
-static int run_impl(lua_State *L, lua_KContext nret) {
-  int plain = lua_toboolean(L, 2);
-  if (get_bool(L, 1, K_RUNNING)) {
-    lua_settop(L, 1);
-    return (int)nret;
-  }
+/* Run the Deferred at index 1; ctx as for run_loop. */
+static int run_impl(lua_State *L, lua_KContext ctx) {
   lua_settop(L, 1);
+  if (get_bool(L, 1, K_RUNNING)) return (int)(ctx & RUN_NRET);
   lua_pushvalue(L, UV(U_MSGH));  /* 2 */
   lua_pushvalue(L, 1);           /* 3: cur */
   lua_pushnil(L);                /* 4: stack */
   lua_pushinteger(L, 0);         /* 5: sp */
-  lua_pushboolean(L, plain);     /* 6 */
   bump_cdepth(L, 1);
-  return run_loop(L, -1, nret);
+  return run_loop(L, -1, ctx);
 }
 
 /* status -1: start the next segment; else a segment's pcall just ended */
@@ -412,17 +400,14 @@ static int run_loop(lua_State *L, int status, lua_KContext ctx) {
       if (get_bool(L, R_CUR, K_CHAINEDTO)) set_nil(L, R_CUR, K_CHAINEDTO);
       lua_pushvalue(L, UV(U_SEGMENT));
       lua_pushvalue(L, R_CUR);
-      lua_pushvalue(L, R_PLAIN);
-      lua_pushboolean(L, 0);
-      lua_replace(L, R_PLAIN);
+      lua_pushboolean(L, ctx & RUN_PLAIN);
+      ctx &= RUN_NRET;
       status = lua_pcallk(L, 2, 1, R_MSGH, ctx, run_k);
     }
-    while (status != LUA_OK) {
-      if (value_kind(L, -1) != 1) {  /* e.g. "error in error handling" */
-        lua_pushvalue(L, UV(U_WRAP_FAILURE));
-        lua_insert(L, -2);
-        lua_call(L, 1, 1);
-      }
+    while (status != LUA_OK) {  /* the Failure becomes the result; go on */
+      lua_pushvalue(L, UV(U_WRAP_FAILURE));
+      lua_insert(L, -2);
+      lua_call(L, 1, 1);
       lua_pushvalue(L, UV(K_RESULT));
       lua_insert(L, -2);
       lua_rawset(L, R_CUR);
@@ -456,12 +441,12 @@ static int run_loop(lua_State *L, int status, lua_KContext ctx) {
   }
   bump_cdepth(L, -1);
   lua_settop(L, 1);
-  return (int)ctx;
+  return (int)(ctx & RUN_NRET);
 }
 
 static int d_run(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  return run_impl(L, 0);
+  return run_impl(L, lua_toboolean(L, 2) ? RUN_PLAIN : 0);
 }
 
 /* The Lua version of a method, for every case but the common one. */
@@ -504,21 +489,24 @@ static int d_callback(lua_State *L) {
   set_bool(L, 1, K_CALLED, 1);
   set_value(L, 1, K_RESULT, 2);
   if (get_int(L, 1, K_N) == 0) return 0;
-  lua_pushboolean(L, 1);
-  lua_replace(L, 2);
-  return run_impl(L, 0);
+  return run_impl(L, RUN_PLAIN);
 }
 
-/* append (cb, eb, false) and run if fired; returns self */
+/* push the value at idx, or false for idx 0 */
+static void push_or_false(lua_State *L, int idx) {
+  if (idx) lua_pushvalue(L, idx);
+  else lua_pushboolean(L, 0);
+}
+
+/* append (cb, eb, false) (index 0: false) and run if fired; returns self */
 static int add(lua_State *L, int cb, int eb) {
   lua_Integer n = get_int(L, 1, K_N);
-  lua_pushvalue(L, cb); lua_rawseti(L, 1, n + 1);
-  if (eb) lua_pushvalue(L, eb); else lua_pushboolean(L, 0);
-  lua_rawseti(L, 1, n + 2);
+  push_or_false(L, cb); lua_rawseti(L, 1, n + 1);
+  push_or_false(L, eb); lua_rawseti(L, 1, n + 2);
   lua_pushboolean(L, 0); lua_rawseti(L, 1, n + 3);
   set_int(L, 1, K_N, n + 3);
   lua_settop(L, 1);
-  if (get_bool(L, 1, K_CALLED)) return run_impl(L, 1);
+  if (get_bool(L, 1, K_CALLED)) return run_impl(L, RUN_NRET);
   return 1;
 }
 
@@ -532,16 +520,8 @@ static int d_addCallback(lua_State *L) {
 }
 
 static int d_addErrback(lua_State *L) {
-  lua_Integer n;
   if (!fast_args(L, 2) || lua_type(L, 2) != LUA_TFUNCTION) return slow(L, U_SLOW_ADDERRBACK);
-  n = get_int(L, 1, K_N);
-  lua_pushboolean(L, 0); lua_rawseti(L, 1, n + 1);
-  lua_pushvalue(L, 2); lua_rawseti(L, 1, n + 2);
-  lua_pushboolean(L, 0); lua_rawseti(L, 1, n + 3);
-  set_int(L, 1, K_N, n + 3);
-  lua_settop(L, 1);
-  if (get_bool(L, 1, K_CALLED)) return run_impl(L, 1);
-  return 1;
+  return add(L, 0, 2);
 }
 
 static int d_addBoth(lua_State *L) {
