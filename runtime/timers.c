@@ -69,18 +69,24 @@ static void sift_up(uint32_t i, struct hentry e) {
   hset(i, e);
 }
 
-static void sift_down(uint32_t i, struct hentry e) {
+/* track: keep each moved entry's idx (heap_compact passes 0 and sets them
+** all in one pass afterwards) */
+static inline void sift_down_(uint32_t i, struct hentry e, int track) {
   uint32_t n = H.n;
   for (;;) {
     uint32_t c = 2 * i + 1;
     if (c >= n) break;
     if (c + 1 < n && hless(&H.v[c + 1], &H.v[c])) c++;
     if (!hless(&H.v[c], &e)) break;
-    hset(i, H.v[c]);
+    if (track) hset(i, H.v[c]);
+    else H.v[i] = H.v[c];
     i = c;
   }
-  hset(i, e);
+  if (track) hset(i, e);
+  else H.v[i] = e;
 }
+
+static void sift_down(uint32_t i, struct hentry e) { sift_down_(i, e, 1); }
 
 static void heap_compact(void);
 
@@ -115,20 +121,6 @@ static void heap_pop_dead_top(void) {
   if (H.n > 0) sift_down(0, last);
 }
 
-/* sift_down without maintaining idx (heap_compact sets them in one pass) */
-static void sift_down_raw(uint32_t i, struct hentry e) {
-  uint32_t n = H.n;
-  for (;;) {
-    uint32_t c = 2 * i + 1;
-    if (c >= n) break;
-    if (c + 1 < n && hless(&H.v[c + 1], &H.v[c])) c++;
-    if (!hless(&H.v[c], &e)) break;
-    H.v[i] = H.v[c];
-    i = c;
-  }
-  H.v[i] = e;
-}
-
 /* Drop every dead entry and rebuild the heap in O(n): filter and heapify
 ** the keys alone, then set each call's idx once (the calls are scattered
 ** in memory: ask for them a few entries ahead). */
@@ -139,7 +131,7 @@ static void heap_compact(void) {
     if (H.v[i].dc) H.v[j++] = H.v[i];
   H.n = j;
   H.dead = 0;
-  for (uint32_t i = j / 2; i-- > 0;) sift_down_raw(i, H.v[i]);
+  for (uint32_t i = j / 2; i-- > 0;) sift_down_(i, H.v[i], 0);
   for (uint32_t i = 0; i < j; i++) {
     if (i + AHEAD < j) __builtin_prefetch(H.v[i + AHEAD].dc, 1);
     H.v[i].dc->idx = i;
