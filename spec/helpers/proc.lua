@@ -47,11 +47,33 @@ function Proc:braidPid()
   return self.child or self.pid
 end
 
---- Send a signal ("INT", "TERM", "HUP"...) to braid. (Signalling the
--- timeout guard would deliver it twice: timeout forwards it to the child
--- and to its process group.)
+local SIGNUM = { HUP = 1, INT = 2, QUIT = 3, USR1 = 10, USR2 = 12, TERM = 15 }
+
+-- Whether process pid catches signal number n (/proc's SigCgt mask); nil
+-- when that cannot be read (the process is gone).
+local function catches(pid, n)
+  local f = io.open(("/proc/%d/status"):format(pid))
+  if not f then return nil end
+  local mask = f:read("a"):match("\nSigCgt:%s*(%x+)")
+  f:close()
+  if not mask then return nil end
+  local digit = tonumber(mask:sub(-1 - (n - 1) // 4, -1 - (n - 1) // 4), 16)
+  return digit & (1 << ((n - 1) % 4)) ~= 0
+end
+
+--- Send a signal ("INT", "TERM", "HUP"...) to braid, once braid catches it
+-- (a script prints before reactor.run() installs the handlers; a signal
+-- sent in between would kill it). Gives up waiting after 5 s. (Signalling
+-- the timeout guard would deliver it twice: timeout forwards it to the
+-- child and to its process group.)
 function Proc:kill(sig)
-  os.execute(("kill -%s %d 2>/dev/null"):format(sig or "TERM", self:braidPid()))
+  sig = sig or "TERM"
+  local pid, n = self:braidPid(), SIGNUM[sig]
+  if n then
+    local deadline = os.time() + 5
+    while catches(pid, n) == false and os.time() < deadline do end
+  end
+  os.execute(("kill -%s %d 2>/dev/null"):format(sig, pid))
 end
 
 --- Read the rest of the output; returns all lines and the exit code.
