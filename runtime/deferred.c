@@ -17,7 +17,8 @@
 **                       chained with a CONTINUE entry, and a table is the
 **                       stack of waiting Deferreds, so the C stack never grows
 **                       with the chain.
-**   callback(d, v), addCallback, addErrback, addBoth, addCallbacks, succeed:
+**   __new (Deferred()), callback(d, v), addCallback, addErrback, addBoth,
+**   addCallbacks, succeed, await:
 **                       the common case (a plain result, functions without
 **                       extra arguments); anything else calls the Lua version
 **                       given in cfg, which raises the errors and handles
@@ -59,6 +60,7 @@ enum {
   U_SLOW_ADDCALLBACKS,
   U_SLOW_SUCCEED,
   U_SLOW_AWAIT,
+  U_SLOW_NEW,
   U_IC,           /* table: ic.st is the running inlineCallbacks state */
   U_SEGMENT,      /* the C segment closure (nil inside segment itself) */
   K_CALLED,       /* interned field names */
@@ -72,7 +74,8 @@ enum {
   K_WAITING,
   K_COUNT,        /* "n" of packed argument lists */
   K_ST,
-  U_LAST = K_ST
+  K_CANCELLER,
+  U_LAST = K_CANCELLER
 };
 
 #define UV(i) lua_upvalueindex(i)
@@ -97,14 +100,14 @@ static const char *const CFG_NAMES[] = {
   [U_SLOW_CALLBACK] = "callback", [U_SLOW_ADDCALLBACK] = "addCallback",
   [U_SLOW_ADDERRBACK] = "addErrback", [U_SLOW_ADDBOTH] = "addBoth",
   [U_SLOW_ADDCALLBACKS] = "addCallbacks", [U_SLOW_SUCCEED] = "succeed",
-  [U_SLOW_AWAIT] = "await", [U_IC] = "ic",
+  [U_SLOW_AWAIT] = "await", [U_SLOW_NEW] = "__new", [U_IC] = "ic",
 };
 
 static const char *const KEY_NAMES[] = {
   [K_CALLED] = "called", [K_RESULT] = "result", [K_N] = "_n", [K_H] = "_h",
   [K_RUNNING] = "_running", [K_PAUSED] = "paused", [K_DBG] = "_dbg",
   [K_CHAINEDTO] = "_chainedTo", [K_WAITING] = "waiting",
-  [K_COUNT] = "n", [K_ST] = "st",
+  [K_COUNT] = "n", [K_ST] = "st", [K_CANCELLER] = "_canceller",
 };
 
 /* ---- field access on the table at (absolute) index t ---- */
@@ -162,8 +165,8 @@ static int value_kind(lua_State *L, int idx) {
   int t = lua_type(L, idx), k;
   if (t != LUA_TTABLE && t != LUA_TUSERDATA) return 0;
   if (!lua_getmetatable(L, idx)) return 0;
-  if (lua_rawequal(L, -1, UV(U_FAILURE))) { lua_pop(L, 1); return 1; }
   if (lua_rawequal(L, -1, UV(U_DEFERRED))) { lua_pop(L, 1); return 2; }
+  if (lua_rawequal(L, -1, UV(U_FAILURE))) { lua_pop(L, 1); return 1; }
   lua_pushvalue(L, -1);
   if (lua_rawget(L, UV(U_KIND)) == LUA_TNIL) {
     lua_pop(L, 1);
@@ -537,6 +540,22 @@ static int d_addCallbacks(lua_State *L) {
   return add(L, 2, top == 3 && !lua_isnil(L, 3) ? 3 : 0);
 }
 
+/* Deferred.__new(cls, canceller?): a plain Deferred, its table sized for
+** three callbacks and the fields a Deferred's life writes (called, result,
+** _n, _running), so that it never grows; every absent field reads as its
+** class default. Subclasses and anything unusual go to Lua. */
+static int d_new(lua_State *L) {
+  int top = lua_gettop(L), canceller;
+  if (top > 2 || !lua_rawequal(L, 1, UV(U_DEFERRED)) || debugging(L)) return slow(L, U_SLOW_NEW);
+  canceller = top == 2 && !lua_isnil(L, 2);
+  if (canceller && lua_type(L, 2) != LUA_TFUNCTION) return slow(L, U_SLOW_NEW);
+  lua_createtable(L, 9, 4 + canceller);
+  if (canceller) set_value(L, top + 1, K_CANCELLER, 2);
+  lua_pushvalue(L, UV(U_DEFERRED));
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
 /* succeed(result): a fired Deferred; Failures and Deferreds go to Lua.
 ** Only called and result are set: every other field is its class default
 ** (a callback added later makes room for _n). */
@@ -561,9 +580,18 @@ static int d_await(lua_State *L) {
     return slow(L, U_SLOW_AWAIT);
   lua_pop(L, 1);
   if (value_kind(L, 1) != 2) return 1;
-  if (!get_bool(L, 1, K_CALLED) || get_int(L, 1, K_N) != 0 || get_int(L, 1, K_PAUSED) != 0 ||
-      get_bool(L, 1, K_RUNNING) || get_bool(L, 1, K_DBG))
+  /* the five fields read at once, popped once (stack slots 2..6) */
+  get_field(L, 1, K_CALLED);
+  get_field(L, 1, K_N);
+  get_field(L, 1, K_PAUSED);
+  get_field(L, 1, K_RUNNING);
+  get_field(L, 1, K_DBG);
+  if (!lua_toboolean(L, 2) || lua_tointeger(L, 3) != 0 || lua_tointeger(L, 4) != 0 ||
+      lua_toboolean(L, 5) || lua_toboolean(L, 6)) {
+    lua_settop(L, 1);
     return slow(L, U_SLOW_AWAIT);
+  }
+  lua_settop(L, 1);
   get_field(L, 1, K_RESULT);
   set_nil(L, 1, K_RESULT);
   return 1;
@@ -587,7 +615,7 @@ static int defer_bind(lua_State *L) {
     { "run", d_run }, { "callback", d_callback }, { "addCallback", d_addCallback },
     { "addErrback", d_addErrback }, { "addBoth", d_addBoth },
     { "addCallbacks", d_addCallbacks }, { "succeed", d_succeed },
-    { "await", d_await }, { "cdepth", d_cdepth }, { "setDebugging", d_set_debugging },
+    { "await", d_await }, { "__new", d_new }, { "cdepth", d_cdepth }, { "setDebugging", d_set_debugging },
   };
   struct dstate *st;
   int i;

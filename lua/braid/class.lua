@@ -36,6 +36,9 @@ ClassMeta.__tostring = function(cls)
   return "<class " .. tostring(rawget(cls, "__name") or "?") .. ">"
 end
 
+-- The metatables of classes: ClassMeta, and the copies setconstructor makes.
+local CLASSMETA = setmetatable({ [ClassMeta] = true }, { __mode = "k" })
+
 local Object = setmetatable({ __name = "Object" }, ClassMeta)
 Object.__index = Object
 
@@ -96,13 +99,28 @@ end
 --- The class of an instance (its metatable), or nil.
 function M.classof(v)
   local mt = type(v) == "table" and getmetatable(v)
-  if type(mt) == "table" and getmetatable(mt) == ClassMeta then return mt end
+  if type(mt) == "table" and CLASSMETA[getmetatable(mt)] then return mt end
   return nil
 end
 
 --- True when v is a class made by this module.
 function M.isclass(v)
-  return type(v) == "table" and getmetatable(v) == ClassMeta
+  return type(v) == "table" and CLASSMETA[getmetatable(v)] == true
+end
+
+--- Make cls(...) call ctor(cls, ...) directly (a constructor written in C,
+-- say), or go back to the usual new (ctor nil). Subclasses of cls made
+-- later keep the usual path: ctor must handle cls itself only.
+function M.setconstructor(cls, ctor)
+  if not M.isclass(cls) then
+    error("bad argument #1 to 'setconstructor' (class expected, got " .. type(cls) .. ")", 2)
+  end
+  if ctor == nil then return setmetatable(cls, ClassMeta) end
+  local meta = {}
+  for k, v in pairs(ClassMeta) do meta[k] = v end
+  meta.__call = ctor
+  CLASSMETA[meta] = true
+  return setmetatable(cls, meta)
 end
 
 --- The class name of an instance or class, else Lua's type name.

@@ -1312,14 +1312,14 @@ end
 -------------------------------------------------------------------------------
 -- The chain runner in C
 --
--- runtime/deferred.c implements run() and the common case of callback,
--- addCallback, addErrback, addBoth, addCallbacks, succeed and await on this
--- very table layout (scripts/bench/deferred: 1.24x the Lua code above on
--- chains, 1.25x on awaits). It calls back into the Lua versions for everything else, and the
--- Lua versions serve alone where braid.core cannot be loaded (a worker
--- thread) or when the environment sets BRAID_DEFER_LUA=1. While debugging
--- is on, the Lua methods are installed (they record where Deferreds are made
--- and fired); the C ones check the flag too, for references taken earlier.
+-- runtime/deferred.c implements run() and the common case of Deferred(),
+-- callback, addCallback, addErrback, addBoth, addCallbacks, succeed and await
+-- on this very table layout (docs/benchmarks.md has what it gains). It calls
+-- back into the Lua versions for everything else, and the Lua versions
+-- serve alone where braid.core cannot be loaded (a worker thread) or when
+-- the environment sets BRAID_DEFER_LUA=1. While debugging is on, the Lua
+-- methods are installed (they record where Deferreds are made and fired);
+-- the C ones check the flag too, for references taken earlier.
 
 local LUA = {
   callback = Deferred.callback,
@@ -1341,6 +1341,7 @@ install_methods = function()
   end
   M.succeed = impl.succeed
   M.await = impl.await
+  class.setconstructor(Deferred, impl.__new)  -- Deferred() calls the C one directly
   if FAST then FAST.setDebugging(debugging) end
 end
 
@@ -1357,7 +1358,7 @@ do
       self_failure = returned_itself, wrap_failure = wrap_failure,
       callback = LUA.callback, addCallback = LUA.addCallback, addErrback = LUA.addErrback,
       addBoth = LUA.addBoth, addCallbacks = LUA.addCallbacks, succeed = LUA.succeed,
-      await = LUA.await, ic = IC,
+      await = LUA.await, __new = Deferred.__new, ic = IC,
     })
     run = FAST.run
     c_depth = FAST.cdepth
