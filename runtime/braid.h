@@ -79,7 +79,7 @@ int braid_pusherror(lua_State *L, int err);
 /* Run the timers due now (FIFO among equal deadlines); returns how many. */
 int braid_timers_run(lua_State *L);
 /* Seconds until the next timer is due (0 if one is due), or -1 if none. */
-double braid_timers_next(void);
+double braid_timers_next(lua_State *L);
 
 /* Module openers: each adds its functions to the table on top. */
 void braid_open_loop(lua_State *L);

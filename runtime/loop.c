@@ -205,7 +205,7 @@ static int timers_p(lua_State *L) {
 ** braid_timers_next() when none was due, or -2 when some ran (the calls
 ** may have scheduled others: ask again). */
 static double run_timers(lua_State *L) {
-  double next = braid_timers_next();
+  double next = braid_timers_next(L);
   if (next != 0) return next;
   lua_pushcfunction(L, timers_p);
   if (lua_pcall(L, 0, 0, 0) != LUA_OK) braid_report_error(L);
@@ -218,7 +218,7 @@ static void iterate_once(double max_wait) {
   lua_State *L = lp->L;
   run_turn_hook();
   double next = run_timers(L);
-  if (run_turn_hook() || next == -2) next = braid_timers_next(); /* else still current */
+  if (run_turn_hook() || next == -2) next = braid_timers_next(L); /* else still current */
   if (lp->stop_flag) return;
   double wait = max_wait;
   if (next >= 0 && (wait < 0 || next < wait)) wait = next;

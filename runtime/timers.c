@@ -5,16 +5,20 @@
 ** calls with the same deadline run in scheduling order, and reset/delay
 ** take a new seq (they count as rescheduling). Heap entries carry their
 ** keys inline so sifting compares without touching the calls themselves;
-** each call knows its heap index. cancel is O(1): it lets go of the call
-** (function, arguments, anchor) at once and leaves a dead key in the heap;
-** dead keys are dropped when they reach the top, and the heap is compacted
-** (filter + Floyd heapify, O(n)) on the next loop turn once they outnumber
-** the live ones, as Twisted's runUntilCurrent does, or before the heap
-** would grow for them: it never holds more than twice the pending calls.
+** each call knows its heap index. cancel is O(1) and touches the call
+** alone: it marks it cancelled, lets its function and arguments go, and
+** counts one more dead entry; the heap entry (and the call's anchor) stay.
+** Dead entries are dropped, their anchors released, when they reach the
+** top, and the heap is compacted (filter + Floyd heapify, O(n)) on the
+** next loop turn once they outnumber the live ones, as Twisted's
+** runUntilCurrent does, or before the heap would grow for them: it never
+** holds more than twice the pending calls. When no call is left pending,
+** the heap is emptied and the anchor table replaced at once (O(1)), so the
+** next calls are anchored in order again.
 **
 ** A DelayedCall is a userdata whose user values are the function and its
-** arguments. While pending it is anchored in a registry table (anchors),
-** so losing the last Lua reference cancels nothing.
+** arguments. While in the heap it is anchored in a registry table
+** (anchors), so losing the last Lua reference cancels nothing.
 */
 #include <math.h>
 #include <stdlib.h>
@@ -45,10 +49,11 @@ struct hentry {
 static struct {
   struct hentry *v;
   uint32_t n, cap;
-  uint32_t dead;    /* entries whose call was cancelled (dc == NULL) */
+  uint32_t dead;    /* entries whose call was cancelled (still anchored) */
   uint64_t seq;
   int anchors_ref;  /* registry ref of the anchor table */
-} H = { NULL, 0, 0, 0, 0, LUA_NOREF };
+  int ref_max;      /* the highest anchor ref handed out since the table was made */
+} H = { NULL, 0, 0, 0, 0, LUA_NOREF, 0 };
 
 static inline int hless(const struct hentry *a, const struct hentry *b) {
   return a->deadline < b->deadline || (a->deadline == b->deadline && a->seq < b->seq);
@@ -88,11 +93,11 @@ static inline void sift_down_(uint32_t i, struct hentry e, int track) {
 
 static void sift_down(uint32_t i, struct hentry e) { sift_down_(i, e, 1); }
 
-static void heap_compact(void);
+static void heap_compact(lua_State *L);
 
 /* 0, or -1 when out of memory */
-static int heap_push(struct dcall *dc) {
-  if (H.n == H.cap && H.dead > H.n / 2) heap_compact(); /* room without growing */
+static int heap_push(lua_State *L, struct dcall *dc) {
+  if (H.n == H.cap && H.dead > H.n / 2) heap_compact(L); /* room without growing */
   if (H.n == H.cap) {
     uint32_t cap = H.cap ? H.cap * 2 : 64;
     struct hentry *v = realloc(H.v, cap * sizeof *v);
@@ -115,20 +120,39 @@ static void heap_remove(struct dcall *dc) {
   else sift_down(i, last);
 }
 
-static void heap_pop_dead_top(void) {
+static inline int dead(const struct hentry *e) {
+  return e->dc->state != DC_PENDING;
+}
+
+/* Let go of a dead entry's call (pushes nothing: luaL_unref and these
+** rawgeti/pop do not allocate, so this cannot raise). */
+static void release(lua_State *L, struct dcall *dc) {
+  dc->idx = NOT_IN_HEAP;
+  if (dc->ref == LUA_NOREF) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, H.anchors_ref);
+  luaL_unref(L, -1, dc->ref);
+  lua_pop(L, 1);
+  dc->ref = LUA_NOREF;
+}
+
+static void heap_pop_dead_top(lua_State *L) {
+  release(L, H.v[0].dc);
   H.dead--;
   struct hentry last = H.v[--H.n];
   if (H.n > 0) sift_down(0, last);
 }
 
-/* Drop every dead entry and rebuild the heap in O(n): filter and heapify
-** the keys alone, then set each call's idx once (the calls are scattered
-** in memory: ask for them a few entries ahead). */
-static void heap_compact(void) {
+/* Drop every dead entry, releasing its call, and rebuild the heap in O(n):
+** filter and heapify the keys alone, then set each call's idx once (the
+** calls are scattered in memory: ask for them a few entries ahead). */
+static void heap_compact(lua_State *L) {
   enum { AHEAD = 16 };
   uint32_t j = 0;
-  for (uint32_t i = 0; i < H.n; i++)
-    if (H.v[i].dc) H.v[j++] = H.v[i];
+  for (uint32_t i = 0; i < H.n; i++) {
+    if (i + AHEAD < H.n) __builtin_prefetch(H.v[i + AHEAD].dc, 1);
+    if (dead(&H.v[i])) release(L, H.v[i].dc);
+    else H.v[j++] = H.v[i];
+  }
   H.n = j;
   H.dead = 0;
   for (uint32_t i = j / 2; i-- > 0;) sift_down_(i, H.v[i], 0);
@@ -143,18 +167,25 @@ static void heap_compact(void) {
 }
 
 /* Compact when the dead outnumber the living (once per loop turn). */
-static void heap_maybe_compact(void) {
-  if (H.dead > 64 && H.dead > H.n / 2) heap_compact();
+static void heap_maybe_compact(lua_State *L) {
+  if (H.dead > 64 && H.dead > H.n / 2) heap_compact(L);
 }
 
-/* Cancel: forget the call, leave its key behind. */
-static void heap_kill(struct dcall *dc) {
-  uint32_t i = dc->idx;
-  if (i == NOT_IN_HEAP) return;
-  dc->idx = NOT_IN_HEAP;
-  H.v[i].dc = NULL;
-  H.dead++;
-  if (H.dead == H.n) H.n = H.dead = 0;
+/* Nothing pending: drop every (dead) entry. A large anchor table is
+** replaced at once (the registry slot stays), the calls left behind being
+** all fired or cancelled: nothing reads their idx or ref again. A small
+** one keeps its table and releases each entry. Can raise (memory) before
+** changing anything. */
+enum { RESET_MIN = 64 };
+static void heap_reset(lua_State *L) {
+  if (H.ref_max <= RESET_MIN) {
+    for (uint32_t i = 0; i < H.n; i++) release(L, H.v[i].dc);
+  } else {
+    lua_newtable(L);
+    lua_rawseti(L, LUA_REGISTRYINDEX, H.anchors_ref);
+    H.ref_max = 0;
+  }
+  H.n = H.dead = 0;
 }
 
 /* The DelayedCall metatable of the state that opened the timers first: a
@@ -175,15 +206,6 @@ static void raise_state(lua_State *L, struct dcall *dc) {
   braid_raise(L, dc->state == DC_CALLED ? "AlreadyCalled" : "AlreadyCancelled", NULL);
 }
 
-static void unanchor(lua_State *L, struct dcall *dc) {
-  if (dc->ref == LUA_NOREF) return;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, H.anchors_ref);
-  luaL_unref(L, -1, dc->ref);
-  lua_pop(L, 1);
-  dc->ref = LUA_NOREF;
-  braid_work(-1);
-}
-
 static double check_delay(lua_State *L, int i, const char *what) {
   double d = luaL_checknumber(L, i);
   if (!(d >= 0) || d == HUGE_VAL)  /* also refuses NaN */
@@ -201,7 +223,7 @@ static int is_callable(lua_State *L, int i) {
 }
 
 /* callLater(delay, f, ...) -> DelayedCall
-** upvalue 1: the DelayedCall metatable; upvalue 2: the anchor table */
+** upvalue 1: the DelayedCall metatable */
 static int l_callLater(lua_State *L) {
   double delay = check_delay(L, 1, "delay");
   if (!is_callable(L, 2))
@@ -221,26 +243,34 @@ static int l_callLater(lua_State *L) {
     lua_pushvalue(L, i + 1);
     lua_setiuservalue(L, -2, i);
   }
-  if (heap_push(dc) != 0) return luaL_error(L, "not enough memory");
-  lua_pushvalue(L, -1);
-  dc->ref = luaL_ref(L, lua_upvalueindex(2));
+  lua_rawgeti(L, LUA_REGISTRYINDEX, H.anchors_ref);
+  lua_pushvalue(L, -2);
+  dc->ref = luaL_ref(L, -2);  /* anchored first: a heap entry always is */
+  if (dc->ref > H.ref_max) H.ref_max = dc->ref;
+  if (heap_push(L, dc) != 0) {
+    luaL_unref(L, -1, dc->ref);
+    dc->ref = LUA_NOREF;
+    return luaL_error(L, "not enough memory");
+  }
+  lua_pop(L, 1);
   braid_work(1);
   return 1;
 }
 
-static void reschedule(struct dcall *dc, double deadline) {
+static void reschedule(lua_State *L, struct dcall *dc, double deadline) {
   heap_remove(dc);
   dc->deadline = deadline;
   dc->seq = H.seq++;
-  heap_push(dc); /* cannot fail: the slot it left is free */
+  heap_push(L, dc); /* cannot fail: the slot it left is free */
 }
 
 static int l_cancel(lua_State *L) {
   struct dcall *dc = dc_check(L, 1);
   if (dc->state != DC_PENDING) raise_state(L, dc);
+  if (H.dead + 1 == H.n) heap_reset(L); /* the last pending call (may raise: first) */
+  else H.dead++;
   dc->state = DC_CANCELLED;
-  heap_kill(dc);
-  unanchor(L, dc);
+  braid_work(-1);
   for (int i = 1; i <= dc->nuv; i++) { /* let the function and args go */
     lua_pushnil(L);
     lua_setiuservalue(L, 1, i);
@@ -253,7 +283,7 @@ static int l_delay(lua_State *L) {
   double d = luaL_checknumber(L, 2);
   luaL_argcheck(L, d == d, 2, "seconds must be a number, got nan");
   if (dc->state != DC_PENDING) raise_state(L, dc);
-  reschedule(dc, dc->deadline + d);
+  reschedule(L, dc, dc->deadline + d);
   return 0;
 }
 
@@ -261,7 +291,7 @@ static int l_reset(lua_State *L) {
   struct dcall *dc = dc_check(L, 1);
   double d = check_delay(L, 2, "seconds");
   if (dc->state != DC_PENDING) raise_state(L, dc);
-  reschedule(dc, braid_monotonic() + d);
+  reschedule(L, dc, braid_monotonic() + d);
   return 0;
 }
 
@@ -295,10 +325,10 @@ static int l_active(lua_State *L) {
 
 /* methods (upvalue 1), then the fields called, cancelled, time, func, args */
 static int dc_index(lua_State *L) {
-  struct dcall *dc = dc_check(L, 1);
-  lua_pushvalue(L, 2); /* methods first: dc:cancel() is the hot lookup */
+  lua_pushvalue(L, 2); /* methods first: dc:cancel() is the hot lookup (each checks self) */
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
   lua_pop(L, 1);
+  struct dcall *dc = dc_check(L, 1);
   const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
   if (k) {
     if (strcmp(k, "called") == 0) { lua_pushboolean(L, dc->state == DC_CALLED); return 1; }
@@ -334,7 +364,7 @@ static int l_getDelayedCalls(lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, H.anchors_ref);
   lua_Integer k = 0;
   for (uint32_t i = 0; i < H.n; i++) {
-    if (!H.v[i].dc) continue;
+    if (dead(&H.v[i])) continue;
     lua_rawgeti(L, -1, H.v[i].dc->ref);
     lua_rawseti(L, -3, ++k);
   }
@@ -347,9 +377,9 @@ static int l_pending(lua_State *L) {
   return 1;
 }
 
-double braid_timers_next(void) {
-  heap_maybe_compact();
-  while (H.n > 0 && H.v[0].dc == NULL) heap_pop_dead_top();
+double braid_timers_next(lua_State *L) {
+  heap_maybe_compact(L);
+  while (H.n > 0 && dead(&H.v[0])) heap_pop_dead_top(L);
   if (H.n == 0) return -1;
   double d = H.v[0].deadline - braid_monotonic();
   return d > 0 ? d : 0;
@@ -368,17 +398,19 @@ int braid_timers_run(lua_State *L) {
   lua_settop(L, 0);
   braid_push_msgh(L);
   int msgh = lua_gettop(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, H.anchors_ref);
-  int anchors = lua_gettop(L);
   while (H.n > 0) {
     struct hentry *top = &H.v[0];
-    if (!top->dc) { heap_pop_dead_top(); continue; }
+    if (dead(top)) { heap_pop_dead_top(L); continue; }
     if (top->deadline > now || top->seq >= barrier) break;
     struct dcall *dc = top->dc;
     heap_remove(dc);
     dc->state = DC_CALLED;
-    lua_rawgeti(L, anchors, dc->ref);
-    luaL_unref(L, anchors, dc->ref);
+    /* the anchor table is fetched per call: a call that cancels the last
+    ** pending one replaces it (heap_reset) */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, H.anchors_ref);
+    lua_rawgeti(L, -1, dc->ref);
+    luaL_unref(L, -2, dc->ref);
+    lua_remove(L, -2);
     dc->ref = LUA_NOREF;
     braid_work(-1);
     int nuv = dc->nuv;
@@ -387,9 +419,11 @@ int braid_timers_run(lua_State *L) {
     for (int i = 1; i <= nuv; i++) lua_getiuservalue(L, ud, i);
     int st = lua_pcall(L, nuv - 1, 0, msgh);
     if (st != LUA_OK) braid_report_error(L);
-    lua_settop(L, anchors);
+    lua_settop(L, msgh);
     ran++;
   }
+  /* none left pending: the next calls start on a fresh anchor table, in order */
+  if (ran && H.n == H.dead && H.ref_max > RESET_MIN) heap_reset(L);
   lua_settop(L, 0);
   return ran;
 }
@@ -435,8 +469,7 @@ void braid_open_timers(lua_State *L) {
     lua_pushliteral(L, "DelayedCall");
     lua_setfield(L, -2, "__name");
   }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, H.anchors_ref);
-  lua_pushcclosure(L, l_callLater, 2);
+  lua_pushcclosure(L, l_callLater, 1);
   lua_setfield(L, -2, "callLater");
   lua_pushcfunction(L, l_getDelayedCalls);
   lua_setfield(L, -2, "getDelayedCalls");

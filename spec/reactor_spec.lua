@@ -234,6 +234,98 @@ describe("reactor.getDelayedCalls", function()
   end)
 end)
 
+describe("cancelled calls in the timer heap", function()
+  after_each(clean)
+
+  -- cancel only marks a call: its entry stays until it reaches the top or
+  -- the heap is compacted, and when no call is left pending the heap is
+  -- emptied at once (a large anchor table is replaced)
+  local function weak_handles(n, delay)
+    local weak = setmetatable({}, { __mode = "v" })
+    local strong = {}
+    for i = 1, n do
+      strong[i] = reactor.callLater(delay + i / 1e6, print)
+      weak[i] = strong[i]
+    end
+    return strong, weak
+  end
+
+  local function count(t)
+    local k = 0
+    for _ in pairs(t) do k = k + 1 end
+    return k
+  end
+
+  it("lets cancelled calls be collected once the heap drops them, keeping the pending ones", function()
+    local strong, weak = weak_handles(300, 100)
+    for i = 1, 200 do strong[i]:cancel() end  -- dead outnumber the living
+    assert.equal(100, core.timer_count())
+    assert.equal(100, #reactor.getDelayedCalls())
+    for i = 1, 300 do strong[i] = nil end
+    reactor.iterate(0)  -- the loop turn compacts
+    collectgarbage(); collectgarbage()
+    assert.equal(100, count(weak))
+    for i = 1, 200 do assert.is_nil(weak[i]) end
+    for i = 201, 300 do assert.is_true(weak[i]:active()) end
+  end)
+
+  it("empties the heap when the last pending call of many is cancelled, and goes on in order", function()
+    local strong, weak = weak_handles(500, 100)
+    for i = 1, 500 do strong[i]:cancel() end
+    assert.equal(0, core.timer_count())
+    assert.same({}, reactor.getDelayedCalls())
+    strong = nil
+    collectgarbage(); collectgarbage()
+    assert.equal(0, count(weak))
+    local order = {}
+    for i = 1, 100 do reactor.callLater(i / 1e4, function() order[#order + 1] = i end) end
+    reactor.callLater(0.05, reactor.stop)
+    run_for()
+    assert.equal(100, #order)
+    for i = 1, 100 do assert.equal(i, order[i]) end
+  end)
+
+  it("survives a call that cancels the last pending call of many while calls run", function()
+    local later = {}
+    local fired = {}
+    for i = 1, 200 do
+      later[i] = reactor.callLater(100, function() fired[#fired + 1] = "late" .. i end)
+    end
+    for i = 1, 199 do later[i]:cancel() end
+    for i = 1, 3 do
+      reactor.callLater(0, function()
+        fired[#fired + 1] = i
+        if i == 1 then later[200]:cancel() end
+        -- anchored after the anchor table was replaced
+        if i == 2 then reactor.callLater(0, function() fired[#fired + 1] = "new" end) end
+      end)
+    end
+    reactor.iterate(0)
+    assert.same({ 1, 2, 3 }, fired)
+    reactor.iterate(0)
+    assert.same({ 1, 2, 3, "new" }, fired)
+    assert.equal(0, core.timer_count())
+    collectgarbage(); collectgarbage()
+    local dc = reactor.callLater(0, function() fired[#fired + 1] = "after" end)
+    reactor.iterate(0)
+    assert.is_true(dc.called)
+    assert.equal("after", fired[5])
+  end)
+
+  it("drops cancelled calls that reach the top without running them", function()
+    local order = {}
+    local calls = {}
+    for i = 1, 10 do
+      calls[i] = reactor.callLater(i / 1e3, function() order[#order + 1] = i end)
+    end
+    for i = 1, 9, 2 do calls[i]:cancel() end
+    reactor.callLater(0.03, reactor.stop)
+    run_for()
+    assert.same({ 2, 4, 6, 8, 10 }, order)
+    assert.equal(0, core.timer_count())
+  end)
+end)
+
 describe("reactor.run and stop", function()
   after_each(clean)
 
