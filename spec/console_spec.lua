@@ -57,6 +57,18 @@ local function tcp_client(port)
   return client(assert(socket.connect("127.0.0.1", port:getHost().port)))
 end
 
+-- console.serve with a password file holding pw; a connected client that
+-- has read the prompt. Everything is closed and removed after the spec.
+local function serve_with_password(pw)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w")); f:write(pw, "\n"); f:close()
+  local port = console.serve("tcp:127.0.0.1:0", path)
+  local k = tcp_client(port)
+  finally(function() k.c:close(); port:stopListening(); os.remove(path) end)
+  assert.equal("password:", k.line(1))
+  return k
+end
+
 describe("console.eval", function()
   local env
   before_each(function() env = console.newEnv(function() end) end)
@@ -250,12 +262,7 @@ describe("console.serve", function()
   end)
 
   it("serves with a password: the right one opens the console", function()
-    local pw = os.tmpname()
-    local f = assert(io.open(pw, "w")); f:write("s3cret\n"); f:close()
-    local port = console.serve("tcp:127.0.0.1:0", pw)
-    local k = tcp_client(port)
-    finally(function() k.c:close(); port:stopListening(); os.remove(pw) end)
-    assert.equal("password:", k.line(1))
+    local k = serve_with_password("s3cret")
     k.send("s3cret\r\n")
     assert.matches("^braid console", k.line(2))
     k.send("1 + 1\n")
@@ -263,12 +270,7 @@ describe("console.serve", function()
   end)
 
   it("closes the connection on a wrong password and evaluates nothing", function()
-    local pw = os.tmpname()
-    local f = assert(io.open(pw, "w")); f:write("s3cret\n"); f:close()
-    local port = console.serve("tcp:127.0.0.1:0", pw)
-    local k = tcp_client(port)
-    finally(function() k.c:close(); port:stopListening(); os.remove(pw) end)
-    assert.equal("password:", k.line(1))
+    local k = serve_with_password("s3cret")
     k.send("guess\nconsole_spec_owned = true\n")
     assert.equal("error: wrong password", k.line(2))
     k.waitClosed()

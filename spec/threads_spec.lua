@@ -55,6 +55,20 @@ end
 -- A gate in the main state that jobs can wait at: a worker calls
 -- blockingCallFromThread(GATE_ENTER) and stays there until open().
 local GATE = "braid_threads_spec_gate"
+-- Run src as a braid script whose jobs block on a fifo nobody writes;
+-- returns its output lines, exit code and the output joined.
+local function run_blocked(src)
+  local fifo = mkfifo()
+  local script = os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write(src:format(fifo))
+  f:close()
+  local lines, code = proc.run({ script })
+  os.remove(script)
+  os.remove(fifo)
+  return lines, code, table.concat(lines, "\n")
+end
+
 local function make_gate()
   local g = { waiting = {}, entered = 0 }
   g.arrived = defer.Deferred()
@@ -666,10 +680,7 @@ describe("shutdown", function()
   end))
 
   it("logs a job that never returns after the grace period and the process exits", function()
-    local fifo = mkfifo()
-    local script = os.tmpname()
-    local f = assert(io.open(script, "w"))
-    f:write(([[
+    local lines, code, out = run_blocked([[
 local threads = require "braid.threads"
 local reactor = require "braid.reactor"
 threads.setShutdownGracePeriod(0.2)
@@ -679,12 +690,7 @@ threads.callInThread(function(path)
 end, %q)
 reactor.run()
 print("exited run")
-]]):format(fifo))
-    f:close()
-    local lines, code = proc.run({ script })
-    os.remove(script)
-    os.remove(fifo)
-    local out = table.concat(lines, "\n")
+]])
     assert.equal(0, code, out)
     assert.matches("Thread pool shutdown: abandoned callInThread%(function <[^>]+:4>%), still "
       .. "running after 0%.%d s", out)
@@ -692,10 +698,7 @@ print("exited run")
   end)
 
   it("drops queued jobs at shutdown when the grace period runs out", function()
-    local fifo = mkfifo()
-    local script = os.tmpname()
-    local f = assert(io.open(script, "w"))
-    f:write(([[
+    local _, code, out = run_blocked([[
 local threads = require "braid.threads"
 local reactor = require "braid.reactor"
 threads.setShutdownGracePeriod(0.1)
@@ -707,12 +710,7 @@ end, %q)
 threads.callInThread(function() print("never runs") end)
 reactor.run()
 print("exited run")
-]]):format(fifo))
-    f:close()
-    local lines, code = proc.run({ script })
-    os.remove(script)
-    os.remove(fifo)
-    local out = table.concat(lines, "\n")
+]])
     assert.equal(0, code, out)
     contains(out, "Thread pool shutdown: dropped 1 queued job(s) that never started")
     assert.is_nil(out:find("never runs", 1, true))
