@@ -207,14 +207,19 @@ static int segment_k(lua_State *L, int status, lua_KContext ctx) {
   return segment_loop(L, (lua_Integer)ctx, 0, 1);  /* failed follows from r */
 }
 
-/* segment(cur, plain): run cur's callbacks (defer.lua's segment, line for
-** line). Returns the Deferred to continue with, or nothing. */
+/* segment(cur, plain, resumed): run cur's callbacks (defer.lua's segment,
+** line for line). Returns the Deferred to continue with, or nothing. */
 static int segment(lua_State *L) {
-  int plain = lua_toboolean(L, 2), failed = 0;
+  int plain = lua_toboolean(L, 2), resumed = lua_toboolean(L, 3), failed = 0;
   lua_Integer h;
   lua_settop(L, 1);
-  get_field(L, 1, K_RESULT);  /* 2: result */
-  if (!plain && !lua_isnil(L, S_RESULT)) failed = value_kind(L, S_RESULT) == 1;
+  if (resumed) {  /* the chained Deferred is done: its callback() returned nil */
+    set_nil(L, 1, K_RESULT);
+    lua_pushnil(L);  /* 2: result */
+  } else {
+    get_field(L, 1, K_RESULT);  /* 2: result */
+    if (!plain && !lua_isnil(L, S_RESULT)) failed = value_kind(L, S_RESULT) == 1;
+  }
   set_bool(L, 1, K_RUNNING, 1);
   h = get_int(L, 1, K_H);
   /* after an error the entries up to the one that raised are already nil */
@@ -282,16 +287,26 @@ static int segment_loop(lua_State *L, lua_Integer h, int failed, int have_r) {
         lua_call(L, 2, 0);
         continue;
       } else if (lua_rawequal(L, S_FN, UV(U_FIRE))) {
-        /* chainDeferred: fire a, run it from here (no recursion), keep nil */
+        /* chainDeferred: fire a, and run it from here (no recursion); cur
+        ** keeps its result and stays running until a is done (as in
+        ** defer.lua's segment) */
         int fired;
-        set_nil(L, 1, K_RESULT);
-        pass_result(L, U_PREFIRE);
+        lua_pushvalue(L, UV(U_PREFIRE));
+        lua_pushvalue(L, S_ARGS);
+        lua_pushvalue(L, S_RESULT);
         lua_pushinteger(L, 1);
-        failed = 0;
         lua_call(L, 3, 1);
         fired = lua_toboolean(L, -1);
         lua_pop(L, 1);
-        if (fired && get_int(L, S_ARGS, K_PAUSED) == 0) return segment_handoff(L, h, S_ARGS);
+        if (fired && get_int(L, S_ARGS, K_PAUSED) == 0) {
+          set_int(L, 1, K_H, h);
+          lua_settop(L, S_ARGS);
+          return 1;
+        }
+        set_nil(L, 1, K_RESULT);
+        lua_pushnil(L);
+        lua_replace(L, S_RESULT);
+        failed = 0;
         continue;
       } else {  /* fn(result, unpack(args, 1, args.n)) */
         lua_Integer i, n = get_int(L, S_ARGS, K_COUNT);
@@ -372,10 +387,26 @@ static void bump_cdepth(lua_State *L, int delta) {
 /* run stack: 1 self, 2 msgh, 3 cur, 4 stack of waiting Deferreds (a table,
 ** made lazily), 5 its depth. ctx: bit 0, how many values the calling method
 ** returns (self for the add methods, nothing for run and callback); bit 1,
-** plain, until the first segment has started. */
+** plain, until the first segment has started; bit 2, resumed: cur was just
+** popped and is still running (its chainDeferred callback fired the
+** Deferred above it), so it goes on whatever its pause count. */
 enum { R_SELF = 1, R_MSGH, R_CUR, R_STACK, R_SP };
 #define RUN_NRET 1
 #define RUN_PLAIN 2
+#define RUN_RESUMED 4
+
+/* Pop the stack into cur; 0 when it is empty. */
+static int run_pop(lua_State *L) {
+  lua_Integer sp = lua_tointeger(L, R_SP);
+  if (sp == 0) return 0;
+  lua_rawgeti(L, R_STACK, sp);
+  lua_replace(L, R_CUR);
+  lua_pushnil(L);
+  lua_rawseti(L, R_STACK, sp);
+  lua_pushinteger(L, sp - 1);
+  lua_replace(L, R_SP);
+  return 1;
+}
 
 static int run_loop(lua_State *L, int status, lua_KContext ctx);
 
@@ -399,13 +430,21 @@ static int run_impl(lua_State *L, lua_KContext ctx) {
 static int run_loop(lua_State *L, int status, lua_KContext ctx) {
   for (;;) {
     if (status == -1) {
-      if (get_int(L, R_CUR, K_PAUSED) > 0) break;
-      if (get_bool(L, R_CUR, K_CHAINEDTO)) set_nil(L, R_CUR, K_CHAINEDTO);
+      if (!(ctx & RUN_RESUMED) && get_int(L, R_CUR, K_PAUSED) > 0) {
+        /* cur waits, and the chain below it with it, up to a running one */
+        int found = 0;
+        while (run_pop(L))
+          if ((found = get_bool(L, R_CUR, K_RUNNING))) break;
+        if (!found) break;
+        ctx |= RUN_RESUMED;
+      }
+      if (!(ctx & RUN_RESUMED) && get_bool(L, R_CUR, K_CHAINEDTO)) set_nil(L, R_CUR, K_CHAINEDTO);
       lua_pushvalue(L, UV(U_SEGMENT));
       lua_pushvalue(L, R_CUR);
       lua_pushboolean(L, ctx & RUN_PLAIN);
+      lua_pushboolean(L, ctx & RUN_RESUMED);
       ctx &= RUN_NRET;
-      status = lua_pcallk(L, 2, 1, R_MSGH, ctx, run_k);
+      status = lua_pcallk(L, 3, 1, R_MSGH, ctx, run_k);
     }
     while (status != LUA_OK) {  /* the Failure becomes the result; go on */
       lua_pushvalue(L, UV(U_WRAP_FAILURE));
@@ -431,15 +470,9 @@ static int run_loop(lua_State *L, int status, lua_KContext ctx) {
       lua_replace(L, R_SP);
       lua_replace(L, R_CUR);
     } else {
-      lua_Integer sp = lua_tointeger(L, R_SP);
       lua_pop(L, 1);
-      if (sp == 0) break;
-      lua_rawgeti(L, R_STACK, sp);
-      lua_replace(L, R_CUR);
-      lua_pushnil(L);
-      lua_rawseti(L, R_STACK, sp);
-      lua_pushinteger(L, sp - 1);
-      lua_replace(L, R_SP);
+      if (!run_pop(L)) break;
+      if (get_bool(L, R_CUR, K_RUNNING)) ctx |= RUN_RESUMED;
     }
   }
   bump_cdepth(L, -1);

@@ -624,6 +624,55 @@ describe("Deferred", function()
       failureResultOf(a, defer.AlreadyCalledError)
     end)
 
+    -- Twisted runs the chained Deferred's callbacks inside the chainDeferred
+    -- callback (b.callback): meanwhile a keeps its result and is running, so
+    -- a callback added to a waits for a's own loop (checked against Twisted
+    -- 22.4; spec/defer_diff_spec.lua found the difference)
+    it("keeps the chaining Deferred's result and running state while the chained one runs", function()
+      local a, b = Deferred(), Deferred()
+      local seen = {}
+      a:chainDeferred(b)
+      b:addCallback(function(x)
+        seen[#seen + 1] = ("b %s a.result=%s"):format(x, tostring(a.result))
+        a:addCallback(function(y) seen[#seen + 1] = "late " .. tostring(y) end)
+        seen[#seen + 1] = "added"
+        return x
+      end)
+      a:addCallback(function(y) seen[#seen + 1] = "after " .. tostring(y) end)
+      a:callback(5)
+      assert.same({ "b 5 a.result=5", "added", "after nil", "late nil" }, seen)
+      assert.equal(5, successResultOf(b))
+    end)
+
+    it("goes on with the chaining Deferred's callbacks when the chained one pauses it", function()
+      local a, b = Deferred(), Deferred()
+      local seen = {}
+      a:chainDeferred(b)
+      b:addCallback(function(x)
+        a:pause()
+        seen[#seen + 1] = "paused"
+        return x
+      end)
+      a:addCallback(function(y) seen[#seen + 1] = "after " .. tostring(y) end)
+      a:callback(5)
+      assert.same({ "paused", "after nil" }, seen)
+      assert.equal(1, a.paused)
+      assert.equal(5, b.result)
+      a:unpause()
+      assert.equal(0, a.paused)
+    end)
+
+    it("lets the chained Deferred take the chaining one's result while it runs", function()
+      -- b's callback returns a, which has a result (5) and is not paused:
+      -- b takes it, as Twisted's _runCallbacks does
+      local a, b = Deferred(), Deferred()
+      a:chainDeferred(b)
+      b:addCallback(function() return a end)
+      a:callback(5)
+      assert.equal(5, successResultOf(b))
+      assert.is_nil(a.result)
+    end)
+
     it("calls callbacks at the same stack depth however many Deferreds are chained", function()
       local function chainDeferreds(howMany)
         local depth

@@ -311,11 +311,16 @@ end
 
 -- Run the callbacks of one Deferred. Returns a Deferred to continue with
 -- (a chained Deferred that just got a result) or nil when done with cur.
--- `plain` tells that cur.result is known not to be a Failure.
-local function segment(cur, plain)
+-- `plain` tells that cur.result is known not to be a Failure; `resumed`
+-- that cur is back from a chainDeferred handoff (see FIRE below).
+local function segment(cur, plain, resumed)
   local result = cur.result
   local failed = false
-  if result ~= nil and not plain then
+  if resumed then
+    -- the chained Deferred is done: its callback() returned nil
+    result = nil
+    cur.result = nil
+  elseif result ~= nil and not plain then
     local mt = getmetatable(result)
     if mt ~= nil then failed = mt == Failure or (KIND[mt] or kind_of(mt)) == 1 end
   end
@@ -351,15 +356,16 @@ local function segment(cur, plain)
         enqueue(a, v)
         goto continue
       elseif fn == FIRE then
-        -- chainDeferred: fire a, run it from here (no recursion), keep nil
-        cur.result = nil
-        local v = result
-        result, failed = nil, false
-        if prefire(a, v, 1) and a.paused == 0 then
-          cur._running = false
+        -- chainDeferred: fire a, and run it from here (no recursion). In
+        -- Twisted a's callbacks run inside this callback (a.callback), so
+        -- cur keeps its result and stays running until a is done; run()
+        -- then resumes cur with the result nil (what a.callback returned).
+        if prefire(a, result, 1) and a.paused == 0 then
           cur._h = h
           return a
         end
+        cur.result = nil
+        result, failed = nil, false
         goto continue
       else
         r = fn(result, unpack(a, 1, a.n))
@@ -419,15 +425,31 @@ local function segment(cur, plain)
 end
 
 -- Twisted's _runCallbacks, iterative over the chain of waiting Deferreds.
+-- A Deferred on the stack is either waiting to go on after a CONTINUE (not
+-- running) or one whose chainDeferred callback is firing the one above it
+-- (still running: Twisted's outer _runCallbacks, which goes on whatever
+-- happens to the inner chain).
 run = function(self, plain)
   if self._running then return end
   local cur, stack, sp = self, nil, 0
+  local resumed = false
   cdepth = cdepth + 1
   while true do
-    if cur.paused > 0 then break end
-    if cur._chainedTo then cur._chainedTo = nil end
-    local ok, nxt = xpcall(segment, msgh, cur, plain)
-    plain = nil
+    if not resumed and cur.paused > 0 then
+      -- cur waits, and the chain below it with it, up to a running one
+      repeat
+        cur = nil
+        if sp == 0 then break end
+        cur = stack[sp]
+        stack[sp] = nil
+        sp = sp - 1
+      until cur._running
+      if cur == nil then break end
+      resumed = true
+    end
+    if not resumed and cur._chainedTo then cur._chainedTo = nil end
+    local ok, nxt = xpcall(segment, msgh, cur, plain, resumed)
+    plain, resumed = nil, false
     while not ok do
       nxt = wrap_failure(nxt)
       cur.result = nxt
@@ -442,6 +464,7 @@ run = function(self, plain)
       cur = stack[sp]
       stack[sp] = nil
       sp = sp - 1
+      resumed = cur._running
     else
       break
     end

@@ -1,0 +1,85 @@
+-- spec/defer_diff_spec.lua: braid.defer against Twisted's own Deferred, on
+-- random programs. spec/helpers/defer_diff.lua makes the programs (Deferreds
+-- with and without cancellers; add*, callback/errback, pause/unpause,
+-- chainDeferred, cancel; callbacks that return values, Failures or other
+-- Deferreds, raise, fire, cancel or pause other Deferreds, or add callbacks
+-- to them) and runs them here; spec/peers/defer_diff.py runs the same
+-- programs under Debian's /usr/bin/python3 with Twisted. Every trace (what
+-- each callback got, what each call raised, each Deferred's end state) must
+-- be the same. scripts/test runs this file with both chain runners (C, and
+-- BRAID_DEFER_LUA=1).
+local defer = require "braid.defer"
+local dd = require "helpers.defer_diff"
+
+local PY = "/usr/bin/python3"
+local PROGRAMS = 1500
+
+local function twisted_traces(text)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  local p = assert(io.popen(("%s spec/peers/defer_diff.py %s 2>/dev/null"):format(PY, path)))
+  local out = p:read("a")
+  local ok, how, code = p:close()
+  os.remove(path)
+  assert(ok, ("defer_diff.py failed: %s %s"):format(tostring(how), tostring(code)))
+  return dd.split(out)
+end
+
+local function braid_traces(text)
+  local saved = package.loaded["braid.log"]
+  package.loaded["braid.log"] = { err = function() end }  -- unhandled failures
+  local ok, traces, order = pcall(dd.run, text)
+  collectgarbage()
+  collectgarbage()
+  defer.pendingUnhandled(true)
+  package.loaded["braid.log"] = saved
+  assert(ok, traces)
+  return traces, order
+end
+
+describe("braid.defer against Twisted's Deferred", function()
+  it("gives the same trace for " .. PROGRAMS .. " random programs", function()
+    local text = dd.generate(20261123, PROGRAMS)
+    local mine, order = braid_traces(text)
+    local theirs = twisted_traces(text)
+    assert.equal(PROGRAMS, #order)
+    local bad = {}
+    for _, id in ipairs(order) do
+      if mine[id] ~= theirs[id] then bad[#bad + 1] = id end
+    end
+    if #bad > 0 then
+      local id = bad[1]
+      error(("%d of %d programs differ; the first:\n%s\n-- braid (%s):\n%s\n-- Twisted:\n%s")
+        :format(#bad, PROGRAMS, dd.program_text(text, id), defer.implementation(),
+          mine[id], tostring(theirs[id])), 0)
+    end
+  end)
+
+  it("runs programs that exercise every operation and behaviour", function()
+    -- the generator's coverage: each op and callback behaviour appears
+    local text = dd.generate(20261123, PROGRAMS)
+    for _, word in ipairs({ "canceller %d noop", "canceller %d fire", "canceller %d errfire",
+                            "add %d cb ", "add %d eb ", "add %d both ", "add %d cbs ",
+                            "fire %d ok", "fire %d err", "pause %d", "unpause %d", "chain %d %d",
+                            "cancel %d", ":ret", ":pass", ":raise", ":failret", ":d:%d", ":succ",
+                            ":fail", ":fire:%d", ":cancel:%d", ":pause:%d", ":add:%d" }) do
+      assert.truthy(text:find(word), word)  -- Lua patterns: %d is a digit
+    end
+    local traces = braid_traces(text)
+    local all = {}
+    for _, t in pairs(traces) do all[#all + 1] = t end
+    all = table.concat(all, "\n")
+    for _, seen in ipairs({ "AlreadyCalled", "F%(Cancelled%)", "F%(AlreadyCalled%)", "canceller d",
+                            "unpause d%d skipped", "paused=1", "result=D%d", "k5%d%d%(" }) do
+      assert.truthy(all:find(seen), seen)
+    end
+  end)
+
+  it("reads Twisted's output back as it prints it", function()
+    local t = dd.split("== 1.1\nk1(5)\nstate d1 called=true paused=0 result=1\n== 1.2\nx\n")
+    assert.same({ ["1.1"] = "== 1.1\nk1(5)\nstate d1 called=true paused=0 result=1",
+                  ["1.2"] = "== 1.2\nx" }, t)
+  end)
+end)

@@ -1,0 +1,303 @@
+-- spec/helpers/defer_diff.lua: random Deferred programs, and braid's
+-- interpreter for them (spec/defer_diff_spec.lua runs the same programs
+-- against Twisted with spec/peers/defer_diff.py and compares the traces).
+--
+-- A program is text, one operation per line:
+--   prog ID K                 K Deferreds, d1 .. dK
+--   canceller I KIND          dI is made with a canceller (first lines only):
+--                             noop (does nothing), fire (callback "C"),
+--                             errfire (errback E99)
+--   add I cb|eb|both SPEC     addCallback / addErrback / addBoth on dI
+--   add I cbs SPEC SPEC       addCallbacks(callback, errback)
+--   fire I ok N | fire I err N  dI:callback(N) / dI:errback(EN)
+--   pause I | unpause I       (unpause only if the program paused dI more
+--                             often than it unpaused it; else it logs so)
+--   chain I J                 dI:chainDeferred(dJ)
+--   cancel I                  dI:cancel()
+--   end
+-- A callback SPEC is K:WHAT[:J]: callback number K logs "kK(<its argument>)"
+-- and then, by WHAT: ret (returns K), pass (returns its argument), raise
+-- (raises EK), failret (returns a Failure of EK), d:J (returns dJ), succ
+-- (returns succeed(K)), fail (returns fail(EK)), fire:J (fires dJ with K,
+-- logs the outcome, passes its argument), cancel:J, pause:J, add:J (adds
+-- callback K+500, a pass, to dJ; J may be its own Deferred).
+-- Values print as integers, strings, nil, DJ for a Deferred, F(EK) for a
+-- Failure of EK, F(Cancelled), F(AlreadyCalled). At the end each Deferred
+-- prints "state dI called=.. paused=.. result=.." (result "-" if not called).
+local defer = require "braid.defer"
+local errors = require "braid.error"
+local failure = require "braid.failure"
+
+local M = {}
+
+-- ---- generating --------------------------------------------------------
+
+-- weighted choice: list of {weight, value}
+local function pick(rand, list)
+  local total = 0
+  for _, e in ipairs(list) do total = total + e[1] end
+  local r = rand(total)
+  for _, e in ipairs(list) do
+    r = r - e[1]
+    if r <= 0 then return e[2] end
+  end
+end
+
+local BEHAVIOURS = {
+  { 20, "ret" }, { 14, "pass" }, { 12, "raise" }, { 6, "failret" }, { 12, "d" },
+  { 5, "succ" }, { 5, "fail" }, { 10, "fire" }, { 6, "cancel" }, { 5, "pause" },
+  { 6, "add" },
+}
+local OPS = {
+  { 44, "add" }, { 22, "fire" }, { 6, "pause" }, { 8, "unpause" }, { 8, "chain" },
+  { 8, "cancel" },
+}
+local ADD_KINDS = { { 4, "cb" }, { 3, "eb" }, { 2, "both" }, { 2, "cbs" } }
+local CANCELLERS = { { 11, false }, { 3, "noop" }, { 3, "fire" }, { 3, "errfire" } }
+
+-- one program as text; rand(n) gives an integer in 1..n
+local function program(rand, id)
+  local k = 1 + rand(3)
+  local lines = { ("prog %s %d"):format(id, k) }
+  local next_cb = 0
+  local function spec(owner)
+    next_cb = next_cb + 1
+    local what = pick(rand, BEHAVIOURS)
+    if what == "d" then
+      local j = rand(k - 1)
+      if j >= owner then j = j + 1 end  -- never the Deferred it is added to
+      return ("%d:d:%d"):format(next_cb, j)
+    elseif what == "fire" or what == "cancel" or what == "pause" or what == "add" then
+      return ("%d:%s:%d"):format(next_cb, what, rand(k))
+    end
+    return ("%d:%s"):format(next_cb, what)
+  end
+  for i = 1, k do
+    local c = pick(rand, CANCELLERS)
+    if c then lines[#lines + 1] = ("canceller %d %s"):format(i, c) end
+  end
+  for _ = 1, 3 + rand(12) do
+    local op, i = pick(rand, OPS), rand(k)
+    if op == "add" then
+      local kind = pick(rand, ADD_KINDS)
+      if kind == "cbs" then
+        lines[#lines + 1] = ("add %d cbs %s %s"):format(i, spec(i), spec(i))
+      else
+        lines[#lines + 1] = ("add %d %s %s"):format(i, kind, spec(i))
+      end
+    elseif op == "fire" then
+      lines[#lines + 1] = ("fire %d %s %d"):format(i, rand(4) == 1 and "err" or "ok", 100 + rand(99))
+    elseif op == "chain" then
+      local j = rand(k - 1)
+      if j >= i then j = j + 1 end
+      lines[#lines + 1] = ("chain %d %d"):format(i, j)
+    else
+      lines[#lines + 1] = ("%s %d"):format(op, i)
+    end
+  end
+  -- most programs fire everything at the end, so the chains run
+  if rand(5) > 1 then
+    for i = 1, k do lines[#lines + 1] = ("fire %d ok %d"):format(i, 200 + i) end
+  end
+  lines[#lines + 1] = "end"
+  return table.concat(lines, "\n")
+end
+
+-- n programs from seed (a small LCG, so every Lua gives the same programs)
+function M.generate(seed, n)
+  local state = seed
+  local function rand(m)
+    state = (state * 1103515245 + 12345) % 2147483648
+    return 1 + (state >> 8) % m
+  end
+  local out = {}
+  for p = 1, n do out[p] = program(rand, ("%d.%d"):format(seed, p)) end
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- ---- running -------------------------------------------------------------
+
+-- An error as Twisted's side names it: its class, or "overflow" for Lua's
+-- stack overflow (Python's RecursionError).
+function M.error_name(e)
+  if errors.isinstance(e) then return e.class.__name end
+  if tostring(e):find("overflow", 1, true) then return "overflow" end
+  return tostring(e)
+end
+
+local function run_program(pid, k)
+  local P = { ds = {}, pauses = {}, out = {} }
+  for i = 1, k do
+    P.ds[i] = defer.Deferred()
+    P.pauses[i] = 0
+  end
+  local function log(s) P.out[#P.out + 1] = s end
+
+  local function rep(v)
+    local t = type(v)
+    if v == nil then return "nil" end
+    if t == "boolean" or t == "number" or t == "string" then return tostring(v) end
+    if failure.isFailure(v) then
+      if v:check(defer.CancelledError) then return "F(Cancelled)" end
+      if v:check(defer.AlreadyCalledError) then return "F(AlreadyCalled)" end
+      local e = tostring(v.value):match("E%d+")
+      return ("F(%s)"):format(e or tostring(v.type and v.type.__name or "?"))
+    end
+    for i, d in ipairs(P.ds) do
+      if d == v then return "D" .. i end
+    end
+    if defer.Deferred:isinstance(v) then return "D?" end
+    return "?" .. t
+  end
+
+  local function outcome(ok, e)
+    if ok then return "ok" end
+    if errors.isinstance(e, defer.AlreadyCalledError) then return "AlreadyCalled" end
+    return "raised " .. M.error_name(e)
+  end
+
+  local function fire(j, ok, value)
+    local d = P.ds[j]
+    if ok then return outcome(pcall(d.callback, d, value)) end
+    return outcome(pcall(d.errback, d, "E" .. value))
+  end
+
+  local function make_fn(spec, owner)
+    local k, what, arg = spec:match("^(%d+):(%a+):?(%d*)$")
+    k, arg = tonumber(k), tonumber(arg)
+    local fn
+    fn = function(x)
+      log(("k%d(%s)"):format(k, rep(x)))
+      if what == "ret" then return k
+      elseif what == "pass" then return x
+      elseif what == "raise" then error("E" .. k, 0)
+      elseif what == "failret" then return failure.Failure("E" .. k)
+      elseif what == "d" then return P.ds[arg]
+      elseif what == "succ" then return defer.succeed(k)
+      elseif what == "fail" then return defer.fail("E" .. k)
+      elseif what == "fire" then
+        log(("k%d fire d%d -> %s"):format(k, arg, fire(arg, true, k)))
+        return x
+      elseif what == "cancel" then
+        P.ds[arg]:cancel()
+        log(("k%d cancelled d%d"):format(k, arg))
+        return x
+      elseif what == "pause" then
+        P.ds[arg]:pause()
+        P.pauses[arg] = P.pauses[arg] + 1
+        return x
+      elseif what == "add" then
+        P.ds[arg]:addCallback(make_fn(("%d:pass"):format(k + 500), arg))
+        return x
+      end
+      error("unknown behaviour " .. what)
+    end
+    return fn
+  end
+
+  local function canceller(kind, i)
+    return function(d)
+      log(("canceller d%d"):format(i))
+      if kind == "fire" then d:callback("C")
+      elseif kind == "errfire" then d:errback("E99") end
+    end
+  end
+
+  local ops = {
+    canceller = function(i, w) P.ds[i] = defer.Deferred(canceller(w[3], i)) end,
+    add = function(i, w)
+      local d, kind = P.ds[i], w[3]
+      if kind == "cb" then d:addCallback(make_fn(w[4], i))
+      elseif kind == "eb" then d:addErrback(make_fn(w[4], i))
+      elseif kind == "both" then d:addBoth(make_fn(w[4], i))
+      else d:addCallbacks(make_fn(w[4], i), make_fn(w[5], i)) end
+    end,
+    fire = function(i, w)
+      log(("fire d%d %s -> %s"):format(i, w[3], fire(i, w[3] == "ok", tonumber(w[4]))))
+    end,
+    pause = function(i)
+      P.ds[i]:pause()
+      P.pauses[i] = P.pauses[i] + 1
+    end,
+    unpause = function(i)
+      if P.pauses[i] > 0 then
+        P.pauses[i] = P.pauses[i] - 1
+        P.ds[i]:unpause()
+      else
+        log(("unpause d%d skipped"):format(i))
+      end
+    end,
+    chain = function(i, w) P.ds[i]:chainDeferred(P.ds[tonumber(w[3])]) end,
+    cancel = function(i)
+      P.ds[i]:cancel()
+      log(("cancelled d%d"):format(i))
+    end,
+  }
+
+  function P.op(w)
+    local f = ops[w[1]] or error("unknown op " .. w[1])
+    local ok, e = pcall(f, tonumber(w[2]), w)
+    if not ok then log(("op %s raised %s"):format(w[1], M.error_name(e))) end
+  end
+
+  function P.finish()
+    for i, d in ipairs(P.ds) do
+      log(("state d%d called=%s paused=%d result=%s"):format(
+        i, tostring(d.called), d.paused, d.called and rep(d.result) or "-"))
+    end
+    for _, d in ipairs(P.ds) do  -- consume what failed, so nothing is reported later
+      if d.called and failure.isFailure(d.result) then d:addErrback(function() end) end
+    end
+    return "== " .. pid .. "\n" .. table.concat(P.out, "\n")
+  end
+  return P
+end
+
+-- Run every program of text; returns {id = trace, ...} and the ids in order.
+function M.run(text)
+  local traces, order, prog = {}, {}, nil
+  for line in text:gmatch("[^\n]+") do
+    local w = {}
+    for word in line:gmatch("%S+") do w[#w + 1] = word end
+    if w[1] == "prog" then
+      prog = run_program(w[2], tonumber(w[3]))
+      order[#order + 1] = w[2]
+    elseif w[1] == "end" then
+      traces[order[#order]] = prog.finish()
+      prog = nil
+    elseif w[1] then
+      prog.op(w)
+    end
+  end
+  return traces, order
+end
+
+-- Split Twisted's output ("== id" blocks) the same way.
+function M.split(output)
+  local traces, id, buf = {}, nil, nil
+  local function flush()
+    if id then traces[id] = "== " .. id .. (#buf > 0 and "\n" .. table.concat(buf, "\n") or "\n") end
+  end
+  for line in (output .. "\n"):gmatch("([^\n]*)\n") do
+    local new = line:match("^== (%S+)$")
+    if new then
+      flush()
+      id, buf = new, {}
+    elseif id and line ~= "" then
+      buf[#buf + 1] = line
+    end
+  end
+  flush()
+  return traces
+end
+
+-- One program's text, for a failure message.
+function M.program_text(text, id)
+  local pat = "prog " .. id:gsub("%.", "%%.") .. " "
+  local s = text:find(pat, 1)
+  if not s then return "?" end
+  local e = text:find("\nend", s, true)
+  return text:sub(s, e and e + 3 or -1)
+end
+
+return M

@@ -1,0 +1,192 @@
+#!/usr/bin/python3
+"""spec/peers/defer_diff.py: Twisted's side of spec/defer_diff_spec.lua.
+
+Reads programs in the text format of spec/helpers/defer_diff.lua (which
+documents it) from the file named by argv[1], runs each one against
+Twisted's own Deferred, and prints "== <id>" then one line per event, as
+the Lua interpreter in that helper does for braid.defer. The spec compares
+the two outputs program by program.
+"""
+
+import re
+import sys
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+
+class Program:
+    def __init__(self, pid, k):
+        self.pid = pid
+        self.ds = [defer.Deferred() for _ in range(k)]
+        self.user_pauses = [0] * k
+        self.out = []
+
+    def log(self, line):
+        self.out.append(line)
+
+    def rep(self, v):
+        if v is None:
+            return "nil"
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, str)):
+            return str(v)
+        if isinstance(v, Failure):
+            if v.check(defer.CancelledError):
+                return "F(Cancelled)"
+            if v.check(defer.AlreadyCalledError):
+                return "F(AlreadyCalled)"
+            m = re.search(r"E\d+", v.getErrorMessage())
+            return "F(%s)" % (m.group(0) if m else v.type.__name__)
+        if isinstance(v, defer.Deferred):
+            for i, d in enumerate(self.ds):
+                if d is v:
+                    return "D%d" % (i + 1)
+            return "D?"
+        return "?" + type(v).__name__
+
+    def raised(self, e):
+        if isinstance(e, defer.AlreadyCalledError):
+            return "AlreadyCalled"
+        return "raised " + self.error_name(e)
+
+    def error_name(self, e):
+        if isinstance(e, RecursionError):
+            return "overflow"
+        return type(e).__name__
+
+    def fire(self, j, ok, value):
+        d = self.ds[j]
+        try:
+            if ok:
+                d.callback(value)
+            else:
+                d.errback(Failure(ValueError("E%d" % value)))
+            return "ok"
+        except Exception as e:  # noqa: BLE001 (any error is an outcome)
+            return self.raised(e)
+
+    def canceller(self, kind, i):
+        if kind == "none":
+            return None
+
+        def cancel(d):
+            self.log("canceller d%d" % (i + 1))
+            if kind == "fire":
+                d.callback("C")
+            elif kind == "errfire":
+                d.errback(Failure(ValueError("E99")))
+        return cancel
+
+    def make_fn(self, spec, owner):
+        parts = spec.split(":")
+        k = int(parts[0])
+        what = parts[1]
+        arg = int(parts[2]) - 1 if len(parts) > 2 else None
+
+        def fn(x):
+            self.log("k%d(%s)" % (k, self.rep(x)))
+            if what == "ret":
+                return k
+            if what == "pass":
+                return x
+            if what == "raise":
+                raise ValueError("E%d" % k)
+            if what == "failret":
+                return Failure(ValueError("E%d" % k))
+            if what == "d":
+                return self.ds[arg]
+            if what == "succ":
+                return defer.succeed(k)
+            if what == "fail":
+                return defer.fail(ValueError("E%d" % k))
+            if what == "fire":
+                self.log("k%d fire d%d -> %s" % (k, arg + 1, self.fire(arg, True, k)))
+                return x
+            if what == "cancel":
+                self.ds[arg].cancel()
+                self.log("k%d cancelled d%d" % (k, arg + 1))
+                return x
+            if what == "pause":
+                self.ds[arg].pause()
+                self.user_pauses[arg] += 1
+                return x
+            if what == "add":
+                self.ds[arg].addCallback(self.make_fn("%d:pass" % (k + 500), arg))
+                return x
+            raise AssertionError("unknown behaviour " + what)
+        return fn
+
+    def op(self, words):
+        name = words[0]
+        i = int(words[1]) - 1 if len(words) > 1 else None
+        if name == "canceller":
+            self.ds[i] = defer.Deferred(self.canceller(words[2], i))
+        elif name == "add":
+            d = self.ds[i]
+            kind = words[2]
+            if kind == "cb":
+                d.addCallback(self.make_fn(words[3], i))
+            elif kind == "eb":
+                d.addErrback(self.make_fn(words[3], i))
+            elif kind == "both":
+                d.addBoth(self.make_fn(words[3], i))
+            else:
+                d.addCallbacks(self.make_fn(words[3], i), self.make_fn(words[4], i))
+        elif name == "fire":
+            self.log("fire d%d %s -> %s" % (i + 1, words[2],
+                                            self.fire(i, words[2] == "ok", int(words[3]))))
+        elif name == "pause":
+            self.ds[i].pause()
+            self.user_pauses[i] += 1
+        elif name == "unpause":
+            if self.user_pauses[i] > 0:
+                self.user_pauses[i] -= 1
+                self.ds[i].unpause()
+            else:
+                self.log("unpause d%d skipped" % (i + 1))
+        elif name == "chain":
+            j = int(words[2]) - 1
+            self.ds[i].chainDeferred(self.ds[j])
+        elif name == "cancel":
+            self.ds[i].cancel()
+            self.log("cancelled d%d" % (i + 1))
+        else:
+            raise AssertionError("unknown op " + name)
+
+    def finish(self):
+        for i, d in enumerate(self.ds):
+            result = self.rep(d.result) if d.called else "-"
+            self.log("state d%d called=%s paused=%d result=%s"
+                     % (i + 1, "true" if d.called else "false", d.paused, result))
+        for d in self.ds:  # consume what failed, so nothing is reported later
+            if d.called and isinstance(getattr(d, "result", None), Failure):
+                d.addErrback(lambda f: None)
+
+
+def main():
+    prog = None
+    with open(sys.argv[1]) as f:
+        for line in f:
+            words = line.split()
+            if not words:
+                continue
+            if words[0] == "prog":
+                prog = Program(words[1], int(words[2]))
+            elif words[0] == "end":
+                prog.finish()
+                print("== " + prog.pid)
+                for out in prog.out:
+                    print(out)
+                prog = None
+            else:
+                try:
+                    prog.op(words)
+                except Exception as e:  # noqa: BLE001
+                    prog.log("op %s raised %s" % (words[0], prog.error_name(e)))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
