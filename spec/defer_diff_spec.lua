@@ -3,7 +3,9 @@
 -- with and without cancellers; add*, callback/errback, pause/unpause,
 -- chainDeferred, cancel; callbacks that return values, Failures or other
 -- Deferreds, raise, fire, cancel or pause other Deferreds, or add callbacks
--- to them) and runs them here; spec/peers/defer_diff.py runs the same
+-- to them; and inlineCallbacks functions that await those, each other,
+-- succeed and fail, fire Deferreds, raise and return, some cancelled) and
+-- runs them here; spec/peers/defer_diff.py runs the same
 -- programs under Debian's /usr/bin/python3 with Twisted. Every trace (what
 -- each callback got, what each call raised, each Deferred's end state) must
 -- be the same. scripts/test runs this file with both chain runners (C, and
@@ -27,7 +29,10 @@ local function twisted_traces(text)
   return dd.split(out)
 end
 
+local cache = {}
+
 local function braid_traces(text)
+  if cache[text] then return cache[text][1], cache[text][2] end
   local saved = package.loaded["braid.log"]
   package.loaded["braid.log"] = { err = function() end }  -- unhandled failures
   local ok, traces, order = pcall(dd.run, text)
@@ -36,25 +41,34 @@ local function braid_traces(text)
   defer.pendingUnhandled(true)
   package.loaded["braid.log"] = saved
   assert(ok, traces)
+  cache[text] = { traces, order }
   return traces, order
+end
+
+-- The same programs under braid and under Twisted: every trace the same.
+local function same_traces(text)
+  local mine, order = braid_traces(text)
+  local theirs = twisted_traces(text)
+  assert.equal(PROGRAMS, #order)
+  local bad = {}
+  for _, id in ipairs(order) do
+    if mine[id] ~= theirs[id] then bad[#bad + 1] = id end
+  end
+  if #bad > 0 then
+    local id = bad[1]
+    error(("%d of %d programs differ; the first:\n%s\n-- braid (%s):\n%s\n-- Twisted:\n%s")
+      :format(#bad, PROGRAMS, dd.program_text(text, id), defer.implementation(),
+        mine[id], tostring(theirs[id])), 0)
+  end
 end
 
 describe("braid.defer against Twisted's Deferred", function()
   it("gives the same trace for " .. PROGRAMS .. " random programs", function()
-    local text = dd.generate(20261123, PROGRAMS)
-    local mine, order = braid_traces(text)
-    local theirs = twisted_traces(text)
-    assert.equal(PROGRAMS, #order)
-    local bad = {}
-    for _, id in ipairs(order) do
-      if mine[id] ~= theirs[id] then bad[#bad + 1] = id end
-    end
-    if #bad > 0 then
-      local id = bad[1]
-      error(("%d of %d programs differ; the first:\n%s\n-- braid (%s):\n%s\n-- Twisted:\n%s")
-        :format(#bad, PROGRAMS, dd.program_text(text, id), defer.implementation(),
-          mine[id], tostring(theirs[id])), 0)
-    end
+    same_traces(dd.generate(20261123, PROGRAMS))
+  end)
+
+  it("gives the same trace for " .. PROGRAMS .. " random inlineCallbacks programs", function()
+    same_traces(dd.generate_ic(20261124, PROGRAMS))
   end)
 
   it("runs programs that exercise every operation and behaviour", function()
@@ -73,6 +87,25 @@ describe("braid.defer against Twisted's Deferred", function()
     all = table.concat(all, "\n")
     for _, seen in ipairs({ "AlreadyCalled", "F%(Cancelled%)", "F%(AlreadyCalled%)", "canceller d",
                             "unpause d%d skipped", "paused=1", "result=D%d", "k5%d%d%(" }) do
+      assert.truthy(all:find(seen), seen)
+    end
+  end)
+
+  it("runs inlineCallbacks programs that exercise every step and operation", function()
+    local text = dd.generate_ic(20261124, PROGRAMS)
+    for _, word in ipairs({ "\nco %d await:d%d", " await:r%d", " await:succ", " await:fail",
+                            " fire:%d", " raise", " ret", "\nstart %d", "\nwatch %d",
+                            "\ncancelr %d" }) do
+      assert.truthy(text:find(word), word)
+    end
+    local traces = braid_traces(text)
+    local all = {}
+    for _, t in pairs(traces) do all[#all + 1] = t end
+    all = table.concat(all, "\n")
+    for _, seen in ipairs({ "c%d got %d", "c%d caught E1%d%d", "c%d caught Cancelled",
+                            "r%d %-> done", "r%d %-> %d0\n", "r%d %-> F%(E1%d%d%)",
+                            "c%d fire d%d %-> ok", "c%d fire d%d %-> AlreadyCalled",
+                            "cancelled r%d", "state r%d called=true" }) do
       assert.truthy(all:find(seen), seen)
     end
   end)

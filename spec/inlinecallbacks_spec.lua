@@ -437,7 +437,8 @@ describe("inlineCallbacks", function()
       assert.same({ "resumed", "after callback" }, order)
     end)
 
-    it("resumes a function fired from inside another only once that one waits", function()
+    it("resumes a function fired from inside another at once, inside the callback call", function()
+      -- Twisted 22.4 gives this very order
       local order = {}
       local gate, hold = Deferred(), Deferred()
       inlineCallbacks(function() await(gate); order[#order + 1] = "B resumed" end)()
@@ -448,13 +449,42 @@ describe("inlineCallbacks", function()
         await(hold)
         order[#order + 1] = "A resumed"
       end)()
-      assert.same({ "A fires", "A goes on", "B resumed" }, order)
+      assert.same({ "A fires", "B resumed", "A goes on" }, order)
       hold:callback(nil)
-      assert.same({ "A fires", "A goes on", "B resumed", "A resumed" }, order)
+      assert.same({ "A fires", "B resumed", "A goes on", "A resumed" }, order)
       assert.is_true(a.called)
     end)
 
-    it("runs a cascade of 100000 finishing functions without nesting resumes", function()
+    it("queues a resume nested too deep, and runs it when the outer function waits", function()
+      -- 40 functions each waiting for the one before: firing the first from
+      -- inside another function resumes them nested, up to the C-stack
+      -- budget; the rest run, in order, once that function waits
+      local order = {}
+      local first = Deferred()
+      local prev = first
+      for i = 1, 40 do
+        local wait = prev
+        prev = inlineCallbacks(function()
+          await(wait)
+          order[#order + 1] = i
+        end)()
+      end
+      local hold = Deferred()
+      inlineCallbacks(function()
+        first:callback(nil)
+        order[#order + 1] = "outer goes on"
+        await(hold)
+      end)()
+      local at = nil
+      for i, v in ipairs(order) do if v == "outer goes on" then at = i end end
+      assert.truthy(at and at > 2 and at < 41, "outer went on at " .. tostring(at))
+      for i = 1, at - 1 do assert.equal(i, order[i]) end
+      for i = at, 40 do assert.equal(i, order[i + 1]) end
+      assert.equal(41, #order)
+      assert.is_true(prev.called)
+    end)
+
+    it("runs a cascade of 100000 finishing functions with a bounded stack", function()
       local maxDepth = 0
       local function depth()
         local n = 1

@@ -22,9 +22,10 @@
 -- * A Deferred has no __gc. While its result is an unhandled Failure it
 --   holds a small sentinel table (field _dbg) whose __gc queues the report;
 --   reports are logged by flushUnhandled(), never from __gc itself.
--- * Coroutines of inlineCallbacks are resumed only from start() (the first,
---   synchronous run) and from the module run queue, drained by the outermost
---   resume: firing a Deferred never nests a resume inside another one.
+-- * Coroutines of inlineCallbacks are resumed by start() (the first,
+--   synchronous run) and by enqueue() when a Deferred they wait on fires:
+--   at once, as in Twisted, unless nested too deep for the C stack; then
+--   from the module run queue, drained by the outermost resume.
 local class = require "braid.class"
 local errors = require "braid.error"
 local failure = require "braid.failure"
@@ -100,12 +101,17 @@ local FIRE = setmetatable({}, { __name = "FIRE" })          -- arg: chained Defe
 local AWAIT = setmetatable({}, { __name = "AWAIT" })        -- what await yields
 
 -- Nesting of protected calls and resumes made by this module, so that the
--- first run of an inlineCallbacks function can be queued instead of
+-- first run or a resume of an inlineCallbacks function can be queued instead of
 -- overflowing Lua's C stack (LUAI_MAXCCALLS is 200).
 -- (The C chain runner of runtime/deferred.c keeps its own count: c_depth.)
 local cdepth = 0
 local c_depth = function() return 0 end
 local MAX_CDEPTH = 150
+-- What a nested resume adds to cdepth: the C calls between a Deferred's
+-- callback run and the coroutine it resumes (xpcall, the resume, the
+-- callback run inside it), so that nested resumes stop well before Lua's
+-- limit of 200 nested C calls.
+local NEST_COST = 8
 
 local Deferred = class.Object:extend("Deferred")
 M.Deferred = Deferred
@@ -1193,7 +1199,21 @@ local function drain()
   in_resume = false
 end
 
+-- A Deferred an inlineCallbacks function waits for has fired: resume it. As
+-- in Twisted, at once, inside the callback run that fired it, even from
+-- inside another function's resume (resumes nest), unless nested so deep
+-- that Lua's C stack would overflow, or its coroutine cannot be resumed now
+-- (it is running: an await that found its Deferred fired): then it goes to
+-- the run queue, drained by the outermost resume.
 enqueue = function(st, v)
+  if in_resume and cdepth + c_depth() + NEST_COST < MAX_CDEPTH
+     and (st.dead or co_status(st.co) == "suspended") then
+    cdepth = cdepth + NEST_COST
+    local ok, err = xpcall(step, msgh, st, v)
+    cdepth = cdepth - NEST_COST
+    if not ok then log_failure(err, "Unhandled error resuming an inlineCallbacks function:") end
+    return
+  end
   local t = rq_tail + 2
   RQ[t - 1] = st
   RQ[t] = v
@@ -1230,7 +1250,13 @@ local function ic_cancel(d)
   d2._ic = st
   st.deferred = d2
   local h = d._h
-  local function handle() return d2 end
+  -- Twisted's handleCancel, run first: cancel the awaited Deferred (which
+  -- may resume the function at once), then wait for the function
+  local function handle()
+    local w = st.waiting
+    if w ~= nil then w:cancel() end
+    return d2
+  end
   if h >= 3 then
     d[h - 2], d[h - 1], d[h] = handle, handle, false
     d._h = h - 3
@@ -1241,8 +1267,6 @@ local function ic_cancel(d)
     d._n = n + 3
   end
   d:callback(nil)
-  local w = st.waiting
-  if w ~= nil then w:cancel() end
 end
 
 --- inlineCallbacks(f): a function that runs `f(...)` in a new coroutine

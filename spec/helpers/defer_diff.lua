@@ -21,6 +21,18 @@
 -- (returns succeed(K)), fail (returns fail(EK)), fire:J (fires dJ with K,
 -- logs the outcome, passes its argument), cancel:J, pause:J, add:J (adds
 -- callback K+500, a pass, to dJ; J may be its own Deferred).
+-- Programs of the second kind (M.generate_ic) add M inlineCallbacks
+-- functions c1 .. cM, whose Deferreds are r1 .. rM:
+--   prog ID K M
+--   co I STEP ...             cI's body: await:dJ, await:rJ (J < I),
+--                             await:succ, await:fail, fire:J (fires dJ with
+--                             300+I, logs the outcome), raise, ret; each await
+--                             logs "cI got V" or "cI caught E" and goes on;
+--                             raise raises E(100+I); ret returns 10*I; after
+--                             the last step it returns "done"
+--   start I                   calls cI (starts are in order: r1 .. rI-1 exist)
+--   watch I                   rI:addBoth(log "rI -> V")
+--   cancelr I                 rI:cancel()
 -- Values print as integers, strings, nil, DJ for a Deferred, F(EK) for a
 -- Failure of EK, F(Cancelled), F(AlreadyCalled). At the end each Deferred
 -- prints "state dI called=.. paused=.. result=.." (result "-" if not called).
@@ -103,17 +115,80 @@ local function program(rand, id)
   return table.concat(lines, "\n")
 end
 
--- n programs from seed (a small LCG, so every Lua gives the same programs)
-function M.generate(seed, n)
-  local state = seed
-  local function rand(m)
-    state = (state * 1103515245 + 12345) % 2147483648
-    return 1 + (state >> 8) % m
+local STEPS = { { 8, "await:d" }, { 3, "await:r" }, { 2, "await:succ" }, { 2, "await:fail" },
+                { 3, "fire:" }, { 1, "raise" }, { 1, "ret" } }
+local IC_BEHAVIOURS = { { 20, "ret" }, { 14, "pass" }, { 12, "raise" }, { 6, "failret" },
+                        { 5, "succ" }, { 5, "fail" }, { 8, "fire" }, { 4, "cancel" } }
+local IC_OPS = { { 20, "add" }, { 24, "fire" }, { 8, "watch" }, { 6, "cancelr" },
+                 { 5, "cancel" }, { 3, "pause" }, { 4, "unpause" } }
+
+local function program_ic(rand, id)
+  local k, m = 1 + rand(3), 1 + rand(3)
+  local lines = { ("prog %s %d %d"):format(id, k, m) }
+  local next_cb = 0
+  for i = 1, k do
+    local c = pick(rand, CANCELLERS)
+    if c then lines[#lines + 1] = ("canceller %d %s"):format(i, c) end
   end
-  local out = {}
-  for p = 1, n do out[p] = program(rand, ("%d.%d"):format(seed, p)) end
-  return table.concat(out, "\n") .. "\n"
+  for i = 1, m do
+    local steps = {}
+    for s = 1, rand(4) do
+      local st = pick(rand, STEPS)
+      if st == "await:r" and i == 1 then st = "await:d" end
+      if st == "await:d" or st == "fire:" then st = st .. rand(k)
+      elseif st == "await:r" then st = st .. rand(i - 1) end
+      steps[s] = st
+      if st == "raise" or st == "ret" then break end
+    end
+    lines[#lines + 1] = ("co %d %s"):format(i, table.concat(steps, " "))
+  end
+  local started = 0
+  for _ = 1, 4 + rand(12) do
+    if started < m and rand(3) == 1 then
+      started = started + 1
+      lines[#lines + 1] = ("start %d"):format(started)
+    else
+      local op, i = pick(rand, IC_OPS), rand(k)
+      if op == "add" then
+        next_cb = next_cb + 1
+        local b = pick(rand, IC_BEHAVIOURS)
+        if b == "fire" or b == "cancel" then b = b .. ":" .. rand(k) end
+        lines[#lines + 1] = ("add %d %s %d:%s"):format(i, (pick(rand, ADD_KINDS):gsub("cbs", "both")),
+          next_cb, b)
+      elseif op == "fire" then
+        lines[#lines + 1] = ("fire %d %s %d"):format(i, rand(4) == 1 and "err" or "ok", 100 + rand(99))
+      elseif op == "watch" or op == "cancelr" then
+        if started > 0 then lines[#lines + 1] = ("%s %d"):format(op, rand(started)) end
+      else
+        lines[#lines + 1] = ("%s %d"):format(op, i)
+      end
+    end
+  end
+  for i = started + 1, m do lines[#lines + 1] = ("start %d"):format(i) end
+  for i = 1, m do
+    if rand(2) == 1 then lines[#lines + 1] = ("watch %d"):format(i) end
+  end
+  for i = 1, k do lines[#lines + 1] = ("fire %d ok %d"):format(i, 200 + i) end
+  lines[#lines + 1] = "end"
+  return table.concat(lines, "\n")
 end
+
+local function generator(make)
+  return function(seed, n)
+    local state = seed
+    local function rand(m)
+      state = (state * 1103515245 + 12345) % 2147483648
+      return 1 + (state >> 8) % m
+    end
+    local out = {}
+    for p = 1, n do out[p] = make(rand, ("%d.%d"):format(seed, p)) end
+    return table.concat(out, "\n") .. "\n"
+  end
+end
+
+-- n programs from seed (a small LCG, so every Lua gives the same programs)
+M.generate = generator(program)
+M.generate_ic = generator(program_ic)
 
 -- ---- running -------------------------------------------------------------
 
@@ -125,12 +200,13 @@ function M.error_name(e)
   return tostring(e)
 end
 
-local function run_program(pid, k)
-  local P = { ds = {}, pauses = {}, out = {} }
+local function run_program(pid, k, m)
+  local P = { ds = {}, pauses = {}, out = {}, cos = {}, rs = {} }
   for i = 1, k do
     P.ds[i] = defer.Deferred()
     P.pauses[i] = 0
   end
+  m = m or 0
   local function log(s) P.out[#P.out + 1] = s end
 
   local function rep(v)
@@ -145,6 +221,9 @@ local function run_program(pid, k)
     end
     for i, d in ipairs(P.ds) do
       if d == v then return "D" .. i end
+    end
+    for i = 1, m do
+      if P.rs[i] == v then return "R" .. i end
     end
     if defer.Deferred:isinstance(v) then return "D?" end
     return "?" .. t
@@ -203,7 +282,46 @@ local function run_program(pid, k)
     end
   end
 
+  -- an error raised at an await, as Twisted's side names it
+  local function caught(e)
+    if errors.isinstance(e, defer.CancelledError) then return "Cancelled" end
+    return tostring(e):match("E%d+") or M.error_name(e)
+  end
+
+  local function make_co(i, steps)
+    return defer.inlineCallbacks(function()
+      for _, st in ipairs(steps) do
+        local what, j = st:match("^([%a:]+)(%d*)$")
+        j = tonumber(j)
+        if what == "raise" then error("E" .. (100 + i), 0)
+        elseif what == "ret" then return 10 * i
+        elseif what == "fire:" then
+          log(("c%d fire d%d -> %s"):format(i, j, fire(j, true, 300 + i)))
+        else
+          local target
+          if what == "await:d" then target = P.ds[j]
+          elseif what == "await:r" then target = P.rs[j]
+          elseif what == "await:succ" then target = defer.succeed(i)
+          else target = defer.fail("E" .. (100 + i)) end
+          local ok, v = pcall(defer.await, target)
+          if ok then log(("c%d got %s"):format(i, rep(v)))
+          else log(("c%d caught %s"):format(i, caught(v))) end
+        end
+      end
+      return "done"
+    end)
+  end
+
   local ops = {
+    co = function(i, w) P.cos[i] = make_co(i, { table.unpack(w, 3) }) end,
+    start = function(i) P.rs[i] = P.cos[i]() end,
+    watch = function(i)
+      P.rs[i]:addBoth(function(v) log(("r%d -> %s"):format(i, rep(v))) end)
+    end,
+    cancelr = function(i)
+      P.rs[i]:cancel()
+      log(("cancelled r%d"):format(i))
+    end,
     canceller = function(i, w) P.ds[i] = defer.Deferred(canceller(w[3], i)) end,
     add = function(i, w)
       local d, kind = P.ds[i], w[3]
@@ -241,11 +359,16 @@ local function run_program(pid, k)
   end
 
   function P.finish()
-    for i, d in ipairs(P.ds) do
-      log(("state d%d called=%s paused=%d result=%s"):format(
-        i, tostring(d.called), d.paused, d.called and rep(d.result) or "-"))
+    local all = {}
+    for i, d in ipairs(P.ds) do all[#all + 1] = { "d" .. i, d } end
+    for i = 1, m do all[#all + 1] = { "r" .. i, P.rs[i] } end
+    for _, e in ipairs(all) do
+      local d = e[2]
+      log(("state %s called=%s paused=%d result=%s"):format(
+        e[1], tostring(d.called), d.paused, d.called and rep(d.result) or "-"))
     end
-    for _, d in ipairs(P.ds) do  -- consume what failed, so nothing is reported later
+    for _, e in ipairs(all) do  -- consume what failed, so nothing is reported later
+      local d = e[2]
       if d.called and failure.isFailure(d.result) then d:addErrback(function() end) end
     end
     return "== " .. pid .. "\n" .. table.concat(P.out, "\n")
@@ -260,7 +383,7 @@ function M.run(text)
     local w = {}
     for word in line:gmatch("%S+") do w[#w + 1] = word end
     if w[1] == "prog" then
-      prog = run_program(w[2], tonumber(w[3]))
+      prog = run_program(w[2], tonumber(w[3]), tonumber(w[4]))
       order[#order + 1] = w[2]
     elseif w[1] == "end" then
       traces[order[#order]] = prog.finish()

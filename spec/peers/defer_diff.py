@@ -16,11 +16,13 @@ from twisted.python.failure import Failure
 
 
 class Program:
-    def __init__(self, pid, k):
+    def __init__(self, pid, k, m):
         self.pid = pid
         self.ds = [defer.Deferred() for _ in range(k)]
         self.user_pauses = [0] * k
         self.out = []
+        self.cos = [None] * m
+        self.rs = [None] * m
 
     def log(self, line):
         self.out.append(line)
@@ -43,6 +45,9 @@ class Program:
             for i, d in enumerate(self.ds):
                 if d is v:
                     return "D%d" % (i + 1)
+            for i, d in enumerate(self.rs):
+                if d is v:
+                    return "R%d" % (i + 1)
             return "D?"
         return "?" + type(v).__name__
 
@@ -118,6 +123,41 @@ class Program:
             raise AssertionError("unknown behaviour " + what)
         return fn
 
+    def caught(self, e):
+        if isinstance(e, defer.CancelledError):
+            return "Cancelled"
+        m = re.search(r"E\d+", str(e))
+        return m.group(0) if m else self.error_name(e)
+
+    def make_co(self, i, steps):
+        @defer.inlineCallbacks
+        def body():
+            for st in steps:
+                m = re.match(r"^([a-z:]+)(\d*)$", st)
+                what, j = m.group(1), int(m.group(2)) - 1 if m.group(2) else None
+                if what == "raise":
+                    raise ValueError("E%d" % (100 + i + 1))
+                if what == "ret":
+                    return 10 * (i + 1)
+                if what == "fire:":
+                    self.log("c%d fire d%d -> %s" % (i + 1, j + 1, self.fire(j, True, 300 + i + 1)))
+                    continue
+                if what == "await:d":
+                    target = self.ds[j]
+                elif what == "await:r":
+                    target = self.rs[j]
+                elif what == "await:succ":
+                    target = defer.succeed(i + 1)
+                else:
+                    target = defer.fail(ValueError("E%d" % (100 + i + 1)))
+                try:
+                    v = yield target
+                    self.log("c%d got %s" % (i + 1, self.rep(v)))
+                except Exception as e:  # noqa: BLE001
+                    self.log("c%d caught %s" % (i + 1, self.caught(e)))
+            return "done"
+        return body
+
     def op(self, words):
         name = words[0]
         i = int(words[1]) - 1 if len(words) > 1 else None
@@ -152,15 +192,26 @@ class Program:
         elif name == "cancel":
             self.ds[i].cancel()
             self.log("cancelled d%d" % (i + 1))
+        elif name == "co":
+            self.cos[i] = self.make_co(i, words[2:])
+        elif name == "start":
+            self.rs[i] = self.cos[i]()
+        elif name == "watch":
+            self.rs[i].addBoth(lambda v, i=i: self.log("r%d -> %s" % (i + 1, self.rep(v))))
+        elif name == "cancelr":
+            self.rs[i].cancel()
+            self.log("cancelled r%d" % (i + 1))
         else:
             raise AssertionError("unknown op " + name)
 
     def finish(self):
-        for i, d in enumerate(self.ds):
+        every = [("d%d" % (i + 1), d) for i, d in enumerate(self.ds)]
+        every += [("r%d" % (i + 1), d) for i, d in enumerate(self.rs)]
+        for name, d in every:
             result = self.rep(d.result) if d.called else "-"
-            self.log("state d%d called=%s paused=%d result=%s"
-                     % (i + 1, "true" if d.called else "false", d.paused, result))
-        for d in self.ds:  # consume what failed, so nothing is reported later
+            self.log("state %s called=%s paused=%d result=%s"
+                     % (name, "true" if d.called else "false", d.paused, result))
+        for _, d in every:  # consume what failed, so nothing is reported later
             if d.called and isinstance(getattr(d, "result", None), Failure):
                 d.addErrback(lambda f: None)
 
@@ -173,7 +224,7 @@ def main():
             if not words:
                 continue
             if words[0] == "prog":
-                prog = Program(words[1], int(words[2]))
+                prog = Program(words[1], int(words[2]), int(words[3]) if len(words) > 3 else 0)
             elif words[0] == "end":
                 prog.finish()
                 print("== " + prog.pid)
