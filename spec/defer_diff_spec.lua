@@ -4,8 +4,9 @@
 -- chainDeferred, cancel; callbacks that return values, Failures or other
 -- Deferreds, raise, fire, cancel or pause other Deferreds, or add callbacks
 -- to them; and inlineCallbacks functions that await those, each other,
--- succeed and fail, fire Deferreds, raise and return, some cancelled) and
--- runs them here; spec/peers/defer_diff.py runs the same
+-- succeed and fail, fire Deferreds, raise and return, some cancelled; and
+-- DeferredLists and gatherResults over those, with every option, watched
+-- and cancelled) and runs them here; spec/peers/defer_diff.py runs the same
 -- programs under Debian's /usr/bin/python3 with Twisted. Every trace (what
 -- each callback got, what each call raised, each Deferred's end state) must
 -- be the same. scripts/test runs this file with both chain runners (C, and
@@ -45,6 +46,13 @@ local function braid_traces(text)
   return traces, order
 end
 
+-- Every trace of text's programs under braid, in one string.
+local function all_traces(text)
+  local all = {}
+  for _, t in pairs((braid_traces(text))) do all[#all + 1] = t end
+  return table.concat(all, "\n")
+end
+
 -- The same programs under braid and under Twisted: every trace the same.
 local function same_traces(text)
   local mine, order = braid_traces(text)
@@ -71,6 +79,10 @@ describe("braid.defer against Twisted's Deferred", function()
     same_traces(dd.generate_ic(20261124, PROGRAMS))
   end)
 
+  it("gives the same trace for " .. PROGRAMS .. " random DeferredList programs", function()
+    same_traces(dd.generate_dl(20261125, PROGRAMS))
+  end)
+
   it("runs programs that exercise every operation and behaviour", function()
     -- the generator's coverage: each op and callback behaviour appears
     local text = dd.generate(20261123, PROGRAMS)
@@ -81,10 +93,7 @@ describe("braid.defer against Twisted's Deferred", function()
                             ":fail", ":fire:%d", ":cancel:%d", ":pause:%d", ":add:%d" }) do
       assert.truthy(text:find(word), word)  -- Lua patterns: %d is a digit
     end
-    local traces = braid_traces(text)
-    local all = {}
-    for _, t in pairs(traces) do all[#all + 1] = t end
-    all = table.concat(all, "\n")
+    local all = all_traces(text)
     for _, seen in ipairs({ "AlreadyCalled", "F%(Cancelled%)", "F%(AlreadyCalled%)", "canceller d",
                             "unpause d%d skipped", "paused=1", "result=D%d", "k5%d%d%(" }) do
       assert.truthy(all:find(seen), seen)
@@ -98,14 +107,28 @@ describe("braid.defer against Twisted's Deferred", function()
                             "\ncancelr %d" }) do
       assert.truthy(text:find(word), word)
     end
-    local traces = braid_traces(text)
-    local all = {}
-    for _, t in pairs(traces) do all[#all + 1] = t end
-    all = table.concat(all, "\n")
+    local all = all_traces(text)
     for _, seen in ipairs({ "c%d got %d", "c%d caught E1%d%d", "c%d caught Cancelled",
                             "r%d %-> done", "r%d %-> %d0\n", "r%d %-> F%(E1%d%d%)",
                             "c%d fire d%d %-> ok", "c%d fire d%d %-> AlreadyCalled",
                             "cancelled r%d", "state r%d called=true" }) do
+      assert.truthy(all:find(seen), seen)
+    end
+  end)
+
+  it("runs DeferredList programs that exercise every kind, option and outcome", function()
+    local text = dd.generate_dl(20261125, PROGRAMS)
+    for _, flags in ipairs({ "-", "c", "e", "x", "ce", "cx", "ex", "cex" }) do
+      assert.truthy(text:find("\nlist %d dl " .. flags:gsub("%-", "%%-") .. " %d"), flags)
+    end
+    for _, word in ipairs({ "\nlist %d gather x %d", "\nlist %d gather %- %d",
+                            "\nwatchl %d", "\ncancell %d" }) do
+      assert.truthy(text:find(word), word)
+    end
+    local all = all_traces(text)
+    for _, seen in ipairs({ "l%d %-> %[%(true,%d+%)", "l%d %-> %[%(false,F%(E%d+%)%)",
+                            "l%d %-> %(%d+,%d%)", "l%d %-> %[%d+", "F%(FirstError@%d:F%(",
+                            "FirstError@%d:F%(Cancelled%)", "cancelled l%d", "state l%d called=false" }) do
       assert.truthy(all:find(seen), seen)
     end
   end)

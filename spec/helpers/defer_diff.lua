@@ -33,6 +33,16 @@
 --   start I                   calls cI (starts are in order: r1 .. rI-1 exist)
 --   watch I                   rI:addBoth(log "rI -> V")
 --   cancelr I                 rI:cancel()
+-- Programs of the third kind (M.generate_dl) add L lists l1 .. lL:
+--   prog ID K 0 L
+--   list I dl|gather FLAGS J ...  lI = DeferredList({dJ, ...}, opts) with
+--                             FLAGS from c (fireOnOneCallback), e
+--                             (fireOnOneErrback), x (consumeErrors), or "-";
+--                             or gatherResults({dJ, ...}, consumeErrors: x)
+--   watchl I                  lI:addBoth(log "lI -> V")
+--   cancell I                 lI:cancel()
+-- List results print as [(true,V),(false,V)], (V,INDEX) for
+-- fireOnOneCallback, [V,V] for gatherResults, F(FirstError@INDEX:V).
 -- Values print as integers, strings, nil, DJ for a Deferred, F(EK) for a
 -- Failure of EK, F(Cancelled), F(AlreadyCalled). At the end each Deferred
 -- prints "state dI called=.. paused=.. result=.." (result "-" if not called).
@@ -117,60 +127,112 @@ end
 
 local STEPS = { { 8, "await:d" }, { 3, "await:r" }, { 2, "await:succ" }, { 2, "await:fail" },
                 { 3, "fire:" }, { 1, "raise" }, { 1, "ret" } }
-local IC_BEHAVIOURS = { { 20, "ret" }, { 14, "pass" }, { 12, "raise" }, { 6, "failret" },
-                        { 5, "succ" }, { 5, "fail" }, { 8, "fire" }, { 4, "cancel" } }
+-- callbacks added to pool Deferreds by the inlineCallbacks and list programs
+local POOL_BEHAVIOURS = { { 20, "ret" }, { 14, "pass" }, { 12, "raise" }, { 6, "failret" },
+                          { 5, "succ" }, { 5, "fail" }, { 8, "fire" }, { 4, "cancel" } }
 local IC_OPS = { { 20, "add" }, { 24, "fire" }, { 8, "watch" }, { 6, "cancelr" },
                  { 5, "cancel" }, { 3, "pause" }, { 4, "unpause" } }
+local DL_OPS = { { 16, "add" }, { 24, "fire" }, { 8, "watchl" }, { 6, "cancell" },
+                 { 5, "cancel" }, { 3, "pause" }, { 4, "unpause" } }
+local FLAGS = { "-", "-", "c", "e", "x", "ce", "cx", "ex", "cex" }
 
-local function program_ic(rand, id)
-  local k, m = 1 + rand(3), 1 + rand(3)
-  local lines = { ("prog %s %d %d"):format(id, k, m) }
+-- The frame of the inlineCallbacks and list programs: k pool Deferreds,
+-- some with cancellers; `more(lines)` adds the program's own lines, then
+-- 4 to 15 steps, each either `own(lines)` (when it returns true: it made
+-- one of its things) or an operation of `ops` (those ops not on the pool,
+-- the watch and cancel ones, go to thing rand(made())); then `finish(lines)`
+-- and every pool Deferred fired.
+local function frame(rand, header, k, ops, more, own, made, finish)
+  local lines = { header }
   local next_cb = 0
   for i = 1, k do
     local c = pick(rand, CANCELLERS)
     if c then lines[#lines + 1] = ("canceller %d %s"):format(i, c) end
   end
-  for i = 1, m do
-    local steps = {}
-    for s = 1, rand(4) do
-      local st = pick(rand, STEPS)
-      if st == "await:r" and i == 1 then st = "await:d" end
-      if st == "await:d" or st == "fire:" then st = st .. rand(k)
-      elseif st == "await:r" then st = st .. rand(i - 1) end
-      steps[s] = st
-      if st == "raise" or st == "ret" then break end
-    end
-    lines[#lines + 1] = ("co %d %s"):format(i, table.concat(steps, " "))
-  end
-  local started = 0
+  more(lines)
   for _ = 1, 4 + rand(12) do
-    if started < m and rand(3) == 1 then
-      started = started + 1
-      lines[#lines + 1] = ("start %d"):format(started)
-    else
-      local op, i = pick(rand, IC_OPS), rand(k)
+    if not own(lines) then
+      local op, i = pick(rand, ops), rand(k)
       if op == "add" then
         next_cb = next_cb + 1
-        local b = pick(rand, IC_BEHAVIOURS)
+        local b = pick(rand, POOL_BEHAVIOURS)
         if b == "fire" or b == "cancel" then b = b .. ":" .. rand(k) end
         lines[#lines + 1] = ("add %d %s %d:%s"):format(i, (pick(rand, ADD_KINDS):gsub("cbs", "both")),
           next_cb, b)
       elseif op == "fire" then
         lines[#lines + 1] = ("fire %d %s %d"):format(i, rand(4) == 1 and "err" or "ok", 100 + rand(99))
-      elseif op == "watch" or op == "cancelr" then
-        if started > 0 then lines[#lines + 1] = ("%s %d"):format(op, rand(started)) end
-      else
+      elseif op == "cancel" or op == "pause" or op == "unpause" then
         lines[#lines + 1] = ("%s %d"):format(op, i)
+      elseif made() > 0 then
+        lines[#lines + 1] = ("%s %d"):format(op, rand(made()))
       end
     end
   end
-  for i = started + 1, m do lines[#lines + 1] = ("start %d"):format(i) end
-  for i = 1, m do
-    if rand(2) == 1 then lines[#lines + 1] = ("watch %d"):format(i) end
-  end
+  finish(lines)
   for i = 1, k do lines[#lines + 1] = ("fire %d ok %d"):format(i, 200 + i) end
   lines[#lines + 1] = "end"
   return table.concat(lines, "\n")
+end
+
+local function program_ic(rand, id)
+  local k, m = 1 + rand(3), 1 + rand(3)
+  local started = 0
+  return frame(rand, ("prog %s %d %d"):format(id, k, m), k, IC_OPS,
+    function(lines)
+      for i = 1, m do
+        local steps = {}
+        for s = 1, rand(4) do
+          local st = pick(rand, STEPS)
+          if st == "await:r" and i == 1 then st = "await:d" end
+          if st == "await:d" or st == "fire:" then st = st .. rand(k)
+          elseif st == "await:r" then st = st .. rand(i - 1) end
+          steps[s] = st
+          if st == "raise" or st == "ret" then break end
+        end
+        lines[#lines + 1] = ("co %d %s"):format(i, table.concat(steps, " "))
+      end
+    end,
+    function(lines)
+      if started == m or rand(3) > 1 then return false end
+      started = started + 1
+      lines[#lines + 1] = ("start %d"):format(started)
+      return true
+    end,
+    function() return started end,
+    function(lines)
+      for i = started + 1, m do lines[#lines + 1] = ("start %d"):format(i) end
+      for i = 1, m do
+        if rand(2) == 1 then lines[#lines + 1] = ("watch %d"):format(i) end
+      end
+    end)
+end
+
+local function program_dl(rand, id)
+  local k, l = 1 + rand(3), 1 + rand(2)
+  local made = 0
+  return frame(rand, ("prog %s %d 0 %d"):format(id, k, l), k, DL_OPS,
+    function() end,
+    function(lines)
+      if made == l or rand(3) > 1 then return false end
+      made = made + 1
+      local members = {}
+      for j = 1, rand(k + 1) do members[j] = rand(k) end
+      if rand(3) == 1 then
+        lines[#lines + 1] = ("list %d gather %s %s"):format(made, rand(2) == 1 and "x" or "-",
+          table.concat(members, " "))
+      else
+        lines[#lines + 1] = ("list %d dl %s %s"):format(made, FLAGS[rand(#FLAGS)],
+          table.concat(members, " "))
+      end
+      return true
+    end,
+    function() return made end,
+    function(lines)
+      for i = made + 1, l do lines[#lines + 1] = ("list %d dl - %d"):format(i, rand(k)) end
+      for i = 1, l do
+        if rand(2) == 1 then lines[#lines + 1] = ("watchl %d"):format(i) end
+      end
+    end)
 end
 
 local function generator(make)
@@ -189,6 +251,7 @@ end
 -- n programs from seed (a small LCG, so every Lua gives the same programs)
 M.generate = generator(program)
 M.generate_ic = generator(program_ic)
+M.generate_dl = generator(program_dl)
 
 -- ---- running -------------------------------------------------------------
 
@@ -200,8 +263,9 @@ function M.error_name(e)
   return tostring(e)
 end
 
-local function run_program(pid, k, m)
-  local P = { ds = {}, pauses = {}, out = {}, cos = {}, rs = {} }
+local function run_program(pid, k, m, nl)
+  local P = { ds = {}, pauses = {}, out = {}, cos = {}, rs = {}, ls = {}, lkind = {} }
+  nl = nl or 0
   for i = 1, k do
     P.ds[i] = defer.Deferred()
     P.pauses[i] = 0
@@ -224,6 +288,9 @@ local function run_program(pid, k, m)
     end
     for i = 1, m do
       if P.rs[i] == v then return "R" .. i end
+    end
+    for i = 1, nl do
+      if P.ls[i] == v then return "L" .. i end
     end
     if defer.Deferred:isinstance(v) then return "D?" end
     return "?" .. t
@@ -312,7 +379,45 @@ local function run_program(pid, k, m)
     end)
   end
 
+  -- a list's result: pairs, (value, index), gathered values, FirstError
+  local function lrep(i, v)
+    if failure.isFailure(v) and v:check(defer.FirstError) then
+      return ("F(FirstError@%d:%s)"):format(v.value.index, rep(v.value.subFailure))
+    end
+    if type(v) ~= "table" or failure.isFailure(v) then return rep(v) end
+    local items = {}
+    if P.lkind[i] == "gather" then
+      for j = 1, v.n do items[j] = rep(v[j]) end
+      return "[" .. table.concat(items, ",") .. "]"
+    end
+    if type(v[2]) == "number" then return ("(%s,%d)"):format(rep(v[1]), v[2]) end
+    for j, pair in ipairs(v) do items[j] = ("(%s,%s)"):format(tostring(pair[1]), rep(pair[2])) end
+    return "[" .. table.concat(items, ",") .. "]"
+  end
+
   local ops = {
+    list = function(i, w)
+      local members = {}
+      for j = 5, #w do members[#members + 1] = P.ds[tonumber(w[j])] end
+      local flags = w[4]
+      P.lkind[i] = w[3]
+      if w[3] == "gather" then
+        P.ls[i] = defer.gatherResults(members, flags:find("x") ~= nil)
+      else
+        P.ls[i] = defer.DeferredList(members, { fireOnOneCallback = flags:find("c") ~= nil,
+          fireOnOneErrback = flags:find("e") ~= nil, consumeErrors = flags:find("x") ~= nil })
+      end
+    end,
+    watchl = function(i)
+      P.ls[i]:addBoth(function(v)
+        log(("l%d -> %s"):format(i, lrep(i, v)))
+        return v
+      end)
+    end,
+    cancell = function(i)
+      P.ls[i]:cancel()
+      log(("cancelled l%d"):format(i))
+    end,
     co = function(i, w) P.cos[i] = make_co(i, { table.unpack(w, 3) }) end,
     start = function(i) P.rs[i] = P.cos[i]() end,
     watch = function(i)
@@ -362,10 +467,11 @@ local function run_program(pid, k, m)
     local all = {}
     for i, d in ipairs(P.ds) do all[#all + 1] = { "d" .. i, d } end
     for i = 1, m do all[#all + 1] = { "r" .. i, P.rs[i] } end
+    for i = 1, nl do all[#all + 1] = { "l" .. i, P.ls[i], i } end
     for _, e in ipairs(all) do
       local d = e[2]
-      log(("state %s called=%s paused=%d result=%s"):format(
-        e[1], tostring(d.called), d.paused, d.called and rep(d.result) or "-"))
+      local r = not d.called and "-" or e[3] and lrep(e[3], d.result) or rep(d.result)
+      log(("state %s called=%s paused=%d result=%s"):format(e[1], tostring(d.called), d.paused, r))
     end
     for _, e in ipairs(all) do  -- consume what failed, so nothing is reported later
       local d = e[2]
@@ -383,7 +489,7 @@ function M.run(text)
     local w = {}
     for word in line:gmatch("%S+") do w[#w + 1] = word end
     if w[1] == "prog" then
-      prog = run_program(w[2], tonumber(w[3]), tonumber(w[4]))
+      prog = run_program(w[2], tonumber(w[3]), tonumber(w[4]), tonumber(w[5]))
       order[#order + 1] = w[2]
     elseif w[1] == "end" then
       traces[order[#order]] = prog.finish()

@@ -16,13 +16,15 @@ from twisted.python.failure import Failure
 
 
 class Program:
-    def __init__(self, pid, k, m):
+    def __init__(self, pid, k, m, nl):
         self.pid = pid
         self.ds = [defer.Deferred() for _ in range(k)]
         self.user_pauses = [0] * k
         self.out = []
         self.cos = [None] * m
         self.rs = [None] * m
+        self.ls = [None] * nl
+        self.lkind = [None] * nl
 
     def log(self, line):
         self.out.append(line)
@@ -48,6 +50,9 @@ class Program:
             for i, d in enumerate(self.rs):
                 if d is v:
                     return "R%d" % (i + 1)
+            for i, d in enumerate(self.ls):
+                if d is v:
+                    return "L%d" % (i + 1)
             return "D?"
         return "?" + type(v).__name__
 
@@ -123,6 +128,17 @@ class Program:
             raise AssertionError("unknown behaviour " + what)
         return fn
 
+    def lrep(self, i, v):
+        if isinstance(v, Failure) and v.check(defer.FirstError):
+            return "F(FirstError@%d:%s)" % (v.value.index + 1, self.rep(v.value.subFailure))
+        if isinstance(v, tuple):
+            return "(%s,%d)" % (self.rep(v[0]), v[1] + 1)
+        if not isinstance(v, list):
+            return self.rep(v)
+        if self.lkind[i] == "gather":
+            return "[" + ",".join(self.rep(x) for x in v) + "]"
+        return "[" + ",".join("(%s,%s)" % (self.rep(ok), self.rep(x)) for ok, x in v) + "]"
+
     def caught(self, e):
         if isinstance(e, defer.CancelledError):
             return "Cancelled"
@@ -192,6 +208,24 @@ class Program:
         elif name == "cancel":
             self.ds[i].cancel()
             self.log("cancelled d%d" % (i + 1))
+        elif name == "list":
+            members = [self.ds[int(j) - 1] for j in words[4:]]
+            flags = words[3]
+            self.lkind[i] = words[2]
+            if words[2] == "gather":
+                self.ls[i] = defer.gatherResults(members, consumeErrors="x" in flags)
+            else:
+                self.ls[i] = defer.DeferredList(members, fireOnOneCallback="c" in flags,
+                                                fireOnOneErrback="e" in flags,
+                                                consumeErrors="x" in flags)
+        elif name == "watchl":
+            def watch(v, i=i):
+                self.log("l%d -> %s" % (i + 1, self.lrep(i, v)))
+                return v
+            self.ls[i].addBoth(watch)
+        elif name == "cancell":
+            self.ls[i].cancel()
+            self.log("cancelled l%d" % (i + 1))
         elif name == "co":
             self.cos[i] = self.make_co(i, words[2:])
         elif name == "start":
@@ -207,11 +241,17 @@ class Program:
     def finish(self):
         every = [("d%d" % (i + 1), d) for i, d in enumerate(self.ds)]
         every += [("r%d" % (i + 1), d) for i, d in enumerate(self.rs)]
-        for name, d in every:
-            result = self.rep(d.result) if d.called else "-"
+        lists = [("l%d" % (i + 1), d) for i, d in enumerate(self.ls)]
+        for name, d in every + lists:
+            if not d.called:
+                result = "-"
+            elif name[0] == "l":
+                result = self.lrep(int(name[1:]) - 1, d.result)
+            else:
+                result = self.rep(d.result)
             self.log("state %s called=%s paused=%d result=%s"
                      % (name, "true" if d.called else "false", d.paused, result))
-        for _, d in every:  # consume what failed, so nothing is reported later
+        for _, d in every + lists:  # consume what failed, so nothing is reported later
             if d.called and isinstance(getattr(d, "result", None), Failure):
                 d.addErrback(lambda f: None)
 
@@ -224,7 +264,8 @@ def main():
             if not words:
                 continue
             if words[0] == "prog":
-                prog = Program(words[1], int(words[2]), int(words[3]) if len(words) > 3 else 0)
+                prog = Program(words[1], int(words[2]), int(words[3]) if len(words) > 3 else 0,
+                               int(words[4]) if len(words) > 4 else 0)
             elif words[0] == "end":
                 prog.finish()
                 print("== " + prog.pid)
