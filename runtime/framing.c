@@ -92,7 +92,7 @@ static int fb_nextline(lua_State *L) {
   const char *start = b->data ? b->data + b->off : NULL;
   const char *p = start ? fb_find(start, b->len, d, dn) : NULL;
   if (p == NULL) { /* as Twisted: a partial line may hold a split delimiter */
-    if ((lua_Integer)b->len >= max + (lua_Integer)dn) {
+    if ((lua_Integer)b->len - (lua_Integer)dn >= max) { /* max + dn may overflow */
       lua_pushboolean(L, 0);
       lua_pushliteral(L, "toolong");
       return 2;

@@ -132,6 +132,38 @@ describe("framebuf", function()
         assert.are.equal("llo", b:take(10))
         assert.are.equal("", b:take(1))
       end)
+
+      -- found by tests/fuzz/fuzz_framebuf.c (C and Lua buffers side by side)
+      it("handles limits up to math.maxinteger without overflowing", function()
+        local b = new()
+        assert.is_nil(b:nextLine("\r\n", math.maxinteger))
+        b:append("abc")
+        assert.is_nil(b:nextLine("\r\n", math.maxinteger))
+        b:clear() -- a declared length near the limit: wait for it
+        b:append("9223372036854775807:abc,")
+        assert.is_nil(b:nextNetstring(math.maxinteger))
+        b:clear() -- a float limit counts its digits as an integer would
+        b:append("100000:")
+        assert.is_nil(b:nextNetstring(1e15))
+        b:clear()
+        b:append("abc")
+        assert.are.equal("a", b:take(1))
+        assert.are.equal("bc", b:take(math.maxinteger))
+        assert.are.equal(0, b:len())
+      end)
+
+      it("raises on an empty delimiter and a negative count", function()
+        local b = new()
+        b:append("abc")
+        local function raises(msg, f) -- C raises a string, Lua a TypeError
+          local ok, e = pcall(f)
+          assert.is_false(ok)
+          assert.truthy(tostring(e):find(msg, 1, true), tostring(e))
+        end
+        raises("bad argument #1 to 'nextLine' (empty delimiter)", function() b:nextLine("", 10) end)
+        raises("bad argument #1 to 'take' (negative count)", function() b:take(-1) end)
+        assert.are.equal(3, b:len())
+      end)
     end)
   end
 end)

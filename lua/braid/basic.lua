@@ -47,10 +47,11 @@ local function consume(self, n)
 end
 
 function LuaFrameBuffer:nextLine(delim, max)
+  if delim == "" then errors.argerror("nextLine", 1, "empty delimiter") end -- as framing.c
   local s, pos = self._s, self._pos
   local i = find(s, delim, pos, true)
   if not i then
-    if #s - pos + 1 >= max + #delim then return false, "toolong" end
+    if #s - pos + 1 - #delim >= max then return false, "toolong" end -- max + #delim may wrap
     return nil
   end
   if i - pos > max then return false, "toolong" end
@@ -61,7 +62,7 @@ end
 
 function LuaFrameBuffer:nextNetstring(max)
   local s, pos = self._s, self._pos
-  local maxdigits = #tostring(max)
+  local maxdigits = #string.format("%d", max) -- not tostring: 1e15 is "1e+15"
   local _, e, digits = find(s, "^(%d*)", pos)
   local nd = #digits
   if nd > maxdigits then return false, "toolong" end
@@ -71,7 +72,7 @@ function LuaFrameBuffer:nextNetstring(max)
     return false, "malformed"
   end
   local n = tonumber(digits)
-  if #s < e + 1 + n + 1 then return nil end
+  if #s - e - 2 < n then return nil end -- e + 1 + n + 1 may wrap when max is huge
   if sub(s, e + 2 + n, e + 2 + n) ~= "," then return false, "malformed" end
   local str = sub(s, e + 2, e + 1 + n)
   consume(self, e + 2 + n - pos + 1)
@@ -92,9 +93,12 @@ function LuaFrameBuffer:nextPrefixed(k, max)
 end
 
 function LuaFrameBuffer:take(n)
+  if n < 0 then errors.argerror("take", 1, "negative count") end
   local s, pos = self._s, self._pos
+  local avail = #s - pos + 1
+  if n > avail then n = avail end -- else pos + n - 1 may wrap around
   local str = sub(s, pos, pos + n - 1)
-  consume(self, #str)
+  consume(self, n)
   return str
 end
 
