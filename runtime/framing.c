@@ -123,8 +123,9 @@ static int fb_nextnetstring(lua_State *L) {
     i++;
     if (i > maxdigits || max < 0 || n > (size_t)max) goto toolong; /* 19 digits overflow lua_Integer */
   }
+  if (i > 1 && s[0] == '0') goto malformed; /* at once, as Twisted: before more comes */
   if (i == b->len) { lua_pushnil(L); return 1; }
-  if (i == 0 || s[i] != ':' || (i > 1 && s[0] == '0')) goto malformed;
+  if (i == 0 || s[i] != ':') goto malformed;
   if (b->len < i + 1 + n + 1) { lua_pushnil(L); return 1; }
   if (s[i + 1 + n] != ',') goto malformed;
   lua_pushlstring(L, (const char *)s + i + 1, n);

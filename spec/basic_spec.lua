@@ -121,6 +121,27 @@ for _, impl in ipairs(IMPLS) do
       end
     end)
 
+    -- spec/receivers_diff_spec.lua found this against Twisted 22.4
+    it("resumes the transport before the buffered lines, which may pause it again", function()
+      local C = LR({ delimiter = "\n" })
+      function C:connectionMade() self.received = {} end
+      function C:lineReceived(line)
+        self.received[#self.received + 1] = line
+        if line == "p" then self:pauseProducing() end
+      end
+      local a, t = C(), testing.StringTransport()
+      a:makeConnection(t)
+      a:dataReceived("p\np\nx\n")
+      assert.are.same({ "p" }, a.received)
+      a:resumeProducing()
+      assert.are.same({ "p", "p" }, a.received)
+      assert.is_true(a.paused)
+      assert.are.equal("paused", t.producerState)
+      a:resumeProducing()
+      assert.are.same({ "p", "p", "x" }, a.received)
+      assert.are.equal("producing", t.producerState)
+    end)
+
     it("resumes in raw mode when paused after setRawMode", function()
       local buf = "twiddle1\ntwiddle2\nlen 5\nrawpause\n12345twiddle3\n"
       for size = 1, 9 do
@@ -325,6 +346,21 @@ for _, impl in ipairs(IMPLS) do
       a:dataReceived("a\nb\n")
       assert.are.same({ "a" }, a.received)
     end)
+
+    -- spec/receivers_diff_spec.lua found this against Twisted 22.4
+    it("gives lineLengthExceeded the long line alone, as Twisted does", function()
+      local C = T:extend("C", { MAX_LENGTH = 3 })
+      function C:lineLengthExceeded(line)
+        self.exceeded = line
+        return T.lineLengthExceeded(self, line)
+      end
+      local a, t = C(), testing.StringTransport()
+      a:makeConnection(t)
+      a:dataReceived("ab\nabcdef\nxy\n")
+      assert.are.same({ "ab" }, a.received)
+      assert.are.equal("abcdef", a.exceeded)
+      assert.is_true(t.disconnecting)
+    end)
   end)
 
   describe("NetstringReceiver (" .. label .. ")", function()
@@ -384,6 +420,10 @@ for _, impl in ipairs(IMPLS) do
       local p, t = make()
       p:dataReceived("aaa")
       assert.is_true(t.disconnecting) -- not a number: malformed at once
+      local z, w = make()
+      z:dataReceived("1:a,03")
+      assert.are.same({ "a" }, z.received)
+      assert.is_true(w.disconnecting) -- a leading zero: malformed at once, as Twisted
       local q, u = make()
       q:dataReceived("3:ab")
       assert.is_false(u.disconnecting)

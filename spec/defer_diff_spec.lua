@@ -13,37 +13,12 @@
 -- BRAID_DEFER_LUA=1).
 local defer = require "braid.defer"
 local dd = require "helpers.defer_diff"
+local td = require "helpers.twisted_diff"
 
-local PY = "/usr/bin/python3"
 local PROGRAMS = 1500
 
-local function twisted_traces(text)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  local p = assert(io.popen(("%s spec/peers/defer_diff.py %s 2>/dev/null"):format(PY, path)))
-  local out = p:read("a")
-  local ok, how, code = p:close()
-  os.remove(path)
-  assert(ok, ("defer_diff.py failed: %s %s"):format(tostring(how), tostring(code)))
-  return dd.split(out)
-end
-
-local cache = {}
-
 local function braid_traces(text)
-  if cache[text] then return cache[text][1], cache[text][2] end
-  local saved = package.loaded["braid.log"]
-  package.loaded["braid.log"] = { err = function() end }  -- unhandled failures
-  local ok, traces, order = pcall(dd.run, text)
-  collectgarbage()
-  collectgarbage()
-  defer.pendingUnhandled(true)
-  package.loaded["braid.log"] = saved
-  assert(ok, traces)
-  cache[text] = { traces, order }
-  return traces, order
+  return td.braid(dd.run, text)
 end
 
 -- Every trace of text's programs under braid, in one string.
@@ -56,18 +31,8 @@ end
 -- The same programs under braid and under Twisted: every trace the same.
 local function same_traces(text)
   local mine, order = braid_traces(text)
-  local theirs = twisted_traces(text)
   assert.equal(PROGRAMS, #order)
-  local bad = {}
-  for _, id in ipairs(order) do
-    if mine[id] ~= theirs[id] then bad[#bad + 1] = id end
-  end
-  if #bad > 0 then
-    local id = bad[1]
-    error(("%d of %d programs differ; the first:\n%s\n-- braid (%s):\n%s\n-- Twisted:\n%s")
-      :format(#bad, PROGRAMS, dd.program_text(text, id), defer.implementation(),
-        mine[id], tostring(theirs[id])), 0)
-  end
+  td.assert_same(text, order, mine, td.twisted("defer_diff.py", text), defer.implementation())
 end
 
 describe("braid.defer against Twisted's Deferred", function()
@@ -134,7 +99,7 @@ describe("braid.defer against Twisted's Deferred", function()
   end)
 
   it("reads Twisted's output back as it prints it", function()
-    local t = dd.split("== 1.1\nk1(5)\nstate d1 called=true paused=0 result=1\n== 1.2\nx\n")
+    local t = td.split("== 1.1\nk1(5)\nstate d1 called=true paused=0 result=1\n== 1.2\nx\n")
     assert.same({ ["1.1"] = "== 1.1\nk1(5)\nstate d1 called=true paused=0 result=1",
                   ["1.2"] = "== 1.2\nx" }, t)
   end)

@@ -259,6 +259,34 @@ describe("task.LoopingCall", function()
     assert.are.equal(require("braid.reactor"), call.clock)
   end)
 
+  -- spec/task_diff_spec.lua found this against Twisted 22.4, which gives the
+  -- same calls and reports its assertion as an unhandled error in a Deferred
+  it("keeps the clock going when a restarted loop finishes a second time", function()
+    local clock, d = Clock(), defer.Deferred()
+    local seen = {}
+    local lc = loopingCall(clock, function()
+      seen[#seen + 1] = ("f%d@%g"):format(#seen + 1, clock:seconds())
+      if #seen == 1 then return d end
+    end)
+    lc:start(1, true)  -- f1 returns d: nothing scheduled until it fires
+    lc:stop()
+    local started = lc:start(1, true)  -- f2; f3 due at 1
+    d:callback(nil)  -- the first chain goes on too: two chains
+    lc:stop()
+    assert.equal(lc, successResultOf(started))
+    clock:callLater(1, function() seen[#seen + 1] = ("other@%g"):format(clock:seconds()) end)
+    local saved = package.loaded["braid.log"]
+    package.loaded["braid.log"] = { err = function() end }
+    finally(function() package.loaded["braid.log"] = saved end)
+    clock:advance(1)  -- f3 finds its loop finished: reported, not raised here
+    assert.same({ "f1@0", "f2@0", "f3@1", "other@1" }, seen)
+    collectgarbage()
+    collectgarbage()
+    local pending = defer.pendingUnhandled(true)
+    assert.equal(1, #pending)
+    assert.truthy(tostring(pending[1]):find("LoopingCall finished twice", 1, true))
+  end)
+
   it("skips to the next future interval when a call takes longer than the interval", function()
     local times = {}
     local clock = Clock()

@@ -67,10 +67,10 @@ function LuaFrameBuffer:nextNetstring(max)
   local nd = #digits
   if nd > maxdigits then return false, "toolong" end
   if nd > 0 and tonumber(digits) > max then return false, "toolong" end
+  -- a leading zero is malformed at once, as in Twisted, before more comes
+  if nd > 1 and sub(digits, 1, 1) == "0" then return false, "malformed" end
   if e == #s then return nil end
-  if nd == 0 or sub(s, e + 1, e + 1) ~= ":" or (nd > 1 and sub(digits, 1, 1) == "0") then
-    return false, "malformed"
-  end
+  if nd == 0 or sub(s, e + 1, e + 1) ~= ":" then return false, "malformed" end
   local n = tonumber(digits)
   if #s - e - 2 < n then return nil end -- e + 1 + n + 1 may wrap when max is huge
   if sub(s, e + 2 + n, e + 2 + n) ~= "," then return false, "malformed" end
@@ -150,10 +150,13 @@ local function pauseProducing(self)
   self.transport:pauseProducing()
 end
 
+-- The transport first, as Twisted does: the buffered data may pause the
+-- receiver again, or close the connection.
 local function resumeProducing(self)
   self.paused = false
+  local t = self.transport
+  if t then t:resumeProducing() end
   self:dataReceived("")
-  if self.transport then self.transport:resumeProducing() end
 end
 
 local function stopProducing(self)
@@ -259,7 +262,11 @@ function LineOnlyReceiver:dataReceived(data)
     if t and t.disconnecting then return end
     local line = buf:nextLine(delim, max)
     if line == nil then return end
-    if line == false then return self:lineLengthExceeded(buf:takeAll()) end
+    if line == false then -- as Twisted: a complete long line alone, else the partial one
+      local data = buf:takeAll()
+      local i = find(data, delim, 1, true)
+      return self:lineLengthExceeded(i and sub(data, 1, i - 1) or data)
+    end
     self:lineReceived(line)
   end
 end

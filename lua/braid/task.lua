@@ -262,40 +262,48 @@ end
 
 local loop_run, schedule_from
 
+-- The start Deferred, taken once. A loop restarted while a Deferred of its
+-- function was pending runs two chains of calls (as in Twisted) and finishes
+-- twice; the second finish raises, as Twisted's assertion does.
+local function take_deferred(self)
+  local d = self._deferred
+  if d == nil then error(errors.Error("LoopingCall finished twice"), 0) end
+  self._deferred = nil
+  return d
+end
+
 local function loop_done(result, self)
   if self.running then
     schedule_from(self, seconds_of(self.clock))
   else
-    local d = self._deferred
-    self._deferred = nil
-    d:callback(self)
+    take_deferred(self):callback(self)
   end
   return nil
 end
 
 local function loop_failed(f, self)
   self.running = false
-  local d = self._deferred
-  self._deferred = nil
-  d:errback(f)
+  take_deferred(self):errback(f)
   return nil
 end
 
 -- One call of f; the next is scheduled once it (or its Deferred) is done.
+-- As Twisted's maybeDeferred(f):addCallback(done):addErrback(failed): an
+-- error in loop_done goes to loop_failed, and one there ends in a Deferred
+-- (reported as unhandled), never in the caller (the clock).
 loop_run = function(self)
   self.call = nil
   local a = self.a
   local ok, r = xpcall(self.f, msgh, unpack(a, 1, a.n))
-  if not ok then return loop_failed(r, self) end
-  if r ~= nil then
-    if isDeferred(r) then
-      r:addCallbacks(loop_done, loop_failed, { self }, { self })
-      return
-    elseif isFailure(r) then
-      return loop_failed(r, self)
-    end
+  if ok and isDeferred(r) then
+    r:addCallback(loop_done, self)
+    r:addErrback(loop_failed, self)
+    return
   end
-  return loop_done(r, self)
+  if ok and isFailure(r) then ok = false end
+  if ok then ok, r = xpcall(loop_done, msgh, r, self) end
+  if not ok then ok, r = xpcall(loop_failed, msgh, r, self) end
+  if not ok then defer.fail(r) end
 end
 
 -- Schedule the next call on the next interval boundary after `when`

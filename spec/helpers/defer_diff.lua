@@ -49,21 +49,12 @@
 local defer = require "braid.defer"
 local errors = require "braid.error"
 local failure = require "braid.failure"
+local td = require "helpers.twisted_diff"
 
+local pick = td.pick
 local M = {}
 
 -- ---- generating --------------------------------------------------------
-
--- weighted choice: list of {weight, value}
-local function pick(rand, list)
-  local total = 0
-  for _, e in ipairs(list) do total = total + e[1] end
-  local r = rand(total)
-  for _, e in ipairs(list) do
-    r = r - e[1]
-    if r <= 0 then return e[2] end
-  end
-end
 
 local BEHAVIOURS = {
   { 20, "ret" }, { 14, "pass" }, { 12, "raise" }, { 6, "failret" }, { 12, "d" },
@@ -235,23 +226,10 @@ local function program_dl(rand, id)
     end)
 end
 
-local function generator(make)
-  return function(seed, n)
-    local state = seed
-    local function rand(m)
-      state = (state * 1103515245 + 12345) % 2147483648
-      return 1 + (state >> 8) % m
-    end
-    local out = {}
-    for p = 1, n do out[p] = make(rand, ("%d.%d"):format(seed, p)) end
-    return table.concat(out, "\n") .. "\n"
-  end
-end
-
 -- n programs from seed (a small LCG, so every Lua gives the same programs)
-M.generate = generator(program)
-M.generate_ic = generator(program_ic)
-M.generate_dl = generator(program_dl)
+M.generate = td.generator(program)
+M.generate_ic = td.generator(program_ic)
+M.generate_dl = td.generator(program_dl)
 
 -- ---- running -------------------------------------------------------------
 
@@ -473,10 +451,9 @@ local function run_program(pid, k, m, nl)
       local r = not d.called and "-" or e[3] and lrep(e[3], d.result) or rep(d.result)
       log(("state %s called=%s paused=%d result=%s"):format(e[1], tostring(d.called), d.paused, r))
     end
-    for _, e in ipairs(all) do  -- consume what failed, so nothing is reported later
-      local d = e[2]
-      if d.called and failure.isFailure(d.result) then d:addErrback(function() end) end
-    end
+    local ds = {}
+    for i, e in ipairs(all) do ds[i] = e[2] end
+    td.consume_failures(ds)  -- so nothing is reported later
     return "== " .. pid .. "\n" .. table.concat(P.out, "\n")
   end
   return P
@@ -484,49 +461,9 @@ end
 
 -- Run every program of text; returns {id = trace, ...} and the ids in order.
 function M.run(text)
-  local traces, order, prog = {}, {}, nil
-  for line in text:gmatch("[^\n]+") do
-    local w = {}
-    for word in line:gmatch("%S+") do w[#w + 1] = word end
-    if w[1] == "prog" then
-      prog = run_program(w[2], tonumber(w[3]), tonumber(w[4]), tonumber(w[5]))
-      order[#order + 1] = w[2]
-    elseif w[1] == "end" then
-      traces[order[#order]] = prog.finish()
-      prog = nil
-    elseif w[1] then
-      prog.op(w)
-    end
-  end
-  return traces, order
-end
-
--- Split Twisted's output ("== id" blocks) the same way.
-function M.split(output)
-  local traces, id, buf = {}, nil, nil
-  local function flush()
-    if id then traces[id] = "== " .. id .. (#buf > 0 and "\n" .. table.concat(buf, "\n") or "\n") end
-  end
-  for line in (output .. "\n"):gmatch("([^\n]*)\n") do
-    local new = line:match("^== (%S+)$")
-    if new then
-      flush()
-      id, buf = new, {}
-    elseif id and line ~= "" then
-      buf[#buf + 1] = line
-    end
-  end
-  flush()
-  return traces
-end
-
--- One program's text, for a failure message.
-function M.program_text(text, id)
-  local pat = "prog " .. id:gsub("%.", "%%.") .. " "
-  local s = text:find(pat, 1)
-  if not s then return "?" end
-  local e = text:find("\nend", s, true)
-  return text:sub(s, e and e + 3 or -1)
+  return td.run(text, function(w)
+    return run_program(w[2], tonumber(w[3]), tonumber(w[4]), tonumber(w[5]))
+  end)
 end
 
 return M

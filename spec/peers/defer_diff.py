@@ -14,9 +14,11 @@ import sys
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from diff_programs import emit, programs
+
 
 class Program:
-    def __init__(self, pid, k, m, nl):
+    def __init__(self, pid, k, m=0, nl=0):
         self.pid = pid
         self.ds = [defer.Deferred() for _ in range(k)]
         self.user_pauses = [0] * k
@@ -257,27 +259,15 @@ class Program:
 
 
 def main():
-    prog = None
-    with open(sys.argv[1]) as f:
-        for line in f:
-            words = line.split()
-            if not words:
-                continue
-            if words[0] == "prog":
-                prog = Program(words[1], int(words[2]), int(words[3]) if len(words) > 3 else 0,
-                               int(words[4]) if len(words) > 4 else 0)
-            elif words[0] == "end":
-                prog.finish()
-                print("== " + prog.pid)
-                for out in prog.out:
-                    print(out)
-                prog = None
-            else:
-                try:
-                    prog.op(words)
-                except Exception as e:  # noqa: BLE001
-                    prog.log("op %s raised %s" % (words[0], prog.error_name(e)))
-    sys.stdout.flush()
+    for header, body in programs(sys.argv[1]):
+        prog = Program(header[1], *[int(w) for w in header[2:]])
+        for words, _ in body:
+            try:
+                prog.op(words)
+            except Exception as e:  # noqa: BLE001
+                prog.log("op %s raised %s" % (words[0], prog.error_name(e)))
+        prog.finish()
+        emit(prog.pid, prog.out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,31 @@
+"""spec/peers/diff_programs.py: what the Twisted sides of the differential
+specs share (defer_diff.py, receivers_diff.py, task_diff.py): reading the
+programs spec/helpers/twisted_diff.lua describes, and printing traces."""
+
+import sys
+
+
+def programs(path):
+    """Yield (header words, body) per program of the file at path; body is
+    the list of (words, line) between its "prog" and "end" lines."""
+    header, body = None, None
+    with open(path) as f:
+        for line in f:
+            words = line.split()
+            if not words:
+                continue
+            if words[0] == "prog":
+                header, body = words, []
+            elif words[0] == "end":
+                yield header, body
+                header, body = None, None
+            else:
+                body.append((words, line.rstrip("\n")))
+
+
+def emit(pid, events):
+    """Print one program's trace: "== pid", then one line per event."""
+    print("== " + pid)
+    for event in events:
+        print(event)
+    sys.stdout.flush()
