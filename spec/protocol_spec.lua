@@ -1,6 +1,7 @@
 -- spec for lua/braid/protocol.lua: Protocol, Factory, ClientFactory, ReconnectingClientFactory
 local protocol = require "braid.protocol"
 local errors = require "braid.error"
+local log = require "braid.log"
 
 local Protocol, Factory = protocol.Protocol, protocol.Factory
 
@@ -126,7 +127,7 @@ describe("braid.protocol", function()
       local f = RCF()
       assert.equal(1.0, f.initialDelay)
       assert.equal(2.7182818284590451, f.factor)
-      assert.equal(0.11962656472, f.jitter)
+      assert.equal(0.119626565582, f.jitter)
       assert.equal(3600, f.maxDelay)
       assert.is_nil(f.maxRetries)
       assert.is_true(f.continueTrying)
@@ -182,6 +183,35 @@ describe("braid.protocol", function()
       assert.is_false(f.continueTrying)
       f:clientConnectionFailed(connector, nil)
       assert.equal(1, f.retries)
+    end)
+
+    -- spec/factory_diff_spec.lua found these two against Twisted 22.4
+    it("stopTrying ignores NotConnectingError from the connector and raises anything else", function()
+      local f = RCF()
+      f.noisy, f.clock = false, Clock()
+      f.connector = { stopConnecting = function() error(errors.NotConnectingError()) end }
+      f:stopTrying()
+      f = RCF()
+      f.noisy, f.clock = false, Clock()
+      f.connector = { stopConnecting = function() error(errors.ValueError("boom")) end }
+      local ok, e = pcall(f.stopTrying, f)
+      assert.is_false(ok)
+      assert.is_true(errors.isinstance(e, errors.ValueError))
+      assert.is_false(f.continueTrying)
+    end)
+
+    it("logs a retry whose delay is past any integer", function()
+      local f = RCF()
+      f.clock, f.jitter, f.initialDelay, f.maxDelay, f.factor = Clock(), 0, 1e18, 1e30, 10
+      f:resetDelay()
+      local lines = {}
+      local saved = log.msg
+      log.msg = function(s) lines[#lines + 1] = s end
+      finally(function() log.msg = saved end)
+      f:retry({ connect = function() end })
+      assert.equal(1e19, f.delay)
+      assert.truthy(lines[#lines]:find("will retry in 10000000000000000000 seconds", 1, true),
+        lines[#lines])
     end)
 
     it("jitters the delay with a normal variate around the backoff", function()

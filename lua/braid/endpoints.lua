@@ -15,54 +15,81 @@ local M = {}
 
 local function defer() return require "braid.defer" end
 
+-- API.md: a malformed string raises ValueError naming the part that is
+-- wrong (where Twisted's parsers raise TypeError for a missing, repeated or
+-- unknown argument, braid raises ValueError too).
 local function bad(desc, what)
-  error(errors.ValueError(("invalid endpoint description %q: %s"):format(desc, what)), 3)
+  error(errors.ValueError(("invalid endpoint description %q: %s"):format(desc, what)), 0)
 end
 
--- Split on unescaped ':' (backslash escapes any character), then
--- positional args and key=value pairs.
+-- Twisted's _tokenize and _parse: split on ':' and, before a part's first
+-- '=', on '='; a backslash takes the next character literally. Returns the
+-- positional arguments (the type first) and the keywords.
 local function parse(desc)
-  local parts, cur, i, n = {}, {}, 1, #desc
+  local args, kw, sofar, cur, ops, i, n = {}, {}, {}, {}, ":=", 1, #desc
+  local function add()
+    if #sofar == 1 then args[#args + 1] = sofar[1] else kw[sofar[1]] = sofar[2] end
+    sofar = {}
+  end
   while i <= n do
     local ch = desc:sub(i, i)
-    if ch == "\\" and i < n then
-      cur[#cur + 1] = desc:sub(i + 1, i + 1)
-      i = i + 2
-    elseif ch == ":" then
-      parts[#parts + 1] = table.concat(cur)
+    if ops:find(ch, 1, true) then
+      sofar[#sofar + 1] = table.concat(cur)
       cur = {}
+      if ch == ":" then add() end
+      ops = ch == ":" and ":=" or ":"
+    elseif ch == "\\" and i < n then
       i = i + 1
+      cur[#cur + 1] = desc:sub(i, i)
     else
       cur[#cur + 1] = ch
-      i = i + 1
     end
+    i = i + 1
   end
-  parts[#parts + 1] = table.concat(cur)
-  local kind = table.remove(parts, 1)
-  local args, kw = {}, {}
-  for _, p in ipairs(parts) do
-    local k, v = p:match("^([%w_]+)=(.*)$")
-    if k then kw[k] = v else args[#args + 1] = p end
-  end
-  return kind, args, kw
+  sofar[#sofar + 1] = table.concat(cur)
+  add()
+  return args, kw
 end
 
-local function to_int(desc, name, v, lo, hi)
-  local n = tonumber(v)
-  if n == nil or math.type(n) ~= "integer" and n ~= math.floor(n) then
-    bad(desc, ("%s must be an integer, got %q"):format(name, tostring(v)))
+-- Python's int(v) / int(v, 8) of a string (an integer is itself):
+-- surrounding spaces, a sign, single "_"s between digits, "0o" in base 8.
+local function to_int(desc, name, v, base)
+  if math.type(v) == "integer" then return v end
+  local d = base == 8 and "[0-7]" or "%d"
+  local sign, digits = v:match("^%s*([+-]?)(.-)%s*$")
+  if base == 8 and digits:match("^0[oO]_?[0-7]") then digits = digits:gsub("^0[oO]_?", "") end
+  local clean = digits:gsub("_(" .. d .. ")", "%1")
+  if not (digits:match("^" .. d) and clean:match("^" .. d .. "+$")) then
+    bad(desc, ("%s must be %s, got %q"):format(name, base == 8 and "octal" or "an integer", v))
   end
-  n = math.tointeger(n)
-  if (lo and n < lo) or (hi and n > hi) then
-    bad(desc, ("%s out of range: %d"):format(name, n))
-  end
-  return n
+  if #clean > 18 then bad(desc, ("%s too large: %s"):format(name, v)) end
+  local n = tonumber(clean, base or 10)
+  return sign == "-" and -n or n
 end
 
-local function check_keys(desc, kw, allowed)
-  for k in pairs(kw) do
-    if not allowed[k] then bad(desc, ("unknown parameter %q"):format(k)) end
+-- Python's binding of args and kw to params (the first nfixed given, the
+-- first nreq required): an unknown keyword, a parameter given twice, too
+-- many arguments or a missing one is malformed.
+local function bind(desc, params, nfixed, nreq, args, kw)
+  local out, index = {}, {}
+  for i, p in ipairs(params) do index[p] = i end
+  if #args > #params - nfixed then bad(desc, "too many arguments") end
+  for i, v in ipairs(args) do out[params[nfixed + i]] = v end
+  local keys = {}
+  for k in pairs(kw) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    local i = index[k]
+    if not i then bad(desc, ("unknown parameter %q"):format(k)) end
+    if i <= nfixed or out[k] ~= nil then
+      bad(desc, ("%s given twice"):format(k))
+    end
+    out[k] = kw[k]
   end
+  for i = nfixed + 1, nreq do
+    if out[params[i]] == nil then bad(desc, "missing " .. params[i]) end
+  end
+  return out
 end
 
 ---------------------------------------------------------------------------
@@ -189,65 +216,107 @@ end
 ---------------------------------------------------------------------------
 -- strings
 
+-- A port: an integer from 0 to 65535 (Twisted checks the range only when
+-- it listens or connects).
+local function to_port(desc, v)
+  local n = to_int(desc, "port", v)
+  if n < 0 or n > 65535 then bad(desc, ("port out of range: %d"):format(n)) end
+  return n
+end
+
+-- A host or path: not empty (Twisted takes "" and fails later).
+local function nonempty(desc, name, v)
+  if v == "" then bad(desc, "missing " .. name) end
+  return v
+end
+
+-- Twisted's parsers (endpoints.py: _parseTCP, _TCP6ServerParser,
+-- _parseUNIX); lockfile must be an integer, and is ignored.
+local SERVERS = {
+  tcp = function(reactor, desc, args, kw)
+    local a = bind(desc, { "factory", "port", "interface", "backlog" }, 1, 2, args, kw)
+    return M.TCP4ServerEndpoint(reactor, to_port(desc, a.port),
+      to_int(desc, "backlog", a.backlog or 50), a.interface or "")
+  end,
+  tcp6 = function(reactor, desc, args, kw)
+    local a = bind(desc, { "reactor", "port", "backlog", "interface" }, 1, 2, args, kw)
+    return M.TCP6ServerEndpoint(reactor, to_port(desc, a.port),
+      to_int(desc, "backlog", a.backlog or 50), a.interface or "::")
+  end,
+  unix = function(reactor, desc, args, kw)
+    local a = bind(desc, { "factory", "address", "mode", "backlog", "lockfile" }, 1, 2, args, kw)
+    nonempty(desc, "path", a.address)
+    local mode = to_int(desc, "mode", a.mode or "666", 8)
+    local backlog = to_int(desc, "backlog", a.backlog or 50)
+    to_int(desc, "lockfile", a.lockfile or 1)
+    return UNIXServerEndpoint(reactor, a.address, backlog, mode)
+  end,
+}
+
 --- Parse a server endpoint string.
 function M.serverFromString(reactor, desc)
   errors.checktype("serverFromString", 2, desc, "string")
-  local kind, args, kw = parse(desc)
-  if kind == "tcp" or kind == "tcp6" then
-    check_keys(desc, kw, { port = true, backlog = true, interface = true })
-    local port = kw.port or args[1]
-    if port == nil or port == "" then bad(desc, "missing port") end
-    port = to_int(desc, "port", port, 0, 65535)
-    local backlog = (kw.backlog or args[2]) and to_int(desc, "backlog", kw.backlog or args[2], 0) or 50
-    local interface = kw.interface or args[3] or (kind == "tcp6" and "::" or "")
-    if #args > 3 then bad(desc, ("unexpected argument %q"):format(args[4])) end
-    local cls = kind == "tcp6" and M.TCP6ServerEndpoint or M.TCP4ServerEndpoint
-    return cls(reactor, port, backlog, interface)
-  elseif kind == "unix" then
-    check_keys(desc, kw, { address = true, backlog = true, mode = true, lockfile = true })
-    local path = kw.address or args[1]
-    if path == nil or path == "" then bad(desc, "missing path") end
-    local mode = 438
-    if kw.mode then
-      if not kw.mode:match("^[0-7]+$") then bad(desc, ("mode must be octal, got %q"):format(kw.mode)) end
-      mode = tonumber(kw.mode, 8)
-    end
-    local backlog = kw.backlog and to_int(desc, "backlog", kw.backlog, 0) or 50
-    return UNIXServerEndpoint(reactor, path, backlog, mode)
-  end
-  if kind == "" then bad(desc, "missing endpoint type") end
-  bad(desc, ("unknown endpoint type %q"):format(kind))
+  local args, kw = parse(desc)
+  local kind = table.remove(args, 1)
+  if kind == nil then bad(desc, "missing endpoint type") end
+  local parser = SERVERS[kind] or (kind:lower() == "tcp6" and SERVERS.tcp6)
+  if not parser then bad(desc, ("unknown endpoint type %q"):format(kind)) end
+  return parser(reactor, desc, args, kw)
 end
+
+-- A timeout in seconds: any number (Twisted: an integer).
+local function to_timeout(desc, v)
+  local t = tonumber(v)
+  if t == nil or t ~= t or t < 0 then bad(desc, ("timeout must be a number, got %q"):format(v)) end
+  return t
+end
+
+-- bindAddress=H (port 0, as Twisted) or, braid's addition, H,P.
+local function to_bind(desc, v)
+  local h, p = v:match("^(.*),([^,]*)$")
+  if h == nil then return { v, 0 } end
+  return { h, to_port(desc, p) }
+end
+
+-- Twisted's _parseClientTCP and _parseClientUNIX (lockfile sets checkPID,
+-- which braid ignores). tcp6 is braid's: the same as tcp.
+local CLIENTS = {
+  TCP = function(reactor, desc, args, kw)
+    if #args == 2 then
+      kw.port, kw.host = to_port(desc, args[2]), args[1]
+    elseif #args == 1 then
+      if kw.host ~= nil then kw.port = to_port(desc, args[1]) else kw.host = args[1] end
+    end
+    if kw.port ~= nil then kw.port = to_port(desc, kw.port) end
+    if kw.timeout ~= nil then kw.timeout = to_timeout(desc, kw.timeout) end
+    if kw.bindAddress ~= nil then kw.bindAddress = to_bind(desc, kw.bindAddress) end
+    local a = bind(desc, { "reactor", "host", "port", "timeout", "bindAddress" }, 1, 3, {}, kw)
+    nonempty(desc, "host", a.host)
+    return M.HostnameEndpoint(reactor, a.host, a.port, a.timeout, a.bindAddress)
+  end,
+  UNIX = function(reactor, desc, args, kw)
+    if #args == 1 then kw.path = args[1] end
+    if kw.lockfile ~= nil then
+      kw.checkPID = to_int(desc, "lockfile", kw.lockfile) ~= 0
+      kw.lockfile = nil
+    end
+    if kw.timeout ~= nil then kw.timeout = to_timeout(desc, kw.timeout) end
+    local a = bind(desc, { "reactor", "path", "timeout", "checkPID" }, 1, 2, {}, kw)
+    nonempty(desc, "path", a.path)
+    return UNIXClientEndpoint(reactor, a.path, a.timeout)
+  end,
+}
+CLIENTS.TCP6 = CLIENTS.TCP
 
 --- Parse a client endpoint string.
 function M.clientFromString(reactor, desc)
   errors.checktype("clientFromString", 2, desc, "string")
-  local kind, args, kw = parse(desc)
-  if kind == "tcp" or kind == "tcp6" then
-    check_keys(desc, kw, { host = true, port = true, timeout = true, bindAddress = true })
-    local host = kw.host or args[1]
-    local port = kw.port or (kw.host and args[1] or args[2])
-    if host == nil or host == "" then bad(desc, "missing host") end
-    if port == nil or port == "" then bad(desc, "missing port") end
-    port = to_int(desc, "port", port, 0, 65535)
-    local timeout = kw.timeout and tonumber(kw.timeout)
-    if kw.timeout and not timeout then bad(desc, ("timeout must be a number, got %q"):format(kw.timeout)) end
-    local bind
-    if kw.bindAddress then
-      local bh, bp = kw.bindAddress:match("^(.-),?(%d*)$")
-      bind = { bh, tonumber(bp) or 0 }
-    end
-    return M.HostnameEndpoint(reactor, host, port, timeout, bind)
-  elseif kind == "unix" then
-    check_keys(desc, kw, { path = true, timeout = true, checkPID = true })
-    local path = kw.path or args[1]
-    if path == nil or path == "" then bad(desc, "missing path") end
-    local timeout = kw.timeout and tonumber(kw.timeout)
-    if kw.timeout and not timeout then bad(desc, ("timeout must be a number, got %q"):format(kw.timeout)) end
-    return UNIXClientEndpoint(reactor, path, timeout)
-  end
-  if kind == "" then bad(desc, "missing endpoint type") end
-  bad(desc, ("unknown endpoint type %q"):format(kind))
+  local args, kw = parse(desc)
+  local kind = table.remove(args, 1)
+  if kind == nil then bad(desc, "missing endpoint type") end
+  local parser = CLIENTS[kind:upper()]
+  if not parser then bad(desc, ("unknown endpoint type %q"):format(kind)) end
+  return parser(reactor, desc, args, kw)
 end
 
 return M

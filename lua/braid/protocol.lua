@@ -174,7 +174,7 @@ local RCF = ClientFactory:extend("ReconnectingClientFactory")
 RCF.maxDelay = 3600
 RCF.initialDelay = 1.0
 RCF.factor = 2.7182818284590451
-RCF.jitter = 0.11962656472
+RCF.jitter = 0.119626565582
 RCF.delay = 1.0
 RCF.retries = 0
 RCF.maxRetries = nil
@@ -229,7 +229,8 @@ function RCF:retry(connector)
     self.delay = normalvariate(self.delay, self.delay * self.jitter)
   end
   if self.noisy then
-    log_msg(("%s will retry in %d seconds"):format(tostring(connector), math.floor(self.delay)))
+    -- Python's "%d" of the float: its integer part, however large
+    log_msg(("%s will retry in %.0f seconds"):format(tostring(connector), math.floor(self.delay)))
   end
   local function reconnector()
     self._callID = nil
@@ -251,7 +252,8 @@ function RCF:stopTrying()
   end
   self.continueTrying = false
   if self.connector then
-    pcall(self.connector.stopConnecting, self.connector)
+    local ok, e = pcall(self.connector.stopConnecting, self.connector)
+    if not ok and not errors.isinstance(e, errors.NotConnectingError) then error(e, 0) end
   end
 end
 
