@@ -101,6 +101,28 @@ describe("WrappingFactory", function()
     assert.is_nil(f.protocols[p])
     assert.is_true(p.wrappedProtocol.lost:check(errors.ConnectionDone) ~= nil)
   end)
+
+  -- spec/policies_diff_spec.lua found these against Twisted 22.4
+  it("names the wrapped factory in its log prefix, and aborts without disconnecting", function()
+    local f = policies.WrappingFactory(protocol.Factory.forProtocol(Recorder))
+    assert.are.equal("Factory (WrappingFactory)", f:logPrefix())
+    local p, t = connect(f)
+    p:abortConnection()
+    assert.is_false(p.disconnecting)
+    assert.is_true(t.disconnecting)
+  end)
+
+  it("visits its protocols in the order they registered", function()
+    local f = policies.ThrottlingFactory(protocol.Factory.forProtocol(Recorder), nil, 1)
+    f.clock = Clock()
+    local order = {}
+    for i = 1, 8 do
+      local p = connect(f)
+      p.throttleReads = function() order[#order + 1] = i end
+    end
+    f:throttleReads()
+    assert.are.same({ 1, 2, 3, 4, 5, 6, 7, 8 }, order)
+  end)
 end)
 
 describe("LimitTotalConnectionsFactory", function()
@@ -201,6 +223,15 @@ describe("TimeoutFactory", function()
     assert.is_false(t.disconnecting)
     f.clock:advance(0.1)
     assert.is_true(t.disconnecting)
+  end)
+
+  it("forgets its period when its timeout is cancelled", function()
+    local f = policies.TimeoutFactory(protocol.Factory.forProtocol(Recorder), 2)
+    f.clock = Clock()
+    local p = connect(f)
+    p:cancelTimeout()
+    assert.is_nil(p.timeoutPeriod)
+    assert.are.equal(0, #f.clock:getDelayedCalls())
   end)
 
   it("cancels its timer when the connection is lost", function()

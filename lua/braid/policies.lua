@@ -59,7 +59,6 @@ function ProtocolWrapper:loseConnection()
   return self.transport:loseConnection()
 end
 function ProtocolWrapper:abortConnection()
-  self.disconnecting = true
   return self.transport:abortConnection()
 end
 function ProtocolWrapper:getPeer() return self.transport:getPeer() end
@@ -91,6 +90,12 @@ function WrappingFactory:init(wrappedFactory)
   self.protocols = {}
 end
 
+function WrappingFactory:logPrefix()
+  local w = self.wrappedFactory
+  local inner = w and w.logPrefix and w:logPrefix() or "Factory"
+  return inner .. " (" .. class.nameof(self) .. ")"
+end
+
 function WrappingFactory:doStart()
   protocol.call(self.wrappedFactory, protocol.Factory, "doStart")
   return ServerFactory.doStart(self)
@@ -107,8 +112,18 @@ function WrappingFactory:buildProtocol(addr)
   return self.protocol(self, inner)
 end
 
-function WrappingFactory:registerProtocol(p) self.protocols[p] = true end
-function WrappingFactory:unregisterProtocol(p) self.protocols[p] = nil end
+-- _order numbers the members of the set protocols by registration, so
+-- that they are visited in that order (Twisted's dict)
+function WrappingFactory:registerProtocol(p)
+  self.protocols[p] = true
+  self._registered = (self._registered or 0) + 1
+  self._order = self._order or {}
+  self._order[p] = self._registered
+end
+function WrappingFactory:unregisterProtocol(p)
+  self.protocols[p] = nil
+  if self._order then self._order[p] = nil end
+end
 WrappingFactory.callLater = call_later
 
 ---------------------------------------------------------------------------
@@ -194,8 +209,9 @@ function ThrottlingFactory:checkWriteBandwidth()
 end
 
 local function each(self, name)
-  local list = {}
+  local list, order = {}, self._order or {}
   for p in pairs(self.protocols) do list[#list + 1] = p end
+  table.sort(list, function(a, b) return (order[a] or 0) < (order[b] or 0) end)
   for _, p in ipairs(list) do p[name](p) end
 end
 
@@ -309,6 +325,7 @@ function TimeoutProtocol:setTimeout(period)
 end
 
 function TimeoutProtocol:cancelTimeout()
+  self.timeoutPeriod = nil
   cancel_quietly(self.timeoutCall)
   self.timeoutCall = nil
 end
@@ -432,9 +449,9 @@ end
 
 function TrafficLoggingFactory:buildProtocol(addr)
   self._counter = self._counter + 1
+  local logfile = self:open(self.logfilePrefix .. "-" .. self._counter)
   local inner = build(self.wrappedFactory, addr)
   if inner == nil then return nil end
-  local logfile = self:open(self.logfilePrefix .. "-" .. self._counter)
   return self.protocol(self, inner, logfile, self.lengthLimit, self._counter)
 end
 

@@ -151,4 +151,12 @@ function M.assert_same(text, order, mine, theirs, label)
     :format(#bad, #order, M.program_text(text, id), label, mine[id], tostring(theirs[id])), 0)
 end
 
+--- The whole check: n programs of text, run by run(text) on braid (M.braid)
+-- and by spec/peers/<script> on Twisted, each with the same trace.
+function M.check(run, script, text, n, label)
+  local mine, order = M.braid(run, text)
+  if #order ~= n then error(("%d programs ran, not %d"):format(#order, n), 0) end
+  M.assert_same(text, order, mine, M.twisted(script, text), label or "braid")
+end
+
 return M
