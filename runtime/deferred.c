@@ -31,6 +31,8 @@
 ** (false, or 0 for the counters): defer.lua keeps those defaults on the class
 ** table for exactly this reason.
 */
+#include <string.h>
+
 #include <lua.h>
 #include <lauxlib.h>
 
@@ -410,6 +412,26 @@ static int run_pop(lua_State *L) {
 
 static int run_loop(lua_State *L, int status, lua_KContext ctx);
 
+/* Whether the error at the top (a Failure or a raw error) is Lua's stack
+** overflow, or one raised while handling it: no room is left to run
+** callbacks at this depth. */
+static int overflowed(lua_State *L, int status) {
+  int r = 0;
+  if (status == LUA_ERRERR) return 1;
+  if (lua_type(L, -1) == LUA_TTABLE) {
+    lua_pushliteral(L, "value");
+    lua_rawget(L, -2);
+  } else {
+    lua_pushvalue(L, -1);
+  }
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    const char *s = lua_tostring(L, -1);
+    r = strstr(s, "stack overflow") != NULL || strcmp(s, "error in error handling") == 0;
+  }
+  lua_pop(L, 1);
+  return r;
+}
+
 static int run_k(lua_State *L, int status, lua_KContext ctx) {
   return run_loop(L, status == LUA_YIELD ? LUA_OK : status, ctx);
 }
@@ -428,6 +450,7 @@ static int run_impl(lua_State *L, lua_KContext ctx) {
 
 /* status -1: start the next segment; else a segment's pcall just ended */
 static int run_loop(lua_State *L, int status, lua_KContext ctx) {
+  int retried = 0;
   for (;;) {
     if (status == -1) {
       if (!(ctx & RUN_RESUMED) && get_int(L, R_CUR, K_PAUSED) > 0) {
@@ -447,6 +470,20 @@ static int run_loop(lua_State *L, int status, lua_KContext ctx) {
       status = lua_pcallk(L, 3, 1, R_MSGH, ctx, run_k);
     }
     while (status != LUA_OK) {  /* the Failure becomes the result; go on */
+      if (retried && overflowed(L, status)) {
+        /* retrying cannot get further at this depth: fail the caller (a
+        ** callback one level up, which has room) instead of looping */
+        lua_Integer sp = lua_tointeger(L, R_SP);
+        set_bool(L, R_CUR, K_RUNNING, 0);
+        for (; sp > 0; sp--) {  /* the stacked ones too */
+          lua_rawgeti(L, R_STACK, sp);
+          set_bool(L, lua_gettop(L), K_RUNNING, 0);
+          lua_pop(L, 1);
+        }
+        bump_cdepth(L, -1);
+        return lua_error(L);
+      }
+      retried = 1;
       lua_pushvalue(L, UV(U_WRAP_FAILURE));
       lua_insert(L, -2);
       lua_call(L, 1, 1);
@@ -458,6 +495,7 @@ static int run_loop(lua_State *L, int status, lua_KContext ctx) {
       status = lua_pcallk(L, 1, 1, R_MSGH, ctx, run_k);
     }
     status = -1;
+    retried = 0;
     if (!lua_isnil(L, -1)) {  /* go on with the next Deferred; come back later */
       lua_Integer sp = lua_tointeger(L, R_SP) + 1;
       if (lua_isnil(L, R_STACK)) {

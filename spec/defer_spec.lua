@@ -727,6 +727,30 @@ describe("Deferred", function()
       assert.equal(100000, successResultOf(d))
     end)
 
+    -- spec/sync_diff_spec.lua's helper found this: at the C-stack limit
+    -- the retry after the overflow overflowed again, forever
+    it("fails, rather than hangs, when callbacks firing Deferreds nest past the C stack", function()
+      local ds, ran = {}, 0
+      for i = 1, 400 do ds[i] = Deferred() end
+      for i = 1, 399 do
+        ds[i]:addCallback(function(x)
+          ran = ran + 1
+          ds[i + 1]:callback(x)
+        end)
+      end
+      ds[1]:callback(1)
+      assert.truthy(ran >= 50 and ran < 399, "ran " .. ran)
+      local failed = 0
+      for _, d in ipairs(ds) do
+        if d.called and failure.isFailure(d.result) then
+          failed = failed + 1
+          assert.truthy(tostring(d.result.value):find("overflow", 1, true), tostring(d.result.value))
+          d:addErrback(function() end)
+        end
+      end
+      assert.truthy(failed >= 1)
+    end)
+
     it("fires 100000 Deferreds joined by chainDeferred without growing the stack", function()
       local N = 100000
       local ds = { Deferred() }

@@ -294,6 +294,14 @@ local function wrap_failure(e)
   return Failure(e, "")
 end
 
+-- Whether e (a Failure or a raw error) is Lua's stack overflow, or an error
+-- raised while handling one: no room is left to run callbacks at this depth.
+local function overflowed(e)
+  local v = is_failure(e) and e.value or e
+  return type(v) == "string" and (v:find("stack overflow", 1, true) ~= nil
+    or v == "error in error handling")
+end
+
 -- Mark d as fired with v (used by callback, errback and chainDeferred).
 -- Returns false when the call is swallowed after a cancel without canceller.
 local function already_called(d, level)
@@ -456,8 +464,18 @@ run = function(self, plain)
     if not resumed and cur._chainedTo then cur._chainedTo = nil end
     local ok, nxt = xpcall(segment, msgh, cur, plain, resumed)
     plain, resumed = nil, false
+    local retried = false
     while not ok do
       nxt = wrap_failure(nxt)
+      if retried and overflowed(nxt) then
+        -- retrying cannot get further at this depth: fail the caller (a
+        -- callback one level up, which has room) instead of looping
+        cur._running = false
+        for i = sp, 1, -1 do stack[i]._running = false end  -- the stacked ones too
+        cdepth = cdepth - 1
+        error(nxt, 0)
+      end
+      retried = true
       cur.result = nxt
       ok, nxt = xpcall(segment, msgh, cur)
     end

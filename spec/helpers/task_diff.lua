@@ -167,36 +167,7 @@ local function new_program(rand)
     return base + 2.0 ^ -(2 + G.bits)
   end
 
-  -- Where a top-level action goes among the advances: a slot in [0, 1).
-  -- What makes a call, loop, deferLater or task comes in the first 70%;
-  -- what acts on it, after it when it is made at top level too.
-  function G.slot(act)
-    local name, id = act:match("^(%a+):(%d+)")
-    local key = (MAKES[name] or ACTS_ON[name] or "") .. id
-    local r = rand(1000) / 1000
-    if MAKES[name] and not G.made[key] then
-      G.made[key] = 0.7 * r
-      return G.made[key]
-    end
-    local base = ACTS_ON[name] and G.made[key] or 0
-    return base + (1 - base) * r
-  end
-
-  -- Put act in a random body accepted by ok(body), or at top level (with
-  -- probability top_p in 1/8ths, or when no body is accepted).
-  function G.place(act, top_p, ok)
-    local choices = {}
-    for _, b in ipairs(G.bodies) do
-      if ok(b) then choices[#choices + 1] = b end
-    end
-    if #choices == 0 or rand(8) <= top_p then
-      G.top[#G.top + 1] = { act = act, slot = G.slot(act) }
-      return
-    end
-    local b = choices[rand(#choices)]
-    table.insert(b.acts, rand(#b.acts + 1), act)
-  end
-  return G
+  return td.add_placement(G, MAKES, ACTS_ON)
 end
 
 local function any_body() return true end

@@ -93,6 +93,43 @@ function M.consume_failures(list)
   end
 end
 
+--- Give a program generator G (fields rand, made = {}, bodies, top) the
+-- placement of actions used by the task and sync generators:
+--   G.slot(act): where a top-level action "name:id..." goes, a slot in
+--     [0, 1); what makes a thing (makes[name], the thing's prefix) comes in
+--     the first 70%, what acts on it (acts_on[name]) after it when it is
+--     made at top level too;
+--   G.place(act, top_p, ok): put act in a random body accepted by ok(body),
+--     or at top level (with probability top_p in 1/8ths, or when no body is
+--     accepted).
+function M.add_placement(G, makes, acts_on)
+  local rand = G.rand
+  function G.slot(act)
+    local name, id = act:match("^(%a+):(%w+)")
+    local key = (makes[name] or acts_on[name] or "") .. id
+    local r = rand(1000) / 1000
+    if makes[name] and not G.made[key] then
+      G.made[key] = 0.7 * r
+      return G.made[key]
+    end
+    local base = acts_on[name] and G.made[key] or 0
+    return base + (1 - base) * r
+  end
+  function G.place(act, top_p, ok)
+    local choices = {}
+    for _, b in ipairs(G.bodies) do
+      if ok(b) then choices[#choices + 1] = b end
+    end
+    if #choices == 0 or rand(8) <= top_p then
+      G.top[#G.top + 1] = { act = act, slot = G.slot(act) }
+      return
+    end
+    local b = choices[rand(#choices)]
+    table.insert(b.acts, rand(#b.acts + 1), act)
+  end
+  return G
+end
+
 --- Twisted's output ("== id" blocks) as {id = trace}.
 function M.split(output)
   local traces, id, buf = {}, nil, nil

@@ -29,3 +29,18 @@ def emit(pid, events):
     for event in events:
         print(event)
     sys.stdout.flush()
+
+
+def parse_body(text, terminals):
+    """"a:1,ret:3" -> (actions, terminal), each a list of words; the
+    terminal is the item whose first word is in terminals."""
+    acts, term = [], None
+    if text == "-":
+        return acts, term
+    for item in text.split(","):
+        words = item.split(":")
+        if words[0] in terminals:
+            term = words
+        else:
+            acts.append(words)
+    return acts, term

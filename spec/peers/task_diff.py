@@ -15,6 +15,7 @@ import sys
 from twisted.internet import defer, error, task
 from twisted.python.failure import Failure
 
+import diff_programs
 from diff_programs import emit, programs
 
 ASSERTIONS = [
@@ -53,16 +54,7 @@ def error_name(e):
 
 def parse_body(text):
     """"a:1,ret:3" -> (actions, terminal), each a list of words."""
-    acts, term = [], None
-    if text == "-":
-        return acts, term
-    for item in text.split(","):
-        words = item.split(":")
-        if words[0] in TERMINALS:
-            term = words
-        else:
-            acts.append(words)
-    return acts, term
+    return diff_programs.parse_body(text, TERMINALS)
 
 
 class Done(Exception):
