@@ -121,9 +121,13 @@ static int fb_nextnetstring(lua_State *L) {
   while (i < b->len && s[i] >= '0' && s[i] <= '9') {
     n = n * 10 + (s[i] - '0');
     i++;
-    if (i > maxdigits || max < 0 || n > (size_t)max) goto toolong; /* 19 digits overflow lua_Integer */
+    /* a leading zero is malformed at once, and before too long, as Twisted */
+    if (i > 1 && s[0] == '0') goto malformed;
+    if (i > maxdigits || max < 0 || n > (size_t)max) { /* 19 digits overflow lua_Integer */
+      if (i == 1 && s[0] == '0' && i < b->len && s[1] >= '0' && s[1] <= '9') goto malformed;
+      goto toolong;
+    }
   }
-  if (i > 1 && s[0] == '0') goto malformed; /* at once, as Twisted: before more comes */
   if (i == b->len) { lua_pushnil(L); return 1; }
   if (i == 0 || s[i] != ':') goto malformed;
   if (b->len < i + 1 + n + 1) { lua_pushnil(L); return 1; }

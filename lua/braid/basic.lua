@@ -65,10 +65,10 @@ function LuaFrameBuffer:nextNetstring(max)
   local maxdigits = #string.format("%d", max) -- not tostring: 1e15 is "1e+15"
   local _, e, digits = find(s, "^(%d*)", pos)
   local nd = #digits
+  -- a leading zero is malformed at once, and before too long, as in Twisted
+  if nd > 1 and sub(digits, 1, 1) == "0" then return false, "malformed" end
   if nd > maxdigits then return false, "toolong" end
   if nd > 0 and tonumber(digits) > max then return false, "toolong" end
-  -- a leading zero is malformed at once, as in Twisted, before more comes
-  if nd > 1 and sub(digits, 1, 1) == "0" then return false, "malformed" end
   if e == #s then return nil end
   if nd == 0 or sub(s, e + 1, e + 1) ~= ":" then return false, "malformed" end
   local n = tonumber(digits)
