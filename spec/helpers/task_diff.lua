@@ -466,24 +466,8 @@ local function run_program(pid, nd)
   end
 
   local actions = {}
-  local function act(a)
-    local ok, e = pcall(actions[a[1]] or error("unknown action " .. a[1]), a)
-    if not ok then log(("%s -> %s"):format(a.text, M.error_name(e))) end
-  end
-
-  -- Run a body's actions; returns its terminal's value (nil without one)
-  -- and whether it is "done".
-  local function run_body(b)
-    for _, a in ipairs(b.acts) do act(a) end
-    local term = b.term
-    if not term then return nil end
-    local what, arg = term[1], tonumber(term[2])
-    if what == "ret" then return arg
-    elseif what == "raise" then error("E" .. arg, 0)
-    elseif what == "fail" then return failure.Failure("E" .. arg)
-    elseif what == "d" then return R.ds[arg] end
-    return nil, true
-  end
+  -- a body's actions, then its terminal's value (and true for "done")
+  local run_body, act = td.body_runner(actions, log, M.error_name, R.ds)
 
   local function run_call(i)
     log(("c%d @%s"):format(i, now()))

@@ -130,6 +130,32 @@ function M.add_placement(G, makes, acts_on)
   return G
 end
 
+--- The runner of action bodies used by the task and sync interpreters:
+-- returns run_body(b) and act(a). act runs the action a (a[1] names it in
+-- actions; an error is logged as "<a.text> -> <error_name(e)>"); run_body
+-- acts each action of b.acts, then b.term: ret:N returns N, raise:N raises
+-- EN, fail:N returns a Failure of EN, d:N returns ds[N]; any other terminal
+-- returns nil, true.
+function M.body_runner(actions, log, error_name, ds)
+  local Failure = require("braid.failure").Failure
+  local function act(a)
+    local ok, e = pcall(actions[a[1]] or error("unknown action " .. a[1]), a)
+    if not ok then log(("%s -> %s"):format(a.text, error_name(e))) end
+  end
+  local function run_body(b)
+    for _, a in ipairs(b.acts) do act(a) end
+    local term = b.term
+    if not term then return nil end
+    local what, arg = term[1], tonumber(term[2])
+    if what == "ret" then return arg
+    elseif what == "raise" then error("E" .. arg, 0)
+    elseif what == "fail" then return Failure("E" .. arg)
+    elseif what == "d" then return ds[arg] end
+    return nil, true
+  end
+  return run_body, act
+end
+
 --- Twisted's output ("== id" blocks) as {id = trace}.
 function M.split(output)
   local traces, id, buf = {}, nil, nil

@@ -14,7 +14,7 @@ import sys
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from diff_programs import emit, programs
+from diff_programs import consume_failures, emit, programs
 
 
 class Program:
@@ -253,9 +253,7 @@ class Program:
                 result = self.rep(d.result)
             self.log("state %s called=%s paused=%d result=%s"
                      % (name, "true" if d.called else "false", d.paused, result))
-        for _, d in every + lists:  # consume what failed, so nothing is reported later
-            if d.called and isinstance(getattr(d, "result", None), Failure):
-                d.addErrback(lambda f: None)
+        consume_failures(d for _, d in every + lists)
 
 
 def main():

@@ -44,3 +44,24 @@ def parse_body(text, terminals):
         else:
             acts.append(words)
     return acts, term
+
+
+def run_programs(path, make):
+    """Run every program of the file: prog = make(header); prog.line(words,
+    line) for each of its lines; prog.finish(); then print its trace
+    (prog.pid, prog.out)."""
+    for header, body in programs(path):
+        prog = make(header)
+        for words, line in body:
+            prog.line(words, line)
+        prog.finish()
+        emit(prog.pid, prog.out)
+
+
+def consume_failures(deferreds):
+    """Give every failed Deferred an errback, so that none is reported as
+    unhandled later."""
+    from twisted.python.failure import Failure
+    for d in deferreds:
+        if d.called and isinstance(getattr(d, "result", None), Failure):
+            d.addErrback(lambda f: None)

@@ -21,7 +21,7 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols import policies
 from twisted.python.failure import Failure
 
-from diff_programs import emit, programs
+from diff_programs import run_programs
 
 EPS = 2.0 ** -20
 THROTTLE_IDS = ("checkReadBandwidthID", "unthrottleReadsID",
@@ -449,12 +449,7 @@ class Program:
 
 
 def main():
-    for header, body in programs(sys.argv[1]):
-        prog = Program(header[1])
-        for words, line in body:
-            prog.line(words, line)
-        prog.finish()
-        emit(prog.pid, prog.out)
+    run_programs(sys.argv[1], lambda header: Program(header[1]))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,7 @@ import sys
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-import diff_programs
-from diff_programs import emit, programs
+from diff_programs import consume_failures, parse_body as parse_items, run_programs
 
 TERMINALS = {"ret", "raise", "fail", "d"}
 
@@ -36,7 +35,7 @@ def error_name(e):
 
 def parse_body(text):
     """"a:1,ret:3" -> (actions, terminal), each a list of words."""
-    return diff_programs.parse_body(text, TERMINALS)
+    return parse_items(text, TERMINALS)
 
 
 def opt(n):
@@ -247,18 +246,11 @@ class Program:
         for name, d in every:
             self.log("state %s called=%s result=%s"
                      % (name, self.rep(d.called), self.rep(d.result) if d.called else "-"))
-        for _, d in every:  # consume what failed
-            if d.called and isinstance(getattr(d, "result", None), Failure):
-                d.addErrback(lambda f: None)
+        consume_failures(d for _, d in every)
 
 
 def main():
-    for header, body in programs(sys.argv[1]):
-        prog = Program(header[1], int(header[2]))
-        for words, line in body:
-            prog.line(words, line)
-        prog.finish()
-        emit(prog.pid, prog.out)
+    run_programs(sys.argv[1], lambda header: Program(header[1], int(header[2])))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,7 @@ import sys
 from twisted.internet import defer, error, task
 from twisted.python.failure import Failure
 
-import diff_programs
-from diff_programs import emit, programs
+from diff_programs import consume_failures, parse_body as parse_items, run_programs
 
 ASSERTIONS = [
     ("already running", "AlreadyRunning"),
@@ -54,7 +53,7 @@ def error_name(e):
 
 def parse_body(text):
     """"a:1,ret:3" -> (actions, terminal), each a list of words."""
-    return diff_programs.parse_body(text, TERMINALS)
+    return parse_items(text, TERMINALS)
 
 
 class Done(Exception):
@@ -378,18 +377,11 @@ class Program:
         pending = sorted(self.clock.getDelayedCalls(), key=lambda dc: dc.getTime())
         names = ["%s@%s" % (self.name_of(dc), num(dc.getTime())) for dc in pending]
         self.log("pending" + "".join(" " + n for n in names))
-        for d in self.ds + list(self.dls.values()):  # consume what failed
-            if d.called and isinstance(getattr(d, "result", None), Failure):
-                d.addErrback(lambda f: None)
+        consume_failures(self.ds + list(self.dls.values()))
 
 
 def main():
-    for header, body in programs(sys.argv[1]):
-        prog = Program(header[1], int(header[2]))
-        for words, line in body:
-            prog.line(words, line)
-        prog.finish()
-        emit(prog.pid, prog.out)
+    run_programs(sys.argv[1], lambda header: Program(header[1], int(header[2])))
 
 
 if __name__ == "__main__":
