@@ -120,9 +120,9 @@ static int get_field(lua_State *L, int t, int key) {
 }
 
 static lua_Integer get_int(lua_State *L, int t, int key) {
-  lua_Integer v;
-  get_field(L, t, key);
-  v = lua_tointeger(L, -1);  /* absent: 0 */
+  /* absent: 0; nil is told by its type, as lua_tointeger's conversion
+  ** attempt on it costs more than the lookup */
+  lua_Integer v = get_field(L, t, key) == LUA_TNIL ? 0 : lua_tointeger(L, -1);
   lua_pop(L, 1);
   return v;
 }
@@ -202,17 +202,21 @@ static void call1(lua_State *L, int fn, int arg) {
 ** value); the continuation's context is h, the next entry */
 enum { S_CUR = 1, S_RESULT, S_FN, S_ARGS, S_R };
 
-static int segment_loop(lua_State *L, lua_Integer h, int failed, int have_r);
+static int segment_loop(lua_State *L, lua_Integer h, int failed, int have_r, int h0);
 
+/* the continuation's context: h << 1 | h0 (segment_loop's arguments) */
 static int segment_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
-  return segment_loop(L, (lua_Integer)ctx, 0, 1);  /* failed follows from r */
+  return segment_loop(L, (lua_Integer)(ctx >> 1), 0, 1, (int)(ctx & 1));  /* failed follows from r */
 }
 
-/* segment(cur, plain, resumed): run cur's callbacks (defer.lua's segment,
-** line for line). Returns the Deferred to continue with, or nothing. */
+/* segment(cur, plain, resumed, fresh): run cur's callbacks (defer.lua's
+** segment, line for line). fresh: cur was fired just now, so it starts at
+** the first entry (_h is 0 and nothing was consumed). Returns the Deferred
+** to continue with, or nothing. */
 static int segment(lua_State *L) {
   int plain = lua_toboolean(L, 2), resumed = lua_toboolean(L, 3), failed = 0;
+  int fresh = lua_toboolean(L, 4);
   lua_Integer h;
   lua_settop(L, 1);
   if (resumed) {  /* the chained Deferred is done: its callback() returned nil */
@@ -223,7 +227,9 @@ static int segment(lua_State *L) {
     if (!plain && !lua_isnil(L, S_RESULT)) failed = value_kind(L, S_RESULT) == 1;
   }
   set_bool(L, 1, K_RUNNING, 1);
+  if (fresh) return segment_loop(L, 0, failed, 0, 1);
   h = get_int(L, 1, K_H);
+  int h0 = h == 0;
   /* after an error the entries up to the one that raised are already nil */
   for (;;) {
     int empty = lua_rawgeti(L, 1, h + 1) == LUA_TNIL;
@@ -231,7 +237,7 @@ static int segment(lua_State *L) {
     if (!empty || h >= get_int(L, 1, K_N)) break;
     h += 3;
   }
-  return segment_loop(L, h, failed, 0);
+  return segment_loop(L, h, failed, 0, h0);
 }
 
 /* Stop running cur; it goes on at entry h later. */
@@ -257,22 +263,30 @@ static void pass_result(lua_State *L, int helper) {
   lua_replace(L, S_RESULT);
 }
 
-static int segment_loop(lua_State *L, lua_Integer h, int failed, int have_r) {
+/* h0: cur's _h was 0 when the segment started, so it still is at the end
+** (only cur's own segment sets it, and then returns at once) */
+static int segment_loop(lua_State *L, lua_Integer h, int failed, int have_r, int h0) {
+  /* _n only grows while cur runs (adds append; only this loop resets it),
+  ** so it is read again only when h reaches the value last read */
+  lua_Integer n = 0;
   for (;;) {
     if (!have_r) {
-      if (h >= get_int(L, 1, K_N)) break;
+      if (h >= n && h >= (n = get_int(L, 1, K_N))) break;
       lua_settop(L, S_RESULT);
       lua_rawgeti(L, 1, h + (failed ? 2 : 1));  /* fn */
-      lua_rawgeti(L, 1, h + 3);                 /* args or marker argument */
+      /* args or marker argument; nil or false: no extra arguments (the
+      ** slots past _n hold nothing else, so an add writes only the slots
+      ** it needs) */
+      int no_args = lua_rawgeti(L, 1, h + 3) <= LUA_TBOOLEAN;
       lua_pushnil(L); lua_rawseti(L, 1, h + 1);
       lua_pushnil(L); lua_rawseti(L, 1, h + 2);
-      lua_pushnil(L); lua_rawseti(L, 1, h + 3);
+      if (!no_args) { lua_pushnil(L); lua_rawseti(L, 1, h + 3); }
       h += 3;
       if (!lua_toboolean(L, S_FN)) continue;
-      if (lua_type(L, S_ARGS) == LUA_TBOOLEAN) {  /* false: no extra arguments */
+      if (no_args) {
         lua_pushvalue(L, S_FN);
         lua_pushvalue(L, S_RESULT);
-        lua_callk(L, 1, 1, (lua_KContext)h, segment_k);
+        lua_callk(L, 1, 1, (lua_KContext)(h << 1 | h0), segment_k);
       } else if (lua_rawequal(L, S_FN, UV(U_CONTINUE))) {
         /* give our result to the Deferred waiting on us, then run it */
         set_value(L, S_ARGS, K_RESULT, S_RESULT);
@@ -317,7 +331,7 @@ static int segment_loop(lua_State *L, lua_Integer h, int failed, int have_r) {
         lua_pushvalue(L, S_FN);
         lua_pushvalue(L, S_RESULT);
         for (i = 1; i <= n; i++) lua_rawgeti(L, S_ARGS, i);
-        lua_callk(L, (int)n + 1, 1, (lua_KContext)h, segment_k);
+        lua_callk(L, (int)n + 1, 1, (lua_KContext)(h << 1 | h0), segment_k);
       }
     }
     have_r = 0;
@@ -369,7 +383,7 @@ static int segment_loop(lua_State *L, lua_Integer h, int failed, int have_r) {
   set_bool(L, 1, K_RUNNING, 0);
   if (h != 0) {
     set_int(L, 1, K_N, 0);
-    if (get_int(L, 1, K_H) != 0) set_nil(L, 1, K_H);
+    if (!h0 && get_int(L, 1, K_H) != 0) set_nil(L, 1, K_H);
   }
   if (failed) {
     lua_pushvalue(L, UV(U_MARK_FAILED));
@@ -396,6 +410,7 @@ enum { R_SELF = 1, R_MSGH, R_CUR, R_STACK, R_SP };
 #define RUN_NRET 1
 #define RUN_PLAIN 2
 #define RUN_RESUMED 4
+#define RUN_FRESH 8   /* self was fired just now: not running, not paused, not chained */
 
 /* Pop the stack into cur; 0 when it is empty. */
 static int run_pop(lua_State *L) {
@@ -439,7 +454,7 @@ static int run_k(lua_State *L, int status, lua_KContext ctx) {
 /* Run the Deferred at index 1; ctx as for run_loop. */
 static int run_impl(lua_State *L, lua_KContext ctx) {
   lua_settop(L, 1);
-  if (get_bool(L, 1, K_RUNNING)) return (int)(ctx & RUN_NRET);
+  if (!(ctx & RUN_FRESH) && get_bool(L, 1, K_RUNNING)) return (int)(ctx & RUN_NRET);
   lua_pushvalue(L, UV(U_MSGH));  /* 2 */
   lua_pushvalue(L, 1);           /* 3: cur */
   lua_pushnil(L);                /* 4: stack */
@@ -452,7 +467,15 @@ static int run_impl(lua_State *L, lua_KContext ctx) {
 static int run_loop(lua_State *L, int status, lua_KContext ctx) {
   int retried = 0;
   for (;;) {
-    if (status == -1) {
+    if (status == -1 && (ctx & RUN_FRESH)) {
+      lua_pushvalue(L, UV(U_SEGMENT));
+      lua_pushvalue(L, R_CUR);
+      lua_pushboolean(L, ctx & RUN_PLAIN);
+      lua_pushboolean(L, 0);
+      lua_pushboolean(L, 1);
+      ctx &= RUN_NRET;
+      status = lua_pcallk(L, 4, 1, R_MSGH, ctx, run_k);
+    } else if (status == -1) {
       if (!(ctx & RUN_RESUMED) && get_int(L, R_CUR, K_PAUSED) > 0) {
         /* cur waits, and the chain below it with it, up to a running one */
         int found = 0;
@@ -556,14 +579,22 @@ static int d_set_debugging(lua_State *L) {
 
 /* d:callback(result) */
 static int d_callback(lua_State *L) {
+  lua_Integer n, paused;
   if (lua_gettop(L) > 2 || lua_type(L, 1) != LUA_TTABLE || get_bool(L, 1, K_CALLED) ||
       value_kind(L, 2) != 0 || debugging(L))
     return slow(L, U_SLOW_CALLBACK);
   lua_settop(L, 2);
   set_bool(L, 1, K_CALLED, 1);
   set_value(L, 1, K_RESULT, 2);
-  if (get_int(L, 1, K_N) == 0) return 0;
-  return run_impl(L, RUN_PLAIN);
+  lua_pushvalue(L, UV(K_N));
+  int tn = lua_rawget(L, 1);
+  lua_pushvalue(L, UV(K_PAUSED));
+  int tp = lua_rawget(L, 1);
+  n = tn == LUA_TNIL ? 0 : lua_tointeger(L, 3);
+  paused = tp == LUA_TNIL ? 0 : lua_tointeger(L, 4);
+  if (n == 0) return 0;
+  /* not called until now: not running, not chained, _h 0 */
+  return run_impl(L, paused == 0 ? RUN_PLAIN | RUN_FRESH : RUN_PLAIN);
 }
 
 /* push the value at idx, or false for idx 0 */
@@ -572,15 +603,24 @@ static void push_or_false(lua_State *L, int idx) {
   else lua_pushboolean(L, 0);
 }
 
-/* append (cb, eb, false) (index 0: false) and run if fired; returns self */
+/* append (cb, eb, no arguments) (cb index 0: false; eb index 0: none) and
+** run if fired; returns self. The slots past _n hold nil or false, so the
+** errback and arguments slots are written only when they hold something;
+** the callback slot always is (nil there marks a consumed entry). */
 static int add(lua_State *L, int cb, int eb) {
-  lua_Integer n = get_int(L, 1, K_N);
+  lua_Integer n;
+  int called;
+  lua_pushvalue(L, UV(K_N));
+  int tn = lua_rawget(L, 1);
+  lua_pushvalue(L, UV(K_CALLED));
+  lua_rawget(L, 1);
+  n = tn == LUA_TNIL ? 0 : lua_tointeger(L, -2);
+  called = lua_toboolean(L, -1);
   push_or_false(L, cb); lua_rawseti(L, 1, n + 1);
-  push_or_false(L, eb); lua_rawseti(L, 1, n + 2);
-  lua_pushboolean(L, 0); lua_rawseti(L, 1, n + 3);
+  if (eb) { lua_pushvalue(L, eb); lua_rawseti(L, 1, n + 2); }
   set_int(L, 1, K_N, n + 3);
   lua_settop(L, 1);
-  if (get_bool(L, 1, K_CALLED)) return run_impl(L, RUN_NRET);
+  if (called) return run_impl(L, RUN_NRET);
   return 1;
 }
 
@@ -643,6 +683,12 @@ static int d_succeed(lua_State *L) {
   return 1;
 }
 
+/* a counter that is absent (nil: its class default 0) or 0; nil is
+** checked first as lua_tointeger's conversion attempt costs more */
+static int zero_or_nil(lua_State *L, int idx) {
+  return lua_type(L, idx) == LUA_TNIL || lua_tointeger(L, idx) == 0;
+}
+
 /* await(d) inside an inlineCallbacks function: a non-Deferred comes back as
 ** is and a settled Deferred (fired, nothing queued, not paused or running,
 ** no unhandled Failure) gives its result at once; the rest is Lua's. */
@@ -651,14 +697,13 @@ static int d_await(lua_State *L) {
     return slow(L, U_SLOW_AWAIT);
   lua_pop(L, 1);
   if (value_kind(L, 1) != 2) return 1;
-  /* the five fields read at once, popped once (stack slots 2..6) */
+  /* the four fields read at once, popped once (stack slots 2..5); _running
+  ** needs no look: a running Deferred has _n > 0 until it stops running */
   get_field(L, 1, K_CALLED);
   get_field(L, 1, K_N);
   get_field(L, 1, K_PAUSED);
-  get_field(L, 1, K_RUNNING);
   get_field(L, 1, K_DBG);
-  if (!lua_toboolean(L, 2) || lua_tointeger(L, 3) != 0 || lua_tointeger(L, 4) != 0 ||
-      lua_toboolean(L, 5) || lua_toboolean(L, 6)) {
+  if (!lua_toboolean(L, 2) || !zero_or_nil(L, 3) || !zero_or_nil(L, 4) || lua_toboolean(L, 5)) {
     lua_settop(L, 1);
     return slow(L, U_SLOW_AWAIT);
   }

@@ -58,6 +58,46 @@ describe("defer.implementation", function()
     assert.equal(42, d.result)
   end)
 
+  it("reuses a finished chain's slots without running what its entries held", function()
+    -- an add writes only the slots it needs; the errbacks and arguments of
+    -- entries already run must not come back
+    local calls = {}
+    local d = Deferred()
+    d:addCallbacks(function(x) calls[#calls + 1] = "cb" .. x; return x end,
+      function() calls[#calls + 1] = "stale errback" end)
+    d:addCallback(function() error("boom") end)
+    d:callback(1)
+    d:addCallback(function() calls[#calls + 1] = "not run" end)  -- slot 1 only
+    d:addErrback(function(f) calls[#calls + 1] = "eb:" .. tostring(f.value):match("boom") end)
+    assert.same({ "cb1", "eb:boom" }, calls)
+
+    local e = Deferred()
+    e:addCallback(function(x, a, b) calls[#calls + 1] = x .. a .. b; return x end, "y", "z")
+    e:callback(2)
+    e:addCallback(function(x, ...) calls[#calls + 1] = "plain" .. x .. select("#", ...) end)
+    assert.same({ "cb1", "eb:boom", "2yz", "plain20" }, calls)
+  end)
+
+  it("makes an await of a Deferred whose callbacks are running wait for the chain's end", function()
+    local d = Deferred()
+    local got
+    local waiter = defer.inlineCallbacks(function()
+      got = defer.await(d)
+      return got
+    end)
+    local w
+    d:addCallback(function(x)
+      w = waiter()       -- d is running: its result is not there yet
+      assert.is_nil(got)
+      return x + 1
+    end)
+    d:addCallback(function(x) return x * 10 end)
+    d:callback(1)
+    assert.equal(20, got)
+    assert.equal(20, w.result)
+    assert.is_nil(d.result)
+  end)
+
   it("runs a chain 100000 Deferreds deep without growing the C stack", function()
     local ds = { [0] = Deferred() }
     for i = 1, 100000 do

@@ -350,7 +350,7 @@ local function segment(cur, plain, resumed)
     h = h + 3
     if fn then
       local r
-      if a == false then
+      if not a then  -- nil or false: no extra arguments (the C adds write no false)
         r = fn(result)
       elseif fn == CONTINUE then
         -- give our result to the Deferred waiting on us, then run it
