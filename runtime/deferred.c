@@ -3,7 +3,9 @@
 **
 ** braid.defer (lua/braid/defer.lua) owns the Deferred: a Lua table whose
 ** array part holds the callback chain as triples (callback, errback, args)
-** at _h+1 .. _n, and whose fields (called, result, paused, _running, ...)
+** at _h+1 .. _n (defer.lua's header has what each slot may hold; the slots
+** past _n hold nil or false only, so an add writes only what it needs),
+** and whose fields (called, result, paused, _running, ...)
 ** default to the class table's values. This file works on that very table
 ** layout, so the Lua and the C implementations are interchangeable: the Lua
 ** module binds these functions with core.defer_bind(cfg) and falls back to

@@ -5,13 +5,17 @@
 -- Invariants:
 -- * A Deferred keeps its callback chain inline in its own array part, as
 --   triples (callback, errback, args) at indices _h+1 .. _n. A false
---   callback or errback passes the result through without a call; args is
---   false (no extra arguments), a packed list {n = ...}, or, for the
---   internal markers CONTINUE, FIRE and RESUME, the Deferred or coroutine
---   state the marker refers to. Consumed slots are set to nil so callbacks can be
---   collected, and _n goes back to 0 when the chain is empty. _h is only
---   written when a run stops early (chaining); a restart after an error
---   skips the nil slots.
+--   callback, or a false or nil errback, passes the result through without
+--   a call; args is false or nil (no extra arguments), a packed list
+--   {n = ...}, or, for the internal markers CONTINUE, FIRE and RESUME, the
+--   Deferred or coroutine state the marker refers to. Consumed slots are
+--   set to nil so callbacks can be collected (runtime/deferred.c leaves a
+--   false or nil args slot as it is), and _n goes back to 0 when the chain
+--   is empty: the slots past _n hold nil or false only, so the C adds
+--   write the errback and args slots only when they hold something. The
+--   callback slot is always written (false if none): nil there marks a
+--   consumed entry. _h is only written when a run stops early (chaining);
+--   a restart after an error skips the consumed entries.
 -- * Fields an instance lacks read their defaults from the Deferred class
 --   table, so no lookup reaches the class chain's __index function.
 -- * run() is Twisted's iterative _runCallbacks: a Deferred returned by a
