@@ -14,10 +14,10 @@ import sys
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from diff_programs import consume_failures, emit, programs
+from diff_programs import Trace, consume_failures, emit, plain_rep, programs
 
 
-class Program:
+class Program(Trace):
     def __init__(self, pid, k, m=0, nl=0):
         self.pid = pid
         self.ds = [defer.Deferred() for _ in range(k)]
@@ -28,16 +28,10 @@ class Program:
         self.ls = [None] * nl
         self.lkind = [None] * nl
 
-    def log(self, line):
-        self.out.append(line)
-
     def rep(self, v):
-        if v is None:
-            return "nil"
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, str)):
-            return str(v)
+        plain = plain_rep(v)
+        if plain is not None:
+            return plain
         if isinstance(v, Failure):
             if v.check(defer.CancelledError):
                 return "F(Cancelled)"

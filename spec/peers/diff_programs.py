@@ -1,6 +1,7 @@
 """spec/peers/diff_programs.py: what the Twisted sides of the differential
-specs share (defer_diff.py, receivers_diff.py, task_diff.py): reading the
-programs spec/helpers/twisted_diff.lua describes, and printing traces."""
+specs share (defer_diff.py, receivers_diff.py, task_diff.py, ...): reading
+the programs spec/helpers/twisted_diff.lua describes, printing traces, and
+the parts of an interpreter that several peers have (Trace)."""
 
 import sys
 
@@ -65,3 +66,56 @@ def consume_failures(deferreds):
     for d in deferreds:
         if d.called and isinstance(getattr(d, "result", None), Failure):
             d.addErrback(lambda f: None)
+
+
+def plain_rep(v, numbers=(int, str)):
+    """The trace text of nil, a boolean or a value of the types numbers (as
+    twisted_diff.lua's interpreters print them); None for anything else."""
+    if v is None:
+        return "nil"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, numbers):
+        return str(v)
+    return None
+
+
+class Trace:
+    """Base of the interpreters whose programs run bodies of actions
+    ("a:1,rel:2") and end them with a terminal (ret, raise, fail, d): the
+    trace is self.out; action X runs the method do_X; an error an action
+    raises is logged as "ACTION -> self.error_name(e)"."""
+
+    def error_name(self, e):
+        return type(e).__name__
+
+    def log(self, line):
+        self.out.append(line)
+
+    def act(self, words, text):
+        try:
+            getattr(self, "do_" + words[0])(*words[1:])
+        except Exception as e:  # noqa: BLE001 (any error is an outcome)
+            self.log("%s -> %s" % (text, self.error_name(e)))
+
+    def run_body(self, body):
+        """Run a body's actions; return its terminal's value."""
+        acts, term = body
+        for words in acts:
+            self.act(words, ":".join(words))
+        if term is None:
+            return None
+        return self.terminal(term[0], term[1:])
+
+    def terminal(self, what, args):
+        """ret:N -> N, raise:N raises ValueError EN, fail:N -> its Failure,
+        d:N -> the program's Deferred N (self.ds)."""
+        from twisted.python.failure import Failure
+        arg = int(args[0])
+        if what == "ret":
+            return arg
+        if what == "raise":
+            raise ValueError("E%d" % arg)
+        if what == "fail":
+            return Failure(ValueError("E%d" % arg))
+        return self.ds[arg - 1]

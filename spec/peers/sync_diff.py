@@ -15,7 +15,7 @@ import sys
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from diff_programs import consume_failures, parse_body as parse_items, run_programs
+from diff_programs import Trace, consume_failures, parse_body as parse_items, plain_rep, run_programs
 
 TERMINALS = {"ret", "raise", "fail", "d"}
 
@@ -42,7 +42,7 @@ def opt(n):
     return "-" if n is None else str(n)
 
 
-class Program:
+class Program(Trace):
     def __init__(self, pid, nd):
         self.pid = pid
         self.out = []
@@ -53,16 +53,12 @@ class Program:
         self.made = {"a": {}, "r": {}, "g": {}}
         self.held = {}
 
-    def log(self, line):
-        self.out.append(line)
+    error_name = staticmethod(error_name)
 
     def rep(self, v):
-        if v is None:
-            return "nil"
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, str)):
-            return str(v)
+        plain = plain_rep(v)
+        if plain is not None:
+            return plain
         if isinstance(v, Failure):
             if v.check(defer.CancelledError):
                 return "F(Cancelled)"
@@ -85,28 +81,6 @@ class Program:
         return "%s size=%s backlog=%s pending=[%s] count=%d waiting=%d" % (
             name, opt(o.size), opt(o.backlog), ",".join(self.rep(v) for v in o.pending),
             len(o.pending), len(o.waiting))
-
-    def act(self, words, text):
-        try:
-            getattr(self, "do_" + words[0])(*words[1:])
-        except Exception as e:  # noqa: BLE001 (any error is an outcome)
-            self.log("%s -> %s" % (text, error_name(e)))
-
-    def run_body(self, body):
-        """Run a body's actions; return its terminal's value."""
-        acts, term = body
-        for words in acts:
-            self.act(words, ":".join(words))
-        if term is None:
-            return None
-        what, arg = term[0], int(term[1])
-        if what == "ret":
-            return arg
-        if what == "raise":
-            raise ValueError("E%d" % arg)
-        if what == "fail":
-            return Failure(ValueError("E%d" % arg))
-        return self.ds[arg - 1]
 
     def made_of(self, kind, k):
         d = self.made[kind].get(int(k))

@@ -15,7 +15,7 @@ import sys
 from twisted.internet import defer, error, task
 from twisted.python.failure import Failure
 
-from diff_programs import consume_failures, parse_body as parse_items, run_programs
+from diff_programs import Trace, consume_failures, parse_body as parse_items, plain_rep, run_programs
 
 ASSERTIONS = [
     ("already running", "AlreadyRunning"),
@@ -60,7 +60,7 @@ class Done(Exception):
     """A task body's "done" terminal."""
 
 
-class Program:
+class Program(Trace):
     def __init__(self, pid, nd):
         self.pid = pid
         self.out = []
@@ -77,19 +77,15 @@ class Program:
         self.tks = {}
         self.its = {}
 
-    def log(self, line):
-        self.out.append(line)
+    error_name = staticmethod(error_name)
 
     def now(self):
         return num(self.clock.seconds())
 
     def rep(self, v):
-        if v is None:
-            return "nil"
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float, str)):
-            return str(v)
+        plain = plain_rep(v, (int, float, str))
+        if plain is not None:
+            return plain
         if isinstance(v, Failure):
             if v.check(defer.CancelledError):
                 return "F(Cancelled)"
@@ -110,30 +106,10 @@ class Program:
             self.log("%s -> %s" % (what, self.rep(v)))
         return cb
 
-    def act(self, words, text):
-        try:
-            getattr(self, "do_" + words[0])(*words[1:])
-        except Exception as e:  # noqa: BLE001 (any error is an outcome)
-            self.log("%s -> %s" % (text, error_name(e)))
-
-    def run_body(self, body):
-        """Run a body's actions; return its terminal's value."""
-        acts, term = body
-        for words in acts:
-            self.act(words, ":".join(words))
-        if term is None:
-            return None
-        what = term[0]
+    def terminal(self, what, args):
         if what == "done":
             raise Done()
-        arg = int(term[1])
-        if what == "ret":
-            return arg
-        if what == "raise":
-            raise ValueError("E%d" % arg)
-        if what == "fail":
-            return Failure(ValueError("E%d" % arg))
-        return self.ds[arg - 1]
+        return Trace.terminal(self, what, args)
 
     def run_call(self, i):
         self.log("c%d @%s" % (i, self.now()))
