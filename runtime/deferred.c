@@ -469,16 +469,9 @@ static int run_impl(lua_State *L, lua_KContext ctx) {
 static int run_loop(lua_State *L, int status, lua_KContext ctx) {
   int retried = 0;
   for (;;) {
-    if (status == -1 && (ctx & RUN_FRESH)) {
-      lua_pushvalue(L, UV(U_SEGMENT));
-      lua_pushvalue(L, R_CUR);
-      lua_pushboolean(L, ctx & RUN_PLAIN);
-      lua_pushboolean(L, 0);
-      lua_pushboolean(L, 1);
-      ctx &= RUN_NRET;
-      status = lua_pcallk(L, 4, 1, R_MSGH, ctx, run_k);
-    } else if (status == -1) {
-      if (!(ctx & RUN_RESUMED) && get_int(L, R_CUR, K_PAUSED) > 0) {
+    if (status == -1) {
+      int fresh = (ctx & RUN_FRESH) != 0;  /* nothing below can hold for it */
+      if (!fresh && !(ctx & RUN_RESUMED) && get_int(L, R_CUR, K_PAUSED) > 0) {
         /* cur waits, and the chain below it with it, up to a running one */
         int found = 0;
         while (run_pop(L))
@@ -486,13 +479,15 @@ static int run_loop(lua_State *L, int status, lua_KContext ctx) {
         if (!found) break;
         ctx |= RUN_RESUMED;
       }
-      if (!(ctx & RUN_RESUMED) && get_bool(L, R_CUR, K_CHAINEDTO)) set_nil(L, R_CUR, K_CHAINEDTO);
+      if (!fresh && !(ctx & RUN_RESUMED) && get_bool(L, R_CUR, K_CHAINEDTO))
+        set_nil(L, R_CUR, K_CHAINEDTO);
       lua_pushvalue(L, UV(U_SEGMENT));
       lua_pushvalue(L, R_CUR);
       lua_pushboolean(L, ctx & RUN_PLAIN);
       lua_pushboolean(L, ctx & RUN_RESUMED);
+      lua_pushboolean(L, fresh);
       ctx &= RUN_NRET;
-      status = lua_pcallk(L, 3, 1, R_MSGH, ctx, run_k);
+      status = lua_pcallk(L, 4, 1, R_MSGH, ctx, run_k);
     }
     while (status != LUA_OK) {  /* the Failure becomes the result; go on */
       if (retried && overflowed(L, status)) {
