@@ -46,6 +46,15 @@ struct braid_loop {
   char backend[16];      /* requested backend ("" = libevent's choice) */
 };
 
+/* alloc.c */
+/* A new Lua state with braid's allocator (size classes for small blocks,
+** malloc for the rest; malloc only under ASan or BRAID_ALLOC=system),
+** lauxlib's panic and warning behaviour. NULL when out of memory. */
+lua_State *braid_new_state(void);
+/* lua_close, then free the state's allocator pool. */
+void braid_close_state(lua_State *L);
+void braid_pool_free(void *pool);
+
 /* loop.c */
 struct braid_loop *braid_loop(void);
 /* Keep the library holding this code loaded for good: a thread that may

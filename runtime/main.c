@@ -397,7 +397,7 @@ static int pmain(lua_State *L) {
 }
 
 static int print_version(void) {
-  lua_State *L = luaL_newstate();
+  lua_State *L = braid_new_state();
   if (!L) return 1;
   luaL_openlibs(L);
   luaL_requiref(L, "braid.core", luaopen_braid_core, 0);
@@ -405,7 +405,7 @@ static int print_version(void) {
   int ok = lua_pcall(L, 0, 1, 0) == LUA_OK;
   printf("braid %s (%s, libevent %s, backend %s)\n", BRAID_VERSION, LUA_RELEASE,
          event_get_version(), ok ? lua_tostring(L, -1) : "?");
-  lua_close(L);
+  braid_close_state(L);
   return 0;
 }
 
@@ -426,7 +426,7 @@ int main(int argc, char **argv) {
   if (o.pidfile) write_pidfile(o.pidfile);
   if (o.workers > 0) supervise(o.workers); /* returns only in a worker */
   if (o.workers > 0 && o.pidfile) g_pidfile = NULL; /* the supervisor owns it */
-  lua_State *L = luaL_newstate();
+  lua_State *L = braid_new_state();
   if (!L) die("%s", "cannot create Lua state: not enough memory");
   lua_pushcfunction(L, pmain);
   lua_pushinteger(L, argc);
@@ -435,6 +435,6 @@ int main(int argc, char **argv) {
   int st = lua_pcall(L, 3, 1, 0);
   int ok = st == LUA_OK && lua_toboolean(L, -1);
   if (st != LUA_OK) report(L, st);
-  lua_close(L);
+  braid_close_state(L);
   return ok ? 0 : 1;
 }

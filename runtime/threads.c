@@ -577,12 +577,12 @@ static void worker_free(struct worker *w) {
 
 static void *worker_main(void *arg) {
   struct worker *w = arg;
-  lua_State *L = luaL_newstate();
+  lua_State *L = braid_new_state();
   if (L) {
     lua_pushcfunction(L, w_init_p);
     lua_pushlightuserdata(L, w);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-      lua_close(L);
+      braid_close_state(L);
       L = NULL;
     }
   }
@@ -637,7 +637,7 @@ static void *worker_main(void *arg) {
     ran = 1;
   }
   pthread_mutex_unlock(&P.lock);
-  if (L) lua_close(L);
+  if (L) braid_close_state(L);
   w->L = NULL;
   pthread_mutex_lock(&P.lock);
   int detached = w->detached;
