@@ -68,6 +68,7 @@ struct conn {
   int err;                 /* errno of a failure */
   short evflags;           /* flags ev is added with, 0 = not added */
   unsigned char state, reason, pend;
+  const void *tag;         /* &conn_tag: what conn_check looks for */
   unsigned reading : 1, read_closed : 1, write_shut : 1, shut_pending : 1,
            disconnecting : 1, queued : 1, streaming : 1, has_producer : 1,
            prod_paused : 1, pull_kick : 1, lost : 1, is_unix : 1;
@@ -135,20 +136,82 @@ static void pend_push(struct conn *c, int what) {
   if (pend_ev) event_active(pend_ev, 0, 0);
 }
 
-/* Give back the event, the descriptor and the output buffer (close, __gc). */
-static void conn_teardown(struct conn *c) {
+/* ---- the transport's fields ---------------------------------------------
+**
+** A transport is a userdata whose metatable is its own table of fields
+** (one per connection), with __index pointing at itself; that table's
+** metatable is the class, CONN_META, whose __index is the methods table.
+** So `transport:write` and `transport.connected` are found by table
+** lookups alone (an __index function would cost a C call per method call:
+** about 200 instructions of a 64 B echo's 2,800), and every assignment
+** still goes through __newindex (conn_newindex), which checks it.
+**
+** The fields C keeps true: connected (always present), sessionno (always
+** present, set when the connection starts), paused (absent until a
+** pauseProducing), disconnecting (absent until set), protocol and
+** bufferSize (absent until assigned); the methods table holds the
+** defaults of the absent ones (paused and disconnecting false,
+** bufferSize 65536). Everything else assigned is stored there as is.
+** conn_sync writes connected and paused without allocating when they
+** become false, so a close needs no protected call. */
+
+/* Set field k of the fields table at index t to the value on top (popped):
+** rawset, with a string key that already exists (no allocation) or inside
+** a call that may raise. */
+static void set_fieldv(lua_State *L, int t, const char *k) {
+  lua_pushstring(L, k);
+  lua_insert(L, -2);
+  lua_rawset(L, t);
+}
+
+static void set_fieldb(lua_State *L, int t, const char *k, int v) {
+  lua_pushboolean(L, v);
+  set_fieldv(L, t, k);
+}
+
+/* Mirror connected and paused from the C state into the fields. When they
+** become false nothing is allocated (connected always exists; paused is
+** written false only when present), so this cannot raise then; making
+** paused true happens only in pauseProducing, or at a connect that
+** completes paused, both inside protected calls. */
+static void conn_sync(lua_State *L, struct conn *c) {
+  if (!L || c->self_ref == LUA_NOREF) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);
+  if (!lua_getmetatable(L, -1)) { lua_pop(L, 1); return; }
+  int t = lua_gettop(L);
+  set_fieldb(L, t, "connected", c->state == S_OPEN);
+  int paused = c->state == S_OPEN && !c->reading;
+  lua_pushliteral(L, "paused");
+  if (paused || lua_rawget(L, t) != LUA_TNIL) set_fieldb(L, t, "paused", paused);
+  lua_settop(L, t - 2);
+}
+
+/* disconnecting = true: the field first (a first one allocates and may
+** raise: then nothing has changed) */
+static void set_disconnecting(lua_State *L, struct conn *c) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);
+  lua_getmetatable(L, -1);
+  set_fieldb(L, lua_gettop(L), "disconnecting", 1);
+  lua_pop(L, 2);
+  c->disconnecting = 1;
+}
+
+/* Give back the event, the descriptor and the output buffer (close, and
+** __gc with L NULL: nothing to mirror then). */
+static void conn_teardown(lua_State *L, struct conn *c) {
   if (c->evflags) event_del(&c->ev);
   c->evflags = 0;
   if (c->fd >= 0) close(c->fd);
   c->fd = -1;
   if (c->out) { evbuffer_free(c->out); c->out = NULL; }
   c->state = S_CLOSED;
+  conn_sync(L, c);
 }
 
 /* Close the descriptor now; connectionLost follows from the pending list. */
-static void conn_close(struct conn *c, int reason, int err) {
+static void conn_close(lua_State *L, struct conn *c, int reason, int err) {
   if (c->state == S_CLOSED) return;
-  conn_teardown(c);
+  conn_teardown(L, c);
   c->reason = (unsigned char)reason;
   c->err = err;
   pend_push(c, P_LOST);
@@ -161,6 +224,11 @@ static int set_nonblock(int fd) {
   return 0;
 }
 
+static const char conn_tag = 0; /* its address marks a transport (conn_check) */
+static int conn_newindex(lua_State *L);
+static int conn_gc(lua_State *L);
+static int conn_tostring(lua_State *L);
+
 /* Push a connection that owns nothing yet (closed, anchored, not counted
 ** as work): everything that can raise happens here, before a socket. */
 static struct conn *conn_new(lua_State *L) {
@@ -172,20 +240,44 @@ static struct conn *conn_new(lua_State *L) {
   c->state = S_CLOSED;
   c->reading = 1;
   c->bufsize = DEFAULT_BUFSIZE;
-  luaL_setmetatable(L, CONN_META);
+  int u = lua_gettop(L);
+  lua_createtable(L, 0, 8); /* its fields: room for protocol and disconnecting too */
   lua_pushvalue(L, -1);
+  lua_setfield(L, -2, "__index");
+  luaL_getmetatable(L, CONN_META);                  /* __newindex needs the methods */
+  lua_getfield(L, -1, "__index");
+  lua_pushcclosure(L, conn_newindex, 1);
+  lua_setfield(L, -3, "__newindex");
+  lua_setmetatable(L, -2);                          /* fields -> the class */
+  lua_pushcfunction(L, conn_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, conn_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "connected");
+  lua_pushinteger(L, 0);
+  lua_setfield(L, -2, "sessionno");
+  c->tag = &conn_tag;
+  lua_setmetatable(L, u);
+  lua_pushvalue(L, u);
   c->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return c;
 }
 
 /* Give a conn_new connection its descriptor; it is live from here on. */
-static void conn_start(struct conn *c, int fd, int state, int is_unix) {
+static void conn_start(lua_State *L, struct conn *c, int fd, int state, int is_unix) {
   c->fd = fd;
   c->state = (unsigned char)state;
   c->is_unix = (unsigned)is_unix;
   c->sessionno = next_session++;
   braid_work(1);
   conn_setflags(c); /* connecting: EV_WRITE, also when connect finished at once */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);
+  lua_getmetatable(L, -1);
+  lua_pushinteger(L, c->sessionno);
+  set_fieldv(L, lua_gettop(L) - 1, "sessionno");  /* exists: no allocation */
+  lua_pop(L, 2);
+  conn_sync(L, c);
 }
 
 /* Drop a conn_new connection that never got a descriptor. */
@@ -221,38 +313,6 @@ static void swap_system(lua_State *L, int f, int i, int want_prev) {
   }
 }
 
-/* Deliver n bytes of rbuf: protocol:dataReceived(data) under the
-** connection's log system, as on_eof and the others do in braid.tcp. Runs
-** inside conn_cb's protected call: an error in dataReceived is caught here
-** (with a traceback) and handed to the failed handler, which logs it and
-** aborts this connection; any other error unwinds to conn_cb. The slow
-** path: deliver_fast below is the usual one. */
-static void deliver_data(lua_State *L, struct conn *c, size_t n) {
-  int b = lua_gettop(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);   /* b+1 transport */
-  lua_getiuservalue(L, b + 1, 1);                   /* b+2 protocol */
-  lua_getiuservalue(L, b + 1, 2);                   /* b+3 log system */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, key_data);
-  lua_gettable(L, b + 2);                           /* b+4 protocol.dataReceived */
-  lua_pushlstring(L, rbuf, n);                      /* b+5 data */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_SETSYS]); /* b+6 */
-  swap_system(L, b + 6, b + 3, 1);                  /* b+7 the previous system */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_MSGH]); /* b+8 */
-  lua_pushvalue(L, b + 4);
-  lua_pushvalue(L, b + 2);
-  lua_pushvalue(L, b + 5);
-  int st = lua_pcall(L, 2, 0, b + 8);
-  swap_system(L, b + 6, b + 7, 0);
-  if (st != LUA_OK) {                               /* b+9 the Failure */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_FAILED]);
-    lua_pushvalue(L, b + 1);
-    lua_pushvalue(L, b + 9);
-    lua_pushvalue(L, b + 3);
-    lua_call(L, 3, 0);
-  }
-  lua_settop(L, b);
-}
-
 /* The fast read path runs on a thread of its own, rt, whose stack always
 ** holds, below what a delivery pushes: */
 enum { RT_SETSYS = 1, RT_MSGH, RT_DATA, RT_BASE = RT_DATA };
@@ -260,6 +320,8 @@ static lua_State *rt;             /* NULL: no fast path (braid.log's setSystem n
 static int rt_ref = LUA_NOREF;    /* anchors rt */
 static int rt_busy;               /* a delivery is under way on rt */
 static size_t rt_len;             /* its length (bytes of rbuf) */
+static struct conn *rt_conn;      /* the connection it is for: its log system is
+                                  ** braid.log's ambient one (tcp_current_system) */
 
 /* RT_DATA, deliver_fast's protected part: stack 1 = protocol, upvalue 1 =
 ** "dataReceived"; the data is rt_len bytes of rbuf. Whatever raises here
@@ -274,39 +336,82 @@ static int data_p(lua_State *L) {
   return 0;
 }
 
+/* Deliver n bytes of rbuf: protocol:dataReceived(data) under the
+** connection's log system, set as on_eof and the others do in braid.tcp.
+** Runs inside conn_cb's protected call: an error in dataReceived, or in
+** looking it up, is caught here (with a traceback) and handed to the
+** failed handler, which logs it and aborts this connection; any other
+** error unwinds to conn_cb. The slow path: deliver_fast below is the
+** usual one. */
+static void deliver_data(lua_State *L, struct conn *c, size_t n) {
+  int b = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);   /* b+1 transport */
+  lua_getiuservalue(L, b + 1, 1);                   /* b+2 protocol */
+  lua_getiuservalue(L, b + 1, 2);                   /* b+3 log system */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, key_data);      /* b+4 data_p, as the fast path's */
+  lua_pushcclosure(L, data_p, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_SETSYS]); /* b+5 */
+  swap_system(L, b + 5, b + 3, 1);                  /* b+6 the previous system */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_MSGH]); /* b+7 */
+  lua_pushvalue(L, b + 4);
+  lua_pushvalue(L, b + 2);
+  rt_len = n;  /* a fast delivery under way has made its string already */
+  int st = lua_pcall(L, 1, 0, b + 7);
+  swap_system(L, b + 5, b + 6, 0);
+  if (st != LUA_OK) {                               /* b+8 the Failure */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_FAILED]);
+    lua_pushvalue(L, b + 1);
+    lua_pushvalue(L, b + 8);
+    lua_pushvalue(L, b + 3);
+    lua_call(L, 3, 0);
+  }
+  lua_settop(L, b);
+}
+
 /* The read path of conn_cb, outside any protected call, so nothing here
-** may raise: one lua_pcall of data_p under the Lua message handler, the
-** log system swapped on setSystem's upvalue around it (no-raise API calls,
-** no registry lookup but the transport's). 0, or -1 when the slow path
-** (deliver_data) must do it: no log system string yet, or rt is in use. */
+** may raise: one lua_pcall of data_p under the Lua message handler. The
+** log system is not swapped: braid.log asks tcp_current_system for it
+** when something logs (its ambient system, in force while setSystem's
+** upvalue current_system is false), which gives this connection's while
+** rt_conn is set. 0, or -1 when the slow path (deliver_data) must do it:
+** rt is in use, or a system was set and left set outside any delivery
+** (the slow path puts the connection's in its place for the call). */
 static int deliver_fast(struct conn *c, size_t n) {
   lua_State *L = rt;
   if (rt_busy) return -1;
+  lua_getupvalue(L, RT_SETSYS, sys_upv);            /* current_system */
+  int set = lua_toboolean(L, -1);
+  lua_settop(L, RT_BASE);
+  if (set) return -1;
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);   /* 4 transport */
-  if (lua_getiuservalue(L, 4, 2) != LUA_TSTRING) {  /* 5 log system */
-    lua_settop(L, RT_BASE);
-    return -1;
-  }
-  lua_getupvalue(L, RT_SETSYS, sys_upv);            /* 6 the previous system */
-  lua_pushvalue(L, 5);
-  lua_setupvalue(L, RT_SETSYS, sys_upv);
-  lua_pushvalue(L, RT_DATA);                        /* 7 data_p */
+  lua_pushvalue(L, RT_DATA);                        /* 5 data_p */
   lua_getiuservalue(L, 4, 1);                       /* protocol */
   rt_busy = 1;
   rt_len = n;
+  rt_conn = c;
   int st = lua_pcall(L, 1, 0, RT_MSGH);
   rt_busy = 0;
-  lua_pushvalue(L, 6);
-  lua_setupvalue(L, RT_SETSYS, sys_upv);
-  if (st != LUA_OK) {                               /* 7 the Failure */
+  rt_conn = NULL;
+  if (st != LUA_OK) {                               /* 5 the Failure */
     lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_FAILED]);
     lua_pushvalue(L, 4);
-    lua_pushvalue(L, 7);
     lua_pushvalue(L, 5);
+    lua_getiuservalue(L, 4, 2);                     /* the log system */
     braid_pcall(L, 3, 0);
   }
   lua_settop(L, RT_BASE);
   return 0;
+}
+
+/* tcp_current_system() -> the log system of the connection whose
+** dataReceived the fast path is running, or nil (braid.log's ambient
+** system) */
+static int l_tcp_current_system(lua_State *L) {
+  struct conn *c = rt_conn;
+  if (!c || c->self_ref == LUA_NOREF) return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);
+  if (lua_getiuservalue(L, -1, 2) != LUA_TSTRING) return 0;
+  return 1;
 }
 
 /* (Re)build rt from the installed handlers (tcp_handlers), or drop it. */
@@ -346,13 +451,13 @@ static int conn_flush(struct conn *c) {
 }
 
 /* After output drained: finish a loseConnection / loseWriteConnection. */
-static void conn_drained(struct conn *c) {
-  if (c->disconnecting) { conn_close(c, R_DONE, 0); return; }
+static void conn_drained(lua_State *L, struct conn *c) {
+  if (c->disconnecting) { conn_close(L, c, R_DONE, 0); return; }
   if (c->shut_pending && !c->write_shut) {
     c->write_shut = 1;
     c->shut_pending = 0;
     shutdown(c->fd, SHUT_WR);
-    if (c->read_closed) { conn_close(c, R_DONE, 0); return; }
+    if (c->read_closed) { conn_close(L, c, R_DONE, 0); return; }
     pend_push(c, P_WLOST);
   }
 }
@@ -370,20 +475,21 @@ static int conn_event_p(lua_State *L) {
     socklen_t len = sizeof err;
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
     if (err == EINPROGRESS || err == EALREADY) return 0;
-    if (err) { conn_close(c, R_CONNFAIL, err); return 0; }
+    if (err) { conn_close(L, c, R_CONNFAIL, err); return 0; }
     c->state = S_OPEN;
     conn_setflags(c); /* writes from here on re-arm it themselves */
+    conn_sync(L, c);
     push_handler(L, H_CONNECTED, c);
-    if (braid_pcall(L, 3, 0) != LUA_OK) conn_close(c, R_NONE, 0); /* no protocol to read for */
+    if (braid_pcall(L, 3, 0) != LUA_OK) conn_close(L, c, R_NONE, 0); /* no protocol to read for */
     return 0;
   }
   if (what & EV_WRITE) {
     int err = conn_flush(c);
-    if (err) { conn_close(c, R_LOST, err); return 0; }
+    if (err) { conn_close(L, c, R_LOST, err); return 0; }
     if (!c->out || evbuffer_get_length(c->out) == 0) {
       c->pull_kick = 0;
       conn_setflags(c);
-      conn_drained(c);
+      conn_drained(L, c);
       if (c->state != S_OPEN) return 0;
       /* Twisted's doWrite: a pull producer is asked for more each time
       ** the buffer empties, a paused streaming one is resumed */
@@ -410,14 +516,14 @@ static int conn_event_p(lua_State *L) {
       if (c->state != S_OPEN) return 0;
       if (!half || c->write_shut) {
         if (c->out && evbuffer_get_length(c->out) > 0 && !half) {
-          c->disconnecting = 1; /* flush what the protocol wrote, then close */
+          set_disconnecting(L, c); /* flush what the protocol wrote, then close */
           conn_setflags(c);
         } else {
-          conn_close(c, R_DONE, 0);
+          conn_close(L, c, R_DONE, 0);
         }
       }
     } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-      conn_close(c, R_LOST, errno);
+      conn_close(L, c, R_LOST, errno);
     }
   }
   return 0;
@@ -441,7 +547,7 @@ static void conn_cb(evutil_socket_t fd, short what, void *arg) {
     if (got > 0) {
       if (deliver_fast(c, (size_t)got) == 0) return;
     } else if (got < 0) {
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) conn_close(c, R_LOST, errno);
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) conn_close(L, c, R_LOST, errno);
       return;
     }
   }
@@ -459,7 +565,7 @@ static int pend_deliver_p(lua_State *L) {
   c->pend = 0;
   if ((what & P_CLOSE) && c->state == S_OPEN && c->disconnecting
       && (!c->out || evbuffer_get_length(c->out) == 0))
-    conn_close(c, R_DONE, 0); /* requeues this connection for P_LOST */
+    conn_close(L, c, R_DONE, 0); /* requeues this connection for P_LOST */
   if ((what & P_WLOST) && c->state == S_OPEN) {
     push_handler(L, H_WLOST, c);
     braid_pcall(L, 3, 0);
@@ -501,17 +607,28 @@ static void pend_cb(evutil_socket_t fd, short what, void *arg) {
 
 /* ---- transport methods ---------------------------------------------------- */
 
-/* Methods are closures whose upvalue 1 is the metatable: comparing with it
-** is much cheaper than luaL_checkudata's registry lookup by name, and
-** write() runs once per message. */
-static struct conn *conn_check(lua_State *L, int i) {
+/* A transport's metatable is its own (its fields table), so
+** luaL_checkudata's test cannot apply: a transport is a full userdata
+** (lua_rawlen is 0 for a light one) of the conn's size whose tag is
+** &conn_tag, which only conn_new writes (Lua code cannot write a
+** userdata's bytes). Also cheaper than a metatable check, and write()
+** runs once per message. */
+static struct conn *conn_test(lua_State *L, int i) {
   struct conn *c = lua_touserdata(L, i);
-  if (c && lua_getmetatable(L, i)) {
-    int same = lua_topointer(L, -1) == lua_topointer(L, lua_upvalueindex(1));
-    lua_pop(L, 1);
-    if (same) return c;
-  }
-  return luaL_checkudata(L, i, CONN_META); /* the standard error */
+  return c && lua_rawlen(L, i) == sizeof *c && c->tag == &conn_tag ? c : NULL;
+}
+
+static struct conn *conn_check(lua_State *L, int i) {
+  struct conn *c = conn_test(L, i);
+  if (!c) luaL_typeerror(L, i, CONN_META); /* the standard error */
+  return c;
+}
+
+/* tcp_is_transport(v) -> whether v is a TCP or UNIX transport (the
+** console and testing.async find live ones among the registry's anchors) */
+static int l_tcp_is_transport(lua_State *L) {
+  lua_pushboolean(L, conn_test(L, 1) != NULL);
+  return 1;
 }
 
 static int conn_write(lua_State *L) {
@@ -525,7 +642,7 @@ static int conn_write(lua_State *L) {
     ssize_t n = send(c->fd, s, len, MSG_NOSIGNAL); /* EPIPE, never SIGPIPE */
     if (n < 0) {
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-        conn_close(c, R_LOST, errno); /* delivered later, never re-entrantly */
+        conn_close(L, c, R_LOST, errno); /* delivered later, never re-entrantly */
         return 0;
       }
       n = 0;
@@ -554,7 +671,7 @@ static int conn_write(lua_State *L) {
 static int conn_lose(lua_State *L) {
   struct conn *c = conn_check(L, 1);
   if (c->state != S_OPEN || c->disconnecting) return 0;
-  c->disconnecting = 1;
+  set_disconnecting(L, c);
   /* close on the pending pass, so writes made after loseConnection in the
   ** same callback are still sent first */
   if (!c->out || evbuffer_get_length(c->out) == 0) pend_push(c, P_CLOSE);
@@ -562,17 +679,17 @@ static int conn_lose(lua_State *L) {
   return 0;
 }
 
-static int conn_abort(lua_State *L) { conn_close(conn_check(L, 1), R_ABORTED, 0); return 0; }
+static int conn_abort(lua_State *L) { conn_close(L, conn_check(L, 1), R_ABORTED, 0); return 0; }
 /* _fail(): a protocol method raised; braid.tcp stored the Failure. */
-static int conn_fail(lua_State *L) { conn_close(conn_check(L, 1), R_ERROR, 0); return 0; }
+static int conn_fail(lua_State *L) { conn_close(L, conn_check(L, 1), R_ERROR, 0); return 0; }
 /* _drop(): close without any delivery (refused or cancelled). */
-static int conn_drop(lua_State *L) { conn_close(conn_check(L, 1), R_NONE, 0); return 0; }
+static int conn_drop(lua_State *L) { conn_close(L, conn_check(L, 1), R_NONE, 0); return 0; }
 
 static int conn_lose_write(lua_State *L) {
   struct conn *c = conn_check(L, 1);
   if (c->state != S_OPEN || c->write_shut || c->shut_pending) return 0;
   c->shut_pending = 1;
-  if (!c->out || evbuffer_get_length(c->out) == 0) conn_drained(c);
+  if (!c->out || evbuffer_get_length(c->out) == 0) conn_drained(L, c);
   return 0;
 }
 
@@ -580,6 +697,7 @@ static int set_reading(lua_State *L, int on) {
   struct conn *c = conn_check(L, 1);
   c->reading = (unsigned)on;
   if (c->state == S_OPEN) conn_setflags(c);
+  conn_sync(L, c);
   return 0;
 }
 static int conn_pause(lua_State *L) { return set_reading(L, 0); }
@@ -602,10 +720,15 @@ static int conn_bufsize(lua_State *L) {
   return 1;
 }
 
-/* bufferSize = value at index i (the _setBufferSize method, __newindex) */
+/* bufferSize = value at index i (the _setBufferSize method, __newindex;
+** the transport is at index 1) */
 static int set_bufsize(lua_State *L, struct conn *c, int i) {
   lua_Integer n = luaL_checkinteger(L, i);
   luaL_argcheck(L, n > 0, i, "bufferSize must be > 0");
+  lua_getmetatable(L, 1);
+  lua_pushinteger(L, n);
+  set_fieldv(L, lua_gettop(L) - 1, "bufferSize");
+  lua_pop(L, 1);
   c->bufsize = (size_t)n;
   return 0;
 }
@@ -707,40 +830,36 @@ static int conn_setuv(lua_State *L) {
   return 0;
 }
 
-/* __index: methods, then fields from C state, then the extras table */
-static int conn_index(lua_State *L) {
-  struct conn *c = lua_touserdata(L, 1);
-  lua_pushvalue(L, 2);
-  lua_rawget(L, lua_upvalueindex(1));
-  if (!lua_isnil(L, -1)) return 1;
-  const char *k = lua_tostring(L, 2);
-  if (k) {
-    if (strcmp(k, "connected") == 0) { lua_pushboolean(L, c->state == S_OPEN); return 1; }
-    if (strcmp(k, "disconnecting") == 0) { lua_pushboolean(L, c->disconnecting); return 1; }
-    if (strcmp(k, "sessionno") == 0) { lua_pushinteger(L, c->sessionno); return 1; }
-    if (strcmp(k, "protocol") == 0) { lua_getiuservalue(L, 1, 1); return 1; }
-    if (strcmp(k, "bufferSize") == 0) { lua_pushinteger(L, (lua_Integer)c->bufsize); return 1; }
-    if (strcmp(k, "paused") == 0) { lua_pushboolean(L, c->state == S_OPEN && !c->reading); return 1; }
-  }
-  if (lua_getiuservalue(L, 1, 3) != LUA_TTABLE) return 1;
-  lua_pushvalue(L, 2);
-  lua_gettable(L, -2);
-  return 1;
-}
-
+/* __newindex(transport, k, v), upvalue 1 = the methods table. protocol and
+** bufferSize are C's too (bufferSize is checked); the fields C keeps
+** (connected, disconnecting, sessionno, paused) and the methods' names are
+** not assignable and are left as they are, as before fields were tables;
+** names starting with "__" are refused, as the fields table is also the
+** transport's metatable. Anything else is stored as is. */
 static int conn_newindex(lua_State *L) {
-  const char *k = lua_tostring(L, 2);
-  if (k && strcmp(k, "protocol") == 0) { lua_settop(L, 3); lua_setiuservalue(L, 1, 1); return 0; }
-  if (k && strcmp(k, "bufferSize") == 0) return set_bufsize(L, lua_touserdata(L, 1), 3);
-  if (lua_getiuservalue(L, 1, 3) != LUA_TTABLE) {
+  struct conn *c = conn_check(L, 1);
+  lua_settop(L, 3);
+  lua_getmetatable(L, 1);                           /* 4 the fields */
+  const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
+  if (k) {
+    if (strcmp(k, "protocol") == 0) {
+      lua_pushvalue(L, 3);
+      lua_setiuservalue(L, 1, 1);
+    } else if (strcmp(k, "bufferSize") == 0) {
+      return set_bufsize(L, c, 3);
+    } else if (strcmp(k, "connected") == 0 || strcmp(k, "disconnecting") == 0
+               || strcmp(k, "sessionno") == 0 || strcmp(k, "paused") == 0) {
+      return 0;
+    } else if (k[0] == '_' && k[1] == '_') {
+      return luaL_error(L, "transport field '%s' is reserved (names starting with __ are)", k);
+    }
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 0; /* a method's name */
     lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_setiuservalue(L, 1, 3);
   }
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 3);
-  lua_settable(L, -3);
+  lua_rawset(L, 4);
   return 0;
 }
 
@@ -754,7 +873,7 @@ static int conn_tostring(lua_State *L) {
 /* __gc: only reached once self_ref is gone, i.e. closed and delivered,
 ** or at state close. */
 static int conn_gc(lua_State *L) {
-  conn_teardown(lua_touserdata(L, 1));
+  conn_teardown(NULL, lua_touserdata(L, 1));
   return 0;
 }
 
@@ -865,11 +984,11 @@ static int port_accept_p(lua_State *L) {
       int one = 1;
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
-    conn_start(c, fd, S_OPEN, p->is_unix);
+    conn_start(L, c, fd, S_OPEN, p->is_unix);
     lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_ACCEPT]);
     lua_pushvalue(L, 2);
     lua_pushvalue(L, 3);
-    if (braid_pcall(L, 2, 0) != LUA_OK) conn_close(c, R_NONE, 0); /* no protocol to read for */
+    if (braid_pcall(L, 2, 0) != LUA_OK) conn_close(L, c, R_NONE, 0); /* no protocol to read for */
     lua_settop(L, 2);
     c = NULL;
   }
@@ -1054,7 +1173,7 @@ static int conn_connect(lua_State *L, struct conn *c, const struct sockaddr *sa,
     conn_discard(L, c);
     return braid_pusherror(L, err);
   }
-  conn_start(c, fd, S_CONNECTING, is_unix);
+  conn_start(L, c, fd, S_CONNECTING, is_unix);
   return 1;
 }
 
@@ -1096,7 +1215,7 @@ static int l_adopt_conn(lua_State *L) {
     conn_discard(L, c); /* the caller keeps fd */
     return braid_pusherror(L, err);
   }
-  conn_start(c, fd, S_OPEN, is_unix);
+  conn_start(L, c, fd, S_OPEN, is_unix);
   return 1;
 }
 
@@ -1183,6 +1302,8 @@ static const luaL_Reg tcp_funcs[] = {
   { "adopt_conn", l_adopt_conn },
   { "tcp_handlers", l_tcp_handlers },
   { "tcp_undelivered", l_tcp_undelivered },
+  { "tcp_current_system", l_tcp_current_system },
+  { "tcp_is_transport", l_tcp_is_transport },
   { NULL, NULL }
 };
 
@@ -1207,6 +1328,7 @@ static int tcp_state_gc(lua_State *L) {
   rt = NULL; /* freed with the state */
   rt_ref = LUA_NOREF;
   rt_busy = 0;
+  rt_conn = NULL;
   spare = NULL; /* freed with the state */
   free(rbuf);
   rbuf = NULL;
@@ -1227,20 +1349,18 @@ void braid_open_tcp(lua_State *L) {
     lua_setfield(L, LUA_REGISTRYINDEX, "braid.tcp.sentinel");
   }
   lua_pop(L, 1);
-  if (luaL_newmetatable(L, CONN_META)) {
+  if (luaL_newmetatable(L, CONN_META)) {            /* the class: every fields table's metatable */
     luaL_newlibtable(L, conn_methods);
-    lua_pushvalue(L, -2);
-    luaL_setfuncs(L, conn_methods, 1); /* upvalue: the metatable, for conn_check */
+    luaL_setfuncs(L, conn_methods, 0);
+    lua_pushboolean(L, 0);                          /* the defaults of absent fields */
+    lua_setfield(L, -2, "paused");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "disconnecting");
+    lua_pushinteger(L, DEFAULT_BUFSIZE);
+    lua_setfield(L, -2, "bufferSize");
     lua_pushvalue(L, -1);
     lua_setfield(L, -3, "__methods");
-    lua_pushcclosure(L, conn_index, 1);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, conn_newindex);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, conn_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, conn_tostring);
-    lua_setfield(L, -2, "__tostring");
   }
   lua_pop(L, 1);
   if (luaL_newmetatable(L, PORT_META)) {

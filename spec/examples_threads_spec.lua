@@ -22,14 +22,18 @@ describe("examples/defer_to_thread.lua", function()
     local lines, code = proc.run({ "examples/defer_to_thread.lua", "0.5", "1" })
     local out = table.concat(lines, "\n")
     assert.equal(0, code, out)
-    assert.equal("go !!!", lines[1], out)
+    -- the job starts at once (docs/threads.md): its first line and the main
+    -- chunk's "go !!!" come in either order, both before any dot
+    local go = index_of(lines, "go !!!")
+    assert.is_number(go, out)
+    assert.is_true(go <= 2, out)
     local start = index_of(lines, "start sleep 0.5")
     local stop = index_of(lines, "end sleep 0.5")
     local ok = index_of(lines, "OK")
     assert.is_number(start, out)
     assert.is_number(stop, out)
     assert.is_number(ok, out)
-    assert.is_true(start < stop and stop < ok, out)
+    assert.is_true(start <= 2 and start < stop and stop < ok, out)
     assert.equal("", lines[stop - 1], out)  -- the seed's "\nend sleep"
     -- the reactor ran on during the blocking sleep: dots between start and end
     assert.is_true(count(lines, ".", start, stop) >= 2, out)

@@ -78,6 +78,39 @@ describe("the TCP read fast path", function()
     spin(function() return p.lost == 1 end)
   end
 
+  -- the log system a server protocol's dataReceived runs under, checked
+  -- to be its connection's; and the system after the delivery
+  local function delivery_system()
+    local sys
+    local sf, n = listen(Rec, function(p) function p:onData() sys = log.getSystem() end end)
+    local c = connect(n)
+    c.transport:write("x")
+    spin(function() return sys ~= nil end)
+    assert.equal("FastRec," .. sf.built[1].transport.sessionno .. ",127.0.0.1", sys)
+    local after = log.getSystem()
+    close(c)
+    return after
+  end
+
+  -- a server protocol whose dataReceived lookup raises `msg`, sent one
+  -- byte: its factory and the errors logged
+  local function lookup_failure(msg)
+    local sf
+    local logged = logged_errors(function()
+      local n
+      sf, n = listen(Rec, function(p)
+        setmetatable(p, { __index = function(_, k)
+          if k == "dataReceived" then error(msg) end
+          return Rec[k]
+        end })
+      end)
+      local c = connect(n)
+      c.transport:write("x")
+      spin(function() return c.lost == 1 and sf.built[1].lost == 1 end)
+    end)
+    return sf, logged
+  end
+
   it("echoes every byte in order, NUL bytes and reads of 64 KiB included", function()
     local _, n = listen(Echo)
     local parts = {}
@@ -103,14 +136,48 @@ describe("the TCP read fast path", function()
   end)
 
   it("runs dataReceived under the connection's log system and restores the previous one after", function()
-    local sys
-    local sf, n = listen(Rec, function(p) function p:onData() sys = log.getSystem() end end)
+    assert.equal("-", delivery_system())
+  end)
+
+  it("logs from dataReceived under the connection's system; a setSystem inside is undone by the caller's restore", function()
+    local events, inner, after_restore = {}, nil, nil
+    local obs = function(ev) events[#events + 1] = ev end
+    local sf, n = listen(Rec, function(p)
+      function p:onData()
+        log.msg("from dataReceived")
+        local prev = log.setSystem("Inner")
+        inner = log.getSystem()
+        log.setSystem(prev)
+        after_restore = log.getSystem()
+      end
+    end)
+    log.addObserver(obs)
     local c = connect(n)
     c.transport:write("x")
-    spin(function() return sys ~= nil end)
-    assert.equal("FastRec," .. sf.built[1].transport.sessionno .. ",127.0.0.1", sys)
+    spin(function() return after_restore ~= nil end)
+    log.removeObserver(obs)
+    local sys = "FastRec," .. sf.built[1].transport.sessionno .. ",127.0.0.1"
+    local mine = {}
+    for _, ev in ipairs(events) do if ev.text == "from dataReceived" then mine[#mine + 1] = ev end end
+    assert.equal(1, #mine)
+    assert.equal(sys, mine[1].system)
+    assert.equal("Inner", inner)
+    assert.equal(sys, after_restore)
     assert.equal("-", log.getSystem())
     close(c)
+  end)
+
+  it("with a system left set outside any delivery, still runs dataReceived under the connection's (and a failing lookup is that protocol's failure)", function()
+    local prev = log.setSystem("LeftOver")
+    local ok, e = pcall(function()
+      assert.equal("LeftOver", delivery_system())
+      local bad, logged = lookup_failure("no dataReceived here either")
+      assert.equal(1, #logged)
+      assert.matches("no dataReceived here either", bad.built[1].reason:getErrorMessage())
+      assert.equal("LeftOver", log.getSystem())
+    end)
+    log.setSystem(prev)
+    if not ok then error(e, 0) end
   end)
 
   it("restores the log system and aborts only that connection when dataReceived raises", function()
@@ -152,19 +219,7 @@ describe("the TCP read fast path", function()
   end)
 
   it("treats an error raised while looking dataReceived up as that protocol's failure", function()
-    local sf
-    local logged = logged_errors(function()
-      local n
-      sf, n = listen(Rec, function(p)
-        setmetatable(p, { __index = function(_, k)
-          if k == "dataReceived" then error("no dataReceived here") end
-          return Rec[k]
-        end })
-      end)
-      local c = connect(n)
-      c.transport:write("x")
-      spin(function() return c.lost == 1 and sf.built[1].lost == 1 end)
-    end)
+    local sf, logged = lookup_failure("no dataReceived here")
     assert.equal(1, #logged)
     assert.matches("no dataReceived here", sf.built[1].reason:getErrorMessage())
     assert.equal("-", log.getSystem())

@@ -164,6 +164,69 @@ describe("braid.tcp", function()
     spin(function() return cf.built[1].lost == 1 end)
   end)
 
+  it("keeps a transport's fields: C's are read-only, bufferSize is checked, methods and __ names cannot be replaced", function()
+    local _, sf, n = listen()
+    local _, cf = client(n)
+    spin(function() return sf.built[1] and cf.built[1] and cf.built[1].transport end)
+    local t, ct = sf.built[1].transport, cf.built[1].transport
+    -- anything else assigned is stored as is, per transport
+    t.note = "mine"
+    t[1] = 42
+    assert.equal("mine", t.note)
+    assert.equal(42, t[1])
+    assert.is_nil(ct.note)
+    t.note = nil
+    assert.is_nil(t.note)
+    -- C's fields ignore assignments
+    local no = t.sessionno
+    t.connected, t.disconnecting, t.sessionno, t.paused = false, true, -1, true
+    assert.is_true(t.connected)
+    assert.is_false(t.disconnecting)
+    assert.equal(no, t.sessionno)
+    assert.is_false(t.paused)
+    -- so do the methods' names
+    local write = t.write
+    t.write = function() error("not this one") end
+    assert.equal(write, t.write)
+    -- protocol is the one C delivers to
+    assert.equal(sf.built[1], t.protocol)
+    -- bufferSize: a positive integer, 65536 until set
+    assert.equal(65536, t.bufferSize)
+    t.bufferSize = 1024.0
+    assert.equal(1024, t.bufferSize)
+    assert.equal("integer", math.type(t.bufferSize))
+    assert.equal(65536, ct.bufferSize)
+    assert.has_error(function() t.bufferSize = 0 end, "bad argument #3 to 'newindex' (bufferSize must be > 0)")
+    assert.has_error(function() t.bufferSize = "big" end)
+    assert.equal(1024, t.bufferSize)
+    t:_setBufferSize(2048)
+    assert.equal(2048, t.bufferSize)
+    -- the fields table is also the metatable: its __ names are refused
+    assert.has_error(function() t.__index = {} end,
+      "transport field '__index' is reserved (names starting with __ are)")
+    assert.has_error(function() t.__gc = false end)
+    -- what is a transport (the console and testing.async ask)
+    local is_transport = require("braid.core").tcp_is_transport
+    assert.is_true(is_transport(t))
+    assert.is_false(is_transport({}))
+    assert.is_false(is_transport(io.stdout))
+    assert.is_false(is_transport(nil))
+    assert.is_false(is_transport(sf))
+    -- methods check their transport
+    assert.has_error(function() t.write({}, "x") end, "bad argument #1 to 'write' (braid.tcp expected, got table)")
+    assert.has_error(function() t.write(io.stdout, "x") end)
+    assert.has_error(function() t.write(sf, "x") end)
+    t:pauseProducing()
+    assert.is_true(t.paused)
+    t:loseConnection()
+    assert.is_true(t.disconnecting)
+    spin(function() return sf.built[1].lost == 1 end)
+    assert.is_false(t.connected)
+    assert.is_false(t.paused)
+    assert.matches("^<TCP transport #%d+ fd=%-1>$", tostring(t))
+    spin(function() return cf.built[1].lost == 1 end)
+  end)
+
   it("raises when writing a non-string", function()
     local _, sf, n = listen()
     client(n)

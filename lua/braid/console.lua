@@ -129,11 +129,11 @@ end
 function inspect.connections()
   local rows = {}
   local reg = debug.getregistry()
-  local meta = reg["braid.tcp"]
-  if meta ~= nil then
+  if reg["braid.tcp"] ~= nil then
+    local is_transport = require("braid.core").tcp_is_transport
     local map = module_map()
     for _, t in next, reg do
-      if type(t) == "userdata" and rawmeta(t) == meta then
+      if type(t) == "userdata" and is_transport(t) then
         local ok, state = pcall(t._state, t)
         if ok and state ~= "closed" then
           local p = t.protocol

@@ -44,7 +44,8 @@ local main_path = nil     -- set when startLogging opened main_out from a path
 local observers = {}      -- added observers; replaced (never mutated) on change
 local nobs = 0
 local min_level = INFO
-local current_system = "-"
+local current_system = false  -- false: the ambient system (system_now)
+local ambient = nil       -- setAmbientSystem's function, or nil
 local depth = 0           -- publish nesting (an observer that logs)
 local MAX_DEPTH = 8
 local err_stream = io.stderr
@@ -216,8 +217,22 @@ end
 ---------------------------------------------------------------------------
 -- the system prefix (log context)
 
---- Set the system shown between brackets; returns the previous one. A
--- plain variable swap: `local prev = log.setSystem(s) ... log.setSystem(prev)`.
+-- The system of a log event: the one set by setSystem or callWithContext,
+-- else the ambient one. braid.tcp makes a connection's system ambient while
+-- its dataReceived runs (it swaps nothing on that hot path: it only asks
+-- when something is logged).
+local function system_now()
+  local s = current_system
+  if s then return s end
+  if ambient then s = ambient() end
+  return s or "-"
+end
+
+--- Set the system shown between brackets; returns the previous setting,
+-- to be given back to restore it. A plain variable swap:
+-- `local prev = log.setSystem(s) ... log.setSystem(prev)`. The previous
+-- setting is false when none was in force (the ambient system: "-", or in
+-- a connection's dataReceived that connection's).
 function M.setSystem(s)
   local prev = current_system
   current_system = s == nil and "-" or s
@@ -226,7 +241,13 @@ end
 
 --- The current system ("-" by default).
 function M.getSystem()
-  return current_system
+  return system_now()
+end
+
+--- braid.tcp's hook: f() gives the ambient system (a string, or nil for
+-- "-"), used while no setSystem or callWithContext is in force.
+function M._setAmbientSystem(f)
+  ambient = f
 end
 
 -- callWithContext restores the previous system through a to-be-closed
@@ -281,7 +302,7 @@ end
 
 local function publish_text(text, printed)
   publish({
-    text = text, isError = false, system = current_system, time = now(),
+    text = text, isError = false, system = system_now(), time = now(),
     level = "info", namespace = "log_legacy", printed = printed,
   }, INFO)
 end
@@ -311,7 +332,7 @@ local function do_err(v, why, tblevel)
   if why ~= nil then why = safe_tostring(why) end
   publish({
     text = (why or "Unhandled Error") .. "\n" .. traceback_text(f),
-    isError = true, system = current_system, time = now(),
+    isError = true, system = system_now(), time = now(),
     level = "critical", namespace = "log_legacy", failure = f, why = why,
   }, CRITICAL)
 end
@@ -428,7 +449,7 @@ local function emit(self, lname, ln, fmt, fields, f)
   if type(fmt) ~= "string" then fmt = fmt == nil and "" or safe_tostring(fmt) end
   ev.level, ev.namespace, ev.format, ev.time = lname, self.namespace, fmt, now()
   if self.source ~= nil then ev.source = self.source end
-  if ev.system == nil then ev.system = current_system end
+  if ev.system == nil then ev.system = system_now() end
   ev.isError = ln >= ERROR
   local text = formatEvent(fmt, ev)
   if f == nil then f = ev.failure end

@@ -20,11 +20,14 @@ local report = core.report_error
 local Protocol, Factory, ClientFactory = protocol.Protocol, protocol.Factory, protocol.ClientFactory
 local call = protocol.call
 
--- braid.log's system swap, or a no-op until it loads
+-- braid.log's system swap, or a no-op until it loads; while the fast read
+-- path of tcp.c runs a dataReceived, the connection's system is braid.log's
+-- ambient one (tcp_current_system)
 local set_system = function(s) return s end
 do
   local ok, log = pcall(require, "braid.log")
   if ok and log.setSystem then set_system = log.setSystem end
+  if ok and log._setAmbientSystem then log._setAmbientSystem(core.tcp_current_system) end
 end
 
 local function reactor() return require "braid.reactor" end
@@ -165,8 +168,9 @@ local function on_connected(t, p, sys) -- luacheck: ignore p sys
   if cb then cb(t) end
 end
 
--- dataReceived, the hot path, is called by tcp.c itself: set_system(sys),
--- xpcall(p.dataReceived, msgh, p, data), set_system(prev), and on an error
+-- dataReceived, the hot path, is called by tcp.c itself: xpcall(
+-- p.dataReceived, msgh, p, data) with the connection's system ambient (or,
+-- on its slow path, set_system(sys) ... set_system(prev)), and on an error
 -- proto_failed(t, failure, sys)
 core.tcp_handlers({
   eof = on_eof, lost = on_lost, accept = on_accept, connected = on_connected,

@@ -210,17 +210,19 @@ local function leftover_checkers()
 end
 
 -- Open connections and listening ports: braid.tcp anchors each in the
--- registry while it is open (userdata with the "braid.tcp" and
--- "braid.tcp.port" metatables), so no hook in the transport is needed.
+-- registry while it is open (transports, which core.tcp_is_transport
+-- tells, and userdata with the "braid.tcp.port" metatable), so no hook in
+-- the transport is needed.
 local function live_sockets()
   local reg = debug.getregistry()
   local cmeta, pmeta = reg["braid.tcp"], reg["braid.tcp.port"]
   local found = {}
   if cmeta == nil and pmeta == nil then return found end
+  local is_transport = require("braid.core").tcp_is_transport
   for _, v in next, reg do
     if type(v) == "userdata" then
       local mt = getmetatable(v)
-      if mt ~= nil and (mt == cmeta or mt == pmeta) then found[#found + 1] = v end
+      if (mt ~= nil and mt == pmeta) or is_transport(v) then found[#found + 1] = v end
     end
   end
   return found
