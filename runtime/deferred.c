@@ -65,7 +65,7 @@ enum {
   U_SLOW_SUCCEED,
   U_SLOW_AWAIT,
   U_SLOW_NEW,
-  U_IC,           /* table: ic.st is the running inlineCallbacks state */
+  U_IC,           /* table: ic[1] is the running inlineCallbacks state */
   U_SEGMENT,      /* the C segment closure (nil inside segment itself) */
   K_CALLED,       /* interned field names */
   K_RESULT,
@@ -77,7 +77,6 @@ enum {
   K_CHAINEDTO,
   K_WAITING,
   K_COUNT,        /* "n" of packed argument lists */
-  K_ST,
   K_CANCELLER,
   U_LAST = K_CANCELLER
 };
@@ -111,7 +110,7 @@ static const char *const KEY_NAMES[] = {
   [K_CALLED] = "called", [K_RESULT] = "result", [K_N] = "_n", [K_H] = "_h",
   [K_RUNNING] = "_running", [K_PAUSED] = "paused", [K_DBG] = "_dbg",
   [K_CHAINEDTO] = "_chainedTo", [K_WAITING] = "waiting",
-  [K_COUNT] = "n", [K_ST] = "st", [K_CANCELLER] = "_canceller",
+  [K_COUNT] = "n", [K_CANCELLER] = "_canceller",
 };
 
 /* ---- field access on the table at (absolute) index t ---- */
@@ -162,15 +161,16 @@ static void set_value(lua_State *L, int t, int key, int v) {
   lua_rawset(L, t);
 }
 
-/* 0: a plain value, 1: a Failure, 2: a Deferred (defer.lua's KIND). Only
-** tables and userdata can be either; other values' metatables (strings') are
-** never Failure or Deferred classes. */
-static int value_kind(lua_State *L, int idx) {
-  int t = lua_type(L, idx), k;
-  if (t != LUA_TTABLE && t != LUA_TUSERDATA) return 0;
+/* object_kind for the table or userdata at idx: 0 a plain value, 1 a
+** Failure, 2 a Deferred (defer.lua's KIND). The metatable is a table, so
+** identity (lua_topointer) is raw equality with the classes. */
+static int object_kind(lua_State *L, int idx) {
+  const void *mt;
+  int k;
   if (!lua_getmetatable(L, idx)) return 0;
-  if (lua_rawequal(L, -1, UV(U_DEFERRED))) { lua_pop(L, 1); return 2; }
-  if (lua_rawequal(L, -1, UV(U_FAILURE))) { lua_pop(L, 1); return 1; }
+  mt = lua_topointer(L, -1);
+  if (mt == lua_topointer(L, UV(U_DEFERRED))) { lua_pop(L, 1); return 2; }
+  if (mt == lua_topointer(L, UV(U_FAILURE))) { lua_pop(L, 1); return 1; }
   lua_pushvalue(L, -1);
   if (lua_rawget(L, UV(U_KIND)) == LUA_TNIL) {
     lua_pop(L, 1);
@@ -183,6 +183,13 @@ static int value_kind(lua_State *L, int idx) {
   k = (int)lua_tointeger(L, -1);
   lua_pop(L, 1);
   return k;
+}
+
+/* The kind of any value: only tables and userdata can be Failures or
+** Deferreds; other values' metatables (strings') are never those classes. */
+static inline int value_kind(lua_State *L, int idx) {
+  int t = lua_type(L, idx);
+  return t == LUA_TTABLE || t == LUA_TUSERDATA ? object_kind(L, idx) : 0;
 }
 
 /* helper(d) for the one-argument Lua helpers */
@@ -668,45 +675,63 @@ static int d_new(lua_State *L) {
 ** Only called and result are set: every other field is its class default
 ** (a callback added later makes room for _n). */
 static int d_succeed(lua_State *L) {
-  if (lua_gettop(L) > 1 || value_kind(L, 1) != 0 || debugging(L)) return slow(L, U_SLOW_SUCCEED);
-  lua_settop(L, 1);
-  lua_createtable(L, 0, 2);
-  lua_pushvalue(L, UV(K_CALLED)); lua_pushboolean(L, 1); lua_rawset(L, 2);
-  if (!lua_isnil(L, 1)) {
-    lua_pushvalue(L, UV(K_RESULT)); lua_pushvalue(L, 1); lua_rawset(L, 2);
+  int top = lua_gettop(L), t = lua_type(L, 1);
+  if (top > 1 || ((t == LUA_TTABLE || t == LUA_TUSERDATA) && object_kind(L, 1) != 0) ||
+      debugging(L))
+    return slow(L, U_SLOW_SUCCEED);
+  lua_createtable(L, 0, 2);  /* at top + 1; returned as the top */
+  lua_pushvalue(L, UV(K_CALLED)); lua_pushboolean(L, 1); lua_rawset(L, -3);
+  if (t > LUA_TNIL) {  /* not nil nor none */
+    lua_pushvalue(L, UV(K_RESULT)); lua_pushvalue(L, 1); lua_rawset(L, -3);
   }
   lua_pushvalue(L, UV(U_DEFERRED));
-  lua_setmetatable(L, 2);
+  lua_setmetatable(L, -2);
   return 1;
-}
-
-/* a counter that is absent (nil: its class default 0) or 0; nil is
-** checked first as lua_tointeger's conversion attempt costs more */
-static int zero_or_nil(lua_State *L, int idx) {
-  return lua_type(L, idx) == LUA_TNIL || lua_tointeger(L, idx) == 0;
 }
 
 /* await(d) inside an inlineCallbacks function: a non-Deferred comes back as
 ** is and a settled Deferred (fired, nothing queued, not paused or running,
-** no unhandled Failure) gives its result at once; the rest is Lua's. */
+** no unhandled Failure) gives its result at once; the rest is Lua's.
+** The hot path reads what it needs onto the stack and returns its top
+** (nothing is popped): 1 d, 2 ic[1], 3 d's metatable, 4 called, 5 _n,
+** 6 paused, 7 _dbg, 8 "result", 9 the result. */
 static int d_await(lua_State *L) {
-  if (lua_gettop(L) != 1 || get_field(L, UV(U_IC), K_ST) == LUA_TNIL)
+  int tn, tp, td;
+  if (lua_gettop(L) != 1) return slow(L, U_SLOW_AWAIT);
+  if (lua_rawgeti(L, UV(U_IC), 1) == LUA_TNIL) {
+    lua_pop(L, 1);
     return slow(L, U_SLOW_AWAIT);
-  lua_pop(L, 1);
-  if (value_kind(L, 1) != 2) return 1;
-  /* the four fields read at once, popped once (stack slots 2..5); _running
-  ** needs no look: a running Deferred has _n > 0 until it stops running */
-  get_field(L, 1, K_CALLED);
-  get_field(L, 1, K_N);
-  get_field(L, 1, K_PAUSED);
-  get_field(L, 1, K_DBG);
-  if (!lua_toboolean(L, 2) || !zero_or_nil(L, 3) || !zero_or_nil(L, 4) || lua_toboolean(L, 5)) {
+  }
+  /* a plain Deferred first; value_kind for the rest (subclasses, and the
+  ** values returned as they are) */
+  if (!lua_getmetatable(L, 1) ||
+      (lua_topointer(L, 3) != lua_topointer(L, UV(U_DEFERRED)) && value_kind(L, 1) != 2)) {
+    lua_pushvalue(L, 1);
+    return 1;
+  }
+  /* _running needs no look: a running Deferred has _n > 0 until it stops
+  ** running; an absent counter reads as its class default 0 (nil is told
+  ** by its type, as lua_tointeger's conversion attempt costs more) */
+  lua_pushvalue(L, UV(K_CALLED));
+  lua_rawget(L, 1);
+  lua_pushvalue(L, UV(K_N));
+  tn = lua_rawget(L, 1);
+  lua_pushvalue(L, UV(K_PAUSED));
+  tp = lua_rawget(L, 1);
+  lua_pushvalue(L, UV(K_DBG));
+  td = lua_rawget(L, 1);
+  if (!lua_toboolean(L, 4) || (tn != LUA_TNIL && lua_tointeger(L, 5) != 0) ||
+      (tp != LUA_TNIL && lua_tointeger(L, 6) != 0) || (td != LUA_TNIL && lua_toboolean(L, 7))) {
     lua_settop(L, 1);
     return slow(L, U_SLOW_AWAIT);
   }
-  lua_settop(L, 1);
-  get_field(L, 1, K_RESULT);
-  set_nil(L, 1, K_RESULT);
+  lua_pushvalue(L, UV(K_RESULT));
+  lua_pushvalue(L, 8);
+  if (lua_rawget(L, 1) != LUA_TNIL) {  /* d.result = nil (absent: nothing to do) */
+    lua_pushvalue(L, 8);
+    lua_pushnil(L);
+    lua_rawset(L, 1);
+  }
   return 1;
 }
 

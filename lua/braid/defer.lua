@@ -1121,11 +1121,12 @@ local STATES = setmetatable({}, { __mode = "k" })
 -- The run queue: flat pairs (state, value), drained by the outermost resume.
 local RQ, rq_head, rq_tail = {}, 1, 0
 local in_resume = false
--- IC.st: the state of the inlineCallbacks coroutine running now, or nil. (A
+-- IC[1]: the state of the inlineCallbacks coroutine running now, or nil. (A
 -- plain coroutine resumed inside it does not change it: await's fast path
 -- only uses it to refuse calls from outside any inlineCallbacks function.)
--- A table field, so that the C await of runtime/deferred.c reads it too.
-local IC = { st = nil }
+-- A table slot, so that the C await of runtime/deferred.c reads it too (an
+-- array slot: the cheapest read there).
+local IC = { nil }
 
 local finish
 
@@ -1187,9 +1188,9 @@ local function step(st, v)
     return st.deferred:callback(v)
   end
   local ok, a
-  local saved, saved_st = cdepth, IC.st
+  local saved, saved_st = cdepth, IC[1]
   cdepth = saved + 1
-  IC.st = st
+  IC[1] = st
   local args = st.args
   if args then
     st.args = nil
@@ -1197,7 +1198,7 @@ local function step(st, v)
   else
     ok, a = co_resume(st.co, v)
   end
-  cdepth, IC.st = saved, saved_st
+  cdepth, IC[1] = saved, saved_st
   if ok and a == AWAIT then return end
   finish(st, ok, a)
 end
@@ -1252,11 +1253,11 @@ local function start(st, ...)
   end
   local was = in_resume
   in_resume = true
-  local saved, saved_st = cdepth, IC.st
+  local saved, saved_st = cdepth, IC[1]
   cdepth = cdepth + 1
-  IC.st = st
+  IC[1] = st
   local ok, a = co_resume(st.co, ...)
-  cdepth, IC.st = saved, saved_st
+  cdepth, IC[1] = saved, saved_st
   in_resume = was
   if not ok or a ~= AWAIT then finish(st, ok, a) end
   if not was and rq_head <= rq_tail then drain() end
@@ -1347,7 +1348,7 @@ end
 -- its result, or raise its failure's value. A non-Deferred is returned as
 -- is; an already fired Deferred returns at once, without yielding.
 function M.await(d)
-  local st = IC.st
+  local st = IC[1]
   if st == nil then
     error(NotACoroutineError("await called outside an inlineCallbacks function"), 2)
   end
