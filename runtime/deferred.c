@@ -709,6 +709,10 @@ static int d_await(lua_State *L) {
     lua_pushvalue(L, 1);
     return 1;
   }
+  if (lua_type(L, 1) != LUA_TTABLE) {  /* a userdata given the class (debug.setmetatable) */
+    lua_settop(L, 1);
+    return slow(L, U_SLOW_AWAIT);
+  }
   /* _running needs no look: a running Deferred has _n > 0 until it stops
   ** running; an absent counter reads as its class default 0 (nil is told
   ** by its type, as lua_tointeger's conversion attempt costs more) */

@@ -98,6 +98,17 @@ describe("defer.implementation", function()
     assert.is_nil(d.result)
   end)
 
+  it("takes an await of a userdata given the Deferred class (debug.setmetatable) without reading it as a table", function()
+    local ud = io.tmpfile()
+    local mt = debug.getmetatable(ud)
+    finally(function() debug.setmetatable(ud, mt); ud:close() end)
+    debug.setmetatable(ud, Deferred)
+    local w = defer.inlineCallbacks(function() return defer.await(ud) end)()
+    -- the Lua await takes it (and fails it: it is no Deferred it can wait on)
+    assert.is_true(w.called)
+    w:addErrback(function() end)
+  end)
+
   it("runs a chain 100000 Deferreds deep without growing the C stack", function()
     local ds = { [0] = Deferred() }
     for i = 1, 100000 do
