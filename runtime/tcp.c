@@ -93,7 +93,7 @@ static const char *const handler_names[H_COUNT] = {
 };
 static int handlers[H_COUNT] = { LUA_NOREF, LUA_NOREF, LUA_NOREF, LUA_NOREF, LUA_NOREF,
                                  LUA_NOREF, LUA_NOREF, LUA_NOREF, LUA_NOREF };
-static int key_data = LUA_NOREF;  /* the string "dataReceived" */
+static int data_ref = LUA_NOREF;  /* data_p (below), for both read paths */
 static int sys_upv;               /* setsystem's upvalue current_system, or 0 */
 
 static char *rbuf;                 /* shared read buffer */
@@ -169,6 +169,14 @@ static void set_fieldb(lua_State *L, int t, const char *k, int v) {
   set_fieldv(L, t, k);
 }
 
+/* Push c's fields table (its transport's metatable); its index. */
+static int push_fields(lua_State *L, struct conn *c) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);
+  lua_getmetatable(L, -1);
+  lua_remove(L, -2);
+  return lua_gettop(L);
+}
+
 /* Mirror connected and paused from the C state into the fields. When they
 ** become false nothing is allocated (connected always exists; paused is
 ** written false only when present), so this cannot raise then; making
@@ -176,23 +184,19 @@ static void set_fieldb(lua_State *L, int t, const char *k, int v) {
 ** completes paused, both inside protected calls. */
 static void conn_sync(lua_State *L, struct conn *c) {
   if (!L || c->self_ref == LUA_NOREF) return;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);
-  if (!lua_getmetatable(L, -1)) { lua_pop(L, 1); return; }
-  int t = lua_gettop(L);
+  int t = push_fields(L, c);
   set_fieldb(L, t, "connected", c->state == S_OPEN);
   int paused = c->state == S_OPEN && !c->reading;
   lua_pushliteral(L, "paused");
   if (paused || lua_rawget(L, t) != LUA_TNIL) set_fieldb(L, t, "paused", paused);
-  lua_settop(L, t - 2);
+  lua_settop(L, t - 1);
 }
 
 /* disconnecting = true: the field first (a first one allocates and may
 ** raise: then nothing has changed) */
 static void set_disconnecting(lua_State *L, struct conn *c) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);
-  lua_getmetatable(L, -1);
-  set_fieldb(L, lua_gettop(L), "disconnecting", 1);
-  lua_pop(L, 2);
+  set_fieldb(L, push_fields(L, c), "disconnecting", 1);
+  lua_pop(L, 1);
   c->disconnecting = 1;
 }
 
@@ -233,7 +237,7 @@ static int conn_tostring(lua_State *L);
 ** as work): everything that can raise happens here, before a socket. */
 static struct conn *conn_new(lua_State *L) {
   if (!rbuf && !(rbuf = malloc(READ_SIZE))) luaL_error(L, "out of memory");
-  struct conn *c = lua_newuserdatauv(L, sizeof *c, 3);
+  struct conn *c = lua_newuserdatauv(L, sizeof *c, 2); /* protocol, log system */
   memset(c, 0, sizeof *c);
   c->fd = -1;
   c->self_ref = LUA_NOREF;
@@ -272,11 +276,10 @@ static void conn_start(lua_State *L, struct conn *c, int fd, int state, int is_u
   c->sessionno = next_session++;
   braid_work(1);
   conn_setflags(c); /* connecting: EV_WRITE, also when connect finished at once */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);
-  lua_getmetatable(L, -1);
+  int t = push_fields(L, c);
   lua_pushinteger(L, c->sessionno);
-  set_fieldv(L, lua_gettop(L) - 1, "sessionno");  /* exists: no allocation */
-  lua_pop(L, 2);
+  set_fieldv(L, t, "sessionno");                    /* exists: no allocation */
+  lua_pop(L, 1);
   conn_sync(L, c);
 }
 
@@ -348,8 +351,7 @@ static void deliver_data(lua_State *L, struct conn *c, size_t n) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);   /* b+1 transport */
   lua_getiuservalue(L, b + 1, 1);                   /* b+2 protocol */
   lua_getiuservalue(L, b + 1, 2);                   /* b+3 log system */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, key_data);      /* b+4 data_p, as the fast path's */
-  lua_pushcclosure(L, data_p, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, data_ref);      /* b+4 data_p, as the fast path's */
   lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_SETSYS]); /* b+5 */
   swap_system(L, b + 5, b + 3, 1);                  /* b+6 the previous system */
   lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_MSGH]); /* b+7 */
@@ -423,8 +425,7 @@ static void rt_setup(lua_State *L) {
   lua_State *T = lua_newthread(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_SETSYS]);
   lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_MSGH]);
-  lua_pushliteral(L, "dataReceived");
-  lua_pushcclosure(L, data_p, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, data_ref);
   if (!lua_checkstack(T, RT_BASE + 16)) luaL_error(L, "stack overflow");
   lua_xmove(L, T, RT_BASE);
   rt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -1223,9 +1224,10 @@ static int l_adopt_conn(lua_State *L) {
 ** setsystem=, msgh=} */
 static int l_tcp_handlers(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  if (key_data == LUA_NOREF) {
+  if (data_ref == LUA_NOREF) {
     lua_pushliteral(L, "dataReceived");
-    key_data = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushcclosure(L, data_p, 1);
+    data_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   for (int i = 0; i < H_COUNT; i++) {
     lua_getfield(L, 1, handler_names[i]);
@@ -1323,7 +1325,7 @@ static int tcp_state_gc(lua_State *L) {
   if (pend_ev) { event_free(pend_ev); pend_ev = NULL; }
   pend_head = pend_tail = NULL;
   for (int i = 0; i < H_COUNT; i++) handlers[i] = LUA_NOREF;
-  key_data = LUA_NOREF;
+  data_ref = LUA_NOREF;
   sys_upv = 0;
   rt = NULL; /* freed with the state */
   rt_ref = LUA_NOREF;
