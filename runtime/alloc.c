@@ -12,12 +12,27 @@
 ** free-list pop and push cost a few instructions where malloc and free
 ** cost about a hundred each (docs/benchmarks.md, "Allocator").
 **
+** Blocks of LARGE_MIN to LARGE_MAX bytes (the strings of socket reads:
+** dataReceived's data is a fresh string per read, and garbage soon after)
+** are malloc's, rounded up to a multiple of LARGE_GRAIN; a freed one waits
+** on its class's free list, up to CACHE_MAX bytes in all, for the next
+** block of its class, which is then still warm in the cache. Beyond
+** CACHE_MAX they go back to free(), so a burst of large strings is not
+** held for good. Blocks between SMALL_MAX and LARGE_MIN (a transport's
+** userdata among them: one per connection, long-lived) and beyond
+** LARGE_MAX are plain malloc's of their exact size, as rounding the former
+** up would cost every idle connection up to LARGE_GRAIN bytes.
+**
 ** Invariants:
 ** - One pool per Lua state, used by the one thread running that state (a
 **   worker's state by its worker): no locking.
 ** - Chunks are never returned before the state closes; braid_close_state
 **   frees them all. Freed small blocks only ever serve their own class.
-** - A small block is handed to free() never; a large one always.
+** - A small block is handed to free() never; a plain one when Lua frees
+**   it; a cached-class one when the cache is full, or when the state
+**   closes.
+** - A block of a cached class has room for the whole class (malloc'd at
+**   the class's size), so any size of its class may reuse it.
 ** - Under AddressSanitizer, or with BRAID_ALLOC=system in the environment
 **   (for valgrind's memcheck), every block is malloc's, so the tools see
 **   each one.
@@ -45,6 +60,11 @@
 #define SMALL_MAX 256
 #define NCLASS (SMALL_MAX / GRAIN)
 #define CHUNK_BYTES (64 * 1024)
+#define LARGE_GRAIN 256
+#define LARGE_MIN 1024
+#define LARGE_MAX (128 * 1024)
+#define NLARGE (LARGE_MAX / LARGE_GRAIN)
+#define CACHE_MAX (1024 * 1024)
 
 struct chunk {
   struct chunk *next;
@@ -56,6 +76,8 @@ struct pool {
   void *free[NCLASS];   /* free blocks per class, linked through their first word */
   char *bump, *end;     /* the unused rest of the newest chunk */
   struct chunk *chunks; /* every chunk, freed at close */
+  void *large[NLARGE];  /* cached large blocks per class (first word: next) */
+  size_t cached;        /* bytes on those lists */
 };
 
 static unsigned cls(size_t size) { return (unsigned)((size - 1) / GRAIN); }
@@ -99,33 +121,79 @@ static void small_free(struct pool *p, void *b, size_t size) {
   p->free[c] = b;
 }
 
+/* the kinds of block, by size */
+enum { K_SMALL, K_PLAIN, K_CACHED };
+static int kind(size_t size) {
+  return size <= SMALL_MAX ? K_SMALL : size > LARGE_MIN && size <= LARGE_MAX ? K_CACHED : K_PLAIN;
+}
+
+/* cached classes: (LARGE_MIN, LARGE_MAX] in steps of LARGE_GRAIN (the
+** lower classes stay unused) */
+static unsigned lcls(size_t size) { return (unsigned)((size - 1) / LARGE_GRAIN); }
+
+static void *large_alloc(struct pool *p, size_t size) {
+  if (kind(size) != K_CACHED) return malloc(size);
+  unsigned c = lcls(size);
+  void *b = p->large[c];
+  if (b) {
+    p->large[c] = *(void **)b;
+    p->cached -= (size_t)(c + 1) * LARGE_GRAIN;
+    return b;
+  }
+  return malloc((size_t)(c + 1) * LARGE_GRAIN);
+}
+
+static void large_free(struct pool *p, void *b, size_t size) {
+  size_t room;
+  unsigned c;
+  if (kind(size) != K_CACHED) {
+    free(b);
+    return;
+  }
+  c = lcls(size);
+  room = (size_t)(c + 1) * LARGE_GRAIN;
+  if (p->cached + room > CACHE_MAX) {
+    free(b);
+    return;
+  }
+  *(void **)b = p->large[c];
+  p->large[c] = b;
+  p->cached += room;
+}
+
+/* whether a block of osize bytes has room for nsize where it is: both
+** sizes of one small class, or of one cached class */
+static int same_class(size_t osize, size_t nsize) {
+  int k = kind(osize);
+  if (k != kind(nsize) || k == K_PLAIN) return 0;
+  return k == K_SMALL ? cls(nsize) == cls(osize) : lcls(nsize) == lcls(osize);
+}
+
 static void *pool_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   struct pool *p = ud;
   if (ptr == NULL) { /* osize is the kind of object, not a size */
     if (nsize == 0) return NULL;
-    return nsize <= SMALL_MAX ? small_alloc(p, nsize) : malloc(nsize);
+    return nsize <= SMALL_MAX ? small_alloc(p, nsize) : large_alloc(p, nsize);
   }
   if (nsize == 0) {
     if (osize <= SMALL_MAX) small_free(p, ptr, osize);
-    else free(ptr);
+    else large_free(p, ptr, osize);
     return NULL;
   }
-  if (osize <= SMALL_MAX) {
-    if (nsize <= SMALL_MAX && cls(nsize) == cls(osize)) return ptr;
-  } else if (nsize > SMALL_MAX) {
-    return realloc(ptr, nsize);
-  }
-  /* across classes, or between small and large: move the block */
-  void *n = nsize <= SMALL_MAX ? small_alloc(p, nsize) : malloc(nsize);
+  if (same_class(osize, nsize)) return ptr;
+  if (kind(osize) == K_PLAIN && kind(nsize) == K_PLAIN) return realloc(ptr, nsize);
+  /* across classes, or between kinds: move the block */
+  void *n = nsize <= SMALL_MAX ? small_alloc(p, nsize) : large_alloc(p, nsize);
   if (!n) {
     /* Lua takes it that a shrink never fails: keep the block, which is
-    ** larger than asked; when Lua frees it with the smaller size, a large
-    ** block joins a small class (it fits it) and stays in the pool */
+    ** larger than asked. When Lua frees it with the smaller size, it joins
+    ** that size's class, whose blocks it is at least as large as, and
+    ** stays in the pool */
     return nsize < osize ? ptr : NULL;
   }
   memcpy(n, ptr, osize < nsize ? osize : nsize);
   if (osize <= SMALL_MAX) small_free(p, ptr, osize);
-  else free(ptr);
+  else large_free(p, ptr, osize);
   return n;
 }
 
@@ -207,6 +275,13 @@ lua_State *braid_new_state(void) {
 void braid_pool_free(void *ud) {
   struct pool *p = ud;
   if (!p) return;
+  for (unsigned c = 0; c < NLARGE; c++) {
+    while (p->large[c]) {
+      void *b = p->large[c];
+      p->large[c] = *(void **)b;
+      free(b);
+    }
+  }
   while (p->chunks) {
     struct chunk *k = p->chunks;
     p->chunks = k->next;

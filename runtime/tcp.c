@@ -724,8 +724,11 @@ static int conn_bufsize(lua_State *L) {
 /* bufferSize = value at index i (the _setBufferSize method, __newindex;
 ** the transport is at index 1) */
 static int set_bufsize(lua_State *L, struct conn *c, int i) {
-  lua_Integer n = luaL_checkinteger(L, i);
-  luaL_argcheck(L, n > 0, i, "bufferSize must be > 0");
+  int isint;
+  lua_Integer n = lua_tointegerx(L, i, &isint);
+  if (!isint || n <= 0)  /* an assignment has no argument number to name */
+    return luaL_error(L, "bad value for transport.bufferSize (an integer > 0 expected, got %s)",
+                      lua_type(L, i) == LUA_TNUMBER ? lua_tostring(L, i) : luaL_typename(L, i));
   lua_getmetatable(L, 1);
   lua_pushinteger(L, n);
   set_fieldv(L, lua_gettop(L) - 1, "bufferSize");

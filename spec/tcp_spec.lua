@@ -196,8 +196,12 @@ describe("braid.tcp", function()
     assert.equal(1024, t.bufferSize)
     assert.equal("integer", math.type(t.bufferSize))
     assert.equal(65536, ct.bufferSize)
-    assert.has_error(function() t.bufferSize = 0 end, "bad argument #3 to 'newindex' (bufferSize must be > 0)")
-    assert.has_error(function() t.bufferSize = "big" end)
+    assert.has_error(function() t.bufferSize = 0 end,
+      "bad value for transport.bufferSize (an integer > 0 expected, got 0)")
+    assert.has_error(function() t.bufferSize = 1.5 end,
+      "bad value for transport.bufferSize (an integer > 0 expected, got 1.5)")
+    assert.has_error(function() t.bufferSize = "big" end,
+      "bad value for transport.bufferSize (an integer > 0 expected, got string)")
     assert.equal(1024, t.bufferSize)
     t:_setBufferSize(2048)
     assert.equal(2048, t.bufferSize)

@@ -1,7 +1,7 @@
 /*
 ** test_alloc.c: braid's pooled Lua allocator (runtime/alloc.c) under a
 ** workload that allocates, grows, shrinks and frees blocks of every size
-** class and across the small/large boundary, checking every byte it
+** class and across the small/large/cached-large boundaries, checking every byte it
 ** wrote; then the same workload with the system allocator must give the
 ** same checksum. Under ASan the pool is forced on here (BRAID_ALLOC=pool),
 ** so LeakSanitizer checks that closing a state frees every chunk.
@@ -23,13 +23,14 @@ static const char *chunk =
 "local seed = 12345\n"
 "local function rnd(n) seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n end\n"
 "for r = 1, rounds do\n"
-"  -- strings of every length from 1 to 600: short (interned), long, small and large blocks\n"
-"  local len = 1 + rnd(600)\n"
+"  -- strings of every length from 1 to 600: short (interned), long, small and large\n"
+"  -- blocks; one round in 8 up to 200,000 (cached large classes, and past them)\n"
+"  local len = r % 8 == 0 and 1 + rnd(200000) or 1 + rnd(600)\n"
 "  local s = string.rep(string.char(65 + r % 26), len) .. r\n"
 "  keep[1 + rnd(512)] = s\n"
 "  -- tables that grow past the small blocks and shrink again\n"
 "  local t = {}\n"
-"  local n = 1 + rnd(80)\n"
+"  local n = r % 32 == 0 and 1 + rnd(6000) or 1 + rnd(80)\n"
 "  for i = 1, n do t[i] = i * r end\n"
 "  for i = 1, n do t['k' .. i] = i end\n"
 "  for i = n, 1, -1 do t[i] = nil; t['k' .. i] = nil end\n"
