@@ -118,15 +118,12 @@ static int fb_nextnetstring(lua_State *L) {
   const unsigned char *s = (const unsigned char *)(b->data ? b->data + b->off : "");
   size_t i = 0, n = 0, maxdigits = 1;
   for (lua_Integer m = max; m >= 10; m /= 10) maxdigits++;
+  /* a leading zero is malformed at once, and before too long, as Twisted */
+  if (b->len > 1 && s[0] == '0' && s[1] >= '0' && s[1] <= '9') goto malformed;
   while (i < b->len && s[i] >= '0' && s[i] <= '9') {
     n = n * 10 + (s[i] - '0');
     i++;
-    /* a leading zero is malformed at once, and before too long, as Twisted */
-    if (i > 1 && s[0] == '0') goto malformed;
-    if (i > maxdigits || max < 0 || n > (size_t)max) { /* 19 digits overflow lua_Integer */
-      if (i == 1 && s[0] == '0' && i < b->len && s[1] >= '0' && s[1] <= '9') goto malformed;
-      goto toolong;
-    }
+    if (i > maxdigits || max < 0 || n > (size_t)max) goto toolong; /* 19 digits overflow lua_Integer */
   }
   if (i == b->len) { lua_pushnil(L); return 1; }
   if (i == 0 || s[i] != ':') goto malformed;

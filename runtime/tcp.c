@@ -248,10 +248,9 @@ static struct conn *conn_new(lua_State *L) {
   lua_createtable(L, 0, 8); /* its fields: room for protocol and disconnecting too */
   lua_pushvalue(L, -1);
   lua_setfield(L, -2, "__index");
-  luaL_getmetatable(L, CONN_META);                  /* __newindex needs the methods */
-  lua_getfield(L, -1, "__index");
-  lua_pushcclosure(L, conn_newindex, 1);
-  lua_setfield(L, -3, "__newindex");
+  lua_pushcfunction(L, conn_newindex);
+  lua_setfield(L, -2, "__newindex");
+  luaL_getmetatable(L, CONN_META);
   lua_setmetatable(L, -2);                          /* fields -> the class */
   lua_pushcfunction(L, conn_gc);
   lua_setfield(L, -2, "__gc");
@@ -834,7 +833,9 @@ static int conn_setuv(lua_State *L) {
   return 0;
 }
 
-/* __newindex(transport, k, v), upvalue 1 = the methods table. protocol and
+/* __newindex(transport, k, v); one C function for every transport (the
+** methods table is the class's __index, the fields table's metatable's,
+** so no closure per connection holds it). protocol and
 ** bufferSize are C's too (bufferSize is checked); the fields C keeps
 ** (connected, disconnecting, sessionno, paused) and the methods' names are
 ** not assignable and are left as they are, as before fields were tables;
@@ -857,9 +858,12 @@ static int conn_newindex(lua_State *L) {
     } else if (k[0] == '_' && k[1] == '_') {
       return luaL_error(L, "transport field '%s' is reserved (names starting with __ are)", k);
     }
+    lua_getmetatable(L, 4);                         /* 5 the class */
+    lua_pushliteral(L, "__index");
+    lua_rawget(L, 5);                               /* 6 the methods */
     lua_pushvalue(L, 2);
-    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 0; /* a method's name */
-    lua_pop(L, 1);
+    if (lua_rawget(L, 6) != LUA_TNIL) return 0;     /* a method's name */
+    lua_settop(L, 4);
   }
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 3);

@@ -2,6 +2,7 @@
 -- runtime/deferred.c, or its Lua one), and behaviour that depends on it.
 local defer = require "braid.defer"
 local Deferred = defer.Deferred
+local failure = require "braid.failure"
 
 describe("defer.implementation", function()
   it("is C when braid.core loads, and Lua when BRAID_DEFER_LUA is set", function()
@@ -104,9 +105,15 @@ describe("defer.implementation", function()
     finally(function() debug.setmetatable(ud, mt); ud:close() end)
     debug.setmetatable(ud, Deferred)
     local w = defer.inlineCallbacks(function() return defer.await(ud) end)()
-    -- the Lua await takes it (and fails it: it is no Deferred it can wait on)
+    -- the Lua await takes it and fails the function cleanly: it is no
+    -- Deferred it can wait on. (What the C guard prevents, reading the
+    -- userdata's memory as a table, went unnoticed here even under ASan
+    -- when the guard was taken out: this checks the outcome, not the guard.)
     assert.is_true(w.called)
+    local f = w.result
     w:addErrback(function() end)
+    assert.is_true(failure.isFailure(f))
+    assert.matches("attempt to index a Deferred value", tostring(f.value), 1, true)
   end)
 
   it("runs a chain 100000 Deferreds deep without growing the C stack", function()

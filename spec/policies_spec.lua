@@ -270,6 +270,19 @@ describe("TrafficLoggingFactory", function()
     assert.are.equal(1, f._counter)
   end)
 
+  it("closes the log file it opened when the wrapped factory refuses the connection", function()
+    local inner = protocol.Factory.forProtocol(Recorder)
+    function inner:buildProtocol() return nil end
+    local f = policies.TrafficLoggingFactory(inner, "t")
+    local closed = {}
+    function f:open(name)
+      return { write = function() end, flush = function() end,
+               close = function() closed[#closed + 1] = name end }
+    end
+    assert.is_nil(f:buildProtocol(nil))
+    assert.are.same({ "t-1" }, closed)
+  end)
+
   it("elides data longer than lengthLimit", function()
     local lines = {}
     local f = policies.TrafficLoggingFactory(protocol.Factory.forProtocol(Recorder), "t", 20)

@@ -451,7 +451,10 @@ function TrafficLoggingFactory:buildProtocol(addr)
   self._counter = self._counter + 1
   local logfile = self:open(self.logfilePrefix .. "-" .. self._counter)
   local inner = build(self.wrappedFactory, addr)
-  if inner == nil then return nil end
+  if inner == nil then  -- refused: nothing will log to it
+    if logfile.close then logfile:close() end
+    return nil
+  end
   return self.protocol(self, inner, logfile, self.lengthLimit, self._counter)
 end
 

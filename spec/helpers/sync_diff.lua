@@ -344,18 +344,24 @@ local function run_program(pid, nd)
     return d
   end
 
-  actions.acq = function(a)
-    local k = tonumber(a[2])
-    local def = R.defs.a[k]
-    local d = R.objs[def.obj]:acquire()
-    R.made.a[k] = d
-    d:addBoth(function(v)
-      log(("a%d -> %s"):format(k, rep(v)))
-      if failure.isFailure(v) then return v end
-      R.held[k] = true
-      return run_body(def.body)
-    end)
+  -- aK / gK: the object's acquire() / get() Deferred; what it gives is
+  -- logged, then (unless a failure) the body runs, aK's as the holder
+  local function taking(kind, method, hold)
+    return function(a)
+      local k = tonumber(a[2])
+      local def = R.defs[kind][k]
+      local obj = R.objs[def.obj]
+      local d = obj[method](obj)
+      R.made[kind][k] = d
+      d:addBoth(function(v)
+        log(("%s%d -> %s"):format(kind, k, rep(v)))
+        if failure.isFailure(v) then return v end
+        if hold then R.held[k] = true end
+        return run_body(def.body)
+      end)
+    end
   end
+  actions.acq = taking("a", "acquire", true)
   actions.rel = function(a)
     local k = tonumber(a[2])
     if not R.held[k] then error("unheld", 0) end
@@ -375,17 +381,7 @@ local function run_program(pid, nd)
       return v
     end)
   end
-  actions.get = function(a)
-    local k = tonumber(a[2])
-    local def = R.defs.g[k]
-    local d = R.objs[def.obj]:get()
-    R.made.g[k] = d
-    d:addBoth(function(v)
-      log(("g%d -> %s"):format(k, rep(v)))
-      if failure.isFailure(v) then return v end
-      return run_body(def.body)
-    end)
-  end
+  actions.get = taking("g", "get", false)
   actions.cancel = function(a) made("a", a[2]):cancel() end
   actions.cancelr = function(a) made("r", a[2]):cancel() end
   actions.cancelg = function(a) made("g", a[2]):cancel() end
