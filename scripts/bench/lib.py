@@ -116,6 +116,24 @@ def build_c(name, pkgs=("libevent",)):
     return out, " ".join(["cc", *C_FLAGS, *flags.split()])
 
 
+def build_lua_module(name, module):
+    """Compile peers/NAME.c into build-release/bench/MODULE.so, a C module for
+    Debian's lua5.4; returns (the directory or None, note)."""
+    src = os.path.join(PEERS, name + ".c")
+    out = os.path.join(PEER_BIN, module + ".so")
+    if not shutil.which("cc"):
+        return None, "no C compiler (cc)"
+    rc, flags = sh(["pkg-config", "--cflags", "lua5.4"])
+    if rc != 0:
+        return None, "pkg-config lua5.4: %s" % flags.strip()
+    os.makedirs(PEER_BIN, exist_ok=True)
+    argv = ["cc", *C_FLAGS, "-shared", "-fPIC", "-o", out, src, *flags.split()]
+    rc, msg = sh(argv)
+    if rc != 0:
+        return None, "`%s` failed:\n%s" % (" ".join(argv), msg.strip())
+    return PEER_BIN, " ".join(["cc", *C_FLAGS, "-shared", "-fPIC", *flags.split()])
+
+
 # ------------------------------------------------------------- tool checks
 
 def check_node():
