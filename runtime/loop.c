@@ -251,11 +251,28 @@ static void check_owner(lua_State *L) {
   if (main != g_loop.owner) luaL_error(L, "the reactor belongs to another Lua state");
 }
 
+/* One full collection before the first run() serves. In generational
+** mode a minor collection never frees an object that died old, and what
+** startup leaves behind (the modules' loading: 41 KB of the 269 KB heap of
+** examples/echo.lua) would wait for a major collection, which a server
+** whose heap stays level may never reach; until then every minor
+** collection pays for it (callgrind, 10 connections x 4 KiB echo: the
+** collector's marking fell from 3.72M to 2.39M instructions over 20,000
+** round trips, the loop from 2,854 to 2,780 instructions per round trip).
+** The script's collector mode and parameters stay as they are. */
+static void collect_startup_garbage(lua_State *L) {
+  static int done;
+  if (done) return;
+  done = 1;
+  lua_gc(L, LUA_GCCOLLECT);
+}
+
 static int l_run(lua_State *L) {
   struct braid_loop *lp = &g_loop;
   check_owner(L);
   if (lp->in_loop) return braid_raise(L, "ReactorAlreadyRunning", NULL);
   braid_base(L);
+  collect_startup_garbage(L);
   lp->in_loop = lp->running = 1;
   lp->has_run = 1;
   lp->stop_flag = 0;

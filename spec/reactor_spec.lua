@@ -378,6 +378,35 @@ describe("reactor.run and stop", function()
     assert.same({ true, true }, got)
   end)
 
+  it("raises ReactorAlreadyRunning for run, iterate from callWhenRunning and startup triggers", function()
+    local got = {}
+    local function try()
+      for _, f in ipairs({ reactor.run, reactor.iterate }) do
+        local ok, e = pcall(f)
+        got[#got + 1] = (not ok) and errors.ReactorAlreadyRunning:isinstance(e)
+      end
+    end
+    local id = reactor.addSystemEventTrigger("during", "startup", try)
+    reactor.callWhenRunning(try)
+    reactor.callLater(0, reactor.stop)
+    run_for()
+    reactor.removeSystemEventTrigger(id)
+    assert.same({ true, true, true, true }, got)
+  end)
+
+  it("raises NotImplementedError from the UDP, TLS and process functions", function()
+    for name, mod in pairs({ listenUDP = "braid.udp", listenUNIXDatagram = "braid.udp",
+                             connectUNIXDatagram = "braid.udp", adoptDatagramPort = "braid.udp",
+                             listenSSL = "braid.ssl", connectSSL = "braid.ssl",
+                             spawnProcess = "braid.process" }) do
+      local ok, e = pcall(reactor[name], 0, {})
+      assert.is_false(ok, name)
+      assert.is_true(errors.NotImplementedError:isinstance(e), name)
+      assert.equal(("NotImplementedError: reactor.%s: %s is not implemented in this braid")
+        :format(name, mod), tostring(e))
+    end
+  end)
+
   it("runs shutdown triggers on the iteration after stop, then leaves run", function()
     local log = {}
     local t = reactor.addSystemEventTrigger("before", "shutdown", function() log[#log + 1] = "before" end)

@@ -284,7 +284,9 @@ function M.run(opts)
   if opts ~= nil and type(opts) ~= "table" then
     errors.argerror("run", 1, "table expected, got " .. type(opts))
   end
-  if core.in_loop() then reactor_already_running() end
+  -- M.running without the loop: a startup trigger or callWhenRunning
+  -- function calling run() before the loop has begun
+  if core.in_loop() or M.running then reactor_already_running() end
   local install = not (opts and opts.installSignalHandlers == false)
   if install then
     M._setSignalAction("SIGINT", stop_on_signal, true)
@@ -338,7 +340,7 @@ function M.iterate(delay)
     error(errors.ValueError("bad argument #1 to 'iterate' (delay must be a number >= 0, got "
       .. tostring(delay) .. ")"), 2)
   end
-  if core.in_loop() then reactor_already_running() end
+  if core.in_loop() or M.running then reactor_already_running() end
   core.iterate(delay or 0)
 end
 
@@ -354,7 +356,16 @@ end
 local function forward(modname, names)
   for _, name in ipairs(names) do
     M[name] = function(...)
-      return require(modname)[name](...)
+      local mod = package.loaded[modname]
+      if mod == nil then
+        if not package.searchpath(modname, package.path) and not package.preload[modname] then
+          -- braid.udp, braid.ssl and braid.process are not written yet
+          error(errors.NotImplementedError(("reactor.%s: %s is not implemented in this braid")
+            :format(name, modname)), 2)
+        end
+        mod = require(modname)
+      end
+      return mod[name](...)
     end
   end
 end
