@@ -69,6 +69,14 @@ struct conn {
   short evflags;           /* flags ev is added with, 0 = not added */
   unsigned char state, reason, pend;
   const void *tag;         /* &conn_tag: what conn_check looks for */
+  union {                  /* the peer's IP address, kept from accept() or
+                           ** connect() (as Twisted keeps it), so getPeer
+                           ** still answers once the socket is gone or was
+                           ** reset before accept; family 0: not kept */
+    struct sockaddr sa;
+    struct sockaddr_in in4;
+    struct sockaddr_in6 in6;
+  } peer;
   unsigned reading : 1, read_closed : 1, write_shut : 1, shut_pending : 1,
            disconnecting : 1, queued : 1, streaming : 1, has_producer : 1,
            prod_paused : 1, pull_kick : 1, lost : 1, is_unix : 1;
@@ -800,7 +808,18 @@ static int addr_of(lua_State *L, int fd, int peer) {
   return push_sockaddr(L, (void *)&ss, len);
 }
 
-static int conn_peer(lua_State *L) { return addr_of(L, conn_check(L, 1)->fd, 1); }
+/* Keep the peer's address if it is an IP one (a UNIX peer is asked of the
+** socket: its path may not fit, and is most often unnamed). */
+static void conn_keep_peer(struct conn *c, const struct sockaddr *sa, socklen_t len) {
+  if ((sa->sa_family == AF_INET || sa->sa_family == AF_INET6) && len <= sizeof c->peer)
+    memcpy(&c->peer, sa, len);
+}
+
+static int conn_peer(lua_State *L) {
+  struct conn *c = conn_check(L, 1);
+  if (c->peer.sa.sa_family != 0) return push_sockaddr(L, &c->peer.sa, sizeof c->peer);
+  return addr_of(L, c->fd, 1);
+}
 static int conn_host(lua_State *L) { return addr_of(L, conn_check(L, 1)->fd, 0); }
 
 static int conn_fileno(lua_State *L) {
@@ -892,13 +911,7 @@ static int make_sockaddr(const char *host, int port, struct sockaddr_storage *ss
   memset(ss, 0, sizeof *ss);
   struct sockaddr_in *a4 = (void *)ss;
   struct sockaddr_in6 *a6 = (void *)ss;
-  if (host == NULL || host[0] == 0) {
-    a6->sin6_family = AF_INET6; /* dual stack "any" */
-    a6->sin6_addr = in6addr_any;
-    a6->sin6_port = htons((uint16_t)port);
-    *len = sizeof *a6;
-    return 0;
-  }
+  if (host == NULL || host[0] == 0) host = "0.0.0.0"; /* Twisted's "": IPv4's any */
   if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
     a4->sin_family = AF_INET;
     a4->sin_port = htons((uint16_t)port);
@@ -981,7 +994,9 @@ static int port_accept_p(lua_State *L) {
         c = conn_new(L);
       }
     }
-    int fd = accept4(p->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    int fd = accept4(p->fd, (void *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno != EMFILE && errno != ENFILE) break; /* EAGAIN, ECONNABORTED...: next wakeup */
       if (port_shed(p)) continue;
@@ -992,6 +1007,7 @@ static int port_accept_p(lua_State *L) {
       int one = 1;
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
+    conn_keep_peer(c, (void *)&ss, sl);
     conn_start(L, c, fd, S_OPEN, p->is_unix);
     lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_ACCEPT]);
     lua_pushvalue(L, 2);
@@ -1071,11 +1087,9 @@ static int l_tcp_listen(lua_State *L) {
   struct port *p = port_new(L);
   int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return port_fail(L, p, fd, errno);
-  int one = 1, zero = 0;
+  int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-  if (ss.ss_family == AF_INET6 && host[0] == 0)
-    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
   if (bind(fd, (void *)&ss, len) < 0 || listen(fd, backlog) < 0) return port_fail(L, p, fd, errno);
   return port_start(p, fd, 0);
 }
@@ -1181,6 +1195,7 @@ static int conn_connect(lua_State *L, struct conn *c, const struct sockaddr *sa,
     conn_discard(L, c);
     return braid_pusherror(L, err);
   }
+  conn_keep_peer(c, sa, len);
   conn_start(L, c, fd, S_CONNECTING, is_unix);
   return 1;
 }
@@ -1223,6 +1238,9 @@ static int l_adopt_conn(lua_State *L) {
     conn_discard(L, c); /* the caller keeps fd */
     return braid_pusherror(L, err);
   }
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  if (getpeername(fd, (void *)&ss, &sl) == 0) conn_keep_peer(c, (void *)&ss, sl);
   conn_start(L, c, fd, S_OPEN, is_unix);
   return 1;
 }

@@ -515,6 +515,81 @@ describe("braid.tcp", function()
     spin(function() return cf.built[1].lost == 1 end)
   end)
 
+  it("keeps the peer's address for getPeer once the connection is lost, on both ends", function()
+    local seen = {}
+    local function keep(p)
+      function p:connectionLost()
+        local peer = self.transport:getPeer()
+        seen[#seen + 1] = peer and tostring(peer) or "nil"
+        self.lost = (self.lost or 0) + 1
+      end
+    end
+    local _, sf, n = listen(Rec, keep)
+    local _, cf = client(n, keep)
+    spin(function() return sf.built[1] and cf.built[1] and cf.built[1].transport end)
+    local cport = cf.built[1].transport:getHost().port
+    cf.built[1].transport:loseConnection()
+    spin(function() return #seen == 2 end)
+    local want = {
+      ("IPv4Address(type='TCP', host='127.0.0.1', port=%d)"):format(cport),
+      ("IPv4Address(type='TCP', host='127.0.0.1', port=%d)"):format(n),
+    }
+    table.sort(seen)
+    table.sort(want)
+    assert.same(want, seen)
+    assert.is_nil(cf.built[1].transport:getHost())  -- asks the socket, which is gone
+  end)
+
+  it("knows the peer of a connection reset before it was accepted", function()
+    local addrs = {}
+    local f = Factory.forProtocol(Rec)
+    f.noisy = false
+    function f:buildProtocol(addr)
+      addrs[#addrs + 1] = addr and addr.host or "nil"
+      return Rec()
+    end
+    local port = reactor.listenTCP(0, f, 50, "127.0.0.1")
+    ports[#ports + 1] = port
+    -- the handshake completes in the kernel; the RST (SO_LINGER 0) arrives
+    -- before braid's loop has accepted: getpeername would fail by then
+    local py = ("import socket,struct; s=socket.create_connection(('127.0.0.1',%d)); "
+      .. "s.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,struct.pack('ii',1,0)); s.close()")
+      :format(port:getHost().port)
+    assert.is_true(os.execute("/usr/bin/python3 -c \"" .. py .. "\""))
+    spin(function() return #addrs == 1 end)
+    assert.same({ "127.0.0.1" }, addrs)
+  end)
+
+  it("lets LimitConnectionsByPeer count a peer's closed connections out again", function()
+    local policies = require "braid.policies"
+    local made = 0
+    local Counted = Rec:extend("Counted")
+    function Counted:connectionMade() made = made + 1 end
+    local inner = Factory.forProtocol(Counted)
+    inner.noisy = false
+    local f = policies.LimitConnectionsByPeer(inner)
+    f.noisy = false
+    f.maxConnectionsPerPeer = 1
+    local port = reactor.listenTCP(0, f, 50, "127.0.0.1")
+    ports[#ports + 1] = port
+    for i = 1, 3 do  -- one at a time: each is served, its close counted out
+      local _, cf = client(port:getHost().port)
+      spin(function() return made == i end)
+      assert.equal(1, f.peerConnections["127.0.0.1"])
+      cf.built[1].transport:loseConnection()
+      spin(function() return f.peerConnections["127.0.0.1"] == nil end)
+    end
+  end)
+
+  it("listens on IPv4's any address by default, as Twisted", function()
+    local f = Factory.forProtocol(Rec)
+    f.noisy = false
+    local port = reactor.listenTCP(0, f)
+    ports[#ports + 1] = port
+    local n = port:getHost().port
+    assert.equal(("IPv4Address(type='TCP', host='0.0.0.0', port=%d)"):format(n), tostring(port:getHost()))
+  end)
+
   it("stopListening fires its Deferred once closed and stops the factory", function()
     local f = Factory.forProtocol(Rec)
     f.noisy = false

@@ -66,5 +66,10 @@ describe("braid.tcp UNIX sockets", function()
     local ok, e = pcall(reactor.listenUNIX, "/nonexistent-dir/x.sock", { protocol = {} })
     assert.is_false(ok)
     assert.is_true(errors.CannotListenError:isinstance(e))
+    -- as Twisted's unix.Port: no interface, the path in the port's place
+    assert.is_nil(e.interface)
+    assert.equal("/nonexistent-dir/x.sock", e.port)
+    assert.equal("CannotListenError: Couldn't listen on any:/nonexistent-dir/x.sock: "
+      .. "No such file or directory.", tostring(e))
   end)
 end)

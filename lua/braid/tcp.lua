@@ -310,7 +310,7 @@ end
 -- @param port number (0 picks a free port)
 -- @param factory a factory (or a table with protocol/buildProtocol)
 -- @param backlog default 50
--- @param interface default "" (all, IPv4 and IPv6)
+-- @param interface default "" (IPv4's any address, as Twisted; "::" for IPv6 too)
 -- @param opts optional {reusePort = bool}
 -- @return a listening port
 function M.listenTCP(port, factory, backlog, interface, opts)
@@ -334,7 +334,7 @@ function M.listenUNIX(path, factory, backlog, mode)
   errors.checktype("listenUNIX", 1, path, "string")
   check_factory("listenUNIX", 2, factory)
   local c, msg = core.unix_listen(path, backlog or 50, mode)
-  if not c then error(errors.CannotListenError(path, nil, msg), 2) end
+  if not c then error(errors.CannotListenError(nil, path, msg), 2) end
   return new_port(c, factory, { _unix = true, _path = path, port = path })
 end
 
