@@ -73,6 +73,21 @@ describe("braid.endpoints", function()
     assert.matches("timeout must be a number", msg(endpoints.clientFromString, "tcp:a:1:timeout=x"))
   end)
 
+  it("calls a MemoryReactor's methods, which record each listen and connect", function()
+    local testing = require "braid.testing"
+    local r = testing.MemoryReactor()
+    local f = protocol.Factory.forProtocol(Echo)
+    local port = result(endpoints.serverFromString(r, "tcp:8080:interface=127.0.0.1"):listen(f))
+    assert.same({ 8080, f, 50, "127.0.0.1" }, r.tcpServers[1])
+    assert.equal(8080, port:getHost().port)
+    result(endpoints.serverFromString(r, "unix:/run/x.sock"):listen(f))
+    assert.equal("/run/x.sock", r.unixServers[1][1])
+    endpoints.clientFromString(r, "tcp:host=example.com:port=80:timeout=7"):connect(f)
+    assert.same({ "example.com", 80, 7 }, { r.tcpClients[1][1], r.tcpClients[1][2], r.tcpClients[1][4] })
+    endpoints.clientFromString(r, "unix:path=/run/x.sock"):connect(f)
+    assert.equal("/run/x.sock", r.unixClients[1][1])
+  end)
+
   it("listens and connects through endpoints; connect fires after connectionMade", function()
     local f = protocol.Factory.forProtocol(Echo)
     f.noisy = false

@@ -95,6 +95,14 @@ end
 ---------------------------------------------------------------------------
 -- server endpoints
 
+-- reactor.name(...): the braid.reactor module (a plain table) is called
+-- with a dot, an object (one with a metatable: a MemoryReactor, Twisted's
+-- kind of reactor) as a method.
+local function rcall(reactor, name, ...)
+  if getmetatable(reactor) ~= nil then return reactor[name](reactor, ...) end
+  return reactor[name](...)
+end
+
 local function listen_with(ep, f)
   local D = defer()
   local ok, port = pcall(f)
@@ -110,7 +118,7 @@ end
 --- Listen; Deferred of the port (errback CannotListenError).
 function TCPServerEndpoint:listen(factory)
   return listen_with(self, function()
-    return self._reactor.listenTCP(self._port, factory, self._backlog, self._interface)
+    return rcall(self._reactor, "listenTCP", self._port, factory, self._backlog, self._interface)
   end)
 end
 M.TCP4ServerEndpoint = TCPServerEndpoint
@@ -125,7 +133,7 @@ function UNIXServerEndpoint:init(reactor, address, backlog, mode)
 end
 function UNIXServerEndpoint:listen(factory)
   return listen_with(self, function()
-    return self._reactor.listenUNIX(self._address, factory, self._backlog, self._mode)
+    return rcall(self._reactor, "listenUNIX", self._address, factory, self._backlog, self._mode)
   end)
 end
 M.UNIXServerEndpoint = UNIXServerEndpoint
@@ -190,7 +198,7 @@ end
 --- Connect; Deferred of the protocol (errback with the connection error).
 function TCPClientEndpoint:connect(factory)
   return connect_with(factory, function(w)
-    return self._reactor.connectTCP(self._host, self._port, w, self._timeout, self._bindAddress)
+    return rcall(self._reactor, "connectTCP", self._host, self._port, w, self._timeout, self._bindAddress)
   end)
 end
 M.TCP4ClientEndpoint = TCPClientEndpoint
@@ -203,7 +211,7 @@ function UNIXClientEndpoint:init(reactor, path, timeout)
 end
 function UNIXClientEndpoint:connect(factory)
   return connect_with(factory, function(w)
-    return self._reactor.connectUNIX(self._path, w, self._timeout)
+    return rcall(self._reactor, "connectUNIX", self._path, w, self._timeout)
   end)
 end
 M.UNIXClientEndpoint = UNIXClientEndpoint
