@@ -223,6 +223,12 @@ static void conn_teardown(lua_State *L, struct conn *c) {
 /* Close the descriptor now; connectionLost follows from the pending list. */
 static void conn_close(lua_State *L, struct conn *c, int reason, int err) {
   if (c->state == S_CLOSED) return;
+  if (reason == R_ABORTED && c->fd >= 0 && !c->is_unix) {
+    /* as Twisted's abort: a reset, so the kernel drops what is still
+    ** unsent and the peer learns the close was not orderly */
+    struct linger lg = { 1, 0 };
+    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  }
   conn_teardown(L, c);
   c->reason = (unsigned char)reason;
   c->err = err;
@@ -643,7 +649,11 @@ static int conn_write(lua_State *L) {
   struct conn *c = conn_check(L, 1);
   size_t len;
   /* a string only: luaL_checklstring would turn a number into one */
-  if (lua_type(L, 2) != LUA_TSTRING) return luaL_typeerror(L, 2, "string");
+  if (lua_type(L, 2) != LUA_TSTRING) { /* a TypeError, as writeSequence's */
+    lua_pushfstring(L, "bad argument #1 to 'write' (string expected, got %s)",
+                    luaL_typename(L, 2));
+    return braid_raise(L, "TypeError", lua_tostring(L, -1));
+  }
   const char *s = lua_tolstring(L, 2, &len);
   if (c->state == S_CLOSED || c->shut_pending || c->write_shut || len == 0) return 0;
   if (c->state == S_OPEN && (!c->out || evbuffer_get_length(c->out) == 0)) {

@@ -412,8 +412,11 @@ end
 local function finish_attempt(self)
   if self._timer and self._timer:active() then self._timer:cancel() end
   self._timer = nil
-  if self._resolving then self._resolving:cancel() end
+  -- cleared before the cancel: the lookup's errback, run by the cancel,
+  -- must see that it is no longer the current attempt
+  local lookup = self._resolving
   self._resolving = nil
+  if lookup then lookup:cancel() end
 end
 
 -- Tell the factory (clientConnectionFailed / clientConnectionLost), then
