@@ -119,6 +119,24 @@ describe("braid.endpoints", function()
     assert.is_truthy(r:check(errors.ConnectionRefusedError))
   end)
 
+  it("fails a cancelled connect with ConnectingCancelledError naming the destination", function()
+    local resolver = require "braid.resolver"
+    local defer = require "braid.defer"
+    resolver.installResolver({ getHostByName = function() return defer.Deferred() end })
+    local failed = 0
+    local f = protocol.Factory.forProtocol(Echo)
+    local d = endpoints.clientFromString(reactor, "tcp:host=slow.example:port=80"):connect(f)
+    local reason
+    d:addErrback(function(r) reason = r failed = failed + 1 end)
+    d:cancel()
+    resolver.installResolver(nil)
+    for _ = 1, 3 do reactor.iterate(0) end
+    assert.equal(1, failed)
+    assert.is_truthy(reason:check(errors.ConnectingCancelledError))
+    assert.equal("slow.example", reason.value.address.host)
+    assert.equal(80, reason.value.address.port)
+  end)
+
   it("errbacks listen with CannotListenError", function()
     local f = protocol.Factory.forProtocol(Echo)
     f.noisy = false

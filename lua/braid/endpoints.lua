@@ -145,8 +145,14 @@ M.UNIXServerEndpoint = UNIXServerEndpoint
 local function connect_with(factory, start)
   local D = defer()
   local connector
-  local d = D.Deferred(function()
+  local d = D.Deferred(function(d)
     if connector and connector.state == "connecting" then
+      -- as Twisted's endpoints: the Deferred fails with
+      -- ConnectingCancelledError (its `address` the destination), and the
+      -- attempt's own failure (UserError) then finds it fired
+      local e = errors.ConnectingCancelledError()
+      e.address = connector:getDestination()
+      d:errback(e)
       pcall(connector.stopConnecting, connector)
     elseif connector and connector.state == "connected" and connector.transport then
       connector.transport:abortConnection()
