@@ -22,6 +22,13 @@ local function script(content)
   return path, dir
 end
 
+-- run the lines as `braid -e CODE`; it must exit 0; its output lines
+local function run_code(lines)
+  local out, code = proc.run({ "-e", table.concat(lines, "\n") })
+  assert.equal(0, code)
+  return out
+end
+
 describe("braid", function()
   it("-v names braid's, Lua's and libevent's versions and the backend", function()
     local lines, code = proc.run({ "-v" })
@@ -265,7 +272,7 @@ describe("braid", function()
     -- died old: here 2 MB of strings made old by a full collection, then
     -- dropped. run() collects them before its first turn, and keeps the
     -- script's collector mode.
-    local code = table.concat({
+    local lines = run_code({
       "local r = require('braid.reactor')",
       "local t = {} for i = 1, 2000 do t[i] = ('x'):rep(1000) .. i end",
       "collectgarbage() t = nil",
@@ -274,11 +281,30 @@ describe("braid", function()
       "  print(math.floor((before - collectgarbage('count')) / 1000))",
       "  print(collectgarbage('generational')) r.stop() end)",
       "r.run()",
-    }, "\n")
-    local lines, status = proc.run({ "-e", code })
-    assert.equal(0, status)
+    })
     assert.equal(2, #lines)
     assert.is_true(tonumber(lines[1]) >= 1, "freed " .. lines[1] .. " MB")
     assert.equal("generational", lines[2])
+  end)
+
+  it("reports a Failure left in a Deferred when the script ends, referenced or not", function()
+    local lines = run_code({
+      "local defer = require('braid.defer')",
+      "local r = require('braid.reactor')",
+      "KEPT = defer.fail(defer.CancelledError('kept-global'))",  -- reachable until the state closes
+      "local d = defer.Deferred()",                               -- unreachable once the script ends
+      "r.callLater(0, function() d:errback(defer.CancelledError('kept-local')) end)",
+      "r.callLater(0.01, r.stop)",
+      "r.run()",
+      "print('script done')",
+    })
+    local text = table.concat(lines, "\n")
+    local _, reports = text:gsub("Unhandled error in Deferred:", "")
+    assert.equal(2, reports)
+    local l = text:find("CancelledError: kept-local", 1, true)
+    local g = text:find("CancelledError: kept-global", 1, true)
+    assert.is_truthy(l and g)
+    assert.is_true(l < g)  -- the unreachable one at the script's end, the other at close
+    assert.is_true(text:find("script done", 1, true) < l)
   end)
 end)

@@ -198,10 +198,20 @@ end
 
 -- The sentinel's finalizer: queue only (no I/O, no allocation beyond the
 -- queue slots); flushUnhandled() does the logging.
+local log_failure  -- below
 local SENTINEL = {}
+local at_exit = false  -- M._atExit(): the state is closing, report at once
 SENTINEL.__gc = function(s)
   local f = s.failure
   if f == nil or QUEUED[f] then return end
+  if at_exit then  -- nobody is left to flush a queue
+    local why = "Unhandled error in Deferred:"
+    if s.creator or s.invoker then why = why .. "\n(debug: " .. debug_text(s) .. ")" end
+    if not pcall(log_failure, f, why) then
+      pcall(io.stderr.write, io.stderr, why, "\n", tostring(f), "\n")
+    end
+    return
+  end
   QUEUED[f] = true
   local n = #UQ + 1
   UQ[n] = f
@@ -221,7 +231,7 @@ local function clear_failed(d)  -- requires d._dbg
   if not (s.creator or s.invoker) then d._dbg = nil end
 end
 
-local function log_failure(f, why)
+log_failure = function(f, why)
   local ok, log = pcall(require, "braid.log")
   if ok and type(log) == "table" and log.err then
     log.err(f, why)
@@ -245,6 +255,14 @@ function M.flushUnhandled()
     log_failure(list[i], why)
   end
   return n
+end
+
+--- The script is done and the Lua state is about to close (the braid
+-- command calls this): a Failure still left in a Deferred that is only
+-- collected when the state closes is logged then, at once, as Twisted
+-- logs what the interpreter collects at exit.
+function M._atExit()
+  at_exit = true
 end
 
 --- The Failures queued for an unhandled-error report and not yet logged.

@@ -386,15 +386,24 @@ M.CONNECTION_LOST = "CONNECTION_LOST"
 -- pending without running it itself (with run() or by driving it with
 -- iterate(), as busted under the braid binary does).
 function M._runIfPending()
-  if core.has_run() or core.in_loop() then return end
-  local user_signals = false
-  for _, list in pairs(sig_handlers) do
-    if #list > 0 then user_signals = true end
+  if core.in_loop() then return end
+  if not core.has_run() then
+    local user_signals = false
+    for _, list in pairs(sig_handlers) do
+      if #list > 0 then user_signals = true end
+    end
+    if core.work() > 0 or #when_running > 0 or user_signals then
+      M.run()
+    end
   end
-  if core.work() > 0 or #when_running > 0 or user_signals then
-    M.run()
-  end
+  -- the script is done: what it left unreachable is collected now, so an
+  -- unhandled Failure is reported before the process exits, and what is
+  -- still referenced is reported as the state closes
+  collectgarbage()
+  collectgarbage()
   flush_unhandled()
+  local defer = package.loaded["braid.defer"]
+  if type(defer) == "table" and defer._atExit then defer._atExit() end
 end
 
 return M
