@@ -390,3 +390,78 @@ describe("metamethods", function()
     end)
   end)
 end)
+
+describe("classmethod", function()
+  local function Base()
+    local B = Object:extend("B")
+    function B:init(...) self.args = table.pack(...) end
+    B.make = class.classmethod(function(cls, ...) return cls(...) end)
+    return B
+  end
+
+  it("on the class that defines it, the function is the stored one", function()
+    local f = function(cls) return cls end
+    local C = Object:extend("C")
+    assert.equal(f, class.classmethod(f))
+    C.m = f
+    assert.equal(f, C.m)
+    assert.equal(C, C:m())
+  end)
+
+  it("a subclass gets it bound, from a dot call and a colon call alike", function()
+    local B = Base()
+    local S = B:extend("S")
+    local T = S:extend("T")  -- at any depth
+    for _, cls in ipairs({ S, T }) do
+      local a, b = cls.make(1, nil, 3), cls:make(1, nil, 3)
+      assert.equal(cls, getmetatable(a))
+      assert.equal(cls, getmetatable(b))
+      assert.same({ n = 3, 1, nil, 3 }, a.args)
+      assert.same({ n = 3, 1, nil, 3 }, b.args)
+    end
+    assert.same({ n = 0 }, T.make().args)
+    assert.equal(T, getmetatable(T(1).make(2)))  -- through an instance too
+  end)
+
+  it("the same bound function is returned on every lookup, one per class", function()
+    local B = Base()
+    local S = B:extend("S")
+    assert.equal(S.make, S.make)
+    assert.are_not.equal(S.make, S:extend("T").make)
+  end)
+
+  it("the bound function calls the method found at call time", function()
+    local B = Base()
+    local S = B:extend("S")
+    local make = S.make
+    B.make = class.classmethod(function(cls, x) return { cls = cls, x = x } end)
+    assert.same({ cls = S, x = 5 }, make(5))
+    assert.same({ cls = S, x = 6 }, make(S, 6))
+    function S.make(x) return "plain " .. x end  -- an override is not bound
+    assert.equal("plain 7", S.make(7))
+    assert.equal("plain 8", S:extend("T").make(8))
+    assert.equal("plain 9", make(9))
+    S.make = nil
+    B.make = nil
+    assert.has_error(function() make(1) end, "class S has no method 'make'")
+  end)
+
+  it("keeps no class alive", function()
+    local B = Base()
+    local weak = setmetatable({}, { __mode = "v" })
+    do
+      local S = B:extend("S")
+      weak.cls, weak.fn = S, S.make
+      assert.equal(S, getmetatable(weak.fn()))
+    end
+    collectgarbage()
+    collectgarbage()
+    assert.is_nil(weak.cls)
+    assert.is_nil(weak.fn)
+  end)
+
+  it("refuses what is not a function", function()
+    assert.has_error(function() class.classmethod({}) end,
+      "bad argument #1 to 'classmethod' (function expected, got table)")
+  end)
+end)

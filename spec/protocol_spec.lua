@@ -104,6 +104,97 @@ describe("braid.protocol", function()
       assert.equal(P, CF.protocol)
     end)
 
+    describe("forProtocol on a subclass (Twisted's classmethod)", function()
+      local P = Protocol:extend("P")
+      local function check(cls, f)
+        assert.equal(cls, getmetatable(f))
+        assert.equal(P, f.protocol)
+      end
+
+      it("Factory.forProtocol and Factory:forProtocol make a Factory", function()
+        check(Factory, Factory.forProtocol(P))
+        check(Factory, Factory:forProtocol(P))
+      end)
+
+      it("ClientFactory.forProtocol and ClientFactory:forProtocol make a ClientFactory", function()
+        check(protocol.ClientFactory, protocol.ClientFactory.forProtocol(P))
+        check(protocol.ClientFactory, protocol.ClientFactory:forProtocol(P))
+        check(protocol.ServerFactory, protocol.ServerFactory.forProtocol(P))
+      end)
+
+      it("ReconnectingClientFactory.forProtocol with a dot or a colon makes one that reconnects", function()
+        local RCF = protocol.ReconnectingClientFactory
+        for _, f in ipairs({ RCF.forProtocol(P), RCF:forProtocol(P) }) do
+          check(RCF, f)
+          assert.is_true(f.continueTrying)
+          assert.equal(RCF.retry, f.retry)
+        end
+      end)
+
+      it("a user subclass gets its init run with the extra arguments, dot or colon", function()
+        local MyF = Factory:extend("MyF")
+        function MyF:init(a, b) self.a, self.b, self.n = a, b, select("#", a, b) end
+        local f1 = MyF.forProtocol(P, 1, 2)
+        check(MyF, f1)
+        assert.same({ 1, 2 }, { f1.a, f1.b })
+        local f2 = MyF:forProtocol(P, 3, 4)
+        check(MyF, f2)
+        assert.same({ 3, 4 }, { f2.a, f2.b })
+        local Deep = MyF:extend("Deep")  -- a grandchild, made later
+        local f3 = Deep.forProtocol(P, "x", nil)
+        check(Deep, f3)
+        assert.same({ "x" }, { f3.a, f3.b })
+        check(Deep, Deep:forProtocol(P))
+        -- a subclass of ReconnectingClientFactory, two levels down
+        local MyR = protocol.ReconnectingClientFactory:extend("MyR")
+        check(MyR, MyR.forProtocol(P))
+        local MyR2 = MyR:extend("MyR2")
+        check(MyR2, MyR2.forProtocol(P))
+        check(MyR2, MyR2:forProtocol(P))
+      end)
+
+      it("the extra arguments go to init, nils included, as Factory.forProtocol(P, ...)", function()
+        local F = Factory:extend("F")
+        function F:init(...) self.args = table.pack(...) end
+        assert.same({ n = 3, 1, nil, 3 }, F.forProtocol(P, 1, nil, 3).args)
+        assert.same({ n = 2, nil, 2 }, F:forProtocol(P, nil, 2).args)
+        assert.same({ n = 0 }, F.forProtocol(P).args)
+      end)
+
+      it("looking it up twice gives the same function", function()
+        local F = Factory:extend("F")
+        assert.equal(F.forProtocol, F.forProtocol)
+        assert.equal(protocol.ClientFactory.forProtocol, protocol.ClientFactory.forProtocol)
+        assert.are_not.equal(F.forProtocol, protocol.ClientFactory.forProtocol)
+      end)
+
+      it("calls the current Factory.forProtocol when it is replaced (hot reload)", function()
+        local F = Factory:extend("F")
+        local bound = F.forProtocol
+        local old = rawget(Factory, "forProtocol")
+        local seen
+        Factory.forProtocol = require("braid.class").classmethod(function(cls, Q, ...)
+          seen = { cls, Q, select("#", ...) }
+          return old(cls, Q, ...)
+        end)
+        local ok, err = pcall(function()
+          check(F, bound(P, 1))
+          assert.same({ F, P, 1 }, seen)
+          check(F, F:forProtocol(P))
+          assert.same({ F, P, 0 }, seen)
+        end)
+        Factory.forProtocol = old
+        assert(ok, err)
+      end)
+
+      it("a subclass may override forProtocol", function()
+        local F = Factory:extend("F")
+        function F.forProtocol(Q) return "mine " .. tostring(Q.__name) end
+        assert.equal("mine P", F.forProtocol(P))
+        assert.equal("mine P", F:extend("G").forProtocol(P))
+      end)
+    end)
+
     it("buildProtocol sets factory on the instance", function()
       local P = Protocol:extend("P")
       local f = Factory.forProtocol(P)

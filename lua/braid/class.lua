@@ -26,10 +26,57 @@ local function new(cls, ...)
   return obj
 end
 
+-- Class methods (Python's classmethod). CLASSMETHOD[f] is true for a
+-- function marked by M.classmethod, false for a function bound by `bound`
+-- (one weak table, so lookups pay a single index).
+local CLASSMETHOD = setmetatable({}, { __mode = "k" })
+local BOUND = setmetatable({}, { __mode = "k" })  -- cls -> { [name] = bound }
+
+-- The class method `name` as seen from cls, at call time: bound functions
+-- are skipped, so a reload that replaces it on an ancestor is seen at once.
+local function classmethod_of(cls, name)
+  local c = cls
+  while c ~= nil do
+    local v = rawget(c, name)
+    if v ~= nil and CLASSMETHOD[v] ~= false then return v end
+    c = rawget(c, "super")
+  end
+  return nil
+end
+
+-- cls.name for a class method: a function that calls it with cls, from a
+-- dot call (cls.name(...)) or a colon call (cls:name(...)) alike.
+local function bound(cls, name)
+  local byname = BOUND[cls]
+  if byname == nil then
+    byname = {}
+    BOUND[cls] = byname
+  end
+  local b = byname[name]
+  if b == nil then
+    b = function(...)
+      local f = classmethod_of(cls, name)
+      if f == nil then
+        error("class " .. tostring(rawget(cls, "__name")) .. " has no method '" .. name .. "'", 2)
+      end
+      -- a colon call (or a method no longer a class method) passes through
+      if rawequal((...), cls) or not CLASSMETHOD[f] then return f(...) end
+      return f(cls, ...)
+    end
+    CLASSMETHOD[b] = false
+    byname[name] = b
+  end
+  return b
+end
+
 ClassMeta.__call = new
 ClassMeta.__index = function(cls, k)
   local parent = rawget(cls, "super")
-  if parent then return parent[k] end
+  if parent then
+    local v = parent[k]
+    if v ~= nil and CLASSMETHOD[v] ~= nil then return bound(cls, k) end
+    return v
+  end
   return nil
 end
 ClassMeta.__tostring = function(cls)
@@ -121,6 +168,19 @@ function M.setconstructor(cls, ctor)
   meta.__call = ctor
   CLASSMETA[meta] = true
   return setmetatable(cls, meta)
+end
+
+--- Mark f(cls, ...) as a class method (Python's classmethod) and return
+-- it: stored in a class C, C.name is f itself, and for any subclass S
+-- (made before or after), S.name(...) and S:name(...) both call
+-- f(S, ...). Looking S.name up again gives the same function; it finds the
+-- method at call time, so replacing C.name (hot reload) takes effect.
+function M.classmethod(f)
+  if type(f) ~= "function" then
+    error("bad argument #1 to 'classmethod' (function expected, got " .. type(f) .. ")", 2)
+  end
+  CLASSMETHOD[f] = true
+  return f
 end
 
 --- The class name of an instance or class, else Lua's type name.

@@ -123,20 +123,21 @@ function Factory:doStop()
   end
 end
 
---- Factory.forProtocol(P, ...): a factory for P (fields from ...).
-function Factory.forProtocol(cls, P, ...)
-  local args = table.pack(...)
-  if not (class.isclass(cls) and cls:issubclass(Factory)) then
-    -- Factory.forProtocol(P, ...): no class given
-    args = table.pack(P, ...)
-    cls, P = Factory, cls
-    table.remove(args, 1)
-    args.n = args.n - 1
-  end
-  local f = cls(table.unpack(args, 1, args.n))
+local function for_protocol(cls, P, ...)
+  local f = cls(...)
   f.protocol = P
   return f
 end
+
+--- Factory.forProtocol(P, ...): a factory for P, made as Factory(...).
+-- A class method: Sub.forProtocol(P, ...) and Sub:forProtocol(P, ...) make
+-- Sub(...) for any subclass Sub (Twisted's cls(*args); .protocol = P).
+Factory.forProtocol = class.classmethod(function(cls, ...)
+  if class.isclass(cls) and cls:issubclass(Factory) then
+    return for_protocol(cls, ...)
+  end
+  return for_protocol(Factory, cls, ...) -- Factory.forProtocol(P, ...)
+end)
 
 function Factory:logPrefix()
   return class.nameof(self)
