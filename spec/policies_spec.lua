@@ -292,3 +292,201 @@ describe("TrafficLoggingFactory", function()
     assert.truthy(table.concat(lines):find('"' .. ("x"):rep(8) .. '<... elided>"', 1, true))
   end)
 end)
+
+describe("ProtocolWrapper as a transport", function()
+  -- a transport that records the self of each call
+  local function spy_transport()
+    local t = testing.StringTransport()
+    t.sessionno = 7
+    t.calls = {}
+    function t:setTcpNoDelay(b) self.calls[#self.calls + 1] = { self, "setTcpNoDelay", b } end
+    function t:stopConsuming() self.calls[#self.calls + 1] = { self, "stopConsuming" } end
+    return t
+  end
+
+  local function wrap(factory, inner)
+    local p = factory:buildProtocol(address.IPv4Address("TCP", "1.2.3.4", 5678))
+    local t = spy_transport()
+    p:makeConnection(t)
+    return p, t, inner or p.wrappedProtocol
+  end
+
+  it("calls what it does not define itself on the real transport", function()
+    local p, t, inner = wrap(policies.WrappingFactory(protocol.Factory.forProtocol(Recorder)))
+    assert.are.equal(p, inner.transport)
+    inner.transport:setTcpNoDelay(true)
+    inner.transport:stopConsuming()
+    assert.are.equal(2, #t.calls)
+    assert.are.equal(t, t.calls[1][1])
+    assert.are.same({ "setTcpNoDelay", true }, { t.calls[1][2], t.calls[1][3] })
+    assert.are.equal(t, t.calls[2][1])
+    assert.are.equal("stopConsuming", t.calls[2][2])
+    inner.transport:setTcpKeepAlive(true)
+    assert.is_true(t.tcpKeepAlive)
+    assert.is_true(inner.transport:getTcpKeepAlive())
+    assert.is_false(inner.transport:getTcpNoDelay())
+    inner.transport:loseWriteConnection()
+    assert.is_true(t.writeDisconnected)
+    assert.are.equal(7, inner.transport.sessionno)
+    assert.are.equal("producing", inner.transport.producerState)
+    assert.is_nil(inner.transport.noSuchField)
+  end)
+
+  it("keeps the methods of the policies that override them", function()
+    local f = policies.ThrottlingFactory(protocol.Factory.forProtocol(Recorder))
+    local p, t, inner = wrap(f)
+    inner.transport:write("abc")
+    inner.transport:writeSequence({ "de", "f" })
+    assert.are.equal(6, f.writtenThisSecond)
+    assert.are.equal("abcdef", t:value())
+    inner.transport:setTcpNoDelay(false)
+    assert.are.equal(t, t.calls[1][1])
+    assert.is_nil(p.producer)
+  end)
+
+  it("has readConnectionLost and writeConnectionLost only when the wrapped protocol has them", function()
+    local Half = Recorder:extend("Half")
+    function Half:readConnectionLost() self.half = (self.half or "") .. "r" end
+    function Half:writeConnectionLost() self.half = (self.half or "") .. "w" end
+    local plain = wrap(policies.WrappingFactory(protocol.Factory.forProtocol(Recorder)))
+    plain.transport.readConnectionLost = function() end -- never reached through the wrapper
+    assert.is_nil(plain.readConnectionLost)
+    assert.is_nil(plain.writeConnectionLost)
+    for _, F in ipairs({ policies.WrappingFactory, policies.TimeoutFactory,
+        policies.ThrottlingFactory, policies.LimitConnectionsByPeer }) do
+      local f = F(protocol.Factory.forProtocol(Half))
+      f.clock = Clock()
+      local p, _, inner = wrap(f)
+      assert.is_function(p.readConnectionLost)
+      p:readConnectionLost()
+      p:writeConnectionLost()
+      assert.are.equal("rw", inner.half)
+      assert.is_nil(inner.lost)
+    end
+  end)
+end)
+
+describe("WrappingFactory as a client factory", function()
+  local CF = protocol.ClientFactory:extend("CF")
+  function CF:init() self.events = {} end
+  function CF:startedConnecting(c) self.events[#self.events + 1] = { "started", c } end
+  function CF:clientConnectionFailed(c, r) self.events[#self.events + 1] = { "failed", c, r } end
+  function CF:clientConnectionLost(c, r) self.events[#self.events + 1] = { "lost", c, r } end
+
+  it("forwards startedConnecting, clientConnectionFailed and clientConnectionLost", function()
+    local inner = CF()
+    local f = policies.TimeoutFactory(inner)
+    assert.is_true(protocol.ClientFactory:isinstance(f))
+    local c, r1, r2 = {}, {}, {}
+    f:startedConnecting(c)
+    f:clientConnectionFailed(c, r1)
+    f:clientConnectionLost(c, r2)
+    assert.are.same({ { "started", c }, { "failed", c, r1 }, { "lost", c, r2 } }, inner.events)
+  end)
+
+  it("does nothing for a wrapped factory without them", function()
+    local f = policies.WrappingFactory({ protocol = Recorder })
+    assert.has_no.errors(function()
+      f:startedConnecting({})
+      f:clientConnectionFailed({}, {})
+      f:clientConnectionLost({}, {})
+    end)
+  end)
+end)
+
+describe("policies over real TCP", function()
+  local reactor = require "braid.reactor"
+  local loop = require "helpers.loop"
+  local spin = loop.spin
+
+  local Rec = protocol.Protocol:extend("Rec")
+  function Rec:init() self.data, self.events = {}, {} end
+  function Rec:connectionMade() self.events[#self.events + 1] = "made" end
+  function Rec:dataReceived(d) self.data[#self.data + 1] = d end
+  function Rec:connectionLost(r) self.events[#self.events + 1] = "lost"; self.reason = r end
+
+  -- answers once the peer has sent all, then closes
+  local Half = Rec:extend("Half")
+  function Half:readConnectionLost()
+    table.insert(self.events, "readLost")
+    self.transport:writeSequence({ "got ", table.concat(self.data) })
+    self.transport:loseConnection()
+  end
+
+  local Client = Rec:extend("Client")
+  function Client:connectionMade()
+    Rec.connectionMade(self)
+    self.transport:setTcpNoDelay(true)
+    local real = policies.ProtocolWrapper:isinstance(self.transport) and self.transport.transport
+      or self.transport
+    self.noDelay = { self.transport:getTcpNoDelay(), real:getTcpNoDelay() }
+    self.transport:write("req")
+    self.transport:loseWriteConnection()
+  end
+  function Client:writeConnectionLost() self.events[#self.events + 1] = "writeLost" end
+
+  local CF = protocol.ClientFactory:extend("CF")
+  function CF:init() self.events, self.built, self.noisy = {}, {}, false end
+  function CF:buildProtocol(addr)
+    local p = protocol.ClientFactory.buildProtocol(self, addr)
+    self.built[#self.built + 1] = p
+    return p
+  end
+  function CF:startedConnecting() self.events[#self.events + 1] = "started" end
+  function CF:clientConnectionFailed(_, r) self.events[#self.events + 1] = "failed"; self.reason = r end
+  function CF:clientConnectionLost(_, r) self.events[#self.events + 1] = "lost"; self.reason = r end
+
+  -- a recording CF serves as the server's factory too
+  local function factory(P)
+    local f = CF()
+    f.protocol = P
+    return f
+  end
+
+  local function stop(port) loop.wait(port:stopListening()) end
+
+  it("tells the wrapped client factory a refused connection", function()
+    local port = reactor.listenTCP(0, factory(Rec), 50, "127.0.0.1")
+    local n = port:getHost().port
+    stop(port)
+    local inner = factory(Rec)
+    reactor.connectTCP("127.0.0.1", n, policies.WrappingFactory(inner))
+    spin(function() return inner.reason ~= nil end)
+    assert.are.same({ "started", "failed" }, inner.events)
+    assert.is_truthy(inner.reason:check(errors.ConnectionRefusedError))
+  end)
+
+  for _, name in ipairs({ "WrappingFactory", "TimeoutFactory", "ThrottlingFactory" }) do
+    it(name .. " passes half-closes both ways, socket options and sessionno", function()
+      local sf = factory(Half)
+      local port = reactor.listenTCP(0, policies[name](sf), 50, "127.0.0.1")
+      finally(function() stop(port) end)
+      local cf = factory(Client)
+      reactor.connectTCP("127.0.0.1", port:getHost().port, policies[name](cf))
+      spin(function() return cf.reason ~= nil and sf.built[1] and #sf.built[1].events == 3 end)
+      local c, s = cf.built[1], sf.built[1]
+      assert.are.same({ "made", "writeLost", "lost" }, c.events)
+      assert.are.equal("got req", table.concat(c.data))
+      assert.are.same({ "made", "readLost", "lost" }, s.events)
+      assert.are.equal("req", table.concat(s.data))
+      assert.is_truthy(s.reason:check(errors.ConnectionDone))
+      assert.are.same({ "started", "lost" }, cf.events)
+      assert.is_truthy(cf.reason:check(errors.ConnectionDone))
+      assert.are.same({ true, true }, c.noDelay)
+      assert.is_number(s.transport.sessionno)
+      assert.are.equal(s.transport.transport.sessionno, s.transport.sessionno)
+    end)
+  end
+
+  it("closes a wrapped protocol that is not half-closeable when the peer half-closes", function()
+    local sf = factory(Rec)
+    local port = reactor.listenTCP(0, policies.WrappingFactory(sf), 50, "127.0.0.1")
+    finally(function() stop(port) end)
+    local cf = factory(Client)
+    reactor.connectTCP("127.0.0.1", port:getHost().port, cf)
+    spin(function() return cf.reason ~= nil and sf.built[1] and #sf.built[1].events == 2 end)
+    assert.are.same({ "made", "lost" }, sf.built[1].events)
+    assert.is_truthy(sf.built[1].reason:check(errors.ConnectionDone))
+    assert.are.equal("req", table.concat(sf.built[1].data))
+  end)
+end)

@@ -8,8 +8,8 @@ local protocol = require "braid.protocol"
 
 local M = {}
 
-local Protocol, ServerFactory = protocol.Protocol, protocol.ServerFactory
-local pairs, tostring, type = pairs, tostring, type
+local Protocol, ClientFactory = protocol.Protocol, protocol.ClientFactory
+local getmetatable, rawget, pairs, tostring, type = getmetatable, rawget, pairs, tostring, type
 
 local function call_later(self, delay, f, ...)
   local c = self.clock
@@ -31,6 +31,41 @@ end
 local ProtocolWrapper = Protocol:extend("ProtocolWrapper")
 M.ProtocolWrapper = ProtocolWrapper
 ProtocolWrapper.disconnecting = false
+
+-- The half-close callbacks exist on a wrapper exactly when its wrapped
+-- protocol has them: braid.tcp takes a protocol with a readConnectionLost
+-- function to be half-closeable.
+local HALF_CLOSE = { readConnectionLost = true, writeConnectionLost = true }
+
+-- Instances of ProtocolWrapper and its subclasses look a key up in their
+-- class, then (Twisted's __getattr__) in the real transport: its methods
+-- come back bound to it, so wrapper:setTcpNoDelay(true) calls
+-- real:setTcpNoDelay(true); other fields read through.
+local function wrapper_index(self, k)
+  local v = getmetatable(self)[k]
+  if v ~= nil then return v end
+  if HALF_CLOSE[k] then
+    local w = rawget(self, "wrappedProtocol")
+    local f = w and w[k]
+    if type(f) ~= "function" then return nil end
+    return function(_, ...) return f(w, ...) end
+  end
+  local t = rawget(self, "transport")
+  if t == nil then return nil end
+  v = t[k]
+  if type(v) == "function" then
+    return function(_, ...) return v(t, ...) end
+  end
+  return v
+end
+ProtocolWrapper.__index = wrapper_index
+
+--- Subclasses of ProtocolWrapper forward to the transport likewise.
+function ProtocolWrapper:extend(name, fields)
+  local cls = Protocol.extend(self, name, fields)
+  cls.__index = wrapper_index
+  return cls
+end
 
 --- ProtocolWrapper(factory, wrappedProtocol): stands between a transport
 -- and wrappedProtocol, acting as the transport of the latter.
@@ -81,7 +116,7 @@ function ProtocolWrapper:connectionLost(reason)
   return self.wrappedProtocol:connectionLost(reason)
 end
 
-local WrappingFactory = ServerFactory:extend("WrappingFactory")
+local WrappingFactory = ClientFactory:extend("WrappingFactory")
 M.WrappingFactory = WrappingFactory
 WrappingFactory.protocol = ProtocolWrapper
 
@@ -98,12 +133,19 @@ end
 
 function WrappingFactory:doStart()
   protocol.call(self.wrappedFactory, protocol.Factory, "doStart")
-  return ServerFactory.doStart(self)
+  return ClientFactory.doStart(self)
 end
 
 function WrappingFactory:doStop()
   protocol.call(self.wrappedFactory, protocol.Factory, "doStop")
-  return ServerFactory.doStop(self)
+  return ClientFactory.doStop(self)
+end
+
+-- the client side goes to the wrapped factory (when it has the method)
+for _, name in ipairs({ "startedConnecting", "clientConnectionFailed", "clientConnectionLost" }) do
+  WrappingFactory[name] = function(self, connector, reason)
+    return protocol.call(self.wrappedFactory, ClientFactory, name, connector, reason)
+  end
 end
 
 function WrappingFactory:buildProtocol(addr)
@@ -161,11 +203,14 @@ end
 
 function ThrottlingProtocol:throttleReads() self.transport:pauseProducing() end
 function ThrottlingProtocol:unthrottleReads() self.transport:resumeProducing() end
+-- rawget: a producer registered through this wrapper, not the transport's
 function ThrottlingProtocol:throttleWrites()
-  if self.producer then self.producer:pauseProducing() end
+  local p = rawget(self, "producer")
+  if p then p:pauseProducing() end
 end
 function ThrottlingProtocol:unthrottleWrites()
-  if self.producer then self.producer:resumeProducing() end
+  local p = rawget(self, "producer")
+  if p then p:resumeProducing() end
 end
 
 local ThrottlingFactory = WrappingFactory:extend("ThrottlingFactory")
@@ -276,7 +321,7 @@ function LimitConnectionsByPeer:unregisterProtocol(p)
   self.peerConnections[host] = n > 0 and n or nil
 end
 
-local LimitTotal = ServerFactory:extend("LimitTotalConnectionsFactory")
+local LimitTotal = protocol.ServerFactory:extend("LimitTotalConnectionsFactory")
 M.LimitTotalConnectionsFactory = LimitTotal
 LimitTotal.connectionCount = 0
 LimitTotal.connectionLimit = nil
@@ -324,15 +369,16 @@ function TimeoutProtocol:setTimeout(period)
   end
 end
 
+-- rawget: when unset, these are not read from the transport
 function TimeoutProtocol:cancelTimeout()
   self.timeoutPeriod = nil
-  cancel_quietly(self.timeoutCall)
+  cancel_quietly(rawget(self, "timeoutCall"))
   self.timeoutCall = nil
 end
 
 function TimeoutProtocol:resetTimeout()
-  local c = self.timeoutCall
-  if c then c:reset(self.timeoutPeriod) end
+  local c = rawget(self, "timeoutCall")
+  if c then c:reset(rawget(self, "timeoutPeriod")) end
 end
 
 function TimeoutProtocol:write(data)
@@ -393,7 +439,7 @@ function TrafficLoggingProtocol:_log(line)
 end
 
 function TrafficLoggingProtocol:_mungeData(data)
-  local limit = self.lengthLimit
+  local limit = rawget(self, "lengthLimit")
   if limit and #data > limit then data = data:sub(1, limit - 12) .. "<... elided>" end
   return data
 end
