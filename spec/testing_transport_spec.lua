@@ -208,17 +208,73 @@ describe("loopbackAsync", function()
     assert.is_not_nil(client.lost:check(errors.ConnectionDone))
   end)
 
-  it("delivers on later clock turns and fires when both sides disconnect", function()
+  -- As Twisted 22.4's loopbackAsync: it pumps at once, and its Deferred has
+  -- fired on return when both sides are done by then.
+  it("fires before returning when both sides disconnect at once, as Twisted's does", function()
+    local clock = Clock()
+    local S = protocol.Protocol:extend("S")
+    function S:dataReceived(d)
+      self.got = d
+      self.transport:write(d)
+      self.transport:loseConnection()
+    end
+    local C = Client:extend("C")
+    function C:connectionMade()
+      Client.connectionMade(self)
+      self.transport:loseConnection()
+    end
+    local server, client = S(), C()
+    local d = testing.loopbackAsync(server, client, { clock = clock })
+    assert.are.equal("hello world", server.got)
+    assert.is_true(d.called)
+    assert.is_nil(d.result)
+    assert.is_not_nil(client.lost:check(errors.ConnectionDone))
+    assert.are.same({}, clock:getDelayedCalls())
+  end)
+
+  -- a protocol that writes greeting and closes on connecting, and records
+  -- what it gets and how it lost the connection
+  local function closing(greeting)
+    local P = protocol.Protocol:extend("Closing")
+    function P:connectionMade()
+      self.transport:write(greeting)
+      self.transport:loseConnection()
+    end
+    function P:dataReceived(d) self.got = d end
+    function P:connectionLost(r) self.lost = r end
+    return P()
+  end
+
+  it("fires before returning when the server writes and closes on connecting", function()
+    local C = protocol.Protocol:extend("C")
+    function C:dataReceived(d) self.got = d end
+    local client = C()
+    local d = testing.loopbackAsync(closing("hi"), client, { clock = Clock() })
+    assert.is_true(d.called)
+    assert.are.equal("hi", client.got)
+  end)
+
+  it("fires before returning when both sides write and close on connecting", function()
+    local server, client = closing("x"), closing("y")
+    local d = testing.loopbackAsync(server, client, { clock = Clock() })
+    assert.is_true(d.called)
+    assert.is_not_nil(server.lost:check(errors.ConnectionDone))
+    assert.is_not_nil(client.lost:check(errors.ConnectionDone))
+  end)
+
+  it("waits for a later write, then delivers it on a later clock turn", function()
     local clock = Clock()
     local S = protocol.Protocol:extend("S")
     function S:dataReceived(d) self.got = d; self.transport:loseConnection() end
-    local server, client = S(), Client()
+    local server, client = S(), protocol.Protocol()
     local d = testing.loopbackAsync(server, client, { clock = clock })
-    local fired = false
-    d:addCallback(function() fired = true end)
+    assert.is_false(d.called)
+    assert.are.same({}, clock:getDelayedCalls())
+    client.transport:write("late")
     assert.is_nil(server.got)
+    assert.is_false(d.called)
     clock:advance(0)
-    assert.are.equal("hello world", server.got)
-    assert.is_true(fired)
+    assert.are.equal("late", server.got)
+    assert.is_true(d.called)
   end)
 end)

@@ -394,9 +394,10 @@ local function close_pair(a, b)
   b.protocol:connectionLost(rb)
 end
 
--- a side that asked to close goes once its output is delivered
+-- a side that asked to close goes once its output is delivered, or can
+-- never be: the peer asked to close too, and reads no more
 local function check_close(a, b)
-  if a.disconnecting and not a.disconnected and (#a._out == 0 or a.aborted) then
+  if a.disconnecting and not a.disconnected and (#a._out == 0 or a.aborted or b.disconnecting) then
     close_pair(a, b)
     return true
   end
@@ -467,8 +468,10 @@ function M.connectedServerAndClient(serverFactory, clientFactory, opts)
 end
 
 --- loopbackAsync(server, client, opts?) -> Deferred firing (with nil) once
--- both sides have lost the connection. Deliveries happen on later turns
--- of opts.clock (or the reactor): each write schedules a pump.
+-- both sides have lost the connection. As Twisted's, it pumps at once, and
+-- the Deferred has already fired if both sides are done by then; once
+-- nothing moves, the next write (or loseConnection, or resumeProducing)
+-- schedules the next pumping for a later turn of opts.clock (or the reactor).
 function M.loopbackAsync(server, client, opts)
   opts = opts or {}
   local defer = require "braid.defer"
@@ -477,23 +480,26 @@ function M.loopbackAsync(server, client, opts)
   local clock = opts.clock
   local callLater = clock and function(f) return clock:callLater(0, f) end
     or function(f) return require("braid.reactor").callLater(0, f) end
-  local pending = false
+  local waiting = false -- idle: the next write schedules a run
   local pump
   local function run()
-    pending = false
     pump:flush()
-    if pump.clientIO.disconnected and not d.called then d:callback(nil) end
+    if pump.clientIO.disconnected then
+      if not d.called then d:callback(nil) end
+    else
+      waiting = true -- Twisted's notification Deferred
+    end
   end
   local function wake()
-    if not pending then
-      pending = true
+    if waiting then
+      waiting = false
       callLater(run)
     end
   end
   local popts = { seed = opts.seed, maxChunk = opts.maxChunk, greet = false }
   pump = M.connect(server, client, popts)
   pump.clientIO._wake, pump.serverIO._wake = wake, wake
-  wake()
+  run()
   return d
 end
 
