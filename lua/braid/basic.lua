@@ -12,7 +12,6 @@ local M = {}
 
 local type, error, string_pack = type, error, string.pack
 local find, sub = string.find, string.sub
-local maxinteger = math.maxinteger
 
 M.StringTooLongError = errors.class("StringTooLongError", errors.ValueError)
 M.NetstringParseError = errors.class("NetstringParseError", errors.ValueError)
@@ -255,32 +254,20 @@ LineOnlyReceiver.delimiter = "\r\n"
 LineOnlyReceiver.MAX_LENGTH = 16384
 LineOnlyReceiver._newFrameBuffer = M.newFrameBuffer
 
--- As Twisted's: the complete lines are split off first and the rest stays
--- buffered; a complete line over MAX_LENGTH goes alone to lineLengthExceeded
--- (the other lines of this call are dropped), and then a buffered partial
--- line over MAX_LENGTH (a split delimiter included) goes to it whole, and
--- stays buffered.
 function LineOnlyReceiver:dataReceived(data)
   local buf = buffer_of(self)
   buf:append(data)
-  local delim, lines, n = self.delimiter, nil, 0
+  local delim, max, t = self.delimiter, self.MAX_LENGTH, self.transport
   while true do
-    local line = buf:nextLine(delim, maxinteger)
-    if line == nil then break end
-    n = n + 1
-    if n == 1 then lines = { line } else lines[n] = line end
-  end
-  for i = 1, n do
-    local t = self.transport
     if t and t.disconnecting then return end
-    local line = lines[i]
-    if #line > self.MAX_LENGTH then return self:lineLengthExceeded(line) end
+    local line = buf:nextLine(delim, max)
+    if line == nil then return end
+    if line == false then -- as Twisted: a complete long line alone, else the partial one
+      local data = buf:takeAll()
+      local i = find(data, delim, 1, true)
+      return self:lineLengthExceeded(i and sub(data, 1, i - 1) or data)
+    end
     self:lineReceived(line)
-  end
-  if buf:len() > self.MAX_LENGTH then
-    local rest = buf:takeAll()
-    buf:append(rest)
-    return self:lineLengthExceeded(rest)
   end
 end
 

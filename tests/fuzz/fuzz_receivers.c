@@ -11,10 +11,7 @@
 ** lineLengthExceeded / lengthLimitExceeded / netstring parse errors,
 ** loseConnection calls and the bytes left buffered. The three records must
 ** agree (cutting may only shorten what lineLengthExceeded receives: it gets
-** what is buffered; for LineOnlyReceiver, which as Twisted's checks the
-** partial line even after a line that closed the connection, whole and
-** split are compared up to the first loseConnection), and dataReceived must
-** never raise. As a real transport,
+** what is buffered), and dataReceived must never raise. As a real transport,
 ** the harness stops delivering after loseConnection, and resumes a paused
 ** protocol once dataReceived returns.
 **
@@ -149,16 +146,6 @@ static const char *setup =
   "  end\n"
   "end\n"
   "\n"
-  "-- the events up to and with the first loseConnection\n"
-  "local function upto_close(ev)\n"
-  "  local out = {}\n"
-  "  for i, e in ipairs(ev) do\n"
-  "    out[i] = e\n"
-  "    if e == 'loseConnection' then break end\n"
-  "  end\n"
-  "  return out\n"
-  "end\n"
-  "\n"
   "return function(ci, max, delim, chunks)\n"
   "  local cls = CLASSES[ci]\n"
   "  local function case()\n"
@@ -176,12 +163,6 @@ static const char *setup =
   "    runs[r] = ev\n"
   "  end\n"
   "  local whole, split, lua = runs[1], runs[2], runs[3]\n"
-  "  if cls.__name == 'LineOnlyReceiver' then\n"
-  "    -- as Twisted's, it checks the partial line even after a line that\n"
-  "    -- closed the connection, within that one call: what cutting changes\n"
-  "    -- after the close is not compared\n"
-  "    whole, split = upto_close(whole), upto_close(split)\n"
-  "  end\n"
   "  local i, what = differ(whole, split, true), 'cutting the input changed what was delivered'\n"
   "  if not i then i, what = differ(split, lua, false), 'the C and Lua frame buffers delivered differently' end\n"
   "  if not i then return nil end\n"
