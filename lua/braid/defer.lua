@@ -196,26 +196,41 @@ local function debug_text(s)
   return concat(out, "\n")
 end
 
+local function log_failure(f, why)
+  local ok, log = pcall(require, "braid.log")
+  if ok and type(log) == "table" and log.err then
+    log.err(f, why)
+  else
+    io.stderr:write(why, "\n", f:getTraceback())
+  end
+end
+
+-- Log f's unhandled-error report; info is its sentinel when that holds
+-- debug records.
+local function report(f, info)
+  local why = "Unhandled error in Deferred:"
+  if info then why = why .. "\n(debug: " .. debug_text(info) .. ")" end
+  log_failure(f, why)
+end
+
 -- The sentinel's finalizer: queue only (no I/O, no allocation beyond the
--- queue slots); flushUnhandled() does the logging.
-local log_failure  -- below
+-- queue slots); flushUnhandled() does the logging. Once the state is
+-- closing (M._atExit), nothing will flush a queue: it reports at once.
 local SENTINEL = {}
-local at_exit = false  -- M._atExit(): the state is closing, report at once
+local at_exit = false
 SENTINEL.__gc = function(s)
   local f = s.failure
   if f == nil or QUEUED[f] then return end
-  if at_exit then  -- nobody is left to flush a queue
-    local why = "Unhandled error in Deferred:"
-    if s.creator or s.invoker then why = why .. "\n(debug: " .. debug_text(s) .. ")" end
-    if not pcall(log_failure, f, why) then
-      pcall(io.stderr.write, io.stderr, why, "\n", tostring(f), "\n")
-    end
+  local info = (s.creator or s.invoker) and s or false
+  if at_exit then
+    -- braid.log's file may be closed by now: stderr then
+    if not pcall(report, f, info) then pcall(io.stderr.write, io.stderr, tostring(f), "\n") end
     return
   end
   QUEUED[f] = true
   local n = #UQ + 1
   UQ[n] = f
-  UQINFO[n] = (s.creator or s.invoker) and s or false
+  UQINFO[n] = info
   ask_wake()
 end
 
@@ -231,15 +246,6 @@ local function clear_failed(d)  -- requires d._dbg
   if not (s.creator or s.invoker) then d._dbg = nil end
 end
 
-log_failure = function(f, why)
-  local ok, log = pcall(require, "braid.log")
-  if ok and type(log) == "table" and log.err then
-    log.err(f, why)
-  else
-    io.stderr:write(why, "\n", f:getTraceback())
-  end
-end
-
 --- Log every queued unhandled-error report (`Unhandled error in Deferred:`).
 -- The reactor calls this each loop turn (when asked) and when run ends.
 -- @return the number of reports logged
@@ -249,11 +255,7 @@ function M.flushUnhandled()
   local n = #list
   if n == 0 then return 0 end
   UQ, UQINFO = {}, {}
-  for i = 1, n do
-    local why = "Unhandled error in Deferred:"
-    if infos[i] then why = why .. "\n(debug: " .. debug_text(infos[i]) .. ")" end
-    log_failure(list[i], why)
-  end
+  for i = 1, n do report(list[i], infos[i]) end
   return n
 end
 
