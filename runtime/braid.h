@@ -81,6 +81,10 @@ double braid_walltime(void);
 /* Push the error class `name` of braid.error, call it with the message on
 ** top (or none if msg is NULL) and raise it. */
 int braid_raise(lua_State *L, const char *cls, const char *msg);
+/* For a __gc function: returns when the collector called it; raises when
+** Lua code did (a metamethod reached as a field, or through getmetatable),
+** as a finalizer run early would free what live objects still use. */
+void braid_check_finalizer(lua_State *L);
 /* Push nil, "message", "ENAME" for an errno (luv's convention). */
 int braid_pusherror(lua_State *L, int err);
 
@@ -96,5 +100,38 @@ void braid_open_timers(lua_State *L);
 void braid_open_signals(lua_State *L);
 
 int luaopen_braid_core(lua_State *L);
+
+/* args.c: lauxlib's argument checks, raising braid.error objects
+** (TypeError for a wrong type, ValueError for a wrong value) instead of
+** strings. The macros below put them in place of lauxlib's in every file
+** that includes this header (luaL_argcheck and luaL_argexpected call
+** luaL_argerror and luaL_typeerror, so they follow). */
+int braid_argerror(lua_State *L, int arg, const char *extramsg);
+int braid_typeerror(lua_State *L, int arg, const char *tname);
+void braid_checktype(lua_State *L, int arg, int t);
+void braid_checkany(lua_State *L, int arg);
+const char *braid_checklstring(lua_State *L, int arg, size_t *len);
+const char *braid_optlstring(lua_State *L, int arg, const char *def, size_t *len);
+lua_Number braid_checknumber(lua_State *L, int arg);
+lua_Number braid_optnumber(lua_State *L, int arg, lua_Number def);
+lua_Integer braid_checkinteger(lua_State *L, int arg);
+lua_Integer braid_optinteger(lua_State *L, int arg, lua_Integer def);
+void *braid_checkudata(lua_State *L, int arg, const char *tname);
+int braid_checkoption(lua_State *L, int arg, const char *def, const char *const lst[]);
+
+#ifndef BRAID_LAUXLIB_AS_IS
+#define luaL_argerror braid_argerror
+#define luaL_typeerror braid_typeerror
+#define luaL_checktype braid_checktype
+#define luaL_checkany braid_checkany
+#define luaL_checklstring braid_checklstring
+#define luaL_optlstring braid_optlstring
+#define luaL_checknumber braid_checknumber
+#define luaL_optnumber braid_optnumber
+#define luaL_checkinteger braid_checkinteger
+#define luaL_optinteger braid_optinteger
+#define luaL_checkudata braid_checkudata
+#define luaL_checkoption braid_checkoption
+#endif
 
 #endif

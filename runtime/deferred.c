@@ -83,12 +83,23 @@ enum {
 
 #define UV(i) lua_upvalueindex(i)
 
+/* a + b as Lua's integer arithmetic does it (wrapping): the counters are
+** read from fields Lua code can overwrite, so C's signed overflow must not
+** be reachable from them */
+#define IADD(a, b) ((lua_Integer)((lua_Unsigned)(a) + (lua_Unsigned)(b)))
+/* The continuation's context: h << 1 | h0, shifted as unsigned. */
+#define SEG_CTX(h, h0) ((lua_KContext)(((lua_Unsigned)(h) << 1) | (lua_Unsigned)(h0)))
+/* The most entries a chain can hold (a table's array part is smaller):
+** an _n beyond it is an overwritten field, refused at the methods. */
+#define MAX_N ((lua_Integer)1 << 31)
+
 /* Shared by the closures of one defer_bind: protected calls nested by run()
 ** (defer.lua adds them to its own count to bound C-stack use) and whether
 ** setDebugging is on (then every call goes to the Lua versions). */
 struct dstate {
   int cdepth;
   int debugging;
+  const void *deferred_mt; /* the Deferred class (U_DEFERRED), compared by address */
 };
 
 #define DSTATE(L) ((struct dstate *)lua_touserdata(L, UV(U_STATE)))
@@ -241,10 +252,10 @@ static int segment(lua_State *L) {
   int h0 = h == 0;
   /* after an error the entries up to the one that raised are already nil */
   for (;;) {
-    int empty = lua_rawgeti(L, 1, h + 1) == LUA_TNIL;
+    int empty = lua_rawgeti(L, 1, IADD(h, 1)) == LUA_TNIL;
     lua_pop(L, 1);
     if (!empty || h >= get_int(L, 1, K_N)) break;
-    h += 3;
+    h = IADD(h, 3);
   }
   return segment_loop(L, h, failed, 0, h0);
 }
@@ -282,26 +293,26 @@ static int segment_loop(lua_State *L, lua_Integer h, int failed, int have_r, int
     if (!have_r) {
       if (h >= n && h >= (n = get_int(L, 1, K_N))) break;
       lua_settop(L, S_RESULT);
-      lua_rawgeti(L, 1, h + (failed ? 2 : 1));  /* fn */
+      lua_rawgeti(L, 1, IADD(h, failed ? 2 : 1));  /* fn */
       /* args or marker argument; nil or false: no extra arguments (the
       ** slots past _n hold nothing else, so an add writes only the slots
       ** it needs) */
-      int no_args = lua_rawgeti(L, 1, h + 3) <= LUA_TBOOLEAN;
-      lua_pushnil(L); lua_rawseti(L, 1, h + 1);
-      lua_pushnil(L); lua_rawseti(L, 1, h + 2);
-      if (!no_args) { lua_pushnil(L); lua_rawseti(L, 1, h + 3); }
-      h += 3;
+      int no_args = lua_rawgeti(L, 1, IADD(h, 3)) <= LUA_TBOOLEAN;
+      lua_pushnil(L); lua_rawseti(L, 1, IADD(h, 1));
+      lua_pushnil(L); lua_rawseti(L, 1, IADD(h, 2));
+      if (!no_args) { lua_pushnil(L); lua_rawseti(L, 1, IADD(h, 3)); }
+      h = IADD(h, 3);
       if (!lua_toboolean(L, S_FN)) continue;
       if (no_args) {
         lua_pushvalue(L, S_FN);
         lua_pushvalue(L, S_RESULT);
-        lua_callk(L, 1, 1, (lua_KContext)(h << 1 | h0), segment_k);
+        lua_callk(L, 1, 1, SEG_CTX(h, h0), segment_k);
       } else if (lua_rawequal(L, S_FN, UV(U_CONTINUE))) {
         /* give our result to the Deferred waiting on us, then run it */
         set_value(L, S_ARGS, K_RESULT, S_RESULT);
         set_nil(L, 1, K_RESULT);
         if (get_bool(L, 1, K_DBG)) call1(L, U_CLEAR_FAILED, 1);
-        set_int(L, S_ARGS, K_PAUSED, get_int(L, S_ARGS, K_PAUSED) - 1);
+        set_int(L, S_ARGS, K_PAUSED, IADD(get_int(L, S_ARGS, K_PAUSED), -1));
         return segment_handoff(L, h, S_ARGS);
       } else if (lua_rawequal(L, S_FN, UV(U_RESUME))) {
         /* an await: the coroutine gets the result, we keep nil */
@@ -340,7 +351,7 @@ static int segment_loop(lua_State *L, lua_Integer h, int failed, int have_r, int
         lua_pushvalue(L, S_FN);
         lua_pushvalue(L, S_RESULT);
         for (i = 1; i <= n; i++) lua_rawgeti(L, S_ARGS, i);
-        lua_callk(L, (int)n + 1, 1, (lua_KContext)(h << 1 | h0), segment_k);
+        lua_callk(L, (int)n + 1, 1, SEG_CTX(h, h0), segment_k);
       }
     }
     have_r = 0;
@@ -362,14 +373,14 @@ static int segment_loop(lua_State *L, lua_Integer h, int failed, int have_r, int
           if (wait) {
             /* wait for r: pause and chain */
             lua_Integer rn;
-            set_int(L, 1, K_PAUSED, get_int(L, 1, K_PAUSED) + 1);
+            set_int(L, 1, K_PAUSED, IADD(get_int(L, 1, K_PAUSED), 1));
             set_value(L, 1, K_CHAINEDTO, S_R);
             set_value(L, 1, K_RESULT, S_R);
             rn = get_int(L, S_R, K_N);
-            lua_pushvalue(L, UV(U_CONTINUE)); lua_rawseti(L, S_R, rn + 1);
-            lua_pushvalue(L, UV(U_CONTINUE)); lua_rawseti(L, S_R, rn + 2);
-            lua_pushvalue(L, 1); lua_rawseti(L, S_R, rn + 3);
-            set_int(L, S_R, K_N, rn + 3);
+            lua_pushvalue(L, UV(U_CONTINUE)); lua_rawseti(L, S_R, IADD(rn, 1));
+            lua_pushvalue(L, UV(U_CONTINUE)); lua_rawseti(L, S_R, IADD(rn, 2));
+            lua_pushvalue(L, 1); lua_rawseti(L, S_R, IADD(rn, 3));
+            set_int(L, S_R, K_N, IADD(rn, 3));
             segment_stop(L, h);
             if (get_bool(L, 1, K_DBG)) call1(L, U_CLEAR_FAILED, 1);
             return 0;
@@ -581,11 +592,28 @@ static int d_set_debugging(lua_State *L) {
   return 0;
 }
 
+/* Whether the value at index 1 is a Deferred (a table whose metatable is
+** the class, or a subclass): the methods' self. */
+static int is_deferred_self(lua_State *L) {
+  int r;
+  if (lua_type(L, 1) != LUA_TTABLE || !lua_getmetatable(L, 1)) return 0;
+  r = lua_topointer(L, -1) == DSTATE(L)->deferred_mt;
+  lua_pop(L, 1);
+  return r || object_kind(L, 1) == 2;
+}
+
+/* An _n that no chain can reach was overwritten by Lua code: say so rather
+** than walk or index that far. */
+static lua_Integer check_n(lua_State *L, lua_Integer n) {
+  if (n < 0 || n > MAX_N) luaL_error(L, "corrupt Deferred: its _n field is %I", (LUAI_UACINT)n);
+  return n;
+}
+
 /* d:callback(result) */
 static int d_callback(lua_State *L) {
   lua_Integer n, paused;
-  if (lua_gettop(L) > 2 || lua_type(L, 1) != LUA_TTABLE || get_bool(L, 1, K_CALLED) ||
-      value_kind(L, 2) != 0 || debugging(L))
+  if (lua_gettop(L) > 2 || !is_deferred_self(L)) return slow(L, U_SLOW_CALLBACK);
+  if (get_bool(L, 1, K_CALLED) || value_kind(L, 2) != 0 || debugging(L))
     return slow(L, U_SLOW_CALLBACK);
   lua_settop(L, 2);
   set_bool(L, 1, K_CALLED, 1);
@@ -594,7 +622,7 @@ static int d_callback(lua_State *L) {
   int tn = lua_rawget(L, 1);
   lua_pushvalue(L, UV(K_PAUSED));
   int tp = lua_rawget(L, 1);
-  n = tn == LUA_TNIL ? 0 : lua_tointeger(L, 3);
+  n = tn == LUA_TNIL ? 0 : check_n(L, lua_tointeger(L, 3));
   paused = tp == LUA_TNIL ? 0 : lua_tointeger(L, 4);
   if (n == 0) return 0;
   /* not called until now: not running, not chained, _h 0 */
@@ -618,7 +646,7 @@ static int add(lua_State *L, int cb, int eb) {
   int tn = lua_rawget(L, 1);
   lua_pushvalue(L, UV(K_CALLED));
   lua_rawget(L, 1);
-  n = tn == LUA_TNIL ? 0 : lua_tointeger(L, -2);
+  n = tn == LUA_TNIL ? 0 : check_n(L, lua_tointeger(L, -2));
   called = lua_toboolean(L, -1);
   push_or_false(L, cb); lua_rawseti(L, 1, n + 1);
   if (eb) { lua_pushvalue(L, eb); lua_rawseti(L, 1, n + 2); }
@@ -629,7 +657,7 @@ static int add(lua_State *L, int cb, int eb) {
 }
 
 static int fast_args(lua_State *L, int n) {
-  return lua_gettop(L) == n && lua_type(L, 1) == LUA_TTABLE;
+  return lua_gettop(L) == n && is_deferred_self(L);
 }
 
 static int d_addCallback(lua_State *L) {
@@ -649,8 +677,8 @@ static int d_addBoth(lua_State *L) {
 
 static int d_addCallbacks(lua_State *L) {
   int top = lua_gettop(L);
-  if (top < 2 || top > 3 || lua_type(L, 1) != LUA_TTABLE || lua_type(L, 2) != LUA_TFUNCTION ||
-      (top == 3 && !lua_isnil(L, 3) && lua_type(L, 3) != LUA_TFUNCTION))
+  if (top < 2 || top > 3 || lua_type(L, 2) != LUA_TFUNCTION ||
+      (top == 3 && !lua_isnil(L, 3) && lua_type(L, 3) != LUA_TFUNCTION) || !is_deferred_self(L))
     return slow(L, U_SLOW_ADDCALLBACKS);
   return add(L, 2, top == 3 && !lua_isnil(L, 3) ? 3 : 0);
 }
@@ -767,14 +795,21 @@ static int defer_bind(lua_State *L) {
   for (i = 1; i < U_SEGMENT; i++) {
     int t;
     if (i == U_STATE) continue;
+    int want = i == U_DEFERRED || i == U_FAILURE || i == U_KIND || i == U_IC ? LUA_TTABLE
+             : i == U_CONTINUE || i == U_RESUME || i == U_FIRE ? -1 : LUA_TFUNCTION;
     t = lua_getfield(L, 1, CFG_NAMES[i]);
     lua_pop(L, 1);
     if (t == LUA_TNIL) return luaL_error(L, "defer_bind: cfg.%s is missing", CFG_NAMES[i]);
+    if (want >= 0 && t != want)
+      return luaL_error(L, "defer_bind: cfg.%s must be a %s", CFG_NAMES[i], lua_typename(L, want));
   }
   lua_newtable(L);  /* 2: result */
   st = lua_newuserdatauv(L, sizeof *st, 0);  /* 3 */
   st->cdepth = 0;
   st->debugging = 0;
+  lua_getfield(L, 1, CFG_NAMES[U_DEFERRED]);
+  st->deferred_mt = lua_topointer(L, -1);  /* anchored by the closures' upvalues */
+  lua_pop(L, 1);
   push_upvalues(L, 1, 3, 0);
   lua_pushcclosure(L, segment, U_LAST);
   lua_pushvalue(L, -1);

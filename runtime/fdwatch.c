@@ -5,6 +5,8 @@
 ** the registry and counts as reactor work. Its user value is the Lua
 ** callback, called as cb(readable, writable) in a protected trampoline.
 */
+#include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #include <event2/event.h>
@@ -61,7 +63,7 @@ static void fdw_cb(evutil_socket_t fd, short what, void *arg) {
 /* fd_watch(fd, cb) -> watcher */
 static int l_fd_watch(lua_State *L) {
   lua_Integer fd = luaL_checkinteger(L, 1);
-  luaL_argcheck(L, fd >= 0, 1, "descriptor must be >= 0");
+  luaL_argcheck(L, fd >= 0 && fd <= INT_MAX, 1, "descriptor must be from 0 to INT_MAX");
   luaL_checktype(L, 2, LUA_TFUNCTION);
   braid_base(L);
   struct fdw *w = lua_newuserdatauv(L, sizeof *w, 1);
@@ -88,7 +90,11 @@ static int fdw_set(lua_State *L) {
   }
   fdw_stop(w);
   event_assign(&w->ev, braid_loop()->base, w->fd, want | EV_PERSIST, fdw_cb, w);
-  if (event_add(&w->ev, NULL) != 0) { fdw_release(L, w); return luaL_error(L, "event_add failed"); }
+  if (event_add(&w->ev, NULL) != 0) {
+    int err = errno;
+    fdw_release(L, w);
+    return luaL_error(L, "cannot watch descriptor %d: %s", w->fd, err ? strerror(err) : "event_add failed");
+  }
   w->flags = want;
   return 0;
 }
@@ -102,7 +108,9 @@ static int fdw_close(lua_State *L) {
 
 /* reached once idle (unanchored), or at state close */
 static int fdw_gc(lua_State *L) {
-  fdw_stop(lua_touserdata(L, 1));
+  struct fdw *w = luaL_checkudata(L, 1, FDW_META);
+  braid_check_finalizer(L);
+  fdw_stop(w);
   return 0;
 }
 

@@ -194,6 +194,7 @@ static int fb_clear(lua_State *L) {
 
 static int fb_gc(lua_State *L) {
   struct framebuf *b = fb_check(L, 1);
+  braid_check_finalizer(L);
   free(b->data);
   b->data = NULL;
   b->off = b->len = b->cap = 0;

@@ -158,6 +158,15 @@ int braid_raise(lua_State *L, const char *cls, const char *msg) {
   return lua_error(L);
 }
 
+void braid_check_finalizer(lua_State *L) {
+  lua_Debug ar;
+  /* Lua names a function the collector calls: metamethod "__gc" */
+  if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.namewhat &&
+      strcmp(ar.namewhat, "metamethod") == 0 && ar.name && strcmp(ar.name, "__gc") == 0)
+    return;
+  luaL_error(L, "__gc is called by the garbage collector only");
+}
+
 int braid_pusherror(lua_State *L, int err) {
   lua_pushnil(L);
   lua_pushstring(L, strerror(err));
@@ -167,7 +176,7 @@ int braid_pusherror(lua_State *L, int err) {
     E(EAGAIN) E(ECONNREFUSED) E(ECONNRESET) E(EPIPE) E(ETIMEDOUT)
     E(EADDRINUSE) E(EADDRNOTAVAIL) E(EACCES) E(ENOENT) E(EMFILE) E(ENFILE)
     E(EINVAL) E(ENOMEM) E(EHOSTUNREACH) E(ENETUNREACH) E(EINTR) E(EBADF)
-    E(ENOSPC) E(ENOTDIR) E(EISDIR) E(ENOSYS)
+    E(ENOSPC) E(ENOTDIR) E(EISDIR) E(ENOSYS) E(ENOTSOCK)
 #undef E
     default: break;
   }
@@ -431,7 +440,7 @@ static const luaL_Reg loop_funcs[] = {
 ** runs after every other braid object's). */
 static int loop_gc(lua_State *L) {
   struct braid_loop *lp = &g_loop;
-  (void)L;
+  braid_check_finalizer(L); /* the sentinel is reachable through debug.getregistry() */
   if (lp->wake_ev) event_free(lp->wake_ev);
   if (lp->base) event_base_free(lp->base);
   lp->wake_ev = NULL;

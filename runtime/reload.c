@@ -224,7 +224,8 @@ static int watch_close(lua_State *L) {
 
 /* __gc: only reached once stopped (the anchor is gone) or at state close */
 static int watch_gc(lua_State *L) {
-  struct watcher *w = lua_touserdata(L, 1);
+  struct watcher *w = luaL_checkudata(L, 1, WATCH_META);
+  braid_check_finalizer(L);
   if (w->added) event_del(&w->ev);
   w->added = 0;
   if (w->fd >= 0) close(w->fd);
@@ -233,7 +234,7 @@ static int watch_gc(lua_State *L) {
 }
 
 static int watch_tostring(lua_State *L) {
-  struct watcher *w = lua_touserdata(L, 1);
+  struct watcher *w = luaL_checkudata(L, 1, WATCH_META);
   if (w->fd < 0) lua_pushliteral(L, "<inotify watcher (closed)>");
   else lua_pushfstring(L, "<inotify watcher fd=%d>", w->fd);
   return 1;

@@ -182,7 +182,8 @@ static int res_cancel(lua_State *L) {
 
 /* Reached once delivered, or at state close with the lookup maybe running. */
 static int res_gc(lua_State *L) {
-  struct reshandle *h = lua_touserdata(L, 1);
+  struct reshandle *h = luaL_checkudata(L, 1, RES_META);
+  braid_check_finalizer(L);
   struct resreq *r = h->r;
   if (!r) return 0;
   h->r = NULL;

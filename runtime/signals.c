@@ -122,6 +122,7 @@ static int sig_active(lua_State *L) {
 
 static int sig_gc(lua_State *L) {
   struct sigw *w = luaL_checkudata(L, 1, SIG_META);
+  braid_check_finalizer(L);
   if (w->ev) { event_free(w->ev); w->ev = NULL; } /* refs die with the state */
   return 0;
 }

@@ -27,6 +27,7 @@
 */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -873,7 +874,8 @@ static int conn_setuv(lua_State *L) {
 static int conn_newindex(lua_State *L) {
   struct conn *c = conn_check(L, 1);
   lua_settop(L, 3);
-  lua_getmetatable(L, 1);                           /* 4 the fields */
+  if (!lua_getmetatable(L, 1))                      /* 4 the fields */
+    return luaL_error(L, "transport has no fields table (debug.setmetatable)");
   const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
   if (k) {
     if (strcmp(k, "protocol") == 0) {
@@ -887,11 +889,15 @@ static int conn_newindex(lua_State *L) {
     } else if (k[0] == '_' && k[1] == '_') {
       return luaL_error(L, "transport field '%s' is reserved (names starting with __ are)", k);
     }
-    lua_getmetatable(L, 4);                         /* 5 the class */
-    lua_pushliteral(L, "__index");
-    lua_rawget(L, 5);                               /* 6 the methods */
-    lua_pushvalue(L, 2);
-    if (lua_rawget(L, 6) != LUA_TNIL) return 0;     /* a method's name */
+    /* 5 the class: its methods' names are not assignable (unless Lua code
+    ** gave the fields table another metatable: then there is no class) */
+    if (lua_getmetatable(L, 4) && lua_type(L, 5) == LUA_TTABLE) {
+      lua_pushliteral(L, "__index");
+      if (lua_rawget(L, 5) == LUA_TTABLE) {         /* 6 the methods */
+        lua_pushvalue(L, 2);
+        if (lua_rawget(L, 6) != LUA_TNIL) return 0; /* a method's name */
+      }
+    }
     lua_settop(L, 4);
   }
   lua_pushvalue(L, 2);
@@ -901,7 +907,7 @@ static int conn_newindex(lua_State *L) {
 }
 
 static int conn_tostring(lua_State *L) {
-  struct conn *c = lua_touserdata(L, 1);
+  struct conn *c = conn_check(L, 1);
   lua_pushfstring(L, "<%s transport #%d fd=%d>", c->is_unix ? "UNIX" : "TCP",
                   (int)c->sessionno, c->fd);
   return 1;
@@ -910,7 +916,9 @@ static int conn_tostring(lua_State *L) {
 /* __gc: only reached once self_ref is gone, i.e. closed and delivered,
 ** or at state close. */
 static int conn_gc(lua_State *L) {
-  conn_teardown(NULL, lua_touserdata(L, 1));
+  struct conn *c = conn_check(L, 1);
+  braid_check_finalizer(L);
+  conn_teardown(NULL, c);
   return 0;
 }
 
@@ -1129,6 +1137,12 @@ static int l_unix_listen(lua_State *L) {
 static int adopt_fd(int fd, int *is_unix) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
+  int type = 0;
+  socklen_t tlen = sizeof type;
+  /* only a stream socket: anything else (a file, a pipe, stdout) is
+  ** refused before it is changed */
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) != 0) return errno;
+  if (type != SOCK_STREAM) return ENOTSOCK;
   int err = set_nonblock(fd);
   *is_unix = getsockname(fd, (void *)&ss, &len) == 0 && ss.ss_family == AF_UNIX;
   return err;
@@ -1136,7 +1150,9 @@ static int adopt_fd(int fd, int *is_unix) {
 
 /* adopt_port(fd) -> port | nil, msg, code */
 static int l_adopt_port(lua_State *L) {
-  int fd = (int)luaL_checkinteger(L, 1);
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 0 && n <= INT_MAX, 1, "descriptor out of range");
+  int fd = (int)n;
   struct port *p = port_new(L);
   int is_unix, err = adopt_fd(fd, &is_unix);
   if (err) return port_fail(L, p, -1, err); /* the caller keeps fd */
@@ -1178,7 +1194,9 @@ static int port_setuv(lua_State *L) {
 }
 
 static int port_gc(lua_State *L) {
-  port_teardown(lua_touserdata(L, 1));
+  struct port *p = port_check(L);
+  braid_check_finalizer(L);
+  port_teardown(p);
   return 0;
 }
 
@@ -1240,7 +1258,9 @@ static int l_unix_connect(lua_State *L) {
 
 /* adopt_conn(fd) -> transport (open) | nil, msg, code */
 static int l_adopt_conn(lua_State *L) {
-  int fd = (int)luaL_checkinteger(L, 1);
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 0 && n <= INT_MAX, 1, "descriptor out of range");
+  int fd = (int)n;
   braid_base(L);
   struct conn *c = conn_new(L);
   int is_unix, err = adopt_fd(fd, &is_unix);
@@ -1356,7 +1376,7 @@ static int l_tcp_methods(lua_State *L) {
 ** (they are younger), the loop's has not (it is older), so pend_ev can
 ** still be freed. Forget the state's refs so a later state starts clean. */
 static int tcp_state_gc(lua_State *L) {
-  (void)L;
+  braid_check_finalizer(L);
   if (pend_ev) { event_free(pend_ev); pend_ev = NULL; }
   pend_head = pend_tail = NULL;
   for (int i = 0; i < H_COUNT; i++) handlers[i] = LUA_NOREF;

@@ -961,7 +961,8 @@ static int l_blob(lua_State *L) {
 }
 
 static int blob_gc(lua_State *L) {
-  struct blob **h = lua_touserdata(L, 1);
+  struct blob **h = luaL_checkudata(L, 1, BLOB_META);
+  braid_check_finalizer(L);
   blob_unref(*h);
   *h = NULL;
   return 0;
@@ -1208,7 +1209,7 @@ static int threads_gc(lua_State *L) {
   struct job *dropped;
   struct abandoned *ab;
   int nab;
-  (void)L;
+  braid_check_finalizer(L);
   pool_stop(P.grace, &dropped, &ab, &nab);
   job_free_list(dropped, 0);
   if (nab > 0) {

@@ -20,6 +20,7 @@
 ** arguments. While in the heap it is anchored in a registry table
 ** (anchors), so losing the last Lua reference cancels nothing.
 */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,6 +231,9 @@ static int l_callLater(lua_State *L) {
     return luaL_argerror(L, 2, lua_pushfstring(L, "function expected, got %s", luaL_typename(L, 2)));
   int top = lua_gettop(L);
   int nuv = top - 1;
+  /* a userdata holds fewer than USHRT_MAX user values */
+  if (nuv >= USHRT_MAX - 1)
+    return luaL_argerror(L, top, lua_pushfstring(L, "too many arguments (at most %d extra)", USHRT_MAX - 3));
   struct dcall *dc = lua_newuserdatauv(L, sizeof *dc, nuv);
   dc->deadline = braid_monotonic() + delay;
   dc->seq = H.seq++;
@@ -281,8 +285,9 @@ static int l_cancel(lua_State *L) {
 static int l_delay(lua_State *L) {
   struct dcall *dc = dc_check(L, 1);
   double d = luaL_checknumber(L, 2);
-  luaL_argcheck(L, d == d, 2, "seconds must be a number, got nan");
+  luaL_argcheck(L, isfinite(d), 2, lua_pushfstring(L, "seconds must be a finite number, got %f", d));
   if (dc->state != DC_PENDING) raise_state(L, dc);
+  luaL_argcheck(L, isfinite(dc->deadline + d), 2, "the new time is out of range");
   reschedule(L, dc, dc->deadline + d);
   return 0;
 }
@@ -438,7 +443,7 @@ static const luaL_Reg dc_methods[] = {
 };
 
 static int timers_gc(lua_State *L) {
-  (void)L;
+  braid_check_finalizer(L);
   free(H.v);
   H.v = NULL;
   H.n = H.cap = H.dead = 0;

@@ -218,7 +218,16 @@ describe("braid.tcp", function()
     assert.is_false(is_transport(nil))
     assert.is_false(is_transport(sf))
     -- methods check their transport
-    assert.has_error(function() t.write({}, "x") end, "bad argument #1 to 'write' (braid.tcp expected, got table)")
+    assert.has_error(function() t.write({}, "x") end,
+      "TypeError: bad argument #1 to 'write' (braid.tcp expected, got table)")
+    -- its metamethods are fields too: they check their argument, and the
+    -- finalizer is the collector's alone (a live socket stays braid's)
+    assert.has_error(function() t.__tostring(nil) end,
+      "TypeError: bad argument #1 to '__tostring' (braid.tcp expected, got nil)")
+    assert.has_error(function() t.__gc(io.stdout) end)
+    assert.error_matches(function() t.__gc(t) end, "__gc is called by the garbage collector only")
+    assert.is_true(t.connected)
+    assert.is_true(t:fileno() >= 0)
     assert.has_error(function() t.write(io.stdout, "x") end)
     assert.has_error(function() t.write(sf, "x") end)
     t:pauseProducing()

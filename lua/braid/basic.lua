@@ -237,6 +237,7 @@ LineReceiver.lineReceived = must_override("lineReceived")
 
 --- Write line followed by the delimiter.
 function LineReceiver:sendLine(line)
+  if type(line) ~= "string" then errors.checktype("sendLine", 1, line, "string") end
   return self.transport:write(line .. self.delimiter)
 end
 
@@ -274,6 +275,7 @@ end
 LineOnlyReceiver.lineReceived = must_override("lineReceived")
 
 function LineOnlyReceiver:sendLine(line)
+  if type(line) ~= "string" then errors.checktype("sendLine", 1, line, "string") end
   return self.transport:write(line .. self.delimiter)
 end
 
@@ -314,6 +316,7 @@ NetstringReceiver.stringReceived = must_override("stringReceived")
 
 --- Send s as a netstring.
 function NetstringReceiver:sendString(s)
+  if type(s) ~= "string" then errors.checktype("sendString", 1, s, "string") end
   return self.transport:write(#s .. ":" .. s .. ",")
 end
 

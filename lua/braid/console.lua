@@ -320,10 +320,12 @@ local INCOMPLETE = "<eof>$"
 
 --- Evaluate one chunk of source in env; returns the text to print (nil
 -- when there is nothing to print) and never raises. The second result is
--- true when the source is an unfinished statement (more lines wanted).
+-- true when the source is an unfinished statement (more lines wanted). A
+-- non-string line raises TypeError.
 -- @param line Lua source
 -- @param env the environment (a table)
 function M.eval(line, env)
+  errors.checktype("eval", 1, line, "string")
   local chunk = load("return " .. line, "=console", "t", env)
   if not chunk then
     local err

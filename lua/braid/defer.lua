@@ -164,6 +164,15 @@ local function is_deferred(v)
 end
 M.isDeferred = is_deferred
 
+-- A method's self must be a Deferred (methods called with '.', or on
+-- another object, raise here rather than inside the chain).
+local function check_self(self, fname)
+  if not is_deferred(self) then
+    error(errors.TypeError(("bad argument #1 to '%s' (Deferred expected, got %s; "
+      .. "call it as d:%s(...))"):format(fname, class.nameof(self), fname)), 3)
+  end
+end
+
 local function traceback_at(level)
   return (traceback("", level + 1):gsub("^\n", ""))
 end
@@ -579,7 +588,17 @@ local function with_args(f, args, fname, argn)
     error(errors.TypeError(("bad argument #%d to '%s' (table expected, got %s)")
       :format(argn, fname, type(args))), 3)
   end
-  local n = args.n or #args
+  local n = args.n
+  if n == nil then
+    n = #args
+  elseif math.type(n) ~= "integer" or n < 0 or n > 250 then
+    error(errors.ValueError(("bad argument #%d to '%s' (args.n must be an integer from 0 "
+      .. "to 250, got %s)"):format(argn, fname, tostring(n))), 3)
+  end
+  if n > 250 then
+    error(errors.ValueError(("bad argument #%d to '%s' (at most 250 extra arguments, got %d)")
+      :format(argn, fname, n)), 3)
+  end
   if n == 0 then return f end
   local copy = { n = n }
   for i = 1, n do copy[i] = args[i] end
@@ -593,6 +612,7 @@ end
 -- @param ebArgs optional list of extra arguments for eb
 -- @return self
 function Deferred:addCallbacks(cb, eb, cbArgs, ebArgs)
+  check_self(self, "addCallbacks")
   if type(cb) ~= "function" then checkcallable("addCallbacks", 1, cb) end
   if eb == nil then eb = false
   elseif type(eb) ~= "function" then checkcallable("addCallbacks", 2, eb) end
@@ -604,6 +624,7 @@ end
 --- Add a callback: `f(result, ...)`; its return value is the next result.
 -- @return self
 function Deferred:addCallback(f, ...)
+  check_self(self, "addCallback")
   if type(f) ~= "function" then checkcallable("addCallback", 1, f) end
   local a = false
   if select("#", ...) > 0 then a = pack(...) end
@@ -618,6 +639,7 @@ end
 -- back to the callback chain.
 -- @return self
 function Deferred:addErrback(f, ...)
+  check_self(self, "addErrback")
   if type(f) ~= "function" then checkcallable("addErrback", 1, f) end
   local a = false
   if select("#", ...) > 0 then a = pack(...) end
@@ -631,6 +653,7 @@ end
 --- Add `f` as both callback and errback.
 -- @return self
 function Deferred:addBoth(f, ...)
+  check_self(self, "addBoth")
   if type(f) ~= "function" then checkcallable("addBoth", 1, f) end
   local a = false
   if select("#", ...) > 0 then a = pack(...) end
@@ -645,6 +668,7 @@ end
 -- Raises AlreadyCalledError when fired twice; a Deferred result raises and
 -- leaves this Deferred unfired.
 function Deferred:callback(result)
+  check_self(self, "callback")
   if self.called then return already_called(self, 2) end
   local plain = true
   if result ~= nil then
@@ -671,6 +695,7 @@ end
 --- Fire the errback chain. `err` is a Failure, or a value wrapped in one;
 -- without an argument, a Failure of NoCurrentExceptionError.
 function Deferred:errback(err)
+  check_self(self, "errback")
   if self.called then return already_called(self, 2) end
   local mt = getmetatable(err)
   if mt ~= Failure and not (mt ~= nil and (KIND[mt] or kind_of(mt)) == 1) then
@@ -688,11 +713,13 @@ end
 
 --- Stop running callbacks until unpause(); pauses nest.
 function Deferred:pause()
+  check_self(self, "pause")
   self.paused = self.paused + 1
 end
 
 --- Undo one pause(); at zero, run the callbacks added meanwhile.
 function Deferred:unpause()
+  check_self(self, "unpause")
   local p = self.paused
   if p <= 0 then
     error(errors.ValueError("unpause of a Deferred that is not paused"), 2)
@@ -705,6 +732,7 @@ end
 --- Cancel: call the canceller; if still unfired, errback with
 -- CancelledError. A fired Deferred waiting on another cancels that one.
 function Deferred:cancel()
+  check_self(self, "cancel")
   if not self.called then
     local canceller = self._canceller
     if canceller then
@@ -724,6 +752,7 @@ end
 --- Fire `d` with this Deferred's result; this one's result becomes nil.
 -- @return self
 function Deferred:chainDeferred(d)
+  check_self(self, "chainDeferred")
   if not is_deferred(d) then
     error(errors.TypeError(("bad argument #1 to 'chainDeferred' (Deferred expected, got %s)")
       :format(class.nameof(d))), 2)
@@ -747,12 +776,14 @@ end
 -- seconds)`'s return value). `clock` defaults to braid.reactor.
 -- @return self
 function Deferred:addTimeout(seconds, clock, onTimeoutCancel)
+  check_self(self, "addTimeout")
   if type(seconds) ~= "number" then
     error(errors.TypeError(("bad argument #1 to 'addTimeout' (number expected, got %s)")
       :format(type(seconds))), 2)
   end
-  if seconds < 0 or seconds ~= seconds then
-    error(errors.ValueError("bad argument #1 to 'addTimeout' (seconds must be >= 0)"), 2)
+  if not (seconds >= 0 and seconds < math.huge) then
+    error(errors.ValueError(("bad argument #1 to 'addTimeout' (seconds must be a finite "
+      .. "number >= 0, got %s)"):format(tostring(seconds))), 2)
   end
   if onTimeoutCancel ~= nil then checkcallable("addTimeout", 3, onTimeoutCancel) end
   if clock == nil then clock = require "braid.reactor" end
@@ -1045,7 +1076,7 @@ function DeferredSemaphore:init(tokens)
     error(errors.TypeError(("bad argument #1 to 'DeferredSemaphore' (number expected, got %s)")
       :format(type(tokens))), 4)
   end
-  if tokens < 1 then
+  if not (tokens >= 1) then  -- NaN too
     error(errors.ValueError("DeferredSemaphore requires tokens >= 1"), 4)
   end
   self.tokens = tokens

@@ -224,6 +224,10 @@ M.UNIXClientEndpoint = UNIXClientEndpoint
 
 --- Connect ep with a protocol instance: Deferred of that protocol.
 function M.connectProtocol(ep, proto)
+  if type(ep) ~= "table" or type(ep.connect) ~= "function" then
+    errors.argerror("connectProtocol", 1, "endpoint expected (an object with connect), got "
+      .. class.nameof(ep))
+  end
   return ep:connect({ buildProtocol = function() return proto end })
 end
 

@@ -64,6 +64,10 @@ end
 
 --- True when v is an error object of cls (default Error).
 function M.isinstance(v, cls)
+  if cls ~= nil and (type(cls) ~= "table" or type(cls.isinstance) ~= "function") then
+    M.argerror("isinstance", 2, "an error class expected (errors.ValueError, say), got "
+      .. class.nameof(cls))
+  end
   return (cls or Error):isinstance(v)
 end
 

@@ -23,6 +23,9 @@ end
 -- is. Without a traceback, the traceback of the caller is recorded.
 function Failure.__new(_, value, tb)
   if Failure:isinstance(value) then return value end
+  if tb ~= nil and type(tb) ~= "string" then
+    errors.argerror("Failure", 2, "traceback string expected, got " .. class.nameof(tb))
+  end
   return make(value, tb)
 end
 

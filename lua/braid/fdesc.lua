@@ -105,19 +105,31 @@ local function check(fname, d)
   end
   local ok, fd = pcall(function() return d:fileno() end)
   fd = ok and math.tointeger(fd) -- LuaSocket's getfd() gives a float
-  if not fd or fd < 0 then
-    errors.argerror(fname, 1, "descriptor's fileno() must return an integer >= 0", 4)
+  if not fd or fd < 0 or fd > 0x7fffffff then
+    errors.argerror(fname, 1, "descriptor's fileno() must return an integer from 0 to 2147483647, got "
+      .. (ok and tostring(d:fileno()) or "an error"), 4)
   end
   return fd
 end
 
+-- Watch d for reading ("r") or writing; the sets change only once the
+-- watcher took the new interest (a descriptor the OS refuses, closed or
+-- not pollable, raises and leaves everything as it was).
 local function add(fname, d, which)
   local fd = check(fname, d)
   local e = entries[d]
-  if not e then
-    e = { w = core.fd_watch(fd, make_cb(d)), r = false, wr = false }
-    entries[d] = e
+  local fresh = e == nil
+  if fresh then e = { w = core.fd_watch(fd, make_cb(d)), r = false, wr = false } end
+  local r, wr = e.r, e.wr
+  if which == "r" then r = true else wr = true end
+  if r ~= e.r or wr ~= e.wr then
+    local ok, err = pcall(e.w.set, e.w, r, wr)
+    if not ok then
+      if fresh then e.w:close() else pcall(e.w.set, e.w, e.r, e.wr) end
+      error(errors.ValueError(("bad argument #1 to '%s' (%s)"):format(fname, tostring(err))), 3)
+    end
   end
+  if fresh then entries[d] = e end
   if which == "r" then
     if not e.r then readers[#readers + 1] = d end
     e.r = true
@@ -125,7 +137,6 @@ local function add(fname, d, which)
     if not e.wr then writers[#writers + 1] = d end
     e.wr = true
   end
-  sync(d, e)
 end
 
 local function remove(d, which)

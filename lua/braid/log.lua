@@ -267,6 +267,7 @@ local ctx_closer = setmetatable({}, {
 -- context table `{system = ...}`.
 -- @return what f returns
 function M.callWithContext(system, f, ...)
+  errors.checkcallable("callWithContext", 2, f)
   if type(system) == "table" then system = system.system end
   ctx_n = ctx_n + 1
   ctx_stack[ctx_n] = current_system

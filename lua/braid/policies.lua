@@ -17,6 +17,19 @@ local function call_later(self, delay, f, ...)
   return require("braid.reactor").callLater(delay, f, ...)
 end
 
+-- period: nil (no timeout) or a finite number of seconds >= 0
+local function check_period(fname, period)
+  if period == nil then return end
+  if type(period) ~= "number" then
+    error(require("braid.error").TypeError(("bad argument #1 to '%s' (number or nil expected, "
+      .. "got %s)"):format(fname, class.nameof(period))), 3)
+  end
+  if not (period >= 0 and period < math.huge) then
+    error(require("braid.error").ValueError(("bad argument #1 to '%s' (a finite number of "
+      .. "seconds >= 0 expected, got %s)"):format(fname, tostring(period))), 3)
+  end
+end
+
 local function cancel_quietly(dc)
   if dc and (dc.active == nil or dc:active()) then pcall(dc.cancel, dc) end
 end
@@ -362,6 +375,7 @@ end
 
 --- (Re)start the timer: period seconds from now; nil cancels it.
 function TimeoutProtocol:setTimeout(period)
+  check_period("setTimeout", period)
   self:cancelTimeout()
   self.timeoutPeriod = period
   if period ~= nil then
@@ -528,6 +542,7 @@ end
 
 --- Set the timeout to period seconds (nil cancels it); returns the previous one.
 function TimeoutMixin:setTimeout(period)
+  check_period("setTimeout", period)
   local prev = self.timeOut
   self.timeOut = period
   local c = self._timeoutCall

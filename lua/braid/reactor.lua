@@ -108,10 +108,11 @@ end
 
 --- Remove a trigger by the id addSystemEventTrigger returned.
 function M.removeSystemEventTrigger(id)
-  if type(id) ~= "table" or not id.event or not events[id.event] then
+  local ev = type(id) == "table" and events[id.event]
+  local list = ev and ev[id.phase]
+  if type(list) ~= "table" then
     error(errors.ValueError("bad argument #1 to 'removeSystemEventTrigger' (not a trigger id)"), 2)
   end
-  local list = events[id.event][id.phase]
   for i = 1, #list do
     if list[i] == id then
       table_remove(list, i)

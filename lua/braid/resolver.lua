@@ -57,6 +57,9 @@ end
 --- Every address of name: Deferred of a list of {family, host}.
 function M.getHostByName(name, opts)
   errors.checktype("getHostByName", 1, name, "string")
+  if name:find("\0", 1, true) then
+    error(errors.ValueError("bad argument #1 to 'getHostByName' (name contains a NUL byte)"), 2)
+  end
   return current:getHostByName(name, opts)
 end
 
@@ -65,6 +68,13 @@ end
 function M.resolve(name, timeout)
   errors.checktype("resolve", 1, name, "string")
   errors.checktype("resolve", 2, timeout, "number", true)
+  if timeout ~= nil and not (timeout >= 0 and timeout < math.huge) then
+    error(errors.ValueError(("bad argument #2 to 'resolve' (timeout must be a finite number "
+      .. ">= 0, got %s)"):format(tostring(timeout))), 2)
+  end
+  if name:find("\0", 1, true) then
+    error(errors.ValueError("bad argument #1 to 'resolve' (name contains a NUL byte)"), 2)
+  end
   local d = current:getHostByName(name, { timeout = timeout })
   if timeout then
     local D = defer()

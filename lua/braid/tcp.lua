@@ -210,6 +210,11 @@ end
 
 --- Register a producer (streaming true: push; false: pull).
 function methods.registerProducer(t, producer, streaming)
+  local pt = type(producer)
+  if pt ~= "table" and pt ~= "userdata" then
+    errors.argerror("registerProducer", 1, "producer expected (an object with resumeProducing, "
+      .. "pauseProducing and stopProducing), got " .. class.nameof(producer))
+  end
   if t._producer ~= nil then
     error(errors.Error(("Cannot register producer %s, because producer %s was never unregistered.")
       :format(tostring(producer), tostring(t._producer))), 2)
@@ -292,6 +297,43 @@ local function check_factory(fname, argn, factory)
   end
 end
 
+-- The argument checks below raise before anything changes, naming the
+-- function the caller called (not the C function behind it).
+
+-- an integer from lo to hi (a float with an integral value too, such as
+-- LuaSocket's getfd() gives; nil allowed when optional): the integer
+local function check_int(fname, argn, v, lo, hi, what, optional)
+  if v == nil and optional then return nil end
+  local i = math.type(v) == "float" and math.tointeger(v) or v
+  if math.type(i) ~= "integer" or i < lo or i > hi then
+    errors.argerror(fname, argn, ("%s must be an integer from %d to %d, got %s")
+      :format(what, lo, hi, type(v) == "number" and tostring(v) or class.nameof(v)), 4)
+  end
+  return i
+end
+
+-- a string without NUL bytes (the OS would read only up to the first)
+local function check_name(fname, argn, v, what, optional)
+  if v == nil and optional then return end
+  errors.checktype(fname, argn, v, "string")
+  if v:find("\0", 1, true) then
+    error(errors.ValueError(("bad argument #%d to '%s' (%s contains a NUL byte)")
+      :format(argn, fname, what)), 3)
+  end
+end
+
+-- a timeout: a finite number of seconds >= 0 (0: none), or nil
+local function check_timeout(fname, argn, v)
+  if v == nil then return end
+  errors.checktype(fname, argn, v, "number")
+  if not (v >= 0 and v < math.huge) then
+    error(errors.ValueError(("bad argument #%d to '%s' (timeout must be a finite number "
+      .. ">= 0, got %s)"):format(argn, fname, tostring(v))), 3)
+  end
+end
+
+local MAX_BACKLOG = 0x7fffffff
+
 local function new_port(c, factory, fields)
   local port = setmetatable(fields, Port)
   port._c = c
@@ -318,8 +360,8 @@ function M.listenTCP(port, factory, backlog, interface, opts)
     errors.argerror("listenTCP", 1, "port number expected, got " .. tostring(port))
   end
   check_factory("listenTCP", 2, factory)
-  errors.checktype("listenTCP", 3, backlog, "number", true)
-  errors.checktype("listenTCP", 4, interface, "string", true)
+  backlog = check_int("listenTCP", 3, backlog, 0, MAX_BACKLOG, "backlog", true)
+  check_name("listenTCP", 4, interface, "interface", true)
   errors.checktype("listenTCP", 5, opts, "table", true)
   interface = interface or ""
   local reuse = opts and opts.reusePort
@@ -331,8 +373,14 @@ end
 
 --- Listen on a UNIX socket path.
 function M.listenUNIX(path, factory, backlog, mode)
-  errors.checktype("listenUNIX", 1, path, "string")
+  check_name("listenUNIX", 1, path, "path")
   check_factory("listenUNIX", 2, factory)
+  backlog = check_int("listenUNIX", 3, backlog, 0, MAX_BACKLOG, "backlog", true)
+  if type(mode) == "string" then
+    errors.argerror("listenUNIX", 4, "mode must be an integer such as tonumber(\"600\", 8), got "
+      .. "the string \"" .. mode .. "\"")
+  end
+  mode = check_int("listenUNIX", 4, mode, 0, 4095, "mode", true)
   local c, msg = core.unix_listen(path, backlog or 50, mode)
   if not c then error(errors.CannotListenError(nil, path, msg), 2) end
   return new_port(c, factory, { _unix = true, _path = path, port = path })
@@ -340,7 +388,7 @@ end
 
 --- Listen on a socket opened elsewhere (inherited, systemd).
 function M.adoptStreamPort(fd, factory)
-  errors.checktype("adoptStreamPort", 1, fd, "number")
+  fd = check_int("adoptStreamPort", 1, fd, 0, 0x7fffffff, "fd")
   check_factory("adoptStreamPort", 2, factory)
   local c, msg = core.adopt_port(fd)
   if not c then error(errors.CannotListenError("fd", fd, msg), 2) end
@@ -349,7 +397,7 @@ end
 
 --- Take over a connected socket.
 function M.adoptStreamConnection(fd, factory)
-  errors.checktype("adoptStreamConnection", 1, fd, "number")
+  fd = check_int("adoptStreamConnection", 1, fd, 0, 0x7fffffff, "fd")
   check_factory("adoptStreamConnection", 2, factory)
   local t, msg = core.adopt_conn(fd)
   if not t then error(errors.ConnectError(msg), 2) end
@@ -585,12 +633,25 @@ M.Connector = Connector
 -- @param bindAddress optional {host, port}
 -- @return a connector
 function M.connectTCP(host, port, factory, timeout, bindAddress)
-  errors.checktype("connectTCP", 1, host, "string")
+  check_name("connectTCP", 1, host, "host")
   if math.type(port) ~= "integer" or port < 0 or port > 65535 then
     errors.argerror("connectTCP", 2, "port number expected, got " .. tostring(port))
   end
   check_factory("connectTCP", 3, factory)
-  errors.checktype("connectTCP", 4, timeout, "number", true)
+  check_timeout("connectTCP", 4, timeout)
+  if bindAddress ~= nil then
+    errors.checktype("connectTCP", 5, bindAddress, "table")
+    local bhost = bindAddress[1] or bindAddress.host
+    local bport = bindAddress[2] or bindAddress.port
+    if bhost ~= nil and type(bhost) ~= "string" then
+      errors.argerror("connectTCP", 5, "bindAddress host must be a string, got " .. class.nameof(bhost))
+    end
+    check_name("connectTCP", 5, bhost, "bindAddress host", true)
+    if bport ~= nil and (math.type(bport) ~= "integer" or bport < 0 or bport > 65535) then
+      errors.argerror("connectTCP", 5, "bindAddress port must be an integer from 0 to 65535, got "
+        .. tostring(bport))
+    end
+  end
   if host:sub(1, 1) == "[" and host:sub(-1) == "]" then host = host:sub(2, -2) end
   local c = Connector("TCP", host, port, factory, timeout, bindAddress)
   c:connect()
@@ -599,9 +660,9 @@ end
 
 --- Connect to a UNIX socket.
 function M.connectUNIX(path, factory, timeout)
-  errors.checktype("connectUNIX", 1, path, "string")
+  check_name("connectUNIX", 1, path, "path")
   check_factory("connectUNIX", 2, factory)
-  errors.checktype("connectUNIX", 3, timeout, "number", true)
+  check_timeout("connectUNIX", 3, timeout)
   local c = Connector("UNIX", path, nil, factory, timeout)
   c:connect()
   return c

@@ -330,6 +330,7 @@ local IOPump = class.Object:extend("IOPump")
 M.IOPump = IOPump
 
 function IOPump:init(client, server, clientTransport, serverTransport, opts)
+  errors.checktype("IOPump", 5, opts, "table", true)
   opts = opts or {}
   self.client, self.server = client, server
   self.clientIO, self.serverIO = clientTransport, serverTransport
@@ -444,6 +445,7 @@ local CLIENT_ADDR = function() return address.IPv4Address("TCP", "127.0.0.1", 32
 -- makeConnection is called on the server first; unless opts.greet == false
 -- the pump is flushed once.
 function M.connect(server, client, opts)
+  errors.checktype("connect", 3, opts, "table", true)
   opts = opts or {}
   local st = FakeTransport(server, true, SERVER_ADDR(), CLIENT_ADDR())
   local ct = FakeTransport(client, false, CLIENT_ADDR(), SERVER_ADDR())
@@ -473,6 +475,7 @@ end
 -- nothing moves, the next write (or loseConnection, or resumeProducing)
 -- schedules the next pumping for a later turn of opts.clock (or the reactor).
 function M.loopbackAsync(server, client, opts)
+  errors.checktype("loopbackAsync", 3, opts, "table", true)
   opts = opts or {}
   local defer = require "braid.defer"
   local d = defer.Deferred()
