@@ -802,6 +802,7 @@ static int push_sockaddr(lua_State *L, const struct sockaddr *sa, socklen_t len)
     lua_pushliteral(L, "UNIX");
     size_t off = offsetof(struct sockaddr_un, sun_path);
     if ((size_t)len > off && a->sun_path[0]) lua_pushstring(L, a->sun_path);
+    else if ((size_t)len > off + 1) lua_pushlstring(L, a->sun_path, (size_t)len - off); /* abstract */
     else lua_pushnil(L);
     return 2;
   }
@@ -950,14 +951,49 @@ static int make_sockaddr(const char *host, int port, struct sockaddr_storage *ss
   return EINVAL;
 }
 
-static int make_unaddr(const char *path, struct sockaddr_un *un, socklen_t *len) {
-  size_t n = strlen(path);
+/* n bytes of path: a file name (no NUL), or with a leading NUL, a name in
+** Linux's abstract namespace (all n bytes count, no NUL after them) */
+static int make_unaddr(const char *path, size_t n, struct sockaddr_un *un, socklen_t *len) {
+  int abstract = n > 0 && path[0] == 0;
   memset(un, 0, sizeof *un);
   if (n == 0 || n >= sizeof un->sun_path) return ENAMETOOLONG;
+  if (!abstract && memchr(path, 0, n)) return EINVAL;
   un->sun_family = AF_UNIX;
   memcpy(un->sun_path, path, n);
-  *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+  *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + !abstract);
   return 0;
+}
+
+/* Whether a server may listen on the socket file at path: some listening
+** UNIX socket (flag __SO_ACCEPTCON in /proc/net/unix) was bound to a path
+** of the same file name (bound paths may be relative to another process's
+** directory, so only the last part is compared). Without /proc: yes. A
+** probe connect() would tell for sure, but the server would see it as a
+** connection. */
+static int unix_maybe_live(const char *path) {
+  const char *base = strrchr(path, '/');
+  base = base ? base + 1 : path;
+  FILE *f = fopen("/proc/net/unix", "re");
+  if (!f) return 1;
+  char *line = NULL;
+  size_t cap = 0;
+  int live = 0;
+  if (getline(&line, &cap, f) < 0) live = 1; /* not even its header */
+  while (!live && getline(&line, &cap, f) > 0) {
+    unsigned long flags;
+    int n = 0;
+    /* Num RefCount Protocol Flags Type St Inode [Path] */
+    if (sscanf(line, "%*s %*s %*s %lx %*s %*s %*s %n", &flags, &n) < 1 || n == 0) continue;
+    if (!(flags & 0x10000UL)) continue;
+    char *p = line + n;
+    p[strcspn(p, "\n")] = 0;
+    const char *pb = strrchr(p, '/');
+    pb = pb ? pb + 1 : p;
+    live = strcmp(pb, base) == 0;
+  }
+  free(line);
+  fclose(f);
+  return live;
 }
 
 /* ---- listening ports -------------------------------------------------------- */
@@ -1114,19 +1150,25 @@ static int l_tcp_listen(lua_State *L) {
 
 /* unix_listen(path, backlog, mode) -> port | nil, msg, code */
 static int l_unix_listen(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  size_t n;
+  const char *path = luaL_checklstring(L, 1, &n);
   int backlog = (int)luaL_optinteger(L, 2, 50);
   int mode = (int)luaL_optinteger(L, 3, -1);
   struct sockaddr_un un;
   socklen_t len;
-  int err = make_unaddr(path, &un, &len);
+  int err = make_unaddr(path, n, &un, &len);
   if (err) return braid_pusherror(L, err);
+  int abstract = path[0] == 0;
   struct port *p = port_new(L);
   struct stat st;
-  if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path); /* stale, as Twisted */
+  /* a socket file nobody listens on is left over (a server that died):
+  ** it goes; one a server may listen on stays, and bind fails (EADDRINUSE)
+  ** as in Twisted */
+  if (!abstract && stat(path, &st) == 0 && S_ISSOCK(st.st_mode) && !unix_maybe_live(path))
+    unlink(path);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return port_fail(L, p, fd, errno);
-  if (bind(fd, (void *)&un, len) < 0 || (mode >= 0 && chmod(path, (mode_t)mode) < 0)
+  if (bind(fd, (void *)&un, len) < 0 || (!abstract && mode >= 0 && chmod(path, (mode_t)mode) < 0)
       || listen(fd, backlog) < 0)
     return port_fail(L, p, fd, errno);
   return port_start(p, fd, 1);
@@ -1246,10 +1288,11 @@ static int l_tcp_connect(lua_State *L) {
 }
 
 static int l_unix_connect(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  size_t n;
+  const char *path = luaL_checklstring(L, 1, &n);
   struct sockaddr_un un;
   socklen_t len;
-  int err = make_unaddr(path, &un, &len);
+  int err = make_unaddr(path, n, &un, &len);
   if (err) return braid_pusherror(L, err);
   braid_base(L);
   struct conn *c = conn_new(L);

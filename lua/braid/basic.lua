@@ -358,7 +358,7 @@ function IntNStringReceiver:sendString(s)
   local k = self.prefixLength
   if k < 8 and #s >= 1 << (8 * k) then
     error(M.StringTooLongError(("Try to send %d bytes whereas maximum is %d")
-      :format(#s, (1 << (8 * k)) - 1)), 2)
+      :format(#s, 1 << (8 * k))), 2)
   end
   return self.transport:write(string_pack(self.structFormat, #s) .. s)
 end

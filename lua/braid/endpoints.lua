@@ -170,11 +170,13 @@ local function connect_with(factory, start)
         if not d.called then d:errback(errors.ConnectError("factory refused the connection")) end
         return nil
       end
-      -- fire d once the protocol's own connectionMade ran
-      p.connectionMade = function(self)
-        self.connectionMade = nil
-        local cm = self.connectionMade
-        if cm then cm(self) end
+      -- fire d once the protocol's makeConnection (and so its
+      -- connectionMade) ran, as Twisted's _WrappingProtocol; the instance's
+      -- own makeConnection field, if any, is put back first
+      local own = rawget(p, "makeConnection")
+      p.makeConnection = function(self, transport)
+        self.makeConnection = own
+        self:makeConnection(transport)
         if not d.called then d:callback(self) end
       end
       return p
@@ -185,7 +187,10 @@ local function connect_with(factory, start)
     clientConnectionFailed = function(_, _, reason)
       if not d.called then d:errback(reason) end
     end,
-    clientConnectionLost = function() end,
+    clientConnectionLost = function(_, _, reason)
+      -- lost before d fired: makeConnection raised
+      if not d.called then d:errback(reason) end
+    end,
   }
   local ok, c = pcall(start, wrapper)
   if not ok then

@@ -17,9 +17,9 @@ local function call_later(self, delay, f, ...)
   return require("braid.reactor").callLater(delay, f, ...)
 end
 
--- period: nil (no timeout) or a finite number of seconds >= 0
+-- period: nil or false (no timeout) or a finite number of seconds >= 0
 local function check_period(fname, period)
-  if period == nil then return end
+  if period == nil or period == false then return end
   if type(period) ~= "number" then
     error(require("braid.error").TypeError(("bad argument #1 to '%s' (number or nil expected, "
       .. "got %s)"):format(fname, class.nameof(period))), 3)
@@ -536,15 +536,19 @@ end
 
 --- Restart the timer (if one is set) from now.
 function TimeoutMixin:resetTimeout()
-  local c = self._timeoutCall
-  if c ~= nil and self.timeOut ~= nil then c:reset(self.timeOut) end
+  local c, t = self._timeoutCall, self.timeOut
+  if c ~= nil and t then c:reset(t) end
 end
 
---- Set the timeout to period seconds (nil cancels it); returns the previous one.
+--- Set the timeout to period seconds (nil cancels it); returns the previous
+-- one (nil if none). Cancelling leaves timeOut false when a class default
+-- would otherwise show through (Twisted's None on the instance).
 function TimeoutMixin:setTimeout(period)
   check_period("setTimeout", period)
-  local prev = self.timeOut
+  if period == false then period = nil end
+  local prev = self.timeOut or nil
   self.timeOut = period
+  if period == nil and self.timeOut ~= nil then self.timeOut = false end
   local c = self._timeoutCall
   if c ~= nil then
     if period == nil then
@@ -554,7 +558,8 @@ function TimeoutMixin:setTimeout(period)
       c:reset(period)
     end
   elseif period ~= nil then
-    self._timeoutCall = self:callLater(period, timed_out, self)
+    -- callLater(period, f), the hook Twisted's subclasses override
+    self._timeoutCall = self:callLater(period, function() timed_out(self) end)
   end
   return prev
 end

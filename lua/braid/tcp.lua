@@ -77,7 +77,8 @@ local NO_FRAMES = "\t(no frames: the reactor reports the connection's end)"
 
 local function make_reason(t, code, msg)
   if code == R_DONE then return Failure(errors.ConnectionDone(), NO_FRAMES) end
-  if code == R_ABORTED then return Failure(errors.ConnectionAborted(), NO_FRAMES) end
+  -- an error raised after abortConnection() is the reason, as Twisted's
+  if code == R_ABORTED then return t._reason or Failure(errors.ConnectionAborted(), NO_FRAMES) end
   if code == R_ERROR then return t._reason or Failure(errors.ConnectionLost(), NO_FRAMES) end
   return Failure(errors.ConnectionLost(msg), NO_FRAMES)
 end
@@ -246,6 +247,9 @@ local Port = {}
 Port.__index = Port
 
 local function port_tostring(self)
+  if not self._c:listening() then
+    return ("<%s (not listening)>"):format(class.nameof(self.factory))
+  end
   local h = self:getHost()
   if self._unix then
     return ("<%s on %s>"):format(class.nameof(self.factory), tostring(h and h.name or self._path))
@@ -273,17 +277,31 @@ function Port:stopListening()
   end
   self:getHost()
   self._c:close()
-  if self._unix then os.remove(self._path) end
+  if self._unix and not self._abstract then os.remove(self._path) end
   reactor().callLater(0, function()
+    -- as Twisted's: an error of stopFactory fails the Deferred
     local ok, e = xpcall(call, msgh, self.factory, Factory, "doStop")
-    if not ok then report(e) end
-    d:callback(nil)
+    if ok then d:callback(nil) else d:errback(e) end
   end)
   return d
 end
 Port.loseConnection = Port.stopListening
 
-function Port:startListening() end
+local open_socket -- below: (re)open a port's socket
+
+--- Listen again after stopListening (on the port asked for at first: a
+-- port 0 gets a new one), starting the factory again.
+function Port:startListening()
+  if self._c:listening() then
+    error(errors.CannotListenError(self.interface, self.port, "already listening"), 2)
+  end
+  local c, msg = open_socket(self)
+  if not c then error(errors.CannotListenError(self.interface, self.port, msg), 2) end
+  self._c = c
+  self._hostAddr = nil
+  c:_setuv({ factory = self.factory, port = self })
+  call(self.factory, Factory, "doStart")
+end
 
 --- The listening socket's descriptor (-1 once closed).
 function Port:fileno()
@@ -322,6 +340,16 @@ local function check_name(fname, argn, v, what, optional)
   end
 end
 
+-- a UNIX socket's path: a file name (no NUL), or a leading NUL and a name
+-- in Linux's abstract namespace
+local function check_path(fname, argn, v)
+  errors.checktype(fname, argn, v, "string")
+  if v:find("\0", 2, true) or (v:byte(1) ~= 0 and v:find("\0", 1, true)) then
+    error(errors.ValueError(("bad argument #%d to '%s' (path contains a NUL byte after its "
+      .. "first: only an abstract name, \"\\0name\", starts with one)"):format(argn, fname)), 3)
+  end
+end
+
 -- a timeout: a finite number of seconds >= 0 (0: none), or nil
 local function check_timeout(fname, argn, v)
   if v == nil then return end
@@ -334,6 +362,12 @@ end
 
 local MAX_BACKLOG = 0x7fffffff
 
+open_socket = function(port)
+  if port._fd then return nil, "an adopted socket cannot be opened again" end
+  if port._unix then return core.unix_listen(port._path, port.backlog, port._mode) end
+  return core.tcp_listen(port.interface, port.port, port.backlog, port._reuse)
+end
+
 local function new_port(c, factory, fields)
   local port = setmetatable(fields, Port)
   port._c = c
@@ -342,7 +376,7 @@ local function new_port(c, factory, fields)
   local ok, e = pcall(call, factory, Factory, "doStart")
   if not ok then -- nobody gets the port to stop it: close it, or it listens on forever
     c:close()
-    if port._unix then os.remove(port._path) end
+    if port._unix and not port._abstract then os.remove(port._path) end
     error(e, 0)
   end
   return port
@@ -366,14 +400,15 @@ function M.listenTCP(port, factory, backlog, interface, opts)
   interface = interface or ""
   local reuse = opts and opts.reusePort
   if reuse == nil then reuse = reactor().workerId ~= nil end
-  local c, msg = core.tcp_listen(interface, port, backlog or 50, reuse)
+  local fields = { port = port, interface = interface, backlog = backlog or 50, _reuse = reuse }
+  local c, msg = open_socket(fields)
   if not c then error(errors.CannotListenError(interface, port, msg), 2) end
-  return new_port(c, factory, { port = port, interface = interface, backlog = backlog or 50 })
+  return new_port(c, factory, fields)
 end
 
 --- Listen on a UNIX socket path.
 function M.listenUNIX(path, factory, backlog, mode)
-  check_name("listenUNIX", 1, path, "path")
+  check_path("listenUNIX", 1, path)
   check_factory("listenUNIX", 2, factory)
   backlog = check_int("listenUNIX", 3, backlog, 0, MAX_BACKLOG, "backlog", true)
   if type(mode) == "string" then
@@ -381,9 +416,12 @@ function M.listenUNIX(path, factory, backlog, mode)
       .. "the string \"" .. mode .. "\"")
   end
   mode = check_int("listenUNIX", 4, mode, 0, 4095, "mode", true)
-  local c, msg = core.unix_listen(path, backlog or 50, mode)
+  local fields = { _unix = true, _path = path, port = path, backlog = backlog or 50,
+                   _mode = mode or 438,  -- Twisted's default mode, 0o666
+                   _abstract = path:byte(1) == 0 }
+  local c, msg = open_socket(fields)
   if not c then error(errors.CannotListenError(nil, path, msg), 2) end
-  return new_port(c, factory, { _unix = true, _path = path, port = path })
+  return new_port(c, factory, fields)
 end
 
 --- Listen on a socket opened elsewhere (inherited, systemd).
@@ -392,7 +430,7 @@ function M.adoptStreamPort(fd, factory)
   check_factory("adoptStreamPort", 2, factory)
   local c, msg = core.adopt_port(fd)
   if not c then error(errors.CannotListenError("fd", fd, msg), 2) end
-  return new_port(c, factory, { port = fd })
+  return new_port(c, factory, { port = fd, _fd = fd })
 end
 
 --- Take over a connected socket.
@@ -660,7 +698,7 @@ end
 
 --- Connect to a UNIX socket.
 function M.connectUNIX(path, factory, timeout)
-  check_name("connectUNIX", 1, path, "path")
+  check_path("connectUNIX", 1, path)
   check_factory("connectUNIX", 2, factory)
   check_timeout("connectUNIX", 3, timeout)
   local c = Connector("UNIX", path, nil, factory, timeout)

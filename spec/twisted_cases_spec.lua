@@ -1,0 +1,237 @@
+-- spec for cases of Twisted's own test suite that braid got wrong, each
+-- named after the Twisted test it ports (test_unix, test_tcp, test_policies,
+-- test_endpoints, test_basic): the behaviour a Twisted user expects.
+local reactor = require "braid.reactor"
+local defer = require "braid.defer"
+local errors = require "braid.error"
+local protocol = require "braid.protocol"
+local basic = require "braid.basic"
+local policies = require "braid.policies"
+local endpoints = require "braid.endpoints"
+local failure = require "braid.failure"
+local testing = require "braid.testing"
+
+local loop = require "helpers.loop"
+
+local Factory, ClientFactory = protocol.Factory, protocol.ClientFactory
+
+local function sock_path()
+  local p = os.tmpname()
+  os.remove(p)
+  return p .. ".sock"
+end
+
+-- A factory counting the connections it builds.
+local function counting()
+  local f = Factory.forProtocol(protocol.Protocol)
+  f.noisy = false
+  f.built = 0
+  function f:buildProtocol(addr)
+    self.built = self.built + 1
+    return Factory.buildProtocol(self, addr)
+  end
+  return f
+end
+
+-- Connect to a UNIX path; the Deferred fires with the client protocol.
+local function connect_unix(path)
+  local d = defer.Deferred()
+  local C = protocol.Protocol:extend("C")
+  function C:connectionMade() d:callback(self) end
+  local cf = ClientFactory.forProtocol(C)
+  function cf:clientConnectionFailed(_, reason) d:errback(reason) end
+  reactor.connectUNIX(path, cf)
+  return d
+end
+
+local function file_mode(path)
+  local h = io.popen("stat -c %a '" .. path .. "'")
+  local m = h:read("l")
+  h:close()
+  return m
+end
+
+describe("UNIX ports (test_unix)", function()
+  it("refuse a path another server listens on, and leave that server reachable", function()
+    local path = sock_path()
+    local f1, f2 = counting(), counting()
+    local p1 = reactor.listenUNIX(path, f1)
+    local ok, e = pcall(reactor.listenUNIX, path, f2)
+    assert.is_false(ok)
+    assert.is_true(errors.isinstance(e, errors.CannotListenError), tostring(e))
+    assert.matches("Address already in use", tostring(e))
+    local c = loop.wait(connect_unix(path))
+    assert.equal(1, f1.built)
+    assert.equal(0, f2.built)
+    c.transport:loseConnection()
+    loop.wait(p1:stopListening())
+  end)
+
+  it("take over a socket file nobody listens on (a server that died)", function()
+    local path = sock_path()
+    local p1 = reactor.listenUNIX(path, counting())
+    p1._c:close()  -- the socket goes, its file stays: as after a crash
+    assert.equal("666", file_mode(path))
+    local f2 = counting()
+    local p2 = reactor.listenUNIX(path, f2)
+    local c = loop.wait(connect_unix(path))
+    assert.equal(1, f2.built)
+    c.transport:loseConnection()
+    loop.wait(p2:stopListening())
+  end)
+
+  it("make the socket file mode 0666 by default (test_mode), or the mode given", function()
+    local path = sock_path()
+    local p = reactor.listenUNIX(path, counting())
+    assert.equal("666", file_mode(path))
+    loop.wait(p:stopListening())
+    p = reactor.listenUNIX(path, counting(), 50, tonumber("600", 8))
+    assert.equal("600", file_mode(path))
+    loop.wait(p:stopListening())
+  end)
+
+  it("listen and connect in Linux's abstract namespace (test_listenOnLinuxAbstractNamespace)", function()
+    local name = "\0braid-spec-" .. tostring(os.time()) .. "-" .. tostring(math.random(1e9))
+    local f = counting()
+    local p = reactor.listenUNIX(name, f)
+    assert.equal(name, p:getHost().name)
+    local c = loop.wait(connect_unix(name))
+    assert.equal(1, f.built)
+    c.transport:loseConnection()
+    loop.wait(p:stopListening())
+  end)
+end)
+
+describe("listening ports (test_tcp ListeningTests)", function()
+  it("stopListening's Deferred fails with stopFactory's error (test_exceptInStop)", function()
+    local f = counting()
+    function f:stopFactory() error(errors.ValueError("in stopFactory")) end
+    local p = reactor.listenTCP(0, f, 50, "127.0.0.1")
+    local r = loop.result(p:stopListening())
+    assert.is_true(failure.isFailure(r))
+    assert.equal("in stopFactory", r.value.message)
+  end)
+
+  it("listen again after stopListening (test_restartListening)", function()
+    local f = counting()
+    local starts = 0
+    function f:startFactory() starts = starts + 1 end
+    local p = reactor.listenTCP(0, f, 50, "127.0.0.1")
+    assert.has_error(function() p:startListening() end)  -- listening already
+    loop.wait(p:stopListening())
+    assert.matches("%(not listening%)", tostring(p))
+    p:startListening()
+    assert.equal(2, starts)
+    assert.is_true(p:fileno() >= 0)
+    local d = defer.Deferred()
+    local C = protocol.Protocol:extend("C")
+    function C:connectionMade() d:callback(self) end
+    reactor.connectTCP("127.0.0.1", p:getHost().port, ClientFactory.forProtocol(C))
+    loop.wait(d).transport:loseConnection()
+    assert.equal(1, f.built)
+    loop.wait(p:stopListening())
+  end)
+end)
+
+describe("errors in protocol methods (test_tcp AbortConnectionMixin)", function()
+  it("an error raised after abortConnection() is connectionLost's reason (test_dataReceivedThrows)", function()
+    local reason = defer.Deferred()
+    local S = protocol.Protocol:extend("S")
+    function S:connectionMade() self.transport:write("go") end
+    local port = reactor.listenTCP(0, Factory.forProtocol(S), 50, "127.0.0.1")
+    local C = protocol.Protocol:extend("C")
+    function C:dataReceived()
+      self.transport:abortConnection()
+      error(errors.ValueError("raised after abort"))
+    end
+    function C:connectionLost(r) reason:callback({ r }) end
+    reactor.connectTCP("127.0.0.1", port:getHost().port, ClientFactory.forProtocol(C))
+    local r = loop.wait(reason)[1]
+    assert.is_true(errors.isinstance(r.value, errors.ValueError), tostring(r.value))
+    assert.equal("raised after abort", r.value.message)
+    loop.wait(port:stopListening())
+    testing.flushLoggedErrors(errors.ValueError)
+  end)
+end)
+
+describe("TimeoutMixin (test_policies TimeoutMixinTests)", function()
+  local function tester(default)
+    local P = policies.TimeoutMixin:mixInto(protocol.Protocol:extend("P"))
+    P.timeOut = default
+    local p = P()
+    p.clock = testing.Clock()
+    p.timedOut = false
+    function p:timeoutConnection() self.timedOut = true end
+    return p
+  end
+
+  it("setTimeout(nil) hides a class default (test_setTimeoutReturn, test_cancelTimeout)", function()
+    local p = tester(3)
+    assert.equal(3, p:setTimeout(10))
+    assert.equal(10, p:setTimeout(nil))
+    assert.is_falsy(p.timeOut)
+    assert.is_nil(p:setTimeout(1))
+    p.clock:advance(1)
+    assert.is_true(p.timedOut)
+  end)
+
+  it("schedules through callLater(period, f), the hook subclasses override (test_overriddenCallLater)", function()
+    local p = tester(nil)
+    local clock = testing.Clock()
+    local calls = 0
+    function p:callLater(period, f)  -- Twisted's signature: no extra arguments
+      calls = calls + 1
+      return clock:callLater(period, f)
+    end
+    p:setTimeout(5)
+    clock:advance(5)
+    assert.equal(1, calls)
+    assert.is_true(p.timedOut)
+  end)
+end)
+
+describe("endpoints (test_endpoints)", function()
+  local port, ep
+  before_each(function()
+    port = reactor.listenTCP(0, counting(), 50, "127.0.0.1")
+    ep = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port:getHost().port)
+  end)
+  after_each(function() loop.wait(port:stopListening()) end)
+
+  it("connectProtocol runs a connectionMade set on the instance", function()
+    local proto = protocol.Protocol()
+    local called = 0
+    proto.connectionMade = function() called = called + 1 end
+    local p = loop.wait(endpoints.connectProtocol(ep, proto))
+    assert.equal(proto, p)
+    assert.equal(1, called)
+    assert.is_nil(rawget(p, "makeConnection"))
+    p.transport:loseConnection()
+  end)
+
+  it("connect fires for a protocol whose makeConnection does not call connectionMade", function()
+    local MP = protocol.Protocol:extend("MP")
+    function MP:makeConnection(t) self.transport = t end
+    local p = loop.wait(ep:connect(ClientFactory.forProtocol(MP)))
+    assert.is_true(MP:isinstance(p))
+    p.transport:loseConnection()
+  end)
+
+  it("connect fails when makeConnection raises", function()
+    local BP = protocol.Protocol:extend("BP")
+    function BP:connectionMade() error(errors.ValueError("refused here")) end
+    local r = loop.result(ep:connect(ClientFactory.forProtocol(BP)))
+    assert.is_true(failure.isFailure(r))
+    testing.flushLoggedErrors(errors.ValueError)
+  end)
+end)
+
+describe("IntNStringReceiver (test_basic)", function()
+  it("a string too long says the prefix's limit as Twisted does (test_tooLongSend)", function()
+    local p = basic.Int8StringReceiver()
+    p:makeConnection(testing.StringTransport())
+    local ok, e = pcall(p.sendString, p, ("x"):rep(256))
+    assert.is_false(ok)
+    assert.equal("Try to send 256 bytes whereas maximum is 256", e.message)
+  end)
+end)
