@@ -85,7 +85,8 @@ int braid_raise(lua_State *L, const char *cls, const char *msg);
 ** Lua code did (a metamethod reached as a field, or through getmetatable),
 ** as a finalizer run early would free what live objects still use. */
 void braid_check_finalizer(lua_State *L);
-/* Push nil, "message", "ENAME" for an errno (luv's convention). */
+/* Push nil, "message", "ENAME" for an errno (luv's convention), and the
+** errno's number (Twisted's errors carry it as osError). */
 int braid_pusherror(lua_State *L, int err);
 
 /* timers.c */

@@ -181,7 +181,8 @@ int braid_pusherror(lua_State *L, int err) {
     default: break;
   }
   lua_pushstring(L, name);
-  return 3;
+  lua_pushinteger(L, err);
+  return 4;
 }
 
 /* ---- one iteration ---------------------------------------------------- */

@@ -465,9 +465,20 @@ static int conn_flush(struct conn *c) {
   return 0;
 }
 
+/* A registered producer that is asked for more when the output drains (a
+** pull one, or a paused streaming one): while there is one, a
+** loseConnection waits for it (Twisted's doWrite asks it before it looks
+** at disconnecting), until it unregisters. */
+static int producer_holds(const struct conn *c) {
+  return c->has_producer && (!c->streaming || c->prod_paused);
+}
+
 /* After output drained: finish a loseConnection / loseWriteConnection. */
 static void conn_drained(lua_State *L, struct conn *c) {
-  if (c->disconnecting) { conn_close(L, c, R_DONE, 0); return; }
+  if (c->disconnecting) {
+    if (!producer_holds(c)) conn_close(L, c, R_DONE, 0);
+    return;
+  }
   if (c->shut_pending && !c->write_shut) {
     c->write_shut = 1;
     c->shut_pending = 0;
@@ -512,6 +523,10 @@ static int conn_event_p(lua_State *L) {
         c->prod_paused = 0;
         producer_note(L, c, 0, 1);
         if (c->state != S_OPEN) return 0;
+        /* a loseConnection waited for this streaming producer: resumed,
+        ** it holds the close no longer (if it wrote nothing just now) */
+        if (c->disconnecting && c->streaming && (!c->out || evbuffer_get_length(c->out) == 0))
+          conn_drained(L, c);
       }
     }
   }
@@ -578,7 +593,7 @@ static int pend_deliver_p(lua_State *L) {
   struct conn *c = lua_touserdata(L, 1);
   int what = c->pend;
   c->pend = 0;
-  if ((what & P_CLOSE) && c->state == S_OPEN && c->disconnecting
+  if ((what & P_CLOSE) && c->state == S_OPEN && c->disconnecting && !producer_holds(c)
       && (!c->out || evbuffer_get_length(c->out) == 0))
     conn_close(L, c, R_DONE, 0); /* requeues this connection for P_LOST */
   if ((what & P_WLOST) && c->state == S_OPEN) {
@@ -691,9 +706,14 @@ static int conn_lose(lua_State *L) {
   struct conn *c = conn_check(L, 1);
   if (c->state != S_OPEN || c->disconnecting) return 0;
   set_disconnecting(L, c);
-  /* close on the pending pass, so writes made after loseConnection in the
-  ** same callback are still sent first */
-  if (!c->out || evbuffer_get_length(c->out) == 0) pend_push(c, P_CLOSE);
+  if (producer_holds(c)) {
+    /* ask the producer for the rest first: on the next writable event */
+    c->pull_kick = 1;
+  } else if (!c->out || evbuffer_get_length(c->out) == 0) {
+    /* close on the pending pass, so writes made after loseConnection in
+    ** the same callback are still sent first */
+    pend_push(c, P_CLOSE);
+  }
   conn_setflags(c);
   return 0;
 }
@@ -730,6 +750,10 @@ static int conn_set_producer(lua_State *L) {
   c->prod_paused = 0;
   c->pull_kick = 0;
   if (c->state == S_OPEN) conn_setflags(c);
+  /* unregistered while a loseConnection waited for it: close once sent */
+  if (!c->has_producer && c->disconnecting && c->state == S_OPEN
+      && (!c->out || evbuffer_get_length(c->out) == 0))
+    pend_push(c, P_CLOSE);
   return 0;
 }
 
@@ -1256,7 +1280,15 @@ static int conn_connect(lua_State *L, struct conn *c, const struct sockaddr *sa,
   } else {
     int one = 1;
     if (!is_unix) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if ((bs && bind(fd, bs, blen) < 0) || (connect(fd, sa, len) < 0 && errno != EINPROGRESS)) {
+    if (bs && bind(fd, bs, blen) < 0) {
+      err = errno;
+      close(fd);
+      conn_discard(L, c);
+      braid_pusherror(L, err);
+      lua_pushliteral(L, "bind");  /* Twisted's ConnectBindError */
+      return 5;
+    }
+    if (connect(fd, sa, len) < 0 && errno != EINPROGRESS) {
       err = errno;
       close(fd);
     }

@@ -153,6 +153,9 @@ describe("stream examples", function()
     local producer = {
       resumeProducing = function()
         if st.sent < TOTAL then st.sent = st.sent + #CHUNK st.t:write(CHUNK) end
+        -- done: a pull producer unregisters (as Twisted's FileSender), or
+        -- a loseConnection waits for it
+        if st.sent >= TOTAL then st.t:unregisterProducer() end
       end,
       stopProducing = function() end,
     }

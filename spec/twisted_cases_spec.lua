@@ -154,6 +154,66 @@ describe("errors in protocol methods (test_tcp AbortConnectionMixin)", function(
   end)
 end)
 
+describe("connection errors (test_tcp)", function()
+  -- connect with cf; the Deferred fires with clientConnectionFailed's reason
+  local function failing(host, port, bindAddress)
+    local d = defer.Deferred()
+    local cf = ClientFactory.forProtocol(protocol.Protocol)
+    function cf:clientConnectionFailed(_, reason) d:callback({ reason }) end
+    reactor.connectTCP(host, port, cf, 5, bindAddress)
+    return loop.wait(d)[1].value
+  end
+
+  it("a refused connection carries errno 111 as osError (test_connectionRefusedErrorNumber)", function()
+    local port = reactor.listenTCP(0, counting(), 50, "127.0.0.1")
+    local n = port:getHost().port
+    loop.wait(port:stopListening())
+    local e = failing("127.0.0.1", n)
+    assert.is_true(errors.isinstance(e, errors.ConnectionRefusedError), tostring(e))
+    assert.equal(111, e.osError)
+    assert.equal("ConnectionRefusedError: Connection was refused by other side: 111: Connection refused.",
+      tostring(e))
+  end)
+
+  it("a bind address in use is ConnectBindError (test_clientBind)", function()
+    local port = reactor.listenTCP(0, counting(), 50, "127.0.0.1")
+    local n = port:getHost().port
+    local e = failing("127.0.0.1", n, { "127.0.0.1", n })
+    assert.is_true(errors.isinstance(e, errors.ConnectBindError), tostring(e))
+    assert.equal(98, e.osError)
+    loop.wait(port:stopListening())
+  end)
+end)
+
+describe("producers (connectionmixins)", function()
+  it("loseConnection waits for a pull producer to unregister (test_disconnectWhileProducing)", function()
+    local S = protocol.Protocol:extend("S")
+    function S:connectionMade()
+      local t, n = self.transport, 0
+      t:registerProducer({
+        resumeProducing = function()
+          n = n + 1
+          t:write(("chunk %02d;"):format(n))
+          if n == 10 then t:unregisterProducer() end
+        end,
+        stopProducing = function() end,
+      }, false)
+      t:loseConnection()
+    end
+    local port = reactor.listenTCP(0, Factory.forProtocol(S), 50, "127.0.0.1")
+    local done = defer.Deferred()
+    local C = protocol.Protocol:extend("C")
+    function C:connectionMade() self.got = {} end
+    function C:dataReceived(d) self.got[#self.got + 1] = d end
+    function C:connectionLost(r) done:callback({ table.concat(self.got), r }) end
+    reactor.connectTCP("127.0.0.1", port:getHost().port, ClientFactory.forProtocol(C))
+    local got = loop.wait(done)
+    assert.equal(10, select(2, got[1]:gsub("chunk %d%d;", "")))
+    assert.is_true(errors.isinstance(got[2].value, errors.ConnectionDone), tostring(got[2].value))
+    loop.wait(port:stopListening())
+  end)
+end)
+
 describe("TimeoutMixin (test_policies TimeoutMixinTests)", function()
   local function tester(default)
     local P = policies.TimeoutMixin:mixInto(protocol.Protocol:extend("P"))

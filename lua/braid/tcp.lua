@@ -462,10 +462,14 @@ local ERRNO_ERRORS = {
 local ERRNO_NAMES = { [111] = "ECONNREFUSED", [110] = "ETIMEDOUT", [101] = "ENETUNREACH",
   [113] = "EHOSTUNREACH", [2] = "ENOENT" }
 
-local function connect_error(code, msg)
-  local cls = errors[ERRNO_ERRORS[code] or "ConnectError"]
-  if cls == errors.ConnectError then return cls(code, msg) end
-  return cls(msg)
+-- Twisted's getConnectError: the class for the errno (code, its name),
+-- made with (errno number, strerror) so osError is the number; a bind that
+-- failed is ConnectBindError
+local function connect_error(code, msg, number, stage)
+  local cls
+  if stage == "bind" then cls = errors.ConnectBindError
+  else cls = errors[ERRNO_ERRORS[code] or "ConnectError"] end
+  return cls(number, msg)
 end
 
 local function is_ipv4(h) return h:match("^%d+%.%d+%.%d+%.%d+$") ~= nil end
@@ -562,17 +566,17 @@ local function try_address(self, i, lasterr)
     self:_failed(lasterr or errors.ConnectError("no address to connect to"))
     return
   end
-  local t, msg, code
+  local t, msg, code, number, stage
   if self._kind == "UNIX" then
-    t, msg, code = core.unix_connect(self.host)
+    t, msg, code, number = core.unix_connect(self.host)
   else
     local b = self.bindAddress
     local bhost, bport
     if type(b) == "table" then bhost, bport = b[1] or b.host, b[2] or b.port end
-    t, msg, code = core.tcp_connect(addrs[i], self.port, bhost, bport)
+    t, msg, code, number, stage = core.tcp_connect(addrs[i], self.port, bhost, bport)
   end
   if not t then
-    local err = connect_error(code, msg)
+    local err = connect_error(code, msg, number, stage)
     self._attempt = nil
     reactor().callLater(0, try_address, self, i + 1, err)
     return
@@ -584,7 +588,7 @@ local function try_address(self, i, lasterr)
   t._onfail = function(_, errno, emsg)
     if self._attempt ~= t then return end
     self._attempt = nil
-    try_address(self, i + 1, connect_error(ERRNO_NAMES[errno], emsg))
+    try_address(self, i + 1, connect_error(ERRNO_NAMES[errno], emsg, errno))
   end
 end
 
