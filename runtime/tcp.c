@@ -39,6 +39,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <net/if.h>
+#include <netdb.h>
 
 #include <event2/event.h>
 #include <event2/event_struct.h>
@@ -950,6 +952,37 @@ static int conn_gc(lua_State *L) {
 /* ---- sockets -------------------------------------------------------------- */
 
 /* Fill ss from (family, host, port); 0 or an errno (EINVAL for a bad host). */
+/* The scope of an IPv6 literal's "%scope": an interface's number or name. */
+static uint32_t scope_id(const char *s) {
+  char *end;
+  unsigned long n = strtoul(s, &end, 10);
+  if (*s && *end == 0) return (uint32_t)n;
+  return (uint32_t)if_nametoindex(s);
+}
+
+/* The address family of an IP literal (IPv6 with an optional %scope), or
+** 0 for anything else (a name, or a malformed address like 999.1.1.1). */
+static int literal_family(const char *host) {
+  unsigned char buf[sizeof(struct in6_addr)];
+  char tmp[INET6_ADDRSTRLEN + 16];
+  if (inet_pton(AF_INET, host, buf) == 1) return AF_INET;
+  if (strlen(host) >= sizeof tmp) return 0;
+  strcpy(tmp, host);
+  char *pct = strchr(tmp, '%');
+  if (pct) *pct = 0;
+  return inet_pton(AF_INET6, tmp, buf) == 1 ? AF_INET6 : 0;
+}
+
+/* ip_family(host) -> "IPv4" | "IPv6" | nil: whether host is an IP literal
+** (braid.tcp connects to those at once and resolves the rest) */
+static int l_ip_family(lua_State *L) {
+  int f = literal_family(luaL_checkstring(L, 1));
+  if (f == AF_INET) lua_pushliteral(L, "IPv4");
+  else if (f == AF_INET6) lua_pushliteral(L, "IPv6");
+  else lua_pushnil(L);
+  return 1;
+}
+
 static int make_sockaddr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len) {
   memset(ss, 0, sizeof *ss);
   struct sockaddr_in *a4 = (void *)ss;
@@ -968,11 +1001,30 @@ static int make_sockaddr(const char *host, int port, struct sockaddr_storage *ss
   if (inet_pton(AF_INET6, buf, &a6->sin6_addr) == 1) {
     a6->sin6_family = AF_INET6;
     a6->sin6_port = htons((uint16_t)port);
-    if (pct) a6->sin6_scope_id = (uint32_t)atoi(pct + 1);
+    if (pct) a6->sin6_scope_id = scope_id(pct + 1);
     *len = sizeof *a6;
     return 0;
   }
-  return EINVAL;
+  /* a name (an interface to listen on, "localhost"): resolved here, as
+  ** Twisted's bind does; connections resolve theirs first, off the loop
+  ** (IPv4 first: Twisted binds a name on an IPv4 socket) */
+  struct addrinfo hints, *res = NULL;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) {
+    hints.ai_family = AF_UNSPEC;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) return EINVAL;
+  }
+  if (res->ai_addrlen <= sizeof *ss) {
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *len = (socklen_t)res->ai_addrlen;
+    if (ss->ss_family == AF_INET) a4->sin_port = htons((uint16_t)port);
+    else if (ss->ss_family == AF_INET6) a6->sin6_port = htons((uint16_t)port);
+  }
+  int ok = res->ai_addrlen <= sizeof *ss && (ss->ss_family == AF_INET || ss->ss_family == AF_INET6);
+  freeaddrinfo(res);
+  return ok ? 0 : EINVAL;
 }
 
 /* n bytes of path: a file name (no NUL), or with a leading NUL, a name in
@@ -1427,6 +1479,7 @@ static const luaL_Reg port_methods[] = {
 
 static const luaL_Reg tcp_funcs[] = {
   { "tcp_listen", l_tcp_listen },
+  { "ip_family", l_ip_family },
   { "unix_listen", l_unix_listen },
   { "tcp_connect", l_tcp_connect },
   { "unix_connect", l_unix_connect },

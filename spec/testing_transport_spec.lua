@@ -90,6 +90,19 @@ describe("MemoryReactor", function()
     assert.are.equal("example.com", c:getDestination().host)
   end)
 
+  it("connects as Twisted's: startedConnecting, connectors, IPv6 addresses (test_testing)", function()
+    local r = testing.MemoryReactor()
+    local seen = {}
+    local f = { startedConnecting = function(_, c) seen[#seen + 1] = c end }
+    local c1 = r:connectTCP("::1", 80, f)
+    local c2 = r:connectUNIX("/tmp/s", f)
+    assert.are.same({ c1, c2 }, seen)
+    assert.are.same({ c1, c2 }, r.connectors)
+    assert.matches("^IPv6Address%(", tostring(c1:getDestination()))
+    assert.are.equal("0.0.0.0", r:listenTCP(0, f, 50, "127.0.0.1"):getHost().host)
+    assert.matches("^IPv6Address%(", tostring(r:listenTCP(0, f, 50, "::1"):getHost()))
+  end)
+
   it("records UNIX, UDP and SSL calls", function()
     local r = testing.MemoryReactor()
     r:listenUNIX("/tmp/s", {})

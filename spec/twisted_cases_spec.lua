@@ -112,6 +112,16 @@ describe("listening ports (test_tcp ListeningTests)", function()
     assert.equal("in stopFactory", r.value.message)
   end)
 
+  it("listen on an interface given by name, as Twisted's bind does", function()
+    local p = reactor.listenTCP(0, counting(), 50, "localhost")
+    assert.equal("127.0.0.1", p:getHost().host)
+    loop.wait(p:stopListening())
+    p = endpoints.serverFromString(reactor, "tcp:0:interface=localhost")
+    local lp = loop.wait(p:listen(counting()))
+    assert.equal("127.0.0.1", lp:getHost().host)
+    loop.wait(lp:stopListening())
+  end)
+
   it("listen again after stopListening (test_restartListening)", function()
     local f = counting()
     local starts = 0
@@ -173,6 +183,13 @@ describe("connection errors (test_tcp)", function()
     assert.equal(111, e.osError)
     assert.equal("ConnectionRefusedError: Connection was refused by other side: 111: Connection refused.",
       tostring(e))
+  end)
+
+  it("a malformed address is a name to resolve: DNSLookupError (test_abstract isIPAddress)", function()
+    for _, host in ipairs { "999.1.1.1", "not:an-address" } do
+      local e = failing(host, 9)
+      assert.is_true(errors.isinstance(e, errors.DNSLookupError), host .. ": " .. tostring(e))
+    end
   end)
 
   it("a bind address in use is ConnectBindError (test_clientBind)", function()

@@ -13,9 +13,11 @@ local M = {}
 
 local function defer() return require "braid.defer" end
 
+-- an IP literal (as inet_pton reads it) is its own answer
 local function numeric(name)
-  if name:match("^%d+%.%d+%.%d+%.%d+$") then return { { family = "INET", host = name } } end
-  if name:find(":", 1, true) then return { { family = "INET6", host = name } } end
+  local f = core.ip_family(name)
+  if f == "IPv4" then return { { family = "INET", host = name } } end
+  if f == "IPv6" then return { { family = "INET6", host = name } } end
   return nil
 end
 

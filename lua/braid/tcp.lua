@@ -472,8 +472,10 @@ local function connect_error(code, msg, number, stage)
   return cls(number, msg)
 end
 
-local function is_ipv4(h) return h:match("^%d+%.%d+%.%d+%.%d+$") ~= nil end
-local function is_ipv6(h) return h:find(":", 1, true) ~= nil end
+-- IP literals, as inet_pton reads them (999.1.1.1 and a:b are names, to
+-- be resolved and fail as DNSLookupError, as Twisted's isIPAddress says)
+local function is_ipv4(h) return core.ip_family(h) == "IPv4" end
+local function is_ipv6(h) return core.ip_family(h) == "IPv6" end
 
 local Connector = class.Object:extend("Connector")
 

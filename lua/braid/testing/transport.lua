@@ -185,7 +185,38 @@ function MemoryReactor:init()
   self.tcpServers, self.tcpClients = {}, {}
   self.unixServers, self.unixClients = {}, {}
   self.udpPorts, self.sslServers, self.sslClients = {}, {}, {}
+  self.connectors = {}
   self.running = false
+end
+
+-- as Twisted's isIPv6Address (braid.core's inet_pton when it is there)
+local ok_core, core = pcall(require, "braid.core")
+local function is_ipv6(host)
+  if type(host) ~= "string" then return false end
+  if ok_core and core.ip_family then return core.ip_family(host) == "IPv6" end
+  return host:find(":", 1, true) ~= nil
+end
+
+local function tcp_address(host, port)
+  if is_ipv6(host) then return address.IPv6Address("TCP", host, port) end
+  return address.IPv4Address("TCP", host, port)
+end
+
+-- a listening address as Twisted's MemoryReactor gives it: the IPv6
+-- interface, or IPv4's 0.0.0.0 for any other
+local function listen_address(kind, interface, port)
+  if is_ipv6(interface) then return address.IPv6Address(kind, interface, port) end
+  return address.IPv4Address(kind, "0.0.0.0", port)
+end
+
+-- as Twisted's: the factory hears startedConnecting, the connector is kept
+local function connecting(self, factory, dest)
+  local c = FakeConnector(dest)
+  if type(factory) == "table" and type(factory.startedConnecting) == "function" then
+    factory:startedConnecting(c)
+  end
+  self.connectors[#self.connectors + 1] = c
+  return c
 end
 
 function MemoryReactor:seconds() return self.clock:seconds() end
@@ -197,26 +228,27 @@ function MemoryReactor:advance(n) return self.clock:advance(n) end
 function MemoryReactor:listenTCP(port, factory, backlog, interface)
   local list = self.tcpServers
   list[#list + 1] = { port, factory, backlog or 50, interface or "" }
-  return FakePort(address.IPv4Address("TCP", interface ~= "" and interface or "0.0.0.0", port))
+  return FakePort(listen_address("TCP", interface, port))
 end
 
---- Records {host, port, factory, timeout, bindAddress}; returns a FakeConnector.
+--- Records {host, port, factory, timeout, bindAddress}; calls the factory's
+-- startedConnecting, appends to connectors and returns a FakeConnector.
 function MemoryReactor:connectTCP(host, port, factory, timeout, bindAddress)
   local list = self.tcpClients
   list[#list + 1] = { host, port, factory, timeout or 30, bindAddress }
-  return FakeConnector(address.IPv4Address("TCP", host, port))
+  return connecting(self, factory, tcp_address(host, port))
 end
 
 function MemoryReactor:listenSSL(port, factory, contextFactory, backlog, interface)
   local list = self.sslServers
   list[#list + 1] = { port, factory, contextFactory, backlog or 50, interface or "" }
-  return FakePort(address.IPv4Address("TCP", interface ~= "" and interface or "0.0.0.0", port))
+  return FakePort(listen_address("TCP", interface, port))
 end
 
 function MemoryReactor:connectSSL(host, port, factory, contextFactory, timeout, bindAddress)
   local list = self.sslClients
   list[#list + 1] = { host, port, factory, contextFactory, timeout or 30, bindAddress }
-  return FakeConnector(address.IPv4Address("TCP", host, port))
+  return connecting(self, factory, tcp_address(host, port))
 end
 
 function MemoryReactor:listenUNIX(path, factory, backlog, mode, wantPID)
@@ -228,13 +260,13 @@ end
 function MemoryReactor:connectUNIX(path, factory, timeout, checkPID)
   local list = self.unixClients
   list[#list + 1] = { path, factory, timeout or 30, checkPID or false }
-  return FakeConnector(address.UNIXAddress(path))
+  return connecting(self, factory, address.UNIXAddress(path))
 end
 
 function MemoryReactor:listenUDP(port, proto, interface, maxPacketSize)
   local list = self.udpPorts
   list[#list + 1] = { port, proto, interface or "", maxPacketSize or 8192 }
-  return FakePort(address.IPv4Address("UDP", interface ~= nil and interface ~= "" and interface or "0.0.0.0", port))
+  return FakePort(listen_address("UDP", interface, port))
 end
 
 ---------------------------------------------------------------------------
