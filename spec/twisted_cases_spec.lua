@@ -185,11 +185,43 @@ describe("connection errors (test_tcp)", function()
       tostring(e))
   end)
 
-  it("a malformed address is a name to resolve: DNSLookupError (test_abstract isIPAddress)", function()
-    for _, host in ipairs { "999.1.1.1", "not:an-address" } do
-      local e = failing(host, 9)
-      assert.is_true(errors.isinstance(e, errors.DNSLookupError), host .. ": " .. tostring(e))
-    end
+  it("a malformed address is a name to resolve (test_abstract isIPAddress)", function()
+    local resolver = require "braid.resolver"
+    local asked = {}
+    local prev = resolver.installResolver({
+      getHostByName = function(_, name)
+        asked[#asked + 1] = name
+        return defer.fail(errors.DNSLookupError(name))
+      end,
+    })
+    local ok, err = pcall(function()
+      for _, host in ipairs { "999.1.1.1", "not:an-address", "127.0.0.1" } do
+        local e = failing(host, 9)
+        if host ~= "127.0.0.1" then
+          assert.is_true(errors.isinstance(e, errors.DNSLookupError), host .. ": " .. tostring(e))
+        end
+      end
+    end)
+    resolver.installResolver(prev)
+    assert(ok, err)
+    assert.same({ "999.1.1.1", "not:an-address" }, asked)  -- the literal was not asked
+  end)
+
+  it("a client factory refusing the protocol hears clientConnectionLost (test_buildProtocolReturnsNone)", function()
+    local port = reactor.listenTCP(0, counting(), 50, "127.0.0.1")
+    local d = defer.Deferred()
+    local cf = ClientFactory.forProtocol(protocol.Protocol)
+    function cf:buildProtocol() return nil end
+    function cf:clientConnectionFailed(_, r) d:callback({ "failed", r }) end
+    function cf:clientConnectionLost(_, r) d:callback({ "lost", r }) end
+    reactor.connectTCP("127.0.0.1", port:getHost().port, cf)
+    local got = loop.wait(d)
+    assert.equal("lost", got[1])
+    assert.is_true(errors.isinstance(got[2].value, errors.ConnectionDone), tostring(got[2].value))
+    local ep = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port:getHost().port)
+    local r = loop.result(ep:connect(cf))
+    assert.is_true(errors.isinstance(r.value, errors.NoProtocol), tostring(r.value))
+    loop.wait(port:stopListening())
   end)
 
   it("a bind address in use is ConnectBindError (test_clientBind)", function()

@@ -167,7 +167,7 @@ local function connect_with(factory, start)
         return nil
       end
       if p == nil then
-        if not d.called then d:errback(errors.ConnectError("factory refused the connection")) end
+        if not d.called then d:errback(errors.NoProtocol()) end
         return nil
       end
       -- fire d once the protocol's makeConnection (and so its

@@ -146,6 +146,7 @@ I("TimeoutError", UserError, "User timeout caused connection failure")
 I("SSLError", ConnectError, "An SSL error occurred")
 I("DNSLookupError", nil, "DNS lookup failed")
 I("ConnectingCancelledError", nil, "The connection attempt was cancelled")
+I("NoProtocol", nil, "The factory given to an endpoint returned nil from buildProtocol")
 
 local ConnectionClosed = I("ConnectionClosed", nil,
   "Connection was closed, whether cleanly or non-cleanly")

@@ -548,15 +548,23 @@ local function on_connector_connected(t)
   if self._kind == "UNIX" then addr = address.UNIXAddress(self.host)
   else addr = core_addr("TCP", t:_peer()) end
   local ok, p = xpcall(call, msgh, self.factory, Factory, "buildProtocol", addr)
-  if not ok then report(p) end
-  if not ok or p == nil then
+  if not ok then
+    report(p)
     t:_drop()
-    self:_failed(errors.ConnectError("buildProtocol refused the connection"))
+    self:_failed(errors.ConnectError("buildProtocol raised"))
     return
   end
   self.state = "connected"
   self.transport = t
   t._onlost = on_connector_lost
+  if p == nil then
+    -- as Twisted's: a plain Protocol stands in and the connection is
+    -- closed at once, so the factory hears clientConnectionLost
+    p = Protocol()
+    attach(t, p, ",client")
+    t:loseConnection()
+    return
+  end
   attach(t, p, ",client")
 end
 
