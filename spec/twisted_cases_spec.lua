@@ -112,6 +112,25 @@ describe("listening ports (test_tcp ListeningTests)", function()
     assert.equal("in stopFactory", r.value.message)
   end)
 
+  it("log when they open and close (test_startedListeningLogMessage, test_connectionLostLogMsg)", function()
+    local log = require "braid.log"
+    local lines = {}
+    local function obs(ev) lines[#lines + 1] = ev.text end
+    log.addObserver(obs)
+    local F = Factory:extend("EchoFactory")
+    local f = F()
+    f.noisy = false
+    local p = reactor.listenTCP(0, f, 50, "127.0.0.1")
+    local n = p:getHost().port
+    loop.wait(p:stopListening())
+    local path = sock_path()
+    p = reactor.listenUNIX(path, f)
+    loop.wait(p:stopListening())
+    log.removeObserver(obs)
+    assert.same({ "EchoFactory starting on " .. n, "(TCP Port " .. n .. " Closed)",
+                  "EchoFactory starting on '" .. path .. "'", "(UNIX Port " .. path .. " Closed)" }, lines)
+  end)
+
   it("listen on an interface given by name, as Twisted's bind does", function()
     local p = reactor.listenTCP(0, counting(), 50, "localhost")
     assert.equal("127.0.0.1", p:getHost().host)

@@ -288,6 +288,7 @@ function ThrottlingFactory:buildProtocol(addr)
     if p ~= nil then self.connectionCount = self.connectionCount + 1 end
     return p
   end
+  require("braid.log").msg("Max connection count reached!")  -- Twisted's line
   return nil
 end
 

@@ -245,6 +245,7 @@ end
 
 local Port = {}
 Port.__index = Port
+local port_log -- below: a port's log lines
 
 local function port_tostring(self)
   if not self._c:listening() then
@@ -279,6 +280,7 @@ function Port:stopListening()
   self._c:close()
   if self._unix and not self._abstract then os.remove(self._path) end
   reactor().callLater(0, function()
+    port_log(self, false)
     -- as Twisted's: an error of stopFactory fails the Deferred
     local ok, e = xpcall(call, msgh, self.factory, Factory, "doStop")
     if ok then d:callback(nil) else d:errback(e) end
@@ -300,6 +302,8 @@ function Port:startListening()
   self._c = c
   self._hostAddr = nil
   c:_setuv({ factory = self.factory, port = self })
+  self:getHost()
+  port_log(self, true)
   call(self.factory, Factory, "doStart")
 end
 
@@ -368,11 +372,29 @@ open_socket = function(port)
   return core.tcp_listen(port.interface, port.port, port.backlog, port._reuse)
 end
 
+-- Twisted's log lines of a port: "EchoFactory starting on 9000" as it
+-- opens (before the factory starts), "(TCP Port 9000 Closed)" as it closes
+port_log = function(port, opening)
+  local log = require "braid.log"
+  local ok, prefix = pcall(call, port.factory, Factory, "logPrefix")
+  if not ok or type(prefix) ~= "string" then prefix = class.nameof(port.factory) end
+  if port._unix then
+    if opening then log.msg(("%s starting on '%s'"):format(prefix, port._path))
+    else log.msg(("(UNIX Port %s Closed)"):format(port._path)) end
+  else
+    local n = port._fd or (port._hostAddr and port._hostAddr.port) or port.port
+    if opening then log.msg(("%s starting on %s"):format(prefix, tostring(n)))
+    else log.msg(("(TCP Port %s Closed)"):format(tostring(n))) end
+  end
+end
+
 local function new_port(c, factory, fields)
   local port = setmetatable(fields, Port)
   port._c = c
   port.factory = factory
   c:_setuv({ factory = factory, port = port })
+  port:getHost()
+  port_log(port, true)
   local ok, e = pcall(call, factory, Factory, "doStart")
   if not ok then -- nobody gets the port to stop it: close it, or it listens on forever
     c:close()
