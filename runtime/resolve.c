@@ -13,6 +13,13 @@
 ** eventfd; the thread writes it only while the handle lives (!orphaned).
 ** A lookup may outlive the state, and under lua5.4 closing the state
 ** unloads braid/core.so: the first lookup pins the library.
+**
+** At most MAX_RUNNING lookups run at once (a thread each; Twisted resolves
+** on a pool of 10 threads); the others wait in a FIFO queue on the loop
+** side and start as running ones finish. A waiting lookup that is
+** cancelled never starts: it is finished at once (its eventfd written by
+** the loop), so a flood of lookups that time out against a DNS server that
+** does not answer holds MAX_RUNNING threads, not one per lookup.
 */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -32,6 +39,7 @@
 #include "braid.h"
 
 #define RES_META "braid.resolve"
+#define MAX_RUNNING 16
 
 struct resreq {
   struct event ev;   /* EV_READ on efd: the lookup is done */
@@ -43,7 +51,13 @@ struct resreq {
   int thread_done;   /* under res_lock: the lookup thread finished */
   int orphaned;      /* under res_lock: the handle is gone, the thread frees */
   int delivered;     /* the callback ran or was cancelled; before, r counts as reactor work */
+  int started;       /* its thread was started (else it waits in the queue, or was dropped) */
+  struct resreq *next_waiting;
 };
+
+/* loop side only */
+static int running;                                /* started, not yet done (res_done_cb) */
+static struct resreq *wait_head, *wait_tail;       /* not started yet, FIFO */
 
 struct reshandle { struct resreq *r; };
 
@@ -115,10 +129,16 @@ static void res_settle(struct resreq *r) {
   if (!r->delivered) { r->delivered = 1; braid_work(-1); }
 }
 
+static void start_next(void);
+
 static void res_done_cb(evutil_socket_t fd, short what, void *arg) {
   struct resreq *r = arg;
   lua_State *L = braid_loop()->L;
   (void)fd; (void)what;
+  if (r->started) {
+    running--;
+    start_next();
+  }
   if (!r->delivered) {
     res_settle(r);
     lua_pushcfunction(L, res_deliver_p);
@@ -129,6 +149,53 @@ static void res_done_cb(evutil_socket_t fd, short what, void *arg) {
   r->efd = -1;
   luaL_unref(L, LUA_REGISTRYINDEX, r->self_ref); /* the handle's __gc frees r */
   r->self_ref = LUA_NOREF;
+}
+
+/* Finish r without a lookup (not started: cancelled, or no thread could
+** be made): its event fires on the loop as a lookup's would. */
+static void finish_unstarted(struct resreq *r, int err) {
+  uint64_t one = 1;
+  r->err = err;
+  r->thread_done = 1;
+  if (write(r->efd, &one, sizeof one) < 0) { /* cannot fail: a fresh eventfd */ }
+}
+
+/* Start r's thread; 0 when none could be made. */
+static int start_thread(struct resreq *r) {
+  pthread_t th;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  int ok = pthread_create(&th, &attr, res_thread, r) == 0;
+  pthread_attr_destroy(&attr);
+  if (ok) {
+    r->started = 1;
+    running++;
+  }
+  return ok;
+}
+
+static void unlink_waiting(struct resreq *r) {
+  struct resreq **p = &wait_head, *prev = NULL;
+  for (; *p; prev = *p, p = &(*p)->next_waiting) {
+    if (*p == r) {
+      *p = r->next_waiting;
+      if (wait_tail == r) wait_tail = prev;
+      r->next_waiting = NULL;
+      return;
+    }
+  }
+}
+
+/* Start waiting lookups while there is room. */
+static void start_next(void) {
+  while (running < MAX_RUNNING && wait_head) {
+    struct resreq *r = wait_head;
+    wait_head = r->next_waiting;
+    if (!wait_head) wait_tail = NULL;
+    r->next_waiting = NULL;
+    if (!start_thread(r)) finish_unstarted(r, EAI_SYSTEM);
+  }
 }
 
 /* getaddrinfo(name, cb) -> request with :cancel(); cb(list) or cb(nil, msg) */
@@ -155,14 +222,14 @@ static int l_getaddrinfo(lua_State *L) {
   fail = "event_add failed";
   if (event_add(&r->ev, NULL) != 0) goto fail;
   braid_pin_library(); /* the thread may return after the state closed */
-  pthread_t th;
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  int started = pthread_create(&th, &attr, res_thread, r) == 0;
-  pthread_attr_destroy(&attr);
-  fail = "pthread_create failed";
-  if (!started) { event_del(&r->ev); goto fail; }
+  if (running < MAX_RUNNING && !wait_head) {
+    fail = "pthread_create failed";
+    if (!start_thread(r)) { event_del(&r->ev); goto fail; }
+  } else {
+    if (wait_tail) wait_tail->next_waiting = r;
+    else wait_head = r;
+    wait_tail = r;
+  }
   h->r = r;
   braid_work(1);
   return 1;
@@ -176,7 +243,13 @@ fail:
 ** the thread's event arrives (the lookup cannot be stopped). */
 static int res_cancel(lua_State *L) {
   struct reshandle *h = luaL_checkudata(L, 1, RES_META);
-  if (h->r) res_settle(h->r);
+  struct resreq *r = h->r;
+  if (!r) return 0;
+  res_settle(r);
+  if (!r->started && !r->thread_done) { /* waiting: it never starts */
+    unlink_waiting(r);
+    finish_unstarted(r, EAI_CANCELED);
+  }
   return 0;
 }
 
@@ -188,6 +261,11 @@ static int res_gc(lua_State *L) {
   if (!r) return 0;
   h->r = NULL;
   event_del(&r->ev);
+  if (!r->started) { /* waiting at state close: no thread has it */
+    unlink_waiting(r);
+    req_free(r);
+    return 0;
+  }
   pthread_mutex_lock(&res_lock);
   int done = r->thread_done, efd = r->efd;
   if (!done) { r->orphaned = 1; r->efd = -1; } /* the thread frees r and never writes efd */
@@ -195,6 +273,16 @@ static int res_gc(lua_State *L) {
   if (done) req_free(r);
   else if (efd >= 0) close(efd);
   return 0;
+}
+
+/* resolve_stats() -> running, waiting: lookups with a thread, and queued
+** (for specs and the console) */
+static int l_resolve_stats(lua_State *L) {
+  int waiting = 0;
+  for (struct resreq *r = wait_head; r; r = r->next_waiting) waiting++;
+  lua_pushinteger(L, running);
+  lua_pushinteger(L, waiting);
+  return 2;
 }
 
 void braid_open_resolve(lua_State *L);
@@ -210,4 +298,6 @@ void braid_open_resolve(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, l_getaddrinfo);
   lua_setfield(L, -2, "getaddrinfo");
+  lua_pushcfunction(L, l_resolve_stats);
+  lua_setfield(L, -2, "resolve_stats");
 }

@@ -270,6 +270,23 @@ describe("TrafficLoggingFactory", function()
     assert.are.equal(1, f._counter)
   end)
 
+  it("closes a connection's log file when the connection ends, and logs nothing after", function()
+    local dir = os.tmpname()
+    local f = policies.TrafficLoggingFactory(protocol.Factory.forProtocol(Recorder), dir)
+    local p = connect(f)
+    local file = p.logfile
+    assert.equal("file", io.type(file))
+    lose(p)
+    assert.equal("closed file", io.type(file))  -- not left to the collector
+    p:write("late")  -- no error writing to the closed file
+    local h = io.open(dir .. "-1")
+    local text = h:read("a")
+    h:close()
+    os.remove(dir .. "-1")
+    os.remove(dir)
+    assert.matches("^%*\nC 1: ConnectionDone", text)
+  end)
+
   it("closes the log file it opened when the wrapped factory refuses the connection", function()
     local inner = protocol.Factory.forProtocol(Recorder)
     function inner:buildProtocol() return nil end

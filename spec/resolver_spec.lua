@@ -12,6 +12,33 @@ local result = loop.result
 describe("braid.resolver", function()
   after_each(function() resolver.installResolver(nil) end)
 
+  it("runs at most 16 lookups at once; the rest wait, and a waiting one cancelled never runs", function()
+    local core = require "braid.core"
+    local r0, w0 = core.resolve_stats()  -- slow lookups of other specs may still run
+    assert.equal(0, w0)
+    local got, reqs = {}, {}
+    for i = 1, 40 do
+      reqs[i] = core.getaddrinfo("localhost", function(list) got[#got + 1] = { i, list } end)
+    end
+    local running, waiting = core.resolve_stats()
+    assert.equal(16, running)
+    assert.equal(24 + r0, waiting)
+    for i = 17, 30 do reqs[i]:cancel() end  -- still waiting: the first 16 run
+    assert.equal(10 + r0, select(2, core.resolve_stats()))
+    spin(function() return #got == 26 end)
+    for _ = 1, 20 do reactor.iterate(0.005) end
+    assert.equal(26, #got)
+    local seen = {}
+    for _, g in ipairs(got) do
+      seen[g[1]] = true
+      assert.is_true(#g[2] >= 1)
+    end
+    for i = 1, 40 do assert.equal(i < 17 or i > 30, seen[i] == true, "lookup " .. i) end
+    running, waiting = core.resolve_stats()
+    assert.is_true(running <= r0)
+    assert.equal(0, waiting)
+  end)
+
   it("resolves localhost from /etc/hosts without blocking", function()
     local list = result(reactor.getHostByName("localhost"))
     assert.is_true(#list >= 1)

@@ -449,8 +449,10 @@ function TrafficLoggingProtocol:init(factory, wrappedProtocol, logfile, lengthLi
 end
 
 function TrafficLoggingProtocol:_log(line)
-  self.logfile:write(line .. "\n")
-  self.logfile:flush()
+  local f = self.logfile
+  if io.type(f) == "closed file" then return end  -- after connectionLost
+  f:write(line .. "\n")
+  f:flush()
 end
 
 function TrafficLoggingProtocol:_mungeData(data)
@@ -470,6 +472,12 @@ end
 
 function TrafficLoggingProtocol:connectionLost(reason)
   self:_log(("C %d: %s"):format(self._number, tostring(reason and reason.value or reason)))
+  -- the connection's log file is closed now: left to the collector (as
+  -- CPython's refcounting does at once for Twisted), descriptors pile up
+  -- between collections under connection churn. Other log objects (a
+  -- factory's open() may return any) are left as they are.
+  local f = self.logfile
+  if io.type(f) == "file" then f:close() end
   return ProtocolWrapper.connectionLost(self, reason)
 end
 
