@@ -623,9 +623,7 @@ static int pend_deliver_p(lua_State *L) {
   return 0;
 }
 
-static void pend_cb(evutil_socket_t fd, short what, void *arg) {
-  lua_State *L = braid_loop()->L;
-  (void)fd; (void)what; (void)arg;
+static void pend_run(lua_State *L) {
   while (pend_head) {
     struct conn *c = pend_head;
     pend_head = c->pend_next;
@@ -635,6 +633,18 @@ static void pend_cb(evutil_socket_t fd, short what, void *arg) {
     lua_pushlightuserdata(L, c);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) braid_report_error(L);
   }
+}
+
+static void pend_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd; (void)what; (void)arg;
+  pend_run(braid_loop()->L);
+}
+
+/* tcp_flush_pending(): deliver the closes queued now, at once (the
+** reactor's shutdown: connectionLost before the "after" triggers) */
+static int l_tcp_flush_pending(lua_State *L) {
+  pend_run(L);
+  return 0;
 }
 
 /* ---- transport methods ---------------------------------------------------- */
@@ -1480,6 +1490,7 @@ static const luaL_Reg port_methods[] = {
 static const luaL_Reg tcp_funcs[] = {
   { "tcp_listen", l_tcp_listen },
   { "ip_family", l_ip_family },
+  { "tcp_flush_pending", l_tcp_flush_pending },
   { "unix_listen", l_unix_listen },
   { "tcp_connect", l_tcp_connect },
   { "unix_connect", l_unix_connect },

@@ -102,6 +102,49 @@ describe("UNIX ports (test_unix)", function()
   end)
 end)
 
+describe("the reactor's shutdown (Twisted's disconnectAll)", function()
+  it("closes ports, connections and descriptors before the after triggers", function()
+    local proc = require "helpers.proc"
+    local path = sock_path()
+    local script = table.concat({
+      'local reactor = require "braid.reactor"',
+      'local protocol = require "braid.protocol"',
+      'local F = protocol.Factory:extend("F")',
+      'F.noisy = false',
+      'function F:stopFactory() print("stopFactory " .. self.name) end',
+      'local f1, f2 = F(), F()',
+      'f1.name, f2.name = "tcp", "unix"',
+      'local S = protocol.Protocol:extend("S")',
+      'function S:connectionLost(r) print("server lost " .. r.type.__name) end',
+      'f1.protocol = S',
+      'local p = reactor.listenTCP(0, f1, 50, "127.0.0.1")',
+      ('reactor.listenUNIX(%q, f2)'):format(path),
+      'local C = protocol.Protocol:extend("C")',
+      'function C:connectionMade() reactor.stop() end',
+      'function C:connectionLost(r) print("client lost " .. r.type.__name) end',
+      'local cf = protocol.ClientFactory.forProtocol(C)',
+      'cf.noisy = false',
+      'reactor.connectTCP("127.0.0.1", p:getHost().port, cf)',
+      'local ls = assert(require("socket").bind("127.0.0.1", 0))',
+      'reactor.addReader({ fileno = function() return ls:getfd() end, doRead = function() end,',
+      '  connectionLost = function(_, r) print("reader lost " .. r.type.__name) end })',
+      'reactor.addSystemEventTrigger("after", "shutdown", function()',
+      ('  print("after: port " .. p:fileno() .. ", file " .. tostring(io.open(%q) ~= nil))'):format(path),
+      'end)',
+      'reactor.run()',
+    }, "\n")
+    local lines, code = proc.run({ "-e", script })
+    assert.equal(0, code, table.concat(lines, "\n"))
+    table.sort(lines, function(a, b)  -- the after trigger's line is last; the rest by name
+      if a:find("^after") then return false elseif b:find("^after") then return true end
+      return a < b
+    end)
+    assert.same({ "client lost ConnectionLost", "reader lost ConnectionLost",
+                  "server lost ConnectionLost", "stopFactory tcp", "stopFactory unix",
+                  "after: port -1, file false" }, lines)
+  end)
+end)
+
 describe("listening ports (test_tcp ListeningTests)", function()
   it("stopListening's Deferred fails with stopFactory's error (test_exceptInStop)", function()
     local f = counting()

@@ -175,6 +175,13 @@ function M.removeAll()
   return out
 end
 
+--- Internal (the reactor's "during shutdown" trigger): every descriptor
+-- is removed and gets connectionLost(ConnectionLost), as Twisted's
+-- disconnectAll does.
+function M._disconnectAll()
+  for _, d in ipairs(M.removeAll()) do lose(d, reactor().CONNECTION_LOST) end
+end
+
 function M.getReaders() return { table.unpack(readers) } end
 function M.getWriters() return { table.unpack(writers) } end
 

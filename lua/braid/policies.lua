@@ -313,8 +313,11 @@ LimitConnectionsByPeer.maxConnectionsPerPeer = 5
 
 function LimitConnectionsByPeer:startFactory() self.peerConnections = {} end
 
+-- the key a peer is counted under: its host; a UNIX peer's socket name,
+-- or "" for the unnamed ones clients connect from (Twisted's addr.host
+-- fails there), all counted together
 local function peer_host(addr)
-  if type(addr) == "table" then return addr.host or addr.name or addr[1] end
+  if type(addr) == "table" then return addr.host or addr.name or addr[1] or "" end
   return tostring(addr)
 end
 

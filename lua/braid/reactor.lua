@@ -354,6 +354,18 @@ end
 -- the rest of the reactor's interface lives in its own modules, loaded on
 -- first use
 
+-- Twisted's disconnectAll, a "during shutdown" trigger added before any of
+-- the script's: listening ports close (stopFactory runs, UNIX socket files
+-- go), connectors stop and connections and descriptors get connectionLost
+-- with ConnectionLost, all before the "after" triggers. Only modules in use
+-- have anything to close.
+M.addSystemEventTrigger("during", "shutdown", function()
+  local tcp = package.loaded["braid.tcp"]
+  if tcp then tcp._disconnectAll() end
+  local fdesc = package.loaded["braid.fdesc"]
+  if fdesc then fdesc._disconnectAll() end
+end)
+
 local function forward(modname, names)
   for _, name in ipairs(names) do
     M[name] = function(...)

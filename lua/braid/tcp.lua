@@ -246,6 +246,10 @@ end
 local Port = {}
 Port.__index = Port
 local port_log -- below: a port's log lines
+-- what the reactor's shutdown closes (Twisted's disconnectAll): listening
+-- ports and connectors, weakly (connections are found in the registry)
+local live_ports = setmetatable({}, { __mode = "k" })
+local live_connectors = setmetatable({}, { __mode = "k" })
 
 local function port_tostring(self)
   if not self._c:listening() then
@@ -278,6 +282,7 @@ function Port:stopListening()
   end
   self:getHost()
   self._c:close()
+  live_ports[self] = nil
   if self._unix and not self._abstract then os.remove(self._path) end
   reactor().callLater(0, function()
     port_log(self, false)
@@ -304,6 +309,7 @@ function Port:startListening()
   c:_setuv({ factory = self.factory, port = self })
   self:getHost()
   port_log(self, true)
+  live_ports[self] = true
   call(self.factory, Factory, "doStart")
 end
 
@@ -401,6 +407,7 @@ local function new_port(c, factory, fields)
     if port._unix and not port._abstract then os.remove(port._path) end
     error(e, 0)
   end
+  live_ports[port] = true
   return port
 end
 
@@ -502,6 +509,7 @@ local function is_ipv6(h) return core.ip_family(h) == "IPv6" end
 local Connector = class.Object:extend("Connector")
 
 function Connector:init(kind, host, port, factory, timeout, bindAddress)
+  live_connectors[self] = true
   self._kind = kind
   self.host, self.port, self.factory = host, port, factory
   self.timeout = timeout or 30
@@ -698,6 +706,43 @@ function Connector:disconnect()
 end
 
 M.Connector = Connector
+
+--- Internal (the reactor's "during shutdown" trigger): Twisted's
+-- disconnectAll. Every listening port closes (its file removed, its
+-- factory stopped), every connector still connecting stops, and every open
+-- connection is closed with ConnectionLost; their connectionLost and
+-- clientConnection* calls are made before this returns.
+function M._disconnectAll()
+  local ports = {}
+  for port in pairs(live_ports) do ports[#ports + 1] = port end
+  table.sort(ports, function(a, b) return a._c:fileno() < b._c:fileno() end)
+  for _, port in ipairs(ports) do
+    if port._c:listening() then
+      port:getHost()
+      port._c:close()
+      if port._unix and not port._abstract then os.remove(port._path) end
+      port_log(port, false)
+      local ok, e = xpcall(call, msgh, port.factory, Factory, "doStop")
+      if not ok then report(e) end
+    end
+    live_ports[port] = nil
+  end
+  for c in pairs(live_connectors) do
+    if c.state == "connecting" then pcall(c.stopConnecting, c) end
+  end
+  local open = {}
+  for _, v in pairs(debug.getregistry()) do
+    if core.tcp_is_transport(v) and v.connected then open[#open + 1] = v end
+  end
+  table.sort(open, function(a, b) return a.sessionno < b.sessionno end)
+  for _, t in ipairs(open) do
+    if t.connected then
+      t._reason = Failure(errors.ConnectionLost(), NO_FRAMES)
+      t:_fail()
+    end
+  end
+  core.tcp_flush_pending()
+end
 
 --- Connect over TCP.
 -- @param host a name or an address
