@@ -85,6 +85,14 @@ function M.checktype(fname, argn, v, tname, optional)
     :format(argn, fname, tname, type(v))), 3)
 end
 
+--- Check a method's self: `ok` says whether it is `what` (a class name);
+-- else raise TypeError, with the usual fix for a method called with '.'.
+function M.checkself(fname, ok, self, what)
+  if ok then return end
+  error(M.TypeError(("bad argument #1 to '%s' (%s expected, got %s; call it as obj:%s(...))")
+    :format(fname, what, class.nameof(self), fname)), 3)
+end
+
 --- Check that v is callable (a function or a table/userdata with __call).
 function M.checkcallable(fname, argn, v, optional)
   if optional and v == nil then return v end

@@ -31,6 +31,7 @@ end
 
 --- The first of the classes that this failure's type is or inherits from.
 function Failure:check(...)
+  errors.checkself("check", getmetatable(self) == Failure or Failure:isinstance(self), self, "Failure")
   for i = 1, select("#", ...) do
     local cls = select(i, ...)
     if cls ~= nil and class.isclass(cls) and self.type:issubclass(cls) then
@@ -42,6 +43,7 @@ end
 
 --- As check, but raise this Failure when nothing matches (errback idiom).
 function Failure:trap(...)
+  errors.checkself("trap", getmetatable(self) == Failure or Failure:isinstance(self), self, "Failure")
   local c = self:check(...)
   if c == nil then error(self, 0) end
   return c
@@ -49,6 +51,7 @@ end
 
 --- The error's text: an error object's text, or the raw value as raised.
 function Failure:getErrorMessage()
+  errors.checkself("getErrorMessage", getmetatable(self) == Failure or Failure:isinstance(self), self, "Failure")
   local v = self.value
   if errors.Error:isinstance(v) then return v:text() end
   return tostring(v)
@@ -63,12 +66,14 @@ end
 
 --- Twisted-shaped traceback text, ending with the error line.
 function Failure:getTraceback()
+  errors.checkself("getTraceback", getmetatable(self) == Failure or Failure:isinstance(self), self, "Failure")
   return "Traceback (most recent call last):\n" .. (self.traceback or "")
     .. "\n" .. self:brief() .. "\n"
 end
 
 --- Raise the wrapped value again.
 function Failure:raiseException()
+  errors.checkself("raiseException", getmetatable(self) == Failure or Failure:isinstance(self), self, "Failure")
   error(self.value, 0)
 end
 

@@ -20,6 +20,7 @@ local M = {}
 local Failure, isFailure, msgh = failure.Failure, failure.isFailure, failure.msgh
 local Deferred, isDeferred = defer.Deferred, defer.isDeferred
 local checkcallable = errors.checkcallable
+local checkself = errors.checkself
 local type, tostring, xpcall, error = type, tostring, xpcall, error
 local pack, unpack, table_remove, table_insert = table.pack, table.unpack, table.remove, table.insert
 local floor, ceil, huge = math.floor, math.ceil, math.huge
@@ -125,6 +126,7 @@ end
 
 --- The current (fake) time, in seconds.
 function Clock:seconds()
+  checkself("seconds", Clock:isinstance(self), self, "Clock")
   return self.rightNow
 end
 
@@ -133,6 +135,7 @@ end
 -- @param f a function
 -- @return a DelayedCall
 function Clock:callLater(delay, f, ...)
+  checkself("callLater", Clock:isinstance(self), self, "Clock")
   check_delay("callLater", 1, "delay", delay)
   checkcallable("callLater", 2, f)
   local dc = setmetatable({ time = self.rightNow + delay, func = f, args = pack(...),
@@ -143,6 +146,7 @@ end
 
 --- The pending DelayedCalls, in the order they will run (a new list).
 function Clock:getDelayedCalls()
+  checkself("getDelayedCalls", Clock:isinstance(self), self, "Clock")
   local out, calls = {}, self.calls
   for i = 1, #calls do out[i] = calls[i] end
   return out
@@ -154,6 +158,7 @@ end
 -- pending).
 -- @param amount a number >= 0
 function Clock:advance(amount)
+  checkself("advance", Clock:isinstance(self), self, "Clock")
   if type(amount) ~= "number" then
     error(errors.TypeError(("bad argument #1 to 'advance' (number expected, got %s)")
       :format(type(amount))), 2)
@@ -177,6 +182,7 @@ end
 --- Advance by each amount of the list in turn.
 -- @param timings a list of numbers
 function Clock:pump(timings)
+  checkself("pump", Clock:isinstance(self), self, "Clock")
   errors.checktype("pump", 1, timings, "table")
   for i = 1, #timings do self:advance(timings[i]) end
 end
@@ -334,6 +340,7 @@ end
 -- @return a Deferred firing with the LoopingCall when stop() is called, or
 --   failing (and stopping the loop) when f raises or its Deferred fails
 function LoopingCall:start(interval, now)
+  checkself("start", LoopingCall:isinstance(self), self, "LoopingCall")
   if self.running then
     error(errors.Error("Tried to start an already running LoopingCall."), 2)
   end
@@ -368,6 +375,7 @@ end
 --- Stop the loop; the Deferred of start() fires with the LoopingCall (at
 -- once, or when the pending call of f finishes).
 function LoopingCall:stop()
+  checkself("stop", LoopingCall:isinstance(self), self, "LoopingCall")
   if not self.running then
     error(errors.Error("Tried to stop a LoopingCall that was not running."), 2)
   end
@@ -384,6 +392,7 @@ end
 
 --- Skip the next call and restart the interval from now.
 function LoopingCall:reset()
+  checkself("reset", LoopingCall:isinstance(self), self, "LoopingCall")
   if not self.running then
     error(errors.Error("Tried to reset a LoopingCall that was not running."), 2)
   end

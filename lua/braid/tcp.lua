@@ -7,6 +7,7 @@
 -- below as handler(transport, protocol, system, ...), always protected.
 local core = require "braid.core"
 local errors = require "braid.error"
+local checkself = errors.checkself
 local failure = require "braid.failure"
 local protocol = require "braid.protocol"
 local address = require "braid.address"
@@ -186,6 +187,7 @@ local methods = core.tcp_methods()
 
 --- Write each string of a list (nothing is written if one is not a string).
 function methods.writeSequence(t, list)
+  checkself("writeSequence", core.tcp_is_transport(t), t, "transport")
   errors.checktype("writeSequence", 1, list, "table")
   local n = #list
   for i = 1, n do
@@ -197,20 +199,24 @@ function methods.writeSequence(t, list)
 end
 
 function methods.getPeer(t)
+  checkself("getPeer", core.tcp_is_transport(t), t, "transport")
   return core_addr(t._unix and "UNIX" or "TCP", t:_peer())
 end
 
 function methods.getHost(t)
+  checkself("getHost", core.tcp_is_transport(t), t, "transport")
   return core_addr("TCP", t:_host())
 end
 
 --- stopProducing closes the connection (IPushProducer).
 function methods.stopProducing(t)
+  checkself("stopProducing", core.tcp_is_transport(t), t, "transport")
   t:loseConnection()
 end
 
 --- Register a producer (streaming true: push; false: pull).
 function methods.registerProducer(t, producer, streaming)
+  checkself("registerProducer", core.tcp_is_transport(t), t, "transport")
   local pt = type(producer)
   if pt ~= "table" and pt ~= "userdata" then
     errors.argerror("registerProducer", 1, "producer expected (an object with resumeProducing, "
@@ -231,11 +237,13 @@ function methods.registerProducer(t, producer, streaming)
 end
 
 function methods.unregisterProducer(t)
+  checkself("unregisterProducer", core.tcp_is_transport(t), t, "transport")
   t._producer = nil
   t:_setProducer(false, false)
 end
 
 function methods.logPrefix(t)
+  checkself("logPrefix", core.tcp_is_transport(t), t, "transport")
   local p = t.protocol
   return p and p:logPrefix() or "-"
 end
@@ -265,6 +273,7 @@ Port.__tostring = port_tostring
 
 --- The address the port is bound to (the real port when 0 was asked).
 function Port:getHost()
+  checkself("getHost", getmetatable(self) == Port, self, "Port")
   if self._unix then return address.UNIXAddress(self._path) end
   if not self._c:listening() then return self._hostAddr end
   local a = core_addr("TCP", self._c:_host())
@@ -274,6 +283,7 @@ end
 
 --- Stop accepting; the Deferred fires once the socket is closed.
 function Port:stopListening()
+  checkself("stopListening", getmetatable(self) == Port, self, "Port")
   local defer = require "braid.defer"
   local d = defer.Deferred()
   if not self._c:listening() then
@@ -299,6 +309,7 @@ local open_socket -- below: (re)open a port's socket
 --- Listen again after stopListening (on the port asked for at first: a
 -- port 0 gets a new one), starting the factory again.
 function Port:startListening()
+  checkself("startListening", getmetatable(self) == Port, self, "Port")
   if self._c:listening() then
     error(errors.CannotListenError(self.interface, self.port, "already listening"), 2)
   end
@@ -315,6 +326,7 @@ end
 
 --- The listening socket's descriptor (-1 once closed).
 function Port:fileno()
+  checkself("fileno", getmetatable(self) == Port, self, "Port")
   return self._c:fileno()
 end
 
@@ -526,6 +538,7 @@ end
 
 --- Where this connector connects to.
 function Connector:getDestination()
+  checkself("getDestination", Connector:isinstance(self), self, "Connector")
   if self._kind == "UNIX" then return address.UNIXAddress(self.host) end
   if is_ipv6(self.host) then return address.IPv6Address("TCP", self.host, self.port) end
   return address.IPv4Address("TCP", self.host, self.port)
@@ -634,6 +647,7 @@ end
 
 --- Start (or restart) connecting.
 function Connector:connect()
+  checkself("connect", Connector:isinstance(self), self, "Connector")
   if self.state ~= "disconnected" then
     error(errors.Error("Can't connect in this state"), 2)
   end
@@ -687,6 +701,7 @@ end
 
 --- Stop a connection attempt in progress (NotConnectingError otherwise).
 function Connector:stopConnecting()
+  checkself("stopConnecting", Connector:isinstance(self), self, "Connector")
   if self.state ~= "connecting" then
     error(errors.NotConnectingError(), 2)
   end
@@ -698,6 +713,7 @@ end
 
 --- Stop connecting, or close the connection.
 function Connector:disconnect()
+  checkself("disconnect", Connector:isinstance(self), self, "Connector")
   if self.state == "connecting" then
     self:stopConnecting()
   elseif self.state == "connected" and self.transport then
