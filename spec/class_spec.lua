@@ -1,6 +1,7 @@
 -- spec for lua/braid/class.lua
 local class = require "braid.class"
 local Object = class.Object
+require "braid.error"  -- loaded, so class.lua's misuse errors are its TypeError objects
 
 describe("class.Object:extend", function()
   it("returns a subclass whose name is used by tostring", function()
@@ -34,7 +35,8 @@ describe("class.Object:extend", function()
   it("rejects a name that is not a string", function()
     local ok, e = pcall(Object.extend, Object, 42)
     assert.is_false(ok)
-    assert.matches("bad argument #1 to 'extend' %(string expected, got number%)", e)
+    assert.matches("bad argument #1 to 'extend' %(string expected, got number%)", tostring(e))
+    assert.is_true(require("braid.error").isinstance(e, require("braid.error").TypeError))
   end)
 
   it("rejects fields that are not a table", function()
@@ -386,7 +388,7 @@ describe("metamethods", function()
 
     it("refuses what is not a class", function()
       assert.has_error(function() class.setconstructor({}, print) end,
-        "bad argument #1 to 'setconstructor' (class expected, got table)")
+        "TypeError: bad argument #1 to 'setconstructor' (class expected, got table)")
     end)
   end)
 end)
@@ -462,6 +464,6 @@ describe("classmethod", function()
 
   it("refuses what is not a function", function()
     assert.has_error(function() class.classmethod({}) end,
-      "bad argument #1 to 'classmethod' (function expected, got table)")
+      "TypeError: bad argument #1 to 'classmethod' (function expected, got table)")
   end)
 end)

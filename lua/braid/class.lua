@@ -6,6 +6,15 @@
 -- are found at call time (never cached: hot reload replaces them in place).
 local M = {}
 
+-- A misuse raises braid.error's TypeError (API.md: errors are objects),
+-- once braid.error is loaded (it is built on this module); before that, a
+-- plain message. `level` as error()'s, counted from the caller.
+local function type_error(msg, level)
+  local errors = package.loaded["braid.error"]
+  if type(errors) == "table" and errors.TypeError then error(errors.TypeError(msg), level + 1) end
+  error(msg, level + 1)
+end
+
 -- Metamethods Lua looks up with rawget on the metatable: a subclass copies
 -- its parent's so instances inherit them.
 local METAMETHODS = {
@@ -98,10 +107,10 @@ function Object:extend(name, fields)
     fields, name = name, nil
   end
   if name ~= nil and type(name) ~= "string" then
-    error("bad argument #1 to 'extend' (string expected, got " .. type(name) .. ")", 2)
+    type_error("bad argument #1 to 'extend' (string expected, got " .. type(name) .. ")", 2)
   end
   if fields ~= nil and type(fields) ~= "table" then
-    error("bad argument #2 to 'extend' (table expected, got " .. type(fields) .. ")", 2)
+    type_error("bad argument #2 to 'extend' (table expected, got " .. type(fields) .. ")", 2)
   end
   local cls = {}
   for _, mm in ipairs(METAMETHODS) do
@@ -160,7 +169,7 @@ end
 -- later keep the usual path: ctor must handle cls itself only.
 function M.setconstructor(cls, ctor)
   if not M.isclass(cls) then
-    error("bad argument #1 to 'setconstructor' (class expected, got " .. type(cls) .. ")", 2)
+    type_error("bad argument #1 to 'setconstructor' (class expected, got " .. type(cls) .. ")", 2)
   end
   if ctor == nil then return setmetatable(cls, ClassMeta) end
   local meta = {}
@@ -177,7 +186,7 @@ end
 -- method at call time, so replacing C.name (hot reload) takes effect.
 function M.classmethod(f)
   if type(f) ~= "function" then
-    error("bad argument #1 to 'classmethod' (function expected, got " .. type(f) .. ")", 2)
+    type_error("bad argument #1 to 'classmethod' (function expected, got " .. type(f) .. ")", 2)
   end
   CLASSMETHOD[f] = true
   return f
