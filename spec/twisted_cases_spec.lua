@@ -189,8 +189,15 @@ describe("listening ports (test_tcp ListeningTests)", function()
     local starts = 0
     function f:startFactory() starts = starts + 1 end
     local p = reactor.listenTCP(0, f, 50, "127.0.0.1")
+    assert.is_true(p.connected)
+    assert.is_false(p.disconnected)
     assert.has_error(function() p:startListening() end)  -- listening already
-    loop.wait(p:stopListening())
+    local d = p:stopListening()
+    assert.is_false(p.connected)
+    assert.is_true(p.disconnecting)
+    loop.wait(d)
+    assert.is_false(p.disconnecting)
+    assert.is_true(p.disconnected)  -- test_closePortInProtocolFactory's check
     assert.matches("%(not listening%)", tostring(p))
     p:startListening()
     assert.equal(2, starts)

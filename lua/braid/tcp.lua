@@ -293,8 +293,10 @@ function Port:stopListening()
   self:getHost()
   self._c:close()
   live_ports[self] = nil
+  self.connected, self.disconnecting = false, true
   if self._unix and not self._abstract then os.remove(self._path) end
   reactor().callLater(0, function()
+    self.disconnecting, self.disconnected = false, true
     port_log(self, false)
     -- as Twisted's: an error of stopFactory fails the Deferred
     local ok, e = xpcall(call, msgh, self.factory, Factory, "doStop")
@@ -321,6 +323,7 @@ function Port:startListening()
   self:getHost()
   port_log(self, true)
   live_ports[self] = true
+  self.connected, self.disconnected = true, false
   call(self.factory, Factory, "doStart")
 end
 
@@ -420,6 +423,7 @@ local function new_port(c, factory, fields)
     error(e, 0)
   end
   live_ports[port] = true
+  port.connected, port.disconnecting, port.disconnected = true, false, false
   return port
 end
 
@@ -738,6 +742,7 @@ function M._disconnectAll()
       port._c:close()
       if port._unix and not port._abstract then os.remove(port._path) end
       port_log(port, false)
+      port.connected, port.disconnected = false, true
       local ok, e = xpcall(call, msgh, port.factory, Factory, "doStop")
       if not ok then report(e) end
     end
