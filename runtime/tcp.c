@@ -983,6 +983,16 @@ static int literal_family(const char *host) {
   return inet_pton(AF_INET6, tmp, buf) == 1 ? AF_INET6 : 0;
 }
 
+/* samefile(a, b) -> whether the two paths name one file (links
+** followed): UNIXAddress equality, as Twisted's os.path.samefile */
+static int l_samefile(lua_State *L) {
+  struct stat sa, sb;
+  const char *a = luaL_checkstring(L, 1), *b = luaL_checkstring(L, 2);
+  lua_pushboolean(L, stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev
+                     && sa.st_ino == sb.st_ino);
+  return 1;
+}
+
 /* ip_family(host) -> "IPv4" | "IPv6" | nil: whether host is an IP literal
 ** (braid.tcp connects to those at once and resolves the rest) */
 static int l_ip_family(lua_State *L) {
@@ -1490,6 +1500,7 @@ static const luaL_Reg port_methods[] = {
 static const luaL_Reg tcp_funcs[] = {
   { "tcp_listen", l_tcp_listen },
   { "ip_family", l_ip_family },
+  { "samefile", l_samefile },
   { "tcp_flush_pending", l_tcp_flush_pending },
   { "unix_listen", l_unix_listen },
   { "tcp_connect", l_tcp_connect },

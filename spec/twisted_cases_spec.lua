@@ -404,6 +404,23 @@ describe("endpoints (test_endpoints)", function()
   end)
 end)
 
+describe("addresses (test_address)", function()
+  it("UNIX addresses naming one file through a link are equal (test_comparisonOfLinkedFiles)", function()
+    local address = require "braid.address"
+    local a = os.tmpname()
+    local b = a .. "-link"
+    os.remove(b)
+    assert(os.execute(("ln -s '%s' '%s'"):format(a, b)))
+    local eq = address.UNIXAddress(a) == address.UNIXAddress(b)
+    local other = address.UNIXAddress(a) == address.UNIXAddress(a .. "-none")
+    os.remove(b)
+    os.remove(a)
+    assert.is_true(eq)
+    assert.is_false(other)
+    assert.is_true(address.UNIXAddress(nil) == address.UNIXAddress(nil))
+  end)
+end)
+
 describe("IntNStringReceiver (test_basic)", function()
   it("a string too long says the prefix's limit as Twisted does (test_tooLongSend)", function()
     local p = basic.Int8StringReceiver()
