@@ -126,7 +126,11 @@ function ProtocolWrapper:dataReceived(data) return self.wrappedProtocol:dataRece
 function ProtocolWrapper:connectionLost(reason)
   self.factory:unregisterProtocol(self)
   self.connected = false
-  return self.wrappedProtocol:connectionLost(reason)
+  local w = self.wrappedProtocol
+  local r = w:connectionLost(reason)
+  -- as Twisted's (test_breakReferenceCycle): the wrapper lets go of it
+  self.wrappedProtocol = nil
+  return r
 end
 
 local WrappingFactory = ClientFactory:extend("WrappingFactory")
