@@ -983,6 +983,17 @@ static int literal_family(const char *host) {
   return inet_pton(AF_INET6, tmp, buf) == 1 ? AF_INET6 : 0;
 }
 
+/* service_port(name) -> the TCP port number of a service name (from
+** /etc/services: "http" is 80), or nil */
+static int l_service_port(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  struct servent se, *res = NULL;
+  char buf[1024];
+  if (getservbyname_r(name, "tcp", &se, buf, sizeof buf, &res) != 0 || !res) return 0;
+  lua_pushinteger(L, ntohs((uint16_t)res->s_port));
+  return 1;
+}
+
 /* samefile(a, b) -> whether the two paths name one file (links
 ** followed): UNIXAddress equality, as Twisted's os.path.samefile */
 static int l_samefile(lua_State *L) {
@@ -1501,6 +1512,7 @@ static const luaL_Reg tcp_funcs[] = {
   { "tcp_listen", l_tcp_listen },
   { "ip_family", l_ip_family },
   { "samefile", l_samefile },
+  { "service_port", l_service_port },
   { "tcp_flush_pending", l_tcp_flush_pending },
   { "unix_listen", l_unix_listen },
   { "tcp_connect", l_tcp_connect },

@@ -293,6 +293,15 @@ describe("connection errors (test_tcp)", function()
     loop.wait(port:stopListening())
   end)
 
+  it("a port may be a service name (test_connectByService), an unknown one raises", function()
+    local c = reactor.connectTCP("127.0.0.1", "http", ClientFactory.forProtocol(protocol.Protocol), 1)
+    assert.equal(80, c:getDestination().port)
+    c:disconnect()
+    local ok, e = pcall(reactor.connectTCP, "127.0.0.1", "no-such-service", ClientFactory.forProtocol(protocol.Protocol))
+    assert.is_false(ok)
+    assert.is_true(errors.isinstance(e, errors.ServiceNameUnknownError), tostring(e))
+  end)
+
   it("a bind address in use is ConnectBindError (test_clientBind)", function()
     local port = reactor.listenTCP(0, counting(), 50, "127.0.0.1")
     local n = port:getHost().port

@@ -774,6 +774,13 @@ end
 -- @return a connector
 function M.connectTCP(host, port, factory, timeout, bindAddress)
   check_name("connectTCP", 1, host, "host")
+  if type(port) == "string" then  -- a service name, as Twisted's Connector takes
+    local n = core.service_port(port)
+    if n == nil then
+      error(errors.ServiceNameUnknownError(nil, ("unknown service (%q)"):format(port)), 2)
+    end
+    port = n
+  end
   if math.type(port) ~= "integer" or port < 0 or port > 65535 then
     errors.argerror("connectTCP", 2, "port number expected, got " .. tostring(port))
   end
