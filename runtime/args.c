@@ -8,9 +8,8 @@
 ** luaL_typeerror (and so luaL_argcheck and luaL_argexpected) onto these for
 ** every runtime file that includes it; this file alone sees lauxlib's own.
 ** The checks behave as lauxlib's, message included; only what is raised
-** differs. When braid.error is not loaded (braid.core used on its own),
-** the message is raised as a plain string, as lauxlib would: nothing is
-** loaded from inside an error path.
+** differs. Where braid.error cannot be loaded, the message is raised as
+** a plain string, as lauxlib would (braid_raise).
 */
 #define BRAID_LAUXLIB_AS_IS
 #include <string.h>
@@ -20,17 +19,9 @@
 
 #include "braid.h"
 
-/* Raise the message on top as braid.error's class cls, or as itself. */
+/* Raise the message on top as braid.error's class cls (braid_raise). */
 static int raise_as(lua_State *L, const char *cls) {
-  int msg = lua_gettop(L);
-  lua_checkstack(L, 4);
-  if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) == LUA_TTABLE &&
-      lua_getfield(L, -1, "braid.error") == LUA_TTABLE && lua_getfield(L, -1, cls) != LUA_TNIL) {
-    lua_pushvalue(L, msg);
-    if (lua_pcall(L, 1, 1, 0) == LUA_OK) return lua_error(L);
-  }
-  lua_settop(L, msg);
-  return lua_error(L);
+  return braid_raise(L, cls, lua_tostring(L, -1));
 }
 
 /* lauxlib's search of package.loaded for a function's name, two levels

@@ -78,8 +78,9 @@ void braid_work(long delta);
 /* Monotonic and wall-clock time in seconds. */
 double braid_monotonic(void);
 double braid_walltime(void);
-/* Push the error class `name` of braid.error, call it with the message on
-** top (or none if msg is NULL) and raise it. */
+/* Raise braid.error's class `cls` made with msg (or with no argument if
+** msg is NULL: its default text); where braid.error cannot be loaded, the
+** plain message (or the class name). */
 int braid_raise(lua_State *L, const char *cls, const char *msg);
 /* For a __gc function: returns when the collector called it; raises when
 ** Lua code did (a metamethod reached as a field, or through getmetatable),

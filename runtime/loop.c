@@ -148,13 +148,28 @@ int braid_pcall(lua_State *L, int nargs, int nresults) {
   return st;
 }
 
-int braid_raise(lua_State *L, const char *cls, const char *msg) {
+/* protected part of braid_raise: 1 class name, 2 message or nil */
+static int make_error_p(lua_State *L) {
+  int has_msg = !lua_isnil(L, 2);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "braid.error");
   lua_call(L, 1, 1);
-  lua_getfield(L, -1, cls);
+  lua_getfield(L, -1, lua_tostring(L, 1));
+  if (has_msg) lua_pushvalue(L, 2);
+  lua_call(L, has_msg, 1);
+  return 1;
+}
+
+int braid_raise(lua_State *L, const char *cls, const char *msg) {
+  lua_checkstack(L, 6);
+  lua_pushcfunction(L, make_error_p);
+  lua_pushstring(L, cls);
   if (msg) lua_pushstring(L, msg);
-  lua_call(L, msg ? 1 : 0, 1);
+  else lua_pushnil(L);
+  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {  /* no braid.error here: the text */
+    lua_pop(L, 1);
+    lua_pushstring(L, msg ? msg : cls);
+  }
   return lua_error(L);
 }
 

@@ -158,10 +158,13 @@ static int docall(lua_State *L, int narg, int nres) {
 
 static int report(lua_State *L, int st) {
   if (st != LUA_OK) {
+    int top = lua_gettop(L);
     const char *msg = lua_tostring(L, -1);
+    if (msg == NULL && luaL_callmeta(L, -1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      msg = lua_tostring(L, -1);  /* an error object (braid.error's) */
     fprintf(stderr, "%s: %s\n", progname, msg ? msg : "(error object is not a string)");
     fflush(stderr);
-    lua_pop(L, 1);
+    lua_settop(L, top - 1);
   }
   return st;
 }

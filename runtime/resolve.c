@@ -52,7 +52,7 @@ struct resreq {
   int orphaned;      /* under res_lock: the handle is gone, the thread frees */
   int delivered;     /* the callback ran or was cancelled; before, r counts as reactor work */
   int started;       /* its thread was started (else it waits in the queue, or was dropped) */
-  struct resreq *next_waiting;
+  struct resreq *next_waiting, *prev_waiting;  /* the queue, while it waits */
 };
 
 /* loop side only */
@@ -175,25 +175,29 @@ static int start_thread(struct resreq *r) {
   return ok;
 }
 
+static void enqueue_waiting(struct resreq *r) {
+  r->next_waiting = NULL;
+  r->prev_waiting = wait_tail;
+  if (wait_tail) wait_tail->next_waiting = r;
+  else wait_head = r;
+  wait_tail = r;
+}
+
+/* Take r out of the queue (a no-op if it is not in it). */
 static void unlink_waiting(struct resreq *r) {
-  struct resreq **p = &wait_head, *prev = NULL;
-  for (; *p; prev = *p, p = &(*p)->next_waiting) {
-    if (*p == r) {
-      *p = r->next_waiting;
-      if (wait_tail == r) wait_tail = prev;
-      r->next_waiting = NULL;
-      return;
-    }
-  }
+  if (r->prev_waiting) r->prev_waiting->next_waiting = r->next_waiting;
+  else if (wait_head == r) wait_head = r->next_waiting;
+  else return;
+  if (r->next_waiting) r->next_waiting->prev_waiting = r->prev_waiting;
+  else wait_tail = r->prev_waiting;
+  r->next_waiting = r->prev_waiting = NULL;
 }
 
 /* Start waiting lookups while there is room. */
 static void start_next(void) {
   while (running < MAX_RUNNING && wait_head) {
     struct resreq *r = wait_head;
-    wait_head = r->next_waiting;
-    if (!wait_head) wait_tail = NULL;
-    r->next_waiting = NULL;
+    unlink_waiting(r);
     if (!start_thread(r)) finish_unstarted(r, EAI_SYSTEM);
   }
 }
@@ -226,9 +230,7 @@ static int l_getaddrinfo(lua_State *L) {
     fail = "pthread_create failed";
     if (!start_thread(r)) { event_del(&r->ev); goto fail; }
   } else {
-    if (wait_tail) wait_tail->next_waiting = r;
-    else wait_head = r;
-    wait_tail = r;
+    enqueue_waiting(r);
   }
   h->r = r;
   braid_work(1);

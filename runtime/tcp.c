@@ -640,9 +640,9 @@ static void pend_cb(evutil_socket_t fd, short what, void *arg) {
   pend_run(braid_loop()->L);
 }
 
-/* tcp_flush_pending(): deliver the closes queued now, at once (the
+/* tcp_deliver_closes(): deliver the closes queued now, at once (the
 ** reactor's shutdown: connectionLost before the "after" triggers) */
-static int l_tcp_flush_pending(lua_State *L) {
+static int l_tcp_deliver_closes(lua_State *L) {
   pend_run(L);
   return 0;
 }
@@ -722,7 +722,7 @@ static int conn_lose(lua_State *L) {
     /* ask the producer for the rest first: on the next writable event */
     c->pull_kick = 1;
   } else if (!c->out || evbuffer_get_length(c->out) == 0) {
-    /* close on the pending pass, so writes made after loseConnection in
+    /* close on the delivery pass, so writes made after loseConnection in
     ** the same callback are still sent first */
     pend_push(c, P_CLOSE);
   }
@@ -1513,7 +1513,7 @@ static const luaL_Reg tcp_funcs[] = {
   { "ip_family", l_ip_family },
   { "samefile", l_samefile },
   { "service_port", l_service_port },
-  { "tcp_flush_pending", l_tcp_flush_pending },
+  { "tcp_deliver_closes", l_tcp_deliver_closes },
   { "unix_listen", l_unix_listen },
   { "tcp_connect", l_tcp_connect },
   { "unix_connect", l_unix_connect },

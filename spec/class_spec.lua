@@ -1,7 +1,6 @@
 -- spec for lua/braid/class.lua
 local class = require "braid.class"
 local Object = class.Object
-require "braid.error"  -- loaded, so class.lua's misuse errors are its TypeError objects
 
 describe("class.Object:extend", function()
   it("returns a subclass whose name is used by tostring", function()

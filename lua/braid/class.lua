@@ -6,12 +6,13 @@
 -- are found at call time (never cached: hot reload replaces them in place).
 local M = {}
 
--- A misuse raises braid.error's TypeError (API.md: errors are objects),
--- once braid.error is loaded (it is built on this module); before that, a
--- plain message. `level` as error()'s, counted from the caller.
+-- A misuse raises braid.error's TypeError (API.md: errors are objects);
+-- braid.error is built on this module, so it is required here, at the
+-- error, and while it is itself loading the plain message is raised.
+-- `level` as error()'s, counted from the caller.
 local function type_error(msg, level)
-  local errors = package.loaded["braid.error"]
-  if type(errors) == "table" and errors.TypeError then error(errors.TypeError(msg), level + 1) end
+  local ok, errors = pcall(require, "braid.error")
+  if ok and type(errors) == "table" and errors.TypeError then error(errors.TypeError(msg), level + 1) end
   error(msg, level + 1)
 end
 

@@ -777,14 +777,7 @@ end
 -- @return self
 function Deferred:addTimeout(seconds, clock, onTimeoutCancel)
   check_self(self, "addTimeout")
-  if type(seconds) ~= "number" then
-    error(errors.TypeError(("bad argument #1 to 'addTimeout' (number expected, got %s)")
-      :format(type(seconds))), 2)
-  end
-  if not (seconds >= 0 and seconds < math.huge) then
-    error(errors.ValueError(("bad argument #1 to 'addTimeout' (seconds must be a finite "
-      .. "number >= 0, got %s)"):format(tostring(seconds))), 2)
-  end
+  errors.checkseconds("addTimeout", 1, seconds)
   if onTimeoutCancel ~= nil then checkcallable("addTimeout", 3, onTimeoutCancel) end
   if clock == nil then clock = require "braid.reactor" end
   local timedOut = false

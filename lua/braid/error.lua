@@ -85,6 +85,22 @@ function M.checktype(fname, argn, v, tname, optional)
     :format(argn, fname, tname, type(v))), 3)
 end
 
+--- Check a duration: a finite number of seconds >= 0 (or nil when
+-- optional). TypeError for a non-number, ValueError for a negative, NaN or
+-- infinite one, naming `what` (default "seconds").
+function M.checkseconds(fname, argn, v, what, optional)
+  if v == nil and optional then return v end
+  if type(v) ~= "number" then
+    error(M.TypeError(("bad argument #%d to '%s' (number expected, got %s)")
+      :format(argn, fname, class.nameof(v))), 3)
+  end
+  if not (v >= 0 and v < math.huge) then
+    error(M.ValueError(("bad argument #%d to '%s' (%s must be a finite number >= 0, got %s)")
+      :format(argn, fname, what or "seconds", tostring(v))), 3)
+  end
+  return v
+end
+
 --- Check a method's self: `ok` says whether it is `what` (a class name);
 -- else raise TypeError, with the usual fix for a method called with '.'.
 function M.checkself(fname, ok, self, what)

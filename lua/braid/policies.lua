@@ -19,14 +19,8 @@ end
 
 -- period: nil or false (no timeout) or a finite number of seconds >= 0
 local function check_period(fname, period)
-  if period == nil or period == false then return end
-  if type(period) ~= "number" then
-    error(require("braid.error").TypeError(("bad argument #1 to '%s' (number or nil expected, "
-      .. "got %s)"):format(fname, class.nameof(period))), 3)
-  end
-  if not (period >= 0 and period < math.huge) then
-    error(require("braid.error").ValueError(("bad argument #1 to '%s' (a finite number of "
-      .. "seconds >= 0 expected, got %s)"):format(fname, tostring(period))), 3)
+  if period ~= nil and period ~= false then
+    require("braid.error").checkseconds(fname, 1, period, "period")
   end
 end
 

@@ -56,27 +56,26 @@ function M.installResolver(r)
   return prev
 end
 
+-- a name to look up: a string without NUL bytes (the system's resolver
+-- would read only up to the first)
+local function check_name(fname, name)
+  errors.checktype(fname, 1, name, "string")
+  if name:find("\0", 1, true) then
+    error(errors.ValueError(("bad argument #1 to '%s' (name contains a NUL byte)"):format(fname)), 3)
+  end
+end
+
 --- Every address of name: Deferred of a list of {family, host}.
 function M.getHostByName(name, opts)
-  errors.checktype("getHostByName", 1, name, "string")
-  if name:find("\0", 1, true) then
-    error(errors.ValueError("bad argument #1 to 'getHostByName' (name contains a NUL byte)"), 2)
-  end
+  check_name("getHostByName", name)
   return current:getHostByName(name, opts)
 end
 
 --- Deferred firing with the first address string of name.
 -- @param timeout optional seconds; DNSLookupError after that
 function M.resolve(name, timeout)
-  errors.checktype("resolve", 1, name, "string")
-  errors.checktype("resolve", 2, timeout, "number", true)
-  if timeout ~= nil and not (timeout >= 0 and timeout < math.huge) then
-    error(errors.ValueError(("bad argument #2 to 'resolve' (timeout must be a finite number "
-      .. ">= 0, got %s)"):format(tostring(timeout))), 2)
-  end
-  if name:find("\0", 1, true) then
-    error(errors.ValueError("bad argument #1 to 'resolve' (name contains a NUL byte)"), 2)
-  end
+  check_name("resolve", name)
+  errors.checkseconds("resolve", 2, timeout, "timeout", true)
   local d = current:getHostByName(name, { timeout = timeout })
   if timeout then
     local D = defer()

@@ -253,11 +253,67 @@ end
 
 local Port = {}
 Port.__index = Port
-local port_log -- below: a port's log lines
 -- what the reactor's shutdown closes (Twisted's disconnectAll): listening
 -- ports and connectors, weakly (connections are found in the registry)
 local live_ports = setmetatable({}, { __mode = "k" })
 local live_connectors = setmetatable({}, { __mode = "k" })
+
+-- (re)open a port's socket: TCP or UNIX, from what it was asked for
+local function open_socket(port)
+  if port._fd then return nil, "an adopted socket cannot be opened again" end
+  if port._unix then return core.unix_listen(port._path, port.backlog, port._mode) end
+  return core.tcp_listen(port.interface, port.port, port.backlog, port._reuse)
+end
+
+-- Twisted's log lines of a port: "EchoFactory starting on 9000" as it
+-- opens (before the factory starts), "(TCP Port 9000 Closed)" as it closes
+local function port_log(port, opening)
+  local log = require "braid.log"
+  local ok, prefix = pcall(call, port.factory, Factory, "logPrefix")
+  if not ok or type(prefix) ~= "string" then prefix = class.nameof(port.factory) end
+  if port._unix then
+    if opening then log.msg(("%s starting on '%s'"):format(prefix, port._path))
+    else log.msg(("(UNIX Port %s Closed)"):format(port._path)) end
+  else
+    local n = port._fd or (port._hostAddr and port._hostAddr.port) or port.port
+    if opening then log.msg(("%s starting on %s"):format(prefix, tostring(n)))
+    else log.msg(("(TCP Port %s Closed)"):format(tostring(n))) end
+  end
+end
+
+-- Close port's socket now: getHost keeps answering, a UNIX file goes.
+local function port_close(port)
+  port:getHost()
+  port._c:close()
+  live_ports[port] = nil
+  port.connected = false
+  if port._unix and not port._abstract then os.remove(port._path) end
+end
+
+-- Give port the socket c and start its factory, as Twisted's startListening:
+-- the log line, then doStart. An error of doStart closes the socket again
+-- (nobody would get the port to stop it) and is raised.
+local function port_open(port, c)
+  port._c, port._hostAddr = c, nil
+  c:_setuv({ factory = port.factory, port = port })
+  port:getHost()
+  port_log(port, true)
+  local ok, e = pcall(call, port.factory, Factory, "doStart")
+  if not ok then
+    port_close(port)
+    error(e, 0)
+  end
+  live_ports[port] = true
+  port.connected, port.disconnecting, port.disconnected = true, false, false
+end
+
+-- The end of a close: the log line, then the factory's doStop; xpcall's
+-- ok, error.
+local function port_closed(port)
+  port.disconnecting, port.disconnected = false, true
+  port_log(port, false)
+  return xpcall(call, msgh, port.factory, Factory, "doStop")
+end
 
 local function port_tostring(self)
   if not self._c:listening() then
@@ -290,23 +346,16 @@ function Port:stopListening()
     reactor().callLater(0, d.callback, d, nil)
     return d
   end
-  self:getHost()
-  self._c:close()
-  live_ports[self] = nil
-  self.connected, self.disconnecting = false, true
-  if self._unix and not self._abstract then os.remove(self._path) end
+  port_close(self)
+  self.disconnecting = true
   reactor().callLater(0, function()
-    self.disconnecting, self.disconnected = false, true
-    port_log(self, false)
     -- as Twisted's: an error of stopFactory fails the Deferred
-    local ok, e = xpcall(call, msgh, self.factory, Factory, "doStop")
+    local ok, e = port_closed(self)
     if ok then d:callback(nil) else d:errback(e) end
   end)
   return d
 end
 Port.loseConnection = Port.stopListening
-
-local open_socket -- below: (re)open a port's socket
 
 --- Listen again after stopListening (on the port asked for at first: a
 -- port 0 gets a new one), starting the factory again.
@@ -317,14 +366,7 @@ function Port:startListening()
   end
   local c, msg = open_socket(self)
   if not c then error(errors.CannotListenError(self.interface, self.port, msg), 2) end
-  self._c = c
-  self._hostAddr = nil
-  c:_setuv({ factory = self.factory, port = self })
-  self:getHost()
-  port_log(self, true)
-  live_ports[self] = true
-  self.connected, self.disconnected = true, false
-  call(self.factory, Factory, "doStart")
+  port_open(self, c)
 end
 
 --- The listening socket's descriptor (-1 once closed).
@@ -375,55 +417,12 @@ local function check_path(fname, argn, v)
   end
 end
 
--- a timeout: a finite number of seconds >= 0 (0: none), or nil
-local function check_timeout(fname, argn, v)
-  if v == nil then return end
-  errors.checktype(fname, argn, v, "number")
-  if not (v >= 0 and v < math.huge) then
-    error(errors.ValueError(("bad argument #%d to '%s' (timeout must be a finite number "
-      .. ">= 0, got %s)"):format(argn, fname, tostring(v))), 3)
-  end
-end
-
 local MAX_BACKLOG = 0x7fffffff
-
-open_socket = function(port)
-  if port._fd then return nil, "an adopted socket cannot be opened again" end
-  if port._unix then return core.unix_listen(port._path, port.backlog, port._mode) end
-  return core.tcp_listen(port.interface, port.port, port.backlog, port._reuse)
-end
-
--- Twisted's log lines of a port: "EchoFactory starting on 9000" as it
--- opens (before the factory starts), "(TCP Port 9000 Closed)" as it closes
-port_log = function(port, opening)
-  local log = require "braid.log"
-  local ok, prefix = pcall(call, port.factory, Factory, "logPrefix")
-  if not ok or type(prefix) ~= "string" then prefix = class.nameof(port.factory) end
-  if port._unix then
-    if opening then log.msg(("%s starting on '%s'"):format(prefix, port._path))
-    else log.msg(("(UNIX Port %s Closed)"):format(port._path)) end
-  else
-    local n = port._fd or (port._hostAddr and port._hostAddr.port) or port.port
-    if opening then log.msg(("%s starting on %s"):format(prefix, tostring(n)))
-    else log.msg(("(TCP Port %s Closed)"):format(tostring(n))) end
-  end
-end
 
 local function new_port(c, factory, fields)
   local port = setmetatable(fields, Port)
-  port._c = c
   port.factory = factory
-  c:_setuv({ factory = factory, port = port })
-  port:getHost()
-  port_log(port, true)
-  local ok, e = pcall(call, factory, Factory, "doStart")
-  if not ok then -- nobody gets the port to stop it: close it, or it listens on forever
-    c:close()
-    if port._unix and not port._abstract then os.remove(port._path) end
-    error(e, 0)
-  end
-  live_ports[port] = true
-  port.connected, port.disconnecting, port.disconnected = true, false, false
+  port_open(port, c)
   return port
 end
 
@@ -517,9 +516,9 @@ local function connect_error(code, msg, number, stage)
   return cls(number, msg)
 end
 
--- IP literals, as inet_pton reads them (999.1.1.1 and a:b are names, to
--- be resolved and fail as DNSLookupError, as Twisted's isIPAddress says)
-local function is_ipv4(h) return core.ip_family(h) == "IPv4" end
+-- IP literals are what inet_pton reads (core.ip_family): 999.1.1.1 and a:b
+-- are names, to be resolved and fail as DNSLookupError, as Twisted's
+-- isIPAddress says
 local function is_ipv6(h) return core.ip_family(h) == "IPv6" end
 
 local Connector = class.Object:extend("Connector")
@@ -673,7 +672,7 @@ function Connector:connect()
   end
   call(self.factory, ClientFactory, "startedConnecting", self)
   if self.state ~= "connecting" then return end
-  if self._kind == "UNIX" or is_ipv4(self.host) or is_ipv6(self.host) then
+  if self._kind == "UNIX" or core.ip_family(self.host) then
     self._addrs = { self.host }
     try_address(self, 1)
     return
@@ -738,12 +737,8 @@ function M._disconnectAll()
   table.sort(ports, function(a, b) return a._c:fileno() < b._c:fileno() end)
   for _, port in ipairs(ports) do
     if port._c:listening() then
-      port:getHost()
-      port._c:close()
-      if port._unix and not port._abstract then os.remove(port._path) end
-      port_log(port, false)
-      port.connected, port.disconnected = false, true
-      local ok, e = xpcall(call, msgh, port.factory, Factory, "doStop")
+      port_close(port)
+      local ok, e = port_closed(port)
       if not ok then report(e) end
     end
     live_ports[port] = nil
@@ -762,7 +757,7 @@ function M._disconnectAll()
       t:_fail()
     end
   end
-  core.tcp_flush_pending()
+  core.tcp_deliver_closes()
 end
 
 --- Connect over TCP.
@@ -785,7 +780,7 @@ function M.connectTCP(host, port, factory, timeout, bindAddress)
     errors.argerror("connectTCP", 2, "port number expected, got " .. tostring(port))
   end
   check_factory("connectTCP", 3, factory)
-  check_timeout("connectTCP", 4, timeout)
+  errors.checkseconds("connectTCP", 4, timeout, "timeout", true)  -- 0: none
   if bindAddress ~= nil then
     errors.checktype("connectTCP", 5, bindAddress, "table")
     local bhost = bindAddress[1] or bindAddress.host
@@ -794,10 +789,7 @@ function M.connectTCP(host, port, factory, timeout, bindAddress)
       errors.argerror("connectTCP", 5, "bindAddress host must be a string, got " .. class.nameof(bhost))
     end
     check_name("connectTCP", 5, bhost, "bindAddress host", true)
-    if bport ~= nil and (math.type(bport) ~= "integer" or bport < 0 or bport > 65535) then
-      errors.argerror("connectTCP", 5, "bindAddress port must be an integer from 0 to 65535, got "
-        .. tostring(bport))
-    end
+    check_int("connectTCP", 5, bport, 0, 65535, "bindAddress port", true)
   end
   if host:sub(1, 1) == "[" and host:sub(-1) == "]" then host = host:sub(2, -2) end
   local c = Connector("TCP", host, port, factory, timeout, bindAddress)
@@ -809,7 +801,7 @@ end
 function M.connectUNIX(path, factory, timeout)
   check_path("connectUNIX", 1, path)
   check_factory("connectUNIX", 2, factory)
-  check_timeout("connectUNIX", 3, timeout)
+  errors.checkseconds("connectUNIX", 3, timeout, "timeout", true)
   local c = Connector("UNIX", path, nil, factory, timeout)
   c:connect()
   return c

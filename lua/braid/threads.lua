@@ -258,10 +258,7 @@ local grace = DEFAULT_GRACE
 -- (braid's own; default 5 seconds).
 -- @param seconds a number >= 0
 function M.setShutdownGracePeriod(seconds)
-  if type(seconds) ~= "number" or not (seconds >= 0 and seconds < math.huge) then
-    error(errors.ValueError(("bad argument #1 to 'setShutdownGracePeriod' (a finite number "
-      .. ">= 0 expected, got %s)"):format(tostring(seconds))), 2)
-  end
+  errors.checkseconds("setShutdownGracePeriod", 1, seconds)
   grace = seconds
   core.threads_grace(seconds)
 end

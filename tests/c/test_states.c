@@ -12,7 +12,7 @@
 #include "braid.h"
 
 static const char *chunk =
-"local lua_dir, leave_pending = ...\n"
+"local lua_dir, leave_queued = ...\n"
 "package.path = lua_dir .. '/?.lua;' .. lua_dir .. '/?/init.lua;' .. package.path\n"
 "local reactor = require 'braid.reactor'\n"
 "local protocol = require 'braid.protocol'\n"
@@ -23,7 +23,7 @@ static const char *chunk =
 "local C = protocol.Protocol:extend('C')\n"
 "local client\n"
 "function C:connectionMade() client = self; self.transport:write('ping') end\n"
-"function C:dataReceived(d) got = got .. d; if leave_pending then self.transport:abortConnection(); reactor.crash() else self.transport:loseConnection() end end\n"
+"function C:dataReceived(d) got = got .. d; if leave_queued then self.transport:abortConnection(); reactor.crash() else self.transport:loseConnection() end end\n"
 "function C:connectionLost() reactor.stop() end\n"
 "reactor.connectTCP('127.0.0.1', port:getHost().port, protocol.ClientFactory.forProtocol(C))\n"
 "reactor.callLater(3, reactor.stop)\n"
