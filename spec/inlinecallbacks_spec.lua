@@ -312,6 +312,55 @@ describe("inlineCallbacks", function()
       assert.matches("coroutine.yield called in an inlineCallbacks function", f.value.message, 1, true)
     end)
 
+    it("raises at the stray coroutine.yield, so the function can catch it", function()
+      local after = false
+      local d = inlineCallbacks(function()
+        local ok, e = pcall(function()
+          coroutine.yield("stray")
+          after = true
+        end)
+        return { ok, errors.isinstance(e, defer.NotACoroutineError) }
+      end)()
+      assert.same({ false, true }, successResultOf(d))
+      assert.is_false(after)
+    end)
+
+    it("fails a callback that calls coroutine.yield, and its Deferred goes on", function()
+      local inner, seen = Deferred(), {}
+      inner:addCallback(function(v)
+        seen[#seen + 1] = "cb1 " .. v
+        coroutine.yield("stray")
+        seen[#seen + 1] = "after the yield"
+        return v
+      end)
+      inner:addCallback(function(v) seen[#seen + 1] = "cb2 " .. tostring(v) end)
+      local d = inlineCallbacks(function()
+        inner:callback(1)
+        seen[#seen + 1] = "body goes on"
+        return "done"
+      end)()
+      assert.equal("done", successResultOf(d))
+      assert.same({ "cb1 1", "body goes on" }, seen)
+      assert.is_false(inner._running)
+      -- the chain is not stuck: the next errback runs at once
+      local caught
+      inner:addErrback(function(f) caught = f end)
+      assert.is_true(errors.isinstance(caught.value, defer.NotACoroutineError))
+    end)
+
+    it("puts back a hook the coroutine had (a coverage tool's) after a stray yield", function()
+      local function hook() end
+      local d = inlineCallbacks(function()
+        local co = coroutine.running()
+        debug.sethook(co, hook, "", 1000000)
+        pcall(function() coroutine.yield() end)
+        local h, mask, count = debug.gethook(co)
+        debug.sethook(co)
+        return { h == hook, mask, count }
+      end)()
+      assert.same({ true, "", 1000000 }, successResultOf(d))
+    end)
+
     it("raises TypeError at once for a non-function", function()
       local ok, e = pcall(inlineCallbacks, "nope")
       assert.is_false(ok)

@@ -42,6 +42,7 @@ local getmetatable, setmetatable, rawget, rawequal = getmetatable, setmetatable,
 local type, select, error, xpcall, pcall, tostring = type, select, error, xpcall, pcall, tostring
 local pack, unpack, concat = table.pack, table.unpack, table.concat
 local traceback, getinfo = debug.traceback, debug.getinfo
+local gethook, sethook = debug.gethook, debug.sethook
 local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
 local co_running, co_status, co_close = coroutine.running, coroutine.status, coroutine.close
 local co_isyieldable = coroutine.isyieldable
@@ -1195,16 +1196,10 @@ local function escape_failure(st, e)
   return Failure(e, tb)
 end
 
--- After a resume that did not end in await: the function returned, raised,
--- or yielded without await.
+-- After a resume that did not end in await: the function returned or
+-- raised.
 finish = function(st, ok, a)
   local co = st.co
-  if ok and co_status(co) ~= "dead" then
-    local tb = traceback(co)
-    co_close(co)
-    ok, a = false, Failure(NotACoroutineError("coroutine.yield called in an inlineCallbacks "
-      .. "function (use defer.await)"), tb)
-  end
   STATES[co] = nil
   if ok then
     if is_deferred(a) then
@@ -1226,6 +1221,31 @@ finish = function(st, ok, a)
   st.deferred:callback(a)
 end
 
+-- A coroutine.yield that did not come from await raises where it was
+-- called (API.md): the coroutine goes on at once under a one-shot count
+-- hook that raises NotACoroutineError at its next instruction, the
+-- caller's. So a callback that yields fails as any raising callback does
+-- (its Deferred's chain goes on to its errbacks, rather than staying
+-- running for ever), and the body can catch the error. A hook the
+-- coroutine had (a coverage tool's) is put back first.
+local function yield_error()
+  return NotACoroutineError("coroutine.yield called in an inlineCallbacks function (use defer.await)")
+end
+
+local function resume(co, ...)
+  local ok, a = co_resume(co, ...)
+  while ok and a ~= AWAIT and co_status(co) == "suspended" do
+    local hook, mask, count = gethook(co)
+    if type(hook) ~= "function" then hook = nil end
+    sethook(co, function()
+      sethook(co, hook, mask, count)
+      error(yield_error(), 2)
+    end, "", 1)
+    ok, a = co_resume(co)
+  end
+  return ok, a
+end
+
 local function step(st, v)
   if st.dead then
     st.dead = false
@@ -1238,9 +1258,9 @@ local function step(st, v)
   local args = st.args
   if args then
     st.args = nil
-    ok, a = co_resume(st.co, unpack(args, 1, args.n))
+    ok, a = resume(st.co, unpack(args, 1, args.n))
   else
-    ok, a = co_resume(st.co, v)
+    ok, a = resume(st.co, v)
   end
   cdepth, IC[1] = saved, saved_st
   if ok and a == AWAIT then return end
@@ -1300,7 +1320,7 @@ local function start(st, ...)
   local saved, saved_st = cdepth, IC[1]
   cdepth = cdepth + 1
   IC[1] = st
-  local ok, a = co_resume(st.co, ...)
+  local ok, a = resume(st.co, ...)
   cdepth, IC[1] = saved, saved_st
   in_resume = was
   if not ok or a ~= AWAIT then finish(st, ok, a) end
