@@ -1164,6 +1164,22 @@ describe("Deferred", function()
       end)
     end
 
+    -- Twisted's Deferred looks at the debugging flag at the second fire
+    it("gives the debugging text by the flag at the second fire, not at the first", function()
+      local d = Deferred()  -- debugging on: records kept
+      d:callback(1)
+      defer.setDebugging(false)
+      local _, e = pcall(d.callback, d, 2)
+      assert.equal(defer.AlreadyCalledError, e.class)
+      assert.is_nil(e.message)
+      local d2 = Deferred()  -- debugging off: no records
+      d2:callback(1)
+      defer.setDebugging(true)
+      _, e = pcall(d2.callback, d2, 2)
+      assert.equal(defer.AlreadyCalledError, e.class)
+      assert.equal("\n", e.message)
+    end)
+
     it("gives no debugging text when debugging is off", function()
       defer.setDebugging(false)
       assert.is_false(defer.getDebugging())

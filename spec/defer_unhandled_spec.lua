@@ -13,19 +13,26 @@ local function fullgc()
 end
 
 describe("unhandled errors", function()
-  local logged, savedLog
+  local log = require "braid.log"
+  local logged, events, savedLog, savedStream, observer
 
   before_each(function()
     fullgc()
     defer.pendingUnhandled(true)  -- drop what other specs left behind
-    logged = {}
+    logged, events = {}, {}  -- the failure events; every error event
     savedLog = package.loaded["braid.log"]
-    package.loaded["braid.log"] = {
-      err = function(f, why) logged[#logged + 1] = { failure = f, why = why } end,
-    }
+    savedStream = log.setErrorStream({ write = function() end })
+    observer = function(ev)
+      if not ev.isError then return end
+      events[#events + 1] = ev
+      if ev.failure then logged[#logged + 1] = { failure = ev.failure, why = ev.why } end
+    end
+    log.addObserver(observer)
   end)
 
   after_each(function()
+    log.removeObserver(observer)
+    log.setErrorStream(savedStream)
     package.loaded["braid.log"] = savedLog
     defer.setDebugging(false)
   end)
@@ -45,11 +52,39 @@ describe("unhandled errors", function()
     assert.equal(errors.ValueError, pending[1].type)
     assert.equal(1, defer.flushUnhandled())
     assert.equal(1, #logged)
-    assert.equal("Unhandled error in Deferred:", logged[1].why)
+    assert.equal("Unhandled Error", logged[1].why)
     assert.equal("zero division", logged[1].failure.value.message)
     assert.matches("defer_unhandled_spec.lua", logged[1].failure:getTraceback())
     assert.equal(0, defer.flushUnhandled())
     assert.same({}, defer.pendingUnhandled())
+  end)
+
+  -- Twisted's LogTests._check: two error events, a critical one without a
+  -- failure, then the failure
+  it("logs two error events, as Twisted's: the notice, then the failure", function()
+    dropFailed("two events")
+    fullgc()
+    assert.equal(1, defer.flushUnhandled())
+    assert.equal(2, #events)
+    assert.same({ "critical", "braid.defer", "Unhandled error in Deferred:", true },
+      { events[1].level, events[1].namespace, events[1].text, events[1].isError })
+    assert.is_nil(events[1].failure)
+    assert.equal("critical", events[2].level)
+    assert.equal("braid.defer", events[2].namespace)
+    assert.equal(errors.ValueError, events[2].failure.type)
+    assert.matches("^Unhandled Error\nTraceback", events[2].text)
+    assert.matches("ValueError: two events", events[2].text, 1, true)
+  end)
+
+  it("logs the debug records in the failure event when debugging is on", function()
+    defer.setDebugging(true)
+    dropFailed("debugged two")
+    fullgc()
+    assert.equal(1, defer.flushUnhandled())
+    assert.equal(2, #events)
+    assert.equal("Unhandled error in Deferred:", events[1].text)
+    assert.matches("^%(debug:  C: Deferred was created:\n", events[2].text)
+    assert.matches("\nTraceback", events[2].text)
   end)
 
   it("reports a failed Deferred that refers to itself", function()
@@ -173,7 +208,7 @@ describe("unhandled errors", function()
     fullgc()
     assert.equal(1, defer.flushUnhandled())
     local why = logged[1].why
-    assert.matches("^Unhandled error in Deferred:\n%(debug:  C: Deferred was created:\n C:", why)
+    assert.matches("^%(debug:  C: Deferred was created:\n C:", why)
     assert.matches("in local 'makeIt'", why, 1, true)
     assert.matches(" I: First Invoker was:", why, 1, true)
     assert.matches("in local 'fireIt'", why, 1, true)

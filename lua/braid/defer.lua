@@ -216,8 +216,23 @@ local function log_failure(f, why)
 end
 
 -- Log f's unhandled-error report; info is its sentinel when that holds
--- debug records.
+-- debug records. Two events, as Twisted's (test_defer.LogTests): a
+-- critical "Unhandled error in Deferred:" without a failure, then the
+-- failure, its text "Unhandled Error" or the debug records, namespace
+-- "braid.defer" (Twisted's is its module's).
+local logger
 local function report(f, info)
+  local ok, log = pcall(require, "braid.log")
+  if ok and type(log) == "table" and log.Logger then
+    if logger == nil or getmetatable(logger) ~= log.Logger then logger = log.Logger("braid.defer") end
+    logger:critical("Unhandled error in Deferred:")
+    if info then
+      logger:failure("(debug: {debugInfo})", f, "critical", { debugInfo = debug_text(info) })
+    else
+      logger:failure("Unhandled Error", f)
+    end
+    return
+  end
   local why = "Unhandled error in Deferred:"
   if info then why = why .. "\n(debug: " .. debug_text(info) .. ")" end
   log_failure(f, why)
@@ -343,9 +358,13 @@ local function already_called(d, level)
     d._suppress = false
     return false
   end
-  local s = d._dbg
+  -- the records, while debugging is on (Twisted looks at the flag now,
+  -- not at whether it was on when the Deferred was made or fired)
   local extra
-  if s and (s.creator or s.invoker) then extra = "\n" .. debug_text(s) end
+  if debugging then
+    local s = d._dbg
+    extra = "\n" .. ((s and (s.creator or s.invoker)) and debug_text(s) or "")
+  end
   error(AlreadyCalledError(extra), level + 1)
 end
 

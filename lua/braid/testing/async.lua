@@ -29,12 +29,22 @@ local DEFAULT_TIMEOUT = 5
 
 -- Events with isError and a failure, logged since the current async spec
 -- began (or, outside async specs, since the last flushLoggedErrors).
+-- An error event without a failure is kept as the notice of the failure
+-- event that follows it from the same namespace (an unhandled Deferred's
+-- "Unhandled error in Deferred:" comes so, as in Twisted), for the message.
 local logged = {}
+local WEAK_KEYS = { __mode = "k" }
+local notice, noticed = nil, setmetatable({}, WEAK_KEYS)
 
 local function observer(ev)
-  if ev.isError and ev.failure ~= nil then
-    logged[#logged + 1] = ev
+  if not ev.isError then return end
+  if ev.failure == nil then
+    notice = ev
+    return
   end
+  if notice ~= nil and notice.namespace == ev.namespace then noticed[ev] = notice.text end
+  notice = nil
+  logged[#logged + 1] = ev
 end
 log.addObserver(observer)
 M._logObserver = observer
@@ -329,8 +339,11 @@ local function cleanup(reactor, core, before, problems)
   if #logged > 0 then
     local parts = {}
     for i, ev in ipairs(logged) do
-      parts[i] = (ev.why or "Unhandled Error") .. "\n" .. ev.failure:getTraceback()
+      local why = ev.why or "Unhandled Error"
+      if noticed[ev] then why = noticed[ev] .. "\n" .. why end
+      parts[i] = why .. "\n" .. ev.failure:getTraceback()
     end
+    noticed = setmetatable({}, WEAK_KEYS)
     problems[#problems + 1] = ("%d error(s) logged during the spec and not flushed "
       .. "(use testing.flushLoggedErrors):\n%s"):format(#logged, concat(parts, "\n"))
     logged = {}
