@@ -6,6 +6,7 @@
 -- else `LuaFrameBuffer`, a pure-Lua buffer with the same interface.
 local class = require "braid.class"
 local errors = require "braid.error"
+local checkself = errors.checkself
 local Protocol = require("braid.protocol").Protocol
 
 local M = {}
@@ -182,11 +183,13 @@ LineReceiver.stopProducing = stopProducing
 --- Clear the buffer; returns the bytes that were buffered.
 -- @return string
 function LineReceiver:clearLineBuffer()
+  if type(self) ~= "table" then checkself("clearLineBuffer", false, self, "LineReceiver") end
   return buffer_of(self):takeAll()
 end
 
 --- Frame data into lines (or pass it on raw in raw mode).
 function LineReceiver:dataReceived(data)
+  if type(self) ~= "table" then checkself("dataReceived", false, self, "LineReceiver") end
   local buf = buffer_of(self)
   buf:append(data)
   if self._busy then return end -- re-entered from lineReceived: the loop below sees it
@@ -223,12 +226,14 @@ end
 
 --- Switch to line mode; `extra` is then processed as received data.
 function LineReceiver:setLineMode(extra)
+  if type(self) ~= "table" then checkself("setLineMode", false, self, "LineReceiver") end
   self.line_mode = true
   if extra ~= nil and extra ~= "" then return self:dataReceived(extra) end
 end
 
 --- Switch to raw mode: data goes to rawDataReceived.
 function LineReceiver:setRawMode()
+  if type(self) ~= "table" then checkself("setRawMode", false, self, "LineReceiver") end
   self.line_mode = false
 end
 
@@ -237,6 +242,7 @@ LineReceiver.lineReceived = must_override("lineReceived")
 
 --- Write line followed by the delimiter.
 function LineReceiver:sendLine(line)
+  if type(self) ~= "table" then checkself("sendLine", false, self, "LineReceiver") end
   if type(line) ~= "string" then errors.checktype("sendLine", 1, line, "string") end
   return self.transport:write(line .. self.delimiter)
 end
@@ -256,6 +262,7 @@ LineOnlyReceiver.MAX_LENGTH = 16384
 LineOnlyReceiver._newFrameBuffer = M.newFrameBuffer
 
 function LineOnlyReceiver:dataReceived(data)
+  if type(self) ~= "table" then checkself("dataReceived", false, self, "LineOnlyReceiver") end
   local buf = buffer_of(self)
   buf:append(data)
   local delim, max, t = self.delimiter, self.MAX_LENGTH, self.transport
@@ -275,6 +282,7 @@ end
 LineOnlyReceiver.lineReceived = must_override("lineReceived")
 
 function LineOnlyReceiver:sendLine(line)
+  if type(self) ~= "table" then checkself("sendLine", false, self, "LineOnlyReceiver") end
   if type(line) ~= "string" then errors.checktype("sendLine", 1, line, "string") end
   return self.transport:write(line .. self.delimiter)
 end
@@ -293,6 +301,7 @@ NetstringReceiver.brokenPeer = false
 NetstringReceiver._newFrameBuffer = M.newFrameBuffer
 
 function NetstringReceiver:dataReceived(data)
+  if type(self) ~= "table" then checkself("dataReceived", false, self, "NetstringReceiver") end
   local buf = buffer_of(self)
   buf:append(data)
   while not self.brokenPeer do
@@ -316,6 +325,7 @@ NetstringReceiver.stringReceived = must_override("stringReceived")
 
 --- Send s as a netstring.
 function NetstringReceiver:sendString(s)
+  if type(self) ~= "table" then checkself("sendString", false, self, "NetstringReceiver") end
   if type(s) ~= "string" then errors.checktype("sendString", 1, s, "string") end
   return self.transport:write(#s .. ":" .. s .. ",")
 end
@@ -333,6 +343,7 @@ IntNStringReceiver.resumeProducing = resumeProducing
 IntNStringReceiver.stopProducing = stopProducing
 
 function IntNStringReceiver:dataReceived(data)
+  if type(self) ~= "table" then checkself("dataReceived", false, self, "IntNStringReceiver") end
   local buf = buffer_of(self)
   buf:append(data)
   local k = self.prefixLength
@@ -354,6 +365,7 @@ end
 --- Send s with its length prefix; raises StringTooLongError if s does
 -- not fit the prefix (nothing is written then).
 function IntNStringReceiver:sendString(s)
+  if type(self) ~= "table" then checkself("sendString", false, self, "IntNStringReceiver") end
   if type(s) ~= "string" then errors.checktype("sendString", 1, s, "string") end
   local k = self.prefixLength
   if k < 8 and #s >= 1 << (8 * k) then

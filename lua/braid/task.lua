@@ -529,6 +529,7 @@ end
 --- A Deferred firing with the iterator once it is exhausted, or failing
 -- with its error, TaskStopped or SchedulerStopped. A new one each call.
 function CooperativeTask:whenDone()
+  checkself("whenDone", CooperativeTask:isinstance(self), self, "CooperativeTask")
   local d = Deferred()
   if self._completionState == nil then
     local ds = self._deferreds
@@ -547,6 +548,7 @@ end
 --- Stop doing work until resume(); pauses nest. Raises a TaskFinished
 -- error (TaskDone, TaskStopped, TaskFailed) when the task has finished.
 function CooperativeTask:pause()
+  checkself("pause", CooperativeTask:isinstance(self), self, "CooperativeTask")
   check_finish(self)
   local n = self._pauseCount + 1
   self._pauseCount = n
@@ -555,6 +557,7 @@ end
 
 --- Undo one pause(). Raises NotPaused when the task is not paused.
 function CooperativeTask:resume()
+  checkself("resume", CooperativeTask:isinstance(self), self, "CooperativeTask")
   local n = self._pauseCount
   if n == 0 then error(NotPaused(), 2) end
   n = n - 1
@@ -577,6 +580,7 @@ end
 --- Stop the task for good; whenDone() Deferreds fail with TaskStopped.
 -- Raises a TaskFinished error when the task has already finished.
 function CooperativeTask:stop()
+  checkself("stop", CooperativeTask:isinstance(self), self, "CooperativeTask")
   check_finish(self)
   self:_completeWith(TaskStopped, Failure(TaskStopped()))
 end
@@ -648,6 +652,7 @@ end
 -- A Deferred returned by the iterator pauses the task until it fires.
 -- @return a CooperativeTask
 function Cooperator:cooperate(iterator)
+  checkself("cooperate", Cooperator:isinstance(self), self, "Cooperator")
   checkcallable("cooperate", 1, iterator)
   return CooperativeTask(iterator, self)
 end
@@ -655,6 +660,7 @@ end
 --- As cooperate, but return the task's whenDone() Deferred.
 -- @param doneDeferred optional Deferred to fire instead of a new one
 function Cooperator:coiterate(iterator, doneDeferred)
+  checkself("coiterate", Cooperator:isinstance(self), self, "Cooperator")
   checkcallable("coiterate", 1, iterator)
   if doneDeferred == nil then doneDeferred = Deferred() end
   CooperativeTask(iterator, self):whenDone():chainDeferred(doneDeferred)
@@ -722,6 +728,7 @@ end
 
 --- Begin scheduling slices (for a Cooperator made with started = false).
 function Cooperator:start()
+  checkself("start", Cooperator:isinstance(self), self, "Cooperator")
   self._stopped = false
   self._started = true
   self.running = true
@@ -734,6 +741,7 @@ end
 --- Stop scheduling: every task's whenDone() fails with SchedulerStopped,
 -- and tasks added later fail at once.
 function Cooperator:stop()
+  checkself("stop", Cooperator:isinstance(self), self, "Cooperator")
   self._stopped = true
   self.running = false
   local tasks = self._tasks

@@ -4,6 +4,7 @@
 -- test-case-name: spec/testing_transport_spec.lua
 local class = require "braid.class"
 local errors = require "braid.error"
+local checkself = errors.checkself
 local address = require "braid.address"
 local failure = require "braid.failure"
 local protocol = require "braid.protocol"
@@ -43,6 +44,7 @@ end
 
 --- Everything written so far, as one string.
 function StringTransport:value()
+  checkself("value", StringTransport:isinstance(self), self, "StringTransport")
   local io = self._io
   if #io > 1 then
     local s = concat(io)
@@ -54,10 +56,12 @@ end
 
 --- Forget everything written so far.
 function StringTransport:clear()
+  checkself("clear", StringTransport:isinstance(self), self, "StringTransport")
   self._io = {}
 end
 
 function StringTransport:write(data)
+  checkself("write", StringTransport:isinstance(self), self, "StringTransport")
   if type(data) ~= "string" then errors.checktype("write", 1, data, "string") end
   local io = self._io
   io[#io + 1] = data
@@ -76,15 +80,18 @@ local function check_sequence(list)
 end
 
 function StringTransport:writeSequence(list)
+  checkself("writeSequence", StringTransport:isinstance(self), self, "StringTransport")
   check_sequence(list)
   for i = 1, #list do self:write(list[i]) end
 end
 
 function StringTransport:loseConnection()
+  checkself("loseConnection", StringTransport:isinstance(self), self, "StringTransport")
   self.disconnecting = true
 end
 
 function StringTransport:abortConnection()
+  checkself("abortConnection", StringTransport:isinstance(self), self, "StringTransport")
   self.aborted = true
   self:loseConnection()
 end
@@ -102,6 +109,7 @@ function StringTransport:setTcpKeepAlive(b) self.tcpKeepAlive = b and true or fa
 function StringTransport:getTcpKeepAlive() return self.tcpKeepAlive or false end
 
 function StringTransport:registerProducer(producer, streaming)
+  checkself("registerProducer", StringTransport:isinstance(self), self, "StringTransport")
   if self.producer ~= nil then
     error(runtime_error("Cannot register two producers"), 2)
   end
@@ -110,6 +118,7 @@ function StringTransport:registerProducer(producer, streaming)
 end
 
 function StringTransport:unregisterProducer()
+  checkself("unregisterProducer", StringTransport:isinstance(self), self, "StringTransport")
   if self.producer == nil then
     error(runtime_error("Cannot unregister a producer unless one is registered"), 2)
   end
