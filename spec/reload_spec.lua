@@ -46,6 +46,28 @@ describe("reload.reload", function()
     assert.equal(1, f())
   end)
 
+  -- the walk for module locals reaches another file's functions (here a
+  -- superclass's): their own local M must not stand for this module's
+  it("gives a new function this module's M, not a same-named local of another file", function()
+    local base = fresh([[
+      local M = { tag = "base module" }
+      local Base = {}
+      function Base.tag() return M.tag end
+      M.Base = Base
+      return M]])
+    local name, m = fresh(([[
+      local basemod = require(%q)
+      return { Chat = { super = basemod.Base }, state = 1 }]]):format(base))
+    write(name, ([[
+      local basemod = require(%q)
+      local M = { Chat = { super = basemod.Base }, state = 1 }
+      function M.Chat.read() return M.state end
+      return M]]):format(base))
+    assert.is_true(reload.reload(name))
+    m.state = 42
+    assert.equal(42, m.Chat.read())
+  end)
+
   it("adds new keys and removes removed functions", function()
     local name, m = fresh("local M = {} function M.a() end function M.b() end return M")
     write(name, "local M = {} function M.a() end function M.c() return 'c' end M.data = 5 return M")

@@ -13,7 +13,7 @@
 local M = {}
 
 local type, pairs, next, pcall, tostring = type, pairs, next, pcall, tostring
-local getupvalue, upvaluejoin = debug.getupvalue, debug.upvaluejoin
+local getupvalue, upvaluejoin, getinfo = debug.getupvalue, debug.upvaluejoin, debug.getinfo
 local loaded = package.loaded
 local byte, format = string.byte, string.format
 
@@ -218,10 +218,19 @@ end
 
 -- Every upvalue reachable from the live module's functions, by name (the
 -- first seen wins): new functions with no predecessor join module locals
--- through it.
-local function collect_upvalues(t, into)
+-- through it. Only functions defined in the module's own file count: the
+-- walk also reaches other modules' functions (a class's superclass from
+-- another file, a helper it calls), whose locals of the same name (their
+-- own `M`) must not stand for this module's.
+local function collect_upvalues(t, into, source)
+  local own = {}
   each_upvalue(t, function(f, i, name)
-    if into[name] == nil then into[name] = { f, i } end
+    local mine = own[f]
+    if mine == nil then
+      mine = getinfo(f, "S").source == source
+      own[f] = mine
+    end
+    if mine and into[name] == nil then into[name] = { f, i } end
   end, {})
 end
 
@@ -390,7 +399,7 @@ local function apply(rec, source, is_rollback, h)
   new_lines, merge_src = lines_of(source), "@" .. rec.path
   local modups = {}
   if type(live) == "table" or type(live) == "function" then
-    collect_upvalues(live, modups)
+    collect_upvalues(live, modups, "@" .. rec.path)
   end
   if type(live) == "table" then
     local seen = {}
