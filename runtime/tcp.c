@@ -970,17 +970,31 @@ static uint32_t scope_id(const char *s) {
   return (uint32_t)if_nametoindex(s);
 }
 
-/* The address family of an IP literal (IPv6 with an optional %scope), or
-** 0 for anything else (a name, or a malformed address like 999.1.1.1). */
-static int literal_family(const char *host) {
-  unsigned char buf[sizeof(struct in6_addr)];
-  char tmp[INET6_ADDRSTRLEN + 16];
-  if (inet_pton(AF_INET, host, buf) == 1) return AF_INET;
-  if (strlen(host) >= sizeof tmp) return 0;
-  strcpy(tmp, host);
-  char *pct = strchr(tmp, '%');
+/* Fill ss (port included) from host when it is an IP literal: IPv4, or
+** IPv6 with an optional %scope (an interface's number or name). Returns
+** the family, or 0 for anything else (a name, or a malformed address like
+** 999.1.1.1). */
+static int parse_literal(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len) {
+  struct sockaddr_in *a4 = (void *)ss;
+  struct sockaddr_in6 *a6 = (void *)ss;
+  char buf[INET6_ADDRSTRLEN + 16];
+  memset(ss, 0, sizeof *ss);
+  if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons((uint16_t)port);
+    *len = sizeof *a4;
+    return AF_INET;
+  }
+  if (strlen(host) >= sizeof buf) return 0;
+  strcpy(buf, host);
+  char *pct = strchr(buf, '%');
   if (pct) *pct = 0;
-  return inet_pton(AF_INET6, tmp, buf) == 1 ? AF_INET6 : 0;
+  if (inet_pton(AF_INET6, buf, &a6->sin6_addr) != 1) return 0;
+  a6->sin6_family = AF_INET6;
+  a6->sin6_port = htons((uint16_t)port);
+  if (pct) a6->sin6_scope_id = scope_id(pct + 1);
+  *len = sizeof *a6;
+  return AF_INET6;
 }
 
 /* service_port(name) -> the TCP port number of a service name (from
@@ -1007,7 +1021,9 @@ static int l_samefile(lua_State *L) {
 /* ip_family(host) -> "IPv4" | "IPv6" | nil: whether host is an IP literal
 ** (braid.tcp connects to those at once and resolves the rest) */
 static int l_ip_family(lua_State *L) {
-  int f = literal_family(luaL_checkstring(L, 1));
+  struct sockaddr_storage ss;
+  socklen_t len;
+  int f = parse_literal(luaL_checkstring(L, 1), 0, &ss, &len);
   if (f == AF_INET) lua_pushliteral(L, "IPv4");
   else if (f == AF_INET6) lua_pushliteral(L, "IPv6");
   else lua_pushnil(L);
@@ -1015,27 +1031,10 @@ static int l_ip_family(lua_State *L) {
 }
 
 static int make_sockaddr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len) {
-  memset(ss, 0, sizeof *ss);
   struct sockaddr_in *a4 = (void *)ss;
   struct sockaddr_in6 *a6 = (void *)ss;
   if (host == NULL || host[0] == 0) host = "0.0.0.0"; /* Twisted's "": IPv4's any */
-  if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-    a4->sin_family = AF_INET;
-    a4->sin_port = htons((uint16_t)port);
-    *len = sizeof *a4;
-    return 0;
-  }
-  char buf[INET6_ADDRSTRLEN + 16];
-  snprintf(buf, sizeof buf, "%s", host);
-  char *pct = strchr(buf, '%');
-  if (pct) *pct = 0;
-  if (inet_pton(AF_INET6, buf, &a6->sin6_addr) == 1) {
-    a6->sin6_family = AF_INET6;
-    a6->sin6_port = htons((uint16_t)port);
-    if (pct) a6->sin6_scope_id = scope_id(pct + 1);
-    *len = sizeof *a6;
-    return 0;
-  }
+  if (parse_literal(host, port, ss, len)) return 0;
   /* a name (an interface to listen on, "localhost"): resolved here, as
   ** Twisted's bind does; connections resolve theirs first, off the loop
   ** (IPv4 first: Twisted binds a name on an IPv4 socket) */

@@ -1247,10 +1247,6 @@ end
 -- (its Deferred's chain goes on to its errbacks, rather than staying
 -- running for ever), and the body can catch the error. A hook the
 -- coroutine had (a coverage tool's) is put back first.
-local function yield_error()
-  return NotACoroutineError("coroutine.yield called in an inlineCallbacks function (use defer.await)")
-end
-
 local function resume(co, ...)
   local ok, a = co_resume(co, ...)
   while ok and a ~= AWAIT and co_status(co) == "suspended" do
@@ -1258,7 +1254,8 @@ local function resume(co, ...)
     if type(hook) ~= "function" then hook = nil end
     sethook(co, function()
       sethook(co, hook, mask, count)
-      error(yield_error(), 2)
+      error(NotACoroutineError("coroutine.yield called in an inlineCallbacks function "
+        .. "(use defer.await)"), 2)
     end, "", 1)
     ok, a = co_resume(co)
   end
