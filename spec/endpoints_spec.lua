@@ -146,6 +146,29 @@ describe("braid.endpoints", function()
     result(port:stopListening())
   end)
 
+  it("makes HostnameEndpoint and UNIXServerEndpoint by name, as Twisted's", function()
+    local path = os.tmpname() .. ".sock"
+    local f = protocol.Factory.forProtocol(Echo)
+    f.noisy = false
+    local uport = result(endpoints.UNIXServerEndpoint(reactor, path):listen(f))
+    assert.equal(path, uport:getHost().name)
+    local tport = result(endpoints.TCP4ServerEndpoint(reactor, 0, 50, "127.0.0.1"):listen(f))
+    local C = protocol.Protocol:extend("C")
+    function C:dataReceived(d) self.got = d end
+    function C:connectionLost() self.lost = true end
+    local cf = protocol.Factory.forProtocol(C)
+    cf.noisy = false
+    local p = result(endpoints.HostnameEndpoint(reactor, "localhost", tport:getHost().port):connect(cf))
+    assert.equal("127.0.0.1", p.transport:getPeer().host)
+    p.transport:write("by name")
+    spin(function() return p.got == "by name" end)
+    p.transport:loseConnection()
+    spin(function() return p.lost end)
+    result(tport:stopListening())
+    result(uport:stopListening())
+    assert.is_nil(io.open(path, "r"))
+  end)
+
   it("connectProtocol connects a given protocol instance over UNIX", function()
     local path = os.tmpname() .. ".sock"
     local f = protocol.Factory.forProtocol(Echo)

@@ -79,6 +79,30 @@ describe("braid.fdesc", function()
     port:stopListening()
   end)
 
+  it("logs the errors of doRead and connectionLost under the descriptor's logPrefix", function()
+    local port = listening_fd()
+    local d = { fileno = function() return port:fileno() end,
+                logPrefix = function() return "MyDesc" end,
+                doRead = function() error("read failed") end,
+                connectionLost = function() error("lost failed") end }
+    local log = require "braid.log"
+    local systems = {}
+    local function observer(ev)
+      if ev.isError then systems[#systems + 1] = ev.system end
+    end
+    log.addObserver(observer)
+    local prev = log.setErrorStream({ write = function() end, flush = function() end })
+    finally(function()
+      log.removeObserver(observer)
+      log.setErrorStream(prev)
+    end)
+    reactor.addReader(d)
+    reactor.connectTCP("127.0.0.1", port:getHost().port, { protocol = Client, noisy = false })
+    spin(function() return #systems >= 2 end)
+    assert.same({ "MyDesc", "MyDesc" }, systems)
+    port:stopListening()
+  end)
+
   it("removes a writer whose doWrite returns CONNECTION_LOST and gives it ConnectionLost", function()
     local port = listening_fd()
     finally(function() port:stopListening() end)

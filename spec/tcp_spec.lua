@@ -96,6 +96,19 @@ describe("braid.tcp", function()
     assert.is_truthy(cf.built[1].reason:check(errors.ConnectionDone))
   end)
 
+  it("defaults to backlog 50 and a 30 s connect timeout", function()
+    local f = Factory.forProtocol(Rec)
+    f.noisy = false
+    local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+    ports[#ports + 1] = port
+    assert.equal(50, port.backlog)
+    local c, cf = client(port:getHost().port)
+    assert.equal(30, c.timeout)
+    spin(function() return cf.built[1] ~= nil end)
+    c:disconnect()
+    spin(function() return cf.built[1].lost == 1 end)
+  end)
+
   it("gives transports IPv4Address hosts and peers and per-process session numbers", function()
     local _, sf, n = listen()
     local _, cf = client(n)
@@ -492,6 +505,59 @@ describe("braid.tcp", function()
     c:disconnect()
     spin(function() return sf.built[1].lost == 1 end)
     assert.is_true(dn > 0)
+  end)
+
+  it("starts the next address 0.3 s later when one neither connects nor fails (HostnameEndpoint)", function()
+    local _, sf, n = listen()
+    -- 127.0.0.2:n drops SYNs: a listener whose accept queue is full
+    local socket = require "socket"
+    local hole = assert(socket.tcp())
+    assert(hole:bind("127.0.0.2", n))
+    assert(hole:listen(0))
+    local fillers = {}
+    for i = 1, 3 do
+      fillers[i] = socket.tcp()
+      fillers[i]:settimeout(0)
+      fillers[i]:connect("127.0.0.2", n)
+    end
+    resolver.installResolver({ getHostByName = function()
+      return defer.succeed({ { family = "INET", host = "127.0.0.2" },
+                             { family = "INET", host = "127.0.0.1" } })
+    end })
+    local f = protocol.ClientFactory.forProtocol(Rec)
+    f.noisy = false
+    function f:clientConnectionFailed(_, reason) self.reason = reason end
+    local t0 = reactor.seconds()
+    local c = reactor.connectTCP("slow-first.example", n, f, 5)
+    spin(function() return sf.built[1] ~= nil or f.reason ~= nil end)
+    local elapsed = reactor.seconds() - t0
+    assert.is_nil(f.reason)
+    assert.equal("connected", c.state)
+    assert.equal("127.0.0.1", sf.built[1].transport:getHost().host)
+    assert.is_true(elapsed >= 0.29 and elapsed < 2, "connected after " .. elapsed .. " s")
+    c:disconnect()
+    spin(function() return sf.built[1].lost == 1 end)
+    for _, s in ipairs(fillers) do s:close() end
+    hole:close()
+  end)
+
+  it("reports one failure, once every address has failed", function()
+    local dead, _, n = server()
+    stop(dead)  -- n now refuses on 127.0.0.1
+    resolver.installResolver({ getHostByName = function()
+      return defer.succeed({ { family = "INET", host = "127.0.0.1" },
+                             { family = "INET", host = "127.0.0.3" } })
+    end })
+    local f = protocol.ClientFactory.forProtocol(Rec)
+    f.noisy = false
+    local reasons = {}
+    function f:clientConnectionFailed(_, reason) reasons[#reasons + 1] = reason end
+    local c = reactor.connectTCP("refusing.example", n, f)
+    spin(function() return #reasons > 0 end)
+    for _ = 1, 3 do reactor.iterate(0) end
+    assert.equal(1, #reasons)
+    assert.is_truthy(reasons[1]:check(errors.ConnectionRefusedError))
+    assert.equal("disconnected", c.state)
   end)
 
   it("stopConnecting raises NotConnectingError unless connecting, and fails the attempt with UserError", function()

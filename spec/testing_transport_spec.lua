@@ -69,10 +69,13 @@ describe("StringTransportWithDisconnection", function()
   it("calls protocol:connectionLost(ConnectionDone) once", function()
     local t = testing.StringTransportWithDisconnection()
     local reasons = {}
-    t.protocol = { connectionLost = function(_, r) reasons[#reasons + 1] = r end }
+    local seen
+    t.protocol = { connected = true,
+                   connectionLost = function(self, r) reasons[#reasons + 1] = r; seen = self.connected end }
     t:loseConnection()
     t:loseConnection()
     assert.are.equal(1, #reasons)
+    assert.is_false(seen)  -- the protocol's connected, as over TCP
     assert.is_not_nil(reasons[1]:check(errors.ConnectionDone))
     assert.is_false(t.connected)
   end)
@@ -161,12 +164,15 @@ describe("connectedServerAndClient", function()
 
   it("closes both sides with ConnectionDone after loseConnection", function()
     local Server = protocol.Protocol:extend("S")
-    function Server:connectionLost(r) self.lost = r end
+    function Server:connectionLost(r) self.lost, self.connectedThen = r, self.connected end
     local server, client, pump = testing.connectedServerAndClient(Server, Client)
+    assert.is_true(server.connected)
     client.transport:write("last")
     client.transport:loseConnection()
     assert.is_nil(server.lost)
     pump:flush()
+    assert.is_false(server.connectedThen)  -- as over TCP: false before connectionLost
+    assert.is_false(client.connected)
     assert.is_not_nil(server.lost:check(errors.ConnectionDone))
     assert.is_not_nil(client.lost:check(errors.ConnectionDone))
   end)

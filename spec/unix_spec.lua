@@ -41,6 +41,24 @@ describe("braid.tcp UNIX sockets", function()
     assert.is_nil(io.open(path, "r"))
   end)
 
+  it("defaults to backlog 50, mode 0666 and a 30 s connect timeout", function()
+    local path = tmppath()
+    local f = protocol.Factory.forProtocol(protocol.Protocol)
+    f.noisy = false
+    local port = reactor.listenUNIX(path, f)
+    assert.equal(50, port.backlog)
+    assert.equal("666", io.popen("stat -c %a " .. path):read("l"))
+    local cf = protocol.ClientFactory.forProtocol(protocol.Protocol)
+    cf.noisy = false
+    local c = reactor.connectUNIX(path, cf)
+    assert.equal(30, c.timeout)
+    spin(function() return c.state == "connected" end)
+    c:disconnect()
+    local done = false
+    port:stopListening():addCallback(function() done = true end)
+    spin(function() return done and c.state == "disconnected" end)
+  end)
+
   it("applies the mode to the socket file", function()
     local path = tmppath()
     local f = protocol.Factory.forProtocol(protocol.Protocol)

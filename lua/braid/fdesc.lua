@@ -69,8 +69,8 @@ local function lose(d, why)
   if type(f) == "function" then
     local prev = set_system(prefix_of(d))
     local ok, err = xpcall(f, msgh, d, reason)
+    if not ok then report(err) end  -- under d's prefix too
     set_system(prev)
-    if not ok then report(err) end
   end
 end
 
@@ -84,10 +84,11 @@ end
 local function dispatch(d, method)
   local prev = set_system(prefix_of(d))
   local ok, v = xpcall(d[method], msgh, d)
+  local keep = ok and not is_close(v)
+  if not ok then report(v) end  -- logged under d's prefix, as Twisted's callWithLogger
   set_system(prev)
-  if not ok then report(v) lose(d, v) return false end
-  if is_close(v) then lose(d, v) return false end
-  return true
+  if not keep then lose(d, v) end
+  return keep
 end
 
 local function make_cb(d)

@@ -547,14 +547,30 @@ function Connector:getDestination()
   return address.IPv4Address("TCP", self.host, self.port)
 end
 
-local function finish_attempt(self)
+-- The attempts in flight (Twisted's HostnameEndpoint): a transport per
+-- address being connected, in self._attempts; the start of the next address
+-- waits in self._next_call.
+local ATTEMPT_DELAY = 0.3  -- Twisted's _DEFAULT_ATTEMPT_DELAY
+
+-- Stop the lookup, the timers and every attempt but `keep` (the one that
+-- connected, if any).
+local function finish_attempt(self, keep)
   if self._timer and self._timer:active() then self._timer:cancel() end
   self._timer = nil
+  if self._next_call and self._next_call:active() then self._next_call:cancel() end
+  self._next_call = nil
   -- cleared before the cancel: the lookup's errback, run by the cancel,
   -- must see that it is no longer the current attempt
   local lookup = self._resolving
   self._resolving = nil
   if lookup then lookup:cancel() end
+  local attempts = self._attempts
+  self._attempts = nil
+  if attempts then
+    for t in pairs(attempts) do
+      if t ~= keep then t:_drop() end
+    end
+  end
 end
 
 -- Tell the factory (clientConnectionFailed / clientConnectionLost), then
@@ -587,9 +603,8 @@ end
 
 local function on_connector_connected(t)
   local self = t._connector
-  if self == nil or self._attempt ~= t then t:_drop() return end
-  finish_attempt(self)
-  self._attempt = nil
+  if self == nil or not (self._attempts and self._attempts[t]) then t:_drop() return end
+  finish_attempt(self, t)
   local addr
   if self._kind == "UNIX" then addr = address.UNIXAddress(self.host)
   else addr = core_addr("TCP", t:_peer()) end
@@ -614,14 +629,24 @@ local function on_connector_connected(t)
   attach(t, p, ",client")
 end
 
--- try self._addrs[i], then the next on failure
-local function try_address(self, i, lasterr)
+-- Start connecting to self._addrs[i]. The next address starts when this
+-- attempt fails, or after ATTEMPT_DELAY seconds if it has neither failed
+-- nor connected by then, as Twisted's HostnameEndpoint does: an address
+-- that drops packets does not hold up the others. The first attempt to
+-- connect wins and the rest are dropped; when every one has failed, the
+-- connection fails with the last failure.
+local function try_address(self, i)
   if self.state ~= "connecting" then return end
-  local addrs = self._addrs
+  if self._next_call and self._next_call:active() then self._next_call:cancel() end
+  self._next_call = nil
+  local addrs, attempts = self._addrs, self._attempts
   if i > #addrs then
-    self:_failed(lasterr or errors.ConnectError("no address to connect to"))
+    if next(attempts) == nil then
+      self:_failed(self._lasterr or errors.ConnectError("no address to connect to"))
+    end
     return
   end
+  self._next = i + 1
   local t, msg, code, number, stage
   if self._kind == "UNIX" then
     t, msg, code, number = core.unix_connect(self.host)
@@ -632,19 +657,22 @@ local function try_address(self, i, lasterr)
     t, msg, code, number, stage = core.tcp_connect(addrs[i], self.port, bhost, bport)
   end
   if not t then
-    local err = connect_error(code, msg, number, stage)
-    self._attempt = nil
-    reactor().callLater(0, try_address, self, i + 1, err)
+    self._lasterr = connect_error(code, msg, number, stage)
+    self._next_call = reactor().callLater(0, try_address, self, i + 1)
     return
   end
   if self._kind == "UNIX" then t._unix = true end
   t._connector = self
-  self._attempt = t
+  attempts[t] = true
   t._onconnect = on_connector_connected
   t._onfail = function(_, errno, emsg)
-    if self._attempt ~= t then return end
-    self._attempt = nil
-    try_address(self, i + 1, connect_error(ERRNO_NAMES[errno], emsg, errno))
+    if not (self._attempts and self._attempts[t]) then return end
+    self._attempts[t] = nil
+    self._lasterr = connect_error(ERRNO_NAMES[errno], emsg, errno)
+    try_address(self, self._next)  -- the next one now, or fail if none is left
+  end
+  if i < #addrs then
+    self._next_call = reactor().callLater(ATTEMPT_DELAY, try_address, self, i + 1)
   end
 end
 
@@ -655,6 +683,7 @@ function Connector:connect()
     error(errors.Error("Can't connect in this state"), 2)
   end
   self.state = "connecting"
+  self._attempts, self._lasterr = {}, nil
   if not self.factoryStarted then
     call(self.factory, Factory, "doStart")
     self.factoryStarted = true
@@ -664,9 +693,6 @@ function Connector:connect()
     self._timer = r.callLater(self.timeout, function()
       self._timer = nil
       if self.state ~= "connecting" then return end
-      local t = self._attempt
-      self._attempt = nil
-      if t then t:_drop() end
       self:_failed(errors.TimeoutError())
     end)
   end
@@ -708,9 +734,6 @@ function Connector:stopConnecting()
   if self.state ~= "connecting" then
     error(errors.NotConnectingError(), 2)
   end
-  local t = self._attempt
-  self._attempt = nil
-  if t then t:_drop() end
   self:_failed(errors.UserError())
 end
 

@@ -162,7 +162,10 @@ function STWD:loseConnection()
   if self.connected then
     self.connected = false
     local p = self.protocol
-    if p then p:connectionLost(Failure(errors.ConnectionDone("Bye."))) end
+    if p then
+      if type(p) == "table" then p.connected = false end  -- as a TCP transport does
+      p:connectionLost(Failure(errors.ConnectionDone("Bye.")))
+    end
   end
 end
 
@@ -432,6 +435,9 @@ local function close_pair(a, b)
   end
   if a.producer then a.producer:stopProducing() end
   if b.producer then b.producer:stopProducing() end
+  -- as a TCP transport does: connected is false in connectionLost
+  if type(a.protocol) == "table" then a.protocol.connected = false end
+  if type(b.protocol) == "table" then b.protocol.connected = false end
   a.protocol:connectionLost(ra)
   b.protocol:connectionLost(rb)
 end
