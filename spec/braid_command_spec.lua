@@ -307,4 +307,40 @@ describe("braid", function()
     assert.is_true(l < g)  -- the unreachable one at the script's end, the other at close
     assert.is_true(text:find("script done", 1, true) < l)
   end)
+
+  it("reports a Failure held by two Deferreds at the state's close once", function()
+    local lines = run_code({
+      "local defer = require('braid.defer')",
+      "local failure = require('braid.failure')",
+      "local F = failure.Failure(defer.CancelledError('shared'))",
+      "KEPT1 = defer.fail(F)",
+      "KEPT2 = defer.fail(F)",
+    })
+    local text = table.concat(lines, "\n")
+    local _, reports = text:gsub("Unhandled error in Deferred:", "")
+    local _, shared = text:gsub("CancelledError: shared", "")
+    assert.equal(1, reports)
+    assert.equal(1, shared)
+  end)
+
+  it("task.react reports the Failures left in Deferreds before the process exits", function()
+    local lines = run_code({
+      "local defer = require('braid.defer')",
+      "local task = require('braid.task')",
+      "KEPT = defer.fail(defer.CancelledError('kept-global'))",
+      "task.react(function(reactor)",
+      "  return task.deferLater(reactor, 0, function()",
+      "    local d = defer.Deferred()",
+      "    d:errback(defer.CancelledError('dropped-in-run'))",
+      "  end)",
+      "end)",
+    })
+    local text = table.concat(lines, "\n")
+    local _, reports = text:gsub("Unhandled error in Deferred:", "")
+    assert.equal(2, reports)
+    local l = text:find("CancelledError: dropped-in-run", 1, true)
+    local g = text:find("CancelledError: kept-global", 1, true)
+    assert.is_truthy(l and g)
+    assert.is_true(l < g)  -- the unreachable one at shutdown, the other as the state closes
+  end)
 end)

@@ -174,6 +174,29 @@ describe("Deferred()", function()
     assert.equal(2, s.result)
   end)
 
+  it("keeps a subclass's canceller: with no init of its own, or through Deferred.init", function()
+    local calls = {}
+    local function canceller(d) calls[#calls + 1] = d end
+    local Plain = Deferred:extend("Plain")
+    local p = Plain(canceller)
+    local Own = Deferred:extend("Own")
+    function Own:init(c, tag)
+      Deferred.init(self, c)
+      self.tag = tag
+    end
+    local o = Own(canceller, "t")
+    local function cancelled(f) return f:check(defer.CancelledError) and "cancelled" end
+    p:addErrback(cancelled)
+    o:addErrback(cancelled)
+    p:cancel()
+    o:cancel()
+    assert.same({ p, o }, calls)
+    assert.equal("cancelled", p.result)
+    assert.equal("cancelled", o.result)
+    assert.equal("t", o.tag)
+    assert.matches("bad argument #1 to 'Deferred'", tostring(select(2, pcall(Plain, 42))))
+  end)
+
   it("records where it was made while debugging", function()
     defer.setDebugging(true)
     finally(function() defer.setDebugging(false) end)

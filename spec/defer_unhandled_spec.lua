@@ -196,6 +196,20 @@ describe("unhandled errors", function()
     defer.flushUnhandled()
   end)
 
+  it("reports a failed Deferred dropped while the reactor ran when run() ends", function()
+    local reactor = require "braid.reactor"
+    collectgarbage("stop")  -- only run()'s own collection can find it
+    finally(function() collectgarbage("restart") end)
+    local turns = {}
+    reactor.callLater(0, function() dropFailed("dropped in a callback") end)
+    reactor.callLater(0.01, function() turns[#turns + 1] = #logged end)
+    reactor.callLater(0.02, reactor.stop)
+    reactor.run()
+    assert.same({ 0 }, turns)  -- nothing collected it while the reactor ran
+    assert.equal(1, #logged)
+    assert.equal("dropped in a callback", logged[1].failure.value.message)
+  end)
+
   it("includes where the Deferred was made and fired when debugging", function()
     defer.setDebugging(true)
     local function makeIt()

@@ -38,6 +38,19 @@ local function runAsync(f, opts)
   return tostring(e)
 end
 
+-- core.monotonic advancing one second a look, for the default timeouts
+-- (testing.wait and testing.async measure them with it), undone by finally
+local function fast_monotonic()
+  local core = require "braid.core"
+  local real = core.monotonic
+  local t0, looks = real(), 0
+  core.monotonic = function()
+    looks = looks + 1
+    return t0 + looks
+  end
+  finally(function() core.monotonic = real end)
+end
+
 local function contains(haystack, needle)
   assert.is_string(haystack)
   assert.is_truthy(haystack:find(needle, 1, true),
@@ -157,6 +170,13 @@ describe("testing.wait", function()
     assert.is_true(cancelled)
   end)
 
+  it("gives up after 5 seconds when given no timeout", function()
+    fast_monotonic()
+    local e = raises(defer.TimeoutError, testing.wait, Deferred())
+    assert.equal(5, e.timeout)
+    contains(tostring(e), "testing.wait gave up after 5 seconds")
+  end)
+
   it("raises ReactorAlreadyRunning when called while the loop runs", function()
     local got
     local d = Deferred()
@@ -217,6 +237,12 @@ describe("testing.async", function()
     end, { timeout = 0.03 })
     contains(msg, "async spec timed out after 0.03 seconds")
     assert.is_true(cancelled)
+  end)
+
+  it("fails after 5 seconds when opts gives no timeout", function()
+    fast_monotonic()
+    local msg = runAsync(function() await(Deferred()) end)
+    contains(msg, "async spec timed out after 5 seconds")
   end)
 
   it("fails with 'reactor unclean' for DelayedCalls left behind and cancels them", function()

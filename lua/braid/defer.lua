@@ -247,12 +247,12 @@ SENTINEL.__gc = function(s)
   local f = s.failure
   if f == nil or QUEUED[f] then return end
   local info = (s.creator or s.invoker) and s or false
+  QUEUED[f] = true  -- at most once, however many Deferreds hold it
   if at_exit then
     -- braid.log's file may be closed by now: stderr then
     if not pcall(report, f, info) then pcall(io.stderr.write, io.stderr, tostring(f), "\n") end
     return
   end
-  QUEUED[f] = true
   local n = #UQ + 1
   UQ[n] = f
   UQINFO[n] = info
@@ -575,8 +575,7 @@ end
 function Deferred.__new(cls, canceller, ...)
   if cls ~= Deferred then
     local d = new_deferred(cls, nil)
-    local init = cls.init
-    if init then init(d, canceller, ...) end
+    cls.init(d, canceller, ...)
     return d
   end
   local d
@@ -592,6 +591,17 @@ function Deferred.__new(cls, canceller, ...)
     d._dbg = setmetatable({ made = os.time(), creator = traceback_at(2) }, SENTINEL)
   end
   return d
+end
+
+--- A subclass's init(canceller, ...) calls this to keep its canceller,
+-- as Twisted's subclasses call Deferred.__init__(self, canceller); a
+-- subclass without an init of its own gets this one. (Deferred() itself
+-- does not call init.)
+function Deferred:init(canceller)
+  if canceller ~= nil then
+    if type(canceller) ~= "function" then checkcallable("Deferred", 1, canceller) end
+    self._canceller = canceller
+  end
 end
 
 local function add(self, cb, eb, a)
@@ -838,8 +848,12 @@ end
 function Deferred:__tostring()
   local name = rawget(getmetatable(self), "__name") or "Deferred"
   local s = ("<%s at %p"):format(name, self)
+  -- _chainedTo is cleared when a chain runs past it, as Twisted's
+  -- _runCallbacks does; a Deferred fired directly after chainDeferred with
+  -- nothing to run keeps it, so a fired, unpaused one's is stale (Twisted's
+  -- would be None): the fast paths need not look at it
   local chained = self._chainedTo
-  if chained then
+  if chained and not (self.called and self.paused == 0) then
     s = s .. (" waiting on Deferred at %p"):format(chained)
   elseif self.called then
     s = s .. " current result: " .. repr(self.result)
@@ -1089,8 +1103,9 @@ function DeferredSemaphore:init(tokens)
     error(errors.TypeError(("bad argument #1 to 'DeferredSemaphore' (number expected, got %s)")
       :format(type(tokens))), 4)
   end
-  if not (tokens >= 1) then  -- NaN too
-    error(errors.ValueError("DeferredSemaphore requires tokens >= 1"), 4)
+  tokens = math.tointeger(tokens)  -- nil for a fraction, which would never count down to 0
+  if not (tokens and tokens >= 1) then  -- NaN and inf too
+    error(errors.ValueError("DeferredSemaphore requires an integer number of tokens >= 1"), 4)
   end
   self.tokens = tokens
   self.limit = tokens

@@ -311,6 +311,9 @@ function M.run(opts)
     M._setSignalAction("SIGINT", nil)
     M._setSignalAction("SIGTERM", nil)
   end
+  -- shutdown: a Failure left in a Deferred nothing references is
+  -- reported now, not whenever the collector gets to it
+  collectgarbage()
   flush_unhandled()
   if not ok then
     log_msg("Unexpected error in main loop.")
@@ -398,9 +401,15 @@ function M._runIfPending()
       M.run()
     end
   end
-  -- the script is done: what it left unreachable is collected now, so an
-  -- unhandled Failure is reported before the process exits, and what is
-  -- still referenced is reported as the state closes
+  M._scriptDone()
+end
+
+--- Internal: the script is done (the braid command, after the script and
+-- its reactor run; task.react, before it exits). What it left unreachable
+-- is collected now, so an unhandled Failure is reported before the
+-- process exits, and what is still referenced is reported as the state
+-- closes.
+function M._scriptDone()
   collectgarbage()  -- runs the finalizers of what it frees, in this cycle
   flush_unhandled()
   local defer = package.loaded["braid.defer"]

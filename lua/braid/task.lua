@@ -787,7 +787,7 @@ end
 function M._react(main, args, reactor, exit)
   checkcallable("react", 1, main)
   reactor = reactor or require "braid.reactor"
-  exit = exit or M._exit or os.exit
+  exit = exit or M._exit or M._processExit
   args = args or { n = 0 }
   local finished = defer.maybeDeferred(main, reactor, unpack(args, 1, args.n or #args))
   local code = 0
@@ -831,5 +831,15 @@ function M.react(main, ...)
 end
 
 M._exit = nil
+
+--- react's exit: the end of the script as the braid command makes it
+-- (unhandled Failures reported), then os.exit closing the Lua state, as
+-- Python's sys.exit tears the interpreter down: what is still referenced
+-- is finalized and reported too.
+function M._processExit(code)
+  local reactor = package.loaded["braid.reactor"]
+  if type(reactor) == "table" and reactor._scriptDone then reactor._scriptDone() end
+  os.exit(code, true)
+end
 
 return M
