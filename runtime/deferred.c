@@ -66,6 +66,7 @@ enum {
   U_SLOW_AWAIT,
   U_SLOW_NEW,
   U_IC,           /* table: ic[1] is the running inlineCallbacks state */
+  U_RUNQ,         /* table: the runs put off (runq[0] is the run closure) */
   U_SEGMENT,      /* the C segment closure (nil inside segment itself) */
   K_CALLED,       /* interned field names */
   K_RESULT,
@@ -100,7 +101,17 @@ struct dstate {
   int cdepth;
   int debugging;
   const void *deferred_mt; /* the Deferred class (U_DEFERRED), compared by address */
+  lua_Integer q_head, q_tail; /* U_RUNQ[q_head .. q_tail]: runs put off */
+  int draining;            /* the outermost run is running them */
 };
+
+/* A run() nested this deep (runs under way, each about two of Lua's nested
+** C calls) is put off: its Deferred goes to U_RUNQ, run by the outermost
+** run when it ends, so that callbacks that fire other Deferreds (a
+** DeferredLock handing over, nested DeferredLists, cancel cascades) cannot
+** overflow Lua's C stack (LUAI_MAXCCALLS, 200). Below it, runs nest as
+** Twisted's do. (defer.lua's runner has its own, MAX_RUN_NEST.) */
+#define MAX_RUN_NEST 40
 
 #define DSTATE(L) ((struct dstate *)lua_touserdata(L, UV(U_STATE)))
 
@@ -114,7 +125,7 @@ static const char *const CFG_NAMES[] = {
   [U_SLOW_CALLBACK] = "callback", [U_SLOW_ADDCALLBACK] = "addCallback",
   [U_SLOW_ADDERRBACK] = "addErrback", [U_SLOW_ADDBOTH] = "addBoth",
   [U_SLOW_ADDCALLBACKS] = "addCallbacks", [U_SLOW_SUCCEED] = "succeed",
-  [U_SLOW_AWAIT] = "await", [U_SLOW_NEW] = "__new", [U_IC] = "ic",
+  [U_SLOW_AWAIT] = "await", [U_SLOW_NEW] = "__new", [U_IC] = "ic", [U_RUNQ] = "runq",
 };
 
 static const char *const KEY_NAMES[] = {
@@ -297,12 +308,16 @@ static int segment_loop(lua_State *L, lua_Integer h, int failed, int have_r, int
       /* args or marker argument; nil or false: no extra arguments (the
       ** slots past _n hold nothing else, so an add writes only the slots
       ** it needs) */
-      int no_args = lua_rawgeti(L, 1, IADD(h, 3)) <= LUA_TBOOLEAN;
+      int targs = lua_rawgeti(L, 1, IADD(h, 3));
+      int no_args = targs <= LUA_TBOOLEAN;
       lua_pushnil(L); lua_rawseti(L, 1, IADD(h, 1));
       lua_pushnil(L); lua_rawseti(L, 1, IADD(h, 2));
       if (!no_args) { lua_pushnil(L); lua_rawseti(L, 1, IADD(h, 3)); }
       h = IADD(h, 3);
       if (!lua_toboolean(L, S_FN)) continue;
+      if (!no_args && targs != LUA_TTABLE)  /* Lua code wrote the slot */
+        return luaL_error(L, "corrupt Deferred: the arguments of entry %I are a %s",
+                          (LUAI_UACINT)(h / 3), lua_typename(L, targs));
       if (no_args) {
         lua_pushvalue(L, S_FN);
         lua_pushvalue(L, S_RESULT);
@@ -357,6 +372,8 @@ static int segment_loop(lua_State *L, lua_Integer h, int failed, int have_r, int
     have_r = 0;
     {
       int k = value_kind(L, S_R);
+      if (k == 2 && !lua_istable(L, S_R))  /* a userdata given the class, as Lua's runner reads it */
+        return luaL_error(L, "attempt to index a Deferred value (a userdata)");
       if (k == 2) {
         if (lua_rawequal(L, S_R, 1)) {
           lua_pushvalue(L, UV(U_SELF_FAILURE));
@@ -473,14 +490,47 @@ static int run_k(lua_State *L, int status, lua_KContext ctx) {
 
 /* Run the Deferred at index 1; ctx as for run_loop. */
 static int run_impl(lua_State *L, lua_KContext ctx) {
+  struct dstate *st = DSTATE(L);
   lua_settop(L, 1);
   if (!(ctx & RUN_FRESH) && get_bool(L, 1, K_RUNNING)) return (int)(ctx & RUN_NRET);
+  if (st->cdepth >= MAX_RUN_NEST) {  /* put off: see MAX_RUN_NEST */
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, UV(U_RUNQ), ++st->q_tail);
+    return (int)(ctx & RUN_NRET);
+  }
   lua_pushvalue(L, UV(U_MSGH));  /* 2 */
   lua_pushvalue(L, 1);           /* 3: cur */
   lua_pushnil(L);                /* 4: stack */
   lua_pushinteger(L, 0);         /* 5: sp */
   bump_cdepth(L, 1);
   return run_loop(L, -1, ctx);
+}
+
+/* Run the Deferreds put off, oldest first, each as an outermost run (which
+** may put off more, run by this same loop); then return what the run at
+** index 1 returns. status: of the run just made (an error stops the loop,
+** the rest waiting for the next outermost run). */
+static int drain_loop(lua_State *L, int status, lua_KContext ctx) {
+  struct dstate *st = DSTATE(L);
+  for (;;) {
+    if (status != LUA_OK && status != LUA_YIELD) {
+      st->draining = 0;
+      return lua_error(L);
+    }
+    if (st->q_head > st->q_tail) break;
+    lua_Integer i = st->q_head++;
+    lua_settop(L, 1);
+    lua_rawgeti(L, UV(U_RUNQ), 0);  /* the run closure */
+    lua_rawgeti(L, UV(U_RUNQ), i);
+    lua_pushnil(L);
+    lua_rawseti(L, UV(U_RUNQ), i);
+    status = lua_pcallk(L, 1, 0, 0, ctx, drain_loop);
+  }
+  st->q_head = 1;
+  st->q_tail = 0;
+  st->draining = 0;
+  lua_settop(L, 1);
+  return (int)(ctx & RUN_NRET);
 }
 
 /* status -1: start the next segment; else a segment's pcall just ended */
@@ -553,6 +603,13 @@ static int run_loop(lua_State *L, int status, lua_KContext ctx) {
   }
   bump_cdepth(L, -1);
   lua_settop(L, 1);
+  {
+    struct dstate *st = DSTATE(L);
+    if (st->cdepth == 0 && !st->draining && st->q_head <= st->q_tail) {
+      st->draining = 1;
+      return drain_loop(L, LUA_OK, ctx & RUN_NRET);
+    }
+  }
   return (int)(ctx & RUN_NRET);
 }
 
@@ -797,7 +854,8 @@ static int defer_bind(lua_State *L) {
   for (i = 1; i < U_SEGMENT; i++) {
     int t;
     if (i == U_STATE) continue;
-    int want = i == U_DEFERRED || i == U_FAILURE || i == U_KIND || i == U_IC ? LUA_TTABLE
+    int want = i == U_DEFERRED || i == U_FAILURE || i == U_KIND || i == U_IC || i == U_RUNQ
+             ? LUA_TTABLE
              : i == U_CONTINUE || i == U_RESUME || i == U_FIRE ? -1 : LUA_TFUNCTION;
     t = lua_getfield(L, 1, CFG_NAMES[i]);
     lua_pop(L, 1);
@@ -809,6 +867,9 @@ static int defer_bind(lua_State *L) {
   st = lua_newuserdatauv(L, sizeof *st, 0);  /* 3 */
   st->cdepth = 0;
   st->debugging = 0;
+  st->q_head = 1;
+  st->q_tail = 0;
+  st->draining = 0;
   lua_getfield(L, 1, CFG_NAMES[U_DEFERRED]);
   st->deferred_mt = lua_topointer(L, -1);  /* anchored by the closures' upvalues */
   lua_pop(L, 1);
@@ -820,6 +881,12 @@ static int defer_bind(lua_State *L) {
   for (i = 0; i < (int)(sizeof FNS / sizeof FNS[0]); i++) {
     push_upvalues(L, 1, 3, 1);
     lua_pushcclosure(L, FNS[i].fn, U_LAST);
+    if (FNS[i].fn == d_run) {  /* runq[0]: what drain_loop calls */
+      lua_getfield(L, 1, CFG_NAMES[U_RUNQ]);
+      lua_pushvalue(L, -2);
+      lua_rawseti(L, -2, 0);
+      lua_pop(L, 1);
+    }
     lua_setfield(L, 2, FNS[i].name);
   }
   lua_pushnil(L);

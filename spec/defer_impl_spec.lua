@@ -116,6 +116,31 @@ describe("defer.implementation", function()
     assert.matches("attempt to index a Deferred value", tostring(f.value), 1, true)
   end)
 
+  it("fails the chain, not the process, when a callback returns a userdata given the Deferred class", function()
+    local ud = io.tmpfile()
+    local mt = debug.getmetatable(ud)
+    finally(function() debug.setmetatable(ud, mt); ud:close() end)
+    debug.setmetatable(ud, Deferred)
+    local d = Deferred()
+    d:addCallback(function() return ud end)
+    local msg
+    d:addErrback(function(f) msg = tostring(f.value) return "handled" end)
+    d:callback(1)
+    assert.matches("attempt to index a Deferred value", msg, 1, true)
+    assert.equal("handled", d.result)
+  end)
+
+  it("fails the chain, not the process, when Lua code overwrote an entry's arguments slot", function()
+    local d = Deferred()
+    d:addCallback(function(x) d[6] = 5 return x end)  -- the next entry's arguments
+    d:addCallbacks(function() return "not reached" end, nil, { n = 0 })
+    local failed
+    d:addErrback(function(f) failed = f return "handled" end)
+    d:callback(1)
+    assert.is_true(failure.isFailure(failed))
+    assert.equal("handled", d.result)
+  end)
+
   it("runs a chain 100000 Deferreds deep without growing the C stack", function()
     local ds = { [0] = Deferred() }
     for i = 1, 100000 do

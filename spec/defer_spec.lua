@@ -746,28 +746,74 @@ describe("Deferred", function()
       assert.equal(100000, successResultOf(d))
     end)
 
-    -- spec/sync_diff_spec.lua's helper found this: at the C-stack limit
-    -- the retry after the overflow overflowed again, forever
-    it("fails, rather than hangs, when callbacks firing Deferreds nest past the C stack", function()
-      local ds, ran = {}, 0
+    -- Callbacks that fire other Deferreds nest runs, as Twisted's do; past
+    -- a depth Lua's C stack cannot take, a run is put off until the
+    -- outermost one ends (it used to fail with a C stack overflow, and a
+    -- retry after the overflow once overflowed again, forever)
+    it("runs every callback when callbacks firing Deferreds nest past the C stack", function()
+      local ds, order = {}, {}
       for i = 1, 400 do ds[i] = Deferred() end
       for i = 1, 399 do
         ds[i]:addCallback(function(x)
-          ran = ran + 1
-          ds[i + 1]:callback(x)
+          order[#order + 1] = i
+          ds[i + 1]:callback(x + 1)
+          order[#order + 1] = -i
+          return x
         end)
       end
       ds[1]:callback(1)
-      assert.truthy(ran >= 50 and ran < 399, "ran " .. ran)
-      local failed = 0
-      for _, d in ipairs(ds) do
-        if d.called and failure.isFailure(d.result) then
-          failed = failed + 1
-          assert.truthy(tostring(d.result.value):find("overflow", 1, true), tostring(d.result.value))
-          d:addErrback(function() end)
-        end
+      assert.equal(798, #order)
+      assert.equal(400, ds[400].result)
+      for i = 1, 399 do assert.equal(i, ds[i].result) end
+      -- nested at first (1, 2, ... before -1), put off further in
+      assert.same({ 1, 2, 3 }, { order[1], order[2], order[3] })
+      local first_return
+      for k, v in ipairs(order) do
+        if v < 0 then first_return = k break end
       end
-      assert.truthy(failed >= 1)
+      assert.truthy(first_return > 30 and first_return < 399, "first return at " .. first_return)
+    end)
+
+    it("hands a DeferredLock over to 300 queued synchronous run()s", function()
+      local lock = defer.DeferredLock()
+      lock:acquire()
+      local done = {}
+      for i = 1, 300 do
+        lock:run(function() return i end):addCallback(function(v) done[#done + 1] = v end)
+      end
+      lock:release()
+      -- each hand-off runs inside the run() before it (as in Twisted), so
+      -- the results come innermost first, in batches of the nesting depth
+      assert.equal(300, #done)
+      assert.is_true(done[1] > 1)
+      table.sort(done)
+      for i = 1, 300 do assert.equal(i, done[i]) end
+      assert.is_false(lock.locked)
+    end)
+
+    it("fires DeferredLists nested 500 deep", function()
+      local leaf = Deferred()
+      local cur = leaf
+      for _ = 1, 500 do cur = defer.DeferredList({ cur }) end
+      leaf:callback("x")
+      assert.is_true(cur.called)
+      local r = cur.result
+      for _ = 1, 499 do r = r[1][2] end
+      assert.same({ { true, "x" } }, r)
+    end)
+
+    it("cancels through 300 nested inlineCallbacks functions", function()
+      local cancelled = false
+      local innermost = Deferred(function() cancelled = true end)
+      local f
+      f = defer.inlineCallbacks(function(n)
+        if n == 0 then return defer.await(innermost) end
+        return defer.await(f(n - 1))
+      end)
+      local outer = f(300)
+      outer:cancel()
+      assert.is_true(cancelled)
+      assert.is_truthy(failureResultOf(outer, defer.CancelledError))
     end)
 
     it("fires 100000 Deferreds joined by chainDeferred without growing the stack", function()

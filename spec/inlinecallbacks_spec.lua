@@ -96,6 +96,27 @@ describe("inlineCallbacks", function()
       assert.equal("through", successResultOf(d))
     end)
 
+    it("fails with TypeError, rather than wait for ever, when the function returns its own Deferred", function()
+      local gate, mine = Deferred(), nil
+      mine = inlineCallbacks(function()
+        await(gate)
+        return mine
+      end)()
+      gate:callback(1)
+      local f = failureResultOf(mine, errors.TypeError)
+      assert.matches("returned its own Deferred", tostring(f.value), 1, true)
+    end)
+
+    it("fails with TypeError when the function returns a userdata given the Deferred class", function()
+      local ud = io.tmpfile()
+      local mt = debug.getmetatable(ud)
+      finally(function() debug.setmetatable(ud, mt); ud:close() end)
+      debug.setmetatable(ud, Deferred)
+      local ok, d = pcall(inlineCallbacks(function() return ud end))
+      assert.is_true(ok)  -- the call itself does not raise
+      failureResultOf(d, errors.TypeError)
+    end)
+
     it("awaits Deferreds that wait on other Deferreds", function()
       local inner = Deferred()
       local outer = defer.succeed(nil):addCallback(function() return inner end)

@@ -117,6 +117,15 @@ local MAX_CDEPTH = 150
 -- callback run inside it), so that nested resumes stop well before Lua's
 -- limit of 200 nested C calls.
 local NEST_COST = 8
+-- A run() nested this deep (runs under way: run_nest) is put off: its Deferred
+-- goes to the run queue below, drained by the outermost run when it ends,
+-- so that callbacks firing other Deferreds (a DeferredLock handing over,
+-- nested DeferredLists, cancel cascades) cannot overflow Lua's C stack.
+-- Below it, runs nest as Twisted's do.
+local MAX_RUN_NEST = 60
+local RUNQ, runq_head, runq_tail = {}, 1, 0
+local run_nest = 0  -- runs under way (the outermost drains RUNQ)
+local draining = false
 
 local Deferred = class.Object:extend("Deferred")
 M.Deferred = Deferred
@@ -496,11 +505,19 @@ end
 -- running) or one whose chainDeferred callback is firing the one above it
 -- (still running: Twisted's outer _runCallbacks, which goes on whatever
 -- happens to the inner chain).
+local drain_runs
+
 run = function(self, plain)
   if self._running then return end
+  if run_nest >= MAX_RUN_NEST then
+    runq_tail = runq_tail + 1
+    RUNQ[runq_tail] = self
+    return
+  end
   local cur, stack, sp = self, nil, 0
   local resumed = false
   cdepth = cdepth + 1
+  run_nest = run_nest + 1
   while true do
     if not resumed and cur.paused > 0 then
       -- cur waits, and the chain below it with it, up to a running one
@@ -526,6 +543,7 @@ run = function(self, plain)
         cur._running = false
         for i = sp, 1, -1 do stack[i]._running = false end  -- the stacked ones too
         cdepth = cdepth - 1
+        run_nest = run_nest - 1
         error(nxt, 0)
       end
       retried = true
@@ -547,6 +565,26 @@ run = function(self, plain)
     end
   end
   cdepth = cdepth - 1
+  run_nest = run_nest - 1
+  if run_nest == 0 and not draining and runq_head <= runq_tail then drain_runs() end
+end
+
+-- Run the Deferreds put off by run(), oldest first, each as an outermost
+-- run (which may put off more, run by this same loop).
+drain_runs = function()
+  draining = true
+  while runq_head <= runq_tail do
+    local d = RUNQ[runq_head]
+    RUNQ[runq_head] = nil
+    runq_head = runq_head + 1
+    local ok, err = pcall(run, d)
+    if not ok then  -- the rest waits for the next outermost run
+      draining = false
+      error(err, 0)
+    end
+  end
+  runq_head, runq_tail = 1, 0
+  draining = false
 end
 
 -------------------------------------------------------------------------------
@@ -1235,6 +1273,18 @@ end
 finish = function(st, ok, a)
   local co = st.co
   STATES[co] = nil
+  if ok and is_deferred(a) and (rawequal(a, st.deferred) or type(a) ~= "table") then
+    -- its own Deferred would wait on itself for ever (Twisted raises); a
+    -- userdata given the class cannot be waited on
+    ok = false
+    a = rawequal(a, st.deferred)
+      and Failure(errors.TypeError("inlineCallbacks function returned its own Deferred"), traceback_at(2))
+      or Failure(errors.TypeError("inlineCallbacks function returned a "
+        .. class.nameof(a) .. " that is not a table"), traceback_at(2))
+  elseif not ok then
+    a = escape_failure(st, a)
+    co_close(co)
+  end
   if ok then
     if is_deferred(a) then
       -- a returned Deferred is waited for, as if awaited
@@ -1247,9 +1297,6 @@ finish = function(st, ok, a)
       if a.called then run(a) end
       return
     end
-  else
-    a = escape_failure(st, a)
-    co_close(co)
   end
   st.co, st.thrown = nil, nil  -- the Deferred keeps st (for cancel) alive
   st.deferred:callback(a)
@@ -1523,7 +1570,7 @@ do
       self_failure = returned_itself, wrap_failure = wrap_failure,
       callback = LUA.callback, addCallback = LUA.addCallback, addErrback = LUA.addErrback,
       addBoth = LUA.addBoth, addCallbacks = LUA.addCallbacks, succeed = LUA.succeed,
-      await = LUA.await, __new = Deferred.__new, ic = IC,
+      await = LUA.await, __new = Deferred.__new, ic = IC, runq = {},
     })
     run = FAST.run
     c_depth = FAST.cdepth
