@@ -916,6 +916,12 @@ static int conn_newindex(lua_State *L) {
   const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
   if (k) {
     if (strcmp(k, "protocol") == 0) {
+      int t = lua_type(L, 3);
+      if (t != LUA_TTABLE && t != LUA_TUSERDATA) { /* every event would fail, unseen */
+        lua_pushfstring(L, "transport.protocol must be a protocol (a table), got %s",
+                        luaL_typename(L, 3));
+        return braid_raise(L, "TypeError", lua_tostring(L, -1));
+      }
       lua_pushvalue(L, 3);
       lua_setiuservalue(L, 1, 1);
     } else if (strcmp(k, "bufferSize") == 0) {

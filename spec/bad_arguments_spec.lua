@@ -336,6 +336,30 @@ describe("the Lua modules' arguments", function()
     raises(errors.ValueError, function() resolver.resolve("local\0host") end)
   end)
 
+  it("the policies' factories check their arguments when made", function()
+    local inner = protocol.Factory.forProtocol(protocol.Protocol)
+    assert.matches("bad argument #1 to 'WrappingFactory'",
+      raises(errors.TypeError, function() policies.WrappingFactory(nil) end))
+    assert.matches("bad argument #1 to 'ThrottlingFactory'",
+      raises(errors.TypeError, function() policies.ThrottlingFactory(5) end))
+    raises(errors.TypeError, function() policies.ThrottlingFactory(inner, "x") end)
+    raises(errors.ValueError, function() policies.ThrottlingFactory(inner, 0 / 0) end)
+    for _, bad in ipairs { 0, -1, 0 / 0, math.huge } do
+      assert.matches("bad argument #3 to 'ThrottlingFactory'",
+        raises(errors.ValueError, function() policies.ThrottlingFactory(inner, nil, bad) end))
+      assert.matches("bad argument #4 to 'ThrottlingFactory'",
+        raises(errors.ValueError, function() policies.ThrottlingFactory(inner, nil, nil, bad) end))
+    end
+    raises(errors.ValueError, function() policies.TimeoutFactory(inner, -1) end)
+    raises(errors.TypeError, function() policies.TimeoutFactory(inner, "x") end)
+    raises(errors.TypeError, function() policies.TrafficLoggingFactory(inner, nil) end)
+    raises(errors.ValueError, function() policies.TrafficLoggingFactory(inner, "/tmp/x", -5) end)
+    local byPeer = policies.LimitConnectionsByPeer(inner)
+    byPeer.maxConnectionsPerPeer = "2"
+    assert.matches("maxConnectionsPerPeer must be a number",
+      raises(errors.TypeError, function() byPeer:buildProtocol({ host = "1.2.3.4" }) end))
+  end)
+
   it("setTimeout checks the period before storing it", function()
     local P = policies.TimeoutMixin:mixInto(protocol.Protocol:extend("P"))
     local p = P()

@@ -63,10 +63,11 @@ describe("braid.fdesc", function()
     port:stopListening()
   end)
 
-  it("removes a descriptor whose doRead raises and gives it a Failure of the error", function()
+  -- a reader on a listening port given doRead (or none), made readable by
+  -- a client; returns its connectionLost reason, the error log silenced
+  local function failing_reader(doRead)
     local port = listening_fd()
-    local d = { fileno = function() return port:fileno() end,
-                doRead = function() error("read failed") end,
+    local d = { fileno = function() return port:fileno() end, doRead = doRead,
                 connectionLost = function(self, r) self.reason = r end }
     local log = require "braid.log"
     local prev = log.setErrorStream({ write = function() end, flush = function() end })
@@ -74,9 +75,19 @@ describe("braid.fdesc", function()
     reactor.addReader(d)
     reactor.connectTCP("127.0.0.1", port:getHost().port, { protocol = Client, noisy = false })
     spin(function() return d.reason ~= nil end)
-    assert.matches("read failed", d.reason:getErrorMessage())
-    assert.same({}, reactor.getReaders())
     port:stopListening()
+    return d.reason
+  end
+
+  it("removes a descriptor whose doRead raises and gives it a Failure of the error", function()
+    local reason = failing_reader(function() error("read failed") end)
+    assert.matches("read failed", reason:getErrorMessage())
+    assert.same({}, reactor.getReaders())
+  end)
+
+  it("names the missing method of a descriptor without doRead", function()
+    assert.equal("descriptor has no doRead method", failing_reader(nil):getErrorMessage())
+    assert.same({}, reactor.getReaders())
   end)
 
   it("logs the errors of doRead and connectionLost under the descriptor's logPrefix", function()

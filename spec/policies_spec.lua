@@ -215,6 +215,19 @@ describe("ThrottlingFactory", function()
     assert.are.equal("producing", producer.state)
   end)
 
+  it("starts no bandwidth checks for connections it refuses", function()
+    local f = policies.ThrottlingFactory(protocol.Factory.forProtocol(Recorder), 0, 10, 10)
+    f.clock = Clock()
+    for _ = 1, 5 do assert.is_nil(connect(f)) end
+    assert.are.equal(0, #f.clock:getDelayedCalls())
+    local refusing = protocol.Factory()
+    function refusing.buildProtocol() return nil end
+    local g = policies.ThrottlingFactory(refusing, nil, 10, 10)
+    g.clock = Clock()
+    for _ = 1, 5 do assert.is_nil(connect(g)) end
+    assert.are.equal(0, #g.clock:getDelayedCalls())
+  end)
+
   it("cancels its bandwidth checks when the last connection closes", function()
     local f = policies.ThrottlingFactory(protocol.Factory.forProtocol(Recorder), nil, 10, 10)
     f.clock = Clock()

@@ -93,6 +93,110 @@ describe("braid.tcp under bad input", function()
     return port, port:getHost().port
   end
 
+  describe("a factory, protocol or producer that is not what it should be", function()
+    it("closes a connection whose buildProtocol returns a non-protocol, logs why, and serves on", function()
+      local logged, restore = capture_errors()
+      finally(restore)
+      local good = server_factory(Rec)
+      local bad = { noisy = false, buildProtocol = function() return 5 end }
+      local _, nbad = listen(bad)
+      local _, ngood = listen(good)
+      local c = Rec()
+      wait(connect("127.0.0.1", nbad, c))
+      wait(c.lost)
+      assert.matches("buildProtocol returned a number", tostring(logged[1].failure.value), 1, true)
+      local c2 = Rec()
+      wait(connect("127.0.0.1", ngood, c2))
+      c2.transport:loseConnection()
+      wait(c2.lost)
+    end)
+
+    it("tells a client factory whose buildProtocol returns a non-protocol that the connection failed, and stops it", function()
+      local logged, restore = capture_errors()
+      finally(restore)
+      local _, n = listen(server_factory(Rec))
+      local d, events = defer.Deferred(), {}
+      local f = ClientFactory()
+      f.noisy = false
+      function f.buildProtocol() return true end
+      function f.stopFactory() events[#events + 1] = "stopFactory" end
+      function f.clientConnectionFailed(_, _, reason)
+        events[#events + 1] = "failed"
+        d:callback({ reason })
+      end
+      local c = reactor.connectTCP("127.0.0.1", n, f)
+      local reason = wait(d)[1]
+      assert.is_truthy(reason:check(errors.ConnectError))
+      assert.same({ "failed", "stopFactory" }, events)
+      assert.equal("disconnected", c.state)
+      assert.matches("buildProtocol returned a boolean", tostring(logged[1].failure.value), 1, true)
+    end)
+
+    it("takes a plain table returned by buildProtocol as a protocol", function()
+      local got = defer.Deferred()
+      local f = { noisy = false, buildProtocol = function()
+        return { dataReceived = function(self, data) self.transport:write(data:upper()) end }
+      end }
+      local _, n = listen(f)
+      local c = Rec()
+      c.onData = function(self) if self:received() == "PING" then got:callback(true) end end
+      wait(connect("127.0.0.1", n, c))
+      c.transport:write("ping")
+      assert.is_true(wait(got))
+      c.transport:loseConnection()
+      wait(c.lost)
+    end)
+
+    it("refuses a transport.protocol that is not a protocol and keeps the one it has", function()
+      local _, n = listen(server_factory(Rec))
+      local c = Rec()
+      wait(connect("127.0.0.1", n, c))
+      for _, bad in ipairs({ false, 5, "p" }) do
+        local ok, e = pcall(function() c.transport.protocol = bad end)
+        assert.is_false(ok)
+        assert.is_true(errors.TypeError:isinstance(e))
+      end
+      assert.equal(c, c.transport.protocol)
+      c.transport:loseConnection()
+      wait(c.lost)
+      assert.equal(1, c.lostCount)
+    end)
+
+    it("refuses a producer without the methods its kind needs and registers nothing", function()
+      local _, n = listen(server_factory(Rec))
+      local c = Rec()
+      wait(connect("127.0.0.1", n, c))
+      local t = c.transport
+      assert.matches("has no resumeProducing",
+        select(2, pcall(t.registerProducer, t, {}, false)).message, 1, true)
+      assert.matches("has no pauseProducing",
+        select(2, pcall(t.registerProducer, t, { resumeProducing = print, stopProducing = print }, true)).message, 1, true)
+      local stopped = false
+      t:registerProducer({ resumeProducing = function() end, stopProducing = function() stopped = true end }, false)
+      t:unregisterProducer()
+      t:loseConnection()
+      wait(c.lost)
+      assert.is_false(stopped)
+    end)
+
+    it("leaves nothing behind when startedConnecting raises: connectTCP raises, the factory stops", function()
+      local _, n = listen(server_factory(Rec))
+      local events = {}
+      local f = ClientFactory.forProtocol(Rec)
+      f.noisy = false
+      function f.startedConnecting() error("boom") end
+      function f.stopFactory() events[#events + 1] = "stopFactory" end
+      function f.clientConnectionFailed() events[#events + 1] = "failed" end
+      local calls = #reactor.getDelayedCalls()
+      local ok, e = pcall(reactor.connectTCP, "127.0.0.1", n, f, 5)
+      assert.is_false(ok)
+      assert.matches("boom", tostring(e))
+      assert.equal(calls, #reactor.getDelayedCalls())  -- no timeout left to fire
+      assert.same({ "stopFactory" }, events)
+      assert.is_false(f.numPorts > 0)
+    end)
+  end)
+
   it("delivers every connectionLost when forty connections close at once, with a collection in each", function()
     local N, lost, clost = 40, 0, 0
     local Server = Protocol:extend("Closer")

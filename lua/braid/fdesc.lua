@@ -83,7 +83,13 @@ end
 -- d:doRead() or d:doWrite() under d's log prefix; false when it ended d
 local function dispatch(d, method)
   local prev = set_system(prefix_of(d))
-  local ok, v = xpcall(d[method], msgh, d)
+  local f = d[method]
+  local ok, v
+  if f == nil then
+    ok, v = xpcall(error, msgh, errors.TypeError(("descriptor has no %s method"):format(method)), 0)
+  else
+    ok, v = xpcall(f, msgh, d)
+  end
   local keep = ok and not is_close(v)
   if not ok then report(v) end  -- logged under d's prefix, as Twisted's callWithLogger
   set_system(prev)

@@ -24,6 +24,24 @@ local function check_period(fname, period)
   end
 end
 
+-- v: nil, or a number that passes ok(v) (NaN never does); else the error
+-- names fname's argument argn
+local function check_limit(fname, argn, v, what, ok)
+  if v == nil then return end
+  local errors = require "braid.error"
+  if type(v) ~= "number" then
+    errors.argerror(fname, argn, "number expected, got " .. type(v), 4)
+  end
+  if not ok(v) then
+    error(errors.ValueError(("bad argument #%d to '%s' (%s, got %s)")
+      :format(argn, fname, what, tostring(v))), 4)
+  end
+end
+
+local function positive(v) return v > 0 and v < math.huge end
+local function count(v) return v >= 0 end
+local function length(v) return v >= 0 and math.tointeger(v) ~= nil end
+
 local function cancel_quietly(dc)
   if dc and (dc.active == nil or dc:active()) then pcall(dc.cancel, dc) end
 end
@@ -132,6 +150,10 @@ M.WrappingFactory = WrappingFactory
 WrappingFactory.protocol = ProtocolWrapper
 
 function WrappingFactory:init(wrappedFactory)
+  local t = type(wrappedFactory)
+  if t ~= "table" and t ~= "userdata" then
+    require("braid.error").argerror(class.nameof(self), 1, "factory expected, got " .. t, 4)
+  end
   self.wrappedFactory = wrappedFactory
   self.protocols = {}
 end
@@ -233,6 +255,9 @@ ThrottlingFactory.protocol = ThrottlingProtocol
 -- writes (registered producers) pause for the excess fraction of a second.
 function ThrottlingFactory:init(wrappedFactory, maxConnectionCount, readLimit, writeLimit)
   WrappingFactory.init(self, wrappedFactory)
+  check_limit("ThrottlingFactory", 2, maxConnectionCount, "maxConnectionCount must be >= 0", count)
+  check_limit("ThrottlingFactory", 3, readLimit, "readLimit must be a finite number > 0", positive)
+  check_limit("ThrottlingFactory", 4, writeLimit, "writeLimit must be a finite number > 0", positive)
   self.connectionCount = 0
   self.maxConnectionCount = maxConnectionCount or math.huge
   self.readLimit = readLimit
@@ -276,16 +301,33 @@ function ThrottlingFactory:unthrottleReads() self.unthrottleReadsID = nil; each(
 function ThrottlingFactory:throttleWrites() self.unthrottleWritesID = nil; each(self, "throttleWrites") end
 function ThrottlingFactory:unthrottleWrites() self.unthrottleWritesID = nil; each(self, "unthrottleWrites") end
 
+local CHECK_IDS = { "unthrottleReadsID", "checkReadBandwidthID",
+  "unthrottleWritesID", "checkWriteBandwidthID" }
+
+local function stop_checks(self)
+  for _, k in ipairs(CHECK_IDS) do
+    cancel_quietly(self[k])
+    self[k] = nil
+  end
+end
+
+-- The bandwidth checks run while connections are open: they start on the
+-- first buildProtocol while none is (as Twisted's, before building) and
+-- stop with the last connection (unregisterProtocol), or at once when that
+-- build is refused (Twisted leaves them running, a pair more per refused
+-- connection).
 function ThrottlingFactory:buildProtocol(addr)
   if self.connectionCount == 0 then
-    if self.readLimit ~= nil then self:checkReadBandwidth() end
-    if self.writeLimit ~= nil then self:checkWriteBandwidth() end
+    if self.readLimit ~= nil and self.checkReadBandwidthID == nil then self:checkReadBandwidth() end
+    if self.writeLimit ~= nil and self.checkWriteBandwidthID == nil then self:checkWriteBandwidth() end
   end
   if self.connectionCount < self.maxConnectionCount then
     local p = WrappingFactory.buildProtocol(self, addr)
     if p ~= nil then self.connectionCount = self.connectionCount + 1 end
+    if self.connectionCount == 0 then stop_checks(self) end
     return p
   end
+  if self.connectionCount == 0 then stop_checks(self) end
   require("braid.log").msg("Max connection count reached!")  -- Twisted's line
   return nil
 end
@@ -293,13 +335,7 @@ end
 function ThrottlingFactory:unregisterProtocol(p)
   WrappingFactory.unregisterProtocol(self, p)
   self.connectionCount = self.connectionCount - 1
-  if self.connectionCount == 0 then
-    for _, k in ipairs({ "unthrottleReadsID", "checkReadBandwidthID",
-        "unthrottleWritesID", "checkWriteBandwidthID" }) do
-      cancel_quietly(self[k])
-      self[k] = nil
-    end
-  end
+  if self.connectionCount == 0 then stop_checks(self) end
 end
 
 ---------------------------------------------------------------------------
@@ -323,7 +359,12 @@ function LimitConnectionsByPeer:buildProtocol(addr)
   self.peerConnections = self.peerConnections or {}
   local host = peer_host(addr)
   local n = self.peerConnections[host] or 0
-  if n >= self.maxConnectionsPerPeer then return nil end
+  local max = self.maxConnectionsPerPeer
+  if type(max) ~= "number" then
+    error(require("braid.error").TypeError(
+      "LimitConnectionsByPeer.maxConnectionsPerPeer must be a number, got " .. type(max)))
+  end
+  if n >= max then return nil end
   local p = WrappingFactory.buildProtocol(self, addr)
   if p ~= nil then self.peerConnections[host] = n + 1 end
   return p
@@ -346,7 +387,12 @@ LimitTotal.overflowProtocol = nil
 -- overflowProtocol if set, else refuses (nil).
 function LimitTotal:buildProtocol(addr) -- luacheck: ignore addr
   local inner
-  if self.connectionLimit == nil or self.connectionCount < self.connectionLimit then
+  local limit = self.connectionLimit
+  if limit ~= nil and type(limit) ~= "number" then
+    error(require("braid.error").TypeError(
+      "LimitTotalConnectionsFactory.connectionLimit must be a number or nil, got " .. type(limit)))
+  end
+  if limit == nil or self.connectionCount < limit then
     inner = protocol.instantiate(self.protocol)
   elseif self.overflowProtocol == nil then
     return nil
@@ -425,6 +471,7 @@ TimeoutFactory.protocol = TimeoutProtocol
 --- TimeoutFactory(wrappedFactory, timeoutPeriod?) (default 30 minutes).
 function TimeoutFactory:init(wrappedFactory, timeoutPeriod)
   WrappingFactory.init(self, wrappedFactory)
+  if timeoutPeriod ~= nil then require("braid.error").checkseconds("TimeoutFactory", 2, timeoutPeriod, "timeoutPeriod") end
   self.timeoutPeriod = timeoutPeriod or 30 * 60
 end
 
@@ -508,6 +555,8 @@ TrafficLoggingFactory._counter = 0
 -- connection n logs to the file logfilePrefix .. "-" .. n.
 function TrafficLoggingFactory:init(wrappedFactory, logfilePrefix, lengthLimit)
   WrappingFactory.init(self, wrappedFactory)
+  require("braid.error").checktype("TrafficLoggingFactory", 2, logfilePrefix, "string")
+  check_limit("TrafficLoggingFactory", 3, lengthLimit, "lengthLimit must be an integer >= 0", length)
   self.logfilePrefix = logfilePrefix
   self.lengthLimit = lengthLimit
 end

@@ -151,11 +151,27 @@ local function attach(t, p, prefix_suffix, peer)
   pcall_proto(t, p, sys, "makeConnection", t)
 end
 
+-- A plain table (no metatable) returned by buildProtocol is a protocol
+-- too, as API.md's plain tables: Protocol's methods for what it lacks.
+local PLAIN = { __index = Protocol, __name = "Protocol" }
+
+-- factory:buildProtocol(addr), checked: a protocol, a plain table, or nil
+local function build(factory, addr)
+  local p = call(factory, Factory, "buildProtocol", addr)
+  local tp = type(p)
+  if tp == "table" then
+    if getmetatable(p) == nil then setmetatable(p, PLAIN) end
+  elseif p ~= nil and tp ~= "userdata" then
+    error(errors.TypeError(("buildProtocol returned a %s, not a protocol (nil refuses)"):format(tp)), 0)
+  end
+  return p
+end
+
 local function on_accept(port, t)
   local info = port:_getuv()
   local factory = info.factory
   local addr = peer_of(t)
-  local ok, p = xpcall(call, msgh, factory, Factory, "buildProtocol", addr)
+  local ok, p = xpcall(build, msgh, factory, addr)
   if not ok then
     report(p)
     t:_drop()
@@ -215,12 +231,29 @@ function methods.stopProducing(t)
 end
 
 --- Register a producer (streaming true: push; false: pull).
+-- o[name] is something to call (read without raising)
+local function has_method(o, name)
+  local ok, f = pcall(function() return o[name] end)
+  if not ok then return false end
+  if type(f) == "function" then return true end
+  local mt = (type(f) == "table" or type(f) == "userdata") and getmetatable(f)
+  return type(mt) == "table" and mt.__call ~= nil
+end
+
 function methods.registerProducer(t, producer, streaming)
   checkself("registerProducer", core.tcp_is_transport(t), t, "transport")
   local pt = type(producer)
   if pt ~= "table" and pt ~= "userdata" then
     errors.argerror("registerProducer", 1, "producer expected (an object with resumeProducing, "
       .. "pauseProducing and stopProducing), got " .. class.nameof(producer))
+  end
+  -- a push producer is paused and resumed; a pull producer is resumed
+  for _, name in ipairs(streaming and { "pauseProducing", "resumeProducing", "stopProducing" }
+                        or { "resumeProducing", "stopProducing" }) do
+    if not has_method(producer, name) then
+      errors.argerror("registerProducer", 1, ("%s producer has no %s method")
+        :format(streaming and "a streaming" or "a pull", name))
+    end
   end
   if t._producer ~= nil then
     error(errors.Error(("Cannot register producer %s, because producer %s was never unregistered.")
@@ -483,7 +516,7 @@ function M.adoptStreamConnection(fd, factory)
   check_factory("adoptStreamConnection", 2, factory)
   local t, msg = core.adopt_conn(fd)
   if not t then error(errors.ConnectError(msg), 2) end
-  local ok, p = xpcall(call, msgh, factory, Factory, "buildProtocol", peer_of(t))
+  local ok, p = xpcall(build, msgh, factory, peer_of(t))
   if not ok or p == nil then
     if not ok then report(p) end
     t:_drop()
@@ -608,7 +641,7 @@ local function on_connector_connected(t)
   local addr
   if self._kind == "UNIX" then addr = address.UNIXAddress(self.host)
   else addr = core_addr("TCP", t:_peer()) end
-  local ok, p = xpcall(call, msgh, self.factory, Factory, "buildProtocol", addr)
+  local ok, p = xpcall(build, msgh, self.factory, addr)
   if not ok then
     report(p)
     t:_drop()
@@ -696,7 +729,18 @@ function Connector:connect()
       self:_failed(errors.TimeoutError())
     end)
   end
-  call(self.factory, ClientFactory, "startedConnecting", self)
+  local ok, e = pcall(call, self.factory, ClientFactory, "startedConnecting", self)
+  if not ok then
+    -- the error goes to connect()'s caller, as in Twisted; this attempt is
+    -- over (no timer left to fail it later) and the factory stopped
+    finish_attempt(self)
+    self.state = "disconnected"
+    if self.factoryStarted then
+      self.factoryStarted = false
+      pcall(call, self.factory, Factory, "doStop")
+    end
+    error(e, 0)
+  end
   if self.state ~= "connecting" then return end
   if self._kind == "UNIX" or core.ip_family(self.host) then
     self._addrs = { self.host }
