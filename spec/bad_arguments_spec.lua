@@ -127,6 +127,31 @@ describe("finalizers and metamethods reached from Lua", function()
 end)
 
 describe("Lua methods called with '.'", function()
+  it("name themselves and their class (DeferredLock, DeferredSemaphore, DeferredQueue)", function()
+    local function check(what, name, f, ...)
+      local s = raises(errors.TypeError, f, ...)
+      assert.matches(("bad argument #1 to '%s' %%(%s expected, got"):format(name, what), s)
+    end
+    local lock, sem, q = defer.DeferredLock(), defer.DeferredSemaphore(1), defer.DeferredQueue()
+    check("DeferredLock", "acquire", lock.acquire)
+    check("DeferredLock", "release", lock.release)
+    check("DeferredSemaphore", "acquire", sem.acquire)
+    check("DeferredSemaphore", "release", sem.release, 1)
+    check("DeferredQueue", "put", q.put, 1)
+    check("DeferredQueue", "get", q.get)
+    check("DeferredLock or DeferredSemaphore", "run", lock.run, print)
+    assert.is_false(lock.locked)
+    assert.equal(1, sem.tokens)
+  end)
+
+  it("coiterate checks its Deferred before it adds the task", function()
+    local task = require "braid.task"
+    local coop = task.Cooperator({ scheduler = function() return { cancel = function() end } end })
+    assert.matches("bad argument #2 to 'coiterate'",
+      raises(errors.TypeError, coop.coiterate, coop, function() end, 5))
+    assert.equal(0, #coop._tasks)
+  end)
+
   it("name themselves and their class (transport, Port, Connector, Clock, LoopingCall, Failure)", function()
     local task = require "braid.task"
     local port, server_t = connected_pair()

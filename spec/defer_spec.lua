@@ -802,6 +802,21 @@ describe("Deferred", function()
       assert.same({ { true, "x" } }, r)
     end)
 
+    it("cancels the head of a chain of 1000000 waiting Deferreds in a bounded stack", function()
+      local ds = { Deferred() }
+      for i = 2, 1000000 do
+        local prev = ds[i - 1]
+        local d = Deferred()
+        d:addCallback(function() return prev end)
+        d:callback(nil)
+        ds[i] = d
+      end
+      local head = ds[1000000]
+      head:addErrback(function(f) return f:check(defer.CancelledError) and "cancelled" end)
+      head:cancel()
+      assert.equal("cancelled", head.result)
+    end)
+
     it("cancels through 300 nested inlineCallbacks functions", function()
       local cancelled = false
       local innermost = Deferred(function() cancelled = true end)

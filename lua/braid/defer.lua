@@ -813,7 +813,9 @@ function Deferred:cancel()
     end
   else
     local r = self.result
-    if r ~= nil and is_deferred(r) then r:cancel() end
+    -- a tail call: a chain of a million waiting Deferreds cancels in a
+    -- bounded stack
+    if r ~= nil and is_deferred(r) then return r:cancel() end
   end
 end
 
@@ -1084,6 +1086,8 @@ local function remove_item(list, v)
 end
 
 local function run_primitive(self, f, ...)
+  errors.checkself("run", type(self) == "table" and type(self.acquire) == "function", self,
+    "DeferredLock or DeferredSemaphore")
   checkcallable("run", 1, f)
   local args = pack(...)
   return self:acquire():addCallback(function()
@@ -1105,6 +1109,7 @@ end
 
 --- A Deferred that fires with the lock once it is acquired.
 function DeferredLock:acquire()
+  errors.checkself("acquire", DeferredLock:isinstance(self), self, "DeferredLock")
   local waiting = self.waiting
   local d = Deferred(function(d) remove_item(waiting, d) end)
   if self.locked then
@@ -1118,6 +1123,7 @@ end
 
 --- Release the lock; the first waiter gets it.
 function DeferredLock:release()
+  errors.checkself("release", DeferredLock:isinstance(self), self, "DeferredLock")
   if not self.locked then
     error(errors.ValueError("Tried to release an unlocked lock"), 2)
   end
@@ -1151,6 +1157,7 @@ function DeferredSemaphore:init(tokens)
 end
 
 function DeferredSemaphore:acquire()
+  errors.checkself("acquire", DeferredSemaphore:isinstance(self), self, "DeferredSemaphore")
   local waiting = self.waiting
   local d = Deferred(function(d) remove_item(waiting, d) end)
   if self.tokens == 0 then
@@ -1163,6 +1170,7 @@ function DeferredSemaphore:acquire()
 end
 
 function DeferredSemaphore:release()
+  errors.checkself("release", DeferredSemaphore:isinstance(self), self, "DeferredSemaphore")
   if self.tokens >= self.limit then
     error(errors.ValueError("Someone released me too many times: too many tokens!"), 2)
   end
@@ -1195,11 +1203,13 @@ end
 
 --- The number of values waiting to be taken.
 function DeferredQueue:pendingCount()
+  errors.checkself("pendingCount", DeferredQueue:isinstance(self), self, "DeferredQueue")
   return self._pt - self._ph + 1
 end
 
 --- Add `v`; raises QueueOverflow when `size` values are already queued.
 function DeferredQueue:put(v)
+  errors.checkself("put", DeferredQueue:isinstance(self), self, "DeferredQueue")
   if #self.waiting > 0 then
     table.remove(self.waiting, 1):callback(v)
   elseif self.size == nil or self:pendingCount() < self.size then
@@ -1214,6 +1224,7 @@ end
 --- A Deferred of the next value; raises QueueUnderflow when `backlog`
 -- gets are already waiting. Cancelling it removes it from the waiters.
 function DeferredQueue:get()
+  errors.checkself("get", DeferredQueue:isinstance(self), self, "DeferredQueue")
   if self._pt >= self._ph then
     local h = self._ph
     local v = self._pending[h]
@@ -1439,6 +1450,10 @@ end
 -- `defer.await(d)` waits for a Deferred.
 function M.inlineCallbacks(f)
   checkcallable("inlineCallbacks", 1, f)
+  if type(f) ~= "function" then  -- a callable table: a coroutine needs a function
+    local callable = f
+    f = function(...) return callable(...) end
+  end
   return function(...)
     local co = co_create(f)
     local d = new_deferred(Deferred, ic_cancel)

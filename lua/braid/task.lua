@@ -662,7 +662,11 @@ end
 function Cooperator:coiterate(iterator, doneDeferred)
   checkself("coiterate", Cooperator:isinstance(self), self, "Cooperator")
   checkcallable("coiterate", 1, iterator)
-  if doneDeferred == nil then doneDeferred = Deferred() end
+  if doneDeferred == nil then
+    doneDeferred = Deferred()
+  elseif not isDeferred(doneDeferred) then
+    errors.argerror("coiterate", 2, "Deferred expected, got " .. class.nameof(doneDeferred))
+  end
   CooperativeTask(iterator, self):whenDone():chainDeferred(doneDeferred)
   return doneDeferred
 end
