@@ -372,9 +372,9 @@ static int segment_loop(lua_State *L, lua_Integer h, int failed, int have_r, int
     have_r = 0;
     {
       int k = value_kind(L, S_R);
-      if (k == 2 && !lua_istable(L, S_R))  /* a userdata given the class, as Lua's runner reads it */
-        return luaL_error(L, "attempt to index a Deferred value (a userdata)");
       if (k == 2) {
+        if (!lua_istable(L, S_R))  /* a userdata given the class, as Lua's runner reads it */
+          return luaL_error(L, "attempt to index a Deferred value (a userdata)");
         if (lua_rawequal(L, S_R, 1)) {
           lua_pushvalue(L, UV(U_SELF_FAILURE));
           lua_call(L, 0, 1);
@@ -431,10 +431,6 @@ static int segment_loop(lua_State *L, lua_Integer h, int failed, int have_r, int
     call1(L, U_CLEAR_FAILED, 1);
   }
   return 0;
-}
-
-static void bump_cdepth(lua_State *L, int delta) {
-  DSTATE(L)->cdepth += delta;
 }
 
 /* run stack: 1 self, 2 msgh, 3 cur, 4 stack of waiting Deferreds (a table,
@@ -502,7 +498,7 @@ static int run_impl(lua_State *L, lua_KContext ctx) {
   lua_pushvalue(L, 1);           /* 3: cur */
   lua_pushnil(L);                /* 4: stack */
   lua_pushinteger(L, 0);         /* 5: sp */
-  bump_cdepth(L, 1);
+  st->cdepth++;
   return run_loop(L, -1, ctx);
 }
 
@@ -568,7 +564,7 @@ static int run_loop(lua_State *L, int status, lua_KContext ctx) {
           set_bool(L, lua_gettop(L), K_RUNNING, 0);
           lua_pop(L, 1);
         }
-        bump_cdepth(L, -1);
+        DSTATE(L)->cdepth--;
         return lua_error(L);
       }
       retried = 1;
@@ -601,14 +597,11 @@ static int run_loop(lua_State *L, int status, lua_KContext ctx) {
       if (get_bool(L, R_CUR, K_RUNNING)) ctx |= RUN_RESUMED;
     }
   }
-  bump_cdepth(L, -1);
+  struct dstate *st = DSTATE(L);
   lua_settop(L, 1);
-  {
-    struct dstate *st = DSTATE(L);
-    if (st->cdepth == 0 && !st->draining && st->q_head <= st->q_tail) {
-      st->draining = 1;
-      return drain_loop(L, LUA_OK, ctx & RUN_NRET);
-    }
+  if (--st->cdepth == 0 && !st->draining && st->q_head <= st->q_tail) {
+    st->draining = 1;  /* the outermost run: the runs it put off go now */
+    return drain_loop(L, LUA_OK, ctx & RUN_NRET);
   }
   return (int)(ctx & RUN_NRET);
 }

@@ -1,6 +1,7 @@
 -- spec/defer_impl_spec.lua: which chain runner braid.defer uses (C from
 -- runtime/deferred.c, or its Lua one), and behaviour that depends on it.
 local defer = require "braid.defer"
+local deferred_userdata = require "helpers.deferred_userdata"
 local Deferred = defer.Deferred
 local failure = require "braid.failure"
 
@@ -100,10 +101,7 @@ describe("defer.implementation", function()
   end)
 
   it("takes an await of a userdata given the Deferred class (debug.setmetatable) without reading it as a table", function()
-    local ud = io.tmpfile()
-    local mt = debug.getmetatable(ud)
-    finally(function() debug.setmetatable(ud, mt); ud:close() end)
-    debug.setmetatable(ud, Deferred)
+    local ud = deferred_userdata(Deferred, finally)
     local w = defer.inlineCallbacks(function() return defer.await(ud) end)()
     -- the Lua await takes it and fails the function cleanly: it is no
     -- Deferred it can wait on. (What the C guard prevents, reading the
@@ -117,10 +115,7 @@ describe("defer.implementation", function()
   end)
 
   it("fails the chain, not the process, when a callback returns a userdata given the Deferred class", function()
-    local ud = io.tmpfile()
-    local mt = debug.getmetatable(ud)
-    finally(function() debug.setmetatable(ud, mt); ud:close() end)
-    debug.setmetatable(ud, Deferred)
+    local ud = deferred_userdata(Deferred, finally)
     local d = Deferred()
     d:addCallback(function() return ud end)
     local msg

@@ -803,15 +803,13 @@ describe("Deferred", function()
     end)
 
     it("cancels the head of a chain of 1000000 waiting Deferreds in a bounded stack", function()
-      local ds = { Deferred() }
-      for i = 2, 1000000 do
-        local prev = ds[i - 1]
-        local d = Deferred()
-        d:addCallback(function() return prev end)
-        d:callback(nil)
-        ds[i] = d
+      local head = Deferred()
+      for _ = 2, 1000000 do  -- each waits on the one made before it
+        local prev = head
+        head = Deferred()
+        head:addCallback(function() return prev end)
+        head:callback(nil)
       end
-      local head = ds[1000000]
       head:addErrback(function(f) return f:check(defer.CancelledError) and "cancelled" end)
       head:cancel()
       assert.equal("cancelled", head.result)

@@ -2,6 +2,7 @@
 -- await, trampolined resumes, cancellation); ported from Twisted's
 -- src/twisted/internet/test/test_inlinecb.py and test_defer.py.
 local defer = require "braid.defer"
+local deferred_userdata = require "helpers.deferred_userdata"
 local errors = require "braid.error"
 local failure = require "braid.failure"
 
@@ -108,10 +109,7 @@ describe("inlineCallbacks", function()
     end)
 
     it("fails with TypeError when the function returns a userdata given the Deferred class", function()
-      local ud = io.tmpfile()
-      local mt = debug.getmetatable(ud)
-      finally(function() debug.setmetatable(ud, mt); ud:close() end)
-      debug.setmetatable(ud, Deferred)
+      local ud = deferred_userdata(Deferred, finally)
       local ok, d = pcall(inlineCallbacks(function() return ud end))
       assert.is_true(ok)  -- the call itself does not raise
       failureResultOf(d, errors.TypeError)

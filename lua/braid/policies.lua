@@ -321,15 +321,15 @@ function ThrottlingFactory:buildProtocol(addr)
     if self.readLimit ~= nil and self.checkReadBandwidthID == nil then self:checkReadBandwidth() end
     if self.writeLimit ~= nil and self.checkWriteBandwidthID == nil then self:checkWriteBandwidth() end
   end
+  local p
   if self.connectionCount < self.maxConnectionCount then
-    local p = WrappingFactory.buildProtocol(self, addr)
+    p = WrappingFactory.buildProtocol(self, addr)
     if p ~= nil then self.connectionCount = self.connectionCount + 1 end
-    if self.connectionCount == 0 then stop_checks(self) end
-    return p
+  else
+    require("braid.log").msg("Max connection count reached!")  -- Twisted's line
   end
   if self.connectionCount == 0 then stop_checks(self) end
-  require("braid.log").msg("Max connection count reached!")  -- Twisted's line
-  return nil
+  return p
 end
 
 function ThrottlingFactory:unregisterProtocol(p)

@@ -230,7 +230,6 @@ function methods.stopProducing(t)
   t:loseConnection()
 end
 
---- Register a producer (streaming true: push; false: pull).
 -- o[name] is something to call (read without raising)
 local function has_method(o, name)
   local ok, f = pcall(function() return o[name] end)
@@ -240,6 +239,7 @@ local function has_method(o, name)
   return type(mt) == "table" and mt.__call ~= nil
 end
 
+--- Register a producer (streaming true: push; false: pull).
 function methods.registerProducer(t, producer, streaming)
   checkself("registerProducer", core.tcp_is_transport(t), t, "transport")
   local pt = type(producer)
@@ -587,11 +587,16 @@ local ATTEMPT_DELAY = 0.3  -- Twisted's _DEFAULT_ATTEMPT_DELAY
 
 -- Stop the lookup, the timers and every attempt but `keep` (the one that
 -- connected, if any).
+-- cancel the DelayedCall in self[field], if any
+local function cancel_call(self, field)
+  local dc = self[field]
+  self[field] = nil
+  if dc and dc:active() then dc:cancel() end
+end
+
 local function finish_attempt(self, keep)
-  if self._timer and self._timer:active() then self._timer:cancel() end
-  self._timer = nil
-  if self._next_call and self._next_call:active() then self._next_call:cancel() end
-  self._next_call = nil
+  cancel_call(self, "_timer")
+  cancel_call(self, "_next_call")
   -- cleared before the cancel: the lookup's errback, run by the cancel,
   -- must see that it is no longer the current attempt
   local lookup = self._resolving
@@ -606,6 +611,13 @@ local function finish_attempt(self, keep)
   end
 end
 
+local function stop_factory(self)
+  if not self.factoryStarted then return end
+  self.factoryStarted = false
+  local ok, e = xpcall(call, msgh, self.factory, Factory, "doStop")
+  if not ok then report(e) end
+end
+
 -- Tell the factory (clientConnectionFailed / clientConnectionLost), then
 -- stop it unless it called connect() again.
 local function disconnected(self, method, reason)
@@ -613,11 +625,7 @@ local function disconnected(self, method, reason)
   self.transport = nil
   local ok, e = xpcall(call, msgh, self.factory, ClientFactory, method, self, reason)
   if not ok then report(e) end
-  if self.state == "disconnected" and self.factoryStarted then
-    self.factoryStarted = false
-    ok, e = xpcall(call, msgh, self.factory, Factory, "doStop")
-    if not ok then report(e) end
-  end
+  if self.state == "disconnected" then stop_factory(self) end
 end
 
 function Connector:_failed(reason)
@@ -670,8 +678,7 @@ end
 -- connection fails with the last failure.
 local function try_address(self, i)
   if self.state ~= "connecting" then return end
-  if self._next_call and self._next_call:active() then self._next_call:cancel() end
-  self._next_call = nil
+  cancel_call(self, "_next_call")
   local addrs, attempts = self._addrs, self._attempts
   if i > #addrs then
     if next(attempts) == nil then
@@ -721,27 +728,23 @@ function Connector:connect()
     call(self.factory, Factory, "doStart")
     self.factoryStarted = true
   end
-  local r = reactor()
+  local ok, e = pcall(call, self.factory, ClientFactory, "startedConnecting", self)
+  if not ok then
+    -- the error goes to connect()'s caller, as in Twisted; nothing was
+    -- started for this attempt yet, and the factory is stopped
+    self.state, self._attempts = "disconnected", nil
+    stop_factory(self)
+    error(e, 0)
+  end
+  if self.state ~= "connecting" then return end
+  -- the timeout starts after startedConnecting, as Twisted's (_makeTransport)
   if self.timeout and self.timeout > 0 then
-    self._timer = r.callLater(self.timeout, function()
+    self._timer = reactor().callLater(self.timeout, function()
       self._timer = nil
       if self.state ~= "connecting" then return end
       self:_failed(errors.TimeoutError())
     end)
   end
-  local ok, e = pcall(call, self.factory, ClientFactory, "startedConnecting", self)
-  if not ok then
-    -- the error goes to connect()'s caller, as in Twisted; this attempt is
-    -- over (no timer left to fail it later) and the factory stopped
-    finish_attempt(self)
-    self.state = "disconnected"
-    if self.factoryStarted then
-      self.factoryStarted = false
-      pcall(call, self.factory, Factory, "doStop")
-    end
-    error(e, 0)
-  end
-  if self.state ~= "connecting" then return end
   if self._kind == "UNIX" or core.ip_family(self.host) then
     self._addrs = { self.host }
     try_address(self, 1)
