@@ -618,3 +618,109 @@ describe("DeferredQueue", function()
     assert.equal(1, #done)
   end)
 end)
+
+describe("the waiting list of DeferredLock, DeferredSemaphore and DeferredQueue", function()
+  local N = 3000  -- (cancels make Failures with tracebacks: busted's stack is deep)
+
+  -- Make N waiters with make(i), cancel every third, then hand over with
+  -- give() until none waits: the order they were served in.
+  local function serve(prim, make, give)
+    local order, ds = {}, {}
+    for i = 1, N do
+      ds[i] = make(i)
+      ds[i]:addCallbacks(function(r) order[#order + 1] = i; return r end, function() end)
+    end
+    assert.equal(N, #prim.waiting)
+    for i = 3, N, 3 do ds[i]:cancel() end
+    local live = N - N // 3
+    assert.equal(live, #prim.waiting)
+    -- read as a list, oldest first, the cancelled ones gone
+    assert.equal(ds[1], prim.waiting[1])
+    assert.equal(ds[4], prim.waiting[3])
+    assert.is_nil(prim.waiting[live + 1])
+    local seen = 0
+    for k, d in ipairs(prim.waiting) do
+      seen = k
+      if k == 3 then assert.equal(ds[4], d) end
+    end
+    assert.equal(live, seen)
+    while #prim.waiting > 0 do give() end
+    return order
+  end
+
+  local function expected()
+    local want = {}
+    for i = 1, N do if i % 3 ~= 0 then want[#want + 1] = i end end
+    return want
+  end
+
+  it("hands a lock to 3,000 waiters oldest first, skipping cancelled ones", function()
+    local lock = defer.DeferredLock()
+    lock:acquire()
+    local order = serve(lock, function() return lock:acquire() end, function() lock:release() end)
+    assert.same(expected(), order)
+    assert.is_true(lock.locked)
+    lock:release()
+    assert.is_false(lock.locked)
+  end)
+
+  it("hands semaphore tokens to 3,000 waiters oldest first, skipping cancelled ones", function()
+    local sem = defer.DeferredSemaphore(2)
+    sem:acquire()
+    sem:acquire()
+    local order = serve(sem, function() return sem:acquire() end, function() sem:release() end)
+    assert.same(expected(), order)
+    assert.equal(0, sem.tokens)
+    sem:release()
+    sem:release()
+    assert.equal(2, sem.tokens)
+  end)
+
+  it("gives queued values to 3,000 waiting gets oldest first, skipping cancelled ones", function()
+    local q = defer.DeferredQueue()
+    local v = 0
+    local order = serve(q, function() return q:get() end, function() v = v + 1; q:put(v) end)
+    assert.same(expected(), order)
+    assert.equal(0, q:pendingCount())
+    q:put("next")
+    assert.equal("next", successResultOf(q:get()))
+  end)
+
+  it("counts only live waiters against a queue's backlog", function()
+    local q = defer.DeferredQueue(nil, 2)
+    local a = q:get()
+    q:get()
+    a:cancel()
+    q:get()  -- room again
+    local ok, e = pcall(q.get, q)
+    assert.is_false(ok)
+    assert.equal(defer.QueueUnderflow, e.class)
+  end)
+
+  it("keeps no more than about twice its waiters when cancels come without releases", function()
+    local lock = defer.DeferredLock()
+    lock:acquire()
+    local ds, got = {}, {}
+    for i = 1, 1000 do
+      ds[i] = lock:acquire()
+      ds[i]:addCallbacks(function(r) got[#got + 1] = i; return r end, function() end)
+    end
+    for i = 2, 999 do
+      if i % 100 ~= 0 then ds[i]:cancel() end
+      assert.is_true(rawlen(lock.waiting._q) <= 2 * #lock.waiting + 16)
+    end
+    assert.equal(11, #lock.waiting)
+    ds[500]:cancel()  -- found where the move put it
+    for _ = 1, 10 do lock:release() end
+    assert.same({ 1, 100, 200, 300, 400, 600, 700, 800, 900, 1000 }, got)
+    assert.equal(0, #lock.waiting)
+  end)
+
+  it("is read-only", function()
+    local lock = defer.DeferredLock()
+    local ok, e = pcall(function() lock.waiting[1] = Deferred() end)
+    assert.is_false(ok)
+    assert.equal(errors.TypeError, e.class)
+    assert.matches("the waiting list is read-only", tostring(e), 1, true)
+  end)
+end)
