@@ -505,6 +505,34 @@ describe("task.LoopingCall", function()
     lc:stop()
   end)
 
+  it("refuses a clock it cannot read and stays stopped", function()
+    local lc = loopingCall(Clock(), function() end)
+    lc.clock = { callLater = function() end, seconds = 5 }
+    assert.matches("LoopingCall.clock is not a time source",
+      tostring(raises(errors.TypeError, lc.start, lc, 1)), 1, true)
+    assert.is_false(lc.running)
+    lc.clock = { callLater = function() end, seconds = function() error("clock broke") end }
+    local ok, e = pcall(lc.start, lc, 1)
+    assert.is_false(ok)
+    assert.matches("clock broke", tostring(e), 1, true)
+    assert.is_false(lc.running)
+    assert.is_nil(lc.deferred)
+    lc.clock = { callLater = function() end, seconds = function() return "noon" end }
+    assert.matches("LoopingCall.clock:seconds() returned string, not a number",
+      tostring(raises(errors.TypeError, lc.start, lc, 1)), 1, true)
+    assert.is_false(lc.running)
+    -- a callable table is a callable
+    local c = Clock()
+    lc.clock = { callLater = setmetatable({}, { __call = function(_, _, ...) return c:callLater(...) end }),
+      seconds = function() return c:seconds() end }
+    local n = 0
+    lc.f = function() n = n + 1 end
+    lc:start(1)
+    c:advance(1)
+    assert.equal(2, n)
+    lc:stop()
+  end)
+
   for _, delay in ipairs({ 0, 10 }) do
     it(("prevents every later call when stopped before a delayed start (interval %d)"):format(delay),
       function()

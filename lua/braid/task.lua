@@ -57,10 +57,17 @@ local function call_later(clock, delay, f, ...)
   return clock:callLater(delay, f, ...)
 end
 
+local function callable(f)
+  if type(f) == "function" then return true end
+  local mt = getmetatable(f)
+  return type(mt) == "table" and mt.__call ~= nil
+end
+
+-- The reactor, or a table with callable callLater and seconds (a Clock).
 local function is_time_source(clock)
   if type(clock) ~= "table" then return false end
   if clock == the_reactor() then return true end
-  return clock.callLater ~= nil and clock.seconds ~= nil
+  return callable(clock.callLater) and callable(clock.seconds)
 end
 
 local function check_delay(fname, argn, what, v)
@@ -356,11 +363,18 @@ function LoopingCall:start(interval, now)
     error(errors.TypeError("LoopingCall.clock is not a time source (braid.reactor "
       .. "is unavailable: assign a Clock to .clock)"), 2)
   end
+  -- the clock is read before anything changes: one that raises leaves the
+  -- LoopingCall stopped (Twisted's is left running)
+  local start = seconds_of(self.clock)
+  if type(start) ~= "number" then
+    error(errors.TypeError(("LoopingCall.clock:seconds() returned %s, not a number")
+      :format(class.nameof(start))), 2)
+  end
   self.running = true
   local d = Deferred()
   self._deferred = d
   self.deferred = d
-  self.starttime = seconds_of(self.clock)
+  self.starttime = start
   self.interval = interval
   self._runAtStart = now ~= false
   self._realLastTime = nil
