@@ -6,6 +6,7 @@
 ** callback, called as cb(readable, writable) in a protected trampoline.
 */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <string.h>
 
@@ -90,7 +91,9 @@ static int fdw_set(lua_State *L) {
   }
   fdw_stop(w);
   event_assign(&w->ev, braid_loop()->base, w->fd, want | EV_PERSIST, fdw_cb, w);
-  if (event_add(&w->ev, NULL) != 0) {
+  /* a descriptor that is not open is refused here: libevent would print its
+  ** own warning to stderr before failing */
+  if (fcntl(w->fd, F_GETFD) == -1 || event_add(&w->ev, NULL) != 0) {
     int err = errno;
     fdw_release(L, w);
     return luaL_error(L, "cannot watch descriptor %d: %s", w->fd, err ? strerror(err) : "event_add failed");

@@ -169,6 +169,27 @@ describe("braid.fdesc", function()
     assert.has_error(function() reactor.addReader({ fileno = function() return -1 end }) end)
   end)
 
+  it("refuses a descriptor that is not open, with no warning of libevent's own", function()
+    -- libevent prints "[warn] Epoll ADD(...) failed" to stderr when asked
+    -- to watch a closed descriptor: braid checks the descriptor first
+    local proc = require "helpers.proc"
+    local path = os.tmpname()
+    finally(function() os.remove(path) end)
+    local f = assert(io.open(path, "w"))
+    f:write([[
+local reactor = require "braid.reactor"
+local ok, e = pcall(reactor.addReader, { fileno = function() return 100000 end,
+  doRead = function() end, connectionLost = function() end })
+print(ok, tostring(e))
+]])
+    f:close()
+    local p = assert(io.popen(("%s %s 2>&1"):format(proc.quote(proc.BIN), proc.quote(path))))
+    local out = p:read("a")
+    p:close()
+    assert.matches("^false\t.*ValueError: bad argument #1 to 'addReader' %(cannot watch "
+      .. "descriptor 100000: Bad file descriptor%)\n$", out)
+  end)
+
   it("adding twice keeps one entry", function()
     local p1 = listening_fd()
     finally(function() p1:stopListening() end)
