@@ -70,7 +70,16 @@ describe("braid.endpoints", function()
     assert.matches("mode must be octal", msg(endpoints.serverFromString, "unix:/x:mode=abc"))
     assert.matches("missing host", msg(endpoints.clientFromString, "tcp:port=80"))
     assert.matches("missing port", msg(endpoints.clientFromString, "tcp:host=a"))
-    assert.matches("timeout must be a number", msg(endpoints.clientFromString, "tcp:a:1:timeout=x"))
+    assert.matches("timeout must be a finite number of seconds >= 0, got \"x\"",
+      msg(endpoints.clientFromString, "tcp:a:1:timeout=x"))
+    for _, t in ipairs({ "1e400", "inf", "-1", "0x10", "nan" }) do
+      assert.matches("timeout must be a finite number of seconds >= 0", msg(endpoints.clientFromString,
+        "tcp:a:1:timeout=" .. t))
+    end
+    assert.equal(2.5, endpoints.clientFromString(reactor, "unix:/x:timeout=2.5")._timeout)
+    -- an address with its colons unescaped is cut at them: the error says how to write it
+    assert.matches("interface given twice %(write each ':' inside a value as '\\:', as in "
+      .. "interface=\\:\\:1%)", msg(endpoints.serverFromString, "tcp:80:interface=[::1]"))
   end)
 
   it("calls a MemoryReactor's methods, which record each listen and connect", function()

@@ -72,8 +72,11 @@ end
 -- many arguments or a missing one is malformed.
 local function bind(desc, params, nfixed, nreq, args, kw)
   local out, index = {}, {}
+  -- an address written with its colons as they are ([::1]) was cut at them
+  local hint = desc:find("[", 1, true)
+    and " (write each ':' inside a value as '\\:', as in interface=\\:\\:1)" or ""
   for i, p in ipairs(params) do index[p] = i end
-  if #args > #params - nfixed then bad(desc, "too many arguments") end
+  if #args > #params - nfixed then bad(desc, "too many arguments" .. hint) end
   for i, v in ipairs(args) do out[params[nfixed + i]] = v end
   local keys = {}
   for k in pairs(kw) do keys[#keys + 1] = k end
@@ -82,7 +85,7 @@ local function bind(desc, params, nfixed, nreq, args, kw)
     local i = index[k]
     if not i then bad(desc, ("unknown parameter %q"):format(k)) end
     if i <= nfixed or out[k] ~= nil then
-      bad(desc, ("%s given twice"):format(k))
+      bad(desc, ("%s given twice%s"):format(k, hint))
     end
     out[k] = kw[k]
   end
@@ -287,10 +290,12 @@ function M.serverFromString(reactor, desc)
   return parser(reactor, desc, args, kw)
 end
 
--- A timeout in seconds: any number (Twisted: an integer).
+-- A timeout in seconds: any finite decimal number >= 0 (Twisted: an integer).
 local function to_timeout(desc, v)
-  local t = tonumber(v)
-  if t == nil or t ~= t or t < 0 then bad(desc, ("timeout must be a number, got %q"):format(v)) end
+  local t = not v:find("[xX]") and tonumber(v) or nil
+  if t == nil or not (t >= 0 and t < math.huge) then
+    bad(desc, ("timeout must be a finite number of seconds >= 0, got %q"):format(v))
+  end
   return t
 end
 
