@@ -630,3 +630,56 @@ for _, impl in ipairs(IMPLS) do
     end)
   end)
 end
+
+describe("receivers' settings of the wrong type", function()
+  -- each dataReceived checks the settings it uses and names a bad one
+  local function feed(cls, settings, data)
+    local P = basic[cls]:extend("P", settings)
+    function P:lineReceived() end
+    function P:stringReceived() end
+    local p = P()
+    p:makeConnection(testing.StringTransport())
+    local ok, e = pcall(p.dataReceived, p, data)
+    assert.is_false(ok)
+    return e
+  end
+
+  local function is(cls, e, msg)
+    assert.equal(cls, e.class)
+    assert.equal(msg, e.message)
+  end
+
+  it("name MAX_LENGTH, delimiter and prefixLength, not the framing helper", function()
+    is(errors.TypeError, feed("LineReceiver", { MAX_LENGTH = 1.5 }, "a\r\n"),
+      "LineReceiver.MAX_LENGTH must be an integer, got 1.5")
+    is(errors.TypeError, feed("LineReceiver", { MAX_LENGTH = "big" }, "a\r\n"),
+      "LineReceiver.MAX_LENGTH must be an integer, got string")
+    is(errors.ValueError, feed("LineReceiver", { delimiter = "" }, "a\r\n"),
+      "LineReceiver.delimiter must not be empty")
+    is(errors.TypeError, feed("LineReceiver", { delimiter = 10 }, "a\r\n"),
+      "LineReceiver.delimiter must be a string, got 10")
+    is(errors.TypeError, feed("LineOnlyReceiver", { MAX_LENGTH = 0 / 0 }, "a\r\n"),
+      "LineOnlyReceiver.MAX_LENGTH must be an integer, got " .. tostring(0 / 0))
+    is(errors.TypeError, feed("LineOnlyReceiver", { delimiter = false }, "a\r\n"),
+      "LineOnlyReceiver.delimiter must be a string, got boolean")
+    is(errors.TypeError, feed("NetstringReceiver", { MAX_LENGTH = {} }, "1:a,"),
+      "NetstringReceiver.MAX_LENGTH must be an integer, got table")
+    is(errors.TypeError, feed("Int16StringReceiver", { MAX_LENGTH = math.huge }, "\0\1a"),
+      "IntNStringReceiver.MAX_LENGTH must be an integer, got " .. tostring(math.huge))
+    is(errors.TypeError, feed("IntNStringReceiver", {}, "\0\1a"),
+      "IntNStringReceiver.prefixLength must be 1, 2 or 4 (subclass Int8StringReceiver, "
+      .. "Int16StringReceiver or Int32StringReceiver), got nil")
+  end)
+
+  it("take a whole float as an integer, and leave raw mode's delimiter alone", function()
+    local P = basic.LineReceiver:extend("P", { MAX_LENGTH = 1e3 })
+    local got = {}
+    function P:lineReceived(l) got[#got + 1] = l; if l == "raw" then self:setRawMode() end end
+    function P:rawDataReceived(d) got[#got + 1] = "raw:" .. d; self.delimiter = "" end
+    local p = P()
+    p:makeConnection(testing.StringTransport())
+    p:dataReceived("a\r\nraw\r\nxyz")
+    p:dataReceived("more")
+    assert.same({ "a", "raw", "raw:xyz", "raw:more" }, got)
+  end)
+end)

@@ -166,6 +166,33 @@ local function stopProducing(self)
 end
 
 ---------------------------------------------------------------------------
+-- A receiver's settings, checked once per dataReceived, so that one of the
+-- wrong type is told by its name rather than by the framing helper it
+-- reaches (an error in dataReceived closes that connection, logged). A
+-- callback that breaks a setting in the middle of a read still gets the
+-- helper's error.
+
+local tointeger = math.tointeger
+
+local function shown(v)
+  return type(v) == "number" and tostring(v) or class.nameof(v)
+end
+
+local function check_max(cls, max)
+  if tointeger(max) == nil then  -- 1e6 is one; 1.5 and "x" are not
+    error(errors.TypeError(("%s.MAX_LENGTH must be an integer, got %s"):format(cls, shown(max))), 3)
+  end
+end
+
+local function check_delimiter(cls, delim)
+  if type(delim) ~= "string" then
+    error(errors.TypeError(("%s.delimiter must be a string, got %s"):format(cls, shown(delim))), 3)
+  elseif delim == "" then
+    error(errors.ValueError(("%s.delimiter must not be empty"):format(cls)), 3)
+  end
+end
+
+---------------------------------------------------------------------------
 -- LineReceiver
 
 local LineReceiver = Protocol:extend("LineReceiver")
@@ -193,6 +220,10 @@ function LineReceiver:dataReceived(data)
   local buf = buffer_of(self)
   buf:append(data)
   if self._busy then return end -- re-entered from lineReceived: the loop below sees it
+  if self.line_mode then
+    check_delimiter("LineReceiver", self.delimiter)
+    check_max("LineReceiver", self.MAX_LENGTH)
+  end
   self._busy = true
   local ok, why = pcall(self._deliver, self, buf)
   self._busy = false
@@ -266,6 +297,8 @@ function LineOnlyReceiver:dataReceived(data)
   local buf = buffer_of(self)
   buf:append(data)
   local delim, max, t = self.delimiter, self.MAX_LENGTH, self.transport
+  check_delimiter("LineOnlyReceiver", delim)
+  check_max("LineOnlyReceiver", max)
   while true do
     if t and t.disconnecting then return end
     local line = buf:nextLine(delim, max)
@@ -304,6 +337,7 @@ function NetstringReceiver:dataReceived(data)
   if type(self) ~= "table" then checkself("dataReceived", false, self, "NetstringReceiver") end
   local buf = buffer_of(self)
   buf:append(data)
+  check_max("NetstringReceiver", self.MAX_LENGTH)
   while not self.brokenPeer do
     local s, reason = buf:nextNetstring(self.MAX_LENGTH)
     if s == nil then return end
@@ -347,6 +381,11 @@ function IntNStringReceiver:dataReceived(data)
   local buf = buffer_of(self)
   buf:append(data)
   local k = self.prefixLength
+  if k ~= 1 and k ~= 2 and k ~= 4 then
+    error(errors.TypeError(("IntNStringReceiver.prefixLength must be 1, 2 or 4 (subclass "
+      .. "Int8StringReceiver, Int16StringReceiver or Int32StringReceiver), got %s"):format(shown(k))), 2)
+  end
+  check_max("IntNStringReceiver", self.MAX_LENGTH)
   while not self.paused do
     local s, _, length = buf:nextPrefixed(k, self.MAX_LENGTH)
     if s == nil then return end
