@@ -6,7 +6,7 @@
 ** callback, called as cb(readable, writable) in a protected trampoline.
 */
 #include <errno.h>
-#include <fcntl.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <string.h>
 
@@ -61,6 +61,20 @@ static void fdw_cb(evutil_socket_t fd, short what, void *arg) {
   if (lua_pcall(L, 2, 0, 0) != LUA_OK) braid_report_error(L);
 }
 
+/* Whether epoll can watch fd; if not, errno says why. A descriptor that is
+** not open (EBADF), a regular file or a directory (EPERM, as epoll_ctl
+** would say) is refused here: libevent would print its own warning to
+** stderr before failing. */
+static int watchable(int fd) {
+  struct stat sb;
+  if (fstat(fd, &sb) == -1) return 0;
+  if (S_ISREG(sb.st_mode) || S_ISDIR(sb.st_mode)) {
+    errno = EPERM;
+    return 0;
+  }
+  return 1;
+}
+
 /* fd_watch(fd, cb) -> watcher */
 static int l_fd_watch(lua_State *L) {
   lua_Integer fd = luaL_checkinteger(L, 1);
@@ -91,9 +105,7 @@ static int fdw_set(lua_State *L) {
   }
   fdw_stop(w);
   event_assign(&w->ev, braid_loop()->base, w->fd, want | EV_PERSIST, fdw_cb, w);
-  /* a descriptor that is not open is refused here: libevent would print its
-  ** own warning to stderr before failing */
-  if (fcntl(w->fd, F_GETFD) == -1 || event_add(&w->ev, NULL) != 0) {
+  if (!watchable(w->fd) || event_add(&w->ev, NULL) != 0) {
     int err = errno;
     fdw_release(L, w);
     return luaL_error(L, "cannot watch descriptor %d: %s", w->fd, err ? strerror(err) : "event_add failed");

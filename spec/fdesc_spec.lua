@@ -169,25 +169,33 @@ describe("braid.fdesc", function()
     assert.has_error(function() reactor.addReader({ fileno = function() return -1 end }) end)
   end)
 
-  it("refuses a descriptor that is not open, with no warning of libevent's own", function()
-    -- libevent prints "[warn] Epoll ADD(...) failed" to stderr when asked
-    -- to watch a closed descriptor: braid checks the descriptor first
+  it("refuses a descriptor that is not open, or a regular file, with no warning of libevent's own",
+    function()
+    -- libevent prints "[warn] Epoll ADD(...) failed" to stderr when asked to
+    -- watch a closed descriptor or a regular file: braid checks it first
     local proc = require "helpers.proc"
     local path = os.tmpname()
     finally(function() os.remove(path) end)
     local f = assert(io.open(path, "w"))
     f:write([[
 local reactor = require "braid.reactor"
-local ok, e = pcall(reactor.addReader, { fileno = function() return 100000 end,
+local ok, e = pcall(reactor.addReader, { fileno = function() return tonumber(arg[1]) end,
   doRead = function() end, connectionLost = function() end })
-print(ok, tostring(e))
+print(ok, tostring(e), #reactor.getReaders())
 ]])
     f:close()
-    local p = assert(io.popen(("%s %s 2>&1"):format(proc.quote(proc.BIN), proc.quote(path))))
-    local out = p:read("a")
-    p:close()
+    local function run(fd)
+      -- the script's standard input is the script itself: a regular file
+      local p = assert(io.popen(("%s %s %d < %s 2>&1"):format(proc.quote(proc.BIN), proc.quote(path),
+        fd, proc.quote(path))))
+      local out = p:read("a")
+      p:close()
+      return out
+    end
     assert.matches("^false\t.*ValueError: bad argument #1 to 'addReader' %(cannot watch "
-      .. "descriptor 100000: Bad file descriptor%)\n$", out)
+      .. "descriptor 100000: Bad file descriptor%)\t0\n$", run(100000))
+    assert.matches("^false\t.*ValueError: bad argument #1 to 'addReader' %(cannot watch "
+      .. "descriptor 0: Operation not permitted%)\t0\n$", run(0))
   end)
 
   it("adding twice keeps one entry", function()
