@@ -22,6 +22,7 @@
 ** does not answer holds MAX_RUNNING threads, not one per lookup.
 */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -76,7 +77,8 @@ static void *res_thread(void *arg) {
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_ADDRCONFIG;
+  /* no AI_ADDRCONFIG (as Twisted's HostnameEndpoint): glibc would drop
+  ** ::1 from "localhost" on a host whose only outside address is IPv4 */
   int err = getaddrinfo(r->name, NULL, &hints, &ai);
   uint64_t one = 1;
   pthread_mutex_lock(&res_lock);
@@ -113,6 +115,14 @@ static int res_deliver_p(lua_State *L) {
       inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)ai->ai_addr)->sin6_addr, host, sizeof host);
       fam = "INET6";
     } else continue;
+    int seen = 0;                                   /* /etc/hosts may list one twice */
+    for (int i = 1; i <= n && !seen; i++) {
+      lua_rawgeti(L, -1, i);
+      lua_getfield(L, -1, "host");
+      seen = strcmp(lua_tostring(L, -1), host) == 0;
+      lua_pop(L, 2);
+    }
+    if (seen) continue;
     lua_createtable(L, 0, 2);
     lua_pushstring(L, fam);
     lua_setfield(L, -2, "family");
@@ -215,13 +225,14 @@ static int l_getaddrinfo(lua_State *L) {
   lua_pushvalue(L, -1);
   int ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the last thing that may raise */
   const char *fail = "out of memory";
+  int err = 0;
   struct resreq *r = calloc(1, sizeof *r);
   if (!r) goto fail;
   r->efd = -1;
   r->self_ref = ref;
   if (!(r->name = strdup(name))) goto fail;
-  fail = "eventfd failed";
-  if ((r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) goto fail;
+  fail = "eventfd";
+  if ((r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) { err = errno; goto fail; }
   event_assign(&r->ev, base, r->efd, EV_READ, res_done_cb, r);
   fail = "event_add failed";
   if (event_add(&r->ev, NULL) != 0) goto fail;
@@ -238,6 +249,7 @@ static int l_getaddrinfo(lua_State *L) {
 fail:
   luaL_unref(L, LUA_REGISTRYINDEX, ref);
   if (r) req_free(r);
+  if (err) return luaL_error(L, "%s: %s", fail, strerror(err));
   return luaL_error(L, "%s", fail);
 }
 

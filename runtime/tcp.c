@@ -1076,12 +1076,11 @@ static int make_unaddr(const char *path, size_t n, struct sockaddr_un *un, sockl
   return 0;
 }
 
-/* Whether a server may listen on the socket file at path: some listening
-** UNIX socket (flag __SO_ACCEPTCON in /proc/net/unix) was bound to a path
-** of the same file name (bound paths may be relative to another process's
-** directory, so only the last part is compared). Without /proc: yes. A
-** probe connect() would tell for sure, but the server would see it as a
-** connection. */
+/* Whether a server may be using the socket file at path: some UNIX socket
+** of this network namespace, of any type (a datagram server is bound but
+** never listens), is bound to a path of the same file name (bound paths may
+** be relative to another process's directory, so only the last part is
+** compared). Without /proc: yes. */
 static int unix_maybe_live(const char *path) {
   const char *base = strrchr(path, '/');
   base = base ? base + 1 : path;
@@ -1096,7 +1095,6 @@ static int unix_maybe_live(const char *path) {
     int n = 0;
     /* Num RefCount Protocol Flags Type St Inode [Path] */
     if (sscanf(line, "%*s %*s %*s %lx %*s %*s %*s %n", &flags, &n) < 1 || n == 0) continue;
-    if (!(flags & 0x10000UL)) continue;
     char *p = line + n;
     p[strcspn(p, "\n")] = 0;
     const char *pb = strrchr(p, '/');
@@ -1106,6 +1104,20 @@ static int unix_maybe_live(const char *path) {
   free(line);
   fclose(f);
   return live;
+}
+
+/* Whether the socket file at un is left over: nothing of this namespace is
+** bound to its name (unix_maybe_live), and a connection to it is refused,
+** which also tells a server of another namespace (a container sharing the
+** directory) that is alive. A live stream server whose name /proc did not
+** show sees the probe as a connection closed at once. */
+static int unix_stale(const char *path, const struct sockaddr_un *un, socklen_t len) {
+  if (unix_maybe_live(path)) return 0;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  int stale = connect(fd, (const void *)un, len) < 0 && errno == ECONNREFUSED;
+  close(fd);
+  return stale;
 }
 
 /* ---- listening ports -------------------------------------------------------- */
@@ -1273,10 +1285,10 @@ static int l_unix_listen(lua_State *L) {
   int abstract = path[0] == 0;
   struct port *p = port_new(L);
   struct stat st;
-  /* a socket file nobody listens on is left over (a server that died):
-  ** it goes; one a server may listen on stays, and bind fails (EADDRINUSE)
-  ** as in Twisted */
-  if (!abstract && stat(path, &st) == 0 && S_ISSOCK(st.st_mode) && !unix_maybe_live(path))
+  /* a socket file left over by a server that died goes; one a server may
+  ** be using stays, and bind fails (EADDRINUSE) as in Twisted. lstat: a
+  ** symbolic link is never removed. */
+  if (!abstract && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && unix_stale(path, &un, len))
     unlink(path);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return port_fail(L, p, fd, errno);
@@ -1399,9 +1411,19 @@ static int l_tcp_connect(lua_State *L) {
   struct sockaddr_storage ss, bs;
   socklen_t len, blen = 0;
   int err = make_sockaddr(host, portno, &ss, &len);
-  if (!err && (bhost || bport))
-    err = make_sockaddr(bhost ? bhost : (ss.ss_family == AF_INET ? "0.0.0.0" : "::"), bport, &bs, &blen);
   if (err) return braid_pusherror(L, err);
+  if (bhost || bport) {
+    err = make_sockaddr(bhost ? bhost : (ss.ss_family == AF_INET ? "0.0.0.0" : "::"), bport, &bs, &blen);
+    if (err) {                                      /* nil, msg, code, number */
+      braid_pusherror(L, err);
+      if (err == EINVAL && bhost) {                 /* a name that does not resolve */
+        lua_pushfstring(L, "cannot resolve the bind address %s", bhost);
+        lua_replace(L, -4);
+      }
+      lua_pushliteral(L, "bind");                   /* Twisted's ConnectBindError */
+      return 5;
+    }
+  }
   braid_base(L);
   struct conn *c = conn_new(L);
   return conn_connect(L, c, (void *)&ss, len, blen ? (void *)&bs : NULL, blen);

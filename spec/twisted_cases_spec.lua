@@ -44,6 +44,14 @@ local function connect_unix(path)
   return d
 end
 
+-- stat's %F of path itself (a link is not followed): "socket", "symbolic link", ...
+local function posix_type(path)
+  local h = io.popen("stat -c %F '" .. path .. "' 2>/dev/null")
+  local t = h:read("l")
+  h:close()
+  return t
+end
+
 local function file_mode(path)
   local h = io.popen("stat -c %a '" .. path .. "'")
   local m = h:read("l")
@@ -78,6 +86,29 @@ describe("UNIX ports (test_unix)", function()
     assert.equal(1, f2.built)
     c.transport:loseConnection()
     loop.wait(p2:stopListening())
+  end)
+
+  it("leave the socket file of a live datagram server, and a symbolic link to a live socket", function()
+    -- neither listens, so neither was told from a file left by a dead server
+    local unix = require "socket.unix"
+    local dpath = sock_path()
+    local dg = assert(unix.dgram())
+    assert(dg:bind(dpath))
+    finally(function() dg:close(); os.remove(dpath) end)
+    local ok, e = pcall(reactor.listenUNIX, dpath, counting())
+    assert.is_false(ok)
+    assert.matches("Address already in use", tostring(e))
+    assert.equal("socket", posix_type(dpath))
+
+    local real, link = sock_path(), sock_path()
+    local p1 = reactor.listenUNIX(real, counting())
+    assert.equal(0, os.execute(("ln -s '%s' '%s'"):format(real, link)) and 0)
+    finally(function() os.remove(link) end)
+    ok, e = pcall(reactor.listenUNIX, link, counting())
+    assert.is_false(ok)
+    assert.matches("Address already in use", tostring(e))
+    assert.equal("symbolic link", posix_type(link))
+    loop.wait(p1:stopListening())
   end)
 
   it("make the socket file mode 0666 by default (test_mode), or the mode given", function()

@@ -444,6 +444,9 @@ end
 -- in Linux's abstract namespace
 local function check_path(fname, argn, v)
   errors.checktype(fname, argn, v, "string")
+  if v == "" then
+    error(errors.ValueError(("bad argument #%d to '%s' (empty path)"):format(argn, fname)), 3)
+  end
   if v:find("\0", 2, true) or (v:byte(1) ~= 0 and v:find("\0", 1, true)) then
     error(errors.ValueError(("bad argument #%d to '%s' (path contains a NUL byte after its "
       .. "first: only an abstract name, \"\\0name\", starts with one)"):format(argn, fname)), 3)
@@ -649,6 +652,10 @@ local function on_connector_connected(t)
   local addr
   if self._kind == "UNIX" then addr = address.UNIXAddress(self.host)
   else addr = core_addr("TCP", t:_peer()) end
+  -- connected from buildProtocol on, as Twisted's BaseConnector: a
+  -- stopConnecting there raises NotConnectingError (a ReconnectingClient-
+  -- Factory's stopTrying ignores it) and disconnect does nothing
+  self.state = "connected"
   local ok, p = xpcall(build, msgh, self.factory, addr)
   if not ok then
     report(p)
@@ -656,7 +663,6 @@ local function on_connector_connected(t)
     self:_failed(errors.ConnectError("buildProtocol raised"))
     return
   end
-  self.state = "connected"
   self.transport = t
   t._onlost = on_connector_lost
   if p == nil then
@@ -723,7 +729,8 @@ function Connector:connect()
     error(errors.Error("Can't connect in this state"), 2)
   end
   self.state = "connecting"
-  self._attempts, self._lasterr = {}, nil
+  local attempts = {}  -- this attempt's: a connect() nested in the callbacks below makes its own
+  self._attempts, self._lasterr = attempts, nil
   if not self.factoryStarted then
     call(self.factory, Factory, "doStart")
     self.factoryStarted = true
@@ -736,7 +743,8 @@ function Connector:connect()
     stop_factory(self)
     error(e, 0)
   end
-  if self.state ~= "connecting" then return end
+  -- stopped, or stopped and connected again, from startedConnecting
+  if self.state ~= "connecting" or self._attempts ~= attempts then return end
   -- the timeout starts after startedConnecting, as Twisted's (_makeTransport)
   if self.timeout and self.timeout > 0 then
     self._timer = reactor().callLater(self.timeout, function()
@@ -751,7 +759,15 @@ function Connector:connect()
     return
   end
   local resolver = require "braid.resolver"
-  local d = resolver.getHostByName(self.host)
+  local started, d = pcall(resolver.getHostByName, self.host)
+  if not started then
+    -- the lookup could not start (out of descriptors): the attempt fails
+    -- on a later turn, once, as one whose socket cannot be made
+    local why = tostring(d):gsub("^[^:]*:%d+: ", "")  -- the message, not where it was raised
+    self._addrs, self._lasterr = {}, errors.ConnectError(nil, why)
+    self._next_call = reactor().callLater(0, try_address, self, 1)
+    return
+  end
   self._resolving = d
   d:addCallbacks(function(list)
     if self._resolving ~= d then return end
