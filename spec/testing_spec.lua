@@ -40,6 +40,7 @@ end
 
 -- core.monotonic advancing one second a look, for the default timeouts
 -- (testing.wait and testing.async measure them with it), undone by finally
+-- or by the function returned
 local function fast_monotonic()
   local core = require "braid.core"
   local real = core.monotonic
@@ -48,7 +49,9 @@ local function fast_monotonic()
     looks = looks + 1
     return t0 + looks
   end
-  finally(function() core.monotonic = real end)
+  local function restore() core.monotonic = real end
+  finally(restore)
+  return restore
 end
 
 local function contains(haystack, needle)
@@ -452,5 +455,225 @@ describe("testing.flushLoggedErrors outside async specs", function()
     assert.are.equal(1, #got)
     assert.are.equal("a", got[1].value.message)
     assert.are.same({}, testing.flushLoggedErrors())
+  end)
+end)
+
+describe("testing.async's cleanup", function()
+  -- how many times `needle` occurs in `s`
+  local function count(s, needle)
+    local n, at = 0, 1
+    while true do
+      local i = s:find(needle, at, true)
+      if not i then return n end
+      n, at = n + 1, i + #needle
+    end
+  end
+
+  describe("with thread jobs", function()
+    local threads = require "braid.threads"
+    local GATE = "braid_testing_spec_gate"
+    -- runs in a worker (only _ENV as upvalue): waits at the gate, then fails
+    local function gated_failure()
+      require("braid.threads").blockingCallFromThread("braid_testing_spec_gate.enter")
+      error("worker failed late", 0)
+    end
+
+    it("fails a spec that leaves jobs running past the grace, drops their results and "
+        .. "does not wait for them again", function()
+      local waiting, opened = {}, false
+      local function open()
+        opened = true
+        for _, d in ipairs(waiting) do d:callback(nil) end
+        waiting = {}
+      end
+      package.loaded[GATE] = { enter = function()
+        if opened then return defer.succeed(nil) end
+        local d = Deferred()
+        waiting[#waiting + 1] = d
+        return d
+      end }
+      finally(function() open() package.loaded[GATE] = nil end)
+      local restore = fast_monotonic()
+      local msg = runAsync(function()
+        threads.deferToThread(gated_failure)
+        threads.callInThread(gated_failure)
+      end)
+      restore()
+      contains(msg, "reactor unclean: 1 deferToThread job(s) still running after 2 s "
+        .. "(their results will be dropped)")
+      contains(msg, "reactor unclean: 1 callInThread job(s) still running after 2 s "
+        .. "(an error they raise will be logged later)")
+      -- a later spec neither waits for them nor is blamed for them
+      local core = require "braid.core"
+      local t0 = core.monotonic()
+      assert.is_nil(runAsync(function() end))
+      assert.is_true(core.monotonic() - t0 < 1)
+      local saved = log.setErrorStream(nil)
+      testing.flushLoggedErrors()
+      open()
+      testing.wait(threads._whenIdle())
+      -- logged meanwhile: the callInThread job's error, and nothing of the
+      -- deferToThread job's
+      local errs = testing.flushLoggedErrors()
+      log.setErrorStream(saved)
+      assert.are.equal(1, #errs)
+      assert.are.equal("worker failed late", errs[1].value)
+      assert.is_nil(runAsync(function() end))
+    end)
+  end)
+
+  it("removes and reports readers and writers added during the spec, and keeps older ones", function()
+    local protocol = require "braid.protocol"
+    local port = reactor.listenTCP(0, protocol.Factory.forProtocol(protocol.Protocol), 50, "127.0.0.1")
+    local fd = port:fileno()
+    local function descriptor()
+      return { fileno = function() return fd end, doRead = function() end,
+               doWrite = function() end, connectionLost = function() end }
+    end
+    local old, new = descriptor(), descriptor()
+    reactor.addReader(old)
+    finally(function()
+      reactor.removeReader(old)
+      reactor.removeReader(new)
+      reactor.removeWriter(new)
+      testing.wait(port:stopListening())
+    end)
+    local msg = runAsync(function()
+      reactor.addReader(new)
+      reactor.addWriter(new)
+    end)
+    contains(msg, ("reactor unclean: reader and writer descriptor fd %d (removed)"):format(fd))
+    assert.are.equal(1, count(msg, "reactor unclean"))
+    assert.are.same({ old }, reactor.getReaders())
+    assert.are.same({}, reactor.getWriters())
+  end)
+
+  it("stops a connection attempt the spec left in progress, and says so once", function()
+    local protocol = require "braid.protocol"
+    local resolver = require "braid.resolver"
+    local real = resolver.getHostByName
+    resolver.getHostByName = function() return Deferred() end  -- a lookup that never ends
+    finally(function() resolver.getHostByName = real end)
+    local events = {}
+    local CF = protocol.ClientFactory:extend("CF")
+    function CF:clientConnectionFailed(_, r) events[#events + 1] = "failed " .. r.type.__name end
+    function CF:stopFactory() events[#events + 1] = "stopFactory" end
+    local connector
+    local msg = runAsync(function()
+      connector = reactor.connectTCP("stuck.invalid", 80, CF())
+    end)
+    contains(msg, "reactor unclean: connection attempt to stuck.invalid:80 (stopped)")
+    assert.are.equal(1, count(msg, "reactor unclean"))
+    assert.are.same({ "failed UserError", "stopFactory" }, events)
+    assert.are.equal("disconnected", connector.state)
+    assert.are.same({}, reactor.getDelayedCalls())
+  end)
+
+  it("does not count what stopping the leftovers logs as errors of the spec", function()
+    local msg = runAsync(function()
+      task.coiterate(function() return true end)
+    end)
+    contains(msg, "reactor unclean: 1 cooperative task(s) left running (stopped)")
+    assert.are.equal(0, count(msg, "error(s) logged"))
+    local remove = testing.addCleanupHook(function()
+      log.err(TestException("raised by the cleanup"))
+      return { "a fake leftover" }
+    end)
+    msg = runAsync(function() end)
+    remove()
+    contains(msg, "reactor unclean: a fake leftover")
+    assert.are.equal(0, count(msg, "raised by the cleanup"))
+  end)
+
+  it("does not carry an error line without a failure into a later spec's message", function()
+    local logger = log.Logger("testing_spec_notice")
+    assert.is_nil(runAsync(function() logger:error("spec A: disk almost full") end))
+    local msg = runAsync(function()
+      logger:failure("spec B: request failed", failure.Failure(TestException("bad")))
+    end)
+    contains(msg, "spec B: request failed")
+    contains(msg, "TestException: bad")
+    assert.are.equal(0, count(msg, "spec A"))
+  end)
+end)
+
+describe("testing.async's body and options", function()
+  it("keeps the failure message when the body is a callable table, naming the spec", function()
+    local body = setmetatable({}, { __call = function() reactor.callLater(10, function() end) end })
+    local msg = runAsync(body)
+    assert.is_truthy(msg:match("^[^\n]*testing_spec%.lua:%d+: reactor unclean: DelayedCalls"), msg)
+  end)
+
+  it("refuses to run inside another async spec and keeps the outer spec's logged errors", function()
+    local ok, e
+    local msg = runAsync(function()
+      log.err(TestException("logged by the outer spec"))
+      ok, e = pcall(testing.async(function() end))
+    end)
+    assert.is_false(ok)
+    assert.is_true(errors.ReactorAlreadyRunning:isinstance(e), tostring(e))
+    contains(tostring(e), "testing.async cannot run inside an async spec")
+    contains(msg, "1 error(s) logged during the spec")
+    contains(msg, "TestException: logged by the outer spec")
+  end)
+
+  it("names opts.timeout and refuses unknown options", function()
+    local function f() end
+    assert.are.equal("TypeError: bad option 'timeout' to 'async' (number expected, got string)",
+      tostring(raises(errors.TypeError, testing.async, f, { timeout = "5" })))
+    assert.are.equal("ValueError: bad option 'timeout' to 'async' (timeout must be > 0, got 0)",
+      tostring(raises(errors.ValueError, testing.async, f, { timeout = 0 })))
+    assert.are.equal("ValueError: bad option 'timout' to 'async' (unknown option; the option "
+      .. "is timeout)", tostring(raises(errors.ValueError, testing.async, f, { timout = 1 })))
+  end)
+
+  it("raises busted's pending again from the spec's file and line", function()
+    local line, where
+    local ok, e = xpcall(testing.async(function()
+      line = debug.getinfo(1, "l").currentline + 1
+      pending("later")
+    end), function(err)
+      for level = 2, 20 do
+        local info = debug.getinfo(level, "Sl")
+        if info == nil or info.what ~= "C" then where = info break end
+      end
+      return err
+    end)
+    assert.is_false(ok)
+    assert.are.equal("pending", getmetatable(e).__type)
+    assert.is_truthy(where.short_src:match("testing_spec%.lua$"), where.short_src)
+    assert.are.equal(line, where.currentline)
+    assert.are.equal(("%s:%d: later"):format(where.short_src, line), e.message)
+  end)
+end)
+
+describe("the class arguments of flushLoggedErrors and failureResultOf", function()
+  it("must be classes (a misspelt one is nil)", function()
+    assert.are.equal("TypeError: bad argument #1 to 'flushLoggedErrors' (error class expected, "
+      .. "got nil)", tostring(raises(errors.TypeError, testing.flushLoggedErrors, nil)))
+    assert.are.equal("TypeError: bad argument #2 to 'flushLoggedErrors' (error class expected, "
+      .. "got string)", tostring(raises(errors.TypeError, testing.flushLoggedErrors, TestException,
+        "ValueError")))
+    local d = defer.fail(TestException("t"))
+    assert.are.equal("TypeError: bad argument #3 to 'failureResultOf' (error class expected, "
+      .. "got nil)", tostring(raises(errors.TypeError, testing.failureResultOf, d, TestException, nil)))
+    assert.are.equal("TypeError: bad argument #2 to 'failureResultOf' (error class expected, "
+      .. "got string)", tostring(raises(errors.TypeError, testing.failureResultOf, d, "TestException")))
+    testing.failureResultOf(d, TestException)  -- still there, and taken now
+  end)
+end)
+
+describe("the messages of trial's helpers", function()
+  it("show the Deferred once its result is taken, and a Failure briefly, as trial's", function()
+    local msg = message_of(testing.assertNoResult, defer.fail(TestException("vv")))
+    contains(msg, "current result: nil>, found <Failure TestException: vv> instead")
+    assert.is_nil(msg:find("stack traceback", 1, true))
+    msg = message_of(testing.failureResultOf, defer.fail(TestException("w")), OtherException)
+    contains(msg, "current result: nil>, found type TestException instead: ")
+    local _, n = msg:gsub("stack traceback", "")
+    assert.are.equal(1, n)
+    msg = message_of(testing.successResultOf, defer.fail(TestException("s")))
+    local _, m = msg:gsub("stack traceback", "")
+    assert.are.equal(1, m)
   end)
 end)

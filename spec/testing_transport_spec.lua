@@ -297,3 +297,290 @@ describe("loopbackAsync", function()
     assert.is_true(d.called)
   end)
 end)
+
+-- the error `f(...)` raises, which must be an instance of cls
+local function raises(cls, f, ...)
+  local ok, e = pcall(f, ...)
+  assert.is_false(ok, "expected an error")
+  assert.is_true(cls:isinstance(e), "expected " .. cls.__name .. ", got " .. tostring(e))
+  return tostring(e)
+end
+
+describe("the pump's options", function()
+  local P = protocol.Protocol
+
+  it("refuse a maxChunk that is not an integer >= 1, naming the function and the option", function()
+    local csac = testing.connectedServerAndClient
+    assert.are.equal("ValueError: bad option 'maxChunk' to 'connectedServerAndClient' "
+      .. "(integer >= 1 expected, got 0)", raises(errors.ValueError, csac, P, P,
+        { maxChunk = 0, greet = false }))
+    assert.are.equal("ValueError: bad option 'maxChunk' to 'connectedServerAndClient' "
+      .. "(integer >= 1 expected, got -1)", raises(errors.ValueError, csac, P, P,
+        { maxChunk = -1, seed = 7 }))
+    assert.are.equal("ValueError: bad option 'maxChunk' to 'connectedServerAndClient' "
+      .. "(integer >= 1 expected, got 0.5)", raises(errors.ValueError, csac, P, P, { maxChunk = 0.5 }))
+    assert.are.equal("TypeError: bad option 'maxChunk' to 'connectedServerAndClient' "
+      .. "(integer >= 1 expected, got string)", raises(errors.TypeError, csac, P, P, { maxChunk = "2" }))
+    assert.are.equal("ValueError: bad option 'maxChunk' to 'loopbackAsync' "
+      .. "(integer >= 1 expected, got -1)", raises(errors.ValueError, testing.loopbackAsync,
+        P(), P(), { maxChunk = -1 }))
+    assert.are.equal("ValueError: bad option 'maxChunk' to 'connect' "
+      .. "(integer >= 1 expected, got 0)", raises(errors.ValueError, testing.connect,
+        P(), P(), { maxChunk = 0, greet = false }))
+  end)
+
+  it("take a whole float as maxChunk", function()
+    local _, client = testing.connectedServerAndClient(Echo, Client, { maxChunk = 4.0 })
+    assert.are.same({ "hell", "o wo", "rld" }, client.got)
+  end)
+
+  it("refuse a seed that is not an integer, so that seeds never alias", function()
+    local csac = testing.connectedServerAndClient
+    assert.are.equal("ValueError: bad option 'seed' to 'connectedServerAndClient' "
+      .. "(integer expected, got 1.5)", raises(errors.ValueError, csac, P, P,
+        { seed = 1.5, maxChunk = 3, greet = false }))
+    assert.are.equal("TypeError: bad option 'seed' to 'connectedServerAndClient' "
+      .. "(integer expected, got boolean)", raises(errors.TypeError, csac, P, P,
+        { seed = true, greet = false }))
+    -- seeds that differ only above bit 31 split differently
+    local function sizes(seed)
+      local _, client = testing.connectedServerAndClient(Echo, Client, { seed = seed, maxChunk = 4 })
+      local s = {}
+      for i, d in ipairs(client.got) do s[i] = #d end
+      return table.concat(s, ",")
+    end
+    assert.are_not.equal(sizes(5), sizes(5 + (1 << 32)))
+  end)
+
+  it("refuse unknown options, a bad clock and a bad greet", function()
+    local csac = testing.connectedServerAndClient
+    assert.are.equal("ValueError: bad option 'maxchunk' to 'connectedServerAndClient' "
+      .. "(unknown option; the options are clock, greet, maxChunk, seed)",
+      raises(errors.ValueError, csac, P, P, { maxchunk = 2 }))
+    assert.are.equal("TypeError: bad option 'clock' to 'connectedServerAndClient' "
+      .. "(an object with advance expected, got number)",
+      raises(errors.TypeError, csac, P, P, { clock = 5 }))
+    assert.are.equal("TypeError: bad option 'clock' to 'loopbackAsync' "
+      .. "(the reactor or an object with callLater expected, got table)",
+      raises(errors.TypeError, testing.loopbackAsync, P(), P(), { clock = {} }))
+    assert.are.equal("TypeError: bad option 'greet' to 'connectedServerAndClient' "
+      .. "(boolean expected, got string)", raises(errors.TypeError, csac, P, P, { greet = "no" }))
+  end)
+
+  it("are checked by IOPump too", function()
+    local a, b = testing.FakeTransport(P(), false), testing.FakeTransport(P(), true)
+    assert.are.equal("ValueError: bad option 'maxChunk' to 'IOPump' "
+      .. "(integer >= 1 expected, got 0)",
+      raises(errors.ValueError, testing.IOPump, P(), P(), a, b, { maxChunk = 0 }))
+    assert.are.equal("TypeError: bad argument #4 to 'IOPump' (FakeTransport expected, got nil)",
+      raises(errors.TypeError, testing.IOPump, P(), P(), a, nil))
+  end)
+end)
+
+describe("bad arguments to the in-memory helpers", function()
+  local P = protocol.Protocol
+
+  it("name connectedServerAndClient and the argument", function()
+    local csac = testing.connectedServerAndClient
+    assert.are.equal("TypeError: bad argument #3 to 'connectedServerAndClient' "
+      .. "(table expected, got number)", raises(errors.TypeError, csac, P, P, 5))
+    assert.are.equal("TypeError: bad argument #1 to 'connectedServerAndClient' "
+      .. "(factory, protocol class or table expected, got nil)", raises(errors.TypeError, csac, nil, P))
+    assert.are.equal("TypeError: bad argument #2 to 'connectedServerAndClient' "
+      .. "(factory, protocol class or table expected, got string)", raises(errors.TypeError, csac, P, "x"))
+  end)
+
+  it("say how to call a method called with '.'", function()
+    local _, _, pump = testing.connectedServerAndClient(P, P)
+    assert.are.equal("TypeError: bad argument #1 to 'pump' (IOPump expected, got nil; "
+      .. "call it as obj:pump(...))", raises(errors.TypeError, pump.pump))
+    assert.are.equal("TypeError: bad argument #1 to 'flush' (IOPump expected, got number; "
+      .. "call it as obj:flush(...))", raises(errors.TypeError, pump.flush, 5))
+    assert.are.equal("ValueError: bad argument #1 to 'flush' (integer >= 1 expected, got 0)",
+      raises(errors.ValueError, pump.flush, pump, 0))
+    local r = testing.MemoryReactor()
+    assert.are.equal("TypeError: bad argument #1 to 'listenTCP' (MemoryReactor expected, got "
+      .. "number; call it as obj:listenTCP(...))", raises(errors.TypeError, r.listenTCP, 80, {}))
+    local st = testing.StringTransport()
+    for _, name in ipairs({ "pauseProducing", "stopProducing", "getPeer", "getHost",
+        "loseWriteConnection" }) do
+      assert.are.equal(("TypeError: bad argument #1 to '%s' (StringTransport expected, got nil; "
+        .. "call it as obj:%s(...))"):format(name, name), raises(errors.TypeError, st[name]))
+    end
+    local w = testing.StringTransportWithDisconnection()
+    assert.are.equal("TypeError: bad argument #1 to 'loseConnection' "
+      .. "(StringTransportWithDisconnection expected, got nil; call it as obj:loseConnection(...))",
+      raises(errors.TypeError, w.loseConnection))
+    local ft = testing.FakeTransport(P(), true)
+    assert.are.equal("TypeError: bad argument #1 to 'write' (FakeTransport expected, got string; "
+      .. "call it as obj:write(...))", raises(errors.TypeError, ft.write, "x"))
+  end)
+end)
+
+describe("loopbackAsync and connect", function()
+  it("refuse a protocol class, and leave the class as it was", function()
+    local Proto = protocol.Protocol:extend("Proto")
+    assert.are.equal("TypeError: bad argument #1 to 'loopbackAsync' "
+      .. "(protocol instance expected, got class Proto)",
+      raises(errors.TypeError, testing.loopbackAsync, Proto, Proto()))
+    assert.are.equal("TypeError: bad argument #2 to 'loopbackAsync' "
+      .. "(protocol instance expected, got class Proto)",
+      raises(errors.TypeError, testing.loopbackAsync, Proto(), Proto, { clock = Clock() }))
+    assert.are.equal("TypeError: bad argument #2 to 'connect' "
+      .. "(protocol instance expected, got class Proto)",
+      raises(errors.TypeError, testing.connect, Proto(), Proto))
+    assert.is_nil(rawget(Proto, "transport"))
+    assert.is_nil(rawget(Proto, "connected"))
+    assert.is_nil(Proto().transport)
+  end)
+
+  it("refuse nil, a number and a table without makeConnection", function()
+    local p = protocol.Protocol()
+    assert.are.equal("TypeError: bad argument #1 to 'loopbackAsync' "
+      .. "(protocol instance expected, got nil)", raises(errors.TypeError, testing.loopbackAsync, nil, p))
+    assert.are.equal("TypeError: bad argument #2 to 'loopbackAsync' "
+      .. "(protocol instance expected, got number)", raises(errors.TypeError, testing.loopbackAsync, p, 5))
+    assert.are.equal("TypeError: bad argument #1 to 'connect' "
+      .. "(protocol instance expected, got a table without makeConnection)",
+      raises(errors.TypeError, testing.connect, {}, p))
+  end)
+end)
+
+describe("loopbackAsync's later rounds", function()
+  local Choking = protocol.Protocol:extend("Choking")
+  function Choking:dataReceived() error("server choked", 0) end
+
+  it("fail its Deferred with an error raised in a later round, and then stop, as Twisted's", function()
+    local clock = Clock()
+    local client = protocol.Protocol()
+    local d = testing.loopbackAsync(Choking(), client, { clock = clock })
+    client.transport:write("x")
+    clock:advance(0)
+    local f = require("braid.testing").failureResultOf(d, errors.LuaError)
+    assert.are.equal("server choked", f.value)
+    client.transport:write("y")
+    client.transport:loseConnection()
+    assert.are.same({}, clock:getDelayedCalls())
+  end)
+
+  it("raise an error of the first round to the caller, as Twisted's", function()
+    local Greeter = protocol.Protocol:extend("Greeter")
+    function Greeter:connectionMade() self.transport:write("hi") end
+    local ok, e = pcall(testing.loopbackAsync, Choking(), Greeter(), { clock = Clock() })
+    assert.is_false(ok)
+    assert.are.equal("server choked", e)
+  end)
+
+  it("run on the reactor given as opts.clock (its functions called with '.')", function()
+    local reactor = require "braid.reactor"
+    local S = protocol.Protocol:extend("S")
+    function S:dataReceived(d) self.got = d; self.transport:loseConnection() end
+    local server, client = S(), protocol.Protocol()
+    local d = testing.loopbackAsync(server, client, { clock = reactor })
+    client.transport:write("late")
+    assert.is_nil(require("braid.testing").wait(d, 2))
+    assert.are.equal("late", server.got)
+  end)
+end)
+
+describe("the pump's closes", function()
+  it("give the peer its connectionLost when one side's connectionLost raises, then raise", function()
+    local events = {}
+    local S = protocol.Protocol:extend("S")
+    function S:connectionLost(r) events[#events + 1] = "server " .. r.type.__name end
+    local C = protocol.Protocol:extend("C")
+    function C:connectionMade() self.transport:loseConnection() end
+    function C:connectionLost() error("client connectionLost raised", 0) end
+    local server, _, pump = testing.connectedServerAndClient(S, C, { greet = false })
+    local ok, e = pcall(pump.flush, pump)
+    assert.is_false(ok)
+    assert.are.equal("client connectionLost raised", e)
+    assert.are.same({ "server ConnectionDone" }, events)
+    assert.is_false(server.connected)
+    assert.is_false(pump:flush())
+    assert.are.same({ "server ConnectionDone" }, events)
+  end)
+end)
+
+describe("FakeTransport", function()
+  it("has logPrefix 'iosim' (as Twisted's) and fileno -1", function()
+    local server = testing.connectedServerAndClient(protocol.Protocol, protocol.Protocol)
+    assert.are.equal("iosim", server.transport:logPrefix())
+    assert.are.equal(-1, server.transport:fileno())
+  end)
+
+  -- a protocol that records its events in `log`
+  local function recorder(name, log, halfclose)
+    local P = protocol.Protocol:extend(name)
+    function P:dataReceived(d) log[#log + 1] = name .. " got " .. d end
+    function P:connectionLost(r) log[#log + 1] = name .. " lost " .. r.type.__name end
+    if halfclose then
+      function P:readConnectionLost() log[#log + 1] = name .. " readConnectionLost" end
+      function P:writeConnectionLost() log[#log + 1] = name .. " writeConnectionLost" end
+    end
+    return P
+  end
+
+  it("half-closes as braid's TCP transport: the peer reads the end, then may still write", function()
+    local log = {}
+    local S = recorder("server", log, true)
+    function S:readConnectionLost()
+      log[#log + 1] = "server readConnectionLost"
+      self.transport:write("answer")
+      self.transport:loseConnection()
+    end
+    local C = recorder("client", log, true)
+    function C:connectionMade()
+      self.transport:write("request")
+      self.transport:loseWriteConnection()
+      self.transport:write("discarded")
+    end
+    local _, client = testing.connectedServerAndClient(S, C)
+    assert.are.same({ "server got request", "client writeConnectionLost",
+      "server readConnectionLost", "client got answer",
+      "server lost ConnectionDone", "client lost ConnectionDone" }, log)
+    assert.is_true(client.transport.writeDisconnected)
+  end)
+
+  it("closes a peer whose protocol cannot half-close", function()
+    local log = {}
+    local S = recorder("server", log, false)
+    local C = recorder("client", log, true)
+    function C:connectionMade()
+      self.transport:write("bye")
+      self.transport:loseWriteConnection()
+    end
+    testing.connectedServerAndClient(S, C)
+    assert.are.same({ "server got bye", "client writeConnectionLost",
+      "server lost ConnectionDone", "client lost ConnectionDone" }, log)
+  end)
+
+  it("closes without writeConnectionLost after loseConnection follows loseWriteConnection", function()
+    local log = {}
+    local S = recorder("server", log, true)
+    local C = recorder("client", log, true)
+    function C:connectionMade()
+      self.transport:write("last")
+      self.transport:loseWriteConnection()
+      self.transport:loseConnection()
+    end
+    testing.connectedServerAndClient(S, C)
+    assert.are.same({ "server got last", "client lost ConnectionDone",
+      "server lost ConnectionDone" }, log)
+  end)
+
+  it("closes once both sides have half-closed", function()
+    local log = {}
+    local S = recorder("server", log, true)
+    function S:readConnectionLost()
+      log[#log + 1] = "server readConnectionLost"
+      self.transport:loseWriteConnection()
+    end
+    local C = recorder("client", log, true)
+    function C:connectionMade() self.transport:loseWriteConnection() end
+    testing.connectedServerAndClient(S, C)
+    -- the server's shutdown closes (its read side was closed): it hears first
+    assert.are.same({ "client writeConnectionLost", "server readConnectionLost",
+      "server lost ConnectionDone", "client lost ConnectionDone" }, log)
+  end)
+end)

@@ -895,4 +895,13 @@ end
 
 M.Protocol = Protocol
 
+--- Internal (braid.testing's cleanup): the connectors still connecting.
+function M._testingConnecting()
+  local list = {}
+  for c in pairs(live_connectors) do
+    if c.state == "connecting" then list[#list + 1] = c end
+  end
+  return list
+end
+
 return M

@@ -108,11 +108,14 @@ local function worker_failure(ok, msg, tb)
   return Failure(errors.TypeError(msg), "")
 end
 
+local jobs = {}  -- deferToThread's Deferreds whose results are not delivered yet
+
 -- C calls this for every job: target is the Deferred (nil for callInThread);
 -- ok is true (a = the result), false (a = message, b = traceback) or "copy"
 -- (a = message: the result could not be copied); desc names the function.
 local function on_result(d, ok, a, b, desc)
   if d ~= nil then
+    jobs[d] = nil
     if ok == true then
       d:callback(a)
     else
@@ -198,6 +201,7 @@ function M.deferToThread(f, ...)
   local d = Deferred()
   local err = submit(d, fn, ...)
   if err then error(errors.TypeError(err), 2) end
+  jobs[d] = true
   return d
 end
 
@@ -322,11 +326,14 @@ end
 reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
 reactor.addSystemEventTrigger("during", "shutdown", during_shutdown)
 
---- Internal (braid.testing's cleanup): wait (at most 2 s) for the jobs an
--- async spec left running, so their results land in that spec.
-function M._testingLeftovers()
-  if outstanding() == 0 then return nil end
-  return {}, M._whenIdle()
+--- Internal (braid.testing's cleanup): the Deferreds of the deferToThread
+-- jobs whose results have not been delivered yet, and how many
+-- callInThread jobs have not been delivered yet.
+function M._testingJobs()
+  local ds = {}
+  for d in pairs(jobs) do ds[#ds + 1] = d end
+  local calls = outstanding() - #ds
+  return ds, calls > 0 and calls or 0
 end
 
 return M

@@ -4,8 +4,10 @@
 -- wait(d) runs the reactor until a Deferred fires; async(f) makes a busted
 -- `it` body that runs f as an inlineCallbacks coroutine (so defer.await
 -- works) and, as trial does, fails the spec when it leaves the reactor
--- unclean (DelayedCalls, cooperative tasks, whatever cleanup hooks report),
--- logs errors it does not flush, or drops failed Deferreds unhandled.
+-- unclean (DelayedCalls, ports, connections and connection attempts,
+-- readers and writers, cooperative tasks, thread jobs, whatever cleanup
+-- hooks report), logs errors it does not flush, or drops failed Deferreds
+-- unhandled.
 --
 -- Re-exported by braid.testing. The reactor (and braid.core) is loaded
 -- lazily, so requiring braid.testing does not need the C core.
@@ -18,11 +20,14 @@ local log = require "braid.log"
 local M = {}
 
 local isFailure, isDeferred, msgh = failure.isFailure, defer.isDeferred, failure.msgh
-local type, select, tostring, ipairs, pcall, xpcall, error = type, select, tostring, ipairs,
-  pcall, xpcall, error
+local type, select, tostring, ipairs, pairs, pcall, xpcall, error = type, select, tostring,
+  ipairs, pairs, pcall, xpcall, error
 local concat = table.concat
 
 local DEFAULT_TIMEOUT = 5
+-- how long the cleanup waits for a hook's Deferred, and for the thread jobs
+-- a spec started
+local GRACE = 2
 
 -------------------------------------------------------------------------------
 -- logged errors
@@ -32,12 +37,15 @@ local DEFAULT_TIMEOUT = 5
 -- An error event without a failure is kept as the notice of the failure
 -- event that follows it from the same namespace (an unhandled Deferred's
 -- "Unhandled error in Deferred:" comes so, as in Twisted), for the message.
+-- While the cleanup of an async spec stops what the spec left behind,
+-- nothing is recorded: what that causes is not an error of the spec.
 local logged = {}
 local WEAK_KEYS = { __mode = "k" }
 local notice, noticed = nil, setmetatable({}, WEAK_KEYS)
+local ignoring = false
 
 local function observer(ev)
-  if not ev.isError then return end
+  if not ev.isError or ignoring then return end
   if ev.failure == nil then
     notice = ev
     return
@@ -49,6 +57,15 @@ end
 log.addObserver(observer)
 M._logObserver = observer
 
+local check_classes = require("braid.testing.results")._check_classes
+
+-- log the reports of unreachable Deferreds holding a failure
+local function collect_unhandled()
+  collectgarbage()
+  collectgarbage()
+  defer.flushUnhandled()
+end
+
 --- Return and forget the errors logged since the current async spec began
 -- (outside an async spec: since the last call). With classes, only the
 -- Failures of those classes (or subclasses) are returned and forgotten.
@@ -57,9 +74,8 @@ M._logObserver = observer
 -- @param ... optional error classes
 -- @return a list of Failures, oldest first
 function M.flushLoggedErrors(...)
-  collectgarbage()
-  collectgarbage()
-  defer.flushUnhandled()
+  check_classes("flushLoggedErrors", 1, ...)
+  collect_unhandled()
   local n = select("#", ...)
   local out, keep = {}, {}
   for i = 1, #logged do
@@ -120,15 +136,17 @@ local function settle(reactor, core, d, timeout)
   return true, res
 end
 
-local function check_timeout(fname, argn, timeout)
+-- A timeout: nil (the default) or a number > 0. `what` is how the message
+-- names it ("bad argument #2 to 'wait'").
+local function check_timeout(what, timeout)
   if timeout == nil then return DEFAULT_TIMEOUT end
   if type(timeout) ~= "number" then
-    error(errors.TypeError(("bad argument #%d to '%s' (number expected, got %s)")
-      :format(argn, fname, type(timeout))), 3)
+    error(errors.TypeError(("%s (number expected, got %s)")
+      :format(what, class.nameof(timeout))), 3)
   end
   if not (timeout > 0) then
-    error(errors.ValueError(("bad argument #%d to '%s' (timeout must be > 0, got %s)")
-      :format(argn, fname, tostring(timeout))), 3)
+    error(errors.ValueError(("%s (timeout must be > 0, got %s)")
+      :format(what, tostring(timeout))), 3)
   end
   return timeout
 end
@@ -144,7 +162,7 @@ function M.wait(d, timeout)
     error(errors.TypeError(("bad argument #1 to 'wait' (Deferred expected, got %s)")
       :format(class.nameof(d))), 2)
   end
-  timeout = check_timeout("wait", 2, timeout)
+  timeout = check_timeout("bad argument #2 to 'wait'", timeout)
   local reactor, core = load_reactor()
   check_not_running(reactor, core)
   local done, res = settle(reactor, core, d, timeout)
@@ -201,7 +219,8 @@ local function describe_call(dc)
 end
 
 -- The hooks, then the `_testingLeftovers` functions of loaded braid.*
--- modules (by module name).
+-- modules (by module name). braid.threads' jobs are checked below,
+-- against the spec's snapshot, through its _testingJobs.
 local function leftover_checkers()
   local list = {}
   for i, h in ipairs(M._cleanupHooks) do list[i] = h end
@@ -217,6 +236,13 @@ local function leftover_checkers()
     list[#list + 1] = rawget(package.loaded[name], "_testingLeftovers")
   end
   return list
+end
+
+-- a loaded module's internal function `name`, or nil
+local function module_fn(modname, name)
+  local mod = package.loaded[modname]
+  local f = type(mod) == "table" and rawget(mod, name)
+  return type(f) == "function" and f or nil
 end
 
 -- Open connections and listening ports: braid.tcp anchors each in the
@@ -238,6 +264,125 @@ local function live_sockets()
   return found
 end
 
+-- braid.tcp's connectors still connecting
+local function connecting()
+  local f = module_fn("braid.tcp", "_testingConnecting")
+  return f and f() or {}
+end
+
+-- braid.threads' jobs not delivered yet: deferToThread's Deferreds and
+-- the number of callInThread jobs
+local function thread_jobs()
+  local f = module_fn("braid.threads", "_testingJobs")
+  if not f then return {}, 0 end
+  return f()
+end
+
+-- What exists when a spec starts is not its fault: the reactor's
+-- DelayedCalls, sockets, connection attempts and thread jobs (in
+-- `objects`), readers and writers, and the number of callInThread jobs.
+local function take_snapshot(reactor)
+  local snap = { objects = {}, readers = {}, writers = {} }
+  local objects = snap.objects
+  for _, dc in ipairs(reactor.getDelayedCalls()) do objects[dc] = true end
+  for _, sock in ipairs(live_sockets()) do objects[sock] = true end
+  for _, c in ipairs(connecting()) do objects[c] = true end
+  local ds, calls = thread_jobs()
+  for _, d in ipairs(ds) do objects[d] = true end
+  snap.thread_calls = calls
+  local fdesc = package.loaded["braid.fdesc"]
+  if type(fdesc) == "table" then
+    for _, d in ipairs(fdesc.getReaders()) do snap.readers[d] = true end
+    for _, d in ipairs(fdesc.getWriters()) do snap.writers[d] = true end
+  end
+  return snap
+end
+
+-------------------------------------------------------------------------------
+-- what a spec left behind
+
+-- the thread jobs the spec started that are not delivered yet
+local function new_thread_jobs(snap)
+  local ds, calls = thread_jobs()
+  local mine = {}
+  for _, d in ipairs(ds) do
+    if not snap.objects[d] then mine[#mine + 1] = d end
+  end
+  calls = calls - snap.thread_calls
+  return mine, calls > 0 and calls or 0
+end
+
+local function drop_result() return nil end
+
+-- Wait (at most GRACE s) for the thread jobs the spec started, so their
+-- results land in this spec; report those still running. The result of a
+-- deferToThread job left running is dropped when it comes.
+local function wait_threads(reactor, core, snap, problems)
+  local mine, calls = new_thread_jobs(snap)
+  if #mine + calls == 0 then return end
+  drive(reactor, core, function()
+    mine, calls = new_thread_jobs(snap)
+    return #mine + calls == 0
+  end, GRACE)
+  if #mine > 0 then
+    for _, d in ipairs(mine) do d:addBoth(drop_result) end
+    problems[#problems + 1] = ("reactor unclean: %d deferToThread job(s) still running after "
+      .. "%s s (their results will be dropped)"):format(#mine, tostring(GRACE))
+  end
+  if calls > 0 then
+    problems[#problems + 1] = ("reactor unclean: %d callInThread job(s) still running after "
+      .. "%s s (an error they raise will be logged later)"):format(calls, tostring(GRACE))
+  end
+end
+
+local function stop_tasks(problems)
+  local task = package.loaded["braid.task"]
+  local coop = type(task) == "table" and task._theCooperator
+  if not coop or #coop._tasks == 0 then return end
+  local tasks = {}
+  for i, t in ipairs(coop._tasks) do tasks[i] = t end
+  for _, t in ipairs(tasks) do pcall(t.stop, t) end
+  problems[#problems + 1] = ("reactor unclean: %d cooperative task(s) left running "
+    .. "(stopped)"):format(#tasks)
+end
+
+local function run_hooks(reactor, core, problems)
+  for _, hook in ipairs(leftover_checkers()) do
+    local ok, list, d = xpcall(hook, msgh)
+    if not ok then
+      problems[#problems + 1] = "cleanup hook failed: " .. list:getTraceback()
+    else
+      if type(list) == "table" then
+        for _, s in ipairs(list) do
+          problems[#problems + 1] = "reactor unclean: " .. tostring(s)
+        end
+      end
+      if isDeferred(d) then
+        local fired = false
+        d:addBoth(function() fired = true return nil end)
+        drive(reactor, core, function() return fired end, GRACE)
+      end
+    end
+  end
+end
+
+-- Connection attempts the spec started: stopped with stopConnecting (so
+-- the factory hears clientConnectionFailed, and is stopped), which also
+-- closes their sockets and cancels their timers.
+local function stop_connectors(snap, problems)
+  local list = {}
+  for _, c in ipairs(connecting()) do
+    if not snap.objects[c] then list[#list + 1] = c end
+  end
+  table.sort(list, function(a, b) return tostring(a) < tostring(b) end)
+  for _, c in ipairs(list) do
+    local dest = tostring(c)
+    problems[#problems + 1] = ("reactor unclean: connection attempt to %s (stopped)")
+      :format(dest:match("^<Connector to (.*)>$") or dest)
+    pcall(c.stopConnecting, c)
+  end
+end
+
 local function describe_socket(v, is_port)
   if is_port then
     local ok, uv = pcall(v._getuv, v)
@@ -249,12 +394,12 @@ local function describe_socket(v, is_port)
   return ("connection %s of %s (aborted)"):format(tostring(v), name)
 end
 
-local function clean_sockets(reactor, core, before, problems)
+local function clean_sockets(reactor, core, snap, problems)
   local reg = debug.getregistry()
   local pmeta = reg["braid.tcp.port"]
   local waits = {}
   for _, v in ipairs(live_sockets()) do
-    if not before[v] then
+    if not snap.objects[v] then
       local is_port = getmetatable(v) == pmeta
       local open
       if is_port then open = v:listening() else
@@ -281,48 +426,45 @@ local function clean_sockets(reactor, core, before, problems)
   end
   -- let the aborts deliver connectionLost, and stopListening fire
   reactor.iterate(0)
-  if pending > 0 then drive(reactor, core, function() return pending == 0 end, 2) end
+  if pending > 0 then drive(reactor, core, function() return pending == 0 end, GRACE) end
 end
 
-local function cleanup(reactor, core, before, problems)
-  -- let zero-delay calls and closes that were already due run, as trial's
-  -- janitor does
-  reactor.iterate(0)
-  reactor.iterate(0)
+local function describe_descriptor(d)
+  local s = class.classof(d) and tostring(d) or "descriptor"
+  local ok, fd = pcall(function() return d:fileno() end)
+  if ok and fd ~= nil then s = s .. " fd " .. tostring(math.tointeger(fd) or fd) end
+  return s
+end
 
-  local task = package.loaded["braid.task"]
-  local coop = type(task) == "table" and task._theCooperator
-  if coop and #coop._tasks > 0 then
-    local tasks = {}
-    for i, t in ipairs(coop._tasks) do tasks[i] = t end
-    for _, t in ipairs(tasks) do pcall(t.stop, t) end
-    problems[#problems + 1] = ("reactor unclean: %d cooperative task(s) left running "
-      .. "(stopped)"):format(#tasks)
+-- Readers and writers added during the spec (reactor.addReader/addWriter)
+-- and still there: removed, as trial's janitor does with removeAll.
+local function remove_descriptors(snap, problems)
+  local fdesc = package.loaded["braid.fdesc"]
+  if type(fdesc) ~= "table" then return end
+  local found, kinds = {}, {}
+  local function note(d, kind)
+    if not kinds[d] then found[#found + 1] = d; kinds[d] = {} end
+    kinds[d][#kinds[d] + 1] = kind
   end
-
-  for _, hook in ipairs(leftover_checkers()) do
-    local ok, list, d = xpcall(hook, msgh)
-    if not ok then
-      problems[#problems + 1] = "cleanup hook failed: " .. list:getTraceback()
-    else
-      if type(list) == "table" then
-        for _, s in ipairs(list) do
-          problems[#problems + 1] = "reactor unclean: " .. tostring(s)
-        end
-      end
-      if isDeferred(d) then
-        local fired = false
-        d:addBoth(function() fired = true return nil end)
-        drive(reactor, core, function() return fired end, 2)
-      end
+  for _, d in ipairs(fdesc.getReaders()) do
+    if not snap.readers[d] then note(d, "reader") end
+  end
+  for _, d in ipairs(fdesc.getWriters()) do
+    if not snap.writers[d] then note(d, "writer") end
+  end
+  for _, d in ipairs(found) do
+    problems[#problems + 1] = ("reactor unclean: %s %s (removed)")
+      :format(concat(kinds[d], " and "), describe_descriptor(d))
+    for _, kind in ipairs(kinds[d]) do
+      pcall(kind == "reader" and fdesc.removeReader or fdesc.removeWriter, d)
     end
   end
+end
 
-  clean_sockets(reactor, core, before, problems)
-
+local function cancel_calls(reactor, snap, problems)
   local left = {}
   for _, dc in ipairs(reactor.getDelayedCalls()) do
-    if not before[dc] and dc:active() then
+    if not snap.objects[dc] and dc:active() then
       left[#left + 1] = describe_call(dc)
       dc:cancel()
     end
@@ -331,23 +473,50 @@ local function cleanup(reactor, core, before, problems)
     problems[#problems + 1] = "reactor unclean: DelayedCalls left behind (cancelled):\n  "
       .. concat(left, "\n  ")
   end
+end
 
-  -- failed Deferreds dropped unhandled are logged now, and so counted below
-  collectgarbage()
-  collectgarbage()
-  defer.flushUnhandled()
-  if #logged > 0 then
-    local parts = {}
-    for i, ev in ipairs(logged) do
-      local why = ev.why or "Unhandled Error"
-      if noticed[ev] then why = noticed[ev] .. "\n" .. why end
-      parts[i] = why .. "\n" .. ev.failure:getTraceback()
-    end
-    noticed = setmetatable({}, WEAK_KEYS)
-    problems[#problems + 1] = ("%d error(s) logged during the spec and not flushed "
-      .. "(use testing.flushLoggedErrors):\n%s"):format(#logged, concat(parts, "\n"))
-    logged = {}
+-- Stop and report what the spec left behind.
+local function clean_reactor(reactor, core, snap, problems)
+  stop_tasks(problems)
+  run_hooks(reactor, core, problems)
+  stop_connectors(snap, problems)
+  clean_sockets(reactor, core, snap, problems)
+  remove_descriptors(snap, problems)
+  cancel_calls(reactor, snap, problems)
+end
+
+local function report_logged(problems)
+  if #logged == 0 then return end
+  local parts = {}
+  for i, ev in ipairs(logged) do
+    local why = ev.why or "Unhandled Error"
+    if noticed[ev] then why = noticed[ev] .. "\n" .. why end
+    parts[i] = why .. "\n" .. ev.failure:getTraceback()
   end
+  noticed = setmetatable({}, WEAK_KEYS)
+  problems[#problems + 1] = ("%d error(s) logged during the spec and not flushed "
+    .. "(use testing.flushLoggedErrors):\n%s"):format(#logged, concat(parts, "\n"))
+  logged = {}
+end
+
+local function cleanup(reactor, core, snap, problems)
+  -- the spec's own: zero-delay calls and closes that were already due run,
+  -- as trial's janitor lets them; thread jobs get their grace; failed
+  -- Deferreds dropped unhandled are logged now, and so counted
+  reactor.iterate(0)
+  reactor.iterate(0)
+  wait_threads(reactor, core, snap, problems)
+  collect_unhandled()
+  -- the cleanup's own: what stopping the leftovers logs (a TaskStopped
+  -- nobody waits for, an error in connectionLost) is not the spec's
+  ignoring, notice = true, nil
+  local ok, err = xpcall(clean_reactor, msgh, reactor, core, snap, problems)
+  collect_unhandled()
+  ignoring = false
+  if not ok then
+    problems[#problems + 1] = "testing.async cleanup failed: " .. err:getTraceback()
+  end
+  report_logged(problems)
 end
 
 -------------------------------------------------------------------------------
@@ -369,56 +538,92 @@ local function raise(msg, as_failure)
   error(msg, 0)
 end
 
+-- The Lua function behind a spec body (a callable table's __call), or nil.
+local function body_function(f)
+  if type(f) == "function" then return f end
+  local mt = getmetatable(f)
+  local call = type(mt) == "table" and rawget(mt, "__call")
+  return type(call) == "function" and call or nil
+end
+
+-- Where the spec is: the debug info of the body (nil for a C body) and a
+-- line: the first line of the body's file that `traceback` names, else
+-- the line where the body is defined.
+local function spec_position(f, traceback)
+  local fn = body_function(f)
+  if fn == nil then return nil end
+  local info = debug.getinfo(fn, "S")
+  if info.what == "C" then return nil end
+  local line = type(traceback) == "string"
+    and traceback:match("\n%s*" .. info.short_src:gsub("%p", "%%%0") .. ":(%d+):")
+  return info, line and tonumber(line) or info.linedefined
+end
+
+-- Raise busted's pending `v` again, from the spec's file and line: busted
+-- reports a pending where it was raised from (here, else).
+local function raise_pending(v, info, line)
+  if info and info.source:sub(1, 1) == "@" then
+    local chunk = load(("\n"):rep(line - 1) .. "error(..., 0)", info.source, "t")
+    if chunk then chunk(v) end
+  end
+  error(v, 0)
+end
+
+-- Run the body; returns the spec's own failure message (nil: none), the
+-- value it raised, and whether that is a busted failure.
+local function run_body(reactor, core, f, timeout, ...)
+  local done, res = settle(reactor, core, defer.inlineCallbacks(f)(...), timeout)
+  if not done then
+    return ("async spec timed out after %s seconds"):format(tostring(timeout)), nil, true
+  end
+  if not isFailure(res) then return nil, nil, true end
+  local v = res.value
+  local kind = busted_kind(v)
+  if kind == "failure" then return tostring(v.message), v, true end
+  if kind == "pending" then
+    local info, line = spec_position(f, res:getTraceback())
+    local text = tostring(v.message)
+    if info and not text:match("^[^\n]-:%d+: ") then
+      v.message = ("%s:%d: %s"):format(info.short_src, line, text)
+    end
+    return nil, v, true, info, line
+  end
+  local head = type(v) == "string" and v or tostring(v)
+  return head .. "\n" .. res:getTraceback(), v, false
+end
+
+local active = false -- an async spec runs
+
 local function run_async(f, timeout, ...)
+  if active then
+    error(errors.ReactorAlreadyRunning("testing.async cannot run inside an async spec "
+      .. "(call the function, or await the Deferreds it returns)"), 2)
+  end
   local reactor, core = load_reactor()
   check_not_running(reactor, core)
   -- what earlier code dropped or left is not this spec's fault
-  collectgarbage()
-  collectgarbage()
-  defer.flushUnhandled()
-  local before = {}
-  for _, dc in ipairs(reactor.getDelayedCalls()) do before[dc] = true end
-  for _, sock in ipairs(live_sockets()) do before[sock] = true end
-  logged = {}
+  collect_unhandled()
+  local snap = take_snapshot(reactor)
+  logged, notice = {}, nil
   -- errors are reported by the spec's result, not printed meanwhile
   local saved_stream = log.setErrorStream(nil)
+  active = true
 
   local problems = {}
-  local primary, primary_value, as_failure = nil, nil, true
-  local ok, err = xpcall(function(...)
-    local done, res = settle(reactor, core, defer.inlineCallbacks(f)(...), timeout)
-    if not done then
-      primary = ("async spec timed out after %s seconds"):format(tostring(timeout))
-      return
-    end
-    if isFailure(res) then
-      local v = res.value
-      primary_value = v
-      local kind = busted_kind(v)
-      if kind == "failure" then
-        primary = tostring(v.message)
-      elseif kind == "pending" then
-        primary = nil
-      else
-        as_failure = false
-        local head = type(v) == "string" and v or tostring(v)
-        primary = head .. "\n" .. res:getTraceback()
-      end
-    end
-  end, msgh, ...)
+  local ok, primary, primary_value, as_failure, info, line = xpcall(run_body, msgh, reactor,
+    core, f, timeout, ...)
   if not ok then
-    as_failure = false
-    primary = "testing.async: " .. err:getTraceback()
+    primary, primary_value, as_failure = "testing.async: " .. primary:getTraceback(), nil, false
   end
-
-  local ok2, err2 = xpcall(cleanup, msgh, reactor, core, before, problems)
+  local ok2, err2 = xpcall(cleanup, msgh, reactor, core, snap, problems)
+  ignoring, active = false, false
   log.setErrorStream(saved_stream)
   if not ok2 then
     problems[#problems + 1] = "testing.async cleanup failed: " .. err2:getTraceback()
   end
 
   if primary == nil and #problems == 0 then
-    if busted_kind(primary_value) == "pending" then error(primary_value, 0) end
+    if busted_kind(primary_value) == "pending" then raise_pending(primary_value, info, line) end
     return
   end
   local msg = primary and { primary } or {}
@@ -426,30 +631,38 @@ local function run_async(f, timeout, ...)
   msg = concat(msg, "\n")
   if not msg:match("^[^\n]-:%d+: ") then
     -- name the spec (busted would name this file instead)
-    local info = debug.getinfo(f, "S")
-    if info.what ~= "C" then
-      msg = ("%s:%d: %s"):format(info.short_src, info.linedefined, msg)
-    end
+    local where, at = spec_position(f)
+    if where then msg = ("%s:%d: %s"):format(where.short_src, at, msg) end
   end
   raise(msg, as_failure)
 end
 
+local ASYNC_OPTIONS = { timeout = true }
+
 --- A function for busted's `it` that runs `f` as an inlineCallbacks
 -- coroutine on the real reactor (defer.await works inside). The spec
 -- fails when f raises (message and traceback), after `opts.timeout`
--- seconds (default 5), when it leaves DelayedCalls, cooperative tasks or
--- anything a cleanup hook reports (all cleaned up: "reactor unclean:
--- ..."), when errors were logged and not flushed, and when failed
--- Deferreds were dropped unhandled.
+-- seconds (default 5), when it leaves anything behind (DelayedCalls,
+-- ports, connections and connection attempts, readers and writers,
+-- cooperative tasks, thread jobs, anything a cleanup hook reports; all
+-- cleaned up: "reactor unclean: ..."), when errors were logged and not
+-- flushed, and when failed Deferreds were dropped unhandled. It refuses
+-- to run inside another async spec.
 -- @param f the spec body
 -- @param opts optional table: timeout (seconds)
 function M.async(f, opts)
   errors.checkcallable("async", 1, f)
   if opts ~= nil and type(opts) ~= "table" then
     error(errors.TypeError(("bad argument #2 to 'async' (table expected, got %s)")
-      :format(type(opts))), 2)
+      :format(class.nameof(opts))), 2)
   end
-  local timeout = check_timeout("async", 2, opts and opts.timeout)
+  for k in pairs(opts or {}) do
+    if not ASYNC_OPTIONS[k] then
+      error(errors.ValueError(("bad option '%s' to 'async' (unknown option; the option is "
+        .. "timeout)"):format(tostring(k))), 2)
+    end
+  end
+  local timeout = check_timeout("bad option 'timeout' to 'async'", opts and opts.timeout)
   return function(...)
     return run_async(f, timeout, ...)
   end

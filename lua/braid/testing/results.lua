@@ -12,13 +12,33 @@ local defer = require "braid.defer"
 local M = {}
 
 local isFailure, isDeferred = failure.isFailure, defer.isDeferred
-local tostring, select, error = tostring, select, error
+local type, tostring, select, error = type, tostring, select, error
 
 local function check_deferred(fname, d)
   if not isDeferred(d) then
     error(errors.TypeError(("bad argument #1 to '%s' (Deferred expected, got %s)")
       :format(fname, class.nameof(d))), 3)
   end
+end
+
+-- raise unless every argument from the `first`th of fname is a class
+-- (braid.testing.async's flushLoggedErrors uses it too)
+local function check_classes(fname, first, ...)
+  for i = 1, select("#", ...) do
+    local cls = select(i, ...)
+    if not class.isclass(cls) then
+      error(errors.TypeError(("bad argument #%d to '%s' (error class expected, got %s)")
+        :format(first + i - 1, fname, class.nameof(cls))), 3)
+    end
+  end
+end
+
+-- a result as the messages show it: a string quoted, a Failure briefly
+-- (its traceback is shown apart, or not at all), else tostring
+local function show(r)
+  if type(r) == "string" then return "'" .. r .. "'" end
+  if isFailure(r) then return "<Failure " .. r:brief() .. ">" end
+  return tostring(r)
 end
 
 -- Take d's current result, as trial does with addBoth(list.append): when
@@ -37,8 +57,8 @@ end
 -- @param d a Deferred
 function M.successResultOf(d)
   check_deferred("successResultOf", d)
-  local desc = tostring(d)
   local got, r = take(d)
+  local desc = tostring(d)  -- as trial, once the result is taken
   if not got then
     error(("Success result expected on %s, found no result instead"):format(desc), 2)
   end
@@ -62,15 +82,15 @@ end
 -- @param ... optional error classes
 function M.failureResultOf(d, ...)
   check_deferred("failureResultOf", d)
-  local desc = tostring(d)
+  check_classes("failureResultOf", 2, ...)
   local got, r = take(d)
+  local desc = tostring(d)  -- as trial, once the result is taken
   if not got then
     error(("Failure result expected on %s, found no result instead"):format(desc), 2)
   end
   if not isFailure(r) then
-    local shown = type(r) == "string" and ("'" .. r .. "'") or tostring(r)
     error(("Failure result expected on %s, found success result (%s) instead")
-      :format(desc, shown), 2)
+      :format(desc, show(r)), 2)
   end
   if select("#", ...) > 0 and not r:check(...) then
     error(("Failure of type (%s) expected on %s, found type %s instead: %s")
@@ -85,7 +105,6 @@ end
 -- @param d a Deferred
 function M.assertNoResult(d)
   check_deferred("assertNoResult", d)
-  local desc = tostring(d)
   local got, r = false, nil
   d:addBoth(function(v)
     got, r = true, v
@@ -93,9 +112,10 @@ function M.assertNoResult(d)
   end)
   if got then
     d:addErrback(function() return nil end)
-    local shown = type(r) == "string" and ("'" .. r .. "'") or tostring(r)
-    error(("No result expected on %s, found %s instead"):format(desc, shown), 2)
+    error(("No result expected on %s, found %s instead"):format(tostring(d), show(r)), 2)
   end
 end
+
+M._check_classes = check_classes
 
 return M

@@ -97,16 +97,38 @@ function StringTransport:abortConnection()
 end
 
 function StringTransport:loseWriteConnection()
+  checkself("loseWriteConnection", StringTransport:isinstance(self), self, "StringTransport")
   self.writeDisconnected = true
 end
 
-function StringTransport:getPeer() return self.peerAddr end
-function StringTransport:getHost() return self.hostAddr end
-function StringTransport:getWriteBufferSize() return 0 end
-function StringTransport:setTcpNoDelay(b) self.tcpNoDelay = b and true or false end
-function StringTransport:getTcpNoDelay() return self.tcpNoDelay or false end
-function StringTransport:setTcpKeepAlive(b) self.tcpKeepAlive = b and true or false end
-function StringTransport:getTcpKeepAlive() return self.tcpKeepAlive or false end
+function StringTransport:getPeer()
+  checkself("getPeer", StringTransport:isinstance(self), self, "StringTransport")
+  return self.peerAddr
+end
+function StringTransport:getHost()
+  checkself("getHost", StringTransport:isinstance(self), self, "StringTransport")
+  return self.hostAddr
+end
+function StringTransport:getWriteBufferSize()
+  checkself("getWriteBufferSize", StringTransport:isinstance(self), self, "StringTransport")
+  return 0
+end
+function StringTransport:setTcpNoDelay(b)
+  checkself("setTcpNoDelay", StringTransport:isinstance(self), self, "StringTransport")
+  self.tcpNoDelay = b and true or false
+end
+function StringTransport:getTcpNoDelay()
+  checkself("getTcpNoDelay", StringTransport:isinstance(self), self, "StringTransport")
+  return self.tcpNoDelay or false
+end
+function StringTransport:setTcpKeepAlive(b)
+  checkself("setTcpKeepAlive", StringTransport:isinstance(self), self, "StringTransport")
+  self.tcpKeepAlive = b and true or false
+end
+function StringTransport:getTcpKeepAlive()
+  checkself("getTcpKeepAlive", StringTransport:isinstance(self), self, "StringTransport")
+  return self.tcpKeepAlive or false
+end
 
 function StringTransport:registerProducer(producer, streaming)
   checkself("registerProducer", StringTransport:isinstance(self), self, "StringTransport")
@@ -136,16 +158,19 @@ local function check_state(self)
 end
 
 function StringTransport:pauseProducing()
+  checkself("pauseProducing", StringTransport:isinstance(self), self, "StringTransport")
   check_state(self)
   self.producerState = "paused"
 end
 
 function StringTransport:resumeProducing()
+  checkself("resumeProducing", StringTransport:isinstance(self), self, "StringTransport")
   check_state(self)
   self.producerState = "producing"
 end
 
 function StringTransport:stopProducing()
+  checkself("stopProducing", StringTransport:isinstance(self), self, "StringTransport")
   self.producerState = "stopped"
 end
 
@@ -158,6 +183,7 @@ M.StringTransportWithDisconnection = STWD
 --- Also tells `self.protocol` of the close, once:
 -- connectionLost(Failure(ConnectionDone)).
 function STWD:loseConnection()
+  checkself("loseConnection", STWD:isinstance(self), self, "StringTransportWithDisconnection")
   self.disconnecting = true
   if self.connected then
     self.connected = false
@@ -177,8 +203,12 @@ M.MemoryReactor = MemoryReactor
 
 local FakePort = class.Object:extend("FakePort")
 function FakePort:init(addr) self._addr = addr; self.disconnected = false end
-function FakePort:getHost() return self._addr end
+function FakePort:getHost()
+  checkself("getHost", FakePort:isinstance(self), self, "FakePort")
+  return self._addr
+end
 function FakePort:stopListening()
+  checkself("stopListening", FakePort:isinstance(self), self, "FakePort")
   self.disconnected = true
   return require("braid.defer").succeed(nil)
 end
@@ -186,10 +216,22 @@ M.FakePort = FakePort
 
 local FakeConnector = class.Object:extend("FakeConnector")
 function FakeConnector:init(addr) self._addr = addr; self.state = "connecting" end
-function FakeConnector:getDestination() return self._addr end
-function FakeConnector:stopConnecting() self.stoppedConnecting = true; self.state = "disconnected" end
-function FakeConnector:disconnect() self.disconnected = true; self.state = "disconnected" end
-function FakeConnector:connect() self.state = "connecting" end
+function FakeConnector:getDestination()
+  checkself("getDestination", FakeConnector:isinstance(self), self, "FakeConnector")
+  return self._addr
+end
+function FakeConnector:stopConnecting()
+  checkself("stopConnecting", FakeConnector:isinstance(self), self, "FakeConnector")
+  self.stoppedConnecting = true; self.state = "disconnected"
+end
+function FakeConnector:disconnect()
+  checkself("disconnect", FakeConnector:isinstance(self), self, "FakeConnector")
+  self.disconnected = true; self.state = "disconnected"
+end
+function FakeConnector:connect()
+  checkself("connect", FakeConnector:isinstance(self), self, "FakeConnector")
+  self.state = "connecting"
+end
 M.FakeConnector = FakeConnector
 
 function MemoryReactor:init()
@@ -231,13 +273,26 @@ local function connecting(self, factory, dest)
   return c
 end
 
-function MemoryReactor:seconds() return self.clock:seconds() end
-function MemoryReactor:callLater(...) return self.clock:callLater(...) end
-function MemoryReactor:getDelayedCalls() return self.clock:getDelayedCalls() end
-function MemoryReactor:advance(n) return self.clock:advance(n) end
+function MemoryReactor:seconds()
+  checkself("seconds", MemoryReactor:isinstance(self), self, "MemoryReactor")
+  return self.clock:seconds()
+end
+function MemoryReactor:callLater(...)
+  checkself("callLater", MemoryReactor:isinstance(self), self, "MemoryReactor")
+  return self.clock:callLater(...)
+end
+function MemoryReactor:getDelayedCalls()
+  checkself("getDelayedCalls", MemoryReactor:isinstance(self), self, "MemoryReactor")
+  return self.clock:getDelayedCalls()
+end
+function MemoryReactor:advance(n)
+  checkself("advance", MemoryReactor:isinstance(self), self, "MemoryReactor")
+  return self.clock:advance(n)
+end
 
 --- Records {port, factory, backlog, interface}; returns a FakePort.
 function MemoryReactor:listenTCP(port, factory, backlog, interface)
+  checkself("listenTCP", MemoryReactor:isinstance(self), self, "MemoryReactor")
   local list = self.tcpServers
   list[#list + 1] = { port, factory, backlog or 50, interface or "" }
   return FakePort(listen_address("TCP", interface, port))
@@ -246,39 +301,160 @@ end
 --- Records {host, port, factory, timeout, bindAddress}; calls the factory's
 -- startedConnecting, appends to connectors and returns a FakeConnector.
 function MemoryReactor:connectTCP(host, port, factory, timeout, bindAddress)
+  checkself("connectTCP", MemoryReactor:isinstance(self), self, "MemoryReactor")
   local list = self.tcpClients
   list[#list + 1] = { host, port, factory, timeout or 30, bindAddress }
   return connecting(self, factory, tcp_address(host, port))
 end
 
 function MemoryReactor:listenSSL(port, factory, contextFactory, backlog, interface)
+  checkself("listenSSL", MemoryReactor:isinstance(self), self, "MemoryReactor")
   local list = self.sslServers
   list[#list + 1] = { port, factory, contextFactory, backlog or 50, interface or "" }
   return FakePort(listen_address("TCP", interface, port))
 end
 
 function MemoryReactor:connectSSL(host, port, factory, contextFactory, timeout, bindAddress)
+  checkself("connectSSL", MemoryReactor:isinstance(self), self, "MemoryReactor")
   local list = self.sslClients
   list[#list + 1] = { host, port, factory, contextFactory, timeout or 30, bindAddress }
   return connecting(self, factory, tcp_address(host, port))
 end
 
 function MemoryReactor:listenUNIX(path, factory, backlog, mode, wantPID)
+  checkself("listenUNIX", MemoryReactor:isinstance(self), self, "MemoryReactor")
   local list = self.unixServers
   list[#list + 1] = { path, factory, backlog or 50, mode or 438, wantPID or false }
   return FakePort(address.UNIXAddress(path))
 end
 
 function MemoryReactor:connectUNIX(path, factory, timeout, checkPID)
+  checkself("connectUNIX", MemoryReactor:isinstance(self), self, "MemoryReactor")
   local list = self.unixClients
   list[#list + 1] = { path, factory, timeout or 30, checkPID or false }
   return connecting(self, factory, address.UNIXAddress(path))
 end
 
 function MemoryReactor:listenUDP(port, proto, interface, maxPacketSize)
+  checkself("listenUDP", MemoryReactor:isinstance(self), self, "MemoryReactor")
   local list = self.udpPorts
   list[#list + 1] = { port, proto, interface or "", maxPacketSize or 8192 }
   return FakePort(listen_address("UDP", interface, port))
+end
+
+---------------------------------------------------------------------------
+-- checking the helpers' arguments and options
+
+local function callable(v)
+  if type(v) == "function" then return true end
+  local mt = getmetatable(v)
+  return type(mt) == "table" and mt.__call ~= nil
+end
+
+-- true when v has a callable field `name` (an __index that raises: false)
+local function has_method(v, name)
+  if type(v) ~= "table" and type(v) ~= "userdata" then return false end
+  local ok, f = pcall(function() return v[name] end)
+  return ok and callable(f)
+end
+
+-- a value as the messages show it: a number as written, else its type
+local function shown(v)
+  if type(v) == "number" then return tostring(v) end
+  return class.nameof(v)
+end
+
+-- Each check below takes `level`: error()'s level, from the check itself,
+-- of the code that called the helper being checked.
+local function opt_error(cls, fname, key, msg, level)
+  error(cls(("bad option '%s' to '%s' (%s)"):format(tostring(key), fname, msg)), level)
+end
+
+-- v as an integer (a whole float such as 4.0 too) of at least `min`
+local function check_int_opt(fname, key, v, min, level)
+  local n = math.type(v) == "integer" and v or (type(v) == "number" and math.tointeger(v))
+  if n and (min == nil or n >= min) then return n end
+  local what = min and ("integer >= %d"):format(min) or "integer"
+  opt_error(type(v) == "number" and errors.ValueError or errors.TypeError, fname, key,
+    ("%s expected, got %s"):format(what, shown(v)), level + 1)
+end
+
+local function is_reactor(v)
+  return v ~= nil and v == package.loaded["braid.reactor"]
+end
+
+-- opts.clock: the pump advances it (a Clock, a MemoryReactor);
+-- loopbackAsync schedules on it: a time source, the reactor or an object
+-- with callLater
+local function check_clock(fname, clock, needs, level)
+  if needs == "advance" then
+    if has_method(clock, "advance") then return clock end
+    opt_error(errors.TypeError, fname, "clock",
+      "an object with advance expected, got " .. class.nameof(clock), level + 1)
+  end
+  if is_reactor(clock) or has_method(clock, "callLater") then return clock end
+  opt_error(errors.TypeError, fname, "clock",
+    "the reactor or an object with callLater expected, got " .. class.nameof(clock), level + 1)
+end
+
+local PUMP_OPTS = { seed = true, maxChunk = true, clock = "advance", greet = true }
+local IOPUMP_OPTS = { seed = true, maxChunk = true, clock = "advance" }
+local LOOPBACK_OPTS = { seed = true, maxChunk = true, clock = "callLater" }
+
+local function option_names(known)
+  local names = {}
+  for k in pairs(known) do names[#names + 1] = k end
+  table.sort(names)
+  return concat(names, ", ")
+end
+
+-- The options `opts` (argument #argn of fname), checked against `known`,
+-- as a new table with the numbers as integers.
+local function check_opts(fname, argn, opts, known, level)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    error(errors.TypeError(("bad argument #%d to '%s' (table expected, got %s)")
+      :format(argn, fname, class.nameof(opts))), level)
+  end
+  for k in pairs(opts) do
+    if not known[k] then
+      opt_error(errors.ValueError, fname, k, "unknown option; the options are "
+        .. option_names(known), level + 1)
+    end
+  end
+  local out = { greet = opts.greet }
+  if opts.maxChunk ~= nil then
+    out.maxChunk = check_int_opt(fname, "maxChunk", opts.maxChunk, 1, level + 1)
+  end
+  if opts.seed ~= nil then out.seed = check_int_opt(fname, "seed", opts.seed, nil, level + 1) end
+  if opts.clock ~= nil then out.clock = check_clock(fname, opts.clock, known.clock, level + 1) end
+  if out.greet ~= nil and type(out.greet) ~= "boolean" then
+    opt_error(errors.TypeError, fname, "greet", "boolean expected, got " .. shown(out.greet), level + 1)
+  end
+  return out
+end
+
+-- a built protocol: a table that is not a class, with makeConnection
+local function check_protocol(fname, argn, p)
+  local bad
+  if class.isclass(p) then
+    bad = "class " .. tostring(class.nameof(p))
+  elseif type(p) ~= "table" then
+    bad = class.nameof(p)
+  elseif not has_method(p, "makeConnection") then
+    bad = "a table without makeConnection"
+  end
+  if bad then
+    error(errors.TypeError(("bad argument #%d to '%s' (protocol instance expected, got %s)")
+      :format(argn, fname, bad)), 3)
+  end
+end
+
+-- what connectedServerAndClient builds a protocol from
+local function check_factory(fname, argn, f)
+  if type(f) == "table" or type(f) == "function" then return end
+  error(errors.TypeError(("bad argument #%d to '%s' (factory, protocol class or table "
+    .. "expected, got %s)"):format(argn, fname, class.nameof(f))), 3)
 end
 
 ---------------------------------------------------------------------------
@@ -293,6 +469,13 @@ local function xorshift(state)
   return state & 0xffffffff
 end
 
+-- The PRNG's first state for an integer seed: its low 32 bits mixed with
+-- its high ones (seeds that differ only above bit 31 differ too), never 0.
+local function seed_state(seed)
+  local s = (seed ~ ((seed >> 32) * 0x9e3779b9)) & 0xffffffff
+  return s ~= 0 and s or 0x9e3779b9
+end
+
 local FakeTransport = class.Object:extend("FakeTransport")
 M.FakeTransport = FakeTransport
 FakeTransport.disconnecting = false
@@ -300,6 +483,9 @@ FakeTransport.disconnected = false
 FakeTransport.connected = true
 FakeTransport.readPaused = false
 FakeTransport.aborted = false
+FakeTransport.writeDisconnecting = false  -- loseWriteConnection was called
+FakeTransport.writeDisconnected = false   -- ... and took effect
+FakeTransport.readDisconnected = false    -- the peer half-closed
 FakeTransport.producer = nil
 FakeTransport.streaming = nil
 
@@ -315,50 +501,114 @@ function FakeTransport:init(proto, isServer, hostAddress, peerAddress)
   self.sessionno = serial
 end
 
+local function wake(t)
+  if t._wake then t._wake() end
+end
+
 function FakeTransport:write(data)
+  checkself("write", FakeTransport:isinstance(self), self, "FakeTransport")
   if type(data) ~= "string" then errors.checktype("write", 1, data, "string") end
-  if self.disconnected or data == "" then return end
+  if self.disconnected or self.writeDisconnecting or data == "" then return end
   local out = self._out
   out[#out + 1] = data
-  if self._wake then self._wake() end
+  wake(self)
 end
 
 function FakeTransport:writeSequence(list)
+  checkself("writeSequence", FakeTransport:isinstance(self), self, "FakeTransport")
   check_sequence(list)
   for i = 1, #list do self:write(list[i]) end
 end
 
 function FakeTransport:loseConnection()
+  checkself("loseConnection", FakeTransport:isinstance(self), self, "FakeTransport")
   self.disconnecting = true
-  if self._wake then self._wake() end
+  wake(self)
 end
 
 function FakeTransport:abortConnection()
+  checkself("abortConnection", FakeTransport:isinstance(self), self, "FakeTransport")
   self.aborted = true
   self._out = {}
   self:loseConnection()
 end
 
-function FakeTransport:getPeer() return self.peerAddr end
-function FakeTransport:getHost() return self.hostAddr end
+--- Half-close, as braid's TCP transport: once what is queued has been
+-- delivered, this side's protocol hears writeConnectionLost() (when it has
+-- it) and the peer reads the end: readConnectionLost() when its protocol
+-- has it, else the peer closes. Later writes are discarded.
+function FakeTransport:loseWriteConnection()
+  checkself("loseWriteConnection", FakeTransport:isinstance(self), self, "FakeTransport")
+  if self.disconnected or self.writeDisconnecting then return end
+  self.writeDisconnecting = true
+  wake(self)
+end
+
+--- "iosim", as Twisted's.
+function FakeTransport:logPrefix()
+  checkself("logPrefix", FakeTransport:isinstance(self), self, "FakeTransport")
+  return "iosim"
+end
+
+--- -1: there is no descriptor (as a closed TCP transport's).
+function FakeTransport:fileno()
+  checkself("fileno", FakeTransport:isinstance(self), self, "FakeTransport")
+  return -1
+end
+
+function FakeTransport:getPeer()
+  checkself("getPeer", FakeTransport:isinstance(self), self, "FakeTransport")
+  return self.peerAddr
+end
+
+function FakeTransport:getHost()
+  checkself("getHost", FakeTransport:isinstance(self), self, "FakeTransport")
+  return self.hostAddr
+end
+
 function FakeTransport:getWriteBufferSize()
+  checkself("getWriteBufferSize", FakeTransport:isinstance(self), self, "FakeTransport")
   local n = 0
   for _, s in ipairs(self._out) do n = n + #s end
   return n
 end
-function FakeTransport:setTcpNoDelay() end
-function FakeTransport:getTcpNoDelay() return true end
-function FakeTransport:setTcpKeepAlive() end
-function FakeTransport:getTcpKeepAlive() return false end
 
-function FakeTransport:pauseProducing() self.readPaused = true end
-function FakeTransport:resumeProducing()
-  self.readPaused = false
-  if self._wake then self._wake() end
+function FakeTransport:setTcpNoDelay()
+  checkself("setTcpNoDelay", FakeTransport:isinstance(self), self, "FakeTransport")
 end
-function FakeTransport:stopProducing() self:loseConnection() end
+
+function FakeTransport:getTcpNoDelay()
+  checkself("getTcpNoDelay", FakeTransport:isinstance(self), self, "FakeTransport")
+  return true
+end
+
+function FakeTransport:setTcpKeepAlive()
+  checkself("setTcpKeepAlive", FakeTransport:isinstance(self), self, "FakeTransport")
+end
+
+function FakeTransport:getTcpKeepAlive()
+  checkself("getTcpKeepAlive", FakeTransport:isinstance(self), self, "FakeTransport")
+  return false
+end
+
+function FakeTransport:pauseProducing()
+  checkself("pauseProducing", FakeTransport:isinstance(self), self, "FakeTransport")
+  self.readPaused = true
+end
+
+function FakeTransport:resumeProducing()
+  checkself("resumeProducing", FakeTransport:isinstance(self), self, "FakeTransport")
+  self.readPaused = false
+  wake(self)
+end
+
+function FakeTransport:stopProducing()
+  checkself("stopProducing", FakeTransport:isinstance(self), self, "FakeTransport")
+  self:loseConnection()
+end
 
 function FakeTransport:registerProducer(producer, streaming)
+  checkself("registerProducer", FakeTransport:isinstance(self), self, "FakeTransport")
   if self.producer ~= nil then
     error(runtime_error("Cannot register two producers"), 2)
   end
@@ -367,25 +617,32 @@ function FakeTransport:registerProducer(producer, streaming)
 end
 
 function FakeTransport:unregisterProducer()
+  checkself("unregisterProducer", FakeTransport:isinstance(self), self, "FakeTransport")
   self.producer, self.streaming = nil, nil
 end
 
 local IOPump = class.Object:extend("IOPump")
 M.IOPump = IOPump
 
+local function check_transport(argn, t)
+  if not FakeTransport:isinstance(t) then
+    error(errors.TypeError(("bad argument #%d to 'IOPump' (FakeTransport expected, got %s)")
+      :format(argn, class.nameof(t))), 4)
+  end
+end
+
+--- IOPump(client, server, clientTransport, serverTransport, opts?):
+-- opts.seed, opts.maxChunk, opts.clock as connectedServerAndClient's.
 function IOPump:init(client, server, clientTransport, serverTransport, opts)
-  errors.checktype("IOPump", 5, opts, "table", true)
-  opts = opts or {}
+  check_transport(3, clientTransport)
+  check_transport(4, serverTransport)
+  opts = check_opts("IOPump", 5, opts, IOPUMP_OPTS, 4)
   self.client, self.server = client, server
   self.clientIO, self.serverIO = clientTransport, serverTransport
   self.clock = opts.clock
   self.maxChunk = opts.maxChunk
   self._seed = opts.seed
-  if self._seed then
-    local s = math.tointeger(opts.seed) or 1
-    s = s & 0xffffffff
-    self._rng = s ~= 0 and s or 0x9e3779b9
-  end
+  if opts.seed then self._rng = seed_state(opts.seed) end
 end
 
 function IOPump:_chunkSize(remaining)
@@ -422,6 +679,10 @@ local function deliver(pump, src, dst)
   return true
 end
 
+local function call_method(obj, name, ...)
+  return obj[name](obj, ...)
+end
+
 local function close_pair(a, b)
   a.disconnected, b.disconnected = true, true
   a.connected, b.connected = false, false
@@ -433,13 +694,20 @@ local function close_pair(a, b)
     ra = Failure(errors.ConnectionDone())
     rb = Failure(errors.ConnectionDone())
   end
-  if a.producer then a.producer:stopProducing() end
-  if b.producer then b.producer:stopProducing() end
+  -- every call is made; then the first error raised (if any) is raised
+  local first
+  local function try(obj, name, ...)
+    local ok, e = pcall(call_method, obj, name, ...)
+    if not ok and first == nil then first = { e } end
+  end
+  if a.producer then try(a.producer, "stopProducing") end
+  if b.producer then try(b.producer, "stopProducing") end
   -- as a TCP transport does: connected is false in connectionLost
   if type(a.protocol) == "table" then a.protocol.connected = false end
   if type(b.protocol) == "table" then b.protocol.connected = false end
-  a.protocol:connectionLost(ra)
-  b.protocol:connectionLost(rb)
+  try(a.protocol, "connectionLost", ra)
+  try(b.protocol, "connectionLost", rb)
+  if first then error(first[1], 0) end
 end
 
 -- a side that asked to close goes once its output is delivered, or can
@@ -452,13 +720,46 @@ local function check_close(a, b)
   return false
 end
 
---- One round: deliver client->server and server->client; then closes.
+local function has_fn(p, name)
+  return type(p) == "table" and type(p[name]) == "function"
+end
+
+-- a's loseWriteConnection takes effect once a's output is delivered, as
+-- braid's TCP transport: a side whose read side was already closed
+-- closes, and a loseConnection made meanwhile wins (check_close)
+local function check_halfclose(a, b)
+  if not a.writeDisconnecting or a.writeDisconnected or a.disconnected or a.disconnecting
+      or #a._out > 0 then
+    return false
+  end
+  a.writeDisconnected = true
+  if a.readDisconnected then
+    close_pair(a, b)
+    return true
+  end
+  if has_fn(a.protocol, "writeConnectionLost") then a.protocol:writeConnectionLost() end
+  if a.disconnected or b.disconnected or b.disconnecting then return true end
+  b.readDisconnected = true  -- b reads the end
+  if not has_fn(b.protocol, "readConnectionLost") then
+    b.disconnecting = true   -- b closes, once its own output is delivered
+  else
+    b.protocol:readConnectionLost()
+    if b.writeDisconnected and not b.disconnected then close_pair(b, a) end
+  end
+  return true
+end
+
+--- One round: deliver client->server and server->client; then
+-- half-closes and closes.
 -- @return true if anything happened
 function IOPump:pump()
+  checkself("pump", IOPump:isinstance(self), self, "IOPump")
   if self.clock then self.clock:advance(0) end
   local c, s = self.clientIO, self.serverIO
   local moved = deliver(self, c, s)
   moved = deliver(self, s, c) or moved
+  if not c.disconnected then moved = check_halfclose(c, s) or moved end
+  if not c.disconnected then moved = check_halfclose(s, c) or moved end
   if not c.disconnected then
     moved = check_close(c, s) or check_close(s, c) or moved
   end
@@ -466,7 +767,18 @@ function IOPump:pump()
 end
 
 --- Pump until nothing moves. Raises after `limit` (1e6) rounds.
+-- @param limit optional integer >= 1
 function IOPump:flush(limit)
+  checkself("flush", IOPump:isinstance(self), self, "IOPump")
+  if limit ~= nil then
+    local n = math.type(limit) == "integer" and limit
+      or (type(limit) == "number" and math.tointeger(limit))
+    if not n or n < 1 then
+      error((type(limit) == "number" and errors.ValueError or errors.TypeError)(
+        ("bad argument #1 to 'flush' (integer >= 1 expected, got %s)"):format(shown(limit))), 2)
+    end
+    limit = n
+  end
   limit = limit or 1000000
   local rounds = 0
   while self:pump() do
@@ -488,49 +800,71 @@ end
 local SERVER_ADDR = function() return address.IPv4Address("TCP", "127.0.0.1", 80) end
 local CLIENT_ADDR = function() return address.IPv4Address("TCP", "127.0.0.1", 32768) end
 
---- Join two protocols (already built) with FakeTransports and a pump.
--- makeConnection is called on the server first; unless opts.greet == false
--- the pump is flushed once.
-function M.connect(server, client, opts)
-  errors.checktype("connect", 3, opts, "table", true)
-  opts = opts or {}
+-- Join two checked protocols with FakeTransports and a pump (opts checked).
+local function join(server, client, opts)
   local st = FakeTransport(server, true, SERVER_ADDR(), CLIENT_ADDR())
   local ct = FakeTransport(client, false, CLIENT_ADDR(), SERVER_ADDR())
-  local pump = IOPump(client, server, ct, st, opts)
+  local pump = IOPump(client, server, ct, st,
+    { seed = opts.seed, maxChunk = opts.maxChunk, clock = opts.clock })
   server:makeConnection(st)
   client:makeConnection(ct)
   if opts.greet ~= false then pump:flush() end
   return pump
 end
 
+--- Join two protocols (already built) with FakeTransports and a pump.
+-- makeConnection is called on the server first; unless opts.greet == false
+-- the pump is flushed once.
+function M.connect(server, client, opts)
+  check_protocol("connect", 1, server)
+  check_protocol("connect", 2, client)
+  opts = check_opts("connect", 3, opts, PUMP_OPTS, 3)
+  return join(server, client, opts)
+end
+
 --- connectedServerAndClient(serverFactory, clientFactory, opts?) ->
 -- server, client, pump. Factories, protocol classes or plain protocol
 -- tables. opts: seed, maxChunk (split every delivery), clock, greet.
 function M.connectedServerAndClient(serverFactory, clientFactory, opts)
+  local fname = "connectedServerAndClient"
+  check_factory(fname, 1, serverFactory)
+  check_factory(fname, 2, clientFactory)
+  opts = check_opts(fname, 3, opts, PUMP_OPTS, 3)
   local server = build(serverFactory, CLIENT_ADDR())
   local client = build(clientFactory, SERVER_ADDR())
   if server == nil or client == nil then
     error(errors.ValueError("connectedServerAndClient: a factory refused the connection"), 2)
   end
-  local pump = M.connect(server, client, opts)
-  return server, client, pump
+  return server, client, join(server, client, opts)
+end
+
+-- f(0 s later) on the time source `clock`: nil (the reactor), the reactor
+-- (its functions are called with '.'), or an object (with ':')
+local function scheduler(clock)
+  if clock == nil then
+    return function(f) return require("braid.reactor").callLater(0, f) end
+  end
+  if is_reactor(clock) then
+    return function(f) return clock.callLater(0, f) end
+  end
+  return function(f) return clock:callLater(0, f) end
 end
 
 --- loopbackAsync(server, client, opts?) -> Deferred firing (with nil) once
--- both sides have lost the connection. As Twisted's, it pumps at once, and
--- the Deferred has already fired if both sides are done by then; once
--- nothing moves, the next write (or loseConnection, or resumeProducing)
--- schedules the next pumping for a later turn of opts.clock (or the reactor).
+-- both sides have lost the connection. As Twisted's, it pumps at once (an
+-- error then is raised to the caller), and the Deferred has already fired
+-- if both sides are done by then; once nothing moves, the next write (or
+-- loseConnection, or resumeProducing) schedules the next pumping for a
+-- later turn of opts.clock (or the reactor). An error raised in a later
+-- round fails the Deferred, and the pair is pumped no more.
 function M.loopbackAsync(server, client, opts)
-  errors.checktype("loopbackAsync", 3, opts, "table", true)
-  opts = opts or {}
+  check_protocol("loopbackAsync", 1, server)
+  check_protocol("loopbackAsync", 2, client)
+  opts = check_opts("loopbackAsync", 3, opts, LOOPBACK_OPTS, 3)
   local defer = require "braid.defer"
   local d = defer.Deferred()
-  -- a Clock is called with ':', the reactor's functions with '.'
-  local clock = opts.clock
-  local callLater = clock and function(f) return clock:callLater(0, f) end
-    or function(f) return require("braid.reactor").callLater(0, f) end
-  local waiting = false -- idle: the next write schedules a run
+  local later = scheduler(opts.clock)
+  local waiting, stopped = false, false -- waiting: the next write schedules a run
   local pump
   local function run()
     pump:flush()
@@ -540,15 +874,22 @@ function M.loopbackAsync(server, client, opts)
       waiting = true -- Twisted's notification Deferred
     end
   end
-  local function wake()
-    if waiting then
-      waiting = false
-      callLater(run)
+  local function run_later()
+    if stopped then return end
+    local ok, f = xpcall(run, failure.msgh)
+    if not ok then
+      stopped = true
+      if not d.called then d:errback(f) end
     end
   end
-  local popts = { seed = opts.seed, maxChunk = opts.maxChunk, greet = false }
-  pump = M.connect(server, client, popts)
-  pump.clientIO._wake, pump.serverIO._wake = wake, wake
+  local function on_write()
+    if waiting and not stopped then
+      waiting = false
+      later(run_later)
+    end
+  end
+  pump = join(server, client, { seed = opts.seed, maxChunk = opts.maxChunk, greet = false })
+  pump.clientIO._wake, pump.serverIO._wake = on_write, on_write
   run()
   return d
 end
