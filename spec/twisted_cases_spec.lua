@@ -146,13 +146,13 @@ describe("the reactor's shutdown (Twisted's disconnectAll)", function()
       'local f1, f2 = F(), F()',
       'f1.name, f2.name = "tcp", "unix"',
       'local S = protocol.Protocol:extend("S")',
-      'function S:connectionLost(r) print("server lost " .. r.type.__name) end',
+      'function S:connectionLost(r) print("server lost " .. r.type.__name, reactor.running) end',
       'f1.protocol = S',
       'local p = reactor.listenTCP(0, f1, 50, "127.0.0.1")',
       ('reactor.listenUNIX(%q, f2)'):format(path),
       'local C = protocol.Protocol:extend("C")',
       'function C:connectionMade() reactor.stop() end',
-      'function C:connectionLost(r) print("client lost " .. r.type.__name) end',
+      'function C:connectionLost(r) print("client lost " .. r.type.__name, reactor.running) end',
       'local cf = protocol.ClientFactory.forProtocol(C)',
       'cf.noisy = false',
       'reactor.connectTCP("127.0.0.1", p:getHost().port, cf)',
@@ -162,16 +162,23 @@ describe("the reactor's shutdown (Twisted's disconnectAll)", function()
       'reactor.addSystemEventTrigger("after", "shutdown", function()',
       ('  print("after: port " .. p:fileno() .. ", file " .. tostring(io.open(%q) ~= nil))'):format(path),
       'end)',
+      'reactor.addSystemEventTrigger("before", "shutdown", function()',
+      '  print("before", reactor.running)',
+      'end)',
       'reactor.run()',
     }, "\n")
     local lines, code = proc.run({ "-e", script })
     assert.equal(0, code, table.concat(lines, "\n"))
-    table.sort(lines, function(a, b)  -- the after trigger's line is last; the rest by name
+    -- the before trigger's line comes first and the after trigger's last;
+    -- the rest by name. As in Twisted, the connections are lost in a
+    -- reactor that no longer runs (its crash trigger comes first).
+    assert.equal("before\ttrue", table.remove(lines, 1))
+    table.sort(lines, function(a, b)
       if a:find("^after") then return false elseif b:find("^after") then return true end
       return a < b
     end)
-    assert.same({ "client lost ConnectionLost", "reader lost ConnectionLost",
-                  "server lost ConnectionLost", "stopFactory tcp", "stopFactory unix",
+    assert.same({ "client lost ConnectionLost\tfalse", "reader lost ConnectionLost",
+                  "server lost ConnectionLost\tfalse", "stopFactory tcp", "stopFactory unix",
                   "after: port -1, file false" }, lines)
   end)
 end)

@@ -361,8 +361,12 @@ end
 -- the script's: listening ports close (stopFactory runs, UNIX socket files
 -- go), connectors stop and connections and descriptors get connectionLost
 -- with ConnectionLost, all before the "after" triggers. Only modules in use
--- have anything to close.
+-- have anything to close. As Twisted's crash trigger, which comes first,
+-- it makes `running` false: what those connectionLosts (and the script's
+-- own "during" and "after" triggers) see is a reactor that is no longer
+-- running (the "before" triggers still see it running).
 M.addSystemEventTrigger("during", "shutdown", function()
+  M.running = false
   local tcp = package.loaded["braid.tcp"]
   if tcp then tcp._disconnectAll() end
   local fdesc = package.loaded["braid.fdesc"]
