@@ -33,10 +33,20 @@ function Chat:handle_GETNAME(name)
   users[name] = self
 end
 
+-- A member whose unread messages pass this many bytes is dropped, so that
+-- one who never reads cannot make the server hold everything said.
+local MAX_UNREAD = 1024 * 1024
+
 function Chat:handle_CHAT(message)
   local text = ("<%s> %s"):format(self.name, message)
   for name, user in pairs(self.factory.users) do
-    if name ~= self.name then user:sendLine(text) end
+    if name ~= self.name then
+      if user.transport:getWriteBufferSize() > MAX_UNREAD then
+        user.transport:abortConnection()
+      else
+        user:sendLine(text)
+      end
+    end
   end
 end
 
@@ -47,9 +57,14 @@ function ChatFactory:init() self.users = {} end
 if ... == "--no-run" then return { Chat = Chat, ChatFactory = ChatFactory } end
 
 local reactor = require "braid.reactor"
+local portno = math.tointeger(tonumber(arg and arg[1] or 8123))
+if not portno or portno < 0 or portno > 65535 then
+  io.stderr:write("usage: braid examples/chat.lua [port]   (0 picks one)\n")
+  os.exit(2)
+end
 local factory = ChatFactory()
 factory.noisy = false
-local port = reactor.listenTCP(tonumber(arg and arg[1]) or 8123, factory)
+local port = reactor.listenTCP(portno, factory)
 print(("chat server listening on port %d"):format(port:getHost().port))
 io.stdout:flush()
 reactor.run()

@@ -1,6 +1,14 @@
 -- examples/http_hello.lua: a keep-alive HTTP/1.1 "Hello, world!" server.
 -- Run: ./scripts/run examples/http_hello.lua [port]   (default 8080; 0 picks one)
 -- Try: curl -v http://127.0.0.1:8080/ http://127.0.0.1:8080/again
+--
+-- Every request gets the same answer; requests may be pipelined. A request
+-- body announced by Content-Length is read and ignored. What the server
+-- cannot take is answered with an error and the connection is closed: a
+-- malformed request line (400), a chunked body (501), a head over 64 KiB
+-- (431). A client that sends without reading the answers stops being read
+-- from once 64 KiB of answers are queued (the transport is registered as
+-- its own producer), so it cannot grow the server's memory.
 local reactor = require "braid.reactor"
 local protocol = require "braid.protocol"
 
@@ -9,44 +17,95 @@ local RESPONSE = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length:
   .. #BODY .. "\r\n\r\n" .. BODY
 local CLOSE_RESPONSE = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: "
   .. #BODY .. "\r\n\r\n" .. BODY
+local function error_response(status)
+  return "HTTP/1.1 " .. status .. "\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+end
+local BAD_REQUEST = error_response("400 Bad Request")
+local NOT_IMPLEMENTED = error_response("501 Not Implemented")
+local TOO_LARGE = error_response("431 Request Header Fields Too Large")
+local MAX_HEAD = 65536
+
+-- What to do with one request head (without its final blank line): the
+-- response, whether to close after it, and how many body bytes follow.
+-- Only anchored patterns and plain finds: an unanchored pattern tries
+-- every position of the head.
+local function answer(head)
+  local _, e = head:find("^%u+ [^%c ]+ HTTP/1%.[01]")
+  if not e or (e < #head and head:sub(e + 1, e + 2) ~= "\r\n") then return BAD_REQUEST, true, 0 end
+  local close, body = head:byte(e) == 48, 0 -- "0": HTTP/1.0
+  if e < #head then -- headers: their names are case-insensitive
+    local low = head:lower()
+    if low:find("\ntransfer-encoding:", 1, true) then return NOT_IMPLEMENTED, true, 0 end
+    local c = low:find("\ncontent-length:", 1, true)
+    if c then
+      local n = low:match("^[ \t]*(%d+)[ \t]*\r?$", c + 16) or low:match("^[ \t]*(%d+)[ \t]*\r\n", c + 16)
+      body = n and #n <= 15 and tonumber(n)
+      if not body then return BAD_REQUEST, true, 0 end
+    end
+    c = low:find("\nconnection:", 1, true)
+    if c then
+      local value = low:match("^[^\r\n]*", c + 12)
+      for token in value:gmatch("[^,]+") do
+        if token:match("^[ \t]*close[ \t]*$") then close = true end
+      end
+    end
+  end
+  return close and CLOSE_RESPONSE or RESPONSE, close, body
+end
 
 local Hello = protocol.Protocol:extend("Hello")
 
 function Hello:connectionMade()
-  self.buf = ""
+  self.buf, self.skip = "", 0
+  self.transport:registerProducer(self.transport, true)
 end
 
--- answer every complete request head; requests may be pipelined
 function Hello:dataReceived(data)
   local buf = self.buf .. data
-  local pos = 1
+  local pos, n = 1, #buf
   while true do
-    local e = buf:find("\r\n\r\n", pos, true)
-    if not e then break end
-    local head = buf:sub(pos, e - 1)
-    pos = e + 4
-    -- HTTP/1.0, or "Connection: close": plain searches first, patterns only
-    -- when they may match
-    local close = head:find(" HTTP/1.0", 1, true) and head:match("^%u+ %S+ HTTP/1%.0")
-    if not close then
-      local low = head:lower()
-      close = low:find("close", 1, true) and low:find("\nconnection:%s*close")
+    if self.skip > 0 then -- the body of the request answered last
+      if n - pos + 1 <= self.skip then
+        self.skip = self.skip - (n - pos + 1)
+        self.buf = ""
+        return
+      end
+      pos, self.skip = pos + self.skip, 0
     end
+    local e = buf:find("\r\n\r\n", pos, true)
+    if not e or e - pos > MAX_HEAD then break end
+    local head = buf:sub(pos, e - 1)
+    local response, close, body
+    if head == self.head then -- a client repeating its request: the same answer
+      response, close, body = self.response, self.close, self.body
+    else
+      response, close, body = answer(head)
+      self.head, self.response, self.close, self.body = head, response, close, body
+    end
+    pos, self.skip = e + 4, body
+    self.transport:write(response)
     if close then
-      self.transport:write(CLOSE_RESPONSE)
       self.transport:loseConnection()
       self.buf = ""
       return
     end
-    self.transport:write(RESPONSE)
   end
   self.buf = buf:sub(pos)
-  if #self.buf > 65536 then self.transport:loseConnection() end -- no body support
+  if #self.buf > MAX_HEAD then
+    self.transport:write(TOO_LARGE)
+    self.transport:loseConnection()
+    self.buf = ""
+  end
 end
 
+local portno = math.tointeger(tonumber(arg and arg[1] or 8080))
+if not portno or portno < 0 or portno > 65535 then
+  io.stderr:write("usage: braid examples/http_hello.lua [port]   (0 picks one)\n")
+  os.exit(2)
+end
 local factory = protocol.Factory.forProtocol(Hello)
 factory.noisy = false
-local port = reactor.listenTCP(tonumber(arg and arg[1]) or 8080, factory)
+local port = reactor.listenTCP(portno, factory)
 print(("http server listening on port %d"):format(port:getHost().port))
 io.stdout:flush()
 reactor.run()

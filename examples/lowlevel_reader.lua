@@ -29,7 +29,8 @@ end
 function reader.connectionLost(_, reason)
   io.write(("\nconnection lost: %s\n"):format(reason:getErrorMessage()))
   sock:close()
-  reactor.stop()
+  -- at Ctrl-C the reactor's shutdown is what closes it: nothing to stop then
+  if reactor.running then reactor.stop() end
 end
 
 reactor.addReader(reader)

@@ -1,12 +1,44 @@
 -- examples/proxy.lua: a TCP proxy whose memory stays bounded when one side
 -- reads slowly: each side is registered as the other's streaming producer,
 -- so a full write buffer pauses reading from the other side.
--- Run: ./scripts/run examples/proxy.lua LISTENPORT HOST PORT
+-- Run: ./scripts/run examples/proxy.lua LISTENPORT HOST PORT [DRAIN_SECONDS]
 local reactor = require "braid.reactor"
 local protocol = require "braid.protocol"
 
-local listen_port = tonumber(arg[1]) or 8000
-local host, port = arg[2] or "127.0.0.1", tonumber(arg[3]) or 9000
+-- a port number argument, or the default; anything else ends the program
+local function port_arg(i, default)
+  local n = math.tointeger(tonumber(arg[i] or default))
+  if not n or n < 0 or n > 65535 then
+    io.stderr:write("usage: braid examples/proxy.lua [LISTENPORT [HOST [PORT [DRAIN_SECONDS]]]]\n")
+    os.exit(2)
+  end
+  return n
+end
+local listen_port = port_arg(1, 8000)
+local host, port = arg[2] or "127.0.0.1", port_arg(3, 9000)
+
+-- Once one side is gone, the other closes after sending what it holds; one
+-- that cannot send it (its peer stopped reading) is aborted after this
+-- many seconds (argument 4, default 10), so that a departed client cannot
+-- pin a connection.
+local DRAIN_TIMEOUT = tonumber(arg[4] or 10)
+if not (DRAIN_TIMEOUT and DRAIN_TIMEOUT >= 0 and DRAIN_TIMEOUT < math.huge) then
+  io.stderr:write("proxy.lua: DRAIN_SECONDS must be a number of seconds >= 0\n")
+  os.exit(2)
+end
+
+local function close_after_drain(other)
+  local t = other.transport
+  t:loseConnection()
+  if t:getWriteBufferSize() > 0 and not other.drain_call then
+    other.drain_call = reactor.callLater(DRAIN_TIMEOUT, function() t:abortConnection() end)
+  end
+end
+
+local function stop_drain_call(self)
+  local call = self.drain_call
+  if call and call:active() then call:cancel() end
+end
 
 -- the client side, towards HOST:PORT
 local ProxyClient = protocol.Protocol:extend("ProxyClient")
@@ -30,13 +62,16 @@ function ProxyClient:dataReceived(data)
 end
 
 function ProxyClient:connectionLost()
-  self.server.transport:loseConnection()
+  stop_drain_call(self)
+  close_after_drain(self.server)
 end
 
 local ProxyClientFactory = protocol.ClientFactory:extend("ProxyClientFactory")
 ProxyClientFactory.protocol = ProxyClient
 ProxyClientFactory.noisy = false
-function ProxyClientFactory:clientConnectionFailed()
+function ProxyClientFactory:clientConnectionFailed(_, reason)
+  print(("cannot reach %s:%d: %s"):format(host, port, reason:getErrorMessage()))
+  io.stdout:flush()
   self.server.transport:loseConnection()
 end
 
@@ -60,7 +95,8 @@ function ProxyServer:dataReceived(data)
 end
 
 function ProxyServer:connectionLost()
-  if self.client then self.client.transport:loseConnection() end
+  stop_drain_call(self)
+  if self.client then close_after_drain(self.client) end
 end
 
 local factory = protocol.Factory.forProtocol(ProxyServer)

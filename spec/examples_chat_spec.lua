@@ -46,6 +46,23 @@ describe("examples/chat.lua", function()
     assert.is_nil(a.lines[3])
   end)
 
+  it("drops a member whose unread messages pass 1 MiB, and serves the others on", function()
+    local a, slow, c = join(1), join(2), join(3)
+    a:sendLine("alice"); slow:sendLine("slow"); c:sendLine("carol"); flush()
+    local line = string.rep("x", 1000)
+    -- slow's pump is never flushed: what the server writes to it stays queued
+    for _ = 1, 1100 do
+      a:sendLine(line)
+      pumps[1]:flush()
+      pumps[3]:flush()
+    end
+    local st = factory.users.slow.transport
+    assert.is_true(st.aborted)
+    pumps[2]:flush()
+    assert.is_nil(factory.users.slow)
+    assert.equal(1100 + 2, #c.lines)  -- carol got every line
+  end)
+
   it("frees the name when its user disconnects", function()
     local a = join(1)
     a:sendLine("alice"); flush()

@@ -113,6 +113,95 @@ describe("stream examples", function()
     assert.equal("Hello, world!\n", sh(("curl -s -H 'Connection: close' %s"):format(url)))
   end)
 
+  -- send raw bytes to an example server with /usr/bin/python3 and return
+  -- the status codes of the responses and whether the server closed
+  local function http_raw(port, payload)
+    local py = table.concat({
+      "import socket, sys, re",
+      "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))",
+      "s.settimeout(5)",
+      "s.sendall(sys.stdin.buffer.read())",
+      "data = b''",
+      "closed = 'open'",
+      "while True:",
+      "    try:",
+      "        d = s.recv(65536)",
+      "    except socket.timeout:",
+      "        break",
+      "    except ConnectionResetError:",
+      "        closed = 'reset'; break",
+      "    if not d:",
+      "        closed = 'closed'; break",
+      "    data += d",
+      "print(' '.join(c.decode() for c in re.findall(rb'HTTP/1.1 (\\d+)', data)), closed)",
+    }, "\n")
+    local src, input = os.tmpname(), os.tmpname()
+    local f = assert(io.open(src, "w")) f:write(py) f:close()
+    f = assert(io.open(input, "wb")) f:write(payload) f:close()
+    local out = sh(("/usr/bin/python3 %s %d < %s"):format(quote(src), port, quote(input)))
+    os.remove(src)
+    os.remove(input)
+    return (out:gsub("\n$", ""))
+  end
+
+  it("http_hello.lua answers what it cannot take with an error and closes", function()
+    local p, port = serve("examples/http_hello.lua", "0")
+    later(function() finish(p) end)
+    local CLOSE = "GET / HTTP/1.1\r\nConnection: close\r\n\r\n"
+    -- a body is read and ignored: the request hidden in it is not answered
+    assert.equal("200 200 closed", http_raw(port,
+      "POST / HTTP/1.1\r\nContent-Length: 23\r\n\r\nGET /admin HTTP/1.1\r\n\r\n" .. CLOSE))
+    assert.equal("400 closed", http_raw(port, "\1\2\3 garbage\r\n\r\n" .. CLOSE))
+    assert.equal("400 closed", http_raw(port, "GET /\0 HTTP/1.1\r\n\r\n"))
+    assert.equal("400 closed", http_raw(port, "\r\n\r\n"))
+    assert.equal("501 closed", http_raw(port,
+      "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n\r\n\r\n\r\n0\r\n\r\n"))
+    -- Connection's tokens: "close" among others closes, "closed" does not
+    assert.equal("200 closed", http_raw(port, "GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n"))
+    assert.equal("200 200 closed", http_raw(port, "GET / HTTP/1.1\r\nConnection: closed\r\n\r\n" .. CLOSE))
+    -- a head over 64 KiB, however it arrives
+    assert.equal("431 closed", http_raw(port,
+      "GET / HTTP/1.1\r\nX: " .. string.rep("a", 80000) .. "\r\n\r\n"))
+  end)
+
+  it("http_hello.lua stops reading from a client that pipelines requests and never reads", function()
+    local p, port = serve("examples/http_hello.lua", "0")
+    later(function() finish(p) end)
+    local rss0 = tonumber(read_file(("/proc/%d/status"):format(p:braidPid())):match("VmRSS:%s*(%d+)"))
+    -- 20 MB of requests, with a small receive buffer and no reading: the
+    -- server's answers would be 4.4 times that
+    local out = sh(("/usr/bin/python3 -c %s %d"):format(quote(table.concat({
+      "import socket, sys",
+      "s = socket.socket()",
+      "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)",
+      "s.connect(('127.0.0.1', int(sys.argv[1])))",
+      "s.settimeout(2)",
+      "req = b'GET / HTTP/1.1\\r\\n\\r\\n' * 4096",
+      "sent = 0",
+      "try:",
+      "    while sent < 20000000:",
+      "        sent += s.send(req)",
+      "except socket.timeout:",
+      "    pass",
+      "print(sent)",
+    }, "\n")), port))
+    local sent = tonumber(out)
+    assert.is_true(sent < 20000000, "the server read all " .. tostring(sent) .. " bytes")
+    local rss = tonumber(read_file(("/proc/%d/status"):format(p:braidPid())):match("VmRSS:%s*(%d+)"))
+    assert.is_true(rss - rss0 < 16 * 1024, ("RSS grew by %d kB"):format(rss - rss0))
+    assert.matches("Hello, world!", sh(("curl -s http://127.0.0.1:%d/"):format(port)))
+  end)
+
+  it("an example given a port that is not a number says how to run it", function()
+    for _, script in ipairs({ "examples/echo.lua", "examples/http_hello.lua", "examples/chat.lua",
+                              "examples/proxy.lua" }) do
+      local out = sh(("cd %s && %s %s http 2>&1; echo rc=$?"):format(quote(proc.root), quote(proc.BIN),
+        script))
+      assert.matches("^usage: braid " .. script:gsub("%p", "%%%0") .. " %[", out)
+      assert.matches("rc=2\n$", out)
+    end
+  end)
+
   it("proxy.lua relays both ways to the echo server", function()
     local e, eport = serve("examples/echo.lua", "0")
     later(function() finish(e) end)
@@ -138,16 +227,18 @@ describe("stream examples", function()
   -- far side that starts paused; returns the proxy process, the far side's
   -- state (st.slow: its protocol, st.sent: bytes written, st.t: our
   -- transport) and TOTAL
-  local function slow_proxy()
+  local function slow_proxy(drain)
     local st = { sent = 0 }
     local Slow = protocol.Protocol:extend("Slow")
     function Slow:connectionMade() st.slow = self self.n = 0 self.transport:pauseProducing() end
     function Slow:dataReceived(d) self.n = self.n + #d end
+    function Slow:connectionLost() st.lost = true end
     local sf = protocol.Factory.forProtocol(Slow)
     sf.noisy = false
     local sport = reactor.listenTCP(0, sf, 50, "127.0.0.1")
     later(function() sport:stopListening() end)
-    local p, pport = serve("examples/proxy.lua", "0", "127.0.0.1", tostring(sport:getHost().port))
+    local p, pport = serve("examples/proxy.lua", "0", "127.0.0.1", tostring(sport:getHost().port),
+      drain)
     later(function() finish(p) end)
     local TOTAL, CHUNK = 48 * 1024 * 1024, string.rep("p", 256 * 1024)
     local producer = {
@@ -183,6 +274,27 @@ describe("stream examples", function()
     spin(function() return slow.n > before + 4 * 1024 * 1024 end, 30)
     st.t:abortConnection()
     slow.transport:abortConnection()
+  end)
+
+  it("proxy.lua closes the far side that cannot drain, DRAIN_SECONDS after the client left", function()
+    -- both sides stalled, then the client goes: the proxy's connection to
+    -- the far side, which does not read, used to stay open for good
+    local _, st = slow_proxy("1")
+    local last, still = -1, 0
+    spin(function()
+      if st.sent == last then still = still + 1 else still, last = 0, st.sent end
+      return still >= 20
+    end, 20)
+    -- the far side talks (while it reads nothing), so that the proxy, whose
+    -- reading from the client is paused, hears of the client's going when
+    -- it writes to it
+    local talk = require("braid.task").LoopingCall(function() st.slow.transport:write("x") end)
+    talk:start(0.02)
+    later(function() if talk.running then talk:stop() end end)
+    local left = core.monotonic()
+    st.t:abortConnection()
+    spin(function() return st.lost end, 10)
+    assert.is_true(core.monotonic() - left >= 0.9)
   end)
 
   it("proxy.lua drains all 48 MB after the far side resumes", function()
