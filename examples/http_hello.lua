@@ -26,21 +26,22 @@ local TOO_LARGE = error_response("431 Request Header Fields Too Large")
 local MAX_HEAD = 65536
 
 -- What to do with one request head (without its final blank line): the
--- response, whether to close after it, and how many body bytes follow.
+-- response, and how many body bytes follow. Every response but RESPONSE
+-- closes the connection.
 -- Only anchored patterns and plain finds: an unanchored pattern tries
 -- every position of the head.
 local function answer(head)
   local _, e = head:find("^%u+ [^%c ]+ HTTP/1%.[01]")
-  if not e or (e < #head and head:sub(e + 1, e + 2) ~= "\r\n") then return BAD_REQUEST, true, 0 end
+  if not e or (e < #head and head:sub(e + 1, e + 2) ~= "\r\n") then return BAD_REQUEST, 0 end
   local close, body = head:byte(e) == 48, 0 -- "0": HTTP/1.0
   if e < #head then -- headers: their names are case-insensitive
     local low = head:lower()
-    if low:find("\ntransfer-encoding:", 1, true) then return NOT_IMPLEMENTED, true, 0 end
+    if low:find("\ntransfer-encoding:", 1, true) then return NOT_IMPLEMENTED, 0 end
     local c = low:find("\ncontent-length:", 1, true)
     if c then
       local n = low:match("^[ \t]*(%d+)[ \t]*\r?$", c + 16) or low:match("^[ \t]*(%d+)[ \t]*\r\n", c + 16)
       body = n and #n <= 15 and tonumber(n)
-      if not body then return BAD_REQUEST, true, 0 end
+      if not body then return BAD_REQUEST, 0 end
     end
     c = low:find("\nconnection:", 1, true)
     if c then
@@ -50,41 +51,46 @@ local function answer(head)
       end
     end
   end
-  return close and CLOSE_RESPONSE or RESPONSE, close, body
+  return close and CLOSE_RESPONSE or RESPONSE, body
 end
 
 local Hello = protocol.Protocol:extend("Hello")
 
 function Hello:connectionMade()
-  self.buf, self.skip = "", 0
+  self.buf = ""
   self.transport:registerProducer(self.transport, true)
 end
 
+-- Fields: buf (what is not answered yet), skip (body bytes still to
+-- discard, or nil), head and response (the last request without a body
+-- and its answer: a client repeating its request is not parsed again).
 function Hello:dataReceived(data)
   local buf = self.buf .. data
   local pos, n = 1, #buf
   while true do
-    if self.skip > 0 then -- the body of the request answered last
-      if n - pos + 1 <= self.skip then
-        self.skip = self.skip - (n - pos + 1)
+    local skip = self.skip
+    if skip then -- the body of the request answered last
+      if n - pos + 1 <= skip then
+        self.skip = n - pos + 1 < skip and skip - (n - pos + 1) or nil
         self.buf = ""
         return
       end
-      pos, self.skip = pos + self.skip, 0
+      pos, self.skip = pos + skip, nil
     end
     local e = buf:find("\r\n\r\n", pos, true)
     if not e or e - pos > MAX_HEAD then break end
     local head = buf:sub(pos, e - 1)
-    local response, close, body
-    if head == self.head then -- a client repeating its request: the same answer
-      response, close, body = self.response, self.close, self.body
+    local response, body
+    if head == self.head then
+      response, body = self.response, 0
     else
-      response, close, body = answer(head)
-      self.head, self.response, self.close, self.body = head, response, close, body
+      response, body = answer(head)
+      if body == 0 then self.head, self.response = head, response end
     end
-    pos, self.skip = e + 4, body
+    pos = e + 4
+    if body > 0 then self.skip = body end
     self.transport:write(response)
-    if close then
+    if response ~= RESPONSE then
       self.transport:loseConnection()
       self.buf = ""
       return
