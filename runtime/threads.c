@@ -391,9 +391,21 @@ static int w_open_core(lua_State *L) {
   return luaL_error(L, "braid.core cannot be loaded in a worker thread");
 }
 
+/* os.exit in a worker: it would end the whole process at once, with no
+** shutdown (Twisted's sys.exit in a thread only ends that job): it raises,
+** and the job fails */
+static int w_os_exit(lua_State *L) {
+  return luaL_error(L, "os.exit cannot be called in a worker thread (it would end the whole "
+                       "process): return or raise instead");
+}
+
 static int w_init_p(lua_State *L) {
   struct worker *w = lua_touserdata(L, 1);
   luaL_openlibs(L);
+  lua_getglobal(L, "os");
+  lua_pushcfunction(L, w_os_exit);
+  lua_setfield(L, -2, "exit");
+  lua_pop(L, 1);
   lua_newtable(L);
   lua_setfield(L, LUA_REGISTRYINDEX, "braid.threads.fns");
   lua_newtable(L);  /* weak-keyed: function -> its dump */

@@ -4,9 +4,12 @@
 **
 ** Copyable: nil, booleans, numbers, strings and tables of those (keys:
 ** strings, numbers, booleans), without cycles or metatables, nested at
-** most MAX_DEPTH deep. Encoding never raises (a refusal comes back as a
-** message naming the path of the bad value); decoding may raise for
-** memory only, so callers run it protected.
+** most MAX_DEPTH deep. A table reached again by another path is copied
+** once and comes out as one table (a reference to it is encoded), so the
+** copy keeps the sharing and costs what the values do, not what the paths
+** do. Encoding never raises (a refusal comes back as a message naming the
+** path of the bad value); decoding may raise for memory only, so callers
+** run it protected.
 */
 #include <errno.h>
 #include <stdint.h>
@@ -66,7 +69,52 @@ void braid_buf_free(struct buf *b) {
 /* Tags of encoded values. A list of values is a varint count, then each.
 ** A table is T_TABLE, varint array length, u32 count of other pairs (a
 ** slot patched at the end), the array items, then key/value pairs. */
-enum { T_NIL, T_FALSE, T_TRUE, T_INT, T_FLT, T_STR, T_TABLE };
+enum { T_NIL, T_FALSE, T_TRUE, T_INT, T_FLT, T_STR, T_TABLE, T_REF };
+
+/* The tables encoded so far, by address: their numbers, from 1 in the
+** order they were started (a T_REF names one). Open addressing. */
+struct ptrmap {
+  const void **k;
+  uint32_t *v;
+  size_t cap, n;
+};
+
+static size_t pm_slot(const struct ptrmap *m, const void *p) {
+  size_t h = ((uintptr_t)p >> 4) * 0x9e3779b97f4a7c15ULL;
+  size_t i = h & (m->cap - 1);
+  while (m->k[i] && m->k[i] != p) i = (i + 1) & (m->cap - 1);
+  return i;
+}
+
+static uint32_t pm_get(const struct ptrmap *m, const void *p) {
+  if (m->cap == 0) return 0;
+  size_t i = pm_slot(m, p);
+  return m->k[i] ? m->v[i] : 0;
+}
+
+static int pm_put(struct ptrmap *m, const void *p, uint32_t v) {
+  if ((m->n + 1) * 2 > m->cap) {
+    struct ptrmap g = { NULL, NULL, m->cap ? m->cap * 2 : 16, 0 };
+    g.k = calloc(g.cap, sizeof *g.k);
+    g.v = malloc(g.cap * sizeof *g.v);
+    if (!g.k || !g.v) { free(g.k); free(g.v); return ENOMEM; }
+    for (size_t i = 0; i < m->cap; i++)
+      if (m->k[i]) {
+        size_t j = pm_slot(&g, m->k[i]);
+        g.k[j] = m->k[i];
+        g.v[j] = m->v[i];
+        g.n++;
+      }
+    free(m->k);
+    free(m->v);
+    *m = g;
+  }
+  size_t i = pm_slot(m, p);
+  m->k[i] = p;
+  m->v[i] = v;
+  m->n++;
+  return 0;
+}
 
 struct enc {
   lua_State *L;
@@ -77,6 +125,7 @@ struct enc {
   lua_Integer arri[MAX_DEPTH];  /* array index per level */
   char why[160];                /* what could not be copied, and where */
   int err;                      /* 0, EINVAL (not copyable) or ENOMEM */
+  struct ptrmap tables;         /* the tables started so far */
 };
 
 static void path_key(struct enc *e, int level, char *out, size_t len) {
@@ -138,12 +187,19 @@ static int enc_table(struct enc *e, int idx) {
   int d = e->depth;
   for (int i = 0; i < d; i++)
     if (e->seen[i] == p) return enc_fail(e, "a table that contains itself", d);
+  uint32_t ref = pm_get(&e->tables, p);
+  if (ref) {  /* reached before by another path: the same table */
+    if (buf_byte(b, T_REF) || buf_varint(b, ref)) return e->err = ENOMEM;
+    return 0;
+  }
   if (d >= MAX_DEPTH) return enc_fail(e, "tables nested too deeply", d);
   if (lua_getmetatable(L, idx)) {
     lua_pop(L, 1);
     return enc_fail(e, "a table with a metatable", d);
   }
   if (!lua_checkstack(L, 4)) return e->err = ENOMEM;
+  if (e->tables.n >= UINT32_MAX - 1 || pm_put(&e->tables, p, (uint32_t)e->tables.n + 1))
+    return e->err = ENOMEM;
   lua_Unsigned narr = lua_rawlen(L, idx);
   if (buf_byte(b, T_TABLE) || buf_varint(b, narr) || buf_reserve(b, 4)) return e->err = ENOMEM;
   size_t slot = b->n;
@@ -235,11 +291,14 @@ int braid_copy_encode(lua_State *L, int first, int n, struct buf *b, const char 
   e.L = L;
   e.b = b;
   e.err = 0;
+  e.tables = (struct ptrmap){ NULL, NULL, 0, 0 };
   if (buf_varint(b, (uint64_t)n)) goto nomem;
   for (int i = 0; i < n; i++) {
     e.depth = 0;
     if (enc_value(&e, first + i)) {
       b->n = n0;
+      free(e.tables.k);
+      free(e.tables.v);
       if (e.err == ENOMEM) goto nomem;
       if (argn > 0)
         snprintf(msg, msglen, "%s: argument #%d (%s) cannot be copied %s", fname, argn + i, e.why, dir);
@@ -248,8 +307,12 @@ int braid_copy_encode(lua_State *L, int first, int n, struct buf *b, const char 
       return EINVAL;
     }
   }
+  free(e.tables.k);
+  free(e.tables.v);
   return 0;
 nomem:
+  free(e.tables.k);
+  free(e.tables.v);
   b->n = n0;
   snprintf(msg, msglen, "%s: not enough memory to copy the values %s", fname, dir);
   return ENOMEM;
@@ -263,7 +326,9 @@ int braid_copy_strings(struct buf *b, int n, const char **s, const size_t *len) 
   return 0;
 }
 
-struct dec { const unsigned char *p; };
+/* refs: the stack index of the list of the tables decoded so far (a
+** T_REF names one), made at the first table */
+struct dec { const unsigned char *p; int refs; lua_Integer ntables; };
 
 static uint64_t dec_varint(struct dec *d) {
   uint64_t v = 0;
@@ -299,6 +364,8 @@ static void dec_value(lua_State *L, struct dec *d) {
       d->p += 4;
       luaL_checkstack(L, 4, "copied tables nested too deeply");
       lua_createtable(L, narr > INT32_MAX ? INT32_MAX : (int)narr, (int)(nhash > INT32_MAX ? INT32_MAX : nhash));
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, d->refs, ++d->ntables);
       for (uint64_t i = 1; i <= narr; i++) {
         dec_value(L, d);
         lua_rawseti(L, -2, (lua_Integer)i);
@@ -310,6 +377,12 @@ static void dec_value(lua_State *L, struct dec *d) {
       }
       break;
     }
+    case T_REF: {
+      lua_Integer i = (lua_Integer)dec_varint(d);
+      if (i < 1 || i > d->ntables) luaL_error(L, "braid.threads: corrupt value");
+      lua_rawgeti(L, d->refs, i);
+      break;
+    }
     default: luaL_error(L, "braid.threads: corrupt value"); break;
   }
 }
@@ -317,9 +390,12 @@ static void dec_value(lua_State *L, struct dec *d) {
 /* Push the values of b; returns how many. */
 int braid_copy_decode(lua_State *L, const struct buf *b) {
   if (b->n == 0) return 0;
-  struct dec d = { (const unsigned char *)b->p };
+  struct dec d = { (const unsigned char *)b->p, 0, 0 };
   int n = (int)dec_varint(&d);
-  luaL_checkstack(L, n + 4, "too many values to copy");
+  luaL_checkstack(L, n + 5, "too many values to copy");
+  lua_newtable(L);  /* the tables decoded, for T_REF; below the values */
+  d.refs = lua_gettop(L);
   for (int i = 0; i < n; i++) dec_value(L, &d);
+  lua_remove(L, d.refs);
   return n;
 }

@@ -150,6 +150,23 @@ describe("threads.deferToThread (checks made at once)", function()
     assert.equal(2, r)
   end))
 
+  it("copies a shared table once, as one table, however many paths reach it", async(function()
+    -- each level refers twice to the one below: 2^40 paths, 40 tables (the
+    -- copy used to follow every path)
+    local t = { leaf = true }
+    for _ = 1, 40 do t = { a = t, b = t } end
+    local r = await(threads.deferToThread(function(x)
+      local same, depth = true, 0
+      while x.a do
+        same = same and rawequal(x.a, x.b)
+        x, depth = x.a, depth + 1
+      end
+      return { same = same, depth = depth, back = { p = x, q = x } }
+    end, t))
+    assert.same({ true, 40 }, { r.same, r.depth })
+    assert.is_true(rawequal(r.back.p, r.back.q))  -- and so is the result
+  end))
+
   it("refuses tables with metatables and table keys", function()
     assert.equal("deferToThread: argument #2 (a table with a metatable) cannot be copied to a thread",
       message(errors.TypeError, threads.deferToThread, noop, setmetatable({}, {})))
@@ -560,7 +577,37 @@ describe("threads.callFromThread", function()
   end))
 end)
 
+describe("a worker's os.exit", function()
+  it("raises in the worker and fails that job only", async(function()
+    local f = failure_of(threads.deferToThread(function() os.exit(7) end))
+    contains(tostring(f.value), "os.exit cannot be called in a worker thread")
+    assert.equal(2, await(threads.deferToThread(function() return 1 + 1 end)))
+  end))
+end)
+
 describe("threads.blockingCallFromThread", function()
+  it("answers with an error that cannot be shown (its __tostring raises)", async(function()
+    package.loaded[GATE] = {
+      bad = function()
+        return defer.fail(setmetatable({}, { __tostring = function() error("no text") end }))
+      end,
+    }
+    local r = await(threads.deferToThread(function()
+      return { pcall(require("braid.threads").blockingCallFromThread, "braid_threads_spec_gate.bad") }
+    end))
+    assert.is_false(r[1])
+    contains(r[2], "an error value of type table that cannot be shown")
+  end))
+
+  it("names a 'module.function' that is not a function in the main state", async(function()
+    package.loaded[GATE] = { notfn = 5 }
+    local r = await(threads.deferToThread(function()
+      return { pcall(require("braid.threads").blockingCallFromThread, "braid_threads_spec_gate.notfn") }
+    end))
+    assert.is_false(r[1])
+    contains(r[2], "'braid_threads_spec_gate.notfn' is not a function (it is number)")
+  end))
+
   it("returns f's result, computed in the main state", async(function()
     package.loaded[GATE] = { base = 100 }
     local r = await(threads.deferToThread(function(x)

@@ -156,9 +156,13 @@ local stop_main
 ---------------------------------------------------------------------------
 -- publishing
 
+-- closes publish's nesting level however publish is left
+local LEAVE = setmetatable({}, { __close = function() depth = depth - 1 end })
+
 local function publish(ev, ln)
   if depth >= MAX_DEPTH then return end
   depth = depth + 1
+  local _ <close> = LEAVE
   if ln >= min_level then
     local m = main
     if m then
@@ -180,7 +184,6 @@ local function publish(ev, ln)
       report_broken(o, e)
     end
   end
-  depth = depth - 1
 end
 
 --- Add an observer: f(event) is called with every event (whatever the
@@ -647,6 +650,10 @@ end
 --- Where errors go before startLogging, and reports of broken observers
 -- (default io.stderr). Returns the previous stream. Mainly for tests.
 function M.setErrorStream(f)
+  if f ~= nil and not (type(f) == "userdata" or type(f) == "table") then
+    errors.argerror("setErrorStream", 1, "a file (with a write method) or nil expected, got "
+      .. type(f))
+  end
   local prev = err_stream
   err_stream = f
   return prev

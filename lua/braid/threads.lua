@@ -138,8 +138,13 @@ local loaded, nloaded = {}, 0  -- bytecode -> function, emptied past 128
 local function main_fn(spec, isname)
   if isname then
     local mod, name = spec:match("^(.*)%.([^.]+)$")
-    local f = require(mod)[name]
-    if f == nil then error(("'%s' is nil"):format(spec), 0) end
+    local ok, m = pcall(require, mod)
+    if not ok then error(("'%s': %s"):format(spec, tostring(m)), 0) end
+    local f = type(m) == "table" and m[name] or nil
+    local ft = type(f)
+    if ft ~= "function" and not (ft == "table" and getmetatable(f) and getmetatable(f).__call) then
+      error(("'%s' is not a function (it is %s)"):format(spec, class.nameof(f)), 0)
+    end
     return f
   end
   local f = loaded[spec]
@@ -158,10 +163,18 @@ local function call_spec(spec, isname, ...)
   return main_fn(spec, isname)(...)
 end
 
+-- the text of an error value for the waiting worker: tostring may raise
+-- (a __tostring that fails), and the worker must get an answer all the same
+local function error_text(v)
+  local ok, s = pcall(tostring, v)
+  if ok and type(s) == "string" then return s end
+  return ("(an error value of type %s that cannot be shown)"):format(type(v))
+end
+
 local function answer(token)
   return function(res)
     if isFailure(res) then
-      reply(token, false, tostring(res.value))
+      reply(token, false, error_text(res.value))
     else
       reply(token, true, res)
     end
@@ -175,7 +188,7 @@ local function on_call(token, spec, isname, ...)
   if not token then return call_spec(spec, isname, ...) end
   local ok, r = xpcall(call_spec, msgh, spec, isname, ...)
   if not ok then
-    reply(token, false, tostring(r.value))
+    reply(token, false, error_text(r.value))
   elseif isDeferred(r) then
     r:addBoth(answer(token))
   else
