@@ -68,6 +68,55 @@ describe("reload.reload", function()
     assert.equal(42, m.Chat.read())
   end)
 
+  it("gives a method added to a subclass its own module's locals, not the superclass's", function()
+    -- the merge read the class's inherited method through its __index and
+    -- joined the new one to that method's upvalues (the superclass's M)
+    local bname, base = fresh([[
+      local class = require "braid.class"
+      local M = { tag = "BASE" }
+      M.Base = class.Object:extend("Base")
+      function M.Base:hello() return "base " .. M.tag end
+      return M]])
+    local name, m = fresh(([[
+      local M = { tag = "APP" }
+      M.App = require(%q).Base:extend("App")
+      return M]]):format(bname))
+    write(name, ([[
+      local M = { tag = "APP" }
+      M.App = require(%q).Base:extend("App")
+      function M.App:hello() return "app " .. M.tag end
+      return M]]):format(bname))
+    assert.is_true(reload.reload(name))
+    assert.equal("app APP", m.App():hello())
+    assert.equal("base BASE", base.Base():hello())
+  end)
+
+  it("merges a strict module (its __index and __newindex raise) whole", function()
+    local src = [[
+      local M = {}
+      function M.f() return %d end
+      %s
+      return setmetatable(M, { __index = function(_, k) error("strict: no field " .. k) end,
+                               __newindex = function(_, k) error("strict: cannot set " .. k) end })]]
+    local name, m = fresh(src:format(1, ""))
+    write(name, src:format(2, "function M.g() return 3 end"))
+    assert.is_true(reload.reload(name))
+    assert.equal(2, m.f())
+    assert.equal(3, m.g())
+  end)
+
+  it("stops a new version whose load runs too long, and keeps the previous code", function()
+    local name, m = fresh("local M = {} function M.f() return 1 end return M")
+    write(name, "local M = {} function M.f() return 2 end while true do end return M")
+    local limit = reload.LOAD_TIME_LIMIT
+    reload.LOAD_TIME_LIMIT = 0.05
+    finally(function() reload.LOAD_TIME_LIMIT = limit end)
+    local ok, err = reload.reload(name)
+    assert.is_nil(ok)
+    assert.matches("the module ran more than 0.05 seconds as it loaded", err)
+    assert.equal(1, m.f())
+  end)
+
   it("adds new keys and removes removed functions", function()
     local name, m = fresh("local M = {} function M.a() end function M.b() end return M")
     write(name, "local M = {} function M.a() end function M.c() return 'c' end M.data = 5 return M")

@@ -268,8 +268,11 @@ local function merge(live, new, prev, prevups, modups, seen, jseen, count)
   if seen[live] then return count end
   seen[live] = true
   seen[new] = live -- remap: the new chunk's tables stand for the live ones
-  for k, v in pairs(new) do
-    local lv = live[k]
+  -- raw access only: a class's inherited method is not its own (joining
+  -- with it would link the new method to the superclass's module), and a
+  -- strict module's __index or __newindex must not run (it raised half-way)
+  for k, v in next, new do
+    local lv = rawget(live, k)
     local tv = type(v)
     if tv == "function" then
       if type(lv) == "function" then
@@ -280,31 +283,32 @@ local function merge(live, new, prev, prevups, modups, seen, jseen, count)
       else
         join_upvalues(v, nil, prevups, jseen, modups)
       end
-      live[k] = v
+      rawset(live, k, v)
     elseif tv == "table" and type(lv) == "table" then
       if lv ~= v then
-        count = merge(lv, v, type(prev) == "table" and prev[k] or nil, prevups, modups, seen, jseen, count)
+        count = merge(lv, v, type(prev) == "table" and rawget(prev, k) or nil, prevups, modups, seen,
+          jseen, count)
       end
     elseif lv == nil then
-      live[k] = v
+      rawset(live, k, v)
     elseif type(lv) ~= "table" and type(lv) ~= "function" then
       -- data: take the new value only if nobody changed the live one
-      if type(prev) == "table" and lv == prev[k] then live[k] = v end
+      if type(prev) == "table" and lv == rawget(prev, k) then rawset(live, k, v) end
     else
-      live[k] = v
+      rawset(live, k, v)
     end
   end
   -- removed functions go; removed data stays (it may be live state)
   local k, lv = next(live)
   local gone
   while k ~= nil do
-    if type(lv) == "function" and new[k] == nil then
+    if type(lv) == "function" and rawget(new, k) == nil then
       gone = gone or {}
       gone[#gone + 1] = k
     end
     k, lv = next(live, k)
   end
-  if gone then for i = 1, #gone do live[gone[i]] = nil end end
+  if gone then for i = 1, #gone do rawset(live, gone[i], nil) end end
   return count
 end
 
@@ -374,6 +378,28 @@ local function chunk_msgh(e)
   return { getErrorMessage = function() return tostring(e) end }
 end
 
+--- Seconds of CPU a new version's chunk may run when it loads: one that
+-- runs longer (a loop that never ends) is stopped and the previous code
+-- kept, where it would have frozen the server.
+M.LOAD_TIME_LIMIT = 5
+
+-- Run a chunk as xpcall(chunk, chunk_msgh, ...) does, stopped with an
+-- error once it has run M.LOAD_TIME_LIMIT seconds.
+local function run_chunk(chunk, ...)
+  local deadline = os.clock() + M.LOAD_TIME_LIMIT
+  local hf, hm, hc = debug.gethook()
+  debug.sethook(function()
+    if os.clock() > deadline then
+      debug.sethook(hf, hm, hc or 0)
+      error(("the module ran more than %s seconds as it loaded (reload.LOAD_TIME_LIMIT)")
+        :format(tostring(M.LOAD_TIME_LIMIT)), 2)
+    end
+  end, "", 10000)
+  local ok, r = xpcall(chunk, chunk_msgh, ...)
+  debug.sethook(hf, hm, hc or 0)
+  return ok, r
+end
+
 -- Load `source` as the new version of rec and merge it. Returns true, or
 -- nil, the error message and (when the chunk raised) its Failure; nothing
 -- has changed then.
@@ -384,7 +410,7 @@ local function apply(rec, source, is_rollback, h)
   if not chunk then return nil, cerr end
   local was = M.reloading
   M.reloading = true
-  local ok, new = xpcall(chunk, chunk_msgh, name, rec.path)
+  local ok, new = run_chunk(chunk, name, rec.path)
   M.reloading = was
   if not ok then return nil, new:getErrorMessage(), new end
   if new == nil then new = true end
@@ -405,7 +431,7 @@ local function apply(rec, source, is_rollback, h)
     local seen = {}
     count = merge(live, new, rec.snap.data, rec.snap.ups, modups, seen, {}, 0)
     remap_upvalues(new, seen)
-    local hook = live.__reload
+    local hook = rawget(live, "__reload")
     if type(hook) == "function" then
       local hok, herr = pcall(hook, live, new)
       if not hok then log_err(herr, ("__reload of %s failed"):format(name)) end
