@@ -21,7 +21,7 @@ local function error_response(status)
   return "HTTP/1.1 " .. status .. "\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 end
 local BAD_REQUEST = error_response("400 Bad Request")
-local NOT_IMPLEMENTED = error_response("501 Not Implemented")
+local UNSUPPORTED_CODING = error_response("501 Unsupported Transfer-Encoding")
 local TOO_LARGE = error_response("431 Request Header Fields Too Large")
 local MAX_HEAD = 65536
 
@@ -36,7 +36,7 @@ local function answer(head)
   local close, body = head:byte(e) == 48, 0 -- "0": HTTP/1.0
   if e < #head then -- headers: their names are case-insensitive
     local low = head:lower()
-    if low:find("\ntransfer-encoding:", 1, true) then return NOT_IMPLEMENTED, 0 end
+    if low:find("\ntransfer-encoding:", 1, true) then return UNSUPPORTED_CODING, 0 end
     local c = low:find("\ncontent-length:", 1, true)
     if c then
       local n = low:match("^[ \t]*(%d+)[ \t]*\r?$", c + 16) or low:match("^[ \t]*(%d+)[ \t]*\r\n", c + 16)
