@@ -327,8 +327,9 @@ int braid_copy_strings(struct buf *b, int n, const char **s, const size_t *len) 
 }
 
 /* refs: the stack index of the list of the tables decoded so far (a
-** T_REF names one), made at the first table */
-struct dec { const unsigned char *p; int refs; lua_Integer ntables; };
+** T_REF names one), made at the first table, below the values (at base):
+** values without tables cost no list */
+struct dec { const unsigned char *p; int base, refs; lua_Integer ntables; };
 
 static uint64_t dec_varint(struct dec *d) {
   uint64_t v = 0;
@@ -363,6 +364,11 @@ static void dec_value(lua_State *L, struct dec *d) {
       memcpy(&nhash, d->p, 4);
       d->p += 4;
       luaL_checkstack(L, 4, "copied tables nested too deeply");
+      if (!d->refs) {
+        lua_newtable(L);
+        lua_insert(L, d->base);  /* the values decoded so far move up one */
+        d->refs = d->base;
+      }
       lua_createtable(L, narr > INT32_MAX ? INT32_MAX : (int)narr, (int)(nhash > INT32_MAX ? INT32_MAX : nhash));
       lua_pushvalue(L, -1);
       lua_rawseti(L, d->refs, ++d->ntables);
@@ -390,12 +396,10 @@ static void dec_value(lua_State *L, struct dec *d) {
 /* Push the values of b; returns how many. */
 int braid_copy_decode(lua_State *L, const struct buf *b) {
   if (b->n == 0) return 0;
-  struct dec d = { (const unsigned char *)b->p, 0, 0 };
+  struct dec d = { (const unsigned char *)b->p, lua_gettop(L) + 1, 0, 0 };
   int n = (int)dec_varint(&d);
   luaL_checkstack(L, n + 5, "too many values to copy");
-  lua_newtable(L);  /* the tables decoded, for T_REF; below the values */
-  d.refs = lua_gettop(L);
   for (int i = 0; i < n; i++) dec_value(L, &d);
-  lua_remove(L, d.refs);
+  if (d.refs) lua_remove(L, d.refs);
   return n;
 }

@@ -626,25 +626,6 @@ describe("testing.async's body and options", function()
     assert.are.equal("ValueError: bad option 'timout' to 'async' (unknown option; the option "
       .. "is timeout)", tostring(raises(errors.ValueError, testing.async, f, { timout = 1 })))
   end)
-
-  it("raises busted's pending again from the spec's file and line", function()
-    local line, where
-    local ok, e = xpcall(testing.async(function()
-      line = debug.getinfo(1, "l").currentline + 1
-      pending("later")
-    end), function(err)
-      for level = 2, 20 do
-        local info = debug.getinfo(level, "Sl")
-        if info == nil or info.what ~= "C" then where = info break end
-      end
-      return err
-    end)
-    assert.is_false(ok)
-    assert.are.equal("pending", getmetatable(e).__type)
-    assert.is_truthy(where.short_src:match("testing_spec%.lua$"), where.short_src)
-    assert.are.equal(line, where.currentline)
-    assert.are.equal(("%s:%d: later"):format(where.short_src, line), e.message)
-  end)
 end)
 
 describe("the class arguments of flushLoggedErrors and failureResultOf", function()

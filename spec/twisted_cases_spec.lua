@@ -44,19 +44,13 @@ local function connect_unix(path)
   return d
 end
 
--- stat's %F of path itself (a link is not followed): "socket", "symbolic link", ...
-local function posix_type(path)
-  local h = io.popen("stat -c %F '" .. path .. "' 2>/dev/null")
-  local t = h:read("l")
+-- stat(1)'s field `fmt` of path itself (a link is not followed): %a the
+-- mode ("666"), %F the type ("socket", "symbolic link", ...)
+local function stat(fmt, path)
+  local h = io.popen("stat -c " .. fmt .. " '" .. path .. "' 2>/dev/null")
+  local v = h:read("l")
   h:close()
-  return t
-end
-
-local function file_mode(path)
-  local h = io.popen("stat -c %a '" .. path .. "'")
-  local m = h:read("l")
-  h:close()
-  return m
+  return v
 end
 
 describe("UNIX ports (test_unix)", function()
@@ -79,7 +73,7 @@ describe("UNIX ports (test_unix)", function()
     local path = sock_path()
     local p1 = reactor.listenUNIX(path, counting())
     p1._c:close()  -- the socket goes, its file stays: as after a crash
-    assert.equal("666", file_mode(path))
+    assert.equal("666", stat("%a", path))
     local f2 = counting()
     local p2 = reactor.listenUNIX(path, f2)
     local c = loop.wait(connect_unix(path))
@@ -98,7 +92,7 @@ describe("UNIX ports (test_unix)", function()
     local ok, e = pcall(reactor.listenUNIX, dpath, counting())
     assert.is_false(ok)
     assert.matches("Address already in use", tostring(e))
-    assert.equal("socket", posix_type(dpath))
+    assert.equal("socket", stat("%F", dpath))
 
     local real, link = sock_path(), sock_path()
     local p1 = reactor.listenUNIX(real, counting())
@@ -107,17 +101,17 @@ describe("UNIX ports (test_unix)", function()
     ok, e = pcall(reactor.listenUNIX, link, counting())
     assert.is_false(ok)
     assert.matches("Address already in use", tostring(e))
-    assert.equal("symbolic link", posix_type(link))
+    assert.equal("symbolic link", stat("%F", link))
     loop.wait(p1:stopListening())
   end)
 
   it("make the socket file mode 0666 by default (test_mode), or the mode given", function()
     local path = sock_path()
     local p = reactor.listenUNIX(path, counting())
-    assert.equal("666", file_mode(path))
+    assert.equal("666", stat("%a", path))
     loop.wait(p:stopListening())
     p = reactor.listenUNIX(path, counting(), 50, tonumber("600", 8))
-    assert.equal("600", file_mode(path))
+    assert.equal("600", stat("%a", path))
     loop.wait(p:stopListening())
   end)
 

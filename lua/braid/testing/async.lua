@@ -546,27 +546,14 @@ local function body_function(f)
   return type(call) == "function" and call or nil
 end
 
--- Where the spec is: the debug info of the body (nil for a C body) and a
--- line: the first line of the body's file that `traceback` names, else
--- the line where the body is defined.
-local function spec_position(f, traceback)
+-- Where the spec is: the debug info of the body (nil for a C body) and the
+-- line where the body is defined.
+local function spec_position(f)
   local fn = body_function(f)
   if fn == nil then return nil end
   local info = debug.getinfo(fn, "S")
   if info.what == "C" then return nil end
-  local line = type(traceback) == "string"
-    and traceback:match("\n%s*" .. info.short_src:gsub("%p", "%%%0") .. ":(%d+):")
-  return info, line and tonumber(line) or info.linedefined
-end
-
--- Raise busted's pending `v` again, from the spec's file and line: busted
--- reports a pending where it was raised from (here, else).
-local function raise_pending(v, info, line)
-  if info and info.source:sub(1, 1) == "@" then
-    local chunk = load(("\n"):rep(line - 1) .. "error(..., 0)", info.source, "t")
-    if chunk then chunk(v) end
-  end
-  error(v, 0)
+  return info, info.linedefined
 end
 
 -- Run the body; returns the spec's own failure message (nil: none), the
@@ -580,14 +567,7 @@ local function run_body(reactor, core, f, timeout, ...)
   local v = res.value
   local kind = busted_kind(v)
   if kind == "failure" then return tostring(v.message), v, true end
-  if kind == "pending" then
-    local info, line = spec_position(f, res:getTraceback())
-    local text = tostring(v.message)
-    if info and not text:match("^[^\n]-:%d+: ") then
-      v.message = ("%s:%d: %s"):format(info.short_src, line, text)
-    end
-    return nil, v, true, info, line
-  end
+  if kind == "pending" then return nil, v, true end
   local head = type(v) == "string" and v or tostring(v)
   return head .. "\n" .. res:getTraceback(), v, false
 end
@@ -610,8 +590,8 @@ local function run_async(f, timeout, ...)
   active = true
 
   local problems = {}
-  local ok, primary, primary_value, as_failure, info, line = xpcall(run_body, msgh, reactor,
-    core, f, timeout, ...)
+  local ok, primary, primary_value, as_failure = xpcall(run_body, msgh, reactor, core, f,
+    timeout, ...)
   if not ok then
     primary, primary_value, as_failure = "testing.async: " .. primary:getTraceback(), nil, false
   end
@@ -623,7 +603,7 @@ local function run_async(f, timeout, ...)
   end
 
   if primary == nil and #problems == 0 then
-    if busted_kind(primary_value) == "pending" then raise_pending(primary_value, info, line) end
+    if busted_kind(primary_value) == "pending" then error(primary_value, 0) end
     return
   end
   local msg = primary and { primary } or {}
