@@ -8,6 +8,10 @@
 **   and an embedded event on the loop. braid.reload watches the directories
 **   of its modules (so a rename-save by vim or sed -i is seen as IN_MOVED_TO
 **   of the name) and decides what an event means; this file only reads.
+** - core.runLimited(seconds, clock, message, msgh, f, ...): xpcall(f, msgh,
+**   ...) stopped with `message` once it has run `seconds` ("cpu": of this
+**   thread's CPU; "wall": of the monotonic clock). The console's lines and
+**   a reloaded module's load run under it.
 **
 ** Invariants:
 ** - While started, the watcher anchors itself (self_ref) and its event is
@@ -23,6 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <time.h>
 #ifdef __linux__
 #include <sys/inotify.h>
 #endif
@@ -277,7 +282,103 @@ static void push_masks(lua_State *L) {
 
 #endif /* __linux__ */
 
+/* ---- runLimited ----
+**
+** A count hook checks the clock every LIMIT_COUNT instructions. Coroutines
+** made during the call inherit the hook (lua_newthread copies it), so a
+** loop inside coroutine.wrap is stopped too, as debug.sethook's Lua hooks
+** cannot (they are kept per thread). Once the time is up the hook runs at
+** every instruction and raises each time, so a loop that catches the error
+** with pcall is stopped at its next instruction outside the pcall. The
+** limit under way is kept in the registry: a hook inherited by a coroutine
+** that runs after the call finds none and removes itself. */
+
+#define LIMIT_COUNT 10000
+
+struct limit {
+  clockid_t clock;
+  double deadline;
+  const char *message;  /* the string at index 3 of the runLimited call */
+  int expired;
+};
+
+static const char LIMIT_KEY = 0;
+
+static double clock_now(clockid_t id) {
+  struct timespec ts;
+  clock_gettime(id, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void limit_hook(lua_State *L, lua_Debug *ar) {
+  struct limit *lim;
+  (void)ar;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &LIMIT_KEY);
+  lim = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (lim == NULL) {  /* a coroutine that outlived its call */
+    lua_sethook(L, NULL, 0, 0);
+    return;
+  }
+  if (!lim->expired && clock_now(lim->clock) <= lim->deadline) return;
+  if (!lim->expired || lua_gethookcount(L) != 1) {
+    lim->expired = 1;
+    lua_sethook(L, limit_hook, LUA_MASKCOUNT, 1);
+  }
+  luaL_where(L, 0);
+  lua_pushstring(L, lim->message);
+  lua_concat(L, 2);
+  lua_error(L);
+}
+
+/* The message handler of the call: the hook is off while the caller's
+** handler (upvalue 1) runs, so that it can build its traceback. */
+static int limit_msgh(lua_State *L) {
+  lua_sethook(L, NULL, 0, 0);
+  if (lua_isnil(L, lua_upvalueindex(1))) return 1;
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 1);
+  return 1;
+}
+
+static int reload_runlimited(lua_State *L) {
+  static const char *const clocks[] = { "cpu", "wall", NULL };
+  double seconds = luaL_checknumber(L, 1);
+  int which = luaL_checkoption(L, 2, NULL, clocks);
+  const char *message = luaL_checkstring(L, 3);
+  struct limit lim, *outer;
+  lua_Hook hook = lua_gethook(L);
+  int mask = lua_gethookmask(L), count = lua_gethookcount(L), status, n;
+  luaL_argcheck(L, seconds >= 0, 1, "seconds must be a number >= 0");
+  if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TFUNCTION);
+  luaL_checktype(L, 5, LUA_TFUNCTION);
+  lim.clock = which == 0 ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC;
+  lim.deadline = clock_now(lim.clock) + seconds;
+  lim.message = message;
+  lim.expired = 0;
+  lua_pushvalue(L, 4);
+  lua_pushcclosure(L, limit_msgh, 1);
+  lua_replace(L, 4);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &LIMIT_KEY);
+  outer = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  lua_pushlightuserdata(L, &lim);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &LIMIT_KEY);
+  lua_sethook(L, limit_hook, LUA_MASKCOUNT, LIMIT_COUNT);
+  status = lua_pcall(L, lua_gettop(L) - 5, LUA_MULTRET, 4);
+  lua_sethook(L, hook, mask, count);
+  if (outer) lua_pushlightuserdata(L, outer);
+  else lua_pushnil(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &LIMIT_KEY);
+  n = lua_gettop(L) - 4;  /* the results, or the error */
+  lua_pushboolean(L, status == LUA_OK);
+  lua_replace(L, 4);
+  return n + 1;
+}
+
 static const luaL_Reg reload_funcs[] = {
+  { "runLimited", reload_runlimited },
   { "fileStamp", reload_filestamp },
   { "realpath", reload_realpath },
 #ifdef __linux__

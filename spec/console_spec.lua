@@ -69,6 +69,13 @@ local function serve_with_password(pw)
   return k
 end
 
+-- Lower console.TIME_LIMIT to 0.05 s for the running spec.
+local function short_limit()
+  local saved = console.TIME_LIMIT
+  console.TIME_LIMIT = 0.05
+  finally(function() console.TIME_LIMIT = saved end)
+end
+
 describe("console.eval", function()
   local env
   before_each(function() env = console.newEnv(function() end) end)
@@ -105,9 +112,7 @@ describe("console.eval", function()
   end)
 
   it("interrupts a statement that loops past the configurable time limit", function()
-    local saved = console.TIME_LIMIT
-    console.TIME_LIMIT = 0.05
-    finally(function() console.TIME_LIMIT = saved end)
+    short_limit()
     local t0 = reactor.seconds()
     assert.matches("time limit exceeded", console.eval("while true do end", env))
     assert.is_true(reactor.seconds() - t0 < 2)
@@ -123,11 +128,46 @@ describe("console.eval", function()
   end)
 
   it("interrupts printing a result that loops", function()
-    local saved = console.TIME_LIMIT
-    console.TIME_LIMIT = 0.05
-    finally(function() console.TIME_LIMIT = saved end)
+    short_limit()
     local out = console.eval("setmetatable({}, {__tostring = function() while true do end end})", env)
     assert.matches("time limit exceeded", out)
+  end)
+
+  it("interrupts a loop that catches the time limit's error with pcall", function()
+    short_limit()
+    local t0 = reactor.seconds()
+    local out = console.eval("while true do pcall(function() while true do end end) end", env)
+    assert.equal("error: console:1: console: time limit exceeded", out)
+    assert.is_true(reactor.seconds() - t0 < 2)
+    assert.is_nil(debug.gethook())
+  end)
+
+  it("interrupts a loop running in a coroutine the line made", function()
+    short_limit()
+    local t0 = reactor.seconds()
+    local out = console.eval("while true do coroutine.resume(coroutine.create(function() "
+      .. "while true do end end)) end", env)
+    assert.equal("error: console:1: console: time limit exceeded", out)
+    out = console.eval("coroutine.wrap(function() while true do end end)()", env)
+    assert.matches("^error: .*console: time limit exceeded$", out)
+    assert.is_true(reactor.seconds() - t0 < 4)
+  end)
+
+  it("lets a coroutine made under the limit run freely on a later line", function()
+    assert.is_nil(console.eval("co = coroutine.wrap(function() for i = 1, 3 do "
+      .. "local n = 0 for j = 1, 100000 do n = n + j end coroutine.yield(n + i) end end)", env))
+    assert.equal("5000050001", console.eval("co()", env))
+    assert.is_nil(debug.gethook())
+    assert.equal("5000050002", console.eval("co()", env))
+  end)
+
+  it("reports an error object whose __tostring loops or raises by its type", function()
+    short_limit()
+    assert.equal("error: (error object is a table value)",
+      console.eval("error(setmetatable({}, {__tostring = function() while true do end end}))", env))
+    assert.equal("error: (error object is a table value)",
+      console.eval("error(setmetatable({}, {__tostring = function() error('inner') end}))", env))
+    assert.equal("error: console:1: plain", console.eval("error('plain')", env))
   end)
 
   it("offers inspect, reload, rollback and reloadlib", function()
@@ -135,6 +175,46 @@ describe("console.eval", function()
     assert.equal("function", console.eval("type(reload)", env))
     assert.equal("function", console.eval("type(rollback)", env))
     assert.equal("true", console.eval("reloadlib == require('braid.reload')", env))
+  end)
+end)
+
+describe("console.Console", function()
+  local testing = require("braid.testing")
+
+  local function connected()
+    local p = protocol.Factory.forProtocol(console.Console):buildProtocol(nil)
+    local t = testing.StringTransport()
+    p:makeConnection(t)
+    t:clear()
+    return p, t
+  end
+
+  it("takes an unfinished statement up to MAX_PENDING_LINES lines", function()
+    local p, t = connected()
+    p:dataReceived("console_spec_t = {\n" .. ("1,\n"):rep(console.MAX_PENDING_LINES - 2) .. "}\n")
+    p:dataReceived("return #console_spec_t\n")
+    console_spec_t = nil  -- luacheck: ignore
+    assert.equal(tostring(console.MAX_PENDING_LINES - 2) .. "\n", t:value())
+  end)
+
+  it("drops an unfinished statement past MAX_PENDING_LINES lines, at once", function()
+    local p, t = connected()
+    local t0 = os.clock()
+    p:dataReceived("t = {\n" .. ("1,\n"):rep(console.MAX_PENDING_LINES) .. "return 7\n")
+    assert.equal(("error: unfinished statement longer than %d lines or %d bytes; dropped\n7\n")
+      :format(console.MAX_PENDING_LINES, console.MAX_PENDING), t:value())
+    assert.is_true(os.clock() - t0 < 2)
+    assert.is_true(t.connected)
+  end)
+
+  it("drops an unfinished statement past MAX_PENDING bytes", function()
+    local p, t = connected()
+    local saved = console.MAX_PENDING
+    console.MAX_PENDING = 100
+    finally(function() console.MAX_PENDING = saved end)
+    p:dataReceived("s = [[\n" .. ("x"):rep(60) .. "\n" .. ("y"):rep(60) .. "\n1 + 2\n")
+    assert.equal("error: unfinished statement longer than 1000 lines or 100 bytes; dropped\n3\n",
+      t:value())
   end)
 end)
 

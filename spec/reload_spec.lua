@@ -117,6 +117,54 @@ describe("reload.reload", function()
     assert.equal(1, m.f())
   end)
 
+  it("runs a function under core.runLimited as xpcall does, or stops it", function()
+    local core = require("braid.core")
+    assert.same({ n = 4, true, 1, nil, 3 }, table.pack(core.runLimited(1, "cpu", "late", nil,
+      function(a, b, c) return a, b, c end, 1, nil, 3)))
+    local ok, e = core.runLimited(1, "wall", "late", function(m) return "handled: " .. m end, error, "x", 0)
+    assert.equal(false, ok)
+    assert.equal("handled: x", e)
+    ok, e = core.runLimited(0, "wall", "too slow", function(m) return { m, debug.traceback() } end,
+      function() while true do end end)
+    assert.equal(false, ok)
+    assert.matches("too slow$", e[1])
+    assert.matches("stack traceback", e[2])
+    assert.is_nil(debug.gethook())
+    local function err_of(...)
+      local ok2, msg = pcall(core.runLimited, ...)
+      assert.is_false(ok2)
+      return tostring(msg)
+    end
+    assert.matches("bad argument #2 to 'braid.core.runLimited' %(invalid option 'both'%)",
+      err_of(1, "both", "m", nil, print))
+    assert.matches("bad argument #1 to 'braid.core.runLimited' %(seconds must be a number >= 0%)",
+      err_of(-1, "cpu", "m", nil, print))
+    assert.matches("bad argument #4 to 'braid.core.runLimited' %(function expected, got number%)",
+      err_of(1, "cpu", "m", 1, print))
+  end)
+
+  it("stops a load that catches the time limit's error or loops in a coroutine", function()
+    local name, m = fresh("local M = {} function M.f() return 1 end return M")
+    local limit = reload.LOAD_TIME_LIMIT
+    reload.LOAD_TIME_LIMIT = 0.05
+    finally(function() reload.LOAD_TIME_LIMIT = limit end)
+    write(name, "local M = {} function M.f() return 2 end "
+      .. "while true do pcall(function() while true do end end) end return M")
+    local ok, err = reload.reload(name)
+    assert.is_nil(ok)
+    assert.matches("the module ran more than 0.05 seconds as it loaded", err)
+    write(name, "local M = {} function M.f() return 3 end "
+      .. "coroutine.wrap(function() while true do end end)() return M")
+    ok, err = reload.reload(name)
+    assert.is_nil(ok)
+    assert.matches("the module ran more than 0.05 seconds as it loaded", err)
+    assert.equal(1, m.f())
+    assert.is_nil(debug.gethook())
+    write(name, "local M = {} function M.f() return 4 end return M")
+    assert.is_true(reload.reload(name))
+    assert.equal(4, m.f())
+  end)
+
   it("adds new keys and removes removed functions", function()
     local name, m = fresh("local M = {} function M.a() end function M.b() end return M")
     write(name, "local M = {} function M.a() end function M.c() return 'c' end M.data = 5 return M")

@@ -5,9 +5,11 @@
 -- Each line is tried as `return LINE` first, then as a statement; a line
 -- that leaves a statement unfinished waits for the next (as lua.c does).
 -- Results are tostring'ed and tab-separated, errors printed as
--- `error: ...`. Evaluation and printing run under a count hook that raises
--- once they have run longer than M.TIME_LIMIT seconds, so a loop typed by
--- mistake is reported, not fatal. The inspect helpers read the runtime
+-- `error: ...`. Evaluation and printing run under core.runLimited's count
+-- hook, which raises once they have run longer than M.TIME_LIMIT seconds
+-- (and at every instruction after that, so a loop catching the error with
+-- pcall is stopped too, coroutines included), so a loop typed by mistake
+-- is reported, not fatal. The inspect helpers read the runtime
 -- without hooks in it: connections from the registry anchors braid keeps
 -- for live transports, pending Deferreds by walking what is reachable.
 local M = {}
@@ -21,7 +23,7 @@ local class = require("braid.class")
 
 local pack, select, tostring, type, pcall = table.pack, select, tostring, type, pcall
 local next, rawget, concat, sort = next, rawget, table.concat, table.sort
-local sethook, gethook = debug.sethook, debug.gethook
+local runLimited = require("braid.core").runLimited
 local getupvalue, getuservalue, getlocal, getinfo = debug.getupvalue, debug.getuservalue, debug.getlocal, debug.getinfo
 local rawmeta = debug.getmetatable
 local seconds = reactor.seconds
@@ -31,8 +33,11 @@ local seconds = reactor.seconds
 M.TIME_LIMIT = 5
 --- Longer input lines (or unfinished statements) close the connection.
 M.MAX_LINE = 1024 * 1024
---- Instructions between two time checks of the hook.
-M.HOOK_COUNT = 10000
+--- An unfinished statement longer than this many lines (or than
+-- MAX_PENDING bytes) is dropped with an error: each line parses it again
+-- whole, so its cost grows with the square of its length.
+M.MAX_PENDING_LINES = 1000
+M.MAX_PENDING = 64 * 1024
 
 local function log_msg(...)
   local ok, log = pcall(require, "braid.log")
@@ -294,8 +299,7 @@ end
 ---------------------------------------------------------------------------
 -- Evaluation
 
-local function timed_out() error("console: time limit exceeded", 2) end
-
+local TIMED_OUT = "console: time limit exceeded"
 -- Render a value for the console: plain tables one field per line.
 local function render(v)
   if type(v) ~= "table" or getmetatable(v) ~= nil then return tostring(v) end
@@ -335,15 +339,15 @@ function M.eval(line, env)
       return "error: " .. tostring(err)
     end
   end
-  local deadline = seconds() + M.TIME_LIMIT
-  local hf, hm, hc = gethook()
-  sethook(function()
-    if seconds() > deadline then timed_out() end
-  end, "", M.HOOK_COUNT)
-  local ok, out = pcall(run_and_render, chunk)
-  sethook(hf, hm, hc or 0)
-  if not ok then return "error: " .. tostring(out) end
-  return out
+  local limit = M.TIME_LIMIT
+  local ok, out = runLimited(limit, "wall", TIMED_OUT, nil, run_and_render, chunk)
+  if ok then return out end
+  -- an error value's __tostring is user code too
+  local shown, text = runLimited(limit, "wall", TIMED_OUT, nil, tostring, out)
+  if not shown or type(text) ~= "string" then
+    text = ("(error object is a %s value)"):format(class.nameof(out))
+  end
+  return "error: " .. text
 end
 
 --- A console environment: globals plus inspect, reload, rollback, the
@@ -386,6 +390,7 @@ function Console:connectionMade()
   local factory = self.factory
   self._password = factory and factory.password or nil
   self._pending = nil
+  self._pendingLines = 0
   self._env = M.newEnv(function(s) self:sendLine(s) end)
   if self._password then self:sendLine("password:")
   else self:sendLine(banner()) end
@@ -409,7 +414,16 @@ function Console:lineReceived(line)
   elseif line:match("^%s*$") then return end
   if #src > M.MAX_LINE then return self:lineLengthExceeded(src) end
   local out, more = M.eval(src, self._env)
-  self._pending = more and src or nil
+  local lines = (self._pendingLines or 0) + 1
+  self._pending, self._pendingLines = nil, 0
+  if more then
+    if lines > M.MAX_PENDING_LINES or #src > M.MAX_PENDING then
+      out = ("error: unfinished statement longer than %d lines or %d bytes; dropped")
+        :format(M.MAX_PENDING_LINES, M.MAX_PENDING)
+    else
+      self._pending, self._pendingLines = src, lines
+    end
+  end
   if out then self:sendLine(out) end
 end
 

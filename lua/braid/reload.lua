@@ -384,20 +384,14 @@ end
 M.LOAD_TIME_LIMIT = 5
 
 -- Run a chunk as xpcall(chunk, chunk_msgh, ...) does, stopped with an
--- error once it has run M.LOAD_TIME_LIMIT seconds.
+-- error once it has run M.LOAD_TIME_LIMIT seconds of CPU (core.runLimited:
+-- a loop that catches the error, or runs in a coroutine, is stopped too).
 local function run_chunk(chunk, ...)
-  local deadline = os.clock() + M.LOAD_TIME_LIMIT
-  local hf, hm, hc = debug.gethook()
-  debug.sethook(function()
-    if os.clock() > deadline then
-      debug.sethook(hf, hm, hc or 0)
-      error(("the module ran more than %s seconds as it loaded (reload.LOAD_TIME_LIMIT)")
-        :format(tostring(M.LOAD_TIME_LIMIT)), 2)
-    end
-  end, "", 10000)
-  local ok, r = xpcall(chunk, chunk_msgh, ...)
-  debug.sethook(hf, hm, hc or 0)
-  return ok, r
+  local limit = M.LOAD_TIME_LIMIT
+  if not (core and core.runLimited) then return xpcall(chunk, chunk_msgh, ...) end  -- no C core: no limit
+  return core.runLimited(limit, "cpu",
+    ("the module ran more than %s seconds as it loaded (reload.LOAD_TIME_LIMIT)")
+      :format(tostring(limit)), chunk_msgh, chunk, ...)
 end
 
 -- Load `source` as the new version of rec and merge it. Returns true, or
