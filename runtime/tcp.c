@@ -485,8 +485,7 @@ static void conn_drained(lua_State *L, struct conn *c) {
     c->write_shut = 1;
     c->shut_pending = 0;
     shutdown(c->fd, SHUT_WR);
-    if (c->read_closed) { conn_close(L, c, R_DONE, 0); return; }
-    pend_push(c, P_WLOST);
+    pend_push(c, P_WLOST);  /* both halves shut: closed once it is told */
   }
 }
 
@@ -546,7 +545,8 @@ static int conn_event_p(lua_State *L) {
         lua_pop(L, 1);
       }
       if (c->state != S_OPEN) return 0;
-      if (!half || c->write_shut) {
+      /* half-closed both ways: closed now, or once writeConnectionLost is told */
+      if (!half || (c->write_shut && !(c->pend & P_WLOST))) {
         if (c->out && evbuffer_get_length(c->out) > 0 && !half) {
           set_disconnecting(L, c); /* flush what the protocol wrote, then close */
           conn_setflags(c);
@@ -601,6 +601,8 @@ static int pend_deliver_p(lua_State *L) {
   if ((what & P_WLOST) && c->state == S_OPEN) {
     push_handler(L, H_WLOST, c);
     braid_pcall(L, 3, 0);
+    /* the read side closed first: writeConnectionLost, then connectionLost */
+    if (c->state == S_OPEN && c->read_closed) conn_close(L, c, R_DONE, 0);
   }
   if (c->state == S_CLOSED && !c->lost) {
     c->lost = 1;

@@ -114,6 +114,22 @@ describe("WrappingFactory", function()
     assert.is_true(t.disconnecting)
   end)
 
+  it("wraps a plain table its factory builds, as braid.tcp takes one", function()
+    local plainf = { buildProtocol = function()
+      return { dataReceived = function(self, d) self.transport:write("echo:" .. d) end }
+    end }
+    for _, make in ipairs({ policies.WrappingFactory, policies.ThrottlingFactory,
+                            policies.TimeoutFactory }) do
+      local f = make(plainf)
+      f.clock = Clock()
+      local p, t = connect(f)
+      p:dataReceived("hi")
+      assert.are.equal("echo:hi", t:value())
+      lose(p)  -- Protocol's connectionLost for what the table lacks
+      assert.are.equal(0, #f.clock:getDelayedCalls())
+    end
+  end)
+
   it("visits its protocols in the order they registered", function()
     local f = policies.ThrottlingFactory(protocol.Factory.forProtocol(Recorder), nil, 1)
     f.clock = Clock()
@@ -228,6 +244,20 @@ describe("ThrottlingFactory", function()
     assert.are.equal(0, #g.clock:getDelayedCalls())
   end)
 
+  it("stops its bandwidth checks when the only build raises", function()
+    local raising = protocol.Factory()
+    function raising.buildProtocol() error("no protocol today") end
+    local f = policies.ThrottlingFactory(raising, nil, 10, 10)
+    f.clock = Clock()
+    for _ = 1, 3 do
+      local ok, e = pcall(f.buildProtocol, f, nil)
+      assert.is_false(ok)
+      assert.matches("no protocol today", tostring(e))
+    end
+    assert.are.equal(0, f.connectionCount)
+    assert.are.equal(0, #f.clock:getDelayedCalls())
+  end)
+
   it("cancels its bandwidth checks when the last connection closes", function()
     local f = policies.ThrottlingFactory(protocol.Factory.forProtocol(Recorder), nil, 10, 10)
     f.clock = Clock()
@@ -262,6 +292,17 @@ describe("TimeoutFactory", function()
     assert.are.equal(0, #f.clock:getDelayedCalls())
   end)
 
+  it("takes false for no timeout, as nil", function()
+    local f = policies.TimeoutFactory(protocol.Factory.forProtocol(Recorder), 2)
+    f.clock = Clock()
+    local p = connect(f)
+    p:setTimeout(false)
+    assert.is_nil(p.timeoutPeriod)
+    assert.are.equal(0, #f.clock:getDelayedCalls())
+    p:setTimeout(1)
+    assert.are.equal(1, #f.clock:getDelayedCalls())
+  end)
+
   it("cancels its timer when the connection is lost", function()
     local f = policies.TimeoutFactory(protocol.Factory.forProtocol(Recorder), 3)
     f.clock = Clock()
@@ -272,6 +313,17 @@ describe("TimeoutFactory", function()
 end)
 
 describe("TrafficLoggingFactory", function()
+  -- a factory over inner whose log files record their closing in `closed`
+  local function closing_logs(inner)
+    local f = policies.TrafficLoggingFactory(inner, "t")
+    local closed = {}
+    function f:open(name)
+      return { write = function() end, flush = function() end,
+               close = function() closed[#closed + 1] = name end }
+    end
+    return f, closed
+  end
+
   it("logs traffic of connection n to prefix-n, as Twisted does", function()
     local files = {}
     local f = policies.TrafficLoggingFactory(protocol.Factory.forProtocol(Recorder), "test")
@@ -318,14 +370,36 @@ describe("TrafficLoggingFactory", function()
   it("closes the log file it opened when the wrapped factory refuses the connection", function()
     local inner = protocol.Factory.forProtocol(Recorder)
     function inner:buildProtocol() return nil end
-    local f = policies.TrafficLoggingFactory(inner, "t")
-    local closed = {}
-    function f:open(name)
-      return { write = function() end, flush = function() end,
-               close = function() closed[#closed + 1] = name end }
-    end
+    local f, closed = closing_logs(inner)
     assert.is_nil(f:buildProtocol(nil))
     assert.are.same({ "t-1" }, closed)
+  end)
+
+  it("closes the log file it opened when the wrapped factory raises", function()
+    local inner = protocol.Factory()
+    function inner.buildProtocol() error("no protocol today") end
+    local f, closed = closing_logs(inner)
+    assert.has_error(function() f:buildProtocol(nil) end)
+    assert.has_error(function() f:buildProtocol(nil) end)
+    assert.are.same({ "t-1", "t-2" }, closed)
+  end)
+
+  it("elides as Twisted's data[:lengthLimit - 12]; lengthLimit 0 logs everything", function()
+    local data = "abcdefghijklmnopqrst"  -- 20 bytes
+    local function logged(limit)
+      local lines = {}
+      local f = policies.TrafficLoggingFactory(protocol.Factory.forProtocol(Recorder), "t", limit)
+      function f:open() return { write = function(_, s) lines[#lines + 1] = s end, flush = function() end } end
+      local p = connect(f)
+      p:dataReceived(data)
+      return table.concat(lines):match('C 1: "(.-)"\n')
+    end
+    assert.are.equal(data, logged(0))
+    assert.are.equal(data, logged(20))
+    assert.are.equal("abcdefghijklm<... elided>", logged(5))       -- data[:-7]
+    assert.are.equal("abcdefghijklmnopqrs<... elided>", logged(11)) -- data[:-1]
+    assert.are.equal("<... elided>", logged(12))                    -- data[:0]
+    assert.are.equal("abcdefg<... elided>", logged(19))
   end)
 
   it("elides data longer than lengthLimit", function()

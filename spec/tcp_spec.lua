@@ -328,27 +328,45 @@ describe("braid.tcp", function()
     spin(function() return sf.built[1].lost == 1 end)
   end)
 
-  it("tells a half-closeable protocol of read and write half-closes", function()
+  -- A server that answers "bye" to the client's half-close and then closes
+  -- with `close` ("loseConnection" or "loseWriteConnection"), and its
+  -- client, which sends "req" and half-closes; both record their events.
+  local function half_closing(close)
+    local function note(what) return function(self) self.events[#self.events + 1] = what end end
     local Half = Rec:extend("Half")
     function Half:readConnectionLost()
       self.events[#self.events + 1] = "readLost"
       self.transport:write("bye")
-      self.transport:loseConnection()
+      self.transport[close](self.transport)
     end
+    Half.writeConnectionLost = note("writeLost")
     local _, sf, n = listen(Half)
     local _, cf = client(n, function(p)
       function p:onMade()
         self.transport:write("req")
         self.transport:loseWriteConnection()
       end
-      function p.writeConnectionLost(self) self.events[#self.events + 1] = "writeLost" end
+      p.readConnectionLost = note("readLost")
+      p.writeConnectionLost = note("writeLost")
     end)
-    spin(function() return cf.built[1] and cf.built[1].lost == 1 end)
-    assert.equal("bye", cf.built[1]:received())
-    assert.same({ "made", "writeLost", "lost" }, cf.built[1].events)
-    spin(function() return sf.built[1].lost == 1 end)
-    assert.same({ "made", "readLost", "lost" }, sf.built[1].events)
+    spin(function() return sf.built[1] and sf.built[1].lost == 1 end)
+    spin(function() return cf.built[1].lost == 1 end)
     assert.equal("req", sf.built[1]:received())
+    assert.equal("bye", cf.built[1]:received())
+    return sf.built[1], cf.built[1]
+  end
+
+  it("tells a half-closeable protocol of read and write half-closes", function()
+    local s, c = half_closing("loseConnection")
+    assert.same({ "made", "writeLost", "readLost", "lost" }, c.events)
+    assert.same({ "made", "readLost", "lost" }, s.events)
+  end)
+
+  it("tells writeConnectionLost, then connectionLost, to a side that half-closes after the peer's", function()
+    local s, c = half_closing("loseWriteConnection")
+    assert.same({ "made", "readLost", "writeLost", "lost" }, s.events)
+    assert.equal("ConnectionDone", s.reason.type.__name)
+    assert.same({ "made", "writeLost", "readLost", "lost" }, c.events)
   end)
 
   it("pauses a streaming producer past bufferSize and resumes it once drained", function()

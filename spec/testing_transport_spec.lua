@@ -579,8 +579,8 @@ describe("FakeTransport", function()
     local C = recorder("client", log, true)
     function C:connectionMade() self.transport:loseWriteConnection() end
     testing.connectedServerAndClient(S, C)
-    -- the server's shutdown closes (its read side was closed): it hears first
+    -- the server's shutdown closes (its read side was closed), once told
     assert.are.same({ "client writeConnectionLost", "server readConnectionLost",
-      "server lost ConnectionDone", "client lost ConnectionDone" }, log)
+      "server writeConnectionLost", "server lost ConnectionDone", "client lost ConnectionDone" }, log)
   end)
 end)

@@ -46,9 +46,13 @@ local function cancel_quietly(dc)
   if dc and (dc.active == nil or dc:active()) then pcall(dc.cancel, dc) end
 end
 
-local function build(f, addr)
-  return protocol.call(f, protocol.Factory, "buildProtocol", addr)
-end
+local build = protocol._build
+
+-- A to-be-closed guard calling f(x) when its block is left by an error
+-- (the error goes on with its traceback intact: the handler of the
+-- protected call that catches it has run by then).
+local ON_ERROR = { __close = function(g, err) if err ~= nil then g[1](g[2]) end end }
+local function on_error(f, x) return setmetatable({ f, x }, ON_ERROR) end
 
 ---------------------------------------------------------------------------
 -- ProtocolWrapper / WrappingFactory
@@ -311,12 +315,17 @@ local function stop_checks(self)
   end
 end
 
+local function stop_checks_if_idle(self)
+  if self.connectionCount == 0 then stop_checks(self) end
+end
+
 -- The bandwidth checks run while connections are open: they start on the
 -- first buildProtocol while none is (as Twisted's, before building) and
 -- stop with the last connection (unregisterProtocol), or at once when that
--- build is refused (Twisted leaves them running, a pair more per refused
--- connection).
+-- build is refused or raises (Twisted leaves them running, a pair more per
+-- refused connection).
 function ThrottlingFactory:buildProtocol(addr)
+  local _ <close> = on_error(stop_checks_if_idle, self)
   if self.connectionCount == 0 then
     if self.readLimit ~= nil and self.checkReadBandwidthID == nil then self:checkReadBandwidth() end
     if self.writeLimit ~= nil and self.checkWriteBandwidthID == nil then self:checkWriteBandwidth() end
@@ -328,7 +337,7 @@ function ThrottlingFactory:buildProtocol(addr)
   else
     require("braid.log").msg("Max connection count reached!")  -- Twisted's line
   end
-  if self.connectionCount == 0 then stop_checks(self) end
+  stop_checks_if_idle(self)
   return p
 end
 
@@ -421,9 +430,10 @@ function TimeoutProtocol:init(factory, wrappedProtocol, timeoutPeriod)
   self:setTimeout(timeoutPeriod)
 end
 
---- (Re)start the timer: period seconds from now; nil cancels it.
+--- (Re)start the timer: period seconds from now; nil or false cancels it.
 function TimeoutProtocol:setTimeout(period)
   check_period("setTimeout", period)
+  if period == false then period = nil end
   self:cancelTimeout()
   self.timeoutPeriod = period
   if period ~= nil then
@@ -503,9 +513,15 @@ function TrafficLoggingProtocol:_log(line)
   f:flush()
 end
 
+-- Twisted's data[:lengthLimit - 12] + "<... elided>" past lengthLimit (0:
+-- no limit); a negative end counts from the end, exclusive, as Python's.
 function TrafficLoggingProtocol:_mungeData(data)
   local limit = rawget(self, "lengthLimit")
-  if limit and #data > limit then data = data:sub(1, limit - 12) .. "<... elided>" end
+  if limit and limit > 0 and #data > limit then
+    local stop = limit - 12
+    if stop < 0 then stop = #data + stop end
+    data = data:sub(1, stop) .. "<... elided>"
+  end
   return data
 end
 
@@ -566,12 +582,17 @@ function TrafficLoggingFactory:open(name)
   return assert(io.open(name, "w"))
 end
 
+local function close_log(f)
+  if f.close then f:close() end
+end
+
 function TrafficLoggingFactory:buildProtocol(addr)
   self._counter = self._counter + 1
   local logfile = self:open(self.logfilePrefix .. "-" .. self._counter)
+  local _ <close> = on_error(close_log, logfile)
   local inner = build(self.wrappedFactory, addr)
   if inner == nil then  -- refused: nothing will log to it
-    if logfile.close then logfile:close() end
+    close_log(logfile)
     return nil
   end
   return self.protocol(self, inner, logfile, self.lengthLimit, self._counter)

@@ -163,6 +163,25 @@ function M.call(obj, base, name, ...)
   return f(obj, ...)
 end
 
+-- A plain table (no metatable) returned by buildProtocol is a protocol
+-- too, as API.md's plain tables: Protocol's methods for what it lacks.
+local PLAIN = { __index = Protocol, __name = "Protocol" }
+
+--- factory:buildProtocol(addr), checked, for the transports and the
+-- wrapping factories: a protocol, a plain table (given Protocol's methods
+-- for what it lacks), a userdata, or nil (refused); anything else raises
+-- TypeError.
+function M._build(factory, addr)
+  local p = M.call(factory, Factory, "buildProtocol", addr)
+  local tp = type(p)
+  if tp == "table" then
+    if getmetatable(p) == nil then setmetatable(p, PLAIN) end
+  elseif p ~= nil and tp ~= "userdata" then
+    error(errors.TypeError(("buildProtocol returned a %s, not a protocol (nil refuses)"):format(tp)), 0)
+  end
+  return p
+end
+
 --- True when v can serve as a factory.
 function M.isFactory(v)
   return type(v) == "table" and (v.buildProtocol ~= nil or v.protocol ~= nil)

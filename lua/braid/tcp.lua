@@ -151,21 +151,8 @@ local function attach(t, p, prefix_suffix, peer)
   pcall_proto(t, p, sys, "makeConnection", t)
 end
 
--- A plain table (no metatable) returned by buildProtocol is a protocol
--- too, as API.md's plain tables: Protocol's methods for what it lacks.
-local PLAIN = { __index = Protocol, __name = "Protocol" }
-
 -- factory:buildProtocol(addr), checked: a protocol, a plain table, or nil
-local function build(factory, addr)
-  local p = call(factory, Factory, "buildProtocol", addr)
-  local tp = type(p)
-  if tp == "table" then
-    if getmetatable(p) == nil then setmetatable(p, PLAIN) end
-  elseif p ~= nil and tp ~= "userdata" then
-    error(errors.TypeError(("buildProtocol returned a %s, not a protocol (nil refuses)"):format(tp)), 0)
-  end
-  return p
-end
+local build = protocol._build
 
 local function on_accept(port, t)
   local info = port:_getuv()

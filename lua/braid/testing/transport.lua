@@ -725,19 +725,20 @@ local function has_fn(p, name)
 end
 
 -- a's loseWriteConnection takes effect once a's output is delivered, as
--- braid's TCP transport: a side whose read side was already closed
--- closes, and a loseConnection made meanwhile wins (check_close)
+-- braid's TCP transport: a side whose read side was already closed hears
+-- writeConnectionLost, then closes; a loseConnection made meanwhile wins
+-- (check_close)
 local function check_halfclose(a, b)
   if not a.writeDisconnecting or a.writeDisconnected or a.disconnected or a.disconnecting
       or #a._out > 0 then
     return false
   end
   a.writeDisconnected = true
-  if a.readDisconnected then
-    close_pair(a, b)
+  if has_fn(a.protocol, "writeConnectionLost") then a.protocol:writeConnectionLost() end
+  if a.readDisconnected then  -- both halves shut: closed, once told
+    if not (a.disconnected or b.disconnected) then close_pair(a, b) end
     return true
   end
-  if has_fn(a.protocol, "writeConnectionLost") then a.protocol:writeConnectionLost() end
   if a.disconnected or b.disconnected or b.disconnecting then return true end
   b.readDisconnected = true  -- b reads the end
   if not has_fn(b.protocol, "readConnectionLost") then
