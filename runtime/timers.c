@@ -113,7 +113,7 @@ static int heap_push(lua_State *L, struct dcall *dc) {
 
 static void heap_remove(struct dcall *dc) {
   uint32_t i = dc->idx;
-  if (i == NOT_IN_HEAP) return;
+  if (i == NOT_IN_HEAP || i >= H.n || H.v[i].dc != dc) return;
   dc->idx = NOT_IN_HEAP;
   struct hentry last = H.v[--H.n];
   if (i == H.n) return;
@@ -175,17 +175,26 @@ static void heap_maybe_compact(lua_State *L) {
 /* Nothing pending: drop every (dead) entry. A large anchor table is
 ** replaced at once (the registry slot stays), the calls left behind being
 ** all fired or cancelled: nothing reads their idx or ref again. A small
-** one keeps its table and releases each entry. Can raise (memory) before
-** changing anything. */
+** one keeps its table and releases each entry. The new table is made
+** first: making it can run the collector, whose finalizers may schedule or
+** cancel calls, so the heap is checked again after (a call scheduled there
+** was lost, its idx left stale). Can raise (memory) before changing
+** anything. */
 enum { RESET_MIN = 64 };
 static void heap_reset(lua_State *L) {
-  if (H.ref_max <= RESET_MIN) {
-    for (uint32_t i = 0; i < H.n; i++) release(L, H.v[i].dc);
-  } else {
+  if (H.ref_max > RESET_MIN) {
     lua_newtable(L);
-    lua_rawseti(L, LUA_REGISTRYINDEX, H.anchors_ref);
-    H.ref_max = 0;
+    if (H.n == H.dead) {
+      lua_rawseti(L, LUA_REGISTRYINDEX, H.anchors_ref);
+      H.ref_max = 0;
+      H.n = H.dead = 0;
+      return;
+    }
+    lua_pop(L, 1);
+    heap_compact(L);  /* a finalizer scheduled a call: keep it */
+    return;
   }
+  for (uint32_t i = 0; i < H.n; i++) release(L, H.v[i].dc);  /* allocates nothing */
   H.n = H.dead = 0;
 }
 
@@ -271,14 +280,14 @@ static void reschedule(lua_State *L, struct dcall *dc, double deadline) {
 static int l_cancel(lua_State *L) {
   struct dcall *dc = dc_check(L, 1);
   if (dc->state != DC_PENDING) raise_state(L, dc);
-  if (H.dead + 1 == H.n) heap_reset(L); /* the last pending call (may raise: first) */
-  else H.dead++;
-  dc->state = DC_CANCELLED;
+  dc->state = DC_CANCELLED;  /* all of it before anything that may collect */
+  H.dead++;
   braid_work(-1);
   for (int i = 1; i <= dc->nuv; i++) { /* let the function and args go */
     lua_pushnil(L);
     lua_setiuservalue(L, 1, i);
   }
+  if (H.dead == H.n) heap_reset(L); /* the last pending call */
   return 0;
 }
 

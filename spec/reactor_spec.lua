@@ -312,6 +312,32 @@ describe("cancelled calls in the timer heap", function()
     assert.equal("after", fired[5])
   end)
 
+  it("keeps a call a finalizer schedules while the last pending call is cancelled", function()
+    -- cancelling the last of many makes a new anchor table, which can run
+    -- the collector and its finalizers: "restart" leaves no allocation
+    -- debt, so that table's allocation runs a (young) collection
+    local mode = collectgarbage("generational")
+    finally(function() collectgarbage("restart"); collectgarbage(mode) end)
+    local made, ran = nil, false
+    local fin = { __gc = function() made = reactor.callLater(0, function() ran = true end) end }
+    local calls = {}
+    for i = 1, 70 do calls[i] = reactor.callLater(1000, print) end  -- more than 64 anchors
+    for i = 1, 69 do calls[i]:cancel() end
+    collectgarbage("stop")
+    setmetatable({}, fin)  -- garbage with a finalizer
+    collectgarbage("restart")
+    calls[70]:cancel()
+    collectgarbage("stop")
+    assert.is_not_nil(made, "the finalizer did not run inside cancel")
+    assert.is_true(made:active())
+    assert.same({ made }, reactor.getDelayedCalls())
+    assert.equal(1, core.timer_count())
+    made:reset(0)  -- read the heap out of bounds when the call was lost
+    reactor.iterate(0)
+    assert.is_true(ran)
+    assert.equal(0, core.timer_count())
+  end)
+
   it("drops cancelled calls that reach the top without running them", function()
     local order = {}
     local calls = {}
@@ -345,6 +371,35 @@ describe("reactor.run and stop", function()
       run_for()
     end
     assert.equal(3, runs)
+  end)
+
+  it("leaves run() when the shutdown event is fired by hand, as Twisted's crash trigger", function()
+    local log = {}
+    local id = reactor.addSystemEventTrigger("after", "shutdown", function()
+      log[#log + 1] = "after shutdown"
+    end)
+    finally(function() reactor.removeSystemEventTrigger(id) end)
+    reactor.callLater(0, function() reactor.fireSystemEvent("shutdown") end)
+    reactor.callLater(0.5, function() log[#log + 1] = "still running" end)
+    run_for()
+    assert.same({ "after shutdown" }, log)
+    assert.is_false(reactor.running)
+  end)
+
+  it("does not start the loop after a crash() from a startup trigger or callWhenRunning", function()
+    local ran = false
+    local id = reactor.addSystemEventTrigger("before", "startup", reactor.crash)
+    reactor.callLater(0, function() ran = true end)
+    run_for()
+    reactor.removeSystemEventTrigger(id)
+    assert.is_false(ran)
+    assert.is_false(reactor.running)
+    reactor.callWhenRunning(reactor.crash)
+    run_for()
+    assert.is_false(ran)
+    reactor.callWhenRunning(reactor.stop)  -- the next run goes on as usual
+    run_for()
+    assert.is_true(ran)
   end)
 
   it("raises ReactorNotRunning when stopped while not running", function()
@@ -484,6 +539,33 @@ describe("system event triggers", function()
     for _, id in ipairs(ids) do reactor.removeSystemEventTrigger(id) end
     reactor.fireSystemEvent("custom")
     assert.equal(3, #log)
+  end)
+
+  it("runs from the live lists: a trigger removed before its turn does not run, one added runs", function()
+    local log = {}
+    local ids = {}
+    local function add(phase, name, f)
+      ids[#ids + 1] = reactor.addSystemEventTrigger(phase, "live", function()
+        log[#log + 1] = name
+        if f then f() end
+      end)
+      return ids[#ids]
+    end
+    local b2, d2
+    add("before", "b1", function() reactor.removeSystemEventTrigger(b2) end)
+    b2 = add("before", "b2")
+    add("during", "d1", function()
+      reactor.removeSystemEventTrigger(d2)
+      add("during", "d3")
+      add("after", "a2")
+    end)
+    d2 = add("during", "d2")
+    add("after", "a1")
+    reactor.fireSystemEvent("live")
+    assert.same({ "b1", "d1", "d3", "a1", "a2" }, log)
+    for _, id in ipairs(ids) do
+      if id ~= b2 and id ~= d2 then reactor.removeSystemEventTrigger(id) end
+    end
   end)
 
   it("waits for a Deferred returned by a before trigger", function()

@@ -128,9 +128,25 @@ local function call_trigger(t)
   return nil
 end
 
-local function run_phase(list)
-  local snapshot = { table.unpack(list) }
-  for i = 1, #snapshot do call_trigger(snapshot[i]) end
+-- Call the triggers of a phase from its live list, as Twisted's do: one
+-- removed before its turn does not run, and one added to the phase while it
+-- runs does, in this same firing (the list itself is kept: braid's triggers
+-- persist). each(result) gets every trigger's result, if given.
+local function run_phase(list, each)
+  local ran = {}
+  local i = 1
+  while true do
+    local t = list[i]
+    if t == nil then return end
+    if ran[t] then
+      i = i + 1
+    else
+      ran[t] = true
+      local r = call_trigger(t)
+      if each then each(r) end
+      i = 1  -- the list may have changed anywhere: look again for the next one not run
+    end
+  end
 end
 
 --- Run the triggers of `event`, phase by phase. A Deferred returned by a
@@ -149,8 +165,7 @@ function M.fireSystemEvent(event, done)
   if not ev then return finish() end
   local waiting = 0
   local before_done = false
-  for _, t in ipairs({ table.unpack(ev.before) }) do
-    local r = call_trigger(t)
+  run_phase(ev.before, function(r)
     if is_deferred(r) then
       waiting = waiting + 1
       r:addBoth(function(res)
@@ -163,7 +178,7 @@ function M.fireSystemEvent(event, done)
         return res
       end)
     end
-  end
+  end)
   before_done = true
   if waiting == 0 then finish() end
 end
@@ -259,6 +274,8 @@ end
 
 local when_running = {}
 M._stopping = false
+local crashed_early = false  -- crash() before run()'s loop began
+local run_called = false     -- run() was called (its loop may not have begun)
 
 --- Call f(...) once the reactor runs; now if it already runs.
 function M.callWhenRunning(f, ...)
@@ -296,6 +313,8 @@ function M.run(opts)
   M.running = true
   M._stopping = false
   shutdown_pending = false
+  crashed_early = false
+  run_called = true
   M.fireSystemEvent("startup", function()
     local list = when_running
     when_running = {}
@@ -304,7 +323,9 @@ function M.run(opts)
       core.pcall_report(c.f, unpack(c.args, 1, c.args.n))
     end
   end)
-  local ok, err = pcall(core.run)
+  local ok, err = true, nil
+  if not crashed_early then ok, err = pcall(core.run) end
+  crashed_early = false
   M.running = false
   M._stopping = false
   if install then
@@ -333,8 +354,11 @@ function M.stop()
   core.wake()
 end
 
---- Leave run() at once, without shutdown triggers.
+--- Leave run() at once, without shutdown triggers. Called from a startup
+-- trigger or a callWhenRunning function (run() has begun, the loop not
+-- yet), the loop does not start at all (as Twisted's).
 function M.crash()
+  if M.running and not core.in_loop() then crashed_early = true end
   core.crash()
 end
 
@@ -362,10 +386,12 @@ end
 -- go), connectors stop and connections and descriptors get connectionLost
 -- with ConnectionLost, all before the "after" triggers. Only modules in use
 -- have anything to close. As Twisted's crash trigger, which comes first,
--- it makes `running` false: what those connectionLosts (and the script's
--- own "during" and "after" triggers) see is a reactor that is no longer
--- running (the "before" triggers still see it running).
+-- it leaves run() (once this firing is done: a shutdown fired by hand stops
+-- the reactor too) and makes `running` false: what those connectionLosts
+-- (and the script's own "during" and "after" triggers) see is a reactor
+-- that is no longer running (the "before" triggers still see it running).
 M.addSystemEventTrigger("during", "shutdown", function()
+  if M.running then M.crash() end
   M.running = false
   local tcp = package.loaded["braid.tcp"]
   if tcp then tcp._disconnectAll() end
@@ -396,7 +422,7 @@ M.CONNECTION_LOST = "CONNECTION_LOST"
 -- iterate(), as busted under the braid binary does).
 function M._runIfPending()
   if core.in_loop() then return end
-  if not core.has_run() then
+  if not core.has_run() and not run_called then
     local user_signals = false
     for _, list in pairs(sig_handlers) do
       if #list > 0 then user_signals = true end
