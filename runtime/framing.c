@@ -4,6 +4,9 @@
 ** [off, off+len) so finding a delimiter or a length prefix is a memchr or
 ** a few byte reads, never a Lua string concatenation.
 ** Invariant: off + len <= cap; data is NULL only when cap is 0.
+** A frame is consumed before its string is pushed: lua_pushlstring copies
+** the bytes first and may then run the collector, whose finalizers may use
+** this same buffer (the bytes stay in place until the next append).
 */
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +49,7 @@ static struct framebuf *fb_check(lua_State *L, int i) {
 }
 
 static void fb_consume(struct framebuf *b, size_t n) {
+  if (n > b->len) n = b->len;
   b->off += n;
   b->len -= n;
   if (b->len == 0) b->off = 0;
@@ -106,8 +110,8 @@ static int fb_nextline(lua_State *L) {
     lua_pushliteral(L, "toolong");
     return 2;
   }
-  lua_pushlstring(L, start, n);
   fb_consume(b, n + dn);
+  lua_pushlstring(L, start, n);
   return 1;
 }
 
@@ -129,8 +133,8 @@ static int fb_nextnetstring(lua_State *L) {
   if (i == 0 || s[i] != ':') goto malformed;
   if (b->len < i + 1 + n + 1) { lua_pushnil(L); return 1; }
   if (s[i + 1 + n] != ',') goto malformed;
-  lua_pushlstring(L, (const char *)s + i + 1, n);
   fb_consume(b, i + 1 + n + 1);
+  lua_pushlstring(L, (const char *)s + i + 1, n);
   return 1;
 toolong:
   lua_pushboolean(L, 0);
@@ -159,8 +163,8 @@ static int fb_nextprefixed(lua_State *L) {
     return 3;
   }
   if (b->len < (size_t)k + n) { lua_pushnil(L); return 1; }
-  lua_pushlstring(L, (const char *)s + k, n);
   fb_consume(b, (size_t)k + n);
+  lua_pushlstring(L, (const char *)s + k, n);
   return 1;
 }
 
@@ -169,15 +173,18 @@ static int fb_take(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 2);
   luaL_argcheck(L, n >= 0, 2, "negative count");
   if ((size_t)n > b->len) n = (lua_Integer)b->len;
-  lua_pushlstring(L, b->data ? b->data + b->off : "", (size_t)n);
+  const char *start = b->data ? b->data + b->off : "";
   fb_consume(b, (size_t)n);
+  lua_pushlstring(L, start, (size_t)n);
   return 1;
 }
 
 static int fb_takeall(lua_State *L) {
   struct framebuf *b = fb_check(L, 1);
-  lua_pushlstring(L, b->data ? b->data + b->off : "", b->len);
-  fb_consume(b, b->len);
+  const char *start = b->data ? b->data + b->off : "";
+  size_t n = b->len;
+  fb_consume(b, n);
+  lua_pushlstring(L, start, n);
   return 1;
 }
 

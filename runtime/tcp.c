@@ -136,6 +136,9 @@ static void conn_setflags(struct conn *c) {
 static void pend_cb(evutil_socket_t fd, short what, void *arg);
 
 static void pend_push(struct conn *c, int what) {
+  /* only an anchored connection not yet delivered may wait here (a
+  ** finalizer run by an allocation may have delivered it meanwhile) */
+  if (c->lost || c->self_ref == LUA_NOREF) return;
   c->pend |= what;
   if (!c->queued) {
     c->queued = 1;
@@ -308,6 +311,7 @@ static void conn_discard(lua_State *L, struct conn *c) {
 /* Push handler h, the connection (by its self ref), its protocol and its
 ** log system: every handler takes (transport, protocol, system, ...). */
 static void push_handler(lua_State *L, int h, struct conn *c) {
+  if (c->self_ref == LUA_NOREF) luaL_error(L, "braid: a handler for a released connection");
   lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[h]);
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);
   lua_getiuservalue(L, -1, 1);
@@ -506,6 +510,7 @@ static int conn_event_p(lua_State *L) {
     c->state = S_OPEN;
     conn_setflags(c); /* writes from here on re-arm it themselves */
     conn_sync(L, c);
+    if (c->state != S_OPEN) return 0;  /* closed by a finalizer conn_sync's writes ran */
     push_handler(L, H_CONNECTED, c);
     if (braid_pcall(L, 3, 0) != LUA_OK) conn_close(L, c, R_NONE, 0); /* no protocol to read for */
     return 0;
@@ -720,6 +725,7 @@ static int conn_lose(lua_State *L) {
   struct conn *c = conn_check(L, 1);
   if (c->state != S_OPEN || c->disconnecting) return 0;
   set_disconnecting(L, c);
+  if (c->state != S_OPEN) return 0;  /* closed by a finalizer the field's write ran */
   if (producer_holds(c)) {
     /* ask the producer for the rest first: on the next writable event */
     c->pull_kick = 1;
@@ -1189,6 +1195,12 @@ static int port_accept_p(lua_State *L) {
     }
     conn_keep_peer(c, (void *)&ss, sl);
     conn_start(L, c, fd, S_OPEN, p->is_unix);
+    if (p->fd < 0 || c->state != S_OPEN) {
+      /* a finalizer conn_start's writes ran closed the port or shut down */
+      conn_close(L, c, R_NONE, 0);
+      c = NULL;
+      break;
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_ACCEPT]);
     lua_pushvalue(L, 2);
     lua_pushvalue(L, 3);
