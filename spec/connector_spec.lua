@@ -143,10 +143,7 @@ describe("a connector", function()
 
   it("that cannot start its name's lookup (out of descriptors) fails once, on a later turn", function()
     local proc = require "helpers.proc"
-    local path = os.tmpname()
-    finally(function() os.remove(path) end)
-    local fh = assert(io.open(path, "w"))
-    fh:write([[
+    local path = proc.script([[
 local reactor = require "braid.reactor"
 local protocol = require "braid.protocol"
 local events = {}
@@ -170,7 +167,7 @@ for _, h in ipairs(held) do h:close() end
 reactor.run()
 for _, e in ipairs(events) do print(e) end
 ]])
-    fh:close()
+    finally(function() os.remove(path) end)
     local p = assert(io.popen(("sh -c 'ulimit -n 256; exec %s %s' 2>&1"):format(proc.BIN, path)))
     local out = p:read("a")
     p:close()

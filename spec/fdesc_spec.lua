@@ -174,16 +174,13 @@ describe("braid.fdesc", function()
     -- libevent prints "[warn] Epoll ADD(...) failed" to stderr when asked to
     -- watch a closed descriptor or a regular file: braid checks it first
     local proc = require "helpers.proc"
-    local path = os.tmpname()
-    finally(function() os.remove(path) end)
-    local f = assert(io.open(path, "w"))
-    f:write([[
+    local path = proc.script([[
 local reactor = require "braid.reactor"
 local ok, e = pcall(reactor.addReader, { fileno = function() return tonumber(arg[1]) end,
   doRead = function() end, connectionLost = function() end })
 print(ok, tostring(e), #reactor.getReaders())
 ]])
-    f:close()
+    finally(function() os.remove(path) end)
     local function run(fd)
       -- the script's standard input is the script itself: a regular file
       local p = assert(io.popen(("%s %s %d < %s 2>&1"):format(proc.quote(proc.BIN), proc.quote(path),

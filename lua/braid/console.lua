@@ -300,6 +300,7 @@ end
 -- Evaluation
 
 local TIMED_OUT = "console: time limit exceeded"
+
 -- Render a value for the console: plain tables one field per line.
 local function render(v)
   if type(v) ~= "table" or getmetatable(v) ~= nil then return tostring(v) end

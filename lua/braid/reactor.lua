@@ -325,7 +325,6 @@ function M.run(opts)
   end)
   local ok, err = true, nil
   if not crashed_early then ok, err = pcall(core.run) end
-  crashed_early = false
   M.running = false
   M._stopping = false
   if install then

@@ -89,6 +89,16 @@ function M.run(args, opts)
   return M.spawn(args, opts):finish()
 end
 
+--- Write `source` to a temporary script file; returns its path (the
+-- caller removes it).
+function M.script(source)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(source)
+  f:close()
+  return path
+end
+
 --- Strip Twisted's "2015-02-17 11:46:16-0500 " timestamp from a log line.
 function M.untime(line)
   return (line:gsub("^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d[%+%-]%d%d%d%d ", ""))
