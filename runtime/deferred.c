@@ -33,6 +33,7 @@
 ** (false, or 0 for the counters): defer.lua keeps those defaults on the class
 ** table for exactly this reason.
 */
+#include <limits.h>
 #include <string.h>
 
 #include <lua.h>
@@ -630,10 +631,23 @@ static int debugging(lua_State *L) {
   return DSTATE(L)->debugging;
 }
 
-/* cdepth(): protected calls run() has nested now */
+/* cdepth([depth, draining]) -> depth, draining: the runs under way and
+** whether the outermost is draining the runs put off; with arguments, sets
+** both first. inlineCallbacks' resume (defer.lua's step) takes back what a
+** coroutine that yields inside a callback leaves open, and gives it back
+** when the coroutine goes on: an abandoned coroutine must not leave them
+** raised (40 of them would put off every later run for ever). */
 static int d_cdepth(lua_State *L) {
-  lua_pushinteger(L, DSTATE(L)->cdepth);
-  return 1;
+  struct dstate *st = DSTATE(L);
+  if (!lua_isnone(L, 1)) {
+    lua_Integer depth = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, depth >= 0 && depth <= INT_MAX, 1, "out of range");
+    st->cdepth = (int)depth;
+    st->draining = lua_toboolean(L, 2);
+  }
+  lua_pushinteger(L, st->cdepth);
+  lua_pushboolean(L, st->draining);
+  return 2;
 }
 
 /* setDebugging(on) */

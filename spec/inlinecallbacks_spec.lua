@@ -612,5 +612,76 @@ describe("inlineCallbacks", function()
       end)
       assert.equal(10000, successResultOf(rec(10000)))
     end)
+
+    -- How deep runs nest (a callback firing the next Deferred) before one
+    -- is put off until the outermost ends: the same number whenever nothing
+    -- else is under way.
+    local function run_nesting()
+      local ds, depth, deepest = {}, 0, 0
+      for i = 1, 200 do ds[i] = Deferred() end
+      for i = 1, 199 do
+        ds[i]:addCallback(function(x)
+          depth = depth + 1
+          deepest = math.max(deepest, depth)
+          ds[i + 1]:callback(x + 1)
+          depth = depth - 1
+          return x
+        end)
+      end
+      ds[1]:callback(1)
+      assert.equal(200, ds[200].result)
+      return deepest
+    end
+
+    -- a function that fires a Deferred whose callback awaits leaves that
+    -- run under way while it waits; the runs it held used to stay counted,
+    -- so after 40 abandoned ones every later run was put off for ever
+    it("does not hold later runs up after functions that awaited inside a callback are abandoned", function()
+      local fresh = run_nesting()
+      assert.is_true(fresh > 10, "nests " .. fresh)
+      for _ = 1, 100 do
+        inlineCallbacks(function()
+          local d = Deferred()
+          d:addCallback(function() return await(Deferred()) end)
+          d:callback(1)
+        end)()
+      end
+      collectgarbage()
+      assert.equal(fresh, run_nesting())
+      local order = {}
+      local outer, inner = Deferred(), Deferred()
+      inner:addCallback(function() order[#order + 1] = "inner" end)
+      outer:addCallback(function()
+        inner:callback(nil)
+        order[#order + 1] = "outer goes on"
+      end)
+      outer:callback(nil)
+      assert.same({ "inner", "outer goes on" }, order)
+    end)
+
+    it("gives a function that awaited inside a callback its runs back when it goes on", function()
+      local fresh = run_nesting()
+      local gates, ds, order = {}, {}, {}
+      for i = 1, 60 do
+        gates[i] = Deferred()
+        ds[i] = inlineCallbacks(function()
+          local d = Deferred()
+          d:addCallback(function()
+            local v = await(gates[i])
+            order[#order + 1] = v
+            return v * 2
+          end)
+          d:callback(nil)
+          return await(d)
+        end)()
+      end
+      assert.equal(fresh, run_nesting())
+      for i = 60, 1, -1 do gates[i]:callback(i) end
+      for i = 1, 60 do
+        assert.equal(61 - i, order[i])
+        assert.equal(i * 2, successResultOf(ds[i]))
+      end
+      assert.equal(fresh, run_nesting())
+    end)
   end)
 end)

@@ -126,6 +126,13 @@ local MAX_RUN_NEST = 60
 local RUNQ, runq_head, runq_tail = {}, 1, 0
 local run_nest = 0  -- runs under way (the outermost drains RUNQ)
 local draining = false
+-- run_state([nest, drain]) -> nest, drain: run_nest and draining, set first
+-- when given (the C runner's own pair when it is in use; see step).
+local run_state = function(nest, drain)
+  if nest then run_nest, draining = nest, drain end
+  return run_nest, draining
+end
+local runs_in_cdepth = true  -- the Lua runner counts its runs in cdepth too
 
 local Deferred = class.Object:extend("Deferred")
 M.Deferred = Deferred
@@ -1435,23 +1442,51 @@ local function resume(co, ...)
   return ok, a
 end
 
+-- A coroutine can yield inside a callback: the function fired a Deferred
+-- whose callback awaits. The runs under way inside it then stay open while
+-- it waits, and for ever if it is never resumed (its Deferred never fires),
+-- so the nesting counts would stay raised and, after a few dozen such
+-- functions, every later run would be put off for good. So a resume takes
+-- back what the coroutine left open (st.held: runs under way, and whether
+-- one of them was draining) and gives it back when the coroutine goes on,
+-- where the runs it holds will end.
+local function run_co(st, ...)
+  local saved, saved_st = cdepth, IC[1]
+  local nest, drain = run_state()
+  local held = st.held
+  if held then
+    st.held = nil
+    run_state(nest + held, drain or st.held_drain)
+    cdepth = saved + 1 + (runs_in_cdepth and held or 0)
+  else
+    cdepth = saved + 1
+  end
+  IC[1] = st
+  local ok, a = resume(st.co, ...)
+  cdepth, IC[1] = saved, saved_st
+  local nest2, drain2 = run_state()
+  if nest2 ~= nest or drain2 ~= drain then
+    run_state(nest, drain)
+    if ok and a == AWAIT and nest2 > nest then
+      st.held, st.held_drain = nest2 - nest, drain2 and not drain
+    end
+  end
+  return ok, a
+end
+
 local function step(st, v)
   if st.dead then
     st.dead = false
     return st.deferred:callback(v)
   end
   local ok, a
-  local saved, saved_st = cdepth, IC[1]
-  cdepth = saved + 1
-  IC[1] = st
   local args = st.args
   if args then
     st.args = nil
-    ok, a = resume(st.co, unpack(args, 1, args.n))
+    ok, a = run_co(st, unpack(args, 1, args.n))
   else
-    ok, a = resume(st.co, v)
+    ok, a = run_co(st, v)
   end
-  cdepth, IC[1] = saved, saved_st
   if ok and a == AWAIT then return end
   finish(st, ok, a)
 end
@@ -1506,11 +1541,7 @@ local function start(st, ...)
   end
   local was = in_resume
   in_resume = true
-  local saved, saved_st = cdepth, IC[1]
-  cdepth = cdepth + 1
-  IC[1] = st
-  local ok, a = resume(st.co, ...)
-  cdepth, IC[1] = saved, saved_st
+  local ok, a = run_co(st, ...)
   in_resume = was
   if not ok or a ~= AWAIT then finish(st, ok, a) end
   if not was and rq_head <= rq_tail then drain() end
@@ -1689,6 +1720,8 @@ do
     })
     run = FAST.run
     c_depth = FAST.cdepth
+    run_state = FAST.cdepth
+    runs_in_cdepth = false
     install_methods()
   end
 end
