@@ -46,7 +46,12 @@ local nobs = 0
 local min_level = INFO
 local current_system = false  -- false: the ambient system (system_now)
 local ambient = nil       -- setAmbientSystem's function, or nil
-local depth = 0           -- publish nesting (an observer that logs)
+-- publish nesting (an observer that logs): on the main thread, and for each
+-- coroutine (so that an observer that yields, in a coroutine dropped before
+-- it goes on, leaves nothing counted)
+local depth = 0
+local co_depth = setmetatable({}, { __mode = "k" })
+local running = coroutine.running
 local MAX_DEPTH = 8
 local err_stream = io.stderr
 local clock = nil         -- setClock override
@@ -156,12 +161,27 @@ local stop_main
 ---------------------------------------------------------------------------
 -- publishing
 
--- closes publish's nesting level however publish is left
-local LEAVE = setmetatable({}, { __close = function() depth = depth - 1 end })
+-- publish's nesting level on the running thread
+local function nesting()
+  local co, ismain = running()
+  if ismain then return depth end
+  return co_depth[co] or 0
+end
+
+local function set_nesting(n)
+  local co, ismain = running()
+  if ismain then depth = n
+  else co_depth[co] = n ~= 0 and n or nil end
+end
+
+-- closes publish's nesting level however publish is left (the close runs
+-- on publish's own thread)
+local LEAVE = setmetatable({}, { __close = function() set_nesting(nesting() - 1) end })
 
 local function publish(ev, ln)
-  if depth >= MAX_DEPTH then return end
-  depth = depth + 1
+  local d = nesting()
+  if d >= MAX_DEPTH then return end
+  set_nesting(d + 1)
   local _ <close> = LEAVE
   if ln >= min_level then
     local m = main
@@ -575,7 +595,7 @@ end
 -- observer, or with nothing to log to, it prints as before.
 log_print = function(...)
   local orig = saved_print or print
-  if depth > 0 or (main == nil and nobs == 0) then return orig(...) end
+  if (main == nil and nobs == 0) or nesting() > 0 then return orig(...) end
   local n = select("#", ...)
   local s
   if n == 1 then
