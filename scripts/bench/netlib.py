@@ -208,6 +208,7 @@ class Peer(lib.Peer):
         super().__init__(name, argv, missing)
         self.disturbed = 0  # runs repeated because the machine was busy
         self.left_out = 0   # still disturbed after the retries: not in the medians
+        self.failed_once = 0  # runs that failed and were run again
 
 
 def pinned(argv, cpu, args):
@@ -377,6 +378,8 @@ def run_rounds(peers, args, run_once, show):
     run_once(peer) returns a dict that includes other_load (cores used by
     other processes while measuring); a run above --max-other is printed as
     disturbed and run again, at most --retries times (the last one is kept).
+    A run that fails (RuntimeError) is run again once; a second failure
+    marks the peer failed, and it runs no more.
     """
     width = max([len(p.name) for p in peers] + [4])
     for r in range(args.runs):
@@ -388,6 +391,13 @@ def run_rounds(peers, args, run_once, show):
                 try:
                     vals = run_once(p)
                 except RuntimeError as e:
+                    if attempt == 0 and args.retries > 0:
+                        # once: a peer slow to start on a loaded machine
+                        # (Twisted's import) should not lose its whole row
+                        say("%-9s %-*s FAILED: %s: run again" % (label, width, p.name, e))
+                        p.failed_once += 1
+                        time.sleep(3)
+                        continue
                     p.failed = str(e)
                     say("%-9s %-*s FAILED: %s" % (label, width, p.name, e))
                     break
@@ -413,6 +423,11 @@ def run_rounds(peers, args, run_once, show):
         say("runs disturbed by other processes (more than %.2f cores busy): %s" % (
             args.max_other, ", ".join("%s %d repeated, %d left out" % (
                 p.name, p.disturbed, p.left_out) for p in noisy)))
+        say("")
+    again = [p for p in peers if p.failed_once]
+    if again:
+        say("runs that failed and were run again: %s" % ", ".join(
+            "%s %d" % (p.name, p.failed_once) for p in again))
         say("")
 
 
