@@ -30,7 +30,6 @@
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -675,17 +674,17 @@ static void join_workers(struct worker *gone) {
   }
 }
 
-/* Start one worker; requires P.lock. Workers block every signal. */
+/* Start one worker; requires P.lock. A worker keeps the signal mask of the
+** loop thread: programs a job starts (os.execute, io.popen) inherit it, and
+** with every signal blocked a shell never saw SIGCHLD and could not be
+** stopped by SIGTERM. A signal the loop watches may land on a worker: the
+** handler only wakes the loop (libevent's, with SA_RESTART). */
 static int pool_spawn(void) {
   struct worker *w = calloc(1, sizeof *w);
   if (!w) return ENOMEM;
   pthread_cond_init(&w->cv, NULL);
   w->gen = P.gen - 1;  /* apply the paths before the first job */
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
   int err = pthread_create(&w->th, NULL, worker_main, w);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (err) {
     pthread_cond_destroy(&w->cv);
     free(w);
