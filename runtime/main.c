@@ -246,20 +246,34 @@ static void sup_sig(int s) {
   else sup_term = s;
 }
 
+/* The supervisor's signals stay blocked across fork until the worker has
+** put their default handlers back: a SIGTERM sent to a worker that had not
+** yet done so ran sup_sig in the worker, which nothing reads (the worker
+** kept running and the supervisor waited for ever). One that came that
+** early stops the worker at once (it has started nothing). */
 static pid_t spawn_worker(int id) {
+  sigset_t sup, old;
+  sigemptyset(&sup);
+  sigaddset(&sup, SIGTERM);
+  sigaddset(&sup, SIGINT);
+  sigaddset(&sup, SIGHUP);
+  sigprocmask(SIG_BLOCK, &sup, &old);
   pid_t pid = fork();
   if (pid == 0) {
     char buf[16];
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    sigset_t none, pending;
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     signal(SIGHUP, SIG_DFL);
+    sigpending(&pending);
+    if (sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT)) _exit(0);
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
     snprintf(buf, sizeof buf, "%d", id);
     setenv("BRAID_WORKER_ID", buf, 1);
     return 0;
   }
+  sigprocmask(SIG_SETMASK, &old, NULL);
   return pid;
 }
 
@@ -293,7 +307,8 @@ static int supervise(int n) {
     int alive = 0;
     for (int i = 0; i < n; i++) if (pids[i] > 0 || due[i] > 0) alive++;
     if (alive == 0) break;
-    if (sup_term && !exiting) {
+    if (sup_term) {  /* again at each one: a second SIGTERM is sent on */
+      sup_term = 0;
       exiting = 1;
       for (int i = 0; i < n; i++) { if (pids[i] > 0) kill(pids[i], SIGTERM); due[i] = 0; }
     }

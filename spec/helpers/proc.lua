@@ -68,9 +68,21 @@ end
 -- child and to its process group.)
 function Proc:kill(sig)
   sig = sig or "TERM"
+  local deadline = os.time() + 5
   local pid, n = self:braidPid(), SIGNUM[sig]
+  -- braid itself, not the guard (which forwards, and whose child is the
+  -- guard's copy until it has exec'd braid)
+  local function is_guard(p)
+    local f = io.open(("/proc/%d/comm"):format(p))
+    local comm = f and f:read("l")
+    if f then f:close() end
+    return comm == "timeout"
+  end
+  while (pid == self.pid or is_guard(pid)) and os.time() < deadline do
+    self.child = nil
+    pid = self:braidPid()
+  end
   if n then
-    local deadline = os.time() + 5
     while catches(pid, n) == false and os.time() < deadline do end
   end
   os.execute(("kill -%s %d 2>/dev/null"):format(sig, pid))
