@@ -425,8 +425,23 @@ static int w_init_p(lua_State *L) {
 }
 
 /* Message handler: {tostring(error), traceback}. */
-static int w_msgh(lua_State *L) {
+/* luaL_tolstring of the value at 1, protected (a __tostring may raise) */
+static int w_tostring_p(lua_State *L) {
   luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
+/* {text of the error, worker traceback}. The text is the error's tostring,
+** or a placeholder when that raises: it must not replace the job's error
+** (nor, raised in here, repeat the traceback). */
+static int w_msgh(lua_State *L) {
+  lua_settop(L, 1);
+  lua_pushcfunction(L, w_tostring_p);
+  lua_pushvalue(L, 1);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK || lua_type(L, -1) != LUA_TSTRING) {
+    lua_pop(L, 1);
+    lua_pushfstring(L, "(an error value of type %s that cannot be shown)", luaL_typename(L, 1));
+  }
   luaL_traceback(L, L, NULL, 1);
   lua_createtable(L, 2, 0);
   lua_insert(L, -3);

@@ -294,6 +294,20 @@ describe("threads.deferToThread (in a thread)", function()
     assert.equal("CustomError: it broke", f.value)
   end))
 
+  -- the raising __tostring ran unprotected in the worker's message
+  -- handler: its own error replaced the job's, and the traceback came twice
+  it("errbacks with a placeholder when the error's __tostring raises, keeping its traceback", async(function()
+    local f = failure_of(threads.deferToThread(function()
+      local function broken() error(setmetatable({}, { __tostring = function() error("tostring failed") end })) end
+      broken()
+    end))
+    assert.equal("(an error value of type table that cannot be shown)", f.value)
+    local tb = f:getTraceback()
+    local _, count = tb:gsub("in local 'broken'", "")
+    assert.equal(1, count, tb)
+    assert.is_nil(tb:find("tostring failed", 1, true))
+  end))
+
   it("errbacks a 'module.function' that does not exist", async(function()
     local f = failure_of(threads.deferToThread("braid_no_such_module.f"))
     contains(f.value, "module 'braid_no_such_module' not found")
@@ -770,5 +784,28 @@ print("exited run")
     assert.equal(0, code, out)
     contains(out, "Thread pool shutdown: dropped 1 queued job(s) that never started")
     assert.is_nil(out:find("never runs", 1, true))
+  end)
+
+  -- they stayed in the table of jobs waiting for a result for good: a leak
+  -- at each shutdown, and testing's cleanup counted callInThread jobs wrong
+  it("forgets the Deferreds of the jobs it abandons and drops", function()
+    local lines, code, out = run_blocked([[
+local threads = require "braid.threads"
+local reactor = require "braid.reactor"
+threads.setShutdownGracePeriod(0.1)
+threads.suggestThreadPoolSize(1)
+threads.deferToThread(function(path)
+  require("braid.threads").callFromThread("braid.reactor.stop")
+  io.open(path, "r")
+end, %q)
+threads.deferToThread("string.len", "dropped")
+threads.deferToThread("string.len", "dropped too")
+reactor.run()
+local ds, calls = threads._testingJobs()
+print("jobs left " .. #ds .. ", calls " .. calls)
+]])
+    assert.equal(0, code, out)
+    contains(out, "dropped 2 queued job(s)")
+    assert.equal("jobs left 0, calls 0", lines[#lines])
   end)
 end)

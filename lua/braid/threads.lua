@@ -326,6 +326,9 @@ local function during_shutdown()
   -- (their call raises), and they may well finish then
   local abandoned, dropped = core.threads_stop(left > 0.1 and left or 0.1)
   core.threads_poll()  -- deliver what finished meanwhile
+  -- the rest were abandoned or dropped: their Deferreds never fire (as a
+  -- stopped Twisted pool's), and nothing waits for them any more
+  for d in pairs(jobs) do jobs[d] = nil end
   for _, a in ipairs(abandoned) do
     log_error("Thread pool shutdown: abandoned {desc}, still running after {seconds} s",
       { desc = a.desc, seconds = ("%.1f"):format(a.seconds) })
