@@ -225,6 +225,22 @@ describe("Deferred", function()
   describe("misuse", function()
     local function fired() local d = Deferred(); d:callback("first"); return d end
 
+    -- the Lua runner read getmetatable(), which a __metatable field fools:
+    -- it took such a value for a Failure (or a Deferred, and then raised
+    -- inside its runner) where the C runner passes it on as it is
+    it("passes on a value whose __metatable names Failure or Deferred as a plain result", function()
+      for _, cls in ipairs({ Failure, Deferred }) do
+        local v = setmetatable({ value = "v" }, { __metatable = cls })
+        local d, seen = Deferred(), {}
+        d:addCallback(function() return v end)
+        d:addCallbacks(function(r) seen[#seen + 1] = r; return r end,
+          function(f) seen[#seen + 1] = "errback"; return f end)
+        d:callback(nil)
+        assert.same({ v }, seen)
+        assert.equal(v, d.result)
+      end
+    end)
+
     it("raises AlreadyCalledError on callback after callback", function()
       local d = fired()
       assert.has_error(function() d:callback("twice") end, defer.AlreadyCalledError())
@@ -849,6 +865,40 @@ describe("Deferred", function()
       t.d:addCallbacks(function(r) t.callbackResult = r; return r end, function(f) t.errbackResult = f end)
       return t
     end
+
+    -- cancel walked the chain of results with a tail call, so Deferreds
+    -- waiting on each other made it loop for ever (Twisted recurses until
+    -- RecursionError), and a timeout added to break the wait froze its clock
+    it("raises ValueError for Deferreds that wait on each other in a cycle", function()
+      local pcall = require "helpers.bounded"
+      local function cycle(n)
+        local ds = {}
+        for i = 1, n do ds[i] = Deferred() end
+        for i = 1, n do ds[i]:addCallback(function() return ds[i % n + 1] end) end
+        for i = 1, n do ds[i]:callback(i) end
+        return ds
+      end
+      for _, n in ipairs({ 2, 3, 7 }) do
+        local ds = cycle(n)
+        assert.equal(ds[2], ds[1].result)
+        local ok, e = pcall(ds[1].cancel, ds[1])
+        assert.is_false(ok)
+        assert.is_true(errors.ValueError:isinstance(e))
+        assert.matches("wait on each other in a cycle", tostring(e))
+      end
+      -- a chain into a cycle: the same
+      local ds = cycle(3)
+      local head = Deferred()
+      head:addCallback(function() return ds[1] end)
+      head:callback(nil)
+      assert.is_false(pcall(head.cancel, head))
+      -- a timeout: its call raises, and the clock goes on
+      local clock = Clock()
+      ds = cycle(2)
+      ds[1]:addTimeout(1, clock)
+      assert.is_false(pcall(clock.advance, clock, 2))
+      assert.equal(0, #clock:getDelayedCalls())
+    end)
 
     it("errbacks with CancelledError and not callback without a canceller", function()
       local t = tracked()

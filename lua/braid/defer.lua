@@ -38,7 +38,10 @@ local M = {}
 
 local Failure = failure.Failure
 local msgh = failure.msgh
-local getmetatable, setmetatable, rawget, rawequal = getmetatable, setmetatable, rawget, rawequal
+-- metatables are read raw (a __metatable field does not make a value a
+-- Failure or a Deferred), as the C runner reads them
+local getmetatable = debug.getmetatable
+local setmetatable, rawget, rawequal = setmetatable, rawget, rawequal
 local type, select, error, xpcall, pcall, tostring = type, select, error, xpcall, pcall, tostring
 local pack, unpack, concat = table.pack, table.unpack, table.concat
 local traceback, getinfo = debug.traceback, debug.getinfo
@@ -289,8 +292,16 @@ end
 
 local function mark_failed(d, f)
   local s = d._dbg
-  if s then s.failure = f
-  else d._dbg = setmetatable({ failure = f }, SENTINEL) end
+  if s then s.failure = f return end
+  s = setmetatable({ failure = f }, SENTINEL)
+  -- making it may run a finalizer that handles f (an errback added now
+  -- runs at once) or marks d itself: then this sentinel has nothing to say
+  if rawget(d, "result") ~= f or d._dbg then
+    s.failure = nil
+    if rawget(d, "result") == f then d._dbg.failure = f end
+    return
+  end
+  d._dbg = s
 end
 
 local function clear_failed(d)  -- requires d._dbg
@@ -553,10 +564,14 @@ run = function(self, plain)
     if not resumed and cur._chainedTo then cur._chainedTo = nil end
     local ok, nxt = xpcall(segment, msgh, cur, plain, resumed)
     plain, resumed = nil, false
-    local retried = false
+    local retried = 0
     while not ok do
       nxt = wrap_failure(nxt)
-      if retried and overflowed(nxt) then
+      -- each error a callback raises uses its entry up, so there are never
+      -- more than entries (plus one): past that, segment itself raises (a
+      -- corrupt field) and would do so for ever
+      if retried > 0 and (overflowed(nxt)
+          or retried > (math.tointeger(rawget(cur, "_n")) or 0) // 3 + 1) then
         -- retrying cannot get further at this depth: fail the caller (a
         -- callback one level up, which has room) instead of looping
         cur._running = false
@@ -565,7 +580,7 @@ run = function(self, plain)
         run_nest = run_nest - 1
         error(nxt, 0)
       end
-      retried = true
+      retried = retried + 1
       cur.result = nxt
       ok, nxt = xpcall(segment, msgh, cur)
     end
@@ -831,10 +846,23 @@ function Deferred:cancel()
       self:errback(Failure(CancelledError(), traceback_at(2)))
     end
   else
-    local r = self.result
-    -- a tail call: a chain of a million waiting Deferreds cancels in a
-    -- bounded stack
-    if r ~= nil and is_deferred(r) then return r:cancel() end
+    -- cancel what this one waits on: the first Deferred down the chain of
+    -- results that has not fired (a loop: a chain of a million cancels in
+    -- a bounded stack), or one whose class has its own cancel. Deferreds
+    -- that wait on each other in a cycle have none: that raises (Twisted
+    -- recursed until RecursionError; this looped for ever). The cycle is
+    -- found by a second walker going at half speed.
+    local r, slow, hops = self.result, self, 0
+    while r ~= nil and is_deferred(r) do
+      if not r.called or r.cancel ~= Deferred.cancel then return r:cancel() end
+      if rawequal(r, slow) then
+        error(errors.ValueError("cancel: the Deferreds it waits on wait on each other "
+          .. "in a cycle; none of them can fire"), 2)
+      end
+      hops = hops + 1
+      if hops % 2 == 0 then slow = slow.result end
+      r = r.result
+    end
   end
 end
 
