@@ -1076,7 +1076,9 @@ static int make_sockaddr(const char *host, int port, struct sockaddr_storage *ss
 static int make_unaddr(const char *path, size_t n, struct sockaddr_un *un, socklen_t *len) {
   int abstract = n > 0 && path[0] == 0;
   memset(un, 0, sizeof *un);
-  if (n == 0 || n >= sizeof un->sun_path) return ENAMETOOLONG;
+  /* a file name needs its NUL after it; an abstract name may fill sun_path */
+  if (n == 0 || n > sizeof un->sun_path || (!abstract && n == sizeof un->sun_path))
+    return ENAMETOOLONG;
   if (!abstract && memchr(path, 0, n)) return EINVAL;
   un->sun_family = AF_UNIX;
   memcpy(un->sun_path, path, n);

@@ -68,6 +68,9 @@ describe("braid.endpoints", function()
     assert.matches("unknown parameter \"colour\"", msg(endpoints.serverFromString, "tcp:80:colour=red"))
     assert.matches("port out of range: 70000", msg(endpoints.serverFromString, "tcp:70000"))
     assert.matches("mode must be octal", msg(endpoints.serverFromString, "unix:/x:mode=abc"))
+    assert.matches("mode must be from 0 to 7777 %(octal%), got \"%-1\"",
+      msg(endpoints.serverFromString, "unix:/x:mode=-1"))
+    assert.matches("mode must be from 0 to 7777", msg(endpoints.serverFromString, "unix:/x:mode=10000"))
     assert.matches("missing host", msg(endpoints.clientFromString, "tcp:port=80"))
     assert.matches("missing port", msg(endpoints.clientFromString, "tcp:host=a"))
     assert.matches("timeout must be a finite number of seconds >= 0, got \"x\"",

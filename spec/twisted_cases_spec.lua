@@ -124,6 +124,16 @@ describe("UNIX ports (test_unix)", function()
     assert.equal(1, f.built)
     c.transport:loseConnection()
     loop.wait(p:stopListening())
+    -- an abstract name may fill all 108 bytes of sun_path (it has no NUL
+    -- after it); one more is too long, as a file name of 108
+    local long = name .. ("x"):rep(108 - #name)
+    p = reactor.listenUNIX(long, counting())
+    c = loop.wait(connect_unix(long))
+    assert.equal(long, p:getHost().name)
+    c.transport:loseConnection()
+    loop.wait(p:stopListening())
+    assert.has_error(function() reactor.listenUNIX(long .. "x", counting()) end)
+    assert.has_error(function() reactor.listenUNIX("/tmp/" .. ("y"):rep(103), counting()) end)
   end)
 end)
 

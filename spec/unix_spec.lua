@@ -80,6 +80,33 @@ describe("braid.tcp UNIX sockets", function()
     assert.is_truthy(f.reason:check(errors.ConnectError))
   end)
 
+  -- connect() on a UNIX socket fails with EAGAIN (not EINPROGRESS) while
+  -- the listener's queue is full; that failed the connection at once
+  it("connects 300 clients at once to a listener with a backlog of 5", function()
+    local path = tmppath()
+    local S = protocol.Protocol:extend("S")
+    function S:connectionMade() self.transport:write("hi") self.transport:loseConnection() end
+    local sf = protocol.Factory.forProtocol(S)
+    sf.noisy = false
+    local port = reactor.listenUNIX(path, sf, 5)
+    local got, failed, lost = 0, {}, 0
+    local C = protocol.Protocol:extend("C")
+    function C:dataReceived(d) if d == "hi" then got = got + 1 end end
+    function C:connectionLost() lost = lost + 1 end
+    for _ = 1, 300 do
+      local f = protocol.ClientFactory.forProtocol(C)
+      f.noisy = false
+      function f:clientConnectionFailed(_, r) failed[#failed + 1] = tostring(r.value) end
+      reactor.connectUNIX(path, f)
+    end
+    spin(function() return lost + #failed == 300 end)
+    assert.same({}, failed)
+    assert.equal(300, got)
+    local done = false
+    port:stopListening():addCallback(function() done = true end)
+    spin(function() return done end)
+  end)
+
   it("raises CannotListenError for a path in a missing directory", function()
     local ok, e = pcall(reactor.listenUNIX, "/nonexistent-dir/x.sock", { protocol = {} })
     assert.is_false(ok)

@@ -273,6 +273,9 @@ local SERVERS = {
     local a = bind(desc, { "factory", "address", "mode", "backlog", "lockfile" }, 1, 2, args, kw)
     nonempty(desc, "path", a.address)
     local mode = to_int(desc, "mode", a.mode or "666", 8)
+    if mode < 0 or mode > 4095 then  -- Twisted's int(mode, 8) fails later, at chmod
+      bad(desc, ("mode must be from 0 to 7777 (octal), got %q"):format(a.mode))
+    end
     local backlog = to_int(desc, "backlog", a.backlog or 50)
     to_int(desc, "lockfile", a.lockfile or 1)
     return UNIXServerEndpoint(reactor, a.address, backlog, mode)

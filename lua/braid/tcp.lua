@@ -574,6 +574,10 @@ end
 -- address being connected, in self._attempts; the start of the next address
 -- waits in self._next_call.
 local ATTEMPT_DELAY = 0.3  -- Twisted's _DEFAULT_ATTEMPT_DELAY
+-- A UNIX socket's connect fails with EAGAIN while the listener's queue is
+-- full (nothing tells when it has room): tried again after this delay,
+-- doubled each time up to UNIX_RETRY_MAX, until the connector's timeout.
+local UNIX_RETRY, UNIX_RETRY_MAX = 0.001, 0.02
 
 -- Stop the lookup, the timers and every attempt but `keep` (the one that
 -- connected, if any).
@@ -691,9 +695,16 @@ local function try_address(self, i)
   end
   if not t then
     self._lasterr = connect_error(code, msg, number, stage)
+    if self._kind == "UNIX" and code == "EAGAIN" then
+      local delay = self._unix_retry or UNIX_RETRY
+      self._unix_retry = math.min(delay * 2, UNIX_RETRY_MAX)
+      self._next_call = reactor().callLater(delay, try_address, self, i)
+      return
+    end
     self._next_call = reactor().callLater(0, try_address, self, i + 1)
     return
   end
+  self._unix_retry = nil
   if self._kind == "UNIX" then t._unix = true end
   t._connector = self
   attempts[t] = true
@@ -717,7 +728,7 @@ function Connector:connect()
   end
   self.state = "connecting"
   local attempts = {}  -- this attempt's: a connect() nested in the callbacks below makes its own
-  self._attempts, self._lasterr = attempts, nil
+  self._attempts, self._lasterr, self._unix_retry = attempts, nil, nil
   if not self.factoryStarted then
     call(self.factory, Factory, "doStart")
     self.factoryStarted = true
