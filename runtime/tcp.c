@@ -58,7 +58,7 @@ enum { S_CONNECTING, S_OPEN, S_CLOSED };
 /* reasons handed to the lost handler */
 enum { R_NONE, R_DONE, R_LOST, R_ABORTED, R_ERROR, R_CONNFAIL };
 /* pending deliveries */
-enum { P_LOST = 1, P_WLOST = 2, P_CLOSE = 4 };
+enum { P_LOST = 1, P_WLOST = 2, P_CLOSE = 4, P_SHUT = 8 };
 
 struct conn {
   struct event ev;
@@ -603,6 +603,9 @@ static int pend_deliver_p(lua_State *L) {
   if ((what & P_CLOSE) && c->state == S_OPEN && c->disconnecting && !producer_holds(c)
       && (!c->out || evbuffer_get_length(c->out) == 0))
     conn_close(L, c, R_DONE, 0); /* requeues this connection for P_LOST */
+  if ((what & P_SHUT) && c->state == S_OPEN && c->shut_pending
+      && (!c->out || evbuffer_get_length(c->out) == 0))
+    conn_drained(L, c); /* shuts the write side; queues P_WLOST */
   if ((what & P_WLOST) && c->state == S_OPEN) {
     push_handler(L, H_WLOST, c);
     braid_pcall(L, 3, 0);
@@ -690,7 +693,9 @@ static int conn_write(lua_State *L) {
     return braid_raise(L, "TypeError", lua_tostring(L, -1));
   }
   const char *s = lua_tolstring(L, 2, &len);
-  if (c->state == S_CLOSED || c->shut_pending || c->write_shut || len == 0) return 0;
+  /* after loseWriteConnection, writes still go out until the write side
+  ** is shut (once what is queued is sent), as Twisted's */
+  if (c->state == S_CLOSED || c->write_shut || len == 0) return 0;
   if (c->state == S_OPEN && (!c->out || evbuffer_get_length(c->out) == 0)) {
     ssize_t n = send(c->fd, s, len, MSG_NOSIGNAL); /* EPIPE, never SIGPIPE */
     if (n < 0) {
@@ -748,7 +753,9 @@ static int conn_lose_write(lua_State *L) {
   struct conn *c = conn_check(L, 1);
   if (c->state != S_OPEN || c->write_shut || c->shut_pending) return 0;
   c->shut_pending = 1;
-  if (!c->out || evbuffer_get_length(c->out) == 0) conn_drained(L, c);
+  /* nothing queued: shut on the delivery pass, so writes made after it in
+  ** the same callback are still sent first (as loseConnection's close) */
+  if (!c->out || evbuffer_get_length(c->out) == 0) pend_push(c, P_SHUT);
   return 0;
 }
 

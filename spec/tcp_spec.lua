@@ -330,7 +330,9 @@ describe("braid.tcp", function()
 
   -- A server that answers "bye" to the client's half-close and then closes
   -- with `close` ("loseConnection" or "loseWriteConnection"), and its
-  -- client, which sends "req" and half-closes; both record their events.
+  -- client, which sends "req", half-closes and writes " too" (still sent,
+  -- as Twisted's: it used to be dropped), then "late" once its write side
+  -- is shut (dropped); both record their events.
   local function half_closing(close)
     local function note(what) return function(self) self.events[#self.events + 1] = what end end
     local Half = Rec:extend("Half")
@@ -345,13 +347,17 @@ describe("braid.tcp", function()
       function p:onMade()
         self.transport:write("req")
         self.transport:loseWriteConnection()
+        self.transport:write(" too")
       end
       p.readConnectionLost = note("readLost")
-      p.writeConnectionLost = note("writeLost")
+      function p:writeConnectionLost()
+        self.events[#self.events + 1] = "writeLost"
+        self.transport:write("late")
+      end
     end)
     spin(function() return sf.built[1] and sf.built[1].lost == 1 end)
     spin(function() return cf.built[1].lost == 1 end)
-    assert.equal("req", sf.built[1]:received())
+    assert.equal("req too", sf.built[1]:received())
     assert.equal("bye", cf.built[1]:received())
     return sf.built[1], cf.built[1]
   end

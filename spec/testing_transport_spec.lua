@@ -533,10 +533,14 @@ describe("FakeTransport", function()
     function C:connectionMade()
       self.transport:write("request")
       self.transport:loseWriteConnection()
+      self.transport:write(" too")  -- before the shut: still sent, as Twisted's
+    end
+    function C:writeConnectionLost()
+      log[#log + 1] = "client writeConnectionLost"
       self.transport:write("discarded")
     end
     local _, client = testing.connectedServerAndClient(S, C)
-    assert.are.same({ "server got request", "client writeConnectionLost",
+    assert.are.same({ "server got request too", "client writeConnectionLost",
       "server readConnectionLost", "client got answer",
       "server lost ConnectionDone", "client lost ConnectionDone" }, log)
     assert.is_true(client.transport.writeDisconnected)

@@ -508,7 +508,7 @@ end
 function FakeTransport:write(data)
   checkself("write", FakeTransport:isinstance(self), self, "FakeTransport")
   if type(data) ~= "string" then errors.checktype("write", 1, data, "string") end
-  if self.disconnected or self.writeDisconnecting or data == "" then return end
+  if self.disconnected or self.writeDisconnected or data == "" then return end
   local out = self._out
   out[#out + 1] = data
   wake(self)
@@ -536,7 +536,8 @@ end
 --- Half-close, as braid's TCP transport: once what is queued has been
 -- delivered, this side's protocol hears writeConnectionLost() (when it has
 -- it) and the peer reads the end: readConnectionLost() when its protocol
--- has it, else the peer closes. Later writes are discarded.
+-- has it, else the peer closes. Writes made before that still go out
+-- first (as Twisted's); later ones are discarded.
 function FakeTransport:loseWriteConnection()
   checkself("loseWriteConnection", FakeTransport:isinstance(self), self, "FakeTransport")
   if self.disconnected or self.writeDisconnecting then return end
