@@ -1433,6 +1433,7 @@ static int l_tcp_connect(lua_State *L) {
   int bport = (int)luaL_optinteger(L, 4, 0);
   struct sockaddr_storage ss, bs;
   socklen_t len, blen = 0;
+  if (bhost && !*bhost) bhost = NULL; /* "": any address of the destination's family */
   int err = make_sockaddr(host, portno, &ss, &len);
   if (err) return braid_pusherror(L, err);
   if (bhost || bport) {

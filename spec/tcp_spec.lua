@@ -770,6 +770,52 @@ describe("braid.tcp", function()
     spin(function() return sf.built[1].lost == 1 end)
   end)
 
+  -- "" was read as 0.0.0.0 whatever the destination, so an IPv6 attempt
+  -- failed to bind (Twisted binds "" as the family's any address)
+  it("binds bindAddress {\"\", 0} to the any address of the destination's family", function()
+    local f = Factory.forProtocol(Rec)
+    f.noisy, f.built = false, {}
+    function f:buildProtocol(addr)
+      local p = Rec()
+      p.factory = self
+      self.built[#self.built + 1] = p
+      return p
+    end
+    local port = reactor.listenTCP(0, f, 50, "::1")
+    ports[#ports + 1] = port
+    local cf = protocol.ClientFactory.forProtocol(Rec)
+    cf.noisy = false
+    function cf:clientConnectionFailed(_, r) self.failed = r end
+    local c = reactor.connectTCP("::1", port:getHost().port, cf, 5, { "", 0 })
+    spin(function() return cf.failed or (f.built[1] and f.built[1].transport) end)
+    assert.is_nil(cf.failed)
+    assert.equal("::1", f.built[1].transport:getPeer().host)
+    c:disconnect()
+    spin(function() return f.built[1].lost == 1 end)
+  end)
+
+  -- setting p.connected = false raised outside any protection: the
+  -- connector stayed "connected" for good, and its factory never stopped
+  it("tells the connector of the loss when the protocol's fields cannot be written", function()
+    local _, _, n = listen()
+    local Strict = Protocol:extend("Strict")
+    function Strict:connectionMade() self.transport:loseConnection() end
+    local f = protocol.ClientFactory()
+    f.noisy = false
+    function f:buildProtocol()
+      local p = Strict()
+      p.factory = self
+      return setmetatable({}, { __index = p, __newindex = function(_, k) error("frozen: " .. k) end })
+    end
+    local lost = 0
+    function f:clientConnectionLost() lost = lost + 1 end
+    local c = reactor.connectTCP("127.0.0.1", n, f)
+    spin(function() return lost > 0 end)
+    assert.equal(1, lost)
+    assert.equal("disconnected", c.state)
+    assert.equal(0, f.numPorts)
+  end)
+
   it("keeps connections alive with no Lua reference to them", function()
     local _, _, n = listen(Echo)
     local got = {}

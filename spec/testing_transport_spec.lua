@@ -546,6 +546,29 @@ describe("FakeTransport", function()
     assert.is_true(client.transport.writeDisconnected)
   end)
 
+  -- writes after an abort were delivered (the queue was dropped, the late
+  -- ones were not), and a side that aborted while its peer's close was
+  -- under way heard ConnectionDone
+  it("discards writes after abortConnection and tells the aborting side ConnectionAborted", function()
+    local log = {}
+    local S = recorder("server", log)
+    function S:connectionMade()
+      self.transport:write("before")
+      self.transport:abortConnection()
+      self.transport:write("after")
+    end
+    testing.connectedServerAndClient(S, recorder("client", log))
+    assert.are.same({ "server lost ConnectionAborted", "client lost ConnectionLost" }, log)
+    log = {}
+    local server, client, pump = testing.connectedServerAndClient(recorder("server", log),
+      recorder("client", log))
+    client.transport:loseConnection()
+    server.transport:abortConnection()
+    pump:flush()
+    table.sort(log)
+    assert.are.same({ "client lost ConnectionLost", "server lost ConnectionAborted" }, log)
+  end)
+
   it("closes a peer whose protocol cannot half-close", function()
     local log = {}
     local S = recorder("server", log, false)

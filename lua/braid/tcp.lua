@@ -84,6 +84,12 @@ local function make_reason(t, code, msg)
   return Failure(errors.ConnectionLost(msg), NO_FRAMES)
 end
 
+-- p.connected = false, then p:connectionLost(reason)
+local function lost_call(p, reason)
+  p.connected = false
+  return p:connectionLost(reason)
+end
+
 local function on_lost(t, p, sys, code, err, msg)
   if code == R_CONNFAIL then
     local cb = t._onfail
@@ -101,8 +107,9 @@ local function on_lost(t, p, sys, code, err, msg)
     set_system(prev)
   end
   local prev = set_system(sys)
-  p.connected = false
-  local ok, e = xpcall(p.connectionLost, msgh, p, reason)
+  -- protected as a whole: a protocol whose fields raise (a strict object,
+  -- a userdata) must not keep the connector from hearing of the loss
+  local ok, e = xpcall(lost_call, msgh, p, reason)
   if not ok then report(e) end
   set_system(prev)
   local after = t._onlost

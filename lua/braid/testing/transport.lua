@@ -508,7 +508,7 @@ end
 function FakeTransport:write(data)
   checkself("write", FakeTransport:isinstance(self), self, "FakeTransport")
   if type(data) ~= "string" then errors.checktype("write", 1, data, "string") end
-  if self.disconnected or self.writeDisconnected or data == "" then return end
+  if self.disconnected or self.writeDisconnected or self.aborted or data == "" then return end
   local out = self._out
   out[#out + 1] = data
   wake(self)
@@ -691,6 +691,9 @@ local function close_pair(a, b)
   if a.aborted then
     ra = Failure(errors.ConnectionAborted())
     rb = Failure(errors.ConnectionLost())
+  elseif b.aborted then  -- b aborted while a's close was under way
+    ra = Failure(errors.ConnectionLost())
+    rb = Failure(errors.ConnectionAborted())
   else
     ra = Failure(errors.ConnectionDone())
     rb = Failure(errors.ConnectionDone())
