@@ -559,7 +559,7 @@ end
 -- Raise busted's pending object v again from the line that defines the
 -- spec: busted reports a pending where the first frame outside itself is,
 -- which would be this file.
-local function raise_pending(f, v)
+local function reraise_at_spec(f, v)
   local where, at = spec_position(f)
   if where and where.source:sub(1, 1) == "@" then
     local chunk = load(("\n"):rep(at - 1) .. "error(..., 0)", where.source)
@@ -615,7 +615,7 @@ local function run_async(f, timeout, ...)
   end
 
   if primary == nil and #problems == 0 then
-    if busted_kind(primary_value) == "pending" then raise_pending(f, primary_value) end
+    if busted_kind(primary_value) == "pending" then reraise_at_spec(f, primary_value) end
     return
   end
   local msg = primary and { primary } or {}
