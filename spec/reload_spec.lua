@@ -333,6 +333,133 @@ describe("reload.reload", function()
   end)
 end)
 
+-- found by a hunt against docs/reload.md's promises
+describe("reload.reload keeps what is not the module's own", function()
+  -- the merge recursed into `super`: Protocol was merged into LineReceiver
+  -- (which lost sendLine and lineReceived for every protocol)
+  it("points a class at its new parent without touching the old one", function()
+    local basic = require "braid.basic"
+    local protocol = require "braid.protocol"
+    local had = rawget(basic.LineReceiver, "sendLine")
+    local name, m = fresh([[
+      local basic = require "braid.basic"
+      local M = {}
+      M.P = basic.LineReceiver:extend("P")
+      function M.P:hello() return "v1" end
+      return M]])
+    local P = m.P
+    write(name, [[
+      local protocol = require "braid.protocol"
+      local M = {}
+      M.P = protocol.Protocol:extend("P")
+      function M.P:hello() return "v2" end
+      return M]])
+    assert.is_true(reload.reload(name))
+    assert.equal(P, m.P)
+    assert.equal(protocol.Protocol, P.super)
+    assert.equal("v2", P():hello())
+    assert.equal(had, rawget(basic.LineReceiver, "sendLine"))
+    assert.is_function(rawget(basic.LineReceiver, "lineReceived"))
+    assert.is_nil(rawget(protocol.Protocol, "hello"))
+  end)
+
+  it("points a field at another module instead of merging the two", function()
+    local a = fresh("return { name = 'a', f = function() return 'a' end }")
+    local b = fresh("return { name = 'b', g = function() return 'b' end }")
+    local name, m = fresh(("return { codec = require(%q) }"):format(a))
+    write(name, ("return { codec = require(%q) }"):format(b))
+    assert.is_true(reload.reload(name))
+    assert.equal(package.loaded[b], m.codec)
+    assert.same({ "a", "a" }, { package.loaded[a].name, package.loaded[a].f() })
+    assert.is_nil(package.loaded[a].g)
+  end)
+
+  -- every function missing from the new version was removed, also those
+  -- the program had stored in the module's data at run time
+  it("keeps functions stored in the module's tables at run time", function()
+    local name, m = fresh([[
+      local M = { handlers = {} }
+      function M.on(n, f) M.handlers[n] = f end
+      function M.gone() end
+      return M]])
+    m.on("greet", function(n) return "hi " .. n end)
+    write(name, [[
+      local M = { handlers = {} }
+      function M.on(n, f) M.handlers[n] = f end
+      return M]])
+    assert.is_true(reload.reload(name))
+    assert.equal("hi ann", m.handlers.greet("ann"))
+    assert.is_nil(m.gone)
+  end)
+
+  -- a function upvalue was never joined: the new code's default came back
+  it("keeps a local the program pointed at another function", function()
+    local name, m = fresh([[
+      local function default(x) return "default " .. x end
+      local handler = default
+      return { set = function(f) handler = f end, run = function(x) return handler(x) end }]])
+    m.set(function(x) return "custom " .. x end)
+    write(name, [[
+      local function default(x) return "default " .. x end
+      local handler = default
+      return { set = function(f) handler = f end, run = function(x) return handler(x) .. "!" end }]])
+    assert.is_true(reload.reload(name))
+    assert.equal("custom a!", m.run("a"))
+  end)
+
+  -- Object:extend copies metamethods: the subclass kept the old copy
+  it("passes an edited metamethod on to subclasses made in other modules", function()
+    local base, bm = fresh([[
+      local class = require "braid.class"
+      local M = {}
+      M.Base = class.Object:extend("Base")
+      M.Base.__tostring = function() return "Base v1" end
+      return M]])
+    local _, sm = fresh(("return { Sub = require(%q).Base:extend('Sub') }"):format(base))
+    assert.equal("Base v1", tostring(sm.Sub()))
+    write(base, [[
+      local class = require "braid.class"
+      local M = {}
+      M.Base = class.Object:extend("Base")
+      M.Base.__tostring = function() return "Base v2" end
+      return M]])
+    assert.is_true(reload.reload(base))
+    assert.equal("Base v2", tostring(bm.Base()))
+    assert.equal("Base v2", tostring(sm.Sub()))
+  end)
+
+  it("stops a __reload hook that never ends, as it stops the chunk", function()
+    local limit = reload.LOAD_TIME_LIMIT
+    reload.LOAD_TIME_LIMIT = 0.05
+    finally(function() reload.LOAD_TIME_LIMIT = limit end)
+    local name, m = fresh("return { v = 1 }")
+    -- (a loop that ends after some seconds, so that without the limit this
+    -- spec fails rather than hangs)
+    write(name, "return { v = 2, __reload = function() for _ = 1, 1e9 do end end }")
+    assert.is_true(reload.reload(name))
+    assert.equal(2, m.v)
+    assert.is_true(has_log("__reload of " .. name .. " failed"))
+  end)
+
+  -- a failed load was never tried again, and changed() did not list it
+  it("tries a module that failed again once another one loads", function()
+    local b, bm = fresh("return { ver = 1 }")
+    local a, am = fresh(("local b = require(%q) return { say = function() return 'a1' end }"):format(b))
+    write(a, ([[local b = require(%q)
+      assert(b.format, "b.format missing")
+      return { say = function() return 'a2+' .. b.format() end }]]):format(b))
+    assert.is_nil(reload.reload(a))
+    assert.equal("a1", am.say())
+    local changed = reload.changed()
+    assert.is_truthy(table.concat(changed, " "):find(a, 1, true))
+    write(b, "return { ver = 2, format = function() return 'b2' end }")
+    assert.is_true(reload.reload(b))
+    assert.equal(2, bm.ver)
+    assert.equal("a2+b2", am.say())
+    assert.is_true(has_log("reload of " .. a .. " succeeded on a second try"))
+  end)
+end)
+
 describe("reload.history and reload.rollback", function()
   it("records each version with time, hash and functions replaced", function()
     local name = fresh("return { f = function() return 1 end }")

@@ -27,6 +27,10 @@ local METAMETHODS = {
 
 local ClassMeta = {}
 
+-- cls -> weak set of the classes made by cls:extend() (so that a reload
+-- that edits a copied metamethod can pass it on: M.inheritMetamethod)
+local SUBCLASSES = setmetatable({}, { __mode = "k" })
+
 local function new(cls, ...)
   local ctor = cls.__new  -- a class may construct itself (Failure(f) is f)
   if ctor then return ctor(cls, ...) end
@@ -124,6 +128,12 @@ function Object:extend(name, fields)
   cls.__index = cls
   cls.__name = name or rawget(self, "__name")
   cls.super = self
+  local subs = SUBCLASSES[self]
+  if subs == nil then
+    subs = setmetatable({}, { __mode = "k" })
+    SUBCLASSES[self] = subs
+  end
+  subs[cls] = true
   return setmetatable(cls, ClassMeta)
 end
 
@@ -207,5 +217,22 @@ Object.__tostring = function(self)
 end
 
 M.Object = Object
+
+--- Internal (braid.reload): cls's metamethod `name` went from `old` to
+-- `new`; the subclasses (made by extend, at any depth) that still hold the
+-- copy of `old` that extend gave them get `new`, as their methods, which
+-- they look up through cls, do.
+function M.inheritMetamethod(cls, name, old, new)
+  local subs = SUBCLASSES[cls]
+  if subs == nil then return end
+  for sub in pairs(subs) do
+    if rawget(sub, name) == old then
+      rawset(sub, name, new)
+      M.inheritMetamethod(sub, name, old, new)
+    end
+  end
+end
+M.METAMETHODS = {}
+for _, mm in ipairs(METAMETHODS) do M.METAMETHODS[mm] = true end
 M.extend = function(...) return Object:extend(...) end
 return M

@@ -130,8 +130,13 @@ local function snap_upvalues(f, into, seen)
   end
 end
 
--- Returns a tree copy of the non-function values (cycles guarded) and fills
--- ups with the upvalues of every function reachable from t.
+-- In a snapshot: the version held a function under that key (a reload
+-- removes only those, not functions stored there at run time).
+local FN = setmetatable({}, { __name = "function in the previous version" })
+
+-- Returns a tree copy of the non-function values (cycles guarded; FN for a
+-- function) and fills ups with the upvalues of every function reachable
+-- from t.
 local function snapshot(t, ups, seen)
   if seen[t] then return seen[t] end
   local copy = {}
@@ -139,7 +144,9 @@ local function snapshot(t, ups, seen)
   for k, v in pairs(t) do
     local tv = type(v)
     if tv == "table" then copy[k] = snapshot(v, ups, seen)
-    elseif tv == "function" then snap_upvalues(v, ups, seen)
+    elseif tv == "function" then
+      copy[k] = FN
+      snap_upvalues(v, ups, seen)
     else copy[k] = v end
   end
   return copy
@@ -181,10 +188,15 @@ local function join_upvalues(nf, of, prevups, seen, modups)
     local o = olds[name] or modups[name]
     if o and name ~= "_ENV" then
       local _, ov = getupvalue(o[1], o[2])
-      if type(nv) == "function" and type(ov) == "function" then
+      local p = prevups[name]
+      if type(nv) == "function" and type(ov) == "function" and p ~= nil
+          and type(p[1]) == "function" and ov ~= p[1] then
+        -- a local the program pointed at another function since the last
+        -- load (a handler it installed): that choice is kept
+        upvaluejoin(nf, i, o[1], o[2])
+      elseif type(nv) == "function" and type(ov) == "function" then
         join_upvalues(nv, ov, prevups, seen, modups)
       elseif type(nv) ~= "function" then
-        local p = prevups[name]
         if type(ov) == "table" or p == nil or ov ~= p[1] then
           upvaluejoin(nf, i, o[1], o[2])
         end
@@ -249,6 +261,14 @@ end
 -- source of its version (set around a merge by apply), so a function that
 -- only moved in the file counts as unchanged. Unknown counts as changed.
 local old_lines, new_lines, merge_src
+-- Tables of other modules (their values, and those values' fields: the
+-- classes they export) during a merge: a field that now points at one is
+-- pointed there, never merged into (a class whose parent changed from
+-- LineReceiver to Protocol used to merge Protocol into LineReceiver).
+local foreign = {}
+
+local class = require "braid.class"
+local METAMETHODS, inherit_metamethod = class.METAMETHODS, class.inheritMetamethod
 local function lines_of(source)
   local t = {}
   for l in (source .. "\n"):gmatch("([^\n]*)\n") do t[#t + 1] = l end
@@ -262,6 +282,18 @@ end
 local function same_code(f, g)
   local a = text_of(f, old_lines)
   return a ~= nil and a == text_of(g, new_lines)
+end
+
+-- Whether table t holds a function of the file being merged (so it is
+-- this module's own even where another module refers to it too).
+local function defined_here(t)
+  for _, f in next, t do
+    if type(f) == "function" then
+      local info = getinfo(f, "S")
+      if info and info.source == merge_src then return true end
+    end
+  end
+  return false
 end
 
 local function merge(live, new, prev, prevups, modups, seen, jseen, count)
@@ -279,13 +311,17 @@ local function merge(live, new, prev, prevups, modups, seen, jseen, count)
         if lv ~= v then
           join_upvalues(v, lv, prevups, jseen, modups)
           if not same_code(lv, v) then count = count + 1 end
+          -- subclasses hold copies of a class's metamethods
+          if METAMETHODS[k] then inherit_metamethod(live, k, lv, v) end
         end
       else
         join_upvalues(v, nil, prevups, jseen, modups)
       end
       rawset(live, k, v)
     elseif tv == "table" and type(lv) == "table" then
-      if lv ~= v then
+      if foreign[v] or (foreign[lv] and not defined_here(lv)) then
+        rawset(live, k, v)  -- another module's table: a reference, not ours to merge
+      elseif lv ~= v then
         count = merge(lv, v, type(prev) == "table" and rawget(prev, k) or nil, prevups, modups, seen,
           jseen, count)
       end
@@ -298,11 +334,13 @@ local function merge(live, new, prev, prevups, modups, seen, jseen, count)
       rawset(live, k, v)
     end
   end
-  -- removed functions go; removed data stays (it may be live state)
+  -- functions the previous version defined and this one does not go;
+  -- removed data, and functions stored at run time, stay (live state)
   local k, lv = next(live)
   local gone
   while k ~= nil do
-    if type(lv) == "function" and rawget(new, k) == nil then
+    if type(lv) == "function" and rawget(new, k) == nil
+        and (type(prev) ~= "table" or rawget(prev, k) == FN) then
       gone = gone or {}
       gone[#gone + 1] = k
     end
@@ -394,6 +432,22 @@ local function run_chunk(chunk, ...)
       :format(tostring(limit)), chunk_msgh, chunk, ...)
 end
 
+-- The tables of the modules other than `name`: their values and the
+-- tables among those values' fields.
+local function foreign_tables(name)
+  local set = {}
+  for other, v in pairs(loaded) do
+    if other ~= name and type(v) == "table" then
+      set[v] = true
+      for _, f in next, v do
+        if type(f) == "table" then set[f] = true end
+      end
+    end
+  end
+  set[loaded[name]] = nil
+  return set
+end
+
 -- Load `source` as the new version of rec and merge it. Returns true, or
 -- nil, the error message and (when the chunk raised) its Failure; nothing
 -- has changed then.
@@ -423,11 +477,15 @@ local function apply(rec, source, is_rollback, h)
   end
   if type(live) == "table" then
     local seen = {}
+    foreign = foreign_tables(name)
     count = merge(live, new, rec.snap.data, rec.snap.ups, modups, seen, {}, 0)
+    foreign = {}
     remap_upvalues(new, seen)
     local hook = rawget(live, "__reload")
     if type(hook) == "function" then
-      local hok, herr = pcall(hook, live, new)
+      -- limited as the chunk is: a migration that never ends must not
+      -- freeze the server
+      local hok, herr = run_chunk(hook, live, new)
       if not hok then log_err(herr, ("__reload of %s failed"):format(name)) end
     end
   else
@@ -471,6 +529,8 @@ end
 -- The watcher loads a file's source (h its hash): nothing happens when it
 -- is the version running now (a touch, a chmod, an editor's second write),
 -- or one that already failed (reported once).
+local retry_failed, retryable
+
 local function load_source(rec, source, h)
   if loaded[rec.name] == nil then return end
   local cur = rec.versions[#rec.versions]
@@ -478,7 +538,44 @@ local function load_source(rec, source, h)
   local ok, err, f = apply(rec, source, nil, h)
   if not ok then
     rec.failed_hash = h
+    rec.retry = retryable(err, f)
     fail(rec.name, err, f)
+  else
+    retry_failed(rec)
+  end
+end
+
+-- Whether a failed load may succeed once another module has loaded: the
+-- chunk raised (a syntax error will not change, and one that ran out of
+-- time would take that time again).
+retryable = function(err, f)
+  return f ~= nil and not tostring(err):find("reload.LOAD_TIME_LIMIT", 1, true)
+end
+
+-- After a module loaded: the modules whose file failed to load as their
+-- chunk raised are tried again, once each, quietly (they were reported):
+-- a checkout writes a.lua, which needs the new b.lua, just before b.lua.
+-- Until more succeed.
+retry_failed = function(done)
+  local again = true
+  while again do
+    again = false
+    for _, rec in pairs(records) do
+      if rec ~= done and rec.failed_hash and rec.retry and loaded[rec.name] ~= nil then
+        local source = read_file(rec.path)
+        if source and hash(source) == rec.failed_hash then
+          local h = rec.failed_hash
+          rec.failed_hash = nil
+          local ok, err, f = apply(rec, source, nil, h)
+          if ok then
+            log_msg(("reload of %s succeeded on a second try"):format(rec.name))
+            again = true
+          else
+            rec.failed_hash, rec.retry = h, retryable(err, f)
+          end
+        end
+      end
+    end
   end
 end
 
@@ -807,9 +904,10 @@ function M.reload(modname)
   mark_seen(rec, stamp, source)
   local ok, aerr, f = apply(rec, source)
   if not ok then
-    rec.failed_hash = hash(source)
+    rec.failed_hash, rec.retry = hash(source), retryable(aerr, f)
     return fail(modname, aerr, f)
   end
+  retry_failed(rec)
   return true
 end
 
@@ -825,13 +923,14 @@ function M.watch(modname)
   watch_rec(rec)
 end
 
---- Modules whose files changed on disk since they were last loaded.
+--- Modules whose files changed on disk since they were last loaded, and
+-- those whose file failed to load (their code is the previous version).
 -- @return a sorted list of module names
 function M.changed()
   local out = {}
   for name, rec in pairs(records) do
     local s = core_stamp(rec.path)
-    if s ~= rec.stamp then out[#out + 1] = name end
+    if s ~= rec.stamp or rec.failed_hash then out[#out + 1] = name end
   end
   table.sort(out)
   return out
