@@ -460,6 +460,17 @@ describe("reload.reload keeps what is not the module's own", function()
   end)
 end)
 
+describe("the directories never watched", function()
+  -- matched as bare prefixes, /usr/share/luafoo counted as /usr/share/lua
+  it("are whole directories, not name prefixes", function()
+    assert.is_true(reload._isSystemPath("/usr/share/lua/5.4/busted/core.lua"))
+    assert.is_true(reload._isSystemPath("/usr/local/lib/lua/5.4/x.so"))
+    assert.is_false(reload._isSystemPath("/usr/share/luafoo/app.lua"))
+    assert.is_false(reload._isSystemPath("/usr/local/share/luarocks-app/m.lua"))
+    assert.is_false(reload._isSystemPath(dir .. "/hotmod1.lua"))
+  end)
+end)
+
 describe("reload.history and reload.rollback", function()
   it("records each version with time, hash and functions replaced", function()
     local name = fresh("return { f = function() return 1 end }")

@@ -20,9 +20,10 @@ local byte, format = string.byte, string.format
 M.reloading = false
 
 -- Directories whose modules are never watched (system libraries, braid).
+-- (each ends with "/": /usr/share/luafoo is not /usr/share/lua)
 local SYSTEM_DIRS = {
-  "/usr/share/lua", "/usr/lib/x86_64-linux-gnu/lua", "/usr/local/share/lua",
-  "/usr/local/lib/lua",
+  "/usr/share/lua/", "/usr/lib/x86_64-linux-gnu/lua/", "/usr/local/share/lua/",
+  "/usr/local/lib/lua/",
 }
 do
   local src = debug.getinfo(1, "S").source
@@ -360,6 +361,8 @@ local function is_system(path)
   end
   return false
 end
+--- Internal (specs): whether modules at `path` are left unwatched.
+M._isSystemPath = is_system
 
 local function read_file(path)
   local f, err = io.open(path, "rb")
