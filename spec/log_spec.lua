@@ -536,23 +536,25 @@ describe("log observers", function()
     assert.equal(8, calls)
   end)
 
-  -- the nesting count used to be one for all threads, so eight such
-  -- coroutines silenced the log for good (and print under startLogging)
-  it("that yield in a coroutine dropped before it goes on leave nothing counted", function()
+  -- an observer that yielded left its coroutine waiting inside publish, and
+  -- eight such coroutines dropped silenced the log for good (and print
+  -- under startLogging); now it cannot yield there
+  it("that yield raise, are removed, and leave nothing counted", function()
     local events = collect()
     local yielding = function(ev) if ev.text == "in co" then coroutine.yield() end end
     log.addObserver(yielding)
     for _ = 1, 20 do
       local co = coroutine.create(function() log.msg("in co") end)
       assert.is_true(coroutine.resume(co))
-      assert.equal("suspended", coroutine.status(co))
+      assert.equal("dead", coroutine.status(co))
     end
-    collectgarbage()
+    for _, o in ipairs(log.getObservers()) do assert.are_not.equal(yielding, o) end
+    assert.matches("raised an error and was removed", errsink.buf)
+    assert.matches("attempt to yield across a C%-call boundary", errsink.buf)
     log.msg("main")
     assert.equal("main", events[#events].text)
     -- nesting on a coroutine still stops an observer that logs
     local calls = 0
-    log.removeObserver(yielding)
     log.addObserver(function(ev) if ev.text ~= "main" then calls = calls + 1; log.msg("again") end end)
     local co = coroutine.wrap(function() log.msg("start") end)
     co()

@@ -130,7 +130,7 @@ local RUNQ, runq_head, runq_tail = {}, 1, 0
 local run_nest = 0  -- runs under way (the outermost drains RUNQ)
 local draining = false
 -- run_state([nest, drain]) -> nest, drain: run_nest and draining, set first
--- when given (the C runner's own pair when it is in use; see step).
+-- when given (the C runner's own pair when it is in use; see run_co).
 local run_state = function(nest, drain)
   if nest then run_nest, draining = nest, drain end
   return run_nest, draining

@@ -46,12 +46,7 @@ local nobs = 0
 local min_level = INFO
 local current_system = false  -- false: the ambient system (system_now)
 local ambient = nil       -- setAmbientSystem's function, or nil
--- publish nesting (an observer that logs): on the main thread, and for each
--- coroutine (so that an observer that yields, in a coroutine dropped before
--- it goes on, leaves nothing counted)
-local depth = 0
-local co_depth = setmetatable({}, { __mode = "k" })
-local running = coroutine.running
+local depth = 0           -- publish nesting (an observer that logs)
 local MAX_DEPTH = 8
 local err_stream = io.stderr
 local clock = nil         -- setClock override
@@ -161,32 +156,29 @@ local stop_main
 ---------------------------------------------------------------------------
 -- publishing
 
--- publish's nesting level on the running thread
-local function nesting()
-  local co, ismain = running()
-  if ismain then return depth end
-  return co_depth[co] or 0
-end
+-- closes publish's nesting level however publish is left
+local LEAVE = setmetatable({}, { __close = function() depth = depth - 1 end })
 
-local function set_nesting(n)
-  local co, ismain = running()
-  if ismain then depth = n
-  else co_depth[co] = n ~= 0 and n or nil end
+-- xpcall(f, msgh, ev), called where f cannot yield (from string.gsub's
+-- replacement function, a C call with no continuation): an observer that
+-- yields (awaits) raises there and is removed as broken, so no coroutine
+-- left waiting inside publish can keep its nesting count raised (eight of
+-- them silenced every later event)
+local gsub = string.gsub
+local function call_observer(f, ev)
+  local ok, e
+  gsub("x", "x", function() ok, e = xpcall(f, msgh, ev) end)
+  return ok, e
 end
-
--- closes publish's nesting level however publish is left (the close runs
--- on publish's own thread)
-local LEAVE = setmetatable({}, { __close = function() set_nesting(nesting() - 1) end })
 
 local function publish(ev, ln)
-  local d = nesting()
-  if d >= MAX_DEPTH then return end
-  set_nesting(d + 1)
+  if depth >= MAX_DEPTH then return end
+  depth = depth + 1
   local _ <close> = LEAVE
   if ln >= min_level then
     local m = main
     if m then
-      local ok, e = xpcall(m, msgh, ev)
+      local ok, e = call_observer(m, ev)
       if not ok then
         if main == m then stop_main() end
         report_broken(m, e)
@@ -198,7 +190,7 @@ local function publish(ev, ln)
   local obs = observers
   for i = 1, #obs do
     local o = obs[i]
-    local ok, e = xpcall(o, msgh, ev)
+    local ok, e = call_observer(o, ev)
     if not ok then
       M.removeObserver(o)
       report_broken(o, e)
@@ -595,7 +587,7 @@ end
 -- observer, or with nothing to log to, it prints as before.
 log_print = function(...)
   local orig = saved_print or print
-  if (main == nil and nobs == 0) or nesting() > 0 then return orig(...) end
+  if depth > 0 or (main == nil and nobs == 0) then return orig(...) end
   local n = select("#", ...)
   local s
   if n == 1 then
