@@ -574,6 +574,44 @@ describe("the inotify watcher", function()
     assert.equal(2, #reload.history(name))
   end)
 
+  -- the race a storm of saves hit: the next writer truncates the file after
+  -- the check took in the events and before its first stat, so both stats
+  -- agree on the empty file, which was loaded ("module returned a boolean")
+  it("does not load a file a writer truncated just before the check read it", function()
+    local core = require("braid.core")
+    local name, m = watched("return { f = function() return 1 end }")
+    local path = dir .. "/" .. name .. ".lua"
+    write(name, "return { f = function() return 2 end }")  -- a finished save: a check is due
+    local stamp, writer = core.fileStamp, nil
+    core.fileStamp = function(p)
+      if p == path and writer == nil then writer = assert(io.open(path, "w")) end  -- truncates
+      return stamp(p)
+    end
+    finally(function() core.fileStamp = stamp end)
+    reload._pump()
+    core.fileStamp = stamp
+    assert.is_truthy(writer)
+    assert.equal(1, m.f())
+    assert.equal(0, count_log("failed"))
+    writer:write("return { f = function() return 3 end }")
+    writer:close()
+    until_(function() return m.f() == 3 end, "the writer's save to load")
+    assert.equal(0, count_log("failed"))
+  end)
+
+  -- an empty read is taken for a writer's truncation (a storm of saves
+  -- loaded the empty file with no event left to tell it), so it waits
+  -- SETTLE; a file really saved empty is loaded then (and refused here)
+  it("loads a file saved empty only once it is still empty after SETTLE", function()
+    local name, m = watched("return { f = function() return 1 end }")
+    write(name, "")
+    reload._pump()
+    assert.equal(0, count_log("failed"))
+    until_(function() return count_log("failed") > 0 end, "the empty file to be tried")
+    assert.equal(1, count_log("module returned a boolean"))
+    assert.equal(1, m.f())
+  end)
+
   it("sees a save by rename (a temp file renamed over the module)", function()
     local name, m = watched("return { f = function() return 1 end }")
     local tmp = dir .. "/." .. name .. ".swp"

@@ -601,13 +601,29 @@ end
 -- Read a watched file now and load it if it is new. A file that changed
 -- while it was read is tried again later; one with the stamp and content
 -- last seen is left alone.
-local schedule
+local schedule, drain_events
+local due = {}         -- rec -> monotonic time of its check
 local function check_file(rec)
   local s1, serr = core_stamp(rec.path)
   if not s1 then return problem(rec, serr) end
   local source, rerr = read_file(rec.path)
   if not source then return problem(rec, rerr) end
   if core_stamp(rec.path) ~= s1 then return schedule(rec, M.DEBOUNCE) end
+  -- a writer that opened the file (truncating it) after the events were
+  -- last taken in, and before the first stat, is told by its events now:
+  -- its close will bring the check back
+  if drain_events then
+    drain_events()
+    if rec.writing or due[rec] then return end
+  end
+  -- an empty file is most likely one a writer has just truncated (a storm
+  -- of saves still showed it, with no event left to tell): looked at again
+  -- after SETTLE, and loaded only if it is still empty then
+  if #source == 0 and not rec.empty_seen then
+    rec.empty_seen = true
+    return schedule(rec, M.SETTLE)
+  end
+  rec.empty_seen = nil
   rec.problem = nil
   rec.checked_at = mono()
   local h = hash(source)
@@ -622,7 +638,7 @@ end
 local watcher          -- core.inotify() watcher; false once it failed
 local dirs = {}        -- real directory -> { wd =, path =, files = { base -> rec } }
 local by_wd = {}       -- watch descriptor -> dirs entry
-local due = {}         -- rec -> monotonic time of its check
+-- (due: declared above check_file, which reads it)
 local check_call       -- the DelayedCall of the next check
 local polled = {}      -- rec -> true: watched by the poller
 local polling = false
@@ -730,6 +746,7 @@ local function drain()
   local list = watcher:read()
   if list then on_events(list) end
 end
+drain_events = drain
 
 run_checks = function()
   -- called early (an inotify batch, _pump): the armed check is not needed
