@@ -633,7 +633,7 @@ static int debugging(lua_State *L) {
 
 /* cdepth([depth, draining]) -> depth, draining: the runs under way and
 ** whether the outermost is draining the runs put off; with arguments, sets
-** both first. inlineCallbacks' resume (defer.lua's step) takes back what a
+** both first. inlineCallbacks' resume (defer.lua's run_co) takes back what a
 ** coroutine that yields inside a callback leaves open, and gives it back
 ** when the coroutine goes on: an abandoned coroutine must not leave them
 ** raised (40 of them would put off every later run for ever). */

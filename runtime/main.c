@@ -250,7 +250,8 @@ static void sup_sig(int s) {
 ** put their default handlers back: a SIGTERM sent to a worker that had not
 ** yet done so ran sup_sig in the worker, which nothing reads (the worker
 ** kept running and the supervisor waited for ever). One that came that
-** early stops the worker at once (it has started nothing). */
+** early is delivered on the unblock, by the default action: the worker
+** stops at once (it has started nothing). */
 static pid_t spawn_worker(int id) {
   sigset_t sup, old;
   sigemptyset(&sup);
@@ -261,12 +262,10 @@ static pid_t spawn_worker(int id) {
   pid_t pid = fork();
   if (pid == 0) {
     char buf[16];
-    sigset_t none, pending;
+    sigset_t none;
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     signal(SIGHUP, SIG_DFL);
-    sigpending(&pending);
-    if (sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT)) _exit(0);
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     snprintf(buf, sizeof buf, "%d", id);

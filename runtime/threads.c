@@ -424,7 +424,6 @@ static int w_init_p(lua_State *L) {
   return 0;
 }
 
-/* Message handler: {tostring(error), traceback}. */
 /* luaL_tolstring of the value at 1, protected (a __tostring may raise) */
 static int w_tostring_p(lua_State *L) {
   luaL_tolstring(L, 1, NULL);

@@ -30,6 +30,13 @@ after_each(function() log.removeObserver(observer) end)
 local saved_stream = log.setErrorStream({ write = function() end, flush = function() end })
 teardown(function() log.setErrorStream(saved_stream) end)
 
+-- reload[key] = value until the end of the running spec
+local function set_for_spec(key, value)
+  local saved = reload[key]
+  reload[key] = value
+  finally(function() reload[key] = saved end)
+end
+
 local function has_log(pat)
   for _, t in ipairs(logged) do if t:find(pat) then return true end end
   return false
@@ -108,9 +115,7 @@ describe("reload.reload", function()
   it("stops a new version whose load runs too long, and keeps the previous code", function()
     local name, m = fresh("local M = {} function M.f() return 1 end return M")
     write(name, "local M = {} function M.f() return 2 end while true do end return M")
-    local limit = reload.LOAD_TIME_LIMIT
-    reload.LOAD_TIME_LIMIT = 0.05
-    finally(function() reload.LOAD_TIME_LIMIT = limit end)
+    set_for_spec("LOAD_TIME_LIMIT", 0.05)
     local ok, err = reload.reload(name)
     assert.is_nil(ok)
     assert.matches("the module ran more than 0.05 seconds as it loaded", err)
@@ -145,9 +150,7 @@ describe("reload.reload", function()
 
   it("stops a load that catches the time limit's error or loops in a coroutine", function()
     local name, m = fresh("local M = {} function M.f() return 1 end return M")
-    local limit = reload.LOAD_TIME_LIMIT
-    reload.LOAD_TIME_LIMIT = 0.05
-    finally(function() reload.LOAD_TIME_LIMIT = limit end)
+    set_for_spec("LOAD_TIME_LIMIT", 0.05)
     write(name, "local M = {} function M.f() return 2 end "
       .. "while true do pcall(function() while true do end end) end return M")
     local ok, err = reload.reload(name)
@@ -429,9 +432,7 @@ describe("reload.reload keeps what is not the module's own", function()
   end)
 
   it("stops a __reload hook that never ends, as it stops the chunk", function()
-    local limit = reload.LOAD_TIME_LIMIT
-    reload.LOAD_TIME_LIMIT = 0.05
-    finally(function() reload.LOAD_TIME_LIMIT = limit end)
+    set_for_spec("LOAD_TIME_LIMIT", 0.05)
     local name, m = fresh("return { v = 1 }")
     -- (a loop that ends after some seconds, so that without the limit this
     -- spec fails rather than hangs)
@@ -690,9 +691,7 @@ describe("the inotify watcher", function()
 
   it("keeps the source of only the last KEEP_SOURCES versions", function()
     local name, m = watched("return { f = function() return 0 end }")
-    local saved = reload.KEEP_SOURCES
-    reload.KEEP_SOURCES = 2
-    finally(function() reload.KEEP_SOURCES = saved end)
+    set_for_spec("KEEP_SOURCES", 2)
     for i = 1, 3 do
       write(name, ("return { f = function() return %d end }"):format(i))
       assert.is_true(reload.reload(name))

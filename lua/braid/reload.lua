@@ -532,7 +532,16 @@ end
 -- The watcher loads a file's source (h its hash): nothing happens when it
 -- is the version running now (a touch, a chmod, an editor's second write),
 -- or one that already failed (reported once).
-local retry_failed, retryable
+-- The source of hash h failed to load with err (f: the Failure when the
+-- chunk raised). Only such a raise may go once another module has loaded:
+-- a syntax error will not change, and a load that ran out of time would
+-- take that time again.
+local function note_failed(rec, h, err, f)
+  rec.failed_hash = h
+  rec.retry = f ~= nil and not tostring(err):find("reload.LOAD_TIME_LIMIT", 1, true)
+end
+
+local retry_failed
 
 local function load_source(rec, source, h)
   if loaded[rec.name] == nil then return end
@@ -540,19 +549,11 @@ local function load_source(rec, source, h)
   if (cur and cur.hash == h) or rec.failed_hash == h then return end
   local ok, err, f = apply(rec, source, nil, h)
   if not ok then
-    rec.failed_hash = h
-    rec.retry = retryable(err, f)
+    note_failed(rec, h, err, f)
     fail(rec.name, err, f)
   else
     retry_failed(rec)
   end
-end
-
--- Whether a failed load may succeed once another module has loaded: the
--- chunk raised (a syntax error will not change, and one that ran out of
--- time would take that time again).
-retryable = function(err, f)
-  return f ~= nil and not tostring(err):find("reload.LOAD_TIME_LIMIT", 1, true)
 end
 
 -- After a module loaded: the modules whose file failed to load as their
@@ -563,19 +564,22 @@ retry_failed = function(done)
   local again = true
   while again do
     again = false
+    -- listed first: a load may require a module, which adds a record
+    local waiting = {}
     for _, rec in pairs(records) do
       if rec ~= done and rec.failed_hash and rec.retry and loaded[rec.name] ~= nil then
-        local source = read_file(rec.path)
-        if source and hash(source) == rec.failed_hash then
-          local h = rec.failed_hash
-          rec.failed_hash = nil
-          local ok, err, f = apply(rec, source, nil, h)
-          if ok then
-            log_msg(("reload of %s succeeded on a second try"):format(rec.name))
-            again = true
-          else
-            rec.failed_hash, rec.retry = h, retryable(err, f)
-          end
+        waiting[#waiting + 1] = rec
+      end
+    end
+    for _, rec in ipairs(waiting) do
+      local source, h = read_file(rec.path), rec.failed_hash
+      if source and hash(source) == h then
+        local ok, err, f = apply(rec, source, nil, h)  -- clears failed_hash when it loads
+        if ok then
+          log_msg(("reload of %s succeeded on a second try"):format(rec.name))
+          again = true
+        else
+          note_failed(rec, h, err, f)
         end
       end
     end
@@ -601,7 +605,7 @@ end
 -- Read a watched file now and load it if it is new. A file that changed
 -- while it was read is tried again later; one with the stamp and content
 -- last seen is left alone.
-local schedule, drain_events
+local schedule, drain
 local due = {}         -- rec -> monotonic time of its check
 local function check_file(rec)
   local s1, serr = core_stamp(rec.path)
@@ -612,10 +616,8 @@ local function check_file(rec)
   -- a writer that opened the file (truncating it) after the events were
   -- last taken in, and before the first stat, is told by its events now:
   -- its close will bring the check back
-  if drain_events then
-    drain_events()
-    if rec.writing or due[rec] then return end
-  end
+  drain()
+  if rec.writing or due[rec] then return end
   -- an empty file is most likely one a writer has just truncated (a storm
   -- of saves still showed it, with no event left to tell): looked at again
   -- after SETTLE, and loaded only if it is still empty then
@@ -741,12 +743,11 @@ end
 
 -- Take in the events queued now (the checks must not act on a file whose
 -- new write is already announced).
-local function drain()
+drain = function()
   if not watcher then return end
   local list = watcher:read()
   if list then on_events(list) end
 end
-drain_events = drain
 
 run_checks = function()
   -- called early (an inotify batch, _pump): the armed check is not needed
@@ -924,7 +925,7 @@ function M.reload(modname)
   mark_seen(rec, stamp, source)
   local ok, aerr, f = apply(rec, source)
   if not ok then
-    rec.failed_hash, rec.retry = hash(source), retryable(aerr, f)
+    note_failed(rec, hash(source), aerr, f)
     return fail(modname, aerr, f)
   end
   retry_failed(rec)
