@@ -221,9 +221,15 @@ describe("braid", function()
   it("--workers N runs N workers that know their workerId, and stops them on SIGTERM", function()
     local p = proc.spawn({ "--workers", "2", "-e", [[
       local reactor = require "braid.reactor"
-      print("worker " .. tostring(reactor.workerId))
       reactor.addSystemEventTrigger("before", "shutdown", function()
         print("worker " .. reactor.workerId .. " shutting down")
+      end)
+      -- said once run() has its SIGTERM handler: before that, a SIGTERM
+      -- ends a worker by its default action (as a Twisted process before
+      -- reactor.run), and a loaded machine let it land there
+      reactor.callWhenRunning(function()
+        print("worker " .. tostring(reactor.workerId))
+        io.stdout:flush()
       end)
       reactor.run()
     ]] })
