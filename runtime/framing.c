@@ -6,7 +6,8 @@
 ** Invariant: off + len <= cap; data is NULL only when cap is 0.
 ** A frame is consumed before its string is pushed: lua_pushlstring copies
 ** the bytes first and may then run the collector, whose finalizers may use
-** this same buffer (the bytes stay in place until the next append).
+** this same buffer (the bytes stay in place until the string is made;
+** fb_trim may give the array back only after that).
 */
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,31 @@ static void fb_consume(struct framebuf *b, size_t n) {
   b->off += n;
   b->len -= n;
   if (b->len == 0) b->off = 0;
+}
+
+/* An empty buffer holds no array, as Twisted's goes back to b"": a
+** connection that idles keeps nothing of the reads before (a 64 KiB read
+** grows the array to 128 KiB). One that still holds a partial frame keeps at
+** most FB_KEEP bytes once the rest fits in half of that. */
+#define FB_KEEP 4096
+
+/* Called after a frame's string is pushed (its bytes were read from the
+** array). A shrinking realloc that fails keeps the larger array. */
+static void fb_trim(struct framebuf *b) {
+  if (b->len == 0) {
+    free(b->data);
+    b->data = NULL;
+    b->off = b->cap = 0;
+    return;
+  }
+  if (b->cap <= FB_KEEP || b->len > FB_KEEP / 2) return;
+  memmove(b->data, b->data + b->off, b->len);
+  b->off = 0;
+  char *p = realloc(b->data, FB_KEEP);
+  if (p != NULL) {
+    b->data = p;
+    b->cap = FB_KEEP;
+  }
 }
 
 static int fb_new(lua_State *L) {
@@ -112,6 +138,7 @@ static int fb_nextline(lua_State *L) {
   }
   fb_consume(b, n + dn);
   lua_pushlstring(L, start, n);
+  fb_trim(b);
   return 1;
 }
 
@@ -135,6 +162,7 @@ static int fb_nextnetstring(lua_State *L) {
   if (s[i + 1 + n] != ',') goto malformed;
   fb_consume(b, i + 1 + n + 1);
   lua_pushlstring(L, (const char *)s + i + 1, n);
+  fb_trim(b);
   return 1;
 toolong:
   lua_pushboolean(L, 0);
@@ -165,6 +193,7 @@ static int fb_nextprefixed(lua_State *L) {
   if (b->len < (size_t)k + n) { lua_pushnil(L); return 1; }
   fb_consume(b, (size_t)k + n);
   lua_pushlstring(L, (const char *)s + k, n);
+  fb_trim(b);
   return 1;
 }
 
@@ -176,6 +205,7 @@ static int fb_take(lua_State *L) {
   const char *start = b->data ? b->data + b->off : "";
   fb_consume(b, (size_t)n);
   lua_pushlstring(L, start, (size_t)n);
+  fb_trim(b);
   return 1;
 }
 
@@ -185,6 +215,7 @@ static int fb_takeall(lua_State *L) {
   size_t n = b->len;
   fb_consume(b, n);
   lua_pushlstring(L, start, n);
+  fb_trim(b);
   return 1;
 }
 
@@ -196,7 +227,14 @@ static int fb_len(lua_State *L) {
 static int fb_clear(lua_State *L) {
   struct framebuf *b = fb_check(L, 1);
   b->off = b->len = 0;
+  fb_trim(b);
   return 0;
+}
+
+/* _capacity() -> the bytes the array holds room for (for specs) */
+static int fb_capacity(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)fb_check(L, 1)->cap);
+  return 1;
 }
 
 /* __gc and __close: a buffer's memory may go early (a to-be-closed
@@ -218,6 +256,7 @@ static const luaL_Reg fb_methods[] = {
   { "takeAll", fb_takeall },
   { "len", fb_len },
   { "clear", fb_clear },
+  { "_capacity", fb_capacity },
   { NULL, NULL }
 };
 

@@ -304,6 +304,38 @@ for _, impl in ipairs(IMPLS) do
       assert.is_false(ok)
       assert.is_true(errors.NotImplementedError:isinstance(e))
     end)
+
+    -- the traceback a server logs for the error must reach the user's code
+    -- (a pcall and re-raise in dataReceived kept only the re-raise's), and
+    -- the receiver delivers again afterwards
+    it("lets an error from lineReceived, rawDataReceived or lineLengthExceeded out with its traceback", function()
+      local T = LR({ MAX_LENGTH = 4 })
+      local function fail_here(what) error(errors.ValueError(what)) end
+      function T:lineReceived(line)
+        if line == "bad" then fail_here("line") end
+        self.got = line
+      end
+      function T:rawDataReceived() fail_here("raw") end
+      function T:lineLengthExceeded() fail_here("long") end
+      for _, case in ipairs({ { "bad\r\n", "line" }, { "toolong\r\n", "long" }, { "raw", "raw" } }) do
+        local p = T()
+        p:makeConnection(testing.StringTransport())
+        if case[2] == "raw" then p:setRawMode() end
+        local trace
+        local ok, e = xpcall(p.dataReceived, function(err)
+          trace = debug.traceback("", 2)
+          return err
+        end, p, case[1])
+        assert.is_false(ok)
+        assert.is_true(errors.ValueError:isinstance(e))
+        assert.equal(case[2], e.message)
+        assert.matches("in upvalue 'fail_here'", trace)
+        assert.is_false(p._busy)
+        p:setLineMode()
+        p:dataReceived("ok\r\n")
+        assert.equal("ok", p.got)
+      end
+    end)
   end)
 
   describe("LineOnlyReceiver (" .. label .. ")", function()
@@ -532,6 +564,31 @@ for _, impl in ipairs(IMPLS) do
 
       it("has MAX_LENGTH 99999", function()
         assert.are.equal(99999, basic[name].MAX_LENGTH)
+      end)
+
+      -- a stringReceived that pauses and resumes at once (its transport's
+      -- buffer is empty) re-entered the delivery loop once per string, and
+      -- one 64 KiB read of empty strings overflowed the stack
+      it("delivers 100,000 strings of one read to a stringReceived that pauses and resumes", function()
+        local P = T:extend("PauseResume" .. name)
+        function P:stringReceived(s)
+          self.n = (self.n or 0) + 1
+          self:pauseProducing()
+          self:resumeProducing()
+          self.last = s
+        end
+        local p = P()
+        p:makeConnection(testing.StringTransport())
+        local frames = {}
+        for i = 1, 100000 do frames[i] = string.pack(fmt, 1) .. string.char(i % 256) end
+        p:dataReceived(table.concat(frames))
+        assert.equal(100000, p.n)
+        assert.equal(string.char(100000 % 256), p.last)
+        assert.is_false(p._busy)
+        p:dataReceived(string.pack(fmt, 1))  -- half a frame: kept for the next read
+        p:dataReceived("z")
+        assert.equal(100001, p.n)
+        assert.equal("z", p.last)
       end)
 
       if k < 4 then

@@ -165,6 +165,24 @@ local function stopProducing(self)
   self.transport:stopProducing()
 end
 
+-- A receiver's delivery loop marks it _busy: a dataReceived from inside a
+-- callback (resumeProducing, setLineMode(extra)) only appends, and the loop
+-- below goes on with it, so the C stack does not grow per frame. busy(self)
+-- sets the mark and returns a to-be-closed guard that clears it when the
+-- loop is left, also by an error, which then goes on with its own traceback
+-- (a pcall and a re-raise would keep only the re-raise's). One guard per
+-- receiver, made on its first delivery.
+local BUSY = { __close = function(g) g[1]._busy = false end }
+local function busy(self)
+  self._busy = true
+  local g = rawget(self, "_busyGuard")
+  if g == nil then
+    g = setmetatable({ self }, BUSY)
+    self._busyGuard = g
+  end
+  return g
+end
+
 ---------------------------------------------------------------------------
 -- A receiver's settings, checked once per dataReceived, so that one of the
 -- wrong type is told by its name rather than by the framing helper it
@@ -224,11 +242,8 @@ function LineReceiver:dataReceived(data)
     check_delimiter("LineReceiver", self.delimiter)
     check_max("LineReceiver", self.MAX_LENGTH)
   end
-  self._busy = true
-  local ok, why = pcall(self._deliver, self, buf)
-  self._busy = false
-  if not ok then error(why, 0) end
-  return why
+  local _ <close> = busy(self)
+  return self:_deliver(buf)
 end
 
 function LineReceiver:_deliver(buf)
@@ -371,6 +386,7 @@ local IntNStringReceiver = Protocol:extend("IntNStringReceiver")
 M.IntNStringReceiver = IntNStringReceiver
 IntNStringReceiver.MAX_LENGTH = 99999
 IntNStringReceiver.paused = false
+IntNStringReceiver._busy = false
 IntNStringReceiver._newFrameBuffer = M.newFrameBuffer
 IntNStringReceiver.pauseProducing = pauseProducing
 IntNStringReceiver.resumeProducing = resumeProducing
@@ -386,6 +402,8 @@ function IntNStringReceiver:dataReceived(data)
       .. "Int8StringReceiver, Int16StringReceiver or Int32StringReceiver), got %s"):format(shown(k))), 2)
   end
   check_max("IntNStringReceiver", self.MAX_LENGTH)
+  if self._busy then return end -- re-entered from stringReceived: the loop below sees it
+  local _ <close> = busy(self)
   while not self.paused do
     local s, _, length = buf:nextPrefixed(k, self.MAX_LENGTH)
     if s == nil then return end
