@@ -44,6 +44,9 @@ struct opts {
   const char *console;
   const char *console_auth;
   int workers;
+  int version;          /* -v: print the versions first (then run, as lua5.4) */
+  char *stdin_chunk;    /* --workers with "-": the script, read once */
+  size_t stdin_len;
 };
 
 static void usage(FILE *f) {
@@ -85,7 +88,7 @@ static int parse(int argc, char **argv, struct opts *o) {
     if (a[0] != '-' || strcmp(a, "-") == 0) break;
     if (strcmp(a, "--") == 0) { i++; break; }
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); exit(0); }
-    else if (!strcmp(a, "-v") || !strcmp(a, "--version")) return -1;
+    else if (!strcmp(a, "-v") || !strcmp(a, "--version")) o->version = 1;
     else if (!strcmp(a, "-e")) {
       NEEDVAL();
       if (o->nexec == (int)(sizeof o->exec / sizeof o->exec[0])) die("%s", "too many -e options");
@@ -110,6 +113,7 @@ static int parse(int argc, char **argv, struct opts *o) {
   }
   o->script_index = i;
   o->script = i < argc ? argv[i] : NULL;
+  if (o->console_auth && !o->console) die("%s", "--console-auth needs --console");
   return 0;
 }
 
@@ -169,7 +173,9 @@ static int report(lua_State *L, int st) {
   return st;
 }
 
-/* Call require(mod)[fn](arg) protected; returns the status. */
+/* Call require(mod)[fn](arg) protected; returns the status. A require
+** that fails reports its traceback; fn's own error (an option's bad value)
+** is reported as its one line. */
 static int call_module(lua_State *L, const char *mod, const char *fn, const char *arg) {
   lua_getglobal(L, "require");
   lua_pushstring(L, mod);
@@ -178,7 +184,7 @@ static int call_module(lua_State *L, const char *mod, const char *fn, const char
   lua_getfield(L, -1, fn);
   lua_remove(L, -2);
   if (arg) lua_pushstring(L, arg);
-  return docall(L, arg ? 1 : 0, 0);
+  return lua_pcall(L, arg ? 1 : 0, 0, 0);
 }
 
 static void set_paths(lua_State *L, const char *script) {
@@ -224,18 +230,71 @@ static void create_arg(lua_State *L, char **argv, int argc, int script) {
   lua_setglobal(L, "arg");
 }
 
-static const char *g_pidfile;
-static void remove_pidfile(void) {
-  if (g_pidfile) unlink(g_pidfile);
+/* The pid a pidfile holds, or 0 (no file, or no number in it). */
+static long read_pidfile(const char *path) {
+  long pid = 0;
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  if (fscanf(f, "%ld", &pid) != 1 || pid < 0) pid = 0;
+  fclose(f);
+  return pid;
 }
 
+static const char *g_pidfile;
+static long g_pid;  /* the pid written to it */
+/* at exit: the file goes only while it still holds our pid (another
+** instance may have taken it over since) */
+static void remove_pidfile(void) {
+  if (g_pidfile && read_pidfile(g_pidfile) == g_pid) unlink(g_pidfile);
+}
+
+/* As twistd: a pidfile whose process is alive means another instance runs
+** (refused); one whose process is gone is stale, and replaced. */
 static void write_pidfile(const char *path) {
+  long other = read_pidfile(path);
+  if (other > 0 && other != (long)getpid() && (kill((pid_t)other, 0) == 0 || errno == EPERM)) {
+    fprintf(stderr, "%s: another process (pid %ld) runs with pidfile %s\n", progname, other, path);
+    exit(1);
+  }
   FILE *f = fopen(path, "w");
   if (!f) die("cannot write pidfile %s", path);
-  fprintf(f, "%ld\n", (long)getpid());
+  g_pid = (long)getpid();
+  fprintf(f, "%ld\n", g_pid);
   fclose(f);
   g_pidfile = path;
   atexit(remove_pidfile);
+}
+
+/* --workers with "-": every worker loads the script, so it is read from
+** stdin once, before the first fork (a restarted worker gets it too) */
+static void read_stdin_script(struct opts *o) {
+  size_t cap = 4096, len = 0;
+  char *buf = malloc(cap);
+  if (!buf) die("%s", "cannot read the script from stdin: not enough memory");
+  for (;;) {
+    if (len == cap) {
+      char *p = cap > ((size_t)-1) / 2 ? NULL : realloc(buf, cap * 2);
+      if (!p) die("%s", "cannot read the script from stdin: not enough memory");
+      buf = p;
+      cap *= 2;
+    }
+    size_t n = fread(buf + len, 1, cap - len, stdin);
+    len += n;
+    if (n == 0) {
+      if (ferror(stdin)) die("cannot read the script from stdin (%s)", strerror(errno));
+      break;
+    }
+  }
+  /* as luaL_loadfile: a first line starting with '#' (#!) is skipped, its
+  ** newline kept so that line numbers stay right */
+  if (len > 0 && buf[0] == '#') {
+    size_t i = 0;
+    while (i < len && buf[i] != '\n') i++;
+    memmove(buf, buf + i, len - i);
+    len -= i;
+  }
+  o->stdin_chunk = buf;
+  o->stdin_len = len;
 }
 
 /* ---- --workers: a small supervisor ------------------------------------ */
@@ -378,7 +437,7 @@ static int run_script(lua_State *L, struct opts *o, int argc, char **argv) {
     lua_remove(L, -2);
     lua_pushstring(L, o->console);
     if (o->console_auth) lua_pushstring(L, o->console_auth); else lua_pushnil(L);
-    if ((st = docall(L, 2, 0)) != LUA_OK) return report(L, st);
+    if ((st = lua_pcall(L, 2, 0, 0)) != LUA_OK) return report(L, st); /* one line */
   }
   for (int i = 0; i < o->nexec; i++) {
     st = luaL_loadbuffer(L, o->exec[i], strlen(o->exec[i]), "=(command line)");
@@ -386,7 +445,10 @@ static int run_script(lua_State *L, struct opts *o, int argc, char **argv) {
     if (st != LUA_OK) return report(L, st);
   }
   if (o->script) {  /* main() checked it is readable */
-    st = luaL_loadfile(L, strcmp(o->script, "-") == 0 ? NULL : o->script);
+    if (o->stdin_chunk)
+      st = luaL_loadbuffer(L, o->stdin_chunk, o->stdin_len, "=stdin");
+    else
+      st = luaL_loadfile(L, strcmp(o->script, "-") == 0 ? NULL : o->script);
     if (st != LUA_OK) return report(L, st);
     int nargs = 0;
     for (int i = o->script_index + 1; i < argc; i++, nargs++) {
@@ -432,7 +494,12 @@ int main(int argc, char **argv) {
     const char *s = strrchr(argv[0], '/');
     progname = s ? s + 1 : argv[0];
   }
-  if (parse(argc, argv, &o) < 0) return print_version();
+  parse(argc, argv, &o);
+  if (o.version) {
+    print_version();
+    fflush(stdout);
+    if (!o.script && o.nexec == 0) return 0;  /* as lua5.4 -v */
+  }
   if (!o.script && o.nexec == 0) die("%s", "no script given (try braid --help)");
   if (o.script && strcmp(o.script, "-") != 0 && access(o.script, R_OK) != 0) {
     fprintf(stderr, "%s: cannot open %s (%s)\n", progname, o.script, strerror(errno));
@@ -441,6 +508,7 @@ int main(int argc, char **argv) {
   /* line-buffered even into a pipe: a server's output shows as it happens */
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (o.pidfile) write_pidfile(o.pidfile);
+  if (o.workers > 0 && o.script && strcmp(o.script, "-") == 0) read_stdin_script(&o);
   if (o.workers > 0) supervise(o.workers); /* returns only in a worker */
   if (o.workers > 0 && o.pidfile) g_pidfile = NULL; /* the supervisor owns it */
   lua_State *L = braid_new_state();

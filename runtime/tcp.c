@@ -1315,6 +1315,11 @@ static int l_unix_listen(lua_State *L) {
     unlink(path);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return port_fail(L, p, fd, errno);
+  /* Linux makes the socket file with the mode of the socket's own inode
+  ** (less the umask): set before bind, no moment passes in which the file
+  ** has a looser mode (the console's 0600); the chmod after sets the bits
+  ** the umask took away */
+  if (!abstract && mode >= 0) (void)fchmod(fd, (mode_t)mode);
   if (bind(fd, (void *)&un, len) < 0 || (!abstract && mode >= 0 && chmod(path, (mode_t)mode) < 0)
       || listen(fd, backlog) < 0)
     return port_fail(L, p, fd, errno);

@@ -37,6 +37,33 @@ describe("braid", function()
     assert.matches("^braid %d+%.%d+%.%d+ %(Lua 5%.4%.%d+, libevent 2%.%d+%.%d+%-stable, backend epoll%)$", lines[1])
   end)
 
+  it("-v with a script prints the versions, then runs it (as lua5.4 -v)", function()
+    local lines, code = proc.run({ "-v", "-e", "print('ran', ...)" })
+    assert.equal(0, code)
+    assert.equal(2, #lines)
+    assert.matches("^braid %d+%.%d+%.%d+ %(", lines[1])
+    assert.equal("ran", lines[2])
+  end)
+
+  -- the values were checked by Lua code run with a traceback handler, so
+  -- a mistyped level printed a stack trace
+  it("a bad --loglevel or --console value gives one line and status 1", function()
+    local lines, code = proc.run({ "--loglevel", "nope", "-e", "print(1)" })
+    assert.equal(1, code)
+    assert.same({ "braid: ValueError: bad argument #1 to 'setLevel' (unknown level 'nope'; "
+      .. "expected debug, info, warn, error or critical)" }, lines)
+    lines, code = proc.run({ "--console", "bogus", "-e", "print(1)" })
+    assert.equal(1, code)
+    assert.same({ "braid: ValueError: console.serve: endpoint must be unix:PATH or "
+      .. "tcp:[HOST:]PORT, got bogus" }, lines)
+  end)
+
+  it("--console-auth without --console gives one line and status 1", function()
+    local lines, code = proc.run({ "--console-auth", "pw.txt", "-e", "print(1)" })
+    assert.equal(1, code)
+    assert.same({ "braid: --console-auth needs --console" }, lines)
+  end)
+
   it("-v reports the backend chosen with --reactor", function()
     for _, b in ipairs({ "poll", "select", "epoll" }) do
       local lines, code = proc.run({ "--reactor", b, "-e", "print(require('braid.reactor').backend())" })
@@ -162,7 +189,8 @@ describe("braid", function()
     assert.same({ "ran in iterate", "done" }, lines)
   end)
 
-  it("--pidfile writes the pid and removes the file at exit", function()
+  -- a braid serving with --pidfile at a fresh path, once it runs
+  local function serving_with_pidfile()
     local pidfile = tmpfile()
     os.remove(pidfile)
     local p = proc.spawn({ "--pidfile", pidfile, "-e", [[
@@ -171,6 +199,11 @@ describe("braid", function()
       reactor.run()
     ]] })
     assert.equal("up", p:waitFor("up"))
+    return p, pidfile
+  end
+
+  it("--pidfile writes the pid and removes the file at exit", function()
+    local p, pidfile = serving_with_pidfile()
     local f = assert(io.open(pidfile))
     local pid = tonumber(f:read("l"))
     f:close()
@@ -179,6 +212,45 @@ describe("braid", function()
     local _, code = p:finish()
     assert.equal(0, code)
     assert.is_nil(io.open(pidfile))
+  end)
+
+  -- a second instance overwrote the file, and removed it at its exit
+  -- while the first still ran
+  it("--pidfile refuses a pidfile whose process is alive, and replaces a stale one", function()
+    local p, pidfile = serving_with_pidfile()
+    local lines, code = proc.run({ "--pidfile", pidfile, "-e", "print('second ran')" })
+    assert.equal(1, code)
+    assert.same({ ("braid: another process (pid %d) runs with pidfile %s"):format(p:braidPid(), pidfile) },
+      lines)
+    local f = assert(io.open(pidfile))
+    assert.equal(p:braidPid(), tonumber(f:read("l")))
+    f:close()
+    p:kill("TERM")
+    assert.equal(0, select(2, p:finish()))
+    assert.is_nil(io.open(pidfile))
+    -- a pid no process has (above pid_max): stale, replaced and removed
+    f = assert(io.open(pidfile, "w")); f:write("99999999\n"); f:close()
+    lines, code = proc.run({ "--pidfile", pidfile, "-e", "print(io.open('" .. pidfile .. "'):read('n') ~= 99999999)" })
+    assert.equal(0, code)
+    assert.same({ "true" }, lines)
+    assert.is_nil(io.open(pidfile))
+  end)
+
+  it("--pidfile leaves the file alone at exit if another process took it over", function()
+    local pidfile = tmpfile()
+    os.remove(pidfile)
+    local lines, code = proc.run({ "--pidfile", pidfile, "-e", [[
+      local f = assert(io.open("]] .. pidfile .. [[", "w"))
+      f:write("1\n")
+      f:close()
+      print("rewritten")
+    ]] })
+    assert.equal(0, code)
+    assert.same({ "rewritten" }, lines)
+    local f = assert(io.open(pidfile))
+    assert.equal(1, tonumber(f:read("l")))
+    f:close()
+    os.remove(pidfile)
   end)
 
   it("--logfile - logs to standard output in Twisted's format", function()
@@ -247,6 +319,19 @@ describe("braid", function()
     end
     table.sort(downs)
     assert.same({ "worker 1 shutting down", "worker 2 shutting down" }, downs)
+  end)
+
+  -- each worker read stdin after the fork: the first took the script and
+  -- the others ran an empty chunk and exited
+  it("--workers N - reads the script from stdin once, for every worker", function()
+    local script = proc.script("#!/usr/bin/env braid\n"
+      .. "local reactor = require 'braid.reactor'\n"
+      .. "print('worker ' .. reactor.workerId .. ' at line ' .. debug.getinfo(1, 'l').currentline)\n")
+    finally(function() os.remove(script) end)
+    local lines, code = proc.run({ "--workers", "3", "-" }, { stdin = script })
+    assert.equal(0, code)
+    table.sort(lines)
+    assert.same({ "worker 1 at line 3", "worker 2 at line 3", "worker 3 at line 3" }, lines)
   end)
 
   -- a worker that got the SIGTERM before it had put back its own handlers

@@ -475,7 +475,8 @@ function M.serve(endpoint, authfile)
   local worker = reactor.workerId
   if path then
     if worker then path = path .. "." .. worker end
-    os.remove(path)
+    -- listenUNIX removes only a socket file no server listens on: anything
+    -- else at PATH (a file, another server's live console) is an error
     port = reactor.listenUNIX(path, factory, nil, tonumber("600", 8))
   else
     local host, pnum = parse_tcp(endpoint:match("^tcp:(.+)$") or "")

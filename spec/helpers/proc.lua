@@ -15,13 +15,15 @@ local Proc = {}
 Proc.__index = Proc
 
 --- Start `braid args...` (stderr merged into stdout), killed after `limit`
--- seconds (default 20) so a hung child fails the spec instead of hanging.
+-- seconds (default 20) so a hung child fails the spec instead of hanging;
+-- opts.stdin: a file for its standard input.
 function M.spawn(args, opts)
   opts = opts or {}
   local parts = {}
   for i, a in ipairs(args) do parts[i] = quote(a) end
-  local cmd = ("cd %s && echo $$ && exec timeout -s KILL %d %s %s 2>&1"):format(
-    quote(opts.cwd or root), opts.limit or 20, opts.bin or M.BIN, table.concat(parts, " "))
+  local cmd = ("cd %s && echo $$ && exec timeout -s KILL %d %s %s 2>&1%s"):format(
+    quote(opts.cwd or root), opts.limit or 20, opts.bin or M.BIN, table.concat(parts, " "),
+    opts.stdin and " < " .. quote(opts.stdin) or "")
   local f = assert(io.popen(cmd, "r"))
   local pid = tonumber(f:read("l"))
   return setmetatable({ f = f, pid = pid, lines = {} }, Proc)
