@@ -152,6 +152,23 @@ describe("Failure:getErrorMessage", function()
     assert.equal("42", Failure(42):getErrorMessage())
     assert.equal("true", Failure(true):getErrorMessage())
   end)
+
+  -- as Twisted's safe_str (test_brokenValue*Detail): the text methods of a
+  -- Failure never raise, whatever its value's __tostring does
+  it("gives a marker for a value whose __tostring raises or returns no string", function()
+    local raising = setmetatable({}, { __tostring = function() error("no text", 0) end })
+    local f = Failure(raising)
+    assert.equal("<unprintable table: no text>", f:getErrorMessage())
+    assert.equal("LuaError: <unprintable table: no text>", f:brief())
+    assert.matches("\nLuaError: <unprintable table: no text>\n$", f:getTraceback())
+    assert.matches("^%[Failure instance: Traceback: LuaError: <unprintable table: no text>\n", tostring(f))
+    local Odd = errors.ValueError:extend("OddError")
+    function Odd:text() error("no text either", 0) end
+    function Odd:__tostring() return {} end
+    local g = Failure(Odd())
+    assert.equal("<unprintable table: '__tostring' must return a string>", g:getErrorMessage())
+    assert.equal("<unprintable table: '__tostring' must return a string>", g:brief())
+  end)
 end)
 
 describe("Failure:brief", function()

@@ -333,6 +333,17 @@ describe("log.err", function()
     return f
   end
 
+  -- its brief line raised, and the traceback was dropped for a
+  -- "<traceback unavailable>" line
+  it("keeps the traceback of a value whose __tostring raises", function()
+    local out = Sink()
+    log.startLogging(out, false)
+    local bad = setmetatable({}, { __tostring = function() error("no text") end })
+    log.err(raised(bad), "why")
+    assert.matches("%[%-%] why\n\tTraceback %(most recent call last%):\n\tstack traceback:\n", out.buf)
+    assert.matches("\n\tLuaError: <unprintable table: [^\n]*no text>\n$", out.buf)
+  end)
+
   it("logs why, then the Failure's traceback, continuation lines tab-indented", function()
     local out = Sink()
     log.startLogging(out, false)
@@ -688,6 +699,28 @@ describe("log levels", function()
     L:critical("c")
     assert.same({ "w", "c" }, seen)
   end)
+
+  it("filteringObserver takes the level names setLevel takes", function()
+    local seen = {}
+    for _, name in ipairs({ "WARN", "warning", "Warn" }) do
+      log.addObserver(log.filteringObserver(function(ev) seen[#seen + 1] = name .. ":" .. ev.text end, name))
+    end
+    local L = log.Logger("ns")
+    L:info("i")
+    L:warn("w")
+    table.sort(seen)
+    assert.same({ "WARN:w", "Warn:w", "warning:w" }, seen)
+    local ok, e = pcall(log.filteringObserver, print, "loud")
+    assert.is_false(ok)
+    assert.matches("unknown level 'loud'", tostring(e))
+  end)
+
+  it("takes a failure field of false as no failure", function()
+    local events = collect()
+    log.Logger("ns"):info("plain {x}", { x = 1, failure = false })
+    assert.equal("plain 1", events[1].text)
+    assert.is_false(events[1].isError)
+  end)
 end)
 
 describe("log.Logger", function()
@@ -1024,6 +1057,31 @@ describe("log.LogFile", function()
     ok, e = pcall(log.LogFile, path, { rotateLength = "big" })
     assert.is_false(ok)
     assert.matches("bad argument #2 to 'LogFile'", tostring(e))
+    -- a string maxRotatedFiles raised "compare number with string" at the
+    -- second rotation, inside the main observer, which then was removed
+    for _, bad in ipairs({ { maxRotatedFiles = "3" }, { maxRotatedFiles = 0 },
+        { maxRotatedFiles = 2.5 }, { rotateLength = -1 }, { rotateLength = 0 / 0 } }) do
+      ok, e = pcall(log.LogFile, path, bad)
+      assert.is_false(ok)
+      assert.matches("bad argument #2 to 'LogFile'", tostring(e))
+    end
+  end)
+
+  -- reopen closed the old file before opening the new one: a failure left
+  -- a closed file, whose next write removed the main observer for good
+  it("reopen() that cannot open the file keeps writing to the old one, and tries again later", function()
+    local lf = log.LogFile(path)
+    log.startLogging(lf, false)
+    assert(os.rename(path, path .. ".6"))
+    assert(os.execute("mkdir " .. path))  -- the path cannot be opened as a file
+    log.reopen()
+    assert.matches("log.reopen failed: .*can't open log file", errsink.buf)
+    log.msg("still written")
+    assert(os.execute("rmdir " .. path))
+    log.reopen()
+    log.msg("in the new file")
+    assert.equal(STAMP .. " [-] Log opened.\n" .. STAMP .. " [-] still written\n", slurp(path .. ".6"))
+    assert.equal(STAMP .. " [-] in the new file\n", slurp(path))
   end)
 
   it("serves as the file of startLogging, and log.reopen() reopens it", function()
@@ -1055,6 +1113,60 @@ describe("log.reopen", function()
 
   it("does nothing without a log file", function()
     assert.has_no.errors(log.reopen)
+  end)
+
+  it("keeps the old file when the path cannot be opened, and opens it on a later reopen", function()
+    log.startLogging(path, false)
+    assert(os.rename(path, path .. ".6"))
+    assert(os.execute("mkdir " .. path))
+    log.reopen()
+    assert.matches("log.reopen failed: can't reopen " .. path:gsub("%p", "%%%0"), errsink.buf)
+    log.msg("still written")
+    assert(os.execute("rmdir " .. path))
+    log.reopen()
+    log.msg("fresh")
+    log.stopLogging()
+    assert.equal(STAMP .. " [-] Log opened.\n" .. STAMP .. " [-] still written\n", slurp(path .. ".6"))
+    assert.equal(STAMP .. " [-] fresh\n", slurp(path))
+  end)
+end)
+
+describe("log output that cannot be written", function()
+  -- a full disk lost every line without a word (write's and flush's
+  -- nil, message were dropped)
+  it("reports a failing write once, keeps the observer, and reports again after a success", function()
+    local full = false
+    local out = {
+      buf = "",
+      write = function(self, s)
+        if full then return nil, "No space left on device" end
+        self.buf = self.buf .. s
+        return self
+      end,
+    }
+    log.startLogging(out, false)
+    full = true
+    log.msg("lost 1")
+    log.msg("lost 2")
+    assert.equal(STAMP .. " [-] log: cannot write to " .. tostring(out)
+      .. ": No space left on device (lines are lost until a write succeeds)\n", errsink.buf)
+    full = false
+    log.msg("kept")
+    full = true
+    log.msg("lost 3")
+    assert.equal(STAMP .. " [-] Log opened.\n" .. STAMP .. " [-] kept\n", out.buf)
+    local _, reports = errsink.buf:gsub("cannot write", "")
+    assert.equal(2, reports)
+  end)
+
+  it("reports a flush that fails on /dev/full, for a path and for a LogFile", function()
+    log.startLogging("/dev/full", false)
+    assert.matches("log: cannot write to .*No space left on device", errsink.buf)
+    log.stopLogging()
+    errsink.buf = ""
+    local lf = log.LogFile("/dev/full", { rotateLength = false })
+    log.startLogging(lf, false)
+    assert.matches("log: cannot write to .*No space left on device", errsink.buf)
   end)
 end)
 

@@ -10,6 +10,17 @@ local class = require "braid.class"
 
 local M = {}
 
+--- tostring that never raises (Twisted's reflect.safe_str): a value whose
+-- __tostring raises, or returns no string, gives `<unprintable TYPE: why>`.
+function M.safeString(v)
+  local t = type(v)
+  if t == "string" then return v end
+  if t == "number" or t == "boolean" or t == "nil" then return tostring(v) end
+  local ok, s = pcall(tostring, v)
+  if ok and type(s) == "string" then return s end
+  return "<unprintable " .. t .. ": " .. (type(s) == "string" and s or "tostring failed") .. ">"
+end
+
 local Error = class.Object:extend("Error")
 Error.class = Error
 

@@ -5,6 +5,8 @@ local errors = require "braid.error"
 
 local M = {}
 
+local safe_str = errors.safeString
+
 local Failure = class.Object:extend("Failure")
 
 local function make(value, tb)
@@ -50,18 +52,23 @@ function Failure:trap(...)
 end
 
 --- The error's text: an error object's text, or the raw value as raised.
+-- Never raises: a value whose __tostring (or text()) raises gives
+-- `<unprintable TYPE: why>`, as Twisted's safe_str.
 function Failure:getErrorMessage()
   errors.checkself("getErrorMessage", getmetatable(self) == Failure or Failure:isinstance(self), self, "Failure")
   local v = self.value
-  if errors.Error:isinstance(v) then return v:text() end
-  return tostring(v)
+  if errors.Error:isinstance(v) then
+    local ok, s = pcall(v.text, v)
+    if ok and type(s) == "string" then return s end
+  end
+  return safe_str(v)
 end
 
---- The error's `Name: text` line.
+--- The error's `Name: text` line (never raises).
 function Failure:brief()
   local v = self.value
-  if errors.Error:isinstance(v) then return tostring(v) end
-  return "LuaError: " .. tostring(v)
+  if errors.Error:isinstance(v) then return safe_str(v) end
+  return "LuaError: " .. safe_str(v)
 end
 
 --- Twisted-shaped traceback text, ending with the error line.

@@ -57,14 +57,7 @@ local log_print           -- our print (defined below)
 -- helpers
 
 --- tostring that never raises: a failing __tostring gives a marker.
-local function safe_tostring(v)
-  local t = type(v)
-  if t == "string" then return v end
-  if t == "number" or t == "boolean" or t == "nil" then return tostring(v) end
-  local ok, s = pcall(tostring, v)
-  if ok and type(s) == "string" then return s end
-  return "<unprintable " .. t .. ": " .. (type(s) == "string" and s or "tostring failed") .. ">"
-end
+local safe_tostring = errors.safeString
 M.safeString = safe_tostring
 
 local function now()
@@ -468,7 +461,7 @@ local function emit(self, lname, ln, fmt, fields, f)
   if ev.system == nil then ev.system = system_now() end
   ev.isError = ln >= ERROR
   local text = formatEvent(fmt, ev)
-  if f == nil then f = ev.failure end
+  if f == nil and ev.failure ~= false then f = ev.failure end -- failure = false: none
   if f ~= nil then
     if not isFailure(f) then f = Failure(f) end
     ev.failure, ev.why, ev.isError = f, text, true
@@ -534,10 +527,29 @@ local function resolve_out(fname, out)
   errors.argerror(fname, 1, "file, path or LogFile expected, got " .. class.nameof(out), 4)
 end
 
+-- The outputs whose last write failed (reported once, until one succeeds).
+local failing = setmetatable({}, { __mode = "k" })
+
+-- Write s to out and flush. A write or flush that fails (`nil, message`, as
+-- io files and LogFiles return) is reported on the error stream once, and
+-- again only after a write has succeeded: a full disk loses lines, but says
+-- so, and the observer stays, to write again once there is room.
 local function write_flush(out, s)
-  out:write(s)
-  local fl = out.flush
-  if fl then fl(out) end
+  local ok, e = out:write(s)
+  if ok ~= nil or e == nil then
+    local fl = out.flush
+    if fl then ok, e = fl(out) end
+  end
+  if ok == nil and e ~= nil then
+    if not failing[out] then
+      failing[out] = true
+      write_err(event_line({ time = now(), system = "-",
+        text = "log: cannot write to " .. safe_tostring(out) .. ": " .. safe_tostring(e)
+          .. " (lines are lost until a write succeeds)" }))
+    end
+  elseif failing[out] then
+    failing[out] = nil
+  end
 end
 
 local function file_main(ev)
@@ -555,7 +567,7 @@ end
 --- Wrap an observer so it only sees events at or above `level`.
 function M.filteringObserver(observer, level)
   errors.checkcallable("filteringObserver", 1, observer)
-  local ln = LEVELS[level]
+  local ln = type(level) == "string" and LEVELS[LEVEL_ALIASES[lower(level)] or lower(level)]
   if not ln then errors.argerror("filteringObserver", 2, "unknown level '" .. safe_tostring(level) .. "'") end
   return function(ev)
     if (LEVELS[ev.level] or INFO) >= ln then return observer(ev) end
@@ -644,10 +656,12 @@ function M.reopen()
   if not out then return end
   local ok, e = pcall(function()
     if main_path then
-      out:close()
+      -- the new file first: one that cannot be opened (yet) leaves logging
+      -- in the old one, and a later reopen tries again
       local f, msg = io.open(main_path, "a")
       if not f then error("can't reopen " .. main_path .. ": " .. tostring(msg), 0) end
       main_out = f
+      pcall(out.close, out)
     elseif type(out) == "table" and type(out.reopen) == "function" then
       out:reopen()
     elseif out.flush then
@@ -808,10 +822,11 @@ function BaseLogFile:_check()
   if self.closed then error(errors.ValueError("I/O operation on closed log file " .. self.path), 3) end
 end
 
---- Flush the file.
+--- Flush the file; returns the file's flush results (nil and a message
+-- when it failed).
 function BaseLogFile:flush()
   self:_check()
-  self._file:flush()
+  return self._file:flush()
 end
 
 --- Close the file; it cannot be written any more (reopen() opens it again).
@@ -822,10 +837,13 @@ function BaseLogFile:close()
   self._file = nil
 end
 
---- Close and open the file again (after an external tool moved it).
+--- Close and open the file again (after an external tool moved it). The
+-- file is opened first: when that fails the error is raised and the old
+-- file stays open, so writing goes on there.
 function BaseLogFile:reopen()
-  self:close()
+  local old, was_closed = self._file, self.closed
   self:_openFile()
+  if old and not was_closed then pcall(old.close, old) end
 end
 
 --- LogFile(path, {rotateLength = 1000000, maxRotatedFiles = nil}): rotates
@@ -839,11 +857,16 @@ function LogFile:init(path, opts)
   opts = opts or {}
   local rl = opts.rotateLength
   if rl == nil then rl = 1000000 end
-  if rl ~= false and type(rl) ~= "number" then
-    errors.argerror("LogFile", 2, "rotateLength must be a number or false")
+  if rl ~= false and (type(rl) ~= "number" or rl ~= rl or rl < 0) then
+    errors.argerror("LogFile", 2, "rotateLength must be a number >= 0 or false")
+  end
+  local max = opts.maxRotatedFiles
+  if max ~= nil and max ~= false and (math.type(max) ~= "integer" or max < 1) then
+    errors.argerror("LogFile", 2, "maxRotatedFiles must be an integer >= 1 or nil, got "
+      .. safe_tostring(max))
   end
   self.rotateLength = rl
-  self.maxRotatedFiles = opts.maxRotatedFiles
+  self.maxRotatedFiles = max or nil
   BaseLogFile.init(self, path)
 end
 
@@ -858,8 +881,10 @@ function BaseLogFile:write(data)
     self:flush()
     self:rotate()
   end
-  self._file:write(data)
+  local ok, e = self._file:write(data)
+  if not ok then return nil, e end
   self:_wrote(data)
+  return self
 end
 
 function LogFile:_openFile()
