@@ -521,5 +521,6 @@ int main(int argc, char **argv) {
   int ok = st == LUA_OK && lua_toboolean(L, -1);
   if (st != LUA_OK) report(L, st);
   braid_close_state(L);
+  free(o.stdin_chunk);
   return ok ? 0 : 1;
 }
