@@ -16,10 +16,12 @@
 **
 ** At most MAX_RUNNING lookups run at once (a thread each; Twisted resolves
 ** on a pool of 10 threads); the others wait in a FIFO queue on the loop
-** side and start as running ones finish. A waiting lookup that is
-** cancelled never starts: it is finished at once (its eventfd written by
-** the loop), so a flood of lookups that time out against a DNS server that
-** does not answer holds MAX_RUNNING threads, not one per lookup.
+** side and start as running ones finish. Only a started lookup has an
+** eventfd: a waiting one holds memory only, so a flood of lookups cannot
+** take the process's descriptors. A waiting lookup that is cancelled never
+** starts: it is finished on the loop (its event made active, with no fd),
+** so a flood of lookups that time out against a DNS server that does not
+** answer holds MAX_RUNNING threads and descriptors, not one per lookup.
 */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -53,6 +55,7 @@ struct resreq {
   int orphaned;      /* under res_lock: the handle is gone, the thread frees */
   int delivered;     /* the callback ran or was cancelled; before, r counts as reactor work */
   int started;       /* its thread was started (else it waits in the queue, or was dropped) */
+  int ev_set;        /* ev was assigned (at start, or by finish_unstarted) */
   struct resreq *next_waiting, *prev_waiting;  /* the queue, while it waits */
 };
 
@@ -155,34 +158,50 @@ static void res_done_cb(evutil_socket_t fd, short what, void *arg) {
     lua_pushlightuserdata(L, r);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) braid_report_error(L);
   }
-  close(r->efd); /* a one-shot event: no longer pending */
+  if (r->efd >= 0) close(r->efd); /* a one-shot event: no longer pending */
   r->efd = -1;
   luaL_unref(L, LUA_REGISTRYINDEX, r->self_ref); /* the handle's __gc frees r */
   r->self_ref = LUA_NOREF;
 }
 
-/* Finish r without a lookup (not started: cancelled, or no thread could
-** be made): its event fires on the loop as a lookup's would. */
+/* Finish r without a lookup (not started: cancelled, or its thread could
+** not be made): its event, with no fd, is made active, and runs on the
+** loop as a lookup's would. */
 static void finish_unstarted(struct resreq *r, int err) {
-  uint64_t one = 1;
   r->err = err;
   r->thread_done = 1;
-  if (write(r->efd, &one, sizeof one) < 0) { /* cannot fail: a fresh eventfd */ }
+  event_assign(&r->ev, braid_loop()->base, -1, 0, res_done_cb, r);
+  r->ev_set = 1;
+  event_active(&r->ev, EV_READ, 1);
 }
 
-/* Start r's thread; 0 when none could be made. */
-static int start_thread(struct resreq *r) {
+/* Start r: its eventfd, its event, then its thread. 0, or an errno with
+** *what naming the step that failed (nothing is left open then). */
+static int start_thread(struct resreq *r, const char **what) {
   pthread_t th;
   pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  int ok = pthread_create(&th, &attr, res_thread, r) == 0;
-  pthread_attr_destroy(&attr);
-  if (ok) {
-    r->started = 1;
-    running++;
+  *what = "eventfd";
+  if ((r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) return errno;
+  event_assign(&r->ev, braid_loop()->base, r->efd, EV_READ, res_done_cb, r);
+  r->ev_set = 1;
+  *what = "event_add failed";
+  int err = event_add(&r->ev, NULL) != 0 ? EINVAL : 0;
+  if (!err) {
+    *what = "pthread_create failed";
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    err = pthread_create(&th, &attr, res_thread, r);
+    pthread_attr_destroy(&attr);
+    if (err) event_del(&r->ev);
   }
-  return ok;
+  if (err) {
+    close(r->efd);
+    r->efd = -1;
+    return err;
+  }
+  r->started = 1;
+  running++;
+  return 0;
 }
 
 static void enqueue_waiting(struct resreq *r) {
@@ -207,8 +226,9 @@ static void unlink_waiting(struct resreq *r) {
 static void start_next(void) {
   while (running < MAX_RUNNING && wait_head) {
     struct resreq *r = wait_head;
+    const char *what;
     unlink_waiting(r);
-    if (!start_thread(r)) finish_unstarted(r, EAI_SYSTEM);
+    if (start_thread(r, &what)) finish_unstarted(r, EAI_SYSTEM);
   }
 }
 
@@ -226,20 +246,15 @@ static int l_getaddrinfo(lua_State *L) {
   int ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the last thing that may raise */
   const char *fail = "out of memory";
   int err = 0;
+  (void)base; /* made by braid_base: start_thread and finish_unstarted use it */
   struct resreq *r = calloc(1, sizeof *r);
   if (!r) goto fail;
   r->efd = -1;
   r->self_ref = ref;
   if (!(r->name = strdup(name))) goto fail;
-  fail = "eventfd";
-  if ((r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) { err = errno; goto fail; }
-  event_assign(&r->ev, base, r->efd, EV_READ, res_done_cb, r);
-  fail = "event_add failed";
-  if (event_add(&r->ev, NULL) != 0) goto fail;
   braid_pin_library(); /* the thread may return after the state closed */
   if (running < MAX_RUNNING && !wait_head) {
-    fail = "pthread_create failed";
-    if (!start_thread(r)) { event_del(&r->ev); goto fail; }
+    if ((err = start_thread(r, &fail))) goto fail;
   } else {
     enqueue_waiting(r);
   }
@@ -274,7 +289,7 @@ static int res_gc(lua_State *L) {
   struct resreq *r = h->r;
   if (!r) return 0;
   h->r = NULL;
-  event_del(&r->ev);
+  if (r->ev_set) event_del(&r->ev);
   if (!r->started) { /* waiting at state close: no thread has it */
     unlink_waiting(r);
     req_free(r);

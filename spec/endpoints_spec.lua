@@ -51,6 +51,26 @@ describe("braid.endpoints", function()
     assert.equal("h", endpoints.clientFromString(reactor, "TCP:h:80")._host)
   end)
 
+  -- connect(nil) errbacked with "attempt to index a nil value" from
+  -- inside the wrapper, and serverFromString(nil, ...) failed at listen
+  it("raises TypeError at once for a connect without a factory or a string without a reactor", function()
+    local ep = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", 1)
+    for _, bad in ipairs({ false, "x", 42 }) do
+      local ok, e = pcall(ep.connect, ep, bad or nil)
+      assert.is_false(ok)
+      assert.is_true(errors.TypeError:isinstance(e))
+      assert.matches("^bad argument #1 to 'connect' %(factory expected", e.message)
+    end
+    local ok, e = pcall(endpoints.UNIXClientEndpoint(reactor, "/nonexistent").connect, ep, {})
+    assert.is_false(ok)
+    assert.matches("^bad argument #1 to 'connect'", e.message)
+    for _, f in ipairs({ "serverFromString", "clientFromString" }) do
+      ok, e = pcall(endpoints[f], nil, "tcp:0")
+      assert.is_false(ok)
+      assert.equal(("bad argument #1 to '%s' (table expected, got nil)"):format(f), e.message)
+    end
+  end)
+
   it("raises ValueError naming the wrong part of a malformed string", function()
     local function msg(f, s)
       local ok, e = pcall(f, reactor, s)

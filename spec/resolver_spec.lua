@@ -39,6 +39,33 @@ describe("braid.resolver", function()
     assert.equal(0, waiting)
   end)
 
+  -- each waiting lookup held an eventfd: 1,000 of them took every
+  -- descriptor of the process, and the next lookup raised EMFILE
+  it("gives a descriptor only to the lookups that run, not to those that wait", function()
+    local core = require "braid.core"
+    local pid = assert(io.open("/proc/self/stat")):read("n")
+    local function fds()
+      local p = io.popen("ls /proc/" .. pid .. "/fd | wc -l")
+      local n = p:read("n")
+      p:close()
+      return n
+    end
+    local r0 = core.resolve_stats()
+    local before = fds()
+    local got = 0
+    for _ = 1, 200 do core.getaddrinfo("localhost", function() got = got + 1 end) end
+    local running, waiting = core.resolve_stats()
+    assert.equal(16, running)
+    assert.equal(184 + r0, waiting)
+    -- an eventfd per running lookup, and what its thread may have open
+    -- just now (/etc/hosts, nsswitch's files): at most two each
+    local after = fds()
+    assert.is_true(after <= before + 2 * (16 - r0),
+      ("descriptors: %d -> %d (%d running before)"):format(before, after, r0))
+    spin(function() return got == 200 end)
+    assert.equal(0, select(2, core.resolve_stats()))
+  end)
+
   it("resolves localhost from /etc/hosts without blocking", function()
     local list = result(reactor.getHostByName("localhost"))
     assert.is_true(#list >= 1)
@@ -92,6 +119,22 @@ describe("braid.resolver", function()
     reactor.installResolver({ getHostByName = function() return defer.Deferred() end })
     local r = result(reactor.resolve("slow.example", 0.05))
     assert.is_truthy(r:check(errors.DNSLookupError))
+  end)
+
+  -- an empty answer raised "attempt to index a nil value" inside resolve's
+  -- callback: an unhandled error, and with a timeout a Deferred that never fired
+  it("fails resolve with DNSLookupError when the resolver answers an empty list", function()
+    reactor.installResolver({ getHostByName = function() return defer.succeed({}) end })
+    for _, timeout in ipairs({ false, 1 }) do
+      local r = result(reactor.resolve("empty.example", timeout or nil))
+      assert.is_truthy(r:check(errors.DNSLookupError), tostring(r))
+      assert.equal("empty.example: no address", r.value.message)
+    end
+  end)
+
+  it("takes a resolve timeout of 0 as none, as connectTCP's", function()
+    local r = result(reactor.resolve("localhost", 0))  -- was DNSLookupError at once
+    assert.is_true(r == "127.0.0.1" or r == "::1", tostring(r))
   end)
 
   it("refuses a resolver without getHostByName", function()

@@ -470,6 +470,28 @@ describe("addresses (test_address)", function()
     assert.is_false(other)
     assert.is_true(address.UNIXAddress(nil) == address.UNIXAddress(nil))
   end)
+
+  -- UNIXAddress(nil) == IPv4Address(...) was true (names both nil), and an
+  -- IPv4Address equal to a plain table of its fields
+  it("an address equals only an address of its own class (test_differentNamesComparison)", function()
+    local address = require "braid.address"
+    local v4 = address.IPv4Address("TCP", "127.0.0.1", 80)
+    assert.is_false(address.UNIXAddress(nil) == v4)
+    assert.is_false(v4 == address.UNIXAddress(nil))
+    assert.is_false(v4 == { type = "TCP", host = "127.0.0.1", port = 80 })
+    assert.is_false(v4 == address.IPv6Address("TCP", "127.0.0.1", 80))
+    assert.is_true(v4 == address.IPv4Address("TCP", "127.0.0.1", 80))
+  end)
+
+  it("an address made without a port shows port=None, as Twisted's repr", function()
+    local address = require "braid.address"
+    assert.equal("IPv4Address(type='TCP', host='1.2.3.4', port=None)",
+      tostring(address.IPv4Address("TCP", "1.2.3.4")))
+    assert.equal("IPv6Address(type='TCP', host='::1', port=None, flowInfo=0, scopeID=0)",
+      tostring(address.IPv6Address("TCP", "::1")))
+    assert.equal("IPv4Address(type='TCP', host='1.2.3.4', port=80)",
+      tostring(address.IPv4Address("TCP", "1.2.3.4", 80)))
+  end)
 end)
 
 describe("IntNStringReceiver (test_basic)", function()

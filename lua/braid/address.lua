@@ -11,7 +11,18 @@ local function quote(s)
   return "'" .. tostring(s) .. "'"
 end
 
+-- a number as %d shows an integer, anything else as tostring, nil as None
+-- (Twisted's repr of an address made without a port)
+local function num(v)
+  if math.type(v) == "integer" then return ("%d"):format(v) end
+  if v == nil then return "None" end
+  return tostring(v)
+end
+
+-- Equal addresses are of one class (Twisted's __eq__ compares the
+-- classes first) with equal fields.
 local function eq(a, b)
+  if getmetatable(a) ~= getmetatable(b) then return false end
   for k, v in pairs(a) do if b[k] ~= v then return false end end
   for k, v in pairs(b) do if a[k] ~= v then return false end end
   return true
@@ -20,20 +31,21 @@ end
 local IPv4Address = { __name = "IPv4Address", __eq = eq }
 IPv4Address.__index = IPv4Address
 function IPv4Address.__tostring(a)
-  return ("IPv4Address(type=%s, host=%s, port=%d)"):format(quote(a.type), quote(a.host), a.port)
+  return ("IPv4Address(type=%s, host=%s, port=%s)"):format(quote(a.type), quote(a.host), num(a.port))
 end
 
 local IPv6Address = { __name = "IPv6Address", __eq = eq }
 IPv6Address.__index = IPv6Address
 function IPv6Address.__tostring(a)
-  return ("IPv6Address(type=%s, host=%s, port=%d, flowInfo=%d, scopeID=%s)"):format(
-    quote(a.type), quote(a.host), a.port, a.flowInfo or 0, tostring(a.scopeID or 0))
+  return ("IPv6Address(type=%s, host=%s, port=%s, flowInfo=%s, scopeID=%s)"):format(
+    quote(a.type), quote(a.host), num(a.port), num(a.flowInfo or 0), tostring(a.scopeID or 0))
 end
 
 -- UNIX addresses are equal when their names are, or name one file through
 -- links (Twisted compares with os.path.samefile); braid.core tells, where
 -- it can be loaded
 local function unix_eq(a, b)
+  if getmetatable(a) ~= getmetatable(b) then return false end
   if a.name == b.name then return true end
   if type(a.name) ~= "string" or type(b.name) ~= "string" then return false end
   if a.name:byte(1) == 0 or b.name:byte(1) == 0 then return false end  -- abstract names

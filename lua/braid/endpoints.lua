@@ -146,6 +146,10 @@ M.UNIXServerEndpoint = UNIXServerEndpoint
 
 -- wrap the user's factory so the Deferred fires after connectionMade
 local function connect_with(factory, start)
+  if not protocol.isFactory(factory) then -- raised here: the wrapper would hide it
+    errors.argerror("connect", 1, "factory expected (a table with protocol or buildProtocol), got "
+      .. class.nameof(factory), 3)
+  end
   local D = defer()
   local connector
   local d = D.Deferred(function(d)
@@ -284,6 +288,7 @@ local SERVERS = {
 
 --- Parse a server endpoint string.
 function M.serverFromString(reactor, desc)
+  errors.checktype("serverFromString", 1, reactor, "table")
   errors.checktype("serverFromString", 2, desc, "string")
   local args, kw = parse(desc)
   local kind = table.remove(args, 1)
@@ -341,6 +346,7 @@ CLIENTS.TCP6 = CLIENTS.TCP
 
 --- Parse a client endpoint string.
 function M.clientFromString(reactor, desc)
+  errors.checktype("clientFromString", 1, reactor, "table")
   errors.checktype("clientFromString", 2, desc, "string")
   local args, kw = parse(desc)
   local kind = table.remove(args, 1)

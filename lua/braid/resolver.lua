@@ -71,11 +71,23 @@ function M.getHostByName(name, opts)
   return current:getHostByName(name, opts)
 end
 
+-- The first address of a resolver's answer; an empty list (a resolver
+-- may give one) is a DNSLookupError, as connectTCP takes it.
+local function first_host(name, list)
+  local a = type(list) == "table" and list[1]
+  if type(a) ~= "table" or type(a.host) ~= "string" then
+    error(errors.DNSLookupError(("%s: no address"):format(name)), 0)
+  end
+  return a.host
+end
+
 --- Deferred firing with the first address string of name.
--- @param timeout optional seconds; DNSLookupError after that
+-- @param timeout optional seconds; DNSLookupError after that (0 or nil:
+-- none, as connectTCP's)
 function M.resolve(name, timeout)
   check_name("resolve", name)
   errors.checkseconds("resolve", 2, timeout, "timeout", true)
+  if timeout == 0 then timeout = nil end
   local d = current:getHostByName(name, { timeout = timeout })
   if timeout then
     local D = defer()
@@ -91,14 +103,16 @@ function M.resolve(name, timeout)
     end)
     d:addCallbacks(function(list)
       if timer then timer:cancel() timer = nil end
-      if not out.called then out:callback(list[1].host) end
+      if out.called then return end
+      local ok, host = pcall(first_host, name, list)
+      if ok then out:callback(host) else out:errback(host) end
     end, function(f)
       if timer then timer:cancel() timer = nil end
       if not out.called then out:errback(f) end
     end)
     return out
   end
-  return d:addCallback(function(list) return list[1].host end)
+  return d:addCallback(function(list) return first_host(name, list) end)
 end
 
 return M
