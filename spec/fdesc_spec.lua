@@ -47,6 +47,31 @@ describe("braid.fdesc", function()
     t:abortConnection()
   end)
 
+  -- both were watched and both called; a descriptor closed without
+  -- removeReader, whose number went to a new one, made the same mistake
+  it("refuses a second descriptor on a watched fd with ValueError, until the first is removed", function()
+    local port = listening_fd()
+    finally(function() port:stopListening() end)
+    local function desc() return { fileno = function() return port:fileno() end,
+                                    doRead = function() end, doWrite = function() end,
+                                    connectionLost = function() end } end
+    local a, b = desc(), desc()
+    reactor.addReader(a)
+    for _, add in ipairs({ reactor.addReader, reactor.addWriter }) do
+      local ok, e = pcall(add, b)
+      assert.is_false(ok)
+      assert.equal(require("braid.error").ValueError, e.class)
+      assert.matches(("fd %d is watched for another descriptor"):format(port:fileno()), e.message)
+    end
+    assert.same({ a }, reactor.getReaders())
+    assert.same({}, reactor.getWriters())
+    reactor.addWriter(a)  -- the same descriptor may add the other direction
+    reactor.removeReader(a)
+    reactor.removeWriter(a)
+    reactor.addReader(b)
+    assert.same({ b }, reactor.getReaders())
+  end)
+
   it("removes a descriptor whose doRead returns CONNECTION_DONE and calls connectionLost", function()
     local port = listening_fd()
     local d

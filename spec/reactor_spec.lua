@@ -495,6 +495,33 @@ describe("reactor.run and stop", function()
     assert.same({ "startup", "cwr", "startup" }, log)
   end)
 
+  -- running was set before the "before startup" triggers: a timer firing
+  -- while one's Deferred was pending saw it true, and its callWhenRunning
+  -- ran at once, before the "during" phase and the earlier one
+  it("is running only from the startup event's during phase on, as Twisted", function()
+    local defer = require "braid.defer"
+    local log = {}
+    local function note(s) log[#log + 1] = s .. (reactor.running and "+" or "-") end
+    local d = defer.Deferred()
+    local ids = {
+      reactor.addSystemEventTrigger("before", "startup", function()
+        note("before")
+        reactor.callLater(0.05, function() note("fire") d:callback(nil) end)
+        return d
+      end),
+      reactor.addSystemEventTrigger("during", "startup", function() note("during") end),
+      reactor.addSystemEventTrigger("after", "startup", function() note("after") end),
+    }
+    finally(function() for _, id in ipairs(ids) do reactor.removeSystemEventTrigger(id) end end)
+    reactor.callWhenRunning(function() note("cwr1") end)
+    reactor.callLater(0.01, function()
+      note("timer")
+      reactor.callWhenRunning(function() note("cwr2") reactor.stop() end)
+    end)
+    run_for()
+    assert.same({ "before-", "timer-", "fire-", "during+", "after+", "cwr1+", "cwr2+" }, log)
+  end)
+
   it("callWhenRunning calls at once while running", function()
     local log = {}
     reactor.callLater(0, function()

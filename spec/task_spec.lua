@@ -112,6 +112,25 @@ describe("task.Clock", function()
     assert.are.same({}, c:getDelayedCalls())
   end)
 
+  -- Clock's delay(NaN) raised TypeError and took math.huge (getTime() inf),
+  -- where the reactor's DelayedCall raises ValueError for both
+  it("rejects a delay that is no finite number with the reactor's error classes", function()
+    local reactor = require "braid.reactor"
+    local c = Clock()
+    local calls = { c:callLater(5, function() end), reactor.callLater(5, function() end) }
+    finally(function() calls[2]:cancel() end)
+    for _, dc in ipairs(calls) do
+      for _, bad in ipairs({ 0 / 0, math.huge, -math.huge }) do
+        local ok, e = pcall(dc.delay, dc, bad)
+        assert.is_false(ok)
+        assert.is_true(errors.ValueError:isinstance(e), tostring(e))
+        assert.matches("finite", tostring(e))
+      end
+      raises(errors.TypeError, dc.delay, dc, "x")
+    end
+    assert.equal(5, calls[1]:getTime())
+  end)
+
   it("delays a call by the given amount", function()
     local events = {}
     local c = Clock()

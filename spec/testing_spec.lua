@@ -524,19 +524,23 @@ describe("testing.async's cleanup", function()
 
   it("removes and reports readers and writers added during the spec, and keeps older ones", function()
     local protocol = require "braid.protocol"
-    local port = reactor.listenTCP(0, protocol.Factory.forProtocol(protocol.Protocol), 50, "127.0.0.1")
-    local fd = port:fileno()
-    local function descriptor()
-      return { fileno = function() return fd end, doRead = function() end,
+    local function listening()
+      return reactor.listenTCP(0, protocol.Factory.forProtocol(protocol.Protocol), 50, "127.0.0.1")
+    end
+    local port, port2 = listening(), listening()  -- one fd per descriptor
+    local fd = port2:fileno()
+    local function descriptor(p)
+      return { fileno = function() return p:fileno() end, doRead = function() end,
                doWrite = function() end, connectionLost = function() end }
     end
-    local old, new = descriptor(), descriptor()
+    local old, new = descriptor(port), descriptor(port2)
     reactor.addReader(old)
     finally(function()
       reactor.removeReader(old)
       reactor.removeReader(new)
       reactor.removeWriter(new)
       testing.wait(port:stopListening())
+      testing.wait(port2:stopListening())
     end)
     local msg = runAsync(function()
       reactor.addReader(new)

@@ -15,7 +15,8 @@ local M = {}
 local Failure, msgh = failure.Failure, failure.msgh
 local report = core.report_error
 
-local entries = {}      -- descriptor -> { w = watcher, r = bool, wr = bool }
+local entries = {}      -- descriptor -> { w = watcher, fd = fd, r = bool, wr = bool }
+local by_fd = {}        -- fd -> the descriptor watched on it
 local readers, writers = {}, {}  -- insertion-ordered lists
 
 local set_system = function(s) return s end
@@ -37,6 +38,7 @@ local function sync(d, e)
   if not e.r and not e.wr then
     e.w:close()
     entries[d] = nil
+    if by_fd[e.fd] == d then by_fd[e.fd] = nil end
   else
     e.w:set(e.r, e.wr)
   end
@@ -126,7 +128,15 @@ local function add(fname, d, which)
   local fd = check(fname, d)
   local e = entries[d]
   local fresh = e == nil
-  if fresh then e = { w = core.fd_watch(fd, make_cb(d)), r = false, wr = false } end
+  -- one descriptor per fd, as Twisted's reactors keep: another object on a
+  -- watched fd is a mistake, most often a descriptor closed without
+  -- removeReader whose number the system gave to a new one
+  local other = by_fd[fd]
+  if fresh and other ~= nil and other ~= d then
+    error(errors.ValueError(("bad argument #1 to '%s' (fd %d is watched for another descriptor: "
+      .. "remove that one first; was it closed without removeReader/removeWriter?)"):format(fname, fd)), 3)
+  end
+  if fresh then e = { w = core.fd_watch(fd, make_cb(d)), fd = fd, r = false, wr = false } end
   local r, wr = e.r, e.wr
   if which == "r" then r = true else wr = true end
   if r ~= e.r or wr ~= e.wr then
@@ -136,7 +146,10 @@ local function add(fname, d, which)
       error(errors.ValueError(("bad argument #1 to '%s' (%s)"):format(fname, tostring(err))), 3)
     end
   end
-  if fresh then entries[d] = e end
+  if fresh then
+    entries[d] = e
+    by_fd[fd] = d
+  end
   if which == "r" then
     if not e.r then readers[#readers + 1] = d end
     e.r = true

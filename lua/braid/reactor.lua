@@ -264,9 +264,11 @@ function M._setSignalAction(sig, f, replaceable)
   sync_watcher(signum)
 end
 
+local started = false  -- run() began (`running` waits for the "during startup" phase)
+
 local function stop_on_signal(signum, name)
   log_msg(("Received %s, shutting down."):format(name))
-  if M.running and not M._stopping then M.stop() end
+  if started and not M._stopping then M.stop() end
 end
 
 ---------------------------------------------------------------------------
@@ -277,7 +279,8 @@ M._stopping = false
 local crashed_early = false  -- crash() before run()'s loop began
 local run_called = false     -- run() was called (its loop may not have begun)
 
---- Call f(...) once the reactor runs; now if it already runs.
+--- Call f(...) once the reactor runs (after the startup event's "during"
+-- phase); now if it already runs.
 function M.callWhenRunning(f, ...)
   check_callable("callWhenRunning", 1, f)
   if M.running then
@@ -302,15 +305,15 @@ function M.run(opts)
   if opts ~= nil and type(opts) ~= "table" then
     errors.argerror("run", 1, "table expected, got " .. type(opts))
   end
-  -- M.running without the loop: a startup trigger or callWhenRunning
+  -- started without the loop: a startup trigger or callWhenRunning
   -- function calling run() before the loop has begun
-  if core.in_loop() or M.running then reactor_already_running() end
+  if core.in_loop() or started then reactor_already_running() end
   local install = not (opts and opts.installSignalHandlers == false)
   if install then
     M._setSignalAction("SIGINT", stop_on_signal, true)
     M._setSignalAction("SIGTERM", stop_on_signal, true)
   end
-  M.running = true
+  started = true  -- `running` is set by the "during startup" trigger below, as Twisted's
   M._stopping = false
   shutdown_pending = false
   crashed_early = false
@@ -325,6 +328,7 @@ function M.run(opts)
   end)
   local ok, err = true, nil
   if not crashed_early then ok, err = pcall(core.run) end
+  started = false
   M.running = false
   M._stopping = false
   if install then
@@ -345,7 +349,7 @@ end
 
 --- Fire the shutdown event (on the next iteration) and leave run().
 function M.stop()
-  if not M.running or M._stopping then
+  if not started or M._stopping then
     error(errors.ReactorNotRunning("Can't stop reactor that isn't running."), 2)
   end
   M._stopping = true
@@ -357,7 +361,7 @@ end
 -- trigger or a callWhenRunning function (run() has begun, the loop not
 -- yet), the loop does not start at all (as Twisted's).
 function M.crash()
-  if M.running and not core.in_loop() then crashed_early = true end
+  if started and not core.in_loop() then crashed_early = true end
   core.crash()
 end
 
@@ -367,7 +371,7 @@ function M.iterate(delay)
     error(errors.ValueError("bad argument #1 to 'iterate' (delay must be a number >= 0, got "
       .. tostring(delay) .. ")"), 2)
   end
-  if core.in_loop() or M.running then reactor_already_running() end
+  if core.in_loop() or started then reactor_already_running() end
   core.iterate(delay or 0)
 end
 
@@ -389,8 +393,20 @@ end
 -- the reactor too) and makes `running` false: what those connectionLosts
 -- (and the script's own "during" and "after" triggers) see is a reactor
 -- that is no longer running (the "before" triggers still see it running).
+-- Twisted's _reallyStartRunning, the first "during startup" trigger: the
+-- reactor is `running` from here on (a "before startup" trigger, or a timer
+-- that fires while one's Deferred is pending, sees it false, and a
+-- callWhenRunning made then waits for this phase).
+M.addSystemEventTrigger("during", "startup", function()
+  if started then M.running = true end
+end)
+
+--- Internal: run() began (true also before `running` is, while the
+-- "before startup" triggers run or wait).
+function M._isStarted() return started end
+
 M.addSystemEventTrigger("during", "shutdown", function()
-  if M.running then M.crash() end
+  if started then M.crash() end
   M.running = false
   local tcp = package.loaded["braid.tcp"]
   if tcp then tcp._disconnectAll() end

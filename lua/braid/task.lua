@@ -228,14 +228,23 @@ end
 
 --- Postpone the call by `seconds` (may be negative; counts as rescheduling).
 function DelayedCall:delay(seconds)
-  if type(seconds) ~= "number" or seconds ~= seconds then
+  if type(seconds) ~= "number" then
     error(errors.TypeError(("bad argument #1 to 'delay' (number expected, got %s)")
-      :format(type(seconds) == "number" and "nan" or type(seconds))), 2)
+      :format(type(seconds))), 2)
+  end
+  -- as the reactor's DelayedCall: the new time must be a finite number
+  if seconds ~= seconds or seconds == huge or seconds == -huge then
+    error(errors.ValueError(("bad argument #1 to 'delay' (seconds must be a finite number, got %s)")
+      :format(tostring(seconds))), 2)
   end
   dc_check_state(self)
+  local t = self.time + seconds
+  if t == huge or t == -huge then
+    error(errors.ValueError("bad argument #1 to 'delay' (the new time is out of range)"), 2)
+  end
   local clock = self._clock
   clock_remove(clock, self)
-  self.time = self.time + seconds
+  self.time = t
   clock_insert(clock, self)
 end
 

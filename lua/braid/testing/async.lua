@@ -100,7 +100,7 @@ local function load_reactor()
 end
 
 local function check_not_running(reactor, core)
-  if reactor.running or core.in_loop() then
+  if reactor.running or reactor._isStarted() or core.in_loop() then
     error(errors.ReactorAlreadyRunning("testing.wait and testing.async cannot run "
       .. "while the reactor runs (use defer.await inside an async spec)"), 3)
   end
