@@ -377,7 +377,8 @@ def run_rounds(peers, args, run_once, show):
 
     run_once(peer) returns a dict that includes other_load (cores used by
     other processes while measuring); a run above --max-other is printed as
-    disturbed and run again, at most --retries times (the last one is kept).
+    disturbed and run again, at most --retries times (one still disturbed
+    is left out of the medians).
     A run that fails (RuntimeError) is run again once; a second failure
     marks the peer failed, and it runs no more.
     """
