@@ -394,6 +394,30 @@ describe("console.serve", function()
     assert.equal(2, #k.lines)
   end)
 
+  -- a client that never sent the password held its connection, and up to
+  -- MAX_LINE (1 MiB) of buffered input, for ever
+  it("closes a client that sends no password within LOGIN_TIMEOUT", function()
+    local saved = console.LOGIN_TIMEOUT
+    console.LOGIN_TIMEOUT = 0.05
+    finally(function() console.LOGIN_TIMEOUT = saved end)
+    local k = serve_with_password("s3cret")
+    assert.equal("error: login timed out", k.line(2))
+    k.waitClosed()
+    assert.equal(2, #k.lines)
+  end)
+
+  it("closes a client whose password line is longer than MAX_PASSWORD_LINE, and keeps MAX_LINE after login", function()
+    local k = serve_with_password("s3cret")
+    k.send(("x"):rep(console.MAX_PASSWORD_LINE + 10))
+    assert.equal("error: line too long", k.line(2))
+    k.waitClosed()
+    local k2 = serve_with_password("s3cret")
+    k2.send("s3cret\n")
+    assert.matches("^braid console", k2.line(2))
+    k2.send("return #'" .. ("y"):rep(4000) .. "'\n")
+    assert.equal("4000", k2.line(3))
+  end)
+
   it("survives garbage: binary bytes, NULs and half statements are errors", function()
     local port = console.serve("tcp:127.0.0.1:0")
     local k = tcp_client(port)

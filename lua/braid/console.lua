@@ -38,6 +38,12 @@ M.MAX_LINE = 1024 * 1024
 -- whole, so its cost grows with the square of its length.
 M.MAX_PENDING_LINES = 1000
 M.MAX_PENDING = 64 * 1024
+--- With a password: seconds a client has to send it before it is closed,
+-- and the longest line taken as one (a longer one closes the connection),
+-- so a client that never logs in holds neither a connection nor a buffer
+-- for long.
+M.LOGIN_TIMEOUT = 30
+M.MAX_PASSWORD_LINE = 1024
 
 local function log_msg(...)
   local ok, log = pcall(require, "braid.log")
@@ -393,13 +399,34 @@ function Console:connectionMade()
   self._pending = nil
   self._pendingLines = 0
   self._env = M.newEnv(function(s) self:sendLine(s) end)
-  if self._password then self:sendLine("password:")
-  else self:sendLine(banner()) end
+  if self._password then
+    self.MAX_LENGTH = M.MAX_PASSWORD_LINE
+    self._loginTimer = reactor.callLater(M.LOGIN_TIMEOUT, function()
+      self._loginTimer = nil
+      log_msg("console: no password in " .. M.LOGIN_TIMEOUT .. " s, connection closed")
+      self:sendLine("error: login timed out")
+      self.transport:loseConnection()
+    end)
+    self:sendLine("password:")
+  else
+    self:sendLine(banner())
+  end
+end
+
+function Console:_stopLoginTimer()
+  local t = self._loginTimer
+  self._loginTimer = nil
+  if t and t:active() then t:cancel() end
+end
+
+function Console:connectionLost()
+  self:_stopLoginTimer()
 end
 
 function Console:lineReceived(line)
   if line:byte(-1) == 13 then line = line:sub(1, -2) end
   if self._password then
+    self:_stopLoginTimer()
     if not same(line, self._password) then
       log_msg("console: wrong password, connection closed")
       self:sendLine("error: wrong password")
@@ -407,6 +434,7 @@ function Console:lineReceived(line)
       return
     end
     self._password = nil
+    self.MAX_LENGTH = M.MAX_LINE
     self:sendLine(banner())
     return
   end
@@ -429,7 +457,8 @@ function Console:lineReceived(line)
 end
 
 function Console:lineLengthExceeded()
-  log_msg("console: line longer than " .. M.MAX_LINE .. " bytes, connection closed")
+  self:_stopLoginTimer()
+  log_msg("console: line longer than " .. self.MAX_LENGTH .. " bytes, connection closed")
   self:sendLine("error: line too long")
   self.transport:loseConnection()
 end
