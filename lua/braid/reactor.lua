@@ -384,15 +384,6 @@ end
 -- the rest of the reactor's interface lives in its own modules, loaded on
 -- first use
 
--- Twisted's disconnectAll, a "during shutdown" trigger added before any of
--- the script's: listening ports close (stopFactory runs, UNIX socket files
--- go), connectors stop and connections and descriptors get connectionLost
--- with ConnectionLost, all before the "after" triggers. Only modules in use
--- have anything to close. As Twisted's crash trigger, which comes first,
--- it leaves run() (once this firing is done: a shutdown fired by hand stops
--- the reactor too) and makes `running` false: what those connectionLosts
--- (and the script's own "during" and "after" triggers) see is a reactor
--- that is no longer running (the "before" triggers still see it running).
 -- Twisted's _reallyStartRunning, the first "during startup" trigger: the
 -- reactor is `running` from here on (a "before startup" trigger, or a timer
 -- that fires while one's Deferred is pending, sees it false, and a
@@ -405,6 +396,15 @@ end)
 -- "before startup" triggers run or wait).
 function M._isStarted() return started end
 
+-- Twisted's disconnectAll, a "during shutdown" trigger added before any of
+-- the script's: listening ports close (stopFactory runs, UNIX socket files
+-- go), connectors stop and connections and descriptors get connectionLost
+-- with ConnectionLost, all before the "after" triggers. Only modules in use
+-- have anything to close. As Twisted's crash trigger, which comes first,
+-- it leaves run() (once this firing is done: a shutdown fired by hand stops
+-- the reactor too) and makes `running` false: what those connectionLosts
+-- (and the script's own "during" and "after" triggers) see is a reactor
+-- that is no longer running (the "before" triggers still see it running).
 M.addSystemEventTrigger("during", "shutdown", function()
   if started then M.crash() end
   M.running = false
