@@ -807,6 +807,20 @@ describe("log.Logger", function()
 
   it("defaults its namespace to the calling file's name", function()
     assert.equal("log_spec", log.Logger().namespace)
+    assert.equal("log_spec", log.Logger:new().namespace)
+    -- a subclass whose init calls Logger.init got "class" (braid.class's
+    -- constructor was taken for the caller); as Twisted, the file of the
+    -- subclass's init
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write("local log = require 'braid.log'\n",
+      "local My = log.Logger:extend('My')\n",
+      "function My:init() log.Logger.init(self) end\n",
+      "return My\n")
+    f:close()
+    local My = assert(loadfile(path))()
+    os.remove(path)
+    assert.equal(path:match("([^/]+)$"), My().namespace)
   end)
 
   it("prints as <Logger \"namespace\">", function()
@@ -872,6 +886,21 @@ end)
 describe("log.toJSON", function()
   it("escapes quotes, backslashes and control characters", function()
     assert.equal([["a\"b\\c\n\r\t\b\f\u0001\u001f\u007f"]], log.toJSON('a"b\\c\n\r\t\b\f\1\31\127'))
+  end)
+
+  -- {[1] = "int", ["1"] = "str"} gave {"1":"str","1":"str"}: one value
+  -- lost; a table 100,000 deep overflowed the stack
+  it("keeps both values of keys with one text, and cuts nesting at 100 levels", function()
+    assert.equal('{"1":"int","1":"str","a":1}', log.toJSON({ [1] = "int", ["1"] = "str", a = 1 }))
+    assert.equal('{"true":1,"true":2}', log.toJSON({ [true] = 1, ["true"] = 2 }))
+    local deep = {}
+    local c = deep
+    for _ = 1, 100000 do c.x = {}; c = c.x end
+    local text = log.toJSON(deep)
+    assert.equal(('{"x":'):rep(100) .. '"<too deep>"' .. ("}"):rep(100), text)
+    local wide = {}
+    for i = 1, 150 do wide[i] = { i } end  -- many tables, none deep
+    assert.equal(150, select(2, log.toJSON(wide):gsub("%[%d+%]", "")))
   end)
 
   it("keeps valid UTF-8 and escapes the bytes of invalid UTF-8 as \\u00XX", function()

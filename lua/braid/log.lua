@@ -427,8 +427,15 @@ local formatEvent = M.formatEvent
 
 local Logger = class.Object:extend("Logger")
 
+-- The name of the file that made the Logger: the first caller of init
+-- (from `level` up) that is not braid.class's constructor. As Twisted's
+-- frame lookup, a subclass whose init calls Logger.init gets its own file.
 local function default_namespace(level)
   local info = debug.getinfo(level, "S")
+  while info and (info.what == "C" or info.source:find("braid[/\\]class%.lua$")) do
+    level = level + 1
+    info = debug.getinfo(level, "S")
+  end
   local src = info and info.source or "?"
   src = gsub(src, "^[@=]", "")
   src = src:match("([^/\\]+)$") or src
@@ -437,7 +444,7 @@ end
 
 --- Logger(namespace?): namespace defaults to the calling file's name.
 function Logger:init(namespace, source)
-  if namespace == nil then namespace = default_namespace(4) end
+  if namespace == nil then namespace = default_namespace(3) end
   self.namespace = safe_tostring(namespace)
   self.source = source
 end
@@ -714,6 +721,10 @@ end
 
 local json_value
 
+-- Tables nested deeper than this are written as "<too deep>" (a deeper
+-- table would overflow the C stack, and the observer would be removed).
+local JSON_MAX_DEPTH = 100
+
 local function json_table(t, seen, out, n)
   local count, maxn, array = 0, 0, true
   for k in next, t do
@@ -733,18 +744,21 @@ local function json_table(t, seen, out, n)
     n = n + 1; out[n] = "]"
     return n
   end
-  local keys, strs = {}, {}
+  -- keys by their text; keys of one text (1 and "1") each keep their
+  -- value, one after the other as Python's json.dumps writes them
+  local keys = {}
   for k in next, t do
-    local s = type(k) == "string" and k or safe_tostring(k)
-    keys[#keys + 1] = s
-    strs[s] = k
+    keys[#keys + 1] = { type(k) == "string" and k or safe_tostring(k), type(k), k }
   end
-  sort(keys)
+  sort(keys, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
   n = n + 1; out[n] = "{"
   for i = 1, #keys do
     if i > 1 then n = n + 1; out[n] = "," end
-    n = n + 1; out[n] = json_string(keys[i]) .. ":"
-    n = json_value(t[strs[keys[i]]], seen, out, n)
+    n = n + 1; out[n] = json_string(keys[i][1]) .. ":"
+    n = json_value(t[keys[i][3]], seen, out, n)
   end
   n = n + 1; out[n] = "}"
   return n
@@ -763,9 +777,13 @@ json_value = function(v, seen, out, n)
       s = json_string(safe_tostring(v))
     elseif seen[v] then
       s = json_string("<cycle>")
+    elseif (seen.depth or 0) >= JSON_MAX_DEPTH then
+      s = json_string("<too deep>")
     else
       seen[v] = true
+      seen.depth = (seen.depth or 0) + 1
       n = json_table(v, seen, out, n)
+      seen.depth = seen.depth - 1
       seen[v] = nil
       return n
     end
