@@ -38,7 +38,9 @@ local function parse(desc)
       cur = {}
       if ch == ":" then add() end
       ops = ch == ":" and ":=" or ":"
-    elseif ch == "\\" and i < n then
+    elseif ch == "\\" then
+      -- Twisted's tokenizer fails on a backslash with nothing after it
+      if i == n then bad(desc, "a backslash at the end escapes nothing") end
       i = i + 1
       cur[#cur + 1] = desc:sub(i, i)
     else
@@ -65,6 +67,13 @@ local function to_int(desc, name, v, base)
   if #clean > 18 then bad(desc, ("%s too large: %s"):format(name, v)) end
   local n = tonumber(clean, base or 10)
   return sign == "-" and -n or n
+end
+
+-- A backlog as listenTCP/listenUNIX take it, told at parse time.
+local function to_backlog(desc, v)
+  local b = to_int(desc, "backlog", v or 50)
+  if b < 0 or b > 0x7fffffff then bad(desc, ("backlog must be from 0 to 2147483647, got %s"):format(v)) end
+  return b
 end
 
 -- Python's binding of args and kw to params (the first nfixed given, the
@@ -266,12 +275,12 @@ local SERVERS = {
   tcp = function(reactor, desc, args, kw)
     local a = bind(desc, { "factory", "port", "interface", "backlog" }, 1, 2, args, kw)
     return M.TCP4ServerEndpoint(reactor, to_port(desc, a.port),
-      to_int(desc, "backlog", a.backlog or 50), a.interface or "")
+      to_backlog(desc, a.backlog), a.interface or "")
   end,
   tcp6 = function(reactor, desc, args, kw)
     local a = bind(desc, { "reactor", "port", "backlog", "interface" }, 1, 2, args, kw)
     return M.TCP6ServerEndpoint(reactor, to_port(desc, a.port),
-      to_int(desc, "backlog", a.backlog or 50), a.interface or "::")
+      to_backlog(desc, a.backlog), a.interface or "::")
   end,
   unix = function(reactor, desc, args, kw)
     local a = bind(desc, { "factory", "address", "mode", "backlog", "lockfile" }, 1, 2, args, kw)
@@ -280,7 +289,7 @@ local SERVERS = {
     if mode < 0 or mode > 4095 then  -- Twisted's int(mode, 8) fails later, at chmod
       bad(desc, ("mode must be from 0 to 7777 (octal), got %q"):format(a.mode))
     end
-    local backlog = to_int(desc, "backlog", a.backlog or 50)
+    local backlog = to_backlog(desc, a.backlog)
     to_int(desc, "lockfile", a.lockfile or 1)
     return UNIXServerEndpoint(reactor, a.address, backlog, mode)
   end,
