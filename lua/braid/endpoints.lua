@@ -69,13 +69,6 @@ local function to_int(desc, name, v, base)
   return sign == "-" and -n or n
 end
 
--- A backlog as listenTCP/listenUNIX take it, told at parse time.
-local function to_backlog(desc, v)
-  local b = to_int(desc, "backlog", v or 50)
-  if b < 0 or b > 0x7fffffff then bad(desc, ("backlog must be from 0 to 2147483647, got %s"):format(v)) end
-  return b
-end
-
 -- Python's binding of args and kw to params (the first nfixed given, the
 -- first nreq required): an unknown keyword, a parameter given twice, too
 -- many arguments or a missing one is malformed.
@@ -275,12 +268,12 @@ local SERVERS = {
   tcp = function(reactor, desc, args, kw)
     local a = bind(desc, { "factory", "port", "interface", "backlog" }, 1, 2, args, kw)
     return M.TCP4ServerEndpoint(reactor, to_port(desc, a.port),
-      to_backlog(desc, a.backlog), a.interface or "")
+      to_int(desc, "backlog", a.backlog or 50), a.interface or "")
   end,
   tcp6 = function(reactor, desc, args, kw)
     local a = bind(desc, { "reactor", "port", "backlog", "interface" }, 1, 2, args, kw)
     return M.TCP6ServerEndpoint(reactor, to_port(desc, a.port),
-      to_backlog(desc, a.backlog), a.interface or "::")
+      to_int(desc, "backlog", a.backlog or 50), a.interface or "::")
   end,
   unix = function(reactor, desc, args, kw)
     local a = bind(desc, { "factory", "address", "mode", "backlog", "lockfile" }, 1, 2, args, kw)
@@ -289,7 +282,7 @@ local SERVERS = {
     if mode < 0 or mode > 4095 then  -- Twisted's int(mode, 8) fails later, at chmod
       bad(desc, ("mode must be from 0 to 7777 (octal), got %q"):format(a.mode))
     end
-    local backlog = to_backlog(desc, a.backlog)
+    local backlog = to_int(desc, "backlog", a.backlog or 50)
     to_int(desc, "lockfile", a.lockfile or 1)
     return UNIXServerEndpoint(reactor, a.address, backlog, mode)
   end,
