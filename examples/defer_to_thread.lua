@@ -1,9 +1,14 @@
 -- deferToThread: a blocking function runs in a thread while the reactor
 -- keeps printing dots (the seed's "comprehensive example", part one).
 --   braid examples/defer_to_thread.lua [sleep] [stop]   (default 2 3)
--- The seed slept 10 s and stopped at 3 s: Twisted's stop then waits for the
--- thread. braid waits too, at most 5 s (threads.setShutdownGracePeriod),
--- then logs the job as abandoned and exits.
+-- The seed slept 10 s and stopped at 3 s: Twisted's stop then blocks in
+-- its pool's join until the thread ends (no more dots; "end sleep" is
+-- printed, "OK" never is). braid waits at most 5 s
+-- (threads.setShutdownGracePeriod) with the loop still running, so the dots
+-- go on and a job that ends in time delivers its result ("OK") before the
+-- exit; one still running after that is logged as abandoned and the
+-- process exits without it (docs/threads.md, "Shutdown"). So `10 3` prints
+-- dots until 8 s, then the abandon line, and no "end sleep 10".
 local reactor = require "braid.reactor"
 local threads = require "braid.threads"
 

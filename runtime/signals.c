@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -155,4 +156,40 @@ void braid_open_signals(lua_State *L) {
   lua_setfield(L, -2, "signum");
   lua_pushcfunction(L, l_raise);
   lua_setfield(L, -2, "raise");
+}
+
+/* ---- os.execute and Ctrl-C ---------------------------------------------- */
+
+/* os.execute is system(), which ignores SIGINT and SIGQUIT in its caller
+** while the command runs: a Ctrl-C in a terminal ends the command and
+** nothing else, and the reactor never hears of it (from a deferToThread job
+** too, as the disposition is the process's). A shell that sees its command
+** killed by SIGINT acts as if it had got it; so does this wrapper: the
+** signal is sent on to this process, where the reactor's handler (or the
+** default action, before run) takes it. Upvalue 1: the original
+** os.execute. */
+static int l_execute(lua_State *L) {
+  int n = lua_gettop(L);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, n, LUA_MULTRET);
+  int nres = lua_gettop(L);
+  if (nres >= 3 && lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "signal") == 0) {
+    lua_Integer sig = lua_tointeger(L, 3);
+    if (sig == SIGINT || sig == SIGQUIT) kill(getpid(), (int)sig);
+  }
+  return nres;
+}
+
+void braid_wrap_os_execute(lua_State *L) {
+  if (lua_getglobal(L, "os") == LUA_TTABLE) {
+    lua_getfield(L, -1, "execute");
+    if (lua_type(L, -1) == LUA_TFUNCTION) {
+      lua_pushcclosure(L, l_execute, 1);
+      lua_setfield(L, -2, "execute");
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
 }

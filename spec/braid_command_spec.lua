@@ -189,6 +189,29 @@ describe("braid", function()
     assert.same({ "ran in iterate", "done" }, lines)
   end)
 
+  -- os.execute is system(), which ignores SIGINT in braid while the
+  -- command runs: a Ctrl-C ended the command and the reactor never heard of
+  -- it (from a deferToThread job too). As a shell does, a command killed by
+  -- SIGINT now sends SIGINT on to braid.
+  it("takes a command killed by SIGINT, in the script or in a thread, as a SIGINT of its own", function()
+    for _, job in ipairs({
+      "print(os.execute('kill -INT $$'))",
+      "threads.deferToThread(function() return os.execute('kill -INT $$') end)",
+    }) do
+      local lines, code = proc.run({ "--logfile", "-", "-e", [[
+        local reactor = require "braid.reactor"
+        local threads = require "braid.threads"
+        reactor.callWhenRunning(function() ]] .. job .. [[ end)
+        reactor.callLater(10, function() print("not stopped") reactor.stop() end)
+        reactor.run()
+      ]] })
+      assert.equal(0, code)
+      local text = table.concat(lines, "\n")
+      assert.matches("%[%-%] Received SIGINT, shutting down%.", text)
+      assert.is_nil(text:find("not stopped"), text)
+    end
+  end)
+
   -- a braid serving with --pidfile at a fresh path, once it runs
   local function serving_with_pidfile()
     local pidfile = tmpfile()

@@ -30,13 +30,14 @@ local function finish(p)
 end
 
 -- run a braid child in the background, its output to a file the reactor
--- loop can poll without blocking
+-- loop can poll without blocking; a last line "exit N" gives its status
+-- (137: killed by the 20 s limit, a child that did not stop)
 local function background(args, prefix)
   local out = os.tmpname()
   local parts = {}
   for i, a in ipairs(args) do parts[i] = quote(a) end
-  os.execute(("cd %s && %s timeout -s KILL 20 %s %s > %s 2>&1 &"):format(
-    quote(proc.root), prefix or "", quote(proc.BIN), table.concat(parts, " "), quote(out)))
+  os.execute(("cd %s && (%s timeout -s KILL 20 %s %s > %s 2>&1; echo \"exit $?\" >> %s) &"):format(
+    quote(proc.root), prefix or "", quote(proc.BIN), table.concat(parts, " "), quote(out), quote(out)))
   return out
 end
 
@@ -320,14 +321,38 @@ describe("stream examples", function()
     local p1 = reactor.listenTCP(0, f1, 50, "127.0.0.1")
     local p2 = reactor.listenTCP(0, f2, 50, "127.0.0.1")
     later(function() p1:stopListening() p2:stopListening() end)
+    -- a third address where nothing listens: reported, and not waited for
+    local closed = reactor.listenTCP(0, f1, 50, "127.0.0.1")
+    local dead = closed:getHost().port
+    loop.result(closed:stopListening())
     local out = background({ "examples/poetry_client.lua",
-      tostring(p1:getHost().port), "127.0.0.1:" .. p2:getHost().port })
-    spin(function() return read_file(out):find("Got 2 poems") end)
+      tostring(p1:getHost().port), "127.0.0.1:" .. p2:getHost().port, tostring(dead) })
+    spin(function() return read_file(out):find("exit %d+") end)
     local s = read_file(out)
     os.remove(out)
+    -- the seed's lines: the transport and factory at makeConnection, one
+    -- per chunk with its task number and peer, one per failed connection
+    local _, made = s:gsub("make connection: get transport: \t<TCP transport", "")
+    assert.equal(2, made)
+    assert.matches("My factory is:\t<PoetryClientFactory instance>", s)
+    assert.matches(("task [12]: got 14 bytes of poetry from IPv4Address%%(type='TCP', host='127.0.0.1', "
+      .. "port=%d%%)"):format(p1:getHost().port), s)
+    assert.matches(("task [12]: got 20 bytes of poetry from IPv4Address%%(type='TCP', host='127.0.0.1', "
+      .. "port=%d%%)"):format(p2:getHost().port), s)
+    assert.matches(("failed to connect to:\tIPv4Address%%(type='TCP', host='127.0.0.1', port=%d%%)\t"
+      .. "Connection was refused"):format(dead), s)
+    assert.matches("Poem 1:\n", s)
+    assert.matches("Poem 2:\n", s)
     assert.matches("Roses are red", s)
     assert.matches("This is just to say", s)
-    assert.matches("Poem 1:\n", s)
+    assert.matches("Got 2 poems%.\nexit 0\n$", s)
+  end)
+
+  it("poetry_client.lua refuses a port that is no port, with its usage and status 2", function()
+    for _, bad in ipairs({ "abc", "70000", "127.0.0.1:0" }) do
+      proc.expect({ "examples/poetry_client.lua", bad }, 2,
+        { "usage: poetry_client.lua [host:]port ...   (ports 1 to 65535)" })
+    end
   end)
 
   it("lowlevel_reader.lua reads a LuaSocket socket through addReader until EOF", function()
@@ -341,10 +366,10 @@ describe("stream examples", function()
     local port = reactor.listenTCP(0, f, 50, "127.0.0.1")
     later(function() port:stopListening() end)
     local out = background({ "examples/lowlevel_reader.lua", "127.0.0.1", tostring(port:getHost().port) })
-    spin(function() return read_file(out):find("connection lost") end)
+    spin(function() return read_file(out):find("exit %d+") end)
     local s = read_file(out)
     os.remove(out)
-    assert.equal("low-level hello\n\nconnection lost: Connection was closed cleanly.\n", s)
+    assert.equal("low-level hello\n\nconnection lost: Connection was closed cleanly.\nexit 0\n", s)
   end)
 
   it("a server out of file descriptors keeps listening and serves again once they free up", function()

@@ -1,5 +1,7 @@
--- spec for examples/defer_to_thread.lua: the seed's deferToThread program
--- (a blocking sleep in a thread while the reactor prints dots), run by braid
+-- spec for examples/defer_to_thread.lua and examples/defer/call_in_thread.lua:
+-- the seed's deferToThread program (a blocking sleep in a thread while the
+-- reactor prints dots) and its part two (work run in a thread, the main
+-- code going on at once), run by braid
 local proc = require "helpers.proc"
 
 local function index_of(lines, want, from)
@@ -42,5 +44,48 @@ describe("examples/defer_to_thread.lua", function()
     for _, l in ipairs(lines) do
       assert.is_truthy(l == "" or l == "." or l == "OK" or l == "go !!!" or l:find("sleep 0%.5$"), out)
     end
+  end)
+
+  -- the seed's case: stop() comes while the thread still sleeps. braid's
+  -- shutdown waits for it with the loop running (docs/threads.md), so the
+  -- dots go on and the job's OK still arrives, then the process exits 0
+  it("waits for a job still sleeping at stop(), the dots going on, and delivers its OK", function()
+    local lines, code = proc.run({ "examples/defer_to_thread.lua", "1", "0.3" })
+    local out = table.concat(lines, "\n")
+    assert.equal(0, code, out)
+    local stop = index_of(lines, "end sleep 1")
+    local ok = index_of(lines, "OK")
+    assert.is_number(stop, out)
+    assert.is_true(ok == stop + 1, out)
+    assert.equal(".", lines[stop - 2], out)  -- dots right up to the end, past stop() at 0.3 s
+    assert.is_true(count(lines, ".", 1, stop) >= 4, out)  -- at most 3 came before stop()
+    assert.is_nil(out:find("abandoned"), out)
+  end)
+end)
+
+describe("examples/defer/call_in_thread.lua", function()
+  it("goes on at once while the work runs in a thread, then prints its result and exits", function()
+    local lines, code = proc.run({ "examples/defer/call_in_thread.lua", "1000", "5" })
+    local out = table.concat(lines, "\n")
+    assert.equal(0, code, out)
+    assert.equal(7, #lines, out)
+    -- the main chunk's four lines, in the seed's order (the job's lines may
+    -- come between them: it starts at once, in its own thread)
+    local elapsed = 1
+    while lines[elapsed] and not tonumber(lines[elapsed]) do elapsed = elapsed + 1 end
+    assert.is_true(tonumber(lines[elapsed]) < 1, out)
+    local other = index_of(lines, "I will do something else here")
+    local shown = nil
+    for i, l in ipairs(lines) do if l:match("^<Deferred at 0x%x+>$") then shown = i end end
+    local go_end = index_of(lines, "go end")
+    assert.is_true(elapsed < other and other < shown and shown < go_end, out)
+    local start, stop = index_of(lines, "fun test() is start"), index_of(lines, "fun test() is end")
+    assert.is_true(start < stop, out)
+    assert.equal("test() built a table of 5 keys", lines[7], out)
+  end)
+
+  it("refuses arguments that are no counts, with its usage and status 2", function()
+    proc.expect({ "examples/defer/call_in_thread.lua", "x" }, 2,
+      { "usage: braid examples/defer/call_in_thread.lua [n] [m]" })
   end)
 end)

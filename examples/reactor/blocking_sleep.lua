@@ -2,7 +2,9 @@
 -- func blocks the reactor with a sleep, so the call due after 10 seconds
 -- runs late, after "30 seconds have passed!".
 --   braid examples/reactor/blocking_sleep.lua [sleep] [later]   (default 30 10)
--- The reactor runs on after that, as in the original: press Ctrl-C.
+-- The reactor runs on after that, as in the original: press Ctrl-C. (A
+-- Ctrl-C during the sleep ends the sleep command, and braid takes it as its
+-- own SIGINT, as a shell would: docs/reactor.md, "Signals".)
 local reactor = require "braid.reactor"
 
 local sleep = tonumber(arg[1]) or 30

@@ -103,6 +103,14 @@ function M.run(args, opts)
   return M.spawn(args, opts):finish()
 end
 
+--- Run to completion and assert the exit code and the whole output.
+function M.expect(args, code, lines)
+  local check = require "luassert"
+  local out, got = M.run(args)
+  check.equal(code, got, table.concat(out, "\n"))
+  check.same(lines, out)
+end
+
 --- Write `source` to a temporary script file; returns its path (the
 -- caller removes it).
 function M.script(source)
