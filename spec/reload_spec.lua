@@ -43,6 +43,21 @@ local function has_log(pat)
 end
 
 describe("reload.reload", function()
+  -- the record made at the first reload held the edited file, and cutting
+  -- the live function's lines out of it indexed past its end: reload
+  -- raised "invalid value (nil) at index 5 in table for 'concat'"
+  it("reloads a module loaded before it watched, edited to fewer lines, without raising", function()
+    seq = seq + 1
+    local name = "hotmod" .. seq
+    write(name, "local M = {}\n\n\n\nfunction M.f()\n  return 1\nend\nreturn M\n")
+    local m = assert(loadfile(dir .. "/" .. name .. ".lua"))()
+    package.loaded[name] = m
+    assert.equal(1, m.f())
+    write(name, "local M = {}\nfunction M.f() return 2 end\nreturn M\n")
+    assert.is_true(reload.reload(name))
+    assert.equal(2, m.f())
+  end)
+
   it("replaces functions in the same module table", function()
     local name, m = fresh("local M = {} function M.f() return 1 end return M")
     local f = m.f

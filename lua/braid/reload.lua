@@ -278,6 +278,10 @@ end
 local function text_of(f, lines)
   local info = debug.getinfo(f, "S")
   if lines == nil or info.source ~= merge_src or info.linedefined <= 0 then return nil end
+  -- a record made at the first reload (the module was loaded before the
+  -- watcher) holds the file as it is now, which may be shorter than the
+  -- text the live function came from: its text is then unknown
+  if info.lastlinedefined > #lines then return nil end
   return table.concat(lines, "\n", info.linedefined, info.lastlinedefined)
 end
 local function same_code(f, g)
