@@ -76,7 +76,7 @@ static void die(const char *fmt, const char *a) {
   exit(1);
 }
 
-static int parse(int argc, char **argv, struct opts *o) {
+static void parse(int argc, char **argv, struct opts *o) {
   int i;
   memset(o, 0, sizeof *o);
   for (i = 1; i < argc; i++) {
@@ -114,7 +114,6 @@ static int parse(int argc, char **argv, struct opts *o) {
   o->script_index = i;
   o->script = i < argc ? argv[i] : NULL;
   if (o->console_auth && !o->console) die("%s", "--console-auth needs --console");
-  return 0;
 }
 
 /* braid's Lua directory: $BRAID_LUA_DIR, the installed share/lua/5.4 next
