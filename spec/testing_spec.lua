@@ -353,6 +353,68 @@ describe("testing.async", function()
     assert.are.same({}, reactor.getDelayedCalls())
   end)
 
+  it("leaves the cooperative tasks started before the spec running", function()
+    local coop = task._theCooperator
+    local steps = 0
+    local older = task.cooperate(function() steps = steps + 1 return true end)
+    finally(function() pcall(older.stop, older) end)
+    assert.is_nil(runAsync(function() end))
+    assert.are.same({ older }, coop._tasks)
+    assert.is_true(coop._delayedCall:active())
+    local before = steps
+    testing.wait(task.deferLater(reactor, 0.02, function() end))
+    assert.is_true(steps > before)
+    older:stop()
+    assert.are.same({}, reactor.getDelayedCalls())
+  end)
+
+  it("reports a call of the spec that falls due while the cleanup runs the loop", function()
+    local core = require "braid.core"
+    local remove = testing.addCleanupHook(function()
+      local t = core.monotonic() + 0.1  -- a hook that takes its time
+      while core.monotonic() < t do end
+    end)
+    finally(remove)
+    local ran = false
+    local msg = runAsync(function()
+      reactor.callLater(0.05, function() ran = true error(TestException("late")) end)
+    end)
+    contains(msg, "reactor unclean: DelayedCalls left behind (cancelled):")
+    contains(msg, "spec/testing_spec.lua:")
+    assert.is_false(ran)
+    assert.are.same({}, reactor.getDelayedCalls())
+  end)
+
+  it("stops the connections that stopping the spec's ones starts", function()
+    local protocol = require "braid.protocol"
+    local tcp = require "braid.tcp"
+    local port = reactor.listenTCP(0, protocol.Factory.forProtocol(protocol.Protocol), 50,
+      "127.0.0.1")
+    finally(function() testing.wait(port:stopListening()) end)
+    local CF = protocol.ClientFactory:extend("Reconnecting")
+    CF.protocol = protocol.Protocol
+    local attempts = 0
+    function CF:clientConnectionLost(connector)
+      attempts = attempts + 1
+      connector:connect()  -- at once, as naive reconnecting code does
+    end
+    local msg = runAsync(function()
+      local d = Deferred()
+      local f = CF()
+      function f:buildProtocol(addr)
+        if not d.called then reactor.callLater(0, d.callback, d) end
+        return CF.buildProtocol(self, addr)
+      end
+      reactor.connectTCP("127.0.0.1", port:getHost().port, f)
+      await(d)
+    end)
+    contains(msg, "reactor unclean: connection <TCP transport")
+    assert.is_true(attempts >= 1)
+    assert.are.same({}, tcp._testingConnecting())
+    -- nothing of it is left open for the next spec
+    assert.is_nil(runAsync(function() end))
+  end)
+
   it("fails with what a cleanup hook reports and waits for its Deferred", function()
     local closed = false
     local remove = testing.addCleanupHook(function()

@@ -5,6 +5,25 @@ local errors = require "braid.error"
 local Clock = require("braid.task").Clock
 
 describe("StringTransport", function()
+  it("has Twisted's disconnected flag, set by abortConnection only", function()
+    local t = testing.StringTransport()
+    assert.is_false(t.disconnected)
+    t:loseConnection()
+    assert.is_false(t.disconnected)
+    t:abortConnection()
+    assert.is_true(t.disconnected)
+  end)
+
+  it("lets a lenient transport's producer be resumed after loseConnection", function()
+    local strict, lenient = testing.StringTransport(), testing.StringTransport(nil, nil, true)
+    strict:loseConnection(); lenient:loseConnection()
+    assert.has_error(function() strict:resumeProducing() end)
+    lenient:pauseProducing()
+    assert.are.equal("paused", lenient.producerState)
+    lenient:resumeProducing()
+    assert.are.equal("producing", lenient.producerState)
+  end)
+
   it("records writes and writeSequence in value(); clear() forgets them", function()
     local t = testing.StringTransport()
     t:write("ab")
@@ -124,6 +143,69 @@ describe("MemoryReactor", function()
     r:advance(2)
     assert.is_true(fired)
     assert.are.equal(2, r:seconds())
+  end)
+
+  it("fakes run, stop and crash: run calls the callWhenRunning functions, then stops", function()
+    local r = testing.MemoryReactor()
+    assert.are.same({ false, false, false, false },
+      { r.running, r.hasRun, r.hasStopped, r.hasCrashed })
+    local calls = {}
+    r:callWhenRunning(function(a, b, c)
+      calls[#calls + 1] = { a, b, c, r.running }
+    end, 1, nil, 3)
+    r:callWhenRunning(function() calls[#calls + 1] = "second" end)
+    assert.are.same({}, calls)
+    r:run()
+    assert.are.same({ { 1, nil, 3, true }, "second" }, calls)
+    assert.are.same({ false, true, true, false },
+      { r.running, r.hasRun, r.hasStopped, r.hasCrashed })
+    r:crash()
+    assert.is_nil(r.running)
+    assert.is_true(r.hasCrashed)
+    assert.are.equal(2, #r.whenRunningHooks)
+  end)
+
+  it("records system event triggers by phase and event, and fires none", function()
+    local r = testing.MemoryReactor()
+    local fired = false
+    local function f() fired = true end
+    r:addSystemEventTrigger("before", "shutdown", f, "a")
+    r:addSystemEventTrigger("before", "shutdown", f)
+    r:addSystemEventTrigger("after", "startup", f)
+    r:run()
+    assert.is_false(fired)
+    assert.are.equal(2, #r.triggers.before.shutdown)
+    assert.are.equal(f, r.triggers.before.shutdown[1][1])
+    assert.are.equal("a", r.triggers.before.shutdown[1][2][1])
+    assert.are.equal(1, #r.triggers.after.startup)
+    local e = assert.has_error(function() r:addSystemEventTrigger("before", "shutdown", 42) end)
+    assert.is_truthy(tostring(e):find("bad argument #3 to 'addSystemEventTrigger'", 1, true))
+    e = select(2, pcall(r.iterate, r))
+    assert.is_true(errors.NotImplementedError:isinstance(e))
+  end)
+
+  it("keeps readers and writers in sets", function()
+    local r = testing.MemoryReactor()
+    local a, b = {}, {}
+    r:addReader(a); r:addReader(a); r:addWriter(a); r:addWriter(b)
+    r:removeWriter(b); r:removeReader(b)
+    assert.are.same({ a }, r:getReaders())
+    assert.are.same({ a }, r:getWriters())
+    assert.are.same({ a }, r:removeAll())
+    assert.are.same({}, r:getReaders())
+    assert.are.same({}, r:getWriters())
+  end)
+
+  it("is Twisted's MemoryReactorClock too; RaisingMemoryReactor raises what it is given", function()
+    assert.are.equal(testing.MemoryReactor, testing.MemoryReactorClock)
+    local listenE, connectE = errors.ValueError("no listen"), errors.ValueError("no connect")
+    local r = testing.RaisingMemoryReactor(listenE, connectE)
+    for _, name in ipairs({ "listenTCP", "listenSSL", "listenUNIX", "listenUDP" }) do
+      assert.are.equal(listenE, select(2, pcall(r[name], r, 0, {})))
+    end
+    for _, name in ipairs({ "connectTCP", "connectSSL", "connectUNIX" }) do
+      assert.are.equal(connectE, select(2, pcall(r[name], r, "h", 1, {})))
+    end
   end)
 end)
 

@@ -290,6 +290,11 @@ local function take_snapshot(reactor)
   local ds, calls = thread_jobs()
   for _, d in ipairs(ds) do objects[d] = true end
   snap.thread_calls = calls
+  local task = package.loaded["braid.task"]
+  local coop = type(task) == "table" and task._theCooperator
+  if coop then
+    for _, t in ipairs(coop._tasks) do objects[t] = true end
+  end
   local fdesc = package.loaded["braid.fdesc"]
   if type(fdesc) == "table" then
     for _, d in ipairs(fdesc.getReaders()) do snap.readers[d] = true end
@@ -335,12 +340,16 @@ local function wait_threads(reactor, core, snap, problems)
   end
 end
 
-local function stop_tasks(problems)
+-- Cooperative tasks the spec started (those of the snapshot are left alone).
+local function stop_tasks(snap, problems)
   local task = package.loaded["braid.task"]
   local coop = type(task) == "table" and task._theCooperator
   if not coop or #coop._tasks == 0 then return end
   local tasks = {}
-  for i, t in ipairs(coop._tasks) do tasks[i] = t end
+  for _, t in ipairs(coop._tasks) do
+    if not snap.objects[t] then tasks[#tasks + 1] = t end
+  end
+  if #tasks == 0 then return end
   for _, t in ipairs(tasks) do pcall(t.stop, t) end
   problems[#problems + 1] = ("reactor unclean: %d cooperative task(s) left running "
     .. "(stopped)"):format(#tasks)
@@ -461,28 +470,68 @@ local function remove_descriptors(snap, problems)
   end
 end
 
-local function cancel_calls(reactor, snap, problems)
-  local left = {}
+-- Cancel the DelayedCalls made since the snapshot, adding their
+-- descriptions to `left`. The cooperator's next slice is left while tasks
+-- older than the spec still run (stop_tasks stopped the spec's own).
+local function cancel_calls(reactor, snap, left)
+  local task = package.loaded["braid.task"]
+  local coop = type(task) == "table" and task._theCooperator
+  local keep = coop and #coop._tasks > 0 and coop._delayedCall or nil
   for _, dc in ipairs(reactor.getDelayedCalls()) do
-    if not snap.objects[dc] and dc:active() then
+    if not snap.objects[dc] and dc ~= keep and dc:active() then
       left[#left + 1] = describe_call(dc)
       dc:cancel()
     end
   end
+end
+
+-- Whether the spec (or the cleanup, on its behalf) has connections,
+-- ports or connection attempts open that the snapshot does not hold.
+local function sockets_left(snap)
+  for _, c in ipairs(connecting()) do
+    if not snap.objects[c] then return true end
+  end
+  local pmeta = debug.getregistry()["braid.tcp.port"]
+  for _, v in ipairs(live_sockets()) do
+    if not snap.objects[v] then
+      if getmetatable(v) == pmeta then
+        if v:listening() then return true end
+      else
+        local ok, st = pcall(v._state, v)
+        if ok and st ~= "closed" then return true end
+      end
+    end
+  end
+  return false
+end
+
+-- How many times the cleanup stops connections and connection attempts:
+-- stopping one can start another (a client factory that reconnects at
+-- once in clientConnectionLost), which is stopped in the next round.
+local SOCKET_ROUNDS = 5
+
+-- Stop and report what the spec left behind. What can be stopped without
+-- running the reactor goes first, its DelayedCalls before anything
+-- iterates: a call of the spec that fell due while the cleanup runs the
+-- loop would run where its error is not counted, and be gone from the
+-- report.
+local function clean_reactor(reactor, core, snap, problems)
+  local left = {}
+  stop_tasks(snap, problems)
+  stop_connectors(snap, problems)  -- cancels their timeout calls
+  cancel_calls(reactor, snap, left)
+  run_hooks(reactor, core, problems)
+  for _ = 1, SOCKET_ROUNDS do
+    clean_sockets(reactor, core, snap, problems)
+    if not sockets_left(snap) then break end
+    stop_connectors(snap, problems)
+  end
+  remove_descriptors(snap, problems)
+  cancel_calls(reactor, snap, left)  -- those the cleanup made the spec's code start
   if #left > 0 then
     problems[#problems + 1] = "reactor unclean: DelayedCalls left behind (cancelled):\n  "
       .. concat(left, "\n  ")
   end
-end
-
--- Stop and report what the spec left behind.
-local function clean_reactor(reactor, core, snap, problems)
-  stop_tasks(problems)
-  run_hooks(reactor, core, problems)
-  stop_connectors(snap, problems)
-  clean_sockets(reactor, core, snap, problems)
-  remove_descriptors(snap, problems)
-  cancel_calls(reactor, snap, problems)
 end
 
 local function report_logged(problems)

@@ -32,12 +32,15 @@ StringTransport.producer = nil
 StringTransport.streaming = nil
 StringTransport.producerState = "producing"
 StringTransport.aborted = false
+StringTransport.disconnected = false  -- Twisted's name: true after abortConnection
 
---- StringTransport(hostAddress?, peerAddress?): records writes in memory.
--- Default addresses are Twisted's: host IPv4Address("TCP", "10.0.0.1",
--- 12345), peer IPv4Address("TCP", "192.168.1.1", 54321).
-function StringTransport:init(hostAddress, peerAddress)
+--- StringTransport(hostAddress?, peerAddress?, lenient?): records writes in
+-- memory. Default addresses are Twisted's: host IPv4Address("TCP",
+-- "10.0.0.1", 12345), peer IPv4Address("TCP", "192.168.1.1", 54321).
+-- lenient: pausing and resuming after loseConnection do not raise.
+function StringTransport:init(hostAddress, peerAddress, lenient)
   self._io = {}
+  self._lenient = lenient and true or false
   self.hostAddr = hostAddress or address.IPv4Address("TCP", "10.0.0.1", 12345)
   self.peerAddr = peerAddress or address.IPv4Address("TCP", "192.168.1.1", 54321)
 end
@@ -93,6 +96,7 @@ end
 function StringTransport:abortConnection()
   checkself("abortConnection", StringTransport:isinstance(self), self, "StringTransport")
   self.aborted = true
+  self.disconnected = true
   self:loseConnection()
 end
 
@@ -149,7 +153,7 @@ function StringTransport:unregisterProducer()
 end
 
 local function check_state(self)
-  if self.disconnecting then
+  if self.disconnecting and not self._lenient then
     error(runtime_error("Cannot resume producing after loseConnection"), 3)
   end
   if self.producerState == "stopped" then
@@ -241,6 +245,10 @@ function MemoryReactor:init()
   self.udpPorts, self.sslServers, self.sslClients = {}, {}, {}
   self.connectors = {}
   self.running = false
+  self.hasRun, self.hasStopped, self.hasCrashed = false, false, false
+  self.whenRunningHooks = {}  -- {f, args} each, args packed (n = count)
+  self.triggers = {}          -- triggers[phase][event] = { {f, args}, ... }
+  self.readers, self.writers = {}, {}  -- sets: descriptor -> true
 end
 
 -- as Twisted's isIPv6Address (braid.core's inet_pton when it is there)
@@ -340,6 +348,132 @@ function MemoryReactor:listenUDP(port, proto, interface, maxPacketSize)
   local list = self.udpPorts
   list[#list + 1] = { port, proto, interface or "", maxPacketSize or 8192 }
   return FakePort(listen_address("UDP", interface, port))
+end
+
+-- IReactorCore, as Twisted's MemoryReactor fakes it: run() runs the
+-- callWhenRunning functions and stops; triggers are only recorded.
+
+--- Set running (and hasRun), call the callWhenRunning functions in order,
+-- then stop(). Raises RuntimeError when already running.
+function MemoryReactor:run()
+  checkself("run", MemoryReactor:isinstance(self), self, "MemoryReactor")
+  if self.running then error(runtime_error("MemoryReactor:run: already running"), 2) end
+  self.running, self.hasRun = true, true
+  for _, hook in ipairs(self.whenRunningHooks) do
+    hook[1](table.unpack(hook[2], 1, hook[2].n))
+  end
+  self:stop()
+end
+
+function MemoryReactor:stop()
+  checkself("stop", MemoryReactor:isinstance(self), self, "MemoryReactor")
+  self.running, self.hasStopped = false, true
+end
+
+--- As Twisted's: running becomes nil ("crashy"), hasCrashed true.
+function MemoryReactor:crash()
+  checkself("crash", MemoryReactor:isinstance(self), self, "MemoryReactor")
+  self.running, self.hasCrashed = nil, true
+end
+
+--- Record f(...) in whenRunningHooks, for run().
+function MemoryReactor:callWhenRunning(f, ...)
+  checkself("callWhenRunning", MemoryReactor:isinstance(self), self, "MemoryReactor")
+  errors.checkcallable("callWhenRunning", 1, f)
+  local hooks = self.whenRunningHooks
+  hooks[#hooks + 1] = { f, table.pack(...) }
+end
+
+--- Record f(...) in triggers[phase][eventType]; nothing ever fires it.
+function MemoryReactor:addSystemEventTrigger(phase, eventType, f, ...)
+  checkself("addSystemEventTrigger", MemoryReactor:isinstance(self), self, "MemoryReactor")
+  errors.checktype("addSystemEventTrigger", 1, phase, "string")
+  errors.checktype("addSystemEventTrigger", 2, eventType, "string")
+  errors.checkcallable("addSystemEventTrigger", 3, f)
+  local byPhase = self.triggers[phase]
+  if byPhase == nil then byPhase = {}; self.triggers[phase] = byPhase end
+  local list = byPhase[eventType]
+  if list == nil then list = {}; byPhase[eventType] = list end
+  list[#list + 1] = { f, table.pack(...) }
+end
+
+local function not_implemented(name)
+  return function(self)
+    checkself(name, MemoryReactor:isinstance(self), self, "MemoryReactor")
+    error(errors.NotImplementedError("MemoryReactor:" .. name .. " is not implemented"), 2)
+  end
+end
+MemoryReactor.iterate = not_implemented("iterate")
+MemoryReactor.fireSystemEvent = not_implemented("fireSystemEvent")
+MemoryReactor.removeSystemEventTrigger = not_implemented("removeSystemEventTrigger")
+MemoryReactor.resolve = not_implemented("resolve")
+
+-- IReactorFDSet: readers and writers kept in sets, nothing watched.
+local function fdset(name, field, add)
+  return function(self, d)
+    checkself(name, MemoryReactor:isinstance(self), self, "MemoryReactor")
+    if d == nil then errors.argerror(name, 1, "descriptor expected, got nil") end
+    self[field][d] = add or nil
+  end
+end
+MemoryReactor.addReader = fdset("addReader", "readers", true)
+MemoryReactor.removeReader = fdset("removeReader", "readers", false)
+MemoryReactor.addWriter = fdset("addWriter", "writers", true)
+MemoryReactor.removeWriter = fdset("removeWriter", "writers", false)
+
+local function fdlist(name, field)
+  return function(self)
+    checkself(name, MemoryReactor:isinstance(self), self, "MemoryReactor")
+    local out = {}
+    for d in pairs(self[field]) do out[#out + 1] = d end
+    return out
+  end
+end
+MemoryReactor.getReaders = fdlist("getReaders", "readers")
+MemoryReactor.getWriters = fdlist("getWriters", "writers")
+
+--- Forget every reader and writer; returns them (as Twisted's real
+-- reactors do; its MemoryReactor returns nothing).
+function MemoryReactor:removeAll()
+  checkself("removeAll", MemoryReactor:isinstance(self), self, "MemoryReactor")
+  local out, seen = {}, {}
+  for _, field in ipairs({ "readers", "writers" }) do
+    for d in pairs(self[field]) do
+      if not seen[d] then seen[d] = true; out[#out + 1] = d end
+    end
+  end
+  self.readers, self.writers = {}, {}
+  return out
+end
+
+--- MemoryReactor has its own Clock, so it is Twisted's MemoryReactorClock
+-- too.
+M.MemoryReactorClock = MemoryReactor
+
+---------------------------------------------------------------------------
+-- RaisingMemoryReactor
+
+local RaisingMemoryReactor = class.Object:extend("RaisingMemoryReactor")
+M.RaisingMemoryReactor = RaisingMemoryReactor
+
+--- RaisingMemoryReactor(listenException?, connectException?): every listen
+-- method raises the first, every connect method the second.
+function RaisingMemoryReactor:init(listenException, connectException)
+  self._listenException = listenException
+  self._connectException = connectException
+end
+
+for _, name in ipairs({ "listenTCP", "listenSSL", "listenUNIX", "listenUDP" }) do
+  RaisingMemoryReactor[name] = function(self)
+    checkself(name, RaisingMemoryReactor:isinstance(self), self, "RaisingMemoryReactor")
+    error(self._listenException, 2)
+  end
+end
+for _, name in ipairs({ "connectTCP", "connectSSL", "connectUNIX" }) do
+  RaisingMemoryReactor[name] = function(self)
+    checkself(name, RaisingMemoryReactor:isinstance(self), self, "RaisingMemoryReactor")
+    error(self._connectException, 2)
+  end
 end
 
 ---------------------------------------------------------------------------
