@@ -43,6 +43,7 @@ struct braid_loop {
   int wake_flag;         /* run the turn hook and do not block */
   int has_run;           /* run() or iterate() was called: the script drives the loop */
   long work;             /* live things that keep a script's reactor running */
+  unsigned turns;        /* loop iterations begun (wraps): tcp.c tells "this turn" by it */
   char backend[16];      /* requested backend ("" = libevent's choice) */
 };
 

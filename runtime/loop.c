@@ -241,6 +241,7 @@ static double run_timers(lua_State *L) {
 static void iterate_once(double max_wait) {
   struct braid_loop *lp = &g_loop;
   lua_State *L = lp->L;
+  lp->turns++;
   run_turn_hook();
   double next = run_timers(L);
   if (run_turn_hook() || next == -2) next = braid_timers_next(L); /* else still current */

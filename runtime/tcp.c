@@ -71,6 +71,7 @@ struct conn {
   int err;                 /* errno of a failure */
   short evflags;           /* flags ev is added with, 0 = not added */
   unsigned char state, reason, pend;
+  unsigned sent_turn;      /* the loop turn of the last write sent whole at once */
   const void *tag;         /* &conn_tag: what conn_check looks for */
   union {                  /* the peer's IP address, kept from accept() or
                            ** connect() (as Twisted keeps it), so getPeer
@@ -82,7 +83,7 @@ struct conn {
   } peer;
   unsigned reading : 1, read_closed : 1, write_shut : 1, shut_pending : 1,
            disconnecting : 1, queued : 1, streaming : 1, has_producer : 1,
-           prod_paused : 1, pull_kick : 1, lost : 1, is_unix : 1;
+           prod_paused : 1, pull_kick : 1, lost : 1, is_unix : 1, sent_direct : 1;
 };
 
 struct port {
@@ -706,6 +707,8 @@ static int conn_write(lua_State *L) {
       n = 0;
     }
     if ((size_t)n == len) {
+      c->sent_direct = 1;
+      c->sent_turn = braid_loop()->turns;
       if (c->has_producer && !c->streaming && !c->pull_kick) {
         c->pull_kick = 1;
         conn_setflags(c);
@@ -775,7 +778,13 @@ static int conn_set_producer(lua_State *L) {
   c->has_producer = (unsigned)lua_toboolean(L, 2);
   c->streaming = (unsigned)lua_toboolean(L, 3);
   c->prod_paused = 0;
-  c->pull_kick = 0;
+  /* A pull producer is asked for more each time the queue empties. Twisted
+  ** queues every write, so one made this turn, just before the producer
+  ** came, empties on the next writable event and asks it again; braid sent
+  ** it at once, so that event is asked for here (else a producer whose
+  ** first resumeProducing had nothing to write waits for ever). */
+  c->pull_kick = c->has_producer && !c->streaming && c->sent_direct
+                 && c->sent_turn == braid_loop()->turns;
   if (c->state == S_OPEN) conn_setflags(c);
   /* unregistered while a loseConnection waited for it: close once sent */
   if (!c->has_producer && c->disconnecting && c->state == S_OPEN
