@@ -141,8 +141,26 @@ static const luaL_Reg sig_methods[] = {
   { NULL, NULL }
 };
 
+/* SIGPIPE's handler: nothing to do, the write returns EPIPE. */
+static void on_sigpipe(int sig) { (void)sig; }
+
 void braid_open_signals(lua_State *L) {
-  signal(SIGPIPE, SIG_IGN); /* a write to a closed socket returns EPIPE instead */
+  /* A write to a closed socket or pipe returns EPIPE instead of ending the
+  ** process. A handler that does nothing, not SIG_IGN: an ignored signal
+  ** stays ignored across exec, and the commands os.execute and io.popen
+  ** run would inherit it (a shell pipeline into `head` never ended); exec
+  ** puts a handler back to the default. A handler the host installed
+  ** stays. */
+  struct sigaction old;
+  if (sigaction(SIGPIPE, NULL, &old) == 0
+      && (old.sa_handler == SIG_DFL || old.sa_handler == SIG_IGN) && !(old.sa_flags & SA_SIGINFO)) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigpipe;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGPIPE, &sa, NULL);
+  }
   if (luaL_newmetatable(L, SIG_META)) {
     luaL_newlib(L, sig_methods);
     lua_setfield(L, -2, "__index");

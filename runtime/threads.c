@@ -1121,8 +1121,10 @@ static int l_size(lua_State *L) {
   pthread_mutex_lock(&P.lock);
   P.max = (int)n;
   pool_trim();
-  /* more threads for jobs already queued */
-  while (P.queued > P.nidle + P.spinning && P.nthreads < P.max && pool_spawn() == 0) {}
+  /* more threads for jobs already queued, one per job no idle thread
+  ** takes (a thread just started is not idle yet: count them here) */
+  for (long need = P.queued - P.nidle - P.spinning; need > 0 && P.nthreads < P.max; need--)
+    if (pool_spawn() != 0) break;
   pthread_mutex_unlock(&P.lock);
   pool_reap();
   return 0;

@@ -212,6 +212,31 @@ describe("braid", function()
     end
   end)
 
+  -- braid's own writes get EPIPE instead of SIGPIPE; an ignored SIGPIPE
+  -- would pass to the commands it runs (exec keeps it), and a pipeline
+  -- into `head` then never ended
+  it("runs commands with SIGPIPE at its default, in the script and in a thread", function()
+    local lines, code = proc.run({ "-e", [[
+      local threads = require "braid.threads"
+      local reactor = require "braid.reactor"
+      local function ignored()
+        local h = io.popen("grep SigIgn /proc/self/status")
+        local mask = tonumber(h:read("l"):match("SigIgn:%s*(%x+)"), 16)
+        h:close()
+        return mask & (1 << 12) ~= 0  -- SIGPIPE is 13
+      end
+      print("script", ignored())
+      threads.deferToThread(ignored):addBoth(function(v)
+        print("thread", v)
+        reactor.stop()
+      end)
+      reactor.run()
+      print("pipeline", os.execute("yes | head -n 1 >/dev/null"))
+    ]] })
+    assert.equal(0, code)
+    assert.same({ "script\tfalse", "thread\tfalse", "pipeline\ttrue\texit\t0" }, lines)
+  end)
+
   -- a braid serving with --pidfile at a fresh path, once it runs
   local function serving_with_pidfile()
     local pidfile = tmpfile()

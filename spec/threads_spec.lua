@@ -418,6 +418,30 @@ describe("the pool", function()
     assert.same(want, order)
   end))
 
+  it("grows by one thread per queued job when the size is raised, not to the size", async(function()
+    threads.suggestThreadPoolSize(2)
+    local g = make_gate()
+    g.want = 2
+    local ds = {}
+    for i = 1, 4 do
+      ds[i] = threads.deferToThread(function(v)
+        require("braid.threads").blockingCallFromThread("braid_threads_spec_gate.enter")
+        return v
+      end, i)
+    end
+    await(g.arrived)
+    assert.equal(2, threads._stats().queued)
+    g.want = 4
+    g.arrived = defer.Deferred()
+    threads.suggestThreadPoolSize(64)
+    assert.equal(4, threads._stats().threads)
+    await(g.arrived)
+    g.open()
+    g.open()
+    assert.same({ 1, 2, 3, 4, n = 4 }, await(defer.gatherResults(ds)))
+    assert.equal(4, threads._stats().threads)
+  end))
+
   it("runs at most suggestThreadPoolSize jobs at once and queues the rest", async(function()
     threads.suggestThreadPoolSize(2)
     local g = make_gate()
