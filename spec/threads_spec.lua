@@ -405,6 +405,23 @@ end)
 describe("the pool", function()
   after_each(function() threads.suggestThreadPoolSize(10) end)
 
+  -- Two threads, four jobs that each wait at the gate: returns the gate
+  -- (once both running jobs arrived) and the jobs' Deferreds (results 1..4).
+  local function two_running_two_queued()
+    threads.suggestThreadPoolSize(2)
+    local g = make_gate()
+    g.want = 2
+    local ds = {}
+    for i = 1, 4 do
+      ds[i] = threads.deferToThread(function(v)
+        require("braid.threads").blockingCallFromThread("braid_threads_spec_gate.enter")
+        return v
+      end, i)
+    end
+    await(g.arrived)
+    return g, ds
+  end
+
   it("delivers results in submission order with one thread", async(function()
     threads.suggestThreadPoolSize(1)
     local order, ds = {}, {}
@@ -419,17 +436,7 @@ describe("the pool", function()
   end))
 
   it("grows by one thread per queued job when the size is raised, not to the size", async(function()
-    threads.suggestThreadPoolSize(2)
-    local g = make_gate()
-    g.want = 2
-    local ds = {}
-    for i = 1, 4 do
-      ds[i] = threads.deferToThread(function(v)
-        require("braid.threads").blockingCallFromThread("braid_threads_spec_gate.enter")
-        return v
-      end, i)
-    end
-    await(g.arrived)
+    local g, ds = two_running_two_queued()
     assert.equal(2, threads._stats().queued)
     g.want = 4
     g.arrived = defer.Deferred()
@@ -443,17 +450,7 @@ describe("the pool", function()
   end))
 
   it("runs at most suggestThreadPoolSize jobs at once and queues the rest", async(function()
-    threads.suggestThreadPoolSize(2)
-    local g = make_gate()
-    g.want = 2
-    local ds = {}
-    for i = 1, 4 do
-      ds[i] = threads.deferToThread(function(v)
-        require("braid.threads").blockingCallFromThread("braid_threads_spec_gate.enter")
-        return v
-      end, i)
-    end
-    await(g.arrived)
+    local g, ds = two_running_two_queued()
     local s = threads._stats()
     assert.equal(2, s.threads)
     assert.equal(2, s.running)
