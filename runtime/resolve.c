@@ -236,7 +236,7 @@ static void start_next(void) {
 static int l_getaddrinfo(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  struct event_base *base = braid_base(L);
+  braid_base(L);  /* the loop's base exists (start_thread and finish_unstarted use it) */
   struct reshandle *h = lua_newuserdatauv(L, sizeof *h, 1);
   h->r = NULL;
   luaL_setmetatable(L, RES_META);
@@ -246,7 +246,6 @@ static int l_getaddrinfo(lua_State *L) {
   int ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the last thing that may raise */
   const char *fail = "out of memory";
   int err = 0;
-  (void)base; /* made by braid_base: start_thread and finish_unstarted use it */
   struct resreq *r = calloc(1, sizeof *r);
   if (!r) goto fail;
   r->efd = -1;

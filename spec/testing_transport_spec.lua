@@ -182,6 +182,7 @@ describe("MemoryReactor", function()
     assert.is_truthy(tostring(e):find("bad argument #3 to 'addSystemEventTrigger'", 1, true))
     e = select(2, pcall(r.iterate, r))
     assert.is_true(errors.NotImplementedError:isinstance(e))
+    assert.are.equal("MemoryReactor:iterate: it has no loop to run (advance its clock)", e.message)
   end)
 
   it("keeps readers and writers in sets", function()

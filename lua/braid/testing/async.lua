@@ -278,6 +278,12 @@ local function thread_jobs()
   return f()
 end
 
+-- braid.task's global Cooperator, when braid.task is loaded
+local function cooperator()
+  local task = package.loaded["braid.task"]
+  return type(task) == "table" and task._theCooperator or nil
+end
+
 -- What exists when a spec starts is not its fault: the reactor's
 -- DelayedCalls, sockets, connection attempts and thread jobs (in
 -- `objects`), readers and writers, and the number of callInThread jobs.
@@ -290,8 +296,7 @@ local function take_snapshot(reactor)
   local ds, calls = thread_jobs()
   for _, d in ipairs(ds) do objects[d] = true end
   snap.thread_calls = calls
-  local task = package.loaded["braid.task"]
-  local coop = type(task) == "table" and task._theCooperator
+  local coop = cooperator()
   if coop then
     for _, t in ipairs(coop._tasks) do objects[t] = true end
   end
@@ -342,8 +347,7 @@ end
 
 -- Cooperative tasks the spec started (those of the snapshot are left alone).
 local function stop_tasks(snap, problems)
-  local task = package.loaded["braid.task"]
-  local coop = type(task) == "table" and task._theCooperator
+  local coop = cooperator()
   if not coop or #coop._tasks == 0 then return end
   local tasks = {}
   for _, t in ipairs(coop._tasks) do
@@ -403,18 +407,20 @@ local function describe_socket(v, is_port)
   return ("connection %s of %s (aborted)"):format(tostring(v), name)
 end
 
+-- Whether a live socket (a port, with the port metatable pmeta, or a
+-- transport) is still open, and whether it is a port.
+local function socket_open(v, pmeta)
+  if getmetatable(v) == pmeta then return v:listening(), true end
+  local ok, st = pcall(v._state, v)
+  return ok and st ~= "closed", false
+end
+
 local function clean_sockets(reactor, core, snap, problems)
-  local reg = debug.getregistry()
-  local pmeta = reg["braid.tcp.port"]
+  local pmeta = debug.getregistry()["braid.tcp.port"]
   local waits = {}
   for _, v in ipairs(live_sockets()) do
     if not snap.objects[v] then
-      local is_port = getmetatable(v) == pmeta
-      local open
-      if is_port then open = v:listening() else
-        local ok, st = pcall(v._state, v)
-        open = ok and st ~= "closed"
-      end
+      local open, is_port = socket_open(v, pmeta)
       if open then
         local text, port = describe_socket(v, is_port)
         problems[#problems + 1] = "reactor unclean: " .. text
@@ -474,8 +480,7 @@ end
 -- descriptions to `left`. The cooperator's next slice is left while tasks
 -- older than the spec still run (stop_tasks stopped the spec's own).
 local function cancel_calls(reactor, snap, left)
-  local task = package.loaded["braid.task"]
-  local coop = type(task) == "table" and task._theCooperator
+  local coop = cooperator()
   local keep = coop and #coop._tasks > 0 and coop._delayedCall or nil
   for _, dc in ipairs(reactor.getDelayedCalls()) do
     if not snap.objects[dc] and dc ~= keep and dc:active() then
@@ -493,14 +498,7 @@ local function sockets_left(snap)
   end
   local pmeta = debug.getregistry()["braid.tcp.port"]
   for _, v in ipairs(live_sockets()) do
-    if not snap.objects[v] then
-      if getmetatable(v) == pmeta then
-        if v:listening() then return true end
-      else
-        local ok, st = pcall(v._state, v)
-        if ok and st ~= "closed" then return true end
-      end
-    end
+    if not snap.objects[v] and socket_open(v, pmeta) then return true end
   end
   return false
 end

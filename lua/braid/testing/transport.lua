@@ -397,16 +397,20 @@ function MemoryReactor:addSystemEventTrigger(phase, eventType, f, ...)
   list[#list + 1] = { f, table.pack(...) }
 end
 
-local function not_implemented(name)
+-- What a MemoryReactor cannot do raises NotImplementedError, as Twisted's
+-- does, saying why.
+local function refused(name, why)
   return function(self)
     checkself(name, MemoryReactor:isinstance(self), self, "MemoryReactor")
-    error(errors.NotImplementedError("MemoryReactor:" .. name .. " is not implemented"), 2)
+    error(errors.NotImplementedError("MemoryReactor:" .. name .. ": " .. why), 2)
   end
 end
-MemoryReactor.iterate = not_implemented("iterate")
-MemoryReactor.fireSystemEvent = not_implemented("fireSystemEvent")
-MemoryReactor.removeSystemEventTrigger = not_implemented("removeSystemEventTrigger")
-MemoryReactor.resolve = not_implemented("resolve")
+MemoryReactor.iterate = refused("iterate", "it has no loop to run (advance its clock)")
+MemoryReactor.fireSystemEvent = refused("fireSystemEvent",
+  "its triggers are only recorded, in triggers[phase][event]")
+MemoryReactor.removeSystemEventTrigger = refused("removeSystemEventTrigger",
+  "its triggers are recorded without ids (edit triggers[phase][event])")
+MemoryReactor.resolve = refused("resolve", "it resolves no names")
 
 -- IReactorFDSet: readers and writers kept in sets, nothing watched.
 local function fdset(name, field, add)
