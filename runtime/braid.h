@@ -101,10 +101,10 @@ double braid_timers_next(lua_State *L);
 void braid_open_loop(lua_State *L);
 void braid_open_timers(lua_State *L);
 void braid_open_signals(lua_State *L);
-/* Replace os.execute in L's globals by one that, when the command was
-** killed by SIGINT or SIGQUIT, sends that signal to this process (system()
-** ignores them in its caller while the command runs; see signals.c). */
-void braid_wrap_os_execute(lua_State *L);
+/* Replace os.execute in L's globals by one that runs the command with
+** posix_spawn and waitpid, leaving this process's signal settings alone
+** (system() ignores SIGINT and SIGQUIT in its caller; see signals.c). */
+void braid_install_os_execute(lua_State *L);
 
 int luaopen_braid_core(lua_State *L);
 

@@ -468,7 +468,7 @@ static int pmain(lua_State *L) {
   struct opts *o = lua_touserdata(L, 3);
   luaL_checkversion(L);
   luaL_openlibs(L);
-  braid_wrap_os_execute(L);  /* a Ctrl-C that ends a command reaches the reactor */
+  braid_install_os_execute(L);  /* leaves braid's signal settings alone while a command runs */
   lua_gc(L, LUA_GCGEN, 0, 0); /* as lua.c: generational, kind to short-lived strings */
   set_paths(L, o->script);
   lua_pushboolean(L, run_script(L, o, argc, argv) == LUA_OK);

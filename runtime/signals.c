@@ -3,14 +3,20 @@
 ** handlers run in the loop, never in signal context.
 */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
 #include <signal.h>
+#include <spawn.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <lauxlib.h>
 
 #include "braid.h"
+
+extern char **environ;
 
 #define SIG_META "braid.signal"
 
@@ -178,36 +184,41 @@ void braid_open_signals(lua_State *L) {
 
 /* ---- os.execute and Ctrl-C ---------------------------------------------- */
 
-/* os.execute is system(), which ignores SIGINT and SIGQUIT in its caller
-** while the command runs: a Ctrl-C in a terminal ends the command and
-** nothing else, and the reactor never hears of it (from a deferToThread job
-** too, as the disposition is the process's). A shell that sees its command
-** killed by SIGINT acts as if it had got it; so does this wrapper: the
-** signal is sent on to this process, where the reactor's handler (or the
-** default action, before run) takes it. Upvalue 1: the original
-** os.execute. */
+/* os.execute(command) as Lua's own (same results), run with posix_spawn
+** and waitpid instead of system(). system() ignores SIGINT and SIGQUIT in
+** its caller while the command runs and puts back, when it ends, the
+** settings it saw when it began: a Ctrl-C in a terminal ended the command
+** and the reactor never heard of it, and a thread-pool job's command that
+** spanned reactor.run() starting or stopping put a stale SIGINT setting
+** back. Here braid's signal settings are left alone: a Ctrl-C reaches
+** braid (its reactor stops, or before run the default action ends it) and
+** the command alike, as with Twisted's spawnProcess or Python's
+** subprocess. The command gets braid's signal mask and what exec leaves
+** of its settings: handlers back at the default, ignored signals ignored
+** (as system() gives them). */
 static int l_execute(lua_State *L) {
-  int n = lua_gettop(L);
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_insert(L, 1);
-  lua_call(L, n, LUA_MULTRET);
-  int nres = lua_gettop(L);
-  if (nres >= 3 && lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "signal") == 0) {
-    lua_Integer sig = lua_tointeger(L, 3);
-    if (sig == SIGINT || sig == SIGQUIT) kill(getpid(), (int)sig);
+  const char *cmd = luaL_optstring(L, 1, NULL);
+  if (cmd == NULL) {  /* is a shell available? */
+    lua_pushboolean(L, access("/bin/sh", X_OK) == 0);
+    return 1;
   }
-  return nres;
+  char *argv[] = { "sh", "-c", (char *)cmd, NULL };
+  pid_t pid;
+  int status, err = posix_spawn(&pid, "/bin/sh", NULL, NULL, argv, environ);
+  if (err != 0) {
+    errno = err;
+    return luaL_fileresult(L, 0, NULL);
+  }
+  while (waitpid(pid, &status, 0) == -1)
+    if (errno != EINTR) return luaL_fileresult(L, 0, NULL);
+  errno = 0;  /* luaL_execresult takes a nonzero status with errno set as a failure to run */
+  return luaL_execresult(L, status);
 }
 
-void braid_wrap_os_execute(lua_State *L) {
+void braid_install_os_execute(lua_State *L) {
   if (lua_getglobal(L, "os") == LUA_TTABLE) {
-    lua_getfield(L, -1, "execute");
-    if (lua_type(L, -1) == LUA_TFUNCTION) {
-      lua_pushcclosure(L, l_execute, 1);
-      lua_setfield(L, -2, "execute");
-    } else {
-      lua_pop(L, 1);
-    }
+    lua_pushcfunction(L, l_execute);
+    lua_setfield(L, -2, "execute");
   }
   lua_pop(L, 1);
 }

@@ -401,7 +401,7 @@ static int w_os_exit(lua_State *L) {
 static int w_init_p(lua_State *L) {
   struct worker *w = lua_touserdata(L, 1);
   luaL_openlibs(L);
-  braid_wrap_os_execute(L);  /* a Ctrl-C that ends a job's command reaches the reactor */
+  braid_install_os_execute(L);  /* leaves braid's signal settings alone while a command runs */
   lua_getglobal(L, "os");
   lua_pushcfunction(L, w_os_exit);
   lua_setfield(L, -2, "exit");

@@ -189,14 +189,51 @@ describe("braid", function()
     assert.same({ "ran in iterate", "done" }, lines)
   end)
 
-  -- os.execute is system(), which ignores SIGINT in braid while the
-  -- command runs: a Ctrl-C ended the command and the reactor never heard of
-  -- it (from a deferToThread job too). As a shell does, a command killed by
-  -- SIGINT now sends SIGINT on to braid.
-  it("takes a command killed by SIGINT, in the script or in a thread, as a SIGINT of its own", function()
+  -- os.execute was system(), which ignores SIGINT and SIGQUIT in braid while
+  -- the command runs (a Ctrl-C ended the command and the reactor never
+  -- heard of it) and puts back the settings it began with when the command
+  -- ends (a thread-pool job's command spanning run() put a stale SIGINT
+  -- setting back). braid's own leaves them alone.
+  it("runs commands with braid's SIGINT and SIGQUIT handling left alone, in the script and in a thread", function()
+    local lines, code = proc.run({ "-e", [[
+      local threads = require "braid.threads"
+      local reactor = require "braid.reactor"
+      -- SigIgn and SigCgt of braid (the shell's parent), read while the command runs
+      local function masks()
+        local out = os.tmpname()
+        assert(os.execute("grep -E '^Sig(Ign|Cgt)' /proc/$PPID/status > " .. out))
+        local f = assert(io.open(out))
+        local ign = tonumber(f:read("l"):match("%x+$"), 16)
+        local cgt = tonumber(f:read("l"):match("%x+$"), 16)
+        f:close()
+        os.remove(out)
+        local function bits(m) return (m >> 1) & 1, (m >> 2) & 1 end  -- SIGINT 2, SIGQUIT 3
+        local ii, iq = bits(ign)
+        local ci, cq = bits(cgt)
+        return ("ignored %d%d caught %d%d"):format(ii, iq, ci, cq)
+      end
+      print("before run", masks())
+      reactor.callWhenRunning(function()
+        print("script", masks())
+        threads.deferToThread(masks):addBoth(function(v)
+          print("thread", v)
+          reactor.stop()
+        end)
+      end)
+      reactor.run()
+    ]] })
+    assert.equal(0, code, table.concat(lines, "\n"))
+    assert.same({ "before run\tignored 00 caught 00", "script\tignored 00 caught 10",
+                  "thread\tignored 00 caught 10" }, lines)
+  end)
+
+  -- a Ctrl-C goes to braid and its command alike (the terminal signals the
+  -- whole process group): the reactor's handler stops it, from a command
+  -- in the script or in a thread
+  it("stops at a Ctrl-C that comes while a command runs, in the script or in a thread", function()
     for _, job in ipairs({
-      "print(os.execute('kill -INT $$'))",
-      "threads.deferToThread(function() return os.execute('kill -INT $$') end)",
+      "print(os.execute('kill -INT $PPID $$'))",
+      "threads.deferToThread(function() return os.execute('kill -INT $PPID $$') end)",
     }) do
       local lines, code = proc.run({ "--logfile", "-", "-e", [[
         local reactor = require "braid.reactor"
@@ -209,7 +246,45 @@ describe("braid", function()
       local text = table.concat(lines, "\n")
       assert.matches("%[%-%] Received SIGINT, shutting down%.", text)
       assert.is_nil(text:find("not stopped"), text)
+      local _, count = text:gsub("Received SIGINT", "")
+      assert.equal(1, count, text)
     end
+  end)
+
+  -- the same results as Lua's own os.execute (system()), in the script and in
+  -- a thread
+  it("gives os.execute's results as Lua's own does", function()
+    local script = [[
+      local function all()
+        local function show(...)
+          local t = table.pack(...)
+          for i = 1, t.n do t[i] = tostring(t[i]) end
+          return table.concat(t, " ", 1, t.n)
+        end
+        return table.concat({ show(os.execute()), show(os.execute("true")),
+          show(os.execute("exit 3")), show(os.execute("kill -TERM $$")),
+          show(os.execute("exec 2>/dev/null; no-such-command-here")),
+          show(pcall(os.execute, {})) }, "|")
+      end
+      print(all())
+      if BRAID then
+        local threads = require "braid.threads"
+        local reactor = require "braid.reactor"
+        threads.deferToThread(all):addBoth(function(v) print(v) reactor.stop() end)
+        reactor.run()
+      end
+    ]]
+    local want = { "true", "true exit 0", "nil exit 3", "nil signal 15", "nil exit 127" }
+    local lines, code = proc.run({ "-e", "BRAID = true " .. script })
+    assert.equal(0, code, table.concat(lines, "\n"))
+    local err = "false TypeError: bad argument #1 to 'os.execute' (string expected, got table)"
+    local braid = table.concat(want, "|") .. "|" .. err
+    assert.same({ braid, braid }, lines)
+    local h = assert(io.popen("lua5.4 -e " .. proc.quote(script) .. " 2>&1"))
+    local plain = h:read("a")
+    h:close()
+    assert.equal(table.concat(want, "|")
+      .. "|false bad argument #1 to 'os.execute' (string expected, got table)\n", plain)
   end)
 
   -- braid's own writes get EPIPE instead of SIGPIPE; an ignored SIGPIPE
