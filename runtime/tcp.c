@@ -1060,7 +1060,10 @@ static int l_ip_family(lua_State *L) {
   return 1;
 }
 
-static int make_sockaddr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len) {
+/* EINVAL when host is a name that does not resolve; *why (if not NULL) is
+** then getaddrinfo's reason ("Name or service not known") */
+static int make_sockaddr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len,
+                         const char **why) {
   struct sockaddr_in *a4 = (void *)ss;
   struct sockaddr_in6 *a6 = (void *)ss;
   if (host == NULL || host[0] == 0) host = "0.0.0.0"; /* Twisted's "": IPv4's any */
@@ -1074,7 +1077,11 @@ static int make_sockaddr(const char *host, int port, struct sockaddr_storage *ss
   hints.ai_socktype = SOCK_STREAM;
   if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) {
     hints.ai_family = AF_UNSPEC;
-    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) return EINVAL;
+    int rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc != 0 || !res) {
+      if (why) *why = rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc);
+      return EINVAL;
+    }
   }
   if (res->ai_addrlen <= sizeof *ss) {
     memcpy(ss, res->ai_addr, res->ai_addrlen);
@@ -1292,8 +1299,16 @@ static int l_tcp_listen(lua_State *L) {
   int reuseport = lua_toboolean(L, 4);
   struct sockaddr_storage ss;
   socklen_t len;
-  int err = make_sockaddr(host, portno, &ss, &len);
-  if (err) return braid_pusherror(L, err);
+  const char *why = NULL;
+  int err = make_sockaddr(host, portno, &ss, &len, &why);
+  if (err) {  /* nil, msg, code, number: a name that does not resolve says why */
+    braid_pusherror(L, err);
+    if (why) {
+      lua_pushstring(L, why);
+      lua_replace(L, -4);
+    }
+    return 4;
+  }
   struct port *p = port_new(L);
   int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return port_fail(L, p, fd, errno);
@@ -1448,10 +1463,11 @@ static int l_tcp_connect(lua_State *L) {
   struct sockaddr_storage ss, bs;
   socklen_t len, blen = 0;
   if (bhost && !*bhost) bhost = NULL; /* "": any address of the destination's family */
-  int err = make_sockaddr(host, portno, &ss, &len);
+  int err = make_sockaddr(host, portno, &ss, &len, NULL);
   if (err) return braid_pusherror(L, err);
   if (bhost || bport) {
-    err = make_sockaddr(bhost ? bhost : (ss.ss_family == AF_INET ? "0.0.0.0" : "::"), bport, &bs, &blen);
+    err = make_sockaddr(bhost ? bhost : (ss.ss_family == AF_INET ? "0.0.0.0" : "::"), bport, &bs, &blen,
+                        NULL);
     if (err) {                                      /* nil, msg, code, number */
       braid_pusherror(L, err);
       if (err == EINVAL && bhost) {                 /* a name that does not resolve */

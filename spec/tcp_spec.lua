@@ -607,6 +607,17 @@ describe("braid.tcp", function()
     assert.matches("Couldn't listen on 127.0.0.1:" .. n, tostring(e))
   end)
 
+  -- an interface name is resolved as Twisted's bind does; one that does not
+  -- resolve says why, as Twisted's gaierror does (braid said "Invalid argument")
+  it("raises CannotListenError with the resolver's reason for an interface name that does not resolve", function()
+    local ok, e = pcall(reactor.listenTCP, 0, Factory.forProtocol(Rec), 50, "no-such-host.invalid")
+    assert.is_false(ok)
+    assert.is_true(errors.CannotListenError:isinstance(e))
+    local why = tostring(e):match("^CannotListenError: Couldn't listen on no%-such%-host%.invalid:0: (.*)%.$")
+    assert.is_truthy(why == "Name or service not known" or why == "Temporary failure in name resolution",
+      tostring(e))
+  end)
+
   it("listens on an IPv6 literal", function()
     local f = Factory.forProtocol(Echo)
     f.noisy = false
