@@ -8,8 +8,9 @@
 -- DeferredLists and gatherResults over those, with every option, watched
 -- and cancelled) and runs them here; spec/peers/defer_diff.py runs the same
 -- programs under Debian's /usr/bin/python3 with Twisted. Every trace (what
--- each callback got, what each call raised, each Deferred's end state) must
--- be the same. scripts/test runs this file with both chain runners (C, and
+-- each callback got, what each call raised, each Deferred's end state and
+-- whether it holds a Failure to report as unhandled) must be the same.
+-- scripts/test runs this file with both chain runners (C, and
 -- BRAID_DEFER_LUA=1).
 local defer = require "braid.defer"
 local dd = require "helpers.defer_diff"

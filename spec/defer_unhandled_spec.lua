@@ -159,6 +159,46 @@ describe("unhandled errors", function()
     assert.equal("escaped", logged[1].failure.value.message)
   end)
 
+
+  -- Twisted's _runCallbacks stops at a paused Deferred before it records
+  -- the Failure for the report, and records it once unpause() runs the chain
+  it("reports the failure of a paused Deferred only once it is unpaused", function()
+    (function()
+      local d = Deferred()
+      d:pause()
+      d:errback(errors.ValueError("paused, dropped"))
+      local d2 = Deferred()
+      d2:pause()
+      d2:callback(failure.Failure(errors.ValueError("paused, errback added")))
+      d2:addErrback(function() end)  -- not run: d2 stays paused
+    end)()
+    fullgc()
+    assert.equal(0, defer.flushUnhandled())
+    local kept = Deferred()
+    kept:pause()
+    kept:errback(errors.ValueError("unpaused"))
+    kept:unpause()
+    kept = nil
+    fullgc()
+    assert.equal(1, defer.flushUnhandled())
+    assert.equal("unpaused", logged[1].failure.value.message)
+  end)
+
+  it("gives await the failure of a Deferred unpaused after it failed", function()
+    local d = Deferred()
+    d:pause()
+    d:errback(errors.ValueError("after unpause"))
+    d:unpause()
+    local caught
+    defer.inlineCallbacks(function()
+      local ok, e = pcall(defer.await, d)
+      caught = { ok, e.message }
+    end)()
+    assert.same({ false, "after unpause" }, caught)
+    d = nil
+    fullgc()
+    assert.equal(0, defer.flushUnhandled())
+  end)
   it("reports a Failure left in two Deferreds once", function()
     (function()
       local f = failure.Failure(errors.ValueError("shared"))

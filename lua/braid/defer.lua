@@ -788,7 +788,9 @@ function Deferred:callback(result)
   self.called = true
   self.result = result
   if chain_end(self) == 0 then
-    if not plain then mark_failed(self, result) end
+    -- a paused one has not run its (empty) chain: as in Twisted, its
+    -- Failure counts as unhandled once unpause() runs it
+    if not plain and self.paused == 0 then mark_failed(self, result) end
     return
   end
   run(self, plain)
@@ -807,7 +809,7 @@ function Deferred:errback(err)
   self.called = true
   self.result = err
   if chain_end(self) == 0 then
-    mark_failed(self, err)
+    if self.paused == 0 then mark_failed(self, err) end  -- as in callback
     return
   end
   run(self)
@@ -828,7 +830,14 @@ function Deferred:unpause()
   end
   p = p - 1
   self.paused = p
-  if p == 0 and self.called then run(self) end
+  if p == 0 and self.called then
+    -- a Failure that came while paused with no callbacks is unhandled from
+    -- now on, even if run() is put off (await's fast path reads the mark)
+    if chain_end(self) == 0 and not self._running and is_failure(self.result) then
+      mark_failed(self, self.result)
+    end
+    run(self)
+  end
 end
 
 --- Cancel: call the canceller; if still unfired, errback with

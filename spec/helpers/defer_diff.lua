@@ -45,7 +45,8 @@
 -- fireOnOneCallback, [V,V] for gatherResults, F(FirstError@INDEX:V).
 -- Values print as integers, strings, nil, DJ for a Deferred, F(EK) for a
 -- Failure of EK, F(Cancelled), F(AlreadyCalled). At the end each Deferred
--- prints "state dI called=.. paused=.. result=.." (result "-" if not called).
+-- prints "state dI called=.. paused=.. result=.. unh=.." (result "-" if not called;
+-- unh: whether the Deferred holds a Failure to report as unhandled).
 local defer = require "braid.defer"
 local errors = require "braid.error"
 local failure = require "braid.failure"
@@ -449,7 +450,9 @@ local function run_program(pid, k, m, nl)
     for _, e in ipairs(all) do
       local d = e[2]
       local r = not d.called and "-" or e[3] and lrep(e[3], d.result) or rep(d.result)
-      log(("state %s called=%s paused=%d result=%s"):format(e[1], tostring(d.called), d.paused, r))
+      local s = rawget(d, "_dbg")  -- the sentinel holds a Failure to report
+      log(("state %s called=%s paused=%d result=%s unh=%s"):format(e[1], tostring(d.called),
+        d.paused, r, tostring(s and s.failure ~= nil or false)))
     end
     local ds = {}
     for i, e in ipairs(all) do ds[i] = e[2] end

@@ -245,8 +245,11 @@ class Program(Trace):
                 result = self.lrep(int(name[1:]) - 1, d.result)
             else:
                 result = self.rep(d.result)
-            self.log("state %s called=%s paused=%d result=%s"
-                     % (name, "true" if d.called else "false", d.paused, result))
+            # what Twisted's __del__ would report as unhandled
+            unh = d._debugInfo is not None and d._debugInfo.failResult is not None
+            self.log("state %s called=%s paused=%d result=%s unh=%s"
+                     % (name, "true" if d.called else "false", d.paused, result,
+                        "true" if unh else "false"))
         consume_failures(d for _, d in every + lists)
 
 
