@@ -42,8 +42,9 @@
 -- F(Cancelled), F(Name). At the end: "state LI locked=B waiting=N",
 -- "state SI tokens=N limit=N waiting=N", "state QI size=N|- backlog=N|-
 -- pending=[V,...] count=N waiting=N" (count: pendingCount() here,
--- len(pending) in Twisted), then "state NAME called=B result=V|-" for
--- every aK, rK and gK made and every dJ.
+-- len(pending) in Twisted), then "state NAME called=B result=V|- unh=B"
+-- (unh: it holds a Failure to report as unhandled) for every aK, rK and gK
+-- made and every dJ.
 --
 -- Left out, where braid differs from Twisted on purpose: release() of an
 -- unlocked lock or a full semaphore raises ValueError in braid, and
@@ -449,8 +450,9 @@ local function run_program(pid, nd)
     local list = {}
     for i, e in ipairs(deferred_states()) do
       local d = e[2]
-      log(("state %s called=%s result=%s"):format(e[1], tostring(d.called),
-        d.called and rep(d.result) or "-"))
+      local s = rawget(d, "_dbg")
+      log(("state %s called=%s result=%s unh=%s"):format(e[1], tostring(d.called),
+        d.called and rep(d.result) or "-", tostring(s and s.failure ~= nil or false)))
       list[i] = d
     end
     td.consume_failures(list)  -- so nothing is reported later

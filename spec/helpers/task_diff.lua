@@ -51,7 +51,8 @@
 -- Values: numbers, nil, lcL (a LoopingCall), it (an iterator), DK, F(EN),
 -- F(Cancelled), F(Name). At the end: "state cI ..." for every timed call
 -- (called, cancelled, active, getTime), "state lL running=.. call=T|-",
--- "state dK ..." and "state dlK ..." (called, result), "state tT paused=N
+-- "state dK ..." and "state dlK ..." (called, result, and unh: whether it
+-- holds a Failure to report as unhandled), "state tT paused=N
 -- done=State|-", "state kK running=.. tasks=N call=T|-", and "pending
 -- NAME@T ...": the Clock's pending calls by time (NAME is cI, lL, kK or ?).
 --
@@ -645,8 +646,9 @@ local function run_program(pid, nd)
       log(("state l%d running=%s call=%s"):format(l, tostring(lc.running), opt_time(lc.call)))
     end
     local function dstate(name, d)
-      log(("state %s called=%s result=%s"):format(name, tostring(d.called),
-        d.called and rep(d.result) or "-"))
+      local s = rawget(d, "_dbg")
+      log(("state %s called=%s result=%s unh=%s"):format(name, tostring(d.called),
+        d.called and rep(d.result) or "-", tostring(s and s.failure ~= nil or false)))
     end
     for k, d in ipairs(R.ds) do dstate("d" .. k, d) end
     for k in ipairs(R.laters) do

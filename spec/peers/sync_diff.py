@@ -218,8 +218,10 @@ class Program(Trace):
                     every.append(("%s%d" % (kind, k), d))
         every += [("d%d" % (j + 1), d) for j, d in enumerate(self.ds)]
         for name, d in every:
-            self.log("state %s called=%s result=%s"
-                     % (name, self.rep(d.called), self.rep(d.result) if d.called else "-"))
+            unh = d._debugInfo is not None and d._debugInfo.failResult is not None
+            self.log("state %s called=%s result=%s unh=%s"
+                     % (name, self.rep(d.called), self.rep(d.result) if d.called else "-",
+                        self.rep(unh)))
         consume_failures(d for _, d in every)
 
 

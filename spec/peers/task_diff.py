@@ -324,8 +324,9 @@ class Program(Trace):
         every = [("d%d" % (k + 1), d) for k, d in enumerate(self.ds)]
         every += [("dl%d" % k, self.dls[k]) for k in sorted(self.dls)]
         for name, d in every:
-            self.log("state %s called=%s result=%s"
-                     % (name, b(d.called), self.rep(d.result) if d.called else "-"))
+            unh = d._debugInfo is not None and d._debugInfo.failResult is not None
+            self.log("state %s called=%s result=%s unh=%s"
+                     % (name, b(d.called), self.rep(d.result) if d.called else "-", b(unh)))
         for t in sorted(self.tks):
             tk = self.tks[t]
             st = tk._completionState
