@@ -399,6 +399,34 @@ for _, impl in ipairs(IMPLS) do
       assert.equal("abcde\r", a.exceeded)
     end)
 
+    -- a differential fuzzer against Twisted 22.4 found this: Twisted checks
+    -- each line against self.MAX_LENGTH as it comes to it, so a lineReceived
+    -- that changes MAX_LENGTH applies to the next line of the same read
+    it("checks each line against MAX_LENGTH as lineReceived leaves it", function()
+      local C = T:extend("C", { MAX_LENGTH = 10 })
+      function C:lineReceived(line)
+        self.received[#self.received + 1] = line
+        local n = tonumber(line:match("^max(%d+)$"))
+        if n then self.MAX_LENGTH = n end
+      end
+      function C:lineLengthExceeded(line)
+        self.exceeded = line
+        return T.lineLengthExceeded(self, line)
+      end
+      local a, t = C(), testing.StringTransport()
+      a:makeConnection(t)
+      a:dataReceived("max3\nabcd\nxy\n")
+      assert.are.same({ "max3" }, a.received)
+      assert.are.equal("abcd", a.exceeded)
+      assert.is_true(t.disconnecting)
+      local b, u = C(), testing.StringTransport()
+      b:makeConnection(u)
+      b:dataReceived("max20\n" .. ("y"):rep(15) .. "\n")
+      assert.are.same({ "max20", ("y"):rep(15) }, b.received)
+      assert.is_nil(b.exceeded)
+      assert.is_false(u.disconnecting)
+    end)
+
     -- spec/receivers_diff_spec.lua found this against Twisted 22.4
     it("gives lineLengthExceeded the long line alone, as Twisted does", function()
       local C = T:extend("C", { MAX_LENGTH = 3 })

@@ -311,12 +311,15 @@ function LineOnlyReceiver:dataReceived(data)
   if type(self) ~= "table" then checkself("dataReceived", false, self, "LineOnlyReceiver") end
   local buf = buffer_of(self)
   buf:append(data)
-  local delim, max, t = self.delimiter, self.MAX_LENGTH, self.transport
+  -- the delimiter is read once (Twisted splits the data once), MAX_LENGTH
+  -- before each line (Twisted checks each line against self.MAX_LENGTH, so
+  -- a lineReceived that changes it applies to the next line)
+  local delim, t = self.delimiter, self.transport
   check_delimiter("LineOnlyReceiver", delim)
-  check_max("LineOnlyReceiver", max)
+  check_max("LineOnlyReceiver", self.MAX_LENGTH)
   while true do
     if t and t.disconnecting then return end
-    local line = buf:nextLine(delim, max)
+    local line = buf:nextLine(delim, self.MAX_LENGTH)
     if line == nil then return end
     if line == false then -- as Twisted: a complete long line alone, else the partial one
       local data = buf:takeAll()
