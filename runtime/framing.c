@@ -91,7 +91,8 @@ static int fb_new(lua_State *L) {
 static int fb_append(lua_State *L) {
   struct framebuf *b = fb_check(L, 1);
   size_t n;
-  const char *s = luaL_checklstring(L, 2, &n);
+  luaL_checktype(L, 2, LUA_TSTRING); /* a number is refused, as LuaFrameBuffer does */
+  const char *s = lua_tolstring(L, 2, &n);
   if (n == 0) return 0;
   if (fb_reserve(b, n)) return luaL_error(L, "framebuf: out of memory");
   memcpy(b->data + b->off + b->len, s, n);

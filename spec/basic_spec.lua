@@ -756,6 +756,39 @@ describe("receivers' settings of the wrong type", function()
       .. "Int16StringReceiver or Int32StringReceiver), got nil")
   end)
 
+  -- Twisted's raise TypeError for data that is not bytes; braid's C frame
+  -- buffer took a number as its digits (dataReceived(12) delivered "12")
+  it("refuse data that is not a string, a number too, naming dataReceived", function()
+    for _, impl in ipairs(IMPLS) do
+      for _, cls in ipairs({ "LineReceiver", "LineOnlyReceiver", "NetstringReceiver",
+                             "Int8StringReceiver", "Int32StringReceiver" }) do
+        local got = {}
+        local P = basic[cls]:extend("P", { _newFrameBuffer = impl[2] })
+        function P:lineReceived(l) got[#got + 1] = l end
+        function P:stringReceived(s) got[#got + 1] = s end
+        local p = P()
+        p:makeConnection(testing.StringTransport())
+        for _, v in ipairs({ 12, 1.5, true }) do
+          local e = select(2, pcall(p.dataReceived, p, v))
+          assert.equal(errors.TypeError, e.class)
+          assert.equal(("TypeError: bad argument #1 to 'dataReceived' (string expected, got %s)")
+            :format(type(v)), tostring(e))
+        end
+        assert.same({}, got, cls .. " " .. impl[1])
+      end
+      local got = {}
+      local P = basic.LineReceiver:extend("P", { _newFrameBuffer = impl[2] })
+      function P:lineReceived(l) got[#got + 1] = l end
+      local p = P()
+      p:makeConnection(testing.StringTransport())
+      local e = select(2, pcall(p.setLineMode, p, 5))
+      assert.equal("TypeError: bad argument #1 to 'setLineMode' (string expected, got number)",
+        tostring(e))
+      p:dataReceived("\r\n")
+      assert.same({ "" }, got, impl[1])
+    end
+  end)
+
   it("take a whole float as an integer, and leave raw mode's delimiter alone", function()
     local P = basic.LineReceiver:extend("P", { MAX_LENGTH = 1e3 })
     local got = {}

@@ -213,6 +213,21 @@ describe("framebuf", function()
         raises("bad argument #1 to 'take' (negative count)", function() b:take(-1) end)
         assert.are.equal(3, b:len())
       end)
+
+      -- a differential fuzzer found the C buffer taking a number as its
+      -- digits where the Lua one raised
+      it("refuses data that is not a string, a number too", function()
+        local b = new()
+        b:append("1")
+        for _, v in ipairs({ 23, 4.5, false }) do
+          local ok, e = pcall(function() b:append(v) end)
+          assert.is_false(ok)
+          assert.truthy(tostring(e):find("bad argument #1 to 'append' (string expected, got "
+            .. type(v) .. ")", 1, true), tostring(e))
+        end
+        assert.are.equal(1, b:len())
+        assert.are.equal("1", b:takeAll())
+      end)
     end)
   end
 end)

@@ -235,6 +235,7 @@ end
 --- Frame data into lines (or pass it on raw in raw mode).
 function LineReceiver:dataReceived(data)
   if type(self) ~= "table" then checkself("dataReceived", false, self, "LineReceiver") end
+  if type(data) ~= "string" then errors.checktype("dataReceived", 1, data, "string") end
   local buf = buffer_of(self)
   buf:append(data)
   if self._busy then return end -- re-entered from lineReceived: the loop below sees it
@@ -273,6 +274,9 @@ end
 --- Switch to line mode; `extra` is then processed as received data.
 function LineReceiver:setLineMode(extra)
   if type(self) ~= "table" then checkself("setLineMode", false, self, "LineReceiver") end
+  if extra ~= nil and type(extra) ~= "string" then
+    errors.checktype("setLineMode", 1, extra, "string")
+  end
   self.line_mode = true
   if extra ~= nil and extra ~= "" then return self:dataReceived(extra) end
 end
@@ -309,6 +313,7 @@ LineOnlyReceiver._newFrameBuffer = M.newFrameBuffer
 
 function LineOnlyReceiver:dataReceived(data)
   if type(self) ~= "table" then checkself("dataReceived", false, self, "LineOnlyReceiver") end
+  if type(data) ~= "string" then errors.checktype("dataReceived", 1, data, "string") end
   local buf = buffer_of(self)
   buf:append(data)
   -- the delimiter is read once (Twisted splits the data once), MAX_LENGTH
@@ -353,6 +358,7 @@ NetstringReceiver._newFrameBuffer = M.newFrameBuffer
 
 function NetstringReceiver:dataReceived(data)
   if type(self) ~= "table" then checkself("dataReceived", false, self, "NetstringReceiver") end
+  if type(data) ~= "string" then errors.checktype("dataReceived", 1, data, "string") end
   local buf = buffer_of(self)
   buf:append(data)
   check_max("NetstringReceiver", self.MAX_LENGTH)
@@ -397,6 +403,7 @@ IntNStringReceiver.stopProducing = stopProducing
 
 function IntNStringReceiver:dataReceived(data)
   if type(self) ~= "table" then checkself("dataReceived", false, self, "IntNStringReceiver") end
+  if type(data) ~= "string" then errors.checktype("dataReceived", 1, data, "string") end
   local buf = buffer_of(self)
   buf:append(data)
   local k = self.prefixLength
