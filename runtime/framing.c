@@ -117,7 +117,8 @@ static const char *fb_find(const char *h, size_t hn, const char *d, size_t dn) {
 static int fb_nextline(lua_State *L) {
   struct framebuf *b = fb_check(L, 1);
   size_t dn;
-  const char *d = luaL_checklstring(L, 2, &dn);
+  luaL_checktype(L, 2, LUA_TSTRING); /* a number is refused, as LuaFrameBuffer does */
+  const char *d = lua_tolstring(L, 2, &dn);
   lua_Integer max = luaL_checkinteger(L, 3);
   luaL_argcheck(L, dn > 0, 2, "empty delimiter");
   const char *start = b->data ? b->data + b->off : NULL;

@@ -1,6 +1,7 @@
 -- spec/framing_spec.lua: runtime/framing.c (braid.core.framebuf) against
 -- basic.LuaFrameBuffer, the pure-Lua fallback with the same interface.
 local basic = require "braid.basic"
+local errors = require "braid.error"
 
 local function pack(...) return { n = select("#", ...), ... } end
 
@@ -212,6 +213,34 @@ describe("framebuf", function()
         raises("bad argument #1 to 'nextLine' (empty delimiter)", function() b:nextLine("", 10) end)
         raises("bad argument #1 to 'take' (negative count)", function() b:take(-1) end)
         assert.are.equal(3, b:len())
+      end)
+
+      -- a callback that breaks a setting in the middle of a read gets the
+      -- buffer's own error: the C one took a number delimiter as its digits
+      -- where the Lua one raised a bare error, and the Lua one took a
+      -- MAX_LENGTH of 1.5 where the C one raised
+      it("checks its arguments as luaL_checktype and luaL_checkinteger do", function()
+        local b = new()
+        b:append("ab0\n12:")
+        local function raises(cls, msg, f)
+          local ok, e = pcall(f)
+          assert.is_false(ok)
+          assert.equal(cls, e.class, tostring(e))
+          assert.truthy(tostring(e):find(msg, 1, true), tostring(e))
+        end
+        local TE, VE = errors.TypeError, errors.ValueError
+        raises(TE, "(string expected, got number)", function() b:nextLine(0, 5) end)
+        raises(TE, "(number has no integer representation)", function() b:nextLine("\n", 1.5) end)
+        raises(TE, "(number expected, got table)", function() b:nextLine("\n", {}) end)
+        raises(VE, "(empty delimiter)", function() b:nextLine("", 5) end)
+        raises(TE, "(number has no integer representation)", function() b:nextNetstring(2.5) end)
+        raises(TE, "(number has no integer representation)", function() b:nextPrefixed(1, 0.5) end)
+        raises(VE, "(prefix must be 1, 2 or 4 bytes)", function() b:nextPrefixed(3, 5) end)
+        raises(TE, "(number has no integer representation)", function() b:take(1.5) end)
+        raises(VE, "(negative count)", function() b:take(-1) end)
+        assert.are.equal(7, b:len())
+        assert.are.equal("ab0", b:nextLine("\n", 1e3))
+        assert.are.equal("1", b:take(1.0))
       end)
 
       -- a differential fuzzer found the C buffer taking a number as its

@@ -47,8 +47,33 @@ local function consume(self, n)
   self._pos = pos
 end
 
+-- The arguments checked as framing.c's luaL_checklstring (a string, not a
+-- number: luaL_checktype first) and luaL_checkinteger do, with their messages.
+local math_type, tointeger = math.type, math.tointeger
+
+local function checkstring(fname, argn, v)
+  if type(v) ~= "string" then errors.checktype(fname, argn, v, "string") end
+end
+
+local function checkinteger(fname, argn, v)
+  if math_type(v) == "integer" then return v end
+  local n = tointeger(v)
+  if n ~= nil then return n end
+  errors.argerror(fname, argn, type(v) == "number" and "number has no integer representation"
+    or "number expected, got " .. type(v))
+end
+
+-- a bad value of the right type: framing.c's luaL_argcheck, a ValueError
+local function valueerror(fname, argn, msg)
+  error(errors.ValueError(("bad argument #%d to '%s' (%s)"):format(argn, fname, msg)), 3)
+end
+
 function LuaFrameBuffer:nextLine(delim, max)
-  if delim == "" then errors.argerror("nextLine", 1, "empty delimiter") end -- as framing.c
+  if type(delim) ~= "string" or math_type(max) ~= "integer" or delim == "" then -- rare
+    checkstring("nextLine", 1, delim)
+    max = checkinteger("nextLine", 2, max)
+    if delim == "" then valueerror("nextLine", 1, "empty delimiter") end
+  end
   local s, pos = self._s, self._pos
   local i = find(s, delim, pos, true)
   if not i then
@@ -62,6 +87,7 @@ function LuaFrameBuffer:nextLine(delim, max)
 end
 
 function LuaFrameBuffer:nextNetstring(max)
+  max = checkinteger("nextNetstring", 1, max)
   local s, pos = self._s, self._pos
   local maxdigits = #string.format("%d", max) -- not tostring: 1e15 is "1e+15"
   local _, e, digits = find(s, "^(%d*)", pos)
@@ -83,6 +109,11 @@ end
 local FMT = { [1] = ">I1", [2] = ">I2", [4] = ">I4" }
 
 function LuaFrameBuffer:nextPrefixed(k, max)
+  k = checkinteger("nextPrefixed", 1, k)
+  max = checkinteger("nextPrefixed", 2, max)
+  if k ~= 1 and k ~= 2 and k ~= 4 then
+    valueerror("nextPrefixed", 1, "prefix must be 1, 2 or 4 bytes")
+  end
   local s, pos = self._s, self._pos
   if #s - pos + 1 < k then return nil end
   local n = string.unpack(FMT[k], s, pos)
@@ -94,7 +125,8 @@ function LuaFrameBuffer:nextPrefixed(k, max)
 end
 
 function LuaFrameBuffer:take(n)
-  if n < 0 then errors.argerror("take", 1, "negative count") end
+  n = checkinteger("take", 1, n)
+  if n < 0 then valueerror("take", 1, "negative count") end
   local s, pos = self._s, self._pos
   local avail = #s - pos + 1
   if n > avail then n = avail end -- else pos + n - 1 may wrap around
@@ -189,8 +221,6 @@ end
 -- reaches (an error in dataReceived closes that connection, logged). A
 -- callback that breaks a setting in the middle of a read still gets the
 -- helper's error.
-
-local tointeger = math.tointeger
 
 local function shown(v)
   return type(v) == "number" and tostring(v) or class.nameof(v)
