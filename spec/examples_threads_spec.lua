@@ -56,7 +56,9 @@ describe("examples/defer_to_thread.lua", function()
     local stop = index_of(lines, "end sleep 1")
     local ok = index_of(lines, "OK")
     assert.is_number(stop, out)
-    assert.is_true(ok == stop + 1, out)
+    -- the job's OK follows its last line; a dot may come between when the
+    -- loop is slow to take the result (a loaded machine)
+    assert.is_true(ok > stop and count(lines, ".", stop + 1, ok - 1) == ok - stop - 1, out)
     assert.equal(".", lines[stop - 2], out)  -- dots right up to the end, past stop() at 0.3 s
     assert.is_true(count(lines, ".", 1, stop) >= 4, out)  -- at most 3 came before stop()
     assert.is_nil(out:find("abandoned"), out)
