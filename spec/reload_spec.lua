@@ -646,6 +646,36 @@ describe("the inotify watcher", function()
     assert.equal(0, count_log("previous code kept"))
   end)
 
+  -- only the directory of the link's target was watched: `sed -i` on the
+  -- link's path (which puts a file in the link's place) and a link pointed
+  -- at another file went unseen, the old code running on
+  it("sees the saves of a module whose file is a symlink: through it, over it, and after it is repointed", function()
+    seq = seq + 1
+    local name = "hotmod" .. seq
+    local path = dir .. "/" .. name .. ".lua"
+    local other1, other2 = dir .. "_real1", dir .. "_real2"
+    finally(function() os.execute("rm -rf " .. other1 .. " " .. other2) end)
+    assert(os.execute("mkdir -p " .. other1 .. " " .. other2))
+    local function put(p, v)
+      local f = assert(io.open(p, "w")); f:write(("return { f = function() return %d end }"):format(v)); f:close()
+    end
+    put(other1 .. "/target.lua", 1)
+    assert(os.execute(("ln -s %s/target.lua %s"):format(other1, path)))
+    local m = require(name)
+    reload.watch(name)
+    put(path, 2)                                 -- through the link
+    until_(function() return m.f() == 2 end, "the save through the link to load")
+    put(dir .. "/." .. name .. ".tmp", 3)        -- sed -i: a file renamed over the link
+    assert(os.rename(dir .. "/." .. name .. ".tmp", path))
+    until_(function() return m.f() == 3 end, "the file renamed over the link to load")
+    put(other2 .. "/target.lua", 4)              -- ln -sfn: the name points elsewhere
+    assert(os.execute(("ln -s %s/target.lua %s.new && mv -T %s.new %s"):format(other2, path, path, path)))
+    until_(function() return m.f() == 4 end, "the repointed link to load")
+    put(other2 .. "/target.lua", 5)              -- a save in the new target's directory
+    until_(function() return m.f() == 5 end, "the save in the new target's directory to load")
+    assert.equal(0, count_log("failed"))
+  end)
+
   it("reloads nothing when a save leaves the source as it was", function()
     local name = watched("return { f = function() return 1 end }")
     write(name, "return { f = function() return 1 end }")

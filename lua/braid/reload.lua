@@ -609,7 +609,7 @@ end
 -- Read a watched file now and load it if it is new. A file that changed
 -- while it was read is tried again later; one with the stamp and content
 -- last seen is left alone.
-local schedule, drain
+local schedule, drain, watch_places
 local due = {}         -- rec -> monotonic time of its check
 local function check_file(rec)
   local s1, serr = core_stamp(rec.path)
@@ -632,6 +632,7 @@ local function check_file(rec)
   rec.empty_seen = nil
   rec.problem = nil
   rec.checked_at = mono()
+  if rec.dir then watch_places(rec) end
   local h = hash(source)
   if s1 == rec.stamp and h == rec.disk_hash then return end
   rec.stamp, rec.disk_hash = s1, h
@@ -849,12 +850,55 @@ start_polling = function()
   else reactor.addSystemEventTrigger("after", "startup", start) end
 end
 
-local function dir_of(rec)
-  local real = core and core.realpath and core.realpath(rec.path) or rec.path
-  local dir, base = real:match("^(.*)/([^/]+)$")
-  if not dir then return ".", real end
+local function split_path(path)
+  local dir, base = path:match("^(.*)/([^/]+)$")
+  if not dir then return ".", path end
   if dir == "" then dir = "/" end
   return dir, base
+end
+
+-- The places (real directory, name) where a save of rec's file shows:
+-- the name its path gives, in its directory (a save that replaces a
+-- symlink by a file, as `sed -i` does, or points it elsewhere, happens
+-- there) and, when that name is a symlink, the file it points to (a save
+-- through the link writes there).
+local function places_of(rec)
+  local rp = core and core.realpath
+  local dir, base = split_path(rec.path)
+  dir = rp and rp(dir) or dir
+  local list = { { dir, base } }
+  local real = rp and rp(rec.path)
+  if real then
+    local rdir, rbase = split_path(real)
+    if rdir ~= dir or rbase ~= base then list[2] = { rdir, rbase } end
+  end
+  return list
+end
+
+-- Watch the directories of rec's places (again after each check: a
+-- symlink may point into another directory now).
+watch_places = function(rec)
+  local w = watcher
+  if not w or polled[rec] then return end
+  for _, place in ipairs(places_of(rec)) do
+    local dir, base = place[1], place[2]
+    local d = dirs[dir]
+    if not d then
+      local wd, err = w:add(dir)
+      if not wd then
+        log_problem(("reload: cannot watch %s (%s); polling %s"):format(dir, tostring(err), rec.path))
+        return poll_rec(rec)
+      end
+      d = by_wd[wd]              -- the same directory by another name
+      if not d then
+        d = { wd = wd, path = dir, files = {} }
+        by_wd[wd] = d
+      end
+      dirs[dir] = d
+    end
+    d.files[base] = rec
+    rec.dir = rec.dir or d
+  end
 end
 
 -- Start watching rec's file.
@@ -863,23 +907,7 @@ local function watch_rec(rec)
   rec.watched = true
   local w = not M.usePolling and get_watcher()
   if not w then return poll_rec(rec) end
-  local dir, base = dir_of(rec)
-  local d = dirs[dir]
-  if not d then
-    local wd, err = w:add(dir)
-    if not wd then
-      log_problem(("reload: cannot watch %s (%s); polling %s"):format(dir, tostring(err), rec.path))
-      return poll_rec(rec)
-    end
-    d = by_wd[wd]              -- the same directory by another name
-    if not d then
-      d = { wd = wd, path = dir, files = {} }
-      by_wd[wd] = d
-    end
-    dirs[dir] = d
-  end
-  d.files[base] = rec
-  rec.dir = d
+  watch_places(rec)
 end
 
 -- Record a module loaded through require: its path, source and snapshot.
