@@ -476,6 +476,22 @@ describe("reload.reload keeps what is not the module's own", function()
   end)
 end)
 
+describe("the searcher that records required modules", function()
+  -- it called Lua's searcher from a line of reload.lua, which the
+  -- searcher's error took for its position: under --watch a module that
+  -- did not compile was reported as "/.../reload.lua:921: error loading ..."
+  it("leaves a module's compile error as require gives it, without a position in reload.lua", function()
+    seq = seq + 1
+    local name = "hotmod" .. seq
+    write(name, "return {")
+    local ok, err = pcall(require, name)
+    assert.is_false(ok)
+    assert.equal(("error loading module '%s' from file '%s/%s.lua':"):format(name, dir, name),
+      err:match("^[^\n]*"))
+    assert.matches("^\t" .. dir:gsub("%p", "%%%0") .. "/" .. name .. "%.lua:1: ", err:match("\n(.*)$"))
+  end)
+end)
+
 describe("the directories never watched", function()
   -- matched as bare prefixes, /usr/share/luafoo counted as /usr/share/lua
   it("are whole directories, not name prefixes", function()

@@ -918,7 +918,11 @@ local function install_searcher()
   local searchers = package.searchers
   local lua_searcher = searchers[2]
   searchers[2] = function(name)
-    local loader, path = lua_searcher(name)
+    -- called through pcall, a C function: the searcher's own error (a
+    -- module that does not compile) gets no position, as under require
+    -- (called from here, it began with this line of reload.lua)
+    local ok, loader, path = pcall(lua_searcher, name)
+    if not ok then error(loader, 0) end
     if type(loader) ~= "function" or type(path) ~= "string" then
       return loader, path
     end
