@@ -340,3 +340,40 @@ describe("braid --console with --console-auth", function()
     assert.equal("closed", err)
   end)
 end)
+
+-- A new version that requires a new module with a mistake in it fails; the
+-- fix of that module used to go unseen (it was not watched, having never
+-- loaded), and saving the requirer again changed nothing (its text had
+-- failed already): the old code ran on until the requirer's text changed.
+describe("braid --watch and a new module a new version requires", function()
+  local dir, p, port, a
+  setup(function()
+    dir = new_dir()
+    p, port = start(dir)
+    a = connect(port)
+  end)
+  teardown(function()
+    if a then a.close() end
+    if p then p:kill("TERM"); p:finish() end
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("tries the requirer again when the new module is fixed, and reports each failure", function()
+    writefile(dir .. "/extra.lua", "local M = {}\nfunction M.word() return 'one' end\nreturn M ..\n")
+    local src = edit(edit(original, 'local basic = require "braid.basic"',
+      'local basic = require "braid.basic"\nlocal extra = require "extra"'),
+      "function M.count()", 'function M.Chat:cmd_extra() self:sendLine("extra " .. extra.word()) end\nfunction M.count()')
+    writefile(dir .. "/chat.lua", src)
+    assert.truthy(p:waitFor("reload of chat failed: error loading module 'extra' from file '.*extra%.lua':"))
+    assert.equal("unknown command extra", a.ask("/extra"))
+    writefile(dir .. "/extra.lua", "local M = {}\nfunction M.word() return 'one' end\nerror('not yet')\nreturn M\n")
+    assert.truthy(p:waitFor("reload of chat failed: .*extra%.lua:3: not yet; previous code kept"))
+    assert.equal("unknown command extra", a.ask("/extra"))
+    writefile(dir .. "/extra.lua", "local M = {}\nfunction M.word() return 'two' end\nreturn M\n")
+    assert.truthy(p:waitFor("reloaded chat version 2 %(source " .. hash(src) .. "%)"))
+    assert.equal("extra two", a.ask("/extra"))
+    writefile(dir .. "/extra.lua", "local M = {}\nfunction M.word() return 'three' end\nreturn M\n")
+    assert.truthy(p:waitFor("reloaded extra version 2 "))
+    assert.equal("extra three", a.ask("/extra"))
+  end)
+end)

@@ -542,12 +542,19 @@ end
 -- take that time again.
 local function note_failed(rec, h, err, f)
   rec.failed_hash = h
+  rec.failed_err = tostring(err)
   rec.retry = f ~= nil and not tostring(err):find("reload.LOAD_TIME_LIMIT", 1, true)
 end
 
 local retry_failed
 
 local function load_source(rec, source, h)
+  if rec.dep then
+    -- a module a failed reload could not require: now that it is saved,
+    -- the modules whose load it broke are tried again (and report again)
+    if records[rec.name] == nil and loaded[rec.name] == nil then retry_failed(nil, rec.path) end
+    return
+  end
   if loaded[rec.name] == nil then return end
   local cur = rec.versions[#rec.versions]
   if (cur and cur.hash == h) or rec.failed_hash == h then return end
@@ -563,8 +570,9 @@ end
 -- After a module loaded: the modules whose file failed to load as their
 -- chunk raised are tried again, once each, quietly (they were reported):
 -- a checkout writes a.lua, which needs the new b.lua, just before b.lua.
--- Until more succeed.
-retry_failed = function(done)
+-- Until more succeed. After a save of `path` (a module they failed to
+-- require), those whose error names it are not quiet when they fail again.
+retry_failed = function(done, path)
   local again = true
   while again do
     again = false
@@ -583,7 +591,9 @@ retry_failed = function(done)
           log_msg(("reload of %s succeeded on a second try"):format(rec.name))
           again = true
         else
+          local said = rec.failed_err
           note_failed(rec, h, err, f)
+          if path and said and said:find(path, 1, true) then fail(rec.name, err, f) end
         end
       end
     end
@@ -910,6 +920,22 @@ local function watch_rec(rec)
   watch_places(rec)
 end
 
+-- Modules whose first load raised (a new version of a module required a
+-- new module with a mistake in it): modname -> a record that only watches
+-- the file (rec.dep), so that its fix tries again the modules that failed.
+local deps = {}
+local function watch_dep(name, path)
+  if not watch_all or records[name] or deps[name] or type(path) ~= "string"
+      or is_system(path) then
+    return
+  end
+  local source = read_file(path)
+  local rec = { name = name, path = path, stamp = core_stamp(path), versions = {},
+                disk_hash = source and hash(source), dep = true }
+  deps[name] = rec
+  watch_rec(rec)
+end
+
 -- Record a module loaded through require: its path, source and snapshot.
 local searcher_installed = false
 local function install_searcher()
@@ -922,12 +948,21 @@ local function install_searcher()
     -- module that does not compile) gets no position, as under require
     -- (called from here, it began with this line of reload.lua)
     local ok, loader, path = pcall(lua_searcher, name)
-    if not ok then error(loader, 0) end
+    if not ok then
+      pcall(watch_dep, name, package.searchpath(name, package.path))  -- does not compile
+      error(loader, 0)
+    end
     if type(loader) ~= "function" or type(path) ~= "string" then
       return loader, path
     end
     return function(modname, p)
+      -- a chunk that raises leaves its file watched (the error passes on
+      -- with its traceback, taken where it was raised)
+      local _ <close> = watch_all and not records[modname] and setmetatable({}, {
+        __close = function(_, e) if e ~= nil then pcall(watch_dep, modname, p) end end,
+      }) or nil
       local r = loader(modname, p)
+      deps[modname] = nil
       local v = r
       if v == nil then v = loaded[modname] end
       if v == nil then v = true end
