@@ -692,6 +692,32 @@ describe("the inotify watcher", function()
     assert.equal(0, count_log("failed"))
   end)
 
+  -- only the directory the link led to when the module loaded was watched:
+  -- a symlinked directory pointed at a new release went unseen, and so did
+  -- every save in the new release afterwards
+  it("sees a symlinked directory on a module's path pointed elsewhere, and the saves made there after", function()
+    seq = seq + 1
+    local link = "linkdir" .. seq
+    local rel1, rel2 = dir .. "_" .. link .. "_1", dir .. "_" .. link .. "_2"
+    finally(function() os.execute("rm -rf " .. rel1 .. " " .. rel2) end)
+    assert(os.execute("mkdir -p " .. rel1 .. " " .. rel2))
+    local function put(p, v)
+      local f = assert(io.open(p, "w")); f:write(("return { f = function() return %d end }"):format(v)); f:close()
+    end
+    put(rel1 .. "/m.lua", 1)
+    put(rel2 .. "/m.lua", 2)
+    assert(os.execute(("ln -s %s %s/%s"):format(rel1, dir, link)))
+    local name = link .. ".m"
+    local m = require(name)
+    reload.watch(name)
+    assert.equal(1, m.f())
+    assert(os.execute(("ln -s %s %s/%s.new && mv -T %s/%s.new %s/%s"):format(rel2, dir, link, dir, link, dir, link)))
+    until_(function() return m.f() == 2 end, "the module of the new release to load")
+    put(rel2 .. "/m.lua", 3)
+    until_(function() return m.f() == 3 end, "the save in the new release to load")
+    assert.equal(0, count_log("failed"))
+  end)
+
   it("reloads nothing when a save leaves the source as it was", function()
     local name = watched("return { f = function() return 1 end }")
     write(name, "return { f = function() return 1 end }")

@@ -717,6 +717,9 @@ local function lose_dir(d, mask)
     log_problem(("reload: lost the watch on %s; polling %s"):format(d.path, rec.path))
     poll_rec(rec)
   end
+  for _, set in pairs(d.links) do
+    for rec in pairs(set) do poll_rec(rec) end
+  end
 end
 
 -- One event, in the order the kernel queued it. Only a finished save
@@ -728,12 +731,23 @@ local function on_event(ev)
     -- events were lost: look at every file once things settle
     for _, d in pairs(dirs) do
       for _, rec in pairs(d.files) do rec.writing = false; schedule(rec, M.SETTLE) end
+      for _, set in pairs(d.links) do
+        for rec in pairs(set) do schedule(rec, M.SETTLE) end
+      end
     end
     return
   end
   local d = by_wd[ev.wd]
   if not d then return end
   if mask & M_DIRGONE ~= 0 and ev.name == nil then return lose_dir(d, mask) end
+  local set = ev.name and d.links[ev.name]
+  if set and mask & (M_DONE | M_GONE | M_CREATE) ~= 0 then
+    -- a symlinked directory on the way to these files was replaced or
+    -- pointed elsewhere (ln -sfn): their files are looked at again
+    for r in pairs(set) do
+      if not due[r] then schedule(r, mask & M_DONE ~= 0 and M.DEBOUNCE or M.SETTLE) end
+    end
+  end
   local rec = ev.name and d.files[ev.name]
   if not rec then return end
   if mask & M_DONE ~= 0 then
@@ -871,18 +885,33 @@ end
 -- the name its path gives, in its directory (a save that replaces a
 -- symlink by a file, as `sed -i` does, or points it elsewhere, happens
 -- there) and, when that name is a symlink, the file it points to (a save
--- through the link writes there).
+-- through the link writes there). Second list: the symlinked directories
+-- on the way (a `current -> release1` pointed at release2), as places.
 local function places_of(rec)
   local rp = core and core.realpath
   local dir, base = split_path(rec.path)
   dir = rp and rp(dir) or dir
-  local list = { { dir, base } }
+  local list, links = { { dir, base } }, {}
   local real = rp and rp(rec.path)
   if real then
     local rdir, rbase = split_path(real)
     if rdir ~= dir or rbase ~= base then list[2] = { rdir, rbase } end
   end
-  return list
+  if rp then
+    local parent = rec.path:sub(1, 1) == "/" and "/" or "."
+    for name in rec.path:gmatch("[^/]+/") do
+      name = name:sub(1, -2)
+      local here = (parent == "/" and "" or parent) .. "/" .. name
+      if name ~= "." and name ~= ".." then
+        local rparent, rhere = rp(parent), rp(here)
+        if rparent and rhere and rhere ~= (rparent == "/" and "" or rparent) .. "/" .. name then
+          links[#links + 1] = { rparent, name }
+        end
+      end
+      parent = here
+    end
+  end
+  return list, links
 end
 
 -- Watch the directories of rec's places (again after each check: a
@@ -890,24 +919,35 @@ end
 watch_places = function(rec)
   local w = watcher
   if not w or polled[rec] then return end
-  for _, place in ipairs(places_of(rec)) do
-    local dir, base = place[1], place[2]
+  local list, links = places_of(rec)
+  local function dir_entry(dir)
     local d = dirs[dir]
-    if not d then
-      local wd, err = w:add(dir)
-      if not wd then
-        log_problem(("reload: cannot watch %s (%s); polling %s"):format(dir, tostring(err), rec.path))
-        return poll_rec(rec)
-      end
-      d = by_wd[wd]              -- the same directory by another name
-      if not d then
-        d = { wd = wd, path = dir, files = {} }
-        by_wd[wd] = d
-      end
-      dirs[dir] = d
+    if d then return d end
+    local wd, err = w:add(dir)
+    if not wd then
+      log_problem(("reload: cannot watch %s (%s); polling %s"):format(dir, tostring(err), rec.path))
+      return poll_rec(rec)
     end
-    d.files[base] = rec
+    d = by_wd[wd]              -- the same directory by another name
+    if not d then
+      d = { wd = wd, path = dir, files = {}, links = {} }
+      by_wd[wd] = d
+    end
+    dirs[dir] = d
+    return d
+  end
+  for _, place in ipairs(list) do
+    local d = dir_entry(place[1])
+    if not d then return end
+    d.files[place[2]] = rec
     rec.dir = rec.dir or d
+  end
+  for _, place in ipairs(links) do
+    local d = dir_entry(place[1])
+    if not d then return end
+    local set = d.links[place[2]]
+    if not set then set = {}; d.links[place[2]] = set end
+    set[rec] = true
   end
 end
 
@@ -994,6 +1034,7 @@ function M.reload(modname)
   local source, err = read_file(rec.path)
   if not source then return fail(modname, err) end
   mark_seen(rec, stamp, source)
+  if rec.dir then watch_places(rec) end   -- a symlink may point elsewhere now
   local ok, aerr, f = apply(rec, source)
   if not ok then
     note_failed(rec, hash(source), aerr, f)
