@@ -376,4 +376,18 @@ describe("braid --watch and a new module a new version requires", function()
     assert.truthy(p:waitFor("reloaded extra version 2 "))
     assert.equal("extra three", a.ask("/extra"))
   end)
+
+  -- a checkout that writes the requirer before the new module it needs:
+  -- the module's file did not exist, so nothing watched its creation
+  it("tries the requirer again when the module it could not find is created", function()
+    local src = edit(edit(original, 'local basic = require "braid.basic"',
+      'local basic = require "braid.basic"\nlocal later = require "later"'),
+      "function M.count()", 'function M.Chat:cmd_later() self:sendLine("later " .. later.word()) end\nfunction M.count()')
+    writefile(dir .. "/chat.lua", src)
+    assert.truthy(p:waitFor("reload of chat failed: .*module 'later' not found"))
+    assert.equal("unknown command later", a.ask("/later"))
+    writefile(dir .. "/later.lua", "return { word = function() return 'here' end }\n")
+    assert.truthy(p:waitFor("reloaded chat version %d+ %(source " .. hash(src) .. "%)"))
+    assert.equal("later here", a.ask("/later"))
+  end)
 end)

@@ -961,19 +961,35 @@ local function watch_rec(rec)
 end
 
 -- Modules whose first load raised (a new version of a module required a
--- new module with a mistake in it): modname -> a record that only watches
--- the file (rec.dep), so that its fix tries again the modules that failed.
+-- new module with a mistake in it), or that no file held yet: path -> a
+-- record that only watches the file (rec.dep), so that its fix (or its
+-- creation) tries again the modules that failed.
 local deps = {}
 local function watch_dep(name, path)
-  if not watch_all or records[name] or deps[name] or type(path) ~= "string"
+  if not watch_all or records[name] or type(path) ~= "string" or deps[path]
       or is_system(path) then
     return
   end
   local source = read_file(path)
   local rec = { name = name, path = path, stamp = core_stamp(path), versions = {},
                 disk_hash = source and hash(source), dep = true }
-  deps[name] = rec
+  deps[path] = rec
   watch_rec(rec)
+end
+
+-- A module a new version requires and no file holds yet (a checkout wrote
+-- the requirer first): each place package.path would find it, in a
+-- directory that exists, is watched.
+local function watch_missing(name)
+  local rp = core and core.realpath
+  if not rp then return end
+  local file = name:gsub("%.", "/")
+  for template in package.path:gmatch("[^;]+") do
+    local path = template:gsub("%?", function() return file end)
+    local dir = path:match("^(.*)/[^/]+$") or "."
+    if dir == "" then dir = "/" end
+    if rp(dir) then watch_dep(name, path) end
+  end
 end
 
 -- Record a module loaded through require: its path, source and snapshot.
@@ -993,6 +1009,7 @@ local function install_searcher()
       error(loader, 0)
     end
     if type(loader) ~= "function" or type(path) ~= "string" then
+      if M.reloading and type(loader) == "string" then pcall(watch_missing, name) end
       return loader, path
     end
     return function(modname, p)
@@ -1002,7 +1019,6 @@ local function install_searcher()
         __close = function(_, e) if e ~= nil then pcall(watch_dep, modname, p) end end,
       }) or nil
       local r = loader(modname, p)
-      deps[modname] = nil
       local v = r
       if v == nil then v = loaded[modname] end
       if v == nil then v = true end
