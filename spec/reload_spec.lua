@@ -476,6 +476,25 @@ describe("reload.reload keeps what is not the module's own", function()
   end)
 end)
 
+describe("reload.reload of files require reads", function()
+  -- require (luaL_loadfile) skips a UTF-8 BOM and a '#' first line; the
+  -- reload ran load() on the file's text, which failed to compile: such a
+  -- module loaded but never reloaded ("unexpected symbol near '#'")
+  it("reloads a module that starts with a shebang line or a UTF-8 BOM, with the file's line numbers", function()
+    local name, m = fresh("#!/usr/bin/env lua\nreturn { f = function() return 1 end }\n")
+    write(name, "#!/usr/bin/env lua\n\nreturn { f = function() error('two') end }\n")
+    assert.is_true(reload.reload(name))
+    local ok, err = pcall(m.f)
+    assert.is_false(ok)
+    assert.equal(dir .. "/" .. name .. ".lua:3: two", err)
+    local bname, b = fresh("\239\187\191return { f = function() return 1 end }\n")
+    write(bname, "\239\187\191return { f = function() return 2 end }\n")
+    assert.is_true(reload.reload(bname))
+    assert.equal(2, b.f())
+    assert.is_false(has_log("failed"))
+  end)
+end)
+
 describe("the searcher that records required modules", function()
   -- it called Lua's searcher from a line of reload.lua, which the
   -- searcher's error took for its position: under --watch a module that

@@ -455,13 +455,25 @@ local function foreign_tables(name)
   return set
 end
 
+-- A file's text as require's luaL_loadfile reads it: a UTF-8 BOM, then a
+-- first line that starts with '#' (a shebang), are skipped; that line's
+-- end stays, so the lines keep their numbers.
+local function chunk_text(source)
+  if source:sub(1, 3) == "\239\187\191" then source = source:sub(4) end
+  if source:sub(1, 1) == "#" then
+    local nl = source:find("\n", 1, true)
+    source = nl and source:sub(nl) or ""
+  end
+  return source
+end
+
 -- Load `source` as the new version of rec and merge it. Returns true, or
 -- nil, the error message and (when the chunk raised) its Failure; nothing
 -- has changed then.
 local function apply(rec, source, is_rollback, h)
   local name = rec.name
   local live = loaded[name]
-  local chunk, cerr = load(source, "@" .. rec.path)
+  local chunk, cerr = load(chunk_text(source), "@" .. rec.path)
   if not chunk then return nil, cerr end
   local was = M.reloading
   M.reloading = true
