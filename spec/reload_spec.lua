@@ -240,6 +240,35 @@ describe("reload.reload", function()
     assert.equal(m, mod)
   end)
 
+  -- a helper new in this version, called from a replaced function, kept the
+  -- new chunk's own `clients` (empty): a refactor that moved a loop over
+  -- the live clients into a new local function saw nobody
+  it("joins the upvalues of a local helper the new version adds to the module's locals", function()
+    local name, m = fresh([[
+      local clients = {}
+      local hits = 0
+      local M = {}
+      function M.add(c) clients[#clients + 1] = c; hits = hits + 1 end
+      function M.count() return #clients end
+      return M]])
+    m.add("a"); m.add("b")
+    write(name, [[
+      local clients = {}
+      local hits = 0
+      local M = {}
+      local function names() return table.concat(clients, ","), hits end
+      function M.add(c) clients[#clients + 1] = c; hits = hits + 1 end
+      function M.count() return #clients end
+      function M.list() return names() end
+      return M]])
+    assert.is_true(reload.reload(name))
+    m.add("c")
+    local list, hits = m.list()
+    assert.equal("a,b,c", list)
+    assert.equal(3, hits)
+    assert.equal(3, m.count())
+  end)
+
   it("keeps a local counter that changed since load", function()
     local name, m = fresh([[
       local n = 0

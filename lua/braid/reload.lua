@@ -165,6 +165,10 @@ end
 ---------------------------------------------------------------------------
 -- The merge
 
+-- During a merge (set by apply): the lines of the running and of the new
+-- version's source, and the new chunk's source name.
+local old_lines, new_lines, merge_src
+
 -- Join the upvalues of the new function nf to those of the old one of that
 -- share their name, when the old one holds a table or has changed since the
 -- previous version loaded. Function upvalues (local helpers) are not joined
@@ -187,8 +191,9 @@ local function join_upvalues(nf, of, prevups, seen, modups)
     local name, nv = getupvalue(nf, i)
     if name == nil then break end
     local o = olds[name] or modups[name]
+    local ov
+    if o then ov = select(2, getupvalue(o[1], o[2])) end
     if o and name ~= "_ENV" then
-      local _, ov = getupvalue(o[1], o[2])
       local p = prevups[name]
       if type(nv) == "function" and type(ov) == "function" and p ~= nil
           and type(p[1]) == "function" and ov ~= p[1] then
@@ -202,6 +207,12 @@ local function join_upvalues(nf, of, prevups, seen, modups)
           upvaluejoin(nf, i, o[1], o[2])
         end
       end
+    end
+    if type(nv) == "function" and type(ov) ~= "function" and merge_src
+        and getinfo(nv, "S").source == merge_src then
+      -- a local helper this version adds: its own upvalues are the
+      -- module's locals (`clients`), joined as an added function's are
+      join_upvalues(nv, nil, prevups, seen, modups)
     end
     i = i + 1
   end
@@ -258,10 +269,6 @@ local function remap_upvalues(t, map)
   end, {})
 end
 
--- Whether two functions have the same text: the lines each spans in the
--- source of its version (set around a merge by apply), so a function that
--- only moved in the file counts as unchanged. Unknown counts as changed.
-local old_lines, new_lines, merge_src
 -- Tables of other modules (their values, and those values' fields: the
 -- classes they export) during a merge: a field that now points at one is
 -- pointed there, never merged into (a class whose parent changed from
@@ -284,6 +291,9 @@ local function text_of(f, lines)
   if info.lastlinedefined > #lines then return nil end
   return table.concat(lines, "\n", info.linedefined, info.lastlinedefined)
 end
+-- Whether two functions have the same text: the lines each spans in the
+-- source of its version (old_lines, new_lines), so a function that only
+-- moved in the file counts as unchanged. Unknown counts as changed.
 local function same_code(f, g)
   local a = text_of(f, old_lines)
   return a ~= nil and a == text_of(g, new_lines)
