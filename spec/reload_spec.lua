@@ -269,6 +269,40 @@ describe("reload.reload", function()
     assert.equal(3, m.count())
   end)
 
+  -- a local table was joined to the live one whole: a dispatch table of
+  -- handlers (`local commands = {}`) kept its old functions, so an edited
+  -- handler never ran and an added one was not found
+  it("puts the edited and added functions of a local table in the live one, its data kept", function()
+    local name, m = fresh([[
+      local clients = {}
+      local commands = { prefix = "> " }
+      function commands.ping() return "pong1" end
+      local M = {}
+      function M.add(c) clients[#clients + 1] = c end
+      function M.run(c) return commands[c]() end
+      function M.set(k, v) commands[k] = v end
+      return M]])
+    m.add("a")
+    m.set("prefix", "$ ")
+    m.set("custom", function() return "mine" end)
+    write(name, [[
+      local clients = {}
+      local commands = { prefix = "> " }
+      function commands.ping() return "pong2" end
+      function commands.who() return commands.prefix .. table.concat(clients, ",") end
+      local M = {}
+      function M.add(c) clients[#clients + 1] = c end
+      function M.run(c) return commands[c]() end
+      function M.set(k, v) commands[k] = v end
+      return M]])
+    assert.is_true(reload.reload(name))
+    assert.equal("pong2", m.run("ping"))
+    m.add("b")
+    assert.equal("$ a,b", m.run("who"))
+    assert.equal("mine", m.run("custom"))
+    assert.equal(1, reload.history(name)[2].replaced)
+  end)
+
   it("keeps a local counter that changed since load", function()
     local name, m = fresh([[
       local n = 0

@@ -166,8 +166,15 @@ end
 -- The merge
 
 -- During a merge (set by apply): the lines of the running and of the new
--- version's source, and the new chunk's source name.
+-- version's source, and the new chunk's source name; the pairs {live, new}
+-- of local tables join_upvalues joined (merged by merge_local_tables).
 local old_lines, new_lines, merge_src
+local local_tables
+-- Tables of other modules (their values, and those values' fields: the
+-- classes they export) during a merge: a field that now points at one is
+-- pointed there, never merged into (a class whose parent changed from
+-- LineReceiver to Protocol used to merge Protocol into LineReceiver).
+local foreign = {}
 
 -- Join the upvalues of the new function nf to those of the old one of that
 -- share their name, when the old one holds a table or has changed since the
@@ -205,6 +212,9 @@ local function join_upvalues(nf, of, prevups, seen, modups)
       elseif type(nv) ~= "function" then
         if type(ov) == "table" or p == nil or ov ~= p[1] then
           upvaluejoin(nf, i, o[1], o[2])
+          if local_tables and type(nv) == "table" and type(ov) == "table" and nv ~= ov then
+            local_tables[#local_tables + 1] = { ov, nv }
+          end
         end
       end
     end
@@ -269,11 +279,6 @@ local function remap_upvalues(t, map)
   end, {})
 end
 
--- Tables of other modules (their values, and those values' fields: the
--- classes they export) during a merge: a field that now points at one is
--- pointed there, never merged into (a class whose parent changed from
--- LineReceiver to Protocol used to merge Protocol into LineReceiver).
-local foreign = {}
 
 local class = require "braid.class"
 local METAMETHODS, inherit_metamethod = class.METAMETHODS, class.inheritMetamethod
@@ -309,6 +314,35 @@ local function defined_here(t)
     end
   end
   return false
+end
+
+-- The local tables of the new version joined to the live ones (`local
+-- commands = {}` and the functions the chunk put in it) that the merge of
+-- the module's tables did not cover: their functions are put in the live
+-- table (their upvalues joined in turn), so edited handlers run and added
+-- ones are found; data, and what the program stored there, stay. `merged`
+-- is the merge's map (a live table it merged into, a new table it merged).
+-- Returns how many of its functions were replaced by other code.
+local function merge_local_tables(merged, prevups, jseen, modups)
+  local count, i = 0, 1
+  while local_tables[i] do
+    local live, new = local_tables[i][1], local_tables[i][2]
+    if not (merged[new] or merged[live] or foreign[new] or foreign[live]) then
+      merged[new], merged[live] = live, true
+      for k, v in next, new do
+        if type(v) == "function" and getinfo(v, "S").source == merge_src then
+          local lv = rawget(live, k)
+          if lv ~= v then
+            join_upvalues(v, type(lv) == "function" and lv or nil, prevups, jseen, modups)
+            if type(lv) == "function" and not same_code(lv, v) then count = count + 1 end
+            rawset(live, k, v)
+          end
+        end
+      end
+    end
+    i = i + 1
+  end
+  return count
 end
 
 local function merge(live, new, prev, prevups, modups, seen, jseen, count)
@@ -504,11 +538,14 @@ local function apply(rec, source, is_rollback, h)
   if type(live) == "table" or type(live) == "function" then
     collect_upvalues(live, modups, "@" .. rec.path)
   end
+  local_tables = {}
   if type(live) == "table" then
-    local seen = {}
+    local seen, jseen = {}, {}
     foreign = foreign_tables(name)
-    count = merge(live, new, rec.snap.data, rec.snap.ups, modups, seen, {}, 0)
+    count = merge(live, new, rec.snap.data, rec.snap.ups, modups, seen, jseen, 0)
+    count = count + merge_local_tables(seen, rec.snap.ups, jseen, modups)
     foreign = {}
+    local_tables = nil
     remap_upvalues(new, seen)
     local hook = rawget(live, "__reload")
     if type(hook) == "function" then
@@ -519,9 +556,11 @@ local function apply(rec, source, is_rollback, h)
     end
   else
     if type(live) == "function" and type(new) == "function" then
-      join_upvalues(new, live, rec.snap.ups, {}, modups)
-      count = same_code(live, new) and 0 or 1
+      local jseen = {}
+      join_upvalues(new, live, rec.snap.ups, jseen, modups)
+      count = (same_code(live, new) and 0 or 1) + merge_local_tables({}, rec.snap.ups, jseen, modups)
     end
+    local_tables = nil
     loaded[name] = new
   end
   old_lines, new_lines = nil, nil
