@@ -399,28 +399,37 @@ for _, impl in ipairs(IMPLS) do
       assert.equal("abcde\r", a.exceeded)
     end)
 
+    -- a subclass of T with this MAX_LENGTH that keeps what lineLengthExceeded gets
+    local function keeping_exceeded(max)
+      local C = T:extend("C", { MAX_LENGTH = max })
+      function C:lineLengthExceeded(line)
+        self.exceeded = line
+        return T.lineLengthExceeded(self, line)
+      end
+      return C
+    end
+    local function connected(C)
+      local p, t = C(), testing.StringTransport()
+      p:makeConnection(t)
+      return p, t
+    end
+
     -- a differential fuzzer against Twisted 22.4 found this: Twisted checks
     -- each line against self.MAX_LENGTH as it comes to it, so a lineReceived
     -- that changes MAX_LENGTH applies to the next line of the same read
     it("checks each line against MAX_LENGTH as lineReceived leaves it", function()
-      local C = T:extend("C", { MAX_LENGTH = 10 })
+      local C = keeping_exceeded(10)
       function C:lineReceived(line)
         self.received[#self.received + 1] = line
         local n = tonumber(line:match("^max(%d+)$"))
         if n then self.MAX_LENGTH = n end
       end
-      function C:lineLengthExceeded(line)
-        self.exceeded = line
-        return T.lineLengthExceeded(self, line)
-      end
-      local a, t = C(), testing.StringTransport()
-      a:makeConnection(t)
+      local a, t = connected(C)
       a:dataReceived("max3\nabcd\nxy\n")
       assert.are.same({ "max3" }, a.received)
       assert.are.equal("abcd", a.exceeded)
       assert.is_true(t.disconnecting)
-      local b, u = C(), testing.StringTransport()
-      b:makeConnection(u)
+      local b, u = connected(C)
       b:dataReceived("max20\n" .. ("y"):rep(15) .. "\n")
       assert.are.same({ "max20", ("y"):rep(15) }, b.received)
       assert.is_nil(b.exceeded)
@@ -429,13 +438,7 @@ for _, impl in ipairs(IMPLS) do
 
     -- spec/receivers_diff_spec.lua found this against Twisted 22.4
     it("gives lineLengthExceeded the long line alone, as Twisted does", function()
-      local C = T:extend("C", { MAX_LENGTH = 3 })
-      function C:lineLengthExceeded(line)
-        self.exceeded = line
-        return T.lineLengthExceeded(self, line)
-      end
-      local a, t = C(), testing.StringTransport()
-      a:makeConnection(t)
+      local a, t = connected(keeping_exceeded(3))
       a:dataReceived("ab\nabcdef\nxy\n")
       assert.are.same({ "ab" }, a.received)
       assert.are.equal("abcdef", a.exceeded)

@@ -744,6 +744,16 @@ describe("the inotify watcher", function()
     assert.equal(0, count_log("previous code kept"))
   end)
 
+  -- write, at path p, a module whose f() returns v
+  local function put_version(p, v)
+    local f = assert(io.open(p, "w")); f:write(("return { f = function() return %d end }"):format(v)); f:close()
+  end
+  -- make directories a and b, removed when the spec ends
+  local function scratch_dirs(a, b)
+    finally(function() os.execute("rm -rf " .. a .. " " .. b) end)
+    assert(os.execute("mkdir -p " .. a .. " " .. b))
+  end
+
   -- only the directory of the link's target was watched: `sed -i` on the
   -- link's path (which puts a file in the link's place) and a link pointed
   -- at another file went unseen, the old code running on
@@ -752,24 +762,20 @@ describe("the inotify watcher", function()
     local name = "hotmod" .. seq
     local path = dir .. "/" .. name .. ".lua"
     local other1, other2 = dir .. "_real1", dir .. "_real2"
-    finally(function() os.execute("rm -rf " .. other1 .. " " .. other2) end)
-    assert(os.execute("mkdir -p " .. other1 .. " " .. other2))
-    local function put(p, v)
-      local f = assert(io.open(p, "w")); f:write(("return { f = function() return %d end }"):format(v)); f:close()
-    end
-    put(other1 .. "/target.lua", 1)
+    scratch_dirs(other1, other2)
+    put_version(other1 .. "/target.lua", 1)
     assert(os.execute(("ln -s %s/target.lua %s"):format(other1, path)))
     local m = require(name)
     reload.watch(name)
-    put(path, 2)                                 -- through the link
+    put_version(path, 2)                                 -- through the link
     until_(function() return m.f() == 2 end, "the save through the link to load")
-    put(dir .. "/." .. name .. ".tmp", 3)        -- sed -i: a file renamed over the link
+    put_version(dir .. "/." .. name .. ".tmp", 3)        -- sed -i: a file renamed over the link
     assert(os.rename(dir .. "/." .. name .. ".tmp", path))
     until_(function() return m.f() == 3 end, "the file renamed over the link to load")
-    put(other2 .. "/target.lua", 4)              -- ln -sfn: the name points elsewhere
+    put_version(other2 .. "/target.lua", 4)              -- ln -sfn: the name points elsewhere
     assert(os.execute(("ln -s %s/target.lua %s.new && mv -T %s.new %s"):format(other2, path, path, path)))
     until_(function() return m.f() == 4 end, "the repointed link to load")
-    put(other2 .. "/target.lua", 5)              -- a save in the new target's directory
+    put_version(other2 .. "/target.lua", 5)              -- a save in the new target's directory
     until_(function() return m.f() == 5 end, "the save in the new target's directory to load")
     assert.equal(0, count_log("failed"))
   end)
@@ -781,13 +787,9 @@ describe("the inotify watcher", function()
     seq = seq + 1
     local link = "linkdir" .. seq
     local rel1, rel2 = dir .. "_" .. link .. "_1", dir .. "_" .. link .. "_2"
-    finally(function() os.execute("rm -rf " .. rel1 .. " " .. rel2) end)
-    assert(os.execute("mkdir -p " .. rel1 .. " " .. rel2))
-    local function put(p, v)
-      local f = assert(io.open(p, "w")); f:write(("return { f = function() return %d end }"):format(v)); f:close()
-    end
-    put(rel1 .. "/m.lua", 1)
-    put(rel2 .. "/m.lua", 2)
+    scratch_dirs(rel1, rel2)
+    put_version(rel1 .. "/m.lua", 1)
+    put_version(rel2 .. "/m.lua", 2)
     assert(os.execute(("ln -s %s %s/%s"):format(rel1, dir, link)))
     local name = link .. ".m"
     local m = require(name)
@@ -795,7 +797,7 @@ describe("the inotify watcher", function()
     assert.equal(1, m.f())
     assert(os.execute(("ln -s %s %s/%s.new && mv -T %s/%s.new %s/%s"):format(rel2, dir, link, dir, link, dir, link)))
     until_(function() return m.f() == 2 end, "the module of the new release to load")
-    put(rel2 .. "/m.lua", 3)
+    put_version(rel2 .. "/m.lua", 3)
     until_(function() return m.f() == 3 end, "the save in the new release to load")
     assert.equal(0, count_log("failed"))
   end)

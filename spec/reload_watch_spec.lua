@@ -78,6 +78,24 @@ local function start(dir, extra)
   return p, tonumber(l:match("port (%d+)"))
 end
 
+-- The setup and teardown of a describe block: a --watch chat server in a
+-- fresh directory and one client; set(dir, p, port, a) receives them.
+local function serve_chat(set)
+  local dir, p, a
+  setup(function()
+    dir = new_dir()
+    local port
+    p, port = start(dir)
+    a = connect(port)
+    set(dir, p, port, a)
+  end)
+  teardown(function()
+    if a then a.close() end
+    if p then p:kill("TERM"); p:finish() end
+    os.execute("rm -rf " .. dir)
+  end)
+end
+
 describe("braid --watch with live chat connections", function()
   local dir, p, port, a
   local current = original
@@ -97,17 +115,7 @@ describe("braid --watch with live chat connections", function()
     return nil
   end
 
-  setup(function()
-    dir = new_dir()
-    p, port = start(dir)
-    a = connect(port)
-  end)
-
-  teardown(function()
-    if a then a.close() end
-    if p then p:kill("TERM"); p:finish() end
-    os.execute("rm -rf " .. dir)
-  end)
+  serve_chat(function(...) dir, p, port, a = ... end)
 
   it("answers with the new format on the same connection, its state intact", function()
     assert.equal("> hi", a.ask("hi"))
@@ -346,23 +354,21 @@ end)
 -- loaded), and saving the requirer again changed nothing (its text had
 -- failed already): the old code ran on until the requirer's text changed.
 describe("braid --watch and a new module a new version requires", function()
-  local dir, p, port, a
-  setup(function()
-    dir = new_dir()
-    p, port = start(dir)
-    a = connect(port)
-  end)
-  teardown(function()
-    if a then a.close() end
-    if p then p:kill("TERM"); p:finish() end
-    os.execute("rm -rf " .. dir)
-  end)
+  local dir, p, a
+  serve_chat(function(d, server, _, client) dir, p, a = d, server, client end)
+
+  -- chat.lua requiring module `mod`, and a command /mod that answers
+  -- "mod " .. mod.word()
+  local function requiring(mod)
+    return edit(edit(original, 'local basic = require "braid.basic"',
+      ('local basic = require "braid.basic"\nlocal %s = require "%s"'):format(mod, mod)),
+      "function M.count()", ('function M.Chat:cmd_%s() self:sendLine("%s " .. %s.word()) end\nfunction M.count()')
+        :format(mod, mod, mod))
+  end
 
   it("tries the requirer again when the new module is fixed, and reports each failure", function()
     writefile(dir .. "/extra.lua", "local M = {}\nfunction M.word() return 'one' end\nreturn M ..\n")
-    local src = edit(edit(original, 'local basic = require "braid.basic"',
-      'local basic = require "braid.basic"\nlocal extra = require "extra"'),
-      "function M.count()", 'function M.Chat:cmd_extra() self:sendLine("extra " .. extra.word()) end\nfunction M.count()')
+    local src = requiring("extra")
     writefile(dir .. "/chat.lua", src)
     assert.truthy(p:waitFor("reload of chat failed: error loading module 'extra' from file '.*extra%.lua':"))
     assert.equal("unknown command extra", a.ask("/extra"))
@@ -380,9 +386,7 @@ describe("braid --watch and a new module a new version requires", function()
   -- a checkout that writes the requirer before the new module it needs:
   -- the module's file did not exist, so nothing watched its creation
   it("tries the requirer again when the module it could not find is created", function()
-    local src = edit(edit(original, 'local basic = require "braid.basic"',
-      'local basic = require "braid.basic"\nlocal later = require "later"'),
-      "function M.count()", 'function M.Chat:cmd_later() self:sendLine("later " .. later.word()) end\nfunction M.count()')
+    local src = requiring("later")
     writefile(dir .. "/chat.lua", src)
     assert.truthy(p:waitFor("reload of chat failed: .*module 'later' not found"))
     assert.equal("unknown command later", a.ask("/later"))
