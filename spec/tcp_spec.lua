@@ -427,14 +427,18 @@ describe("braid.tcp", function()
     spin(function() return cf.built[1].lost == 1 end)
   end)
 
-  it("refuses a second producer", function()
+  it("refuses a second producer with RuntimeError, as Twisted", function()
     local _, sf, n = listen()
     local _, cf = client(n)
     spin(function() return cf.built[1] and cf.built[1].transport and sf.built[1] end)
     local t = cf.built[1].transport
     local p = { pauseProducing = function() end, resumeProducing = function() end, stopProducing = function() end }
     t:registerProducer(p, true)
-    assert.has_error(function() t:registerProducer(p, true) end)
+    local ok, e = pcall(t.registerProducer, t, p, true)
+    assert.is_false(ok)
+    assert.is_true(errors.RuntimeError:isinstance(e), tostring(e))
+    assert.matches("^RuntimeError: Cannot register producer .*, because producer .* was never unregistered%.$",
+      tostring(e))
     t:abortConnection()
     spin(function() return cf.built[1].lost == 1 end)
   end)

@@ -138,6 +138,7 @@ C("LuaError")
 C("TypeError")
 C("ValueError")
 C("NotImplementedError")
+C("RuntimeError")
 C("NoCurrentExceptionError")
 
 -- twisted.internet.error

@@ -250,7 +250,7 @@ function methods.registerProducer(t, producer, streaming)
     end
   end
   if t._producer ~= nil then
-    error(errors.Error(("Cannot register producer %s, because producer %s was never unregistered.")
+    error(errors.RuntimeError(("Cannot register producer %s, because producer %s was never unregistered.")
       :format(tostring(producer), tostring(t._producer))), 2)
   end
   local state = t:_state()

@@ -17,7 +17,7 @@ local Failure = failure.Failure
 local function clock_class() return require("braid.task").Clock end
 
 --- Raised by misuse of a transport's producer methods (Twisted's RuntimeError).
-local RuntimeError = errors.RuntimeError or errors.class("RuntimeError")
+local RuntimeError = errors.RuntimeError
 M.RuntimeError = RuntimeError
 local function runtime_error(msg) return RuntimeError(msg) end
 
