@@ -274,6 +274,20 @@ describe("threads.deferToThread (in a thread)", function()
     assert.equal("hello worker", r)
   end))
 
+  -- the check of an internal function (threads_paths) spoke for them
+  it("refuses a package.path or package.cpath that is no string, naming the function", function()
+    local saved = package.cpath
+    package.cpath = nil
+    local ok1, e1 = pcall(threads.deferToThread, function() end)
+    local ok2, e2 = pcall(threads.callInThread, function() end)
+    package.cpath = saved
+    assert.is_false(ok1)
+    assert.is_false(ok2)
+    assert.is_true(errors.TypeError:isinstance(e1))
+    assert.equal("TypeError: deferToThread: 'package.cpath' must be a string (it is a nil)", tostring(e1))
+    assert.equal("TypeError: callInThread: 'package.cpath' must be a string (it is a nil)", tostring(e2))
+  end)
+
   it("errbacks a worker's error as a LuaError with its message and the worker's traceback", async(function()
     local f = failure_of(threads.deferToThread(function(x)
       if x then error("boom " .. x) end

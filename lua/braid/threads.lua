@@ -83,8 +83,14 @@ end
 
 -- Workers take package.path/cpath from their next job on when they change.
 local last_path, last_cpath
-local function sync_paths()
+local function sync_paths(fname)
   local p, c = package.path, package.cpath
+  for _, pv in ipairs({ { "path", p }, { "cpath", c } }) do
+    if type(pv[2]) ~= "string" then  -- as require says of them
+      error(errors.TypeError(("%s: 'package.%s' must be a string (it is a %s)")
+        :format(fname, pv[1], type(pv[2]))), 3)
+    end
+  end
   core.threads_paths(p, c)
   last_path, last_cpath = p, c
 end
@@ -210,7 +216,7 @@ core.threads_handlers(on_result, on_call)
 -- @return Deferred
 function M.deferToThread(f, ...)
   local fn = blobs[f] or prepare("deferToThread", f)
-  if package.path ~= last_path or package.cpath ~= last_cpath then sync_paths() end
+  if package.path ~= last_path or package.cpath ~= last_cpath then sync_paths("deferToThread") end
   local d = Deferred()
   local err = submit(d, fn, ...)
   if err then error(errors.TypeError(err), 2) end
@@ -223,7 +229,7 @@ end
 -- @param f function or "module.function"
 function M.callInThread(f, ...)
   local fn = blobs[f] or prepare("callInThread", f)
-  if package.path ~= last_path or package.cpath ~= last_cpath then sync_paths() end
+  if package.path ~= last_path or package.cpath ~= last_cpath then sync_paths("callInThread") end
   local err = submit(nil, fn, ...)
   if err then error(errors.TypeError(err), 2) end
 end
