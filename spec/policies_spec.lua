@@ -597,6 +597,29 @@ describe("policies over real TCP", function()
     end)
   end
 
+  it("LimitConnectionsByPeer uncounts a closed UNIX connection (its getPeer() is nil by then)", function()
+    local path = os.tmpname()
+    os.remove(path)
+    local sf = factory(Rec)
+    local lf = policies.LimitConnectionsByPeer(sf)
+    lf.maxConnectionsPerPeer = 1
+    local port = reactor.listenUNIX(path, lf)
+    finally(function() stop(port) end)
+    local outcomes = {}
+    for i = 1, 3 do
+      local cf = factory(Rec)
+      reactor.connectUNIX(path, cf)
+      spin(function() return cf.reason ~= nil or (sf.built[i] and sf.built[i].events[1] == "made") end)
+      outcomes[i] = sf.built[i] ~= nil and "served" or "refused"
+      if sf.built[i] then
+        sf.built[i].transport:loseConnection()
+        spin(function() return #sf.built[i].events == 2 and cf.reason ~= nil end)
+      end
+    end
+    assert.are.same({ "served", "served", "served" }, outcomes)
+    assert.are.same({}, lf.peerConnections)
+  end)
+
   it("closes a wrapped protocol that is not half-closeable when the peer half-closes", function()
     local sf = factory(Rec)
     local port = reactor.listenTCP(0, policies.WrappingFactory(sf), 50, "127.0.0.1")

@@ -375,13 +375,26 @@ function LimitConnectionsByPeer:buildProtocol(addr)
   end
   if n >= max then return nil end
   local p = WrappingFactory.buildProtocol(self, addr)
-  if p ~= nil then self.peerConnections[host] = n + 1 end
+  if p ~= nil then
+    self.peerConnections[host] = n + 1
+    self._peerHosts = self._peerHosts or setmetatable({}, { __mode = "k" })
+    self._peerHosts[p] = host
+  end
   return p
 end
 
+-- The connection is uncounted under the key it was counted under: a UNIX
+-- transport's getPeer() is nil once closed, which would uncount "nil"
+-- and leave the peer's count up for good.
 function LimitConnectionsByPeer:unregisterProtocol(p)
   WrappingFactory.unregisterProtocol(self, p)
-  local host = peer_host(p:getPeer())
+  local hosts = self._peerHosts
+  local host = hosts and hosts[p]
+  if host ~= nil then
+    hosts[p] = nil
+  else
+    host = peer_host(p:getPeer())
+  end
   local n = (self.peerConnections[host] or 1) - 1
   self.peerConnections[host] = n > 0 and n or nil
 end
