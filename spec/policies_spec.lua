@@ -412,6 +412,55 @@ describe("TrafficLoggingFactory", function()
   end)
 end)
 
+describe("policies' counting wrappers given a bad write", function()
+  local function bad_writes(w)
+    local msgs = {}
+    for _, c in ipairs({ { "write", 12 }, { "write", nil }, { "writeSequence", { "a", 1 } },
+                         { "writeSequence", nil } }) do
+      local ok, e = pcall(w[c[1]], w, c[2])
+      assert.is_false(ok)
+      assert.is_true(errors.TypeError:isinstance(e))
+      msgs[#msgs + 1] = e.message
+    end
+    assert.are.same({
+      "bad argument #1 to 'write' (string expected, got number)",
+      "bad argument #1 to 'write' (string expected, got nil)",
+      "bad argument #1 to 'writeSequence' (string expected at index 2, got number)",
+      "bad argument #1 to 'writeSequence' (table expected, got nil)",
+    }, msgs)
+  end
+
+  it("ThrottlingProtocol raises the transport's TypeError and counts nothing", function()
+    local f = policies.ThrottlingFactory(protocol.Factory.forProtocol(Recorder), nil, nil, 10)
+    f.clock = Clock()
+    local p, t = connect(f)
+    bad_writes(p.wrappedProtocol.transport)
+    assert.are.equal(0, f.writtenThisSecond)
+    assert.are.equal("", t:value())
+  end)
+
+  it("TrafficLoggingProtocol raises the transport's TypeError and logs no write", function()
+    local lines = {}
+    local f = policies.TrafficLoggingFactory(protocol.Factory.forProtocol(Recorder), "t")
+    function f:open()
+      return { write = function(_, s) lines[#lines + 1] = s end, flush = function() end }
+    end
+    local p = connect(f)
+    bad_writes(p.wrappedProtocol.transport)
+    assert.are.same({ "*\n" }, lines)
+  end)
+
+  it("TimeoutProtocol raises the transport's TypeError and keeps its timer", function()
+    local f = policies.TimeoutFactory(protocol.Factory.forProtocol(Recorder), 1)
+    f.clock = Clock()
+    local p, t = connect(f)
+    f.clock:advance(0.6)
+    bad_writes(p.wrappedProtocol.transport)
+    f.clock:advance(0.4)
+    assert.is_true(t.disconnecting)
+  end)
+end)
+
 describe("ProtocolWrapper as a transport", function()
   -- a transport that records the self of each call
   local function spy_transport()

@@ -48,6 +48,27 @@ end
 
 local build = protocol._build
 
+-- The policies' wrappers that count, log or time a write check it first,
+-- with the TypeError the transport gives, so a bad write changes nothing
+-- (no bytes counted, no log line for data never sent, no timer reset).
+local function check_write(data)
+  if type(data) ~= "string" then
+    require("braid.error").argerror("write", 1, "string expected, got " .. type(data), 4)
+  end
+end
+local function check_sequence(list)
+  local errors = require "braid.error"
+  if type(list) ~= "table" then
+    errors.argerror("writeSequence", 1, "table expected, got " .. type(list), 4)
+  end
+  for i = 1, #list do
+    if type(list[i]) ~= "string" then
+      errors.argerror("writeSequence", 1,
+        ("string expected at index %d, got %s"):format(i, type(list[i])), 4)
+    end
+  end
+end
+
 -- A to-be-closed guard calling f(x) when its block is left by an error
 -- (the error goes on with its traceback intact: the handler of the
 -- protected call that catches it has run by then).
@@ -212,11 +233,13 @@ local ThrottlingProtocol = ProtocolWrapper:extend("ThrottlingProtocol")
 M.ThrottlingProtocol = ThrottlingProtocol
 
 function ThrottlingProtocol:write(data)
+  check_write(data)
   self.factory:registerWritten(#data)
   return ProtocolWrapper.write(self, data)
 end
 
 function ThrottlingProtocol:writeSequence(list)
+  check_sequence(list)
   local n = 0
   for _, s in ipairs(list) do n = n + #s end
   self.factory:registerWritten(n)
@@ -467,10 +490,12 @@ function TimeoutProtocol:resetTimeout()
 end
 
 function TimeoutProtocol:write(data)
+  check_write(data)
   self:resetTimeout()
   return ProtocolWrapper.write(self, data)
 end
 function TimeoutProtocol:writeSequence(list)
+  check_sequence(list)
   self:resetTimeout()
   return ProtocolWrapper.writeSequence(self, list)
 end
@@ -559,11 +584,13 @@ function TrafficLoggingProtocol:connectionLost(reason)
 end
 
 function TrafficLoggingProtocol:write(data)
+  check_write(data)
   self:_log(("S %d: %s"):format(self._number, repr(self:_mungeData(data))))
   return ProtocolWrapper.write(self, data)
 end
 
 function TrafficLoggingProtocol:writeSequence(list)
+  check_sequence(list)
   local parts = {}
   for i, s in ipairs(list) do parts[i] = repr(self:_mungeData(s)) end
   self:_log(("SV %d: [%s]"):format(self._number, table.concat(parts, ", ")))
