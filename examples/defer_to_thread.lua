@@ -15,6 +15,13 @@ local threads = require "braid.threads"
 local sec = tonumber(arg[1]) or 2
 local stop_after = tonumber(arg[2]) or 3
 
+-- Two threads print here: each line goes out in one io.write (print
+-- writes a line in pieces, which the other thread's output can split).
+local function say(line)
+  io.write(line .. "\n")
+  io.flush()
+end
+
 -- Python's `deferred = deferToThread.__get__` decorator: calling the result
 -- runs f in a thread and returns a Deferred.
 local function deferred(f)
@@ -22,12 +29,12 @@ local function deferred(f)
 end
 
 local function todoprint_(result)
-  print(result)
+  say(tostring(result))
 end
 
 local function running()
   -- Prints a few dots on stdout while the reactor is running.
-  print(".")
+  say(".")
   reactor.callLater(0.1, running)
 end
 
@@ -35,14 +42,14 @@ end
 -- in a worker's own Lua state: its only upvalue may be _ENV, so what it
 -- needs comes as arguments.
 local sleep = deferred(function(s)
-  print("start sleep " .. s)
+  io.write("start sleep " .. s .. "\n"); io.flush()
   os.execute("sleep " .. s)  -- blocks this thread only
-  print("\nend sleep " .. s)
+  io.write("\nend sleep " .. s .. "\n"); io.flush()
   return "OK"
 end)
 
 sleep(sec):addBoth(todoprint_)
 reactor.callLater(0.1, running)
 reactor.callLater(stop_after, reactor.stop)
-print("go !!!")
+say("go !!!")
 reactor.run()

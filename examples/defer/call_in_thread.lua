@@ -23,7 +23,7 @@ end
 -- Builds a table of m keys, n times (the seed's dict(zip(keys, vals))). It
 -- runs in a worker's own state: what it needs comes as arguments.
 local function test(n_, m_)
-  print("fun test() is start")
+  io.write("fun test() is start\n"); io.flush()
   local keys, vals = {}, {}
   for i = 0, m_ - 1 do
     vals[#vals + 1] = i
@@ -34,17 +34,24 @@ local function test(n_, m_)
     d = {}
     for i = 1, m_ do d[keys[i]] = vals[i] end
   end
-  print("fun test() is end")
+  io.write("fun test() is end\n"); io.flush()
   local count = 0
   for _ in pairs(d or {}) do count = count + 1 end
   return count
 end
 
+-- Two threads print here: each line goes out in one io.write (print
+-- writes a line in pieces, which the other thread's output can split).
+local function say(line)
+  io.write(tostring(line) .. "\n")
+  io.flush()
+end
+
 local aa = reactor.seconds()
 local de = threads.deferToThread(test, n, m)
-de:addCallback(function(count) print(("test() built a table of %d keys"):format(count)) end)
+de:addCallback(function(count) say(("test() built a table of %d keys"):format(count)) end)
 de:addBoth(function() reactor.stop() end)
-print(reactor.seconds() - aa)
-print("I will do something else here")
-print(de)
-print("go end")
+say(reactor.seconds() - aa)
+say("I will do something else here")
+say(de)
+say("go end")
