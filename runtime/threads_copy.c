@@ -67,8 +67,12 @@ void braid_buf_free(struct buf *b) {
 }
 
 /* Tags of encoded values. A list of values is a varint count, then each.
-** A table is T_TABLE, varint array length, u32 count of other pairs (a
-** slot patched at the end), the array items, then key/value pairs. */
+** A table is T_TABLE, u32 array length, u32 count of other pairs (slots
+** patched at the end), the array items, then key/value pairs. The array
+** items are t[1], t[2], ... up to the first nil (at most #t): #t alone is
+** any border, and for a table such as {1, 2, 3, 4, [5] = 5, [8] = 8,
+** [16] = 16, ..., [2^40] = 40} it is 2^40, which would be that many nils
+** to encode. */
 enum { T_NIL, T_FALSE, T_TRUE, T_INT, T_FLT, T_STR, T_TABLE, T_REF };
 
 /* The tables encoded so far, by address: their numbers, from 1 in the
@@ -200,16 +204,20 @@ static int enc_table(struct enc *e, int idx) {
   if (!lua_checkstack(L, 4)) return e->err = ENOMEM;
   if (e->tables.n >= UINT32_MAX - 1 || pm_put(&e->tables, p, (uint32_t)e->tables.n + 1))
     return e->err = ENOMEM;
-  lua_Unsigned narr = lua_rawlen(L, idx);
-  if (buf_byte(b, T_TABLE) || buf_varint(b, narr) || buf_reserve(b, 4)) return e->err = ENOMEM;
+  lua_Unsigned len = lua_rawlen(L, idx), narr = 0;
+  if (len > UINT32_MAX) len = UINT32_MAX;
+  if (buf_byte(b, T_TABLE) || buf_reserve(b, 8)) return e->err = ENOMEM;
   size_t slot = b->n;
-  b->n += 4;
+  b->n += 8;
   e->seen[d] = p;
   e->depth = d + 1;
   e->keyidx[d] = 0;
-  for (lua_Unsigned i = 1; i <= narr; i++) {
-    e->arri[d] = (lua_Integer)i;
-    lua_rawgeti(L, idx, (lua_Integer)i);
+  while (narr < len) {
+    if (lua_rawgeti(L, idx, (lua_Integer)narr + 1) == LUA_TNIL) {
+      lua_pop(L, 1);
+      break;
+    }
+    e->arri[d] = (lua_Integer)++narr;
     int r = enc_value(e, lua_gettop(L));
     lua_pop(L, 1);
     if (r) return r;
@@ -240,7 +248,9 @@ static int enc_table(struct enc *e, int idx) {
     if (nhash == UINT32_MAX) { lua_pop(L, 1); return e->err = ENOMEM; }
     nhash++;
   }
-  memcpy(b->p + slot, &nhash, 4);
+  uint32_t narr32 = (uint32_t)narr;
+  memcpy(b->p + slot, &narr32, 4);
+  memcpy(b->p + slot + 4, &nhash, 4);
   e->depth = d;
   return 0;
 }
@@ -359,10 +369,10 @@ static void dec_value(lua_State *L, struct dec *d) {
       break;
     }
     case T_TABLE: {
-      uint64_t narr = dec_varint(d);
-      uint32_t nhash;
-      memcpy(&nhash, d->p, 4);
-      d->p += 4;
+      uint32_t narr, nhash;
+      memcpy(&narr, d->p, 4);
+      memcpy(&nhash, d->p + 4, 4);
+      d->p += 8;
       luaL_checkstack(L, 4, "copied tables nested too deeply");
       if (!d->refs) {
         lua_newtable(L);

@@ -244,6 +244,38 @@ describe("threads.deferToThread (in a thread)", function()
     assert.same({ 1 << 20, 10000, 10000 }, r)
   end))
 
+  it("copies a few keys whose #t is huge (a border far past the array) at the cost of the keys", function()
+    -- #t is 2^40 here (Lua's border search doubles through 8, 16, ...): the
+    -- copy took t[1] .. t[#t] as its array and encoded 2^40 nils, hanging
+    -- the loop; run in a child so that a hang is killed and fails the spec
+    local script = proc.script([[
+      local parts = { "return {1, 2, 3, 4, [5] = 5" }
+      for k = 3, 40 do parts[#parts + 1] = ("[%d] = %d"):format(1 << k, k) end
+      local t = load(table.concat(parts, ", ") .. "}")()
+      print("len " .. #t)
+      local threads = require "braid.threads"
+      local reactor = require "braid.reactor"
+      threads.deferToThread(function(x)
+        local n = 0
+        for _ in pairs(x) do n = n + 1 end
+        return { n, x[1], x[5], x[8], x[1 << 40] }
+      end, t):addBoth(function(r)
+        print(type(r) == "table" and table.concat(r, " ") or tostring(r))
+        reactor.stop()
+      end)
+      reactor.run()
+    ]])
+    local out, code = proc.run({ script }, { limit = 10 })
+    os.remove(script)
+    assert.same({ "len " .. (1 << 40), "43 1 5 3 40" }, out)
+    assert.equal(0, code)
+  end)
+
+  it("copies lists with holes: the values after a nil arrive at their keys", async(function()
+    local r = await(threads.deferToThread(function(t) return t end, { 1, nil, 3, nil, nil, 6, x = { nil, "b" } }))
+    assert.same({ [1] = 1, [3] = 3, [6] = 6, x = { [2] = "b" } }, r)
+  end))
+
   it("runs a 'module.function' string", async(function()
     assert.equal("ababab", await(threads.deferToThread("string.rep", "ab", 3)))
   end))
