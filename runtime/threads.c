@@ -248,8 +248,12 @@ static int w_writer(lua_State *L, const void *p, size_t sz, void *ud) {
 static void w_push_spec(lua_State *L, const char *fname, int *isname) {
   int t = lua_type(L, 1);
   if (t == LUA_TSTRING) {
-    const char *s = lua_tostring(L, 1);
+    size_t len;
+    const char *s = lua_tolstring(L, 1, &len);
     const char *dot = strrchr(s, '.');
+    if (strlen(s) != len)
+      luaL_error(L, "%s: argument #1 must be a function or a 'module.function' string, got a "
+                 "string with a \\0", fname);
     if (!dot || dot == s || dot[1] == '\0')
       luaL_error(L, "%s: argument #1 must be a function or a 'module.function' string, got '%s'", fname, s);
     *isname = 1;

@@ -118,6 +118,17 @@ describe("threads.deferToThread (checks made at once)", function()
     end
   end)
 
+  it("refuses a 'module.function' string with a \\0 (the worker saw it cut there)", function()
+    -- "string.rep\0x" ran string.rep; "ab\0.c" computed a name length from a NULL "."
+    for s, shown in pairs({ ["string.rep\0x"] = "string.rep\\0x", ["ab\0.c"] = "ab\\0.c" }) do
+      assert.equal(("bad argument #1 to 'deferToThread' ('module.function' string expected, "
+        .. "got '%s')"):format(shown), message(errors.ValueError, threads.deferToThread, s, "x", 2))
+      assert.equal(("bad argument #1 to 'callInThread' ('module.function' string expected, "
+        .. "got '%s')"):format(shown), message(errors.ValueError, threads.callInThread, s))
+    end
+    assert.equal(0, threads._stats().outstanding)
+  end)
+
   it("refuses a userdata argument, naming the argument", function()
     assert.equal("deferToThread: argument #2 (a userdata) cannot be copied to a thread",
       message(errors.TypeError, threads.deferToThread, noop, io.stdout))
@@ -655,6 +666,11 @@ describe("threads.callFromThread", function()
     end))
     assert.matches(pos .. "callFromThread: argument #1 %(a function with upvalue 'up'%) cannot "
       .. "be copied to the main thread; only _ENV may be an upvalue$", f.value)
+    f = failure_of(threads.deferToThread(function()
+      require("braid.threads").callFromThread("ab\0.c")
+    end))
+    assert.matches(pos .. "callFromThread: argument #1 must be a function or a 'module%.function' "
+      .. "string, got a string with a \\0$", f.value)
   end))
 
   it("logs an error raised by f in the main state", async(function()

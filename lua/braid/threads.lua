@@ -46,9 +46,10 @@ end
 local function prepare(fname, f)
   local tf = type(f)
   if tf == "string" then
-    if not f:find("^[^.].*%.[^.]+$") then
+    -- no "\0": the name crosses as a C string (it would be cut there)
+    if not f:find("^[^.].*%.[^.]+$") or f:find("\0", 1, true) then
       error(errors.ValueError(("bad argument #1 to '%s' ('module.function' string expected, "
-        .. "got '%s')"):format(fname, f)), 3)
+        .. "got '%s')"):format(fname, (f:gsub("%z", "\\0")))), 3)
     end
     return f
   end
