@@ -736,6 +736,16 @@ describe("threads.blockingCallFromThread", function()
     assert.equal("got late", await(d))
   end))
 
+  it("raises in the worker the Failure that f returns, as Twisted's maybeDeferred has it", async(function()
+    package.loaded[GATE] = {
+      failed = function() return failure.Failure(errors.ValueError("returned")) end,
+    }
+    local r = await(threads.deferToThread(function()
+      return { pcall(require("braid.threads").blockingCallFromThread, "braid_threads_spec_gate.failed") }
+    end))
+    assert.same({ false, "ValueError: returned" }, r)
+  end))
+
   it("raises f's error in the worker", async(function()
     local f = failure_of(threads.deferToThread(function()
       return require("braid.threads").blockingCallFromThread(function()

@@ -194,7 +194,7 @@ end
 local function on_call(token, spec, isname, ...)
   if not token then return call_spec(spec, isname, ...) end
   local ok, r = xpcall(call_spec, msgh, spec, isname, ...)
-  if not ok then
+  if not ok or isFailure(r) then  -- a Failure returned is a failure, as maybeDeferred has it
     reply(token, false, error_text(r.value))
   elseif isDeferred(r) then
     r:addBoth(answer(token))
