@@ -634,7 +634,15 @@ static void *worker_main(void *arg) {
       pthread_cond_wait(&P.work_cv, &P.lock);
       P.nidle--;
     }
-    if (w->quit) break;
+    if (w->quit) {
+      /* A job may have been queued for this worker: a spinner asked to
+      ** quit (the pool shrank) still counted in P.spinning, so submit
+      ** woke nobody and started no thread for it. Hand it on to an idle
+      ** worker (if none is idle, the workers that stay are busy and take
+      ** it when done). */
+      if (P.head) pthread_cond_signal(&P.work_cv);
+      break;
+    }
     struct job *j = P.head;
     P.head = j->next;
     if (!P.head) P.tail = NULL;

@@ -551,6 +551,45 @@ describe("the pool", function()
     assert.equal("x", await(threads.deferToThread(function() return "x" end)))
   end))
 
+  it("runs a job queued as the pool shrinks, whichever worker leaves", async(function()
+    -- A worker that finished a job polls for the next one for ~100 us;
+    -- shrinking the pool then could pick it to leave, and a job submitted
+    -- before it noticed was counted as its (no idle worker woken, no thread
+    -- started): it sat in the queue beside an idle worker. The window is
+    -- narrow, so this goes round many times, with several delays between
+    -- the shrink and the submit; a job still queued after 2 s fails it.
+    local busy = function(s) local t = os.clock() + s while os.clock() < t do end return s end
+    local delays = { 0, 20e-6, 40e-6, 60e-6, 80e-6 }
+    local done, stuck = defer.Deferred(), nil
+    local i = 0
+    local function round()
+      i = i + 1
+      if i > 400 then return done:callback(i - 1) end
+      threads.suggestThreadPoolSize(2)
+      threads.deferToThread(busy, 0.001)
+      threads.deferToThread(busy, 0.002):addCallback(function()
+        -- the worker that ran this job is polling for the next one now
+        threads.suggestThreadPoolSize(1)
+        busy(delays[i % #delays + 1])
+        local timer = reactor.callLater(2, function()
+          local st = threads._stats()
+          stuck = ("round %d: queued %d, idle %d"):format(i, st.queued, st.idle)
+          done:callback(i)
+        end)
+        threads.deferToThread(function() return 3 end):addCallback(function()
+          if stuck then return end
+          timer:cancel()
+          reactor.callLater(0, round)
+        end)
+      end)
+    end
+    round()
+    local rounds = await(done)
+    assert.is_nil(stuck)
+    assert.equal(400, rounds)
+    threads.suggestThreadPoolSize(10)
+  end))
+
   it("handles many jobs in flight at once", async(function()
     local ds = {}
     for i = 1, 2000 do ds[i] = threads.deferToThread(function(v) return v * 2 end, i) end
