@@ -298,10 +298,18 @@ static void read_stdin_script(struct opts *o) {
 
 /* ---- --workers: a small supervisor ------------------------------------ */
 
-static volatile sig_atomic_t sup_term, sup_hup;
+/* The signals the supervisor forwards to every worker as they are: SIGHUP
+** (the --watch reload), SIGUSR1 (the --logfile reopen, for logrotate,
+** whose postrotate reads the pidfile, which holds the supervisor's pid)
+** and SIGUSR2 (the script's own). Left at their default actions, each
+** ended the supervisor and left its workers running without it. */
+static const int sup_forwarded[] = { SIGHUP, SIGUSR1, SIGUSR2 };
+#define NFORWARDED ((int)(sizeof sup_forwarded / sizeof sup_forwarded[0]))
+static volatile sig_atomic_t sup_term, sup_pending[NFORWARDED];
 static void sup_sig(int s) {
-  if (s == SIGHUP) sup_hup = 1;
-  else sup_term = s;
+  for (int i = 0; i < NFORWARDED; i++)
+    if (sup_forwarded[i] == s) { sup_pending[i] = 1; return; }
+  sup_term = s;
 }
 
 /* The supervisor's signals stay blocked across fork until the worker has
@@ -315,7 +323,7 @@ static pid_t spawn_worker(int id) {
   sigemptyset(&sup);
   sigaddset(&sup, SIGTERM);
   sigaddset(&sup, SIGINT);
-  sigaddset(&sup, SIGHUP);
+  for (int i = 0; i < NFORWARDED; i++) sigaddset(&sup, sup_forwarded[i]);
   sigprocmask(SIG_BLOCK, &sup, &old);
   pid_t pid = fork();
   if (pid == 0) {
@@ -323,7 +331,7 @@ static pid_t spawn_worker(int id) {
     sigset_t none;
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
-    signal(SIGHUP, SIG_DFL);
+    for (int i = 0; i < NFORWARDED; i++) signal(sup_forwarded[i], SIG_DFL);
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     snprintf(buf, sizeof buf, "%d", id);
@@ -337,7 +345,8 @@ static pid_t spawn_worker(int id) {
 /* Returns 0 in a worker (which goes on to run the script); the supervisor
 ** never returns. A worker that dies is restarted with backoff (0.1 s
 ** doubling to 10 s, reset when it had lived 10 s); one that exits 0 is
-** not. SIGTERM/SIGINT stop every worker gracefully; SIGHUP is forwarded. */
+** not. SIGTERM/SIGINT stop every worker gracefully; SIGHUP, SIGUSR1 and
+** SIGUSR2 are forwarded. */
 static int supervise(int n) {
   pid_t *pids = calloc((size_t)n, sizeof *pids);
   double *started = calloc((size_t)n, sizeof *started);
@@ -352,7 +361,7 @@ static int supervise(int n) {
   sa.sa_handler = sup_sig;
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGHUP, &sa, NULL);
+  for (int i = 0; i < NFORWARDED; i++) sigaction(sup_forwarded[i], &sa, NULL);
   for (int i = 0; i < n; i++) {
     pid_t p = spawn_worker(i + 1);
     if (p == 0) WORKER_RETURN();
@@ -369,9 +378,10 @@ static int supervise(int n) {
       exiting = 1;
       for (int i = 0; i < n; i++) { if (pids[i] > 0) kill(pids[i], SIGTERM); due[i] = 0; }
     }
-    if (sup_hup) {
-      sup_hup = 0;
-      for (int i = 0; i < n; i++) if (pids[i] > 0) kill(pids[i], SIGHUP);
+    for (int k = 0; k < NFORWARDED; k++) {
+      if (!sup_pending[k]) continue;
+      sup_pending[k] = 0;
+      for (int i = 0; i < n; i++) if (pids[i] > 0) kill(pids[i], sup_forwarded[k]);
     }
     int st;
     pid_t p = waitpid(-1, &st, WNOHANG);

@@ -499,6 +499,50 @@ describe("braid", function()
     assert.matches("worker 1 %(pid %d+%) exited with 3; restarting in 0%.1 s", table.concat(lines, "\n"))
   end)
 
+  -- SIGUSR1 and SIGUSR2 were left at their default action in the
+  -- supervisor: logrotate's `kill -USR1 $(cat pidfile)` ended it and left
+  -- its workers serving as orphans, their logs never reopened
+  it("--workers forwards SIGUSR1 (the log reopen) and SIGUSR2 to every worker", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. proc.quote(dir)))
+    finally(function() os.execute("rm -rf " .. proc.quote(dir)) end)
+    local logpath = dir .. "/braid.log"
+    local p = proc.spawn({ "--workers", "2", "--logfile", logpath, "-e", [[
+      local reactor = require "braid.reactor"
+      for _, sig in ipairs({ "USR1", "USR2" }) do
+        reactor.onSignal(sig, function(_, name)
+          io.stdout:write(name, " in worker ", reactor.workerId, "\n")
+          io.stdout:flush()
+        end)
+      end
+      reactor.callLater(15, reactor.stop)  -- no orphan outlives a failure
+      reactor.callWhenRunning(function()
+        io.stdout:write("worker ", reactor.workerId, "\n")
+        io.stdout:flush()
+      end)
+    ]] })
+    p:waitFor("^worker %d$")
+    p:waitFor("^worker %d$")
+    assert(os.rename(logpath, logpath .. ".1"))
+    p:kill("USR1")
+    local got = { p:waitFor("^SIGUSR1 in worker %d$"), p:waitFor("^SIGUSR1 in worker %d$") }
+    table.sort(got)
+    assert.same({ "SIGUSR1 in worker 1", "SIGUSR1 in worker 2" }, got)
+    -- braid's own action ran before the handlers: the log is open again at its path
+    local f = io.open(logpath)
+    assert.is_truthy(f)
+    if f then f:close() end
+    p:kill("USR2")
+    got = { p:waitFor("^SIGUSR2 in worker %d$"), p:waitFor("^SIGUSR2 in worker %d$") }
+    table.sort(got)
+    assert.same({ "SIGUSR2 in worker 1", "SIGUSR2 in worker 2" }, got)
+    p:kill("TERM")
+    local lines, code = p:finish()
+    assert.equal(0, code, table.concat(lines, "\n"))
+    assert.is_nil(table.concat(lines, "\n"):find("restarting", 1, true))
+  end)
+
   it("run() frees the garbage startup left behind before it serves", function()
     -- In generational mode a minor collection never frees an object that
     -- died old: here 2 MB of strings made old by a full collection, then
