@@ -13,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -320,6 +323,7 @@ static void sup_sig(int s) {
 ** stops at once (it has started nothing). */
 static pid_t spawn_worker(int id) {
   sigset_t sup, old;
+  pid_t parent = getpid();
   sigemptyset(&sup);
   sigaddset(&sup, SIGTERM);
   sigaddset(&sup, SIGINT);
@@ -332,6 +336,18 @@ static pid_t spawn_worker(int id) {
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     for (int i = 0; i < NFORWARDED; i++) signal(sup_forwarded[i], SIG_DFL);
+#ifdef __linux__
+    /* a supervisor that dies without stopping its workers (SIGKILL, a
+    ** crash) sends each of them a SIGTERM: they stop as at a SIGTERM to
+    ** it, instead of serving on as orphans (holding the shared port
+    ** that a new supervisor's workers then share with them). One that is
+    ** gone already is seen by the parent pid, and the SIGTERM sent here
+    ** is delivered on the unblock below. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) kill(getpid(), SIGTERM);
+#else
+    (void)parent;
+#endif
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     snprintf(buf, sizeof buf, "%d", id);

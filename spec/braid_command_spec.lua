@@ -543,6 +543,36 @@ describe("braid", function()
     assert.is_nil(table.concat(lines, "\n"):find("restarting", 1, true))
   end)
 
+  -- a supervisor killed with SIGKILL left its workers running for ever,
+  -- orphans holding the shared port
+  it("--workers: a supervisor that dies sends its workers a SIGTERM", function()
+    local p = proc.spawn({ "--workers", "2", "-e", [[
+      local reactor = require "braid.reactor"
+      local how = "on SIGTERM"
+      reactor.callLater(15, function() how = "by the timer" reactor.stop() end)
+      reactor.addSystemEventTrigger("before", "shutdown", function()
+        io.stdout:write("worker ", reactor.workerId, " stops ", how, "\n")
+        io.stdout:flush()
+      end)
+      reactor.callWhenRunning(function()
+        io.stdout:write("worker ", reactor.workerId, "\n")
+        io.stdout:flush()
+      end)
+    ]] })
+    p:waitFor("^worker %d$")
+    p:waitFor("^worker %d$")
+    local t0 = os.time()
+    p:kill("KILL")
+    local lines = p:finish()  -- at EOF: the workers are gone too
+    local stops = {}
+    for _, l in ipairs(lines) do
+      if l:find(" stops ", 1, true) then stops[#stops + 1] = l end
+    end
+    table.sort(stops)
+    assert.same({ "worker 1 stops on SIGTERM", "worker 2 stops on SIGTERM" }, stops, table.concat(lines, "\n"))
+    assert.is_true(os.time() - t0 < 10)
+  end)
+
   it("run() frees the garbage startup left behind before it serves", function()
     -- In generational mode a minor collection never frees an object that
     -- died old: here 2 MB of strings made old by a full collection, then
