@@ -520,6 +520,12 @@ int main(int argc, char **argv) {
     const char *s = strrchr(argv[0], '/');
     progname = s ? s + 1 : argv[0];
   }
+  /* BRAID_WORKER_ID is for the workers this process forks, which set it
+  ** after the fork: one inherited (a braid that a worker started, with
+  ** os.execute or io.popen) made this one a worker too, with
+  ** reactor.workerId set and SO_REUSEPORT on its listening ports, so it
+  ** shared its parent's port instead of failing to listen on it */
+  unsetenv("BRAID_WORKER_ID");
   parse(argc, argv, &o);
   if (o.version) {
     print_version();

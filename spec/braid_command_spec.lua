@@ -573,6 +573,20 @@ describe("braid", function()
     assert.is_true(os.time() - t0 < 10)
   end)
 
+  -- the BRAID_WORKER_ID a worker has in its environment went on to the
+  -- commands it ran: a braid among them was a worker too (workerId 1,
+  -- SO_REUSEPORT on by default, so it shared the worker's port)
+  it("--workers: a braid that a worker runs is no worker", function()
+    local child = proc.quote(proc.BIN) .. " -e "
+      .. proc.quote("print('child', require('braid.reactor').workerId)")
+    local lines, code = proc.run({ "--workers", "1", "-e", ([[
+      print("worker", require("braid.reactor").workerId)
+      os.execute(%q)
+    ]]):format(child) })
+    assert.equal(0, code)
+    assert.same({ "worker\t1", "child\tnil" }, lines)
+  end)
+
   it("run() frees the garbage startup left behind before it serves", function()
     -- In generational mode a minor collection never frees an object that
     -- died old: here 2 MB of strings made old by a full collection, then
