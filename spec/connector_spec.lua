@@ -131,6 +131,32 @@ describe("a connector", function()
       "startedConnecting", "clientConnectionLost ConnectionDone", "stopFactory" }, f.events)
   end)
 
+  it("refuses connect() while connecting or connected with RuntimeError, as Twisted's", function()
+    local port = counting_server()
+    finally(function() port:stopListening() end)
+    local f = recorder()
+    local conn
+    function f:buildProtocol(addr)
+      local p = ClientFactory.buildProtocol(self, addr)
+      function p.connectionMade(pr) conn = pr end
+      return p
+    end
+    local c = reactor.connectTCP("127.0.0.1", port:getHost().port, f)
+    local ok, e = pcall(c.connect, c)
+    assert.is_false(ok)
+    assert.equal(errors.RuntimeError, e.class)
+    assert.equal("RuntimeError: can't connect in this state", tostring(e))
+    spin(function() return conn ~= nil end)
+    ok, e = pcall(c.connect, c)
+    assert.is_false(ok)
+    assert.equal(errors.RuntimeError, e.class)
+    assert.equal("connected", c.state)
+    conn.transport:loseConnection()
+    spin(function() return f.events[#f.events] == "stopFactory" end)
+    assert.same({ "startFactory", "startedConnecting", "clientConnectionLost ConnectionDone",
+      "stopFactory" }, f.events)
+  end)
+
   it("fails with ConnectBindError naming a bind address that does not resolve", function()
     local f = recorder()
     local reason

@@ -731,7 +731,8 @@ end
 function Connector:connect()
   checkself("connect", Connector:isinstance(self), self, "Connector")
   if self.state ~= "disconnected" then
-    error(errors.Error("Can't connect in this state"), 2)
+    -- Twisted's BaseConnector.connect raises RuntimeError with this text
+    error(errors.RuntimeError("can't connect in this state"), 2)
   end
   self.state = "connecting"
   local attempts = {}  -- this attempt's: a connect() nested in the callbacks below makes its own
