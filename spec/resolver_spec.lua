@@ -115,6 +115,28 @@ describe("braid.resolver", function()
     assert.same({ "example.org", 3 }, asked)
   end)
 
+  it("resolve answers an address literal and the empty name itself, as Twisted's reactor.resolve",
+    function()
+    -- an installed resolver is not asked (it was: a fake knowing names only
+    -- failed resolve("10.0.0.1")); the empty name failed with DNSLookupError
+    local asked = {}
+    reactor.installResolver({ getHostByName = function(_, name)
+      asked[#asked + 1] = name
+      return defer.fail(errors.DNSLookupError(name))
+    end })
+    for _, name in ipairs({ "10.0.0.1", "::1", "fe80::1%lo" }) do
+      local d = reactor.resolve(name, 1)
+      assert.is_true(d.called)
+      assert.equal(name, d.result)
+    end
+    local d = reactor.resolve("")
+    assert.is_true(d.called)
+    assert.equal("0.0.0.0", d.result)
+    assert.same({}, asked)
+    resolver.installResolver(nil)
+    assert.equal("0.0.0.0", result(reactor.resolve("")))
+  end)
+
   it("fails resolve with DNSLookupError after its timeout", function()
     reactor.installResolver({ getHostByName = function() return defer.Deferred() end })
     local r = result(reactor.resolve("slow.example", 0.05))
