@@ -51,6 +51,19 @@ describe("braid.endpoints", function()
     assert.equal("h", endpoints.clientFromString(reactor, "TCP:h:80")._host)
   end)
 
+  -- a number with 19 digits or more was "too large", leading zeros counted
+  it("reads integers with leading zeros as Python's int() does, however many", function()
+    local ep = endpoints.serverFromString(reactor,
+      "tcp:0000000000000000080:backlog=0000000000000000000005")
+    assert.same({ 80, 5 }, { ep._port, ep._backlog })
+    ep = endpoints.serverFromString(reactor, "unix:/x:mode=0o0000000000000000000660")
+    assert.equal(tonumber("660", 8), ep._mode)
+    assert.equal(80, endpoints.clientFromString(reactor, "tcp:h:00000000000000000000080")._port)
+    local ok, e = pcall(endpoints.serverFromString, reactor, "tcp:80:backlog=1000000000000000000")
+    assert.is_false(ok)
+    assert.equal(errors.ValueError, e.class)
+  end)
+
   -- connect(nil) errbacked with "attempt to index a nil value" from
   -- inside the wrapper, and serverFromString(nil, ...) failed at listen
   it("raises TypeError at once for a connect without a factory or a string without a reactor", function()

@@ -64,6 +64,7 @@ local function to_int(desc, name, v, base)
   if not (digits:match("^" .. d) and clean:match("^" .. d .. "+$")) then
     bad(desc, ("%s must be %s, got %q"):format(name, base == 8 and "octal" or "an integer", v))
   end
+  clean = clean:gsub("^0+(%d)", "%1")  -- Python's int("000080") is 80: no digits to count
   if #clean > 18 then bad(desc, ("%s too large: %s"):format(name, v)) end
   local n = tonumber(clean, base or 10)
   return sign == "-" and -n or n
