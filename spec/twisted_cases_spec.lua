@@ -492,6 +492,15 @@ describe("addresses (test_address)", function()
     assert.equal("IPv4Address(type='TCP', host='1.2.3.4', port=80)",
       tostring(address.IPv4Address("TCP", "1.2.3.4", 80)))
   end)
+
+  -- a string scopeID (Twisted's type is int or str) showed unquoted: scopeID=eth0
+  it("an IPv6 address shows a scopeID name quoted and a number bare, as Python's repr", function()
+    local address = require "braid.address"
+    assert.equal("IPv6Address(type='TCP', host='fe80::1', port=80, flowInfo=0, scopeID='eth0')",
+      tostring(address.IPv6Address("TCP", "fe80::1", 80, 0, "eth0")))
+    assert.equal("IPv6Address(type='UDP', host='fe80::1', port=80, flowInfo=5, scopeID=3)",
+      tostring(address.IPv6Address("UDP", "fe80::1", 80, 5, 3)))
+  end)
 end)
 
 describe("IntNStringReceiver (test_basic)", function()

@@ -16,6 +16,7 @@ end
 local function num(v)
   if math.type(v) == "integer" then return ("%d"):format(v) end
   if v == nil then return "None" end
+  if type(v) == "string" then return quote(v) end  -- Python's repr: a scopeID "eth0" is 'eth0'
   return tostring(v)
 end
 
@@ -38,7 +39,7 @@ local IPv6Address = { __name = "IPv6Address", __eq = eq }
 IPv6Address.__index = IPv6Address
 function IPv6Address.__tostring(a)
   return ("IPv6Address(type=%s, host=%s, port=%s, flowInfo=%s, scopeID=%s)"):format(
-    quote(a.type), quote(a.host), num(a.port), num(a.flowInfo or 0), tostring(a.scopeID or 0))
+    quote(a.type), quote(a.host), num(a.port), num(a.flowInfo or 0), num(a.scopeID or 0))
 end
 
 -- UNIX addresses are equal when their names are, or name one file through
