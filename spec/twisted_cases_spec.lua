@@ -493,6 +493,21 @@ describe("addresses (test_address)", function()
       tostring(address.IPv4Address("TCP", "1.2.3.4", 80)))
   end)
 
+  -- any type was taken (IPv4Address("SCTP", ...)); Twisted's attrs validator refuses it
+  it("an IPv4 or IPv6 address is of type TCP or UDP; any other raises ValueError", function()
+    local address = require "braid.address"
+    local errors = require "braid.error"
+    local ok, e = pcall(address.IPv4Address, "SCTP", "1.2.3.4", 1)
+    assert.is_false(ok)
+    assert.equal(errors.ValueError, e.class)
+    assert.equal([[bad argument #1 to 'IPv4Address' (type must be "TCP" or "UDP", got "SCTP")]],
+      e.message)
+    ok, e = pcall(address.IPv6Address, nil, "::1", 1)
+    assert.is_false(ok)
+    assert.equal(errors.ValueError, e.class)
+    assert.equal("UDP", address.IPv6Address("UDP", "::1", 1).type)
+  end)
+
   -- a string scopeID (Twisted's type is int or str) showed unquoted: scopeID=eth0
   it("an IPv6 address shows a scopeID name quoted and a number bare, as Python's repr", function()
     local address = require "braid.address"

@@ -60,13 +60,25 @@ function UNIXAddress.__tostring(a)
   return ("UNIXAddress(%s)"):format(quote(a.name))
 end
 
+-- Twisted's attrs validator: the type is "TCP" or "UDP", else ValueError
+local function check_type(fname, kind)
+  if kind ~= "TCP" and kind ~= "UDP" then
+    local errors = require "braid.error"
+    local got = _G.type(kind) == "string" and ("%q"):format(kind) or tostring(kind)
+    error(errors.ValueError(("bad argument #1 to '%s' (type must be \"TCP\" or \"UDP\", got %s)")
+      :format(fname, got)), 3)
+  end
+end
+
 --- An IPv4 address. @param type "TCP" or "UDP"
 function M.IPv4Address(type, host, port)
+  check_type("IPv4Address", type)
   return setmetatable({ type = type, host = host, port = port }, IPv4Address)
 end
 
 --- An IPv6 address.
 function M.IPv6Address(type, host, port, flowInfo, scopeID)
+  check_type("IPv6Address", type)
   return setmetatable({ type = type, host = host, port = port,
     flowInfo = flowInfo or 0, scopeID = scopeID or 0 }, IPv6Address)
 end
