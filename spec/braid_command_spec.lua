@@ -502,13 +502,32 @@ describe("braid", function()
   -- SIGUSR1 and SIGUSR2 were left at their default action in the
   -- supervisor: logrotate's `kill -USR1 $(cat pidfile)` ended it and left
   -- its workers serving as orphans, their logs never reopened
+  -- braid --workers 2 with these options running `body` (which has
+  -- `local reactor`), each worker saying "worker N" once it runs; returns
+  -- once both have
+  local function two_workers(opts, body)
+    local args = { "--workers", "2" }
+    for _, a in ipairs(opts) do args[#args + 1] = a end
+    args[#args + 1] = "-e"
+    args[#args + 1] = body .. [[
+      reactor.callWhenRunning(function()
+        io.stdout:write("worker ", reactor.workerId, "\n")
+        io.stdout:flush()
+      end)
+    ]]
+    local p = proc.spawn(args)
+    p:waitFor("^worker %d$")
+    p:waitFor("^worker %d$")
+    return p
+  end
+
   it("--workers forwards SIGUSR1 (the log reopen) and SIGUSR2 to every worker", function()
     local dir = os.tmpname()
     os.remove(dir)
     assert(os.execute("mkdir -p " .. proc.quote(dir)))
     finally(function() os.execute("rm -rf " .. proc.quote(dir)) end)
     local logpath = dir .. "/braid.log"
-    local p = proc.spawn({ "--workers", "2", "--logfile", logpath, "-e", [[
+    local p = two_workers({ "--logfile", logpath }, [[
       local reactor = require "braid.reactor"
       for _, sig in ipairs({ "USR1", "USR2" }) do
         reactor.onSignal(sig, function(_, name)
@@ -517,13 +536,7 @@ describe("braid", function()
         end)
       end
       reactor.callLater(15, reactor.stop)  -- no orphan outlives a failure
-      reactor.callWhenRunning(function()
-        io.stdout:write("worker ", reactor.workerId, "\n")
-        io.stdout:flush()
-      end)
-    ]] })
-    p:waitFor("^worker %d$")
-    p:waitFor("^worker %d$")
+    ]])
     assert(os.rename(logpath, logpath .. ".1"))
     p:kill("USR1")
     local got = { p:waitFor("^SIGUSR1 in worker %d$"), p:waitFor("^SIGUSR1 in worker %d$") }
@@ -546,7 +559,7 @@ describe("braid", function()
   -- a supervisor killed with SIGKILL left its workers running for ever,
   -- orphans holding the shared port
   it("--workers: a supervisor that dies sends its workers a SIGTERM", function()
-    local p = proc.spawn({ "--workers", "2", "-e", [[
+    local p = two_workers({}, [[
       local reactor = require "braid.reactor"
       local how = "on SIGTERM"
       reactor.callLater(15, function() how = "by the timer" reactor.stop() end)
@@ -554,13 +567,7 @@ describe("braid", function()
         io.stdout:write("worker ", reactor.workerId, " stops ", how, "\n")
         io.stdout:flush()
       end)
-      reactor.callWhenRunning(function()
-        io.stdout:write("worker ", reactor.workerId, "\n")
-        io.stdout:flush()
-      end)
-    ]] })
-    p:waitFor("^worker %d$")
-    p:waitFor("^worker %d$")
+    ]])
     local t0 = os.time()
     p:kill("KILL")
     local lines = p:finish()  -- at EOF: the workers are gone too
