@@ -12,7 +12,7 @@
 ** free-list pop and push cost a few instructions where malloc and free
 ** cost about a hundred each (docs/benchmarks.md, "Allocator").
 **
-** Blocks of LARGE_MIN to LARGE_MAX bytes (the strings of socket reads:
+** Blocks of more than LARGE_MIN up to LARGE_MAX bytes (the strings of socket reads:
 ** dataReceived's data is a fresh string per read, and garbage soon after)
 ** are malloc's, rounded up to a multiple of LARGE_GRAIN; a freed one waits
 ** on its class's free list, up to CACHE_MAX bytes in all, for the next
