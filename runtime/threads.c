@@ -365,7 +365,8 @@ static int w_open_threads(lua_State *L) {
   lua_setfield(L, -2, "blockingCallFromThread");
   lua_pushcfunction(L, w_is_io_thread);
   lua_setfield(L, -2, "isInIOThread");
-  const char *no[] = { "deferToThread", "callInThread", "suggestThreadPoolSize", NULL };
+  const char *no[] = { "deferToThread", "callInThread", "suggestThreadPoolSize",
+                       "setShutdownGracePeriod", NULL };
   for (int i = 0; no[i]; i++) {
     lua_pushfstring(L, "threads.%s", no[i]);
     lua_pushcclosure(L, w_not_here, 1);

@@ -414,6 +414,11 @@ describe("threads.deferToThread (in a thread)", function()
       return require("braid.threads").deferToThread("os.time")
     end))
     contains(f.value, "threads.deferToThread cannot be called in a worker thread")
+    -- it was absent there ("attempt to call a nil value")
+    f = failure_of(threads.deferToThread(function()
+      return require("braid.threads").setShutdownGracePeriod(1)
+    end))
+    contains(f.value, "threads.setShutdownGracePeriod cannot be called in a worker thread")
   end))
 
   -- workers used to block every signal, and programs a job started
