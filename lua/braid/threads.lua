@@ -84,14 +84,17 @@ end
 
 -- Workers take package.path/cpath from their next job on when they change.
 local last_path, last_cpath
-local function sync_paths(fname)
-  local p, c = package.path, package.cpath
-  for _, pv in ipairs({ { "path", p }, { "cpath", c } }) do
-    if type(pv[2]) ~= "string" then  -- as require says of them
-      error(errors.TypeError(("%s: 'package.%s' must be a string (it is a %s)")
-        :format(fname, pv[1], type(pv[2]))), 3)
-    end
+-- package[name] must be a string, as require says of them
+local function check_path(fname, name)
+  local v = package[name]
+  if type(v) ~= "string" then
+    error(errors.TypeError(("%s: 'package.%s' must be a string (it is a %s)")
+      :format(fname, name, type(v))), 4)
   end
+  return v
+end
+local function sync_paths(fname)
+  local p, c = check_path(fname, "path"), check_path(fname, "cpath")
   core.threads_paths(p, c)
   last_path, last_cpath = p, c
 end
