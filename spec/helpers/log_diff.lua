@@ -35,8 +35,11 @@
 --   Twisted's "{a.b}" is attribute access, and tables are objects with
 --   attributes on its side; "2" is no attribute name.
 -- * a "{PATH}" naming a table: its tostring is an address.
--- * "[index]", "!conversion", ":spec" and "name()" fields: docs/log.md
---   claims none of them. Digit-only names (positional in Python) likewise.
+-- * "[index]" and "name()" fields (braid indexes tables, where Twisted
+--   gets items and attributes of Python objects), and digit-only names
+--   (positional in Python).
+-- Fields get conversions (!r, !s, !a and a bad one) and format specs
+-- (valid and bad) at random: a bad one gives "unable" on both sides.
 local log = require "braid.log"
 local td = require "helpers.twisted_diff"
 
@@ -51,6 +54,13 @@ local STR_CHUNKS = { "", "a", "db1", " ", "{", "}", "{x}", "%s", "\\", "\"", "'"
                      "True" }
 local TEXT = { "a", "hi ", " ", ":", "!", "%s", ".", "-", "x=", "\\", "\"", "'", "#", "()", "[0]",
                "ms)", "(", "%d" }
+
+local CONVS = { "!r", "!s", "!a", "!x" }
+-- format specs: valid ones for strings, integers or both, and bad ones
+local SPECS = { ">5", "<4", "^7", "*^9", "05", "+", " ", "-", "#x", "x", "X", "o", "#o", "b",
+                "#b", ",", "_", "010,", "d", "e", ".2e", "E", "f", ".3f", "g", ".3", "%",
+                ".1%", "s", ".2", "=+8", "q", "10.3s", "=5", "#", "0", ",d", "_x", "012_b",
+                "+08,", "<<<", "", ".0", "x^12", "-^+#011_x" }
 
 local function hex(s)
   return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
@@ -107,7 +117,10 @@ local function gen_format(rand, paths)
     elseif r == 6 then
       parts[i] = "}}"
     elseif #paths > 0 then
-      parts[i] = "{" .. paths[rand(#paths)] .. "}"
+      -- a field, sometimes with a conversion and a format spec
+      local conv = rand(4) == 1 and CONVS[rand(#CONVS)] or ""
+      local spec = rand(2) == 1 and ":" .. SPECS[rand(#SPECS)] or ""
+      parts[i] = "{" .. paths[rand(#paths)] .. conv .. spec .. "}"
     else
       parts[i] = TEXT[rand(#TEXT)]
     end

@@ -23,7 +23,12 @@ class LuaBool:
         self.value = value
 
     def __format__(self, spec):
-        return format("true" if self.value else "false", spec)
+        return format(str(self), spec)
+
+    def __str__(self):
+        return "true" if self.value else "false"
+
+    __repr__ = __str__
 
 
 def unhex(text):
