@@ -31,12 +31,15 @@ function Failure.__new(_, value, tb)
   return make(value, tb)
 end
 
---- The first of the classes that this failure's type is or inherits from.
+--- The first of the classes that this failure's type is or inherits from,
+-- or that the value is an instance of (a raised object of a class made with
+-- class.Object:extend has type LuaError, and is still found by its class).
 function Failure:check(...)
   errors.checkself("check", getmetatable(self) == Failure or Failure:isinstance(self), self, "Failure")
+  local v = self.value
   for i = 1, select("#", ...) do
     local cls = select(i, ...)
-    if cls ~= nil and class.isclass(cls) and self.type:issubclass(cls) then
+    if cls ~= nil and class.isclass(cls) and (self.type:issubclass(cls) or cls:isinstance(v)) then
       return cls
     end
   end
