@@ -14,6 +14,12 @@ local function make(value, tb)
   if value == nil then
     value = errors.NoCurrentExceptionError()
   end
+  if rawequal(value, errors.Error) or (class.isclass(value) and value:issubclass(errors.Error)) then
+    -- error(errors.ConnectionDone): the class raised, as Python's `raise
+    -- ConnectionDone`, stands for an instance made without arguments
+    local ok, inst = pcall(value)
+    if ok and errors.Error:isinstance(inst) then value = inst end
+  end
   f.value = value
   local cls = errors.Error:isinstance(value) and value.class or errors.LuaError
   f.type = cls
