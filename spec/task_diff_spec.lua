@@ -1,8 +1,9 @@
 -- spec/task_diff_spec.lua: braid.task's deterministic-time API against
 -- Twisted's twisted.internet.task, on random programs.
 -- spec/helpers/task_diff.lua makes the programs (a Clock; timed calls at
--- small delays, scheduled, cancelled, reset and delayed, some from inside
--- other calls, some at the same time or "now", one raising out of advance,
+-- small delays, scheduled, cancelled, reset and delayed (moved calls too
+-- sharing their time with others), some from inside other calls, some at
+-- the same time or "now", one raising out of advance,
 -- a nested advance; LoopingCalls, plain and withCount, started now or
 -- later, whose calls log, raise, return Failures or Deferreds fired later,
 -- stop, restart or reset themselves or others; deferLater calls, some
@@ -34,7 +35,9 @@ describe("braid.task against Twisted's twisted.internet.task", function()
     for _, word in ipairs({ "\nloop %d 0 ", "\nloop %d [%d.]+ now", "\nloop %d [%d.]+ later",
                             " count ", " plain stop", "\nlater ", "\ncoop %d 0 %d stopped",
                             " coiterate ", "\npump ", "\nadvance 0\n", "\nadvance 20\n",
-                            "sched:", "cancel:", "reset:", "delay:%d+:%-", "adv:", "fire:%d:ok",
+                            "sched:", "cancel:", "reset:", "delay:%d+:%-",
+                            -- reset and delay amounts without a bit of their own
+                            "reset:%d+:%d+%.?5?[,%s]", "delay:%d+:%-?%d+%.?5?[,%s]", "adv:", "fire:%d:ok",
                             "fire:%d:err", "start:", "stop:", "resetl:", "defer:", "canceld:",
                             "cooperate:", "pause:", "resume:", "stopt:", "when:", "cstop:",
                             "cstart:", "ret:", "raise:", "fail:", "d:%d", "done" }) do

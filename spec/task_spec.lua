@@ -207,7 +207,11 @@ describe("task.Clock", function()
     assert.are.same({ { "c", 3.0 }, { "b", 4.0 } }, result)
   end)
 
-  it("runs calls due at the same time in scheduling order, reset and delay counting as rescheduling",
+  -- Twisted's Clock sorts its list of calls (a stable sort by getTime)
+  -- when a call is scheduled and around each call advance runs; reset and
+  -- delay only change the time, so a moved call keeps its list position
+  -- among calls due at the same time. (Expected values from Twisted 22.4.)
+  it("runs a reset or delayed call in its list position among calls due at the same time",
     function()
       local order = {}
       local c = Clock()
@@ -216,11 +220,94 @@ describe("task.Clock", function()
       c:callLater(1, rec, "b")
       local d = c:callLater(0.5, rec, "d")
       c:callLater(1, rec, "c")
-      a:reset(1)     -- now after c
-      d:delay(0.5)   -- due at 1 too, after a
+      a:reset(1)     -- the same time: a stays first of those due at 1
+      d:delay(0.5)   -- due at 1 too, still ahead of a
       c:advance(1)
-      assert.are.same({ "b", "c", "a", "d" }, order)
+      assert.are.same({ "d", "a", "b", "c" }, order)
     end)
+
+  it("runs a call reset to the time of a later one before it", function()
+    local order = {}
+    local c = Clock()
+    local function rec(n) order[#order + 1] = { n, c:seconds() } end
+    local a = c:callLater(1, rec, "a")
+    c:callLater(2, rec, "b")
+    a:reset(2)
+    c:advance(2)
+    assert.are.same({ { "a", 2 }, { "b", 2 } }, order)
+  end)
+
+  it("runs a call delayed to the time of a later one before it", function()
+    local order = {}
+    local c = Clock()
+    local function rec(n) order[#order + 1] = { n, c:seconds() } end
+    local a = c:callLater(1, rec, "a")
+    c:callLater(1.5, rec, "b")
+    a:delay(0.5)
+    c:advance(2)
+    assert.are.same({ { "a", 2 }, { "b", 2 } }, order)
+  end)
+
+  it("keeps the position of a call reset from inside another call", function()
+    local order = {}
+    local c = Clock()
+    local function rec(n) order[#order + 1] = { n, c:seconds() } end
+    local b = c:callLater(2, rec, "b")
+    c:callLater(1, function() rec("a"); b:reset(1) end)
+    c:callLater(2, rec, "c")
+    c:advance(1)
+    c:advance(1)
+    assert.are.same({ { "a", 1 }, { "b", 2 }, { "c", 2 } }, order)
+  end)
+
+  it("sorts the calls moved by reset and delay when a call is scheduled", function()
+    local order = {}
+    local c = Clock()
+    local function rec(n) order[#order + 1] = n end
+    local a = c:callLater(1, rec, "a")
+    local b = c:callLater(2, rec, "b")
+    c:callLater(3, rec, "c")
+    a:reset(3)
+    b:delay(1)
+    local listed = {}
+    for i, dc in ipairs(c:getDelayedCalls()) do listed[i] = ("%s@%g"):format(dc.args[1], dc:getTime()) end
+    assert.are.same({ "a@3", "b@3", "c@3" }, listed)
+    c:callLater(3, rec, "d")
+    c:advance(3)
+    assert.are.same({ "a", "b", "c", "d" }, order)
+  end)
+
+  it("sorts many moved calls by time, keeping their list order on ties", function()
+    local order = {}
+    local c = Clock()
+    local function rec(n) order[#order + 1] = n end
+    local dcs = {}
+    for i = 1, 20 do dcs[i] = c:callLater(i, rec, i) end
+    -- the even ones to time 30, in reverse; the odd ones to time 25
+    for i = 20, 1, -1 do
+      if i % 2 == 0 then dcs[i]:reset(30) else dcs[i]:delay(25 - i) end
+    end
+    c:advance(30)
+    assert.are.same({ 1, 3, 5, 7, 9, 11, 13, 15, 17, 19,
+                      2, 4, 6, 8, 10, 12, 14, 16, 18, 20 }, order)
+  end)
+
+  it("keeps a reset deadline as base time plus delay, the float Twisted gets", function()
+    -- Twisted: reset to a later time stores newTime - time and getTime()
+    -- adds it back: 0.3 + (0.9 - 0.3) is 0.9000000000000001
+    local order = {}
+    local c = Clock()
+    local function rec(n) order[#order + 1] = n end
+    local a = c:callLater(0.3, rec, "a")
+    a:reset(0.9)
+    assert.are.equal(0.3 + (0.9 - 0.3), a:getTime())
+    assert.are_not.equal(0.9, a:getTime())
+    c:callLater(0.9, rec, "b")
+    c:advance(0.9)
+    assert.are.same({ "b" }, order)
+    c:advance(1e-9)
+    assert.are.same({ "b", "a" }, order)
+  end)
 
   it("runs calls scheduled during advance when they fall due within it", function()
     local order = {}

@@ -23,6 +23,7 @@ local checkcallable = errors.checkcallable
 local checkself = errors.checkself
 local type, tostring, xpcall, error = type, tostring, xpcall, error
 local pack, unpack, table_remove, table_insert = table.pack, table.unpack, table.remove, table.insert
+local table_sort = table.sort
 local floor, ceil, huge = math.floor, math.ceil, math.huge
 
 -------------------------------------------------------------------------------
@@ -88,6 +89,11 @@ end
 --- A DelayedCall of a Clock: the same interface as the reactor's.
 -- Fields: `time` (the deadline), `func`, `args` (a packed list), `called`,
 -- `cancelled`.
+--
+-- As Twisted's DelayedCall, the deadline is kept as a base time plus a
+-- delay (`_base`, `_delayed`; `time` is their sum): reset to a later time
+-- and delay() add to the delay, reset to a sooner time (or a delay going
+-- below 0) moves the base, so the deadline is the same float as Twisted's.
 local DelayedCall = class.Object:extend("DelayedCall")
 M.DelayedCall = DelayedCall
 DelayedCall.called = false
@@ -95,23 +101,66 @@ DelayedCall.cancelled = false
 
 --- Clock(): a fake time source for tests. Time starts at 0 and only moves
 -- when advance() is called.
+--
+-- As Twisted's Clock, `calls` is a list kept in order by a stable sort on
+-- the deadline, made when a call is scheduled and before and after each
+-- call advance() runs; reset() and delay() change a deadline without moving
+-- the call in the list, so among calls with the same deadline the order is
+-- the list's. `_moved` counts the deadlines changed since the last sort (0:
+-- the list is in order, and callLater inserts by bisection).
 local Clock = class.Object:extend("Clock")
 M.Clock = Clock
 Clock.rightNow = 0.0
 
 function Clock:init()
   self.rightNow = 0.0
-  self.calls = {}  -- pending DelayedCalls, by (deadline, scheduling order)
-  self._seq = 0
+  self.calls = {}  -- pending DelayedCalls
+  self._moved = 0
 end
 
--- Insert dc after every call due at or before its deadline: calls with the
--- same deadline run in the order they were (re)scheduled.
+-- Stable sort of a list of calls by deadline (Python's
+-- list.sort(key=getTime)). `moved` calls out of place: an insertion sort
+-- (linear on a list that is almost in order) for a few, else table.sort
+-- with the list position breaking ties.
+local function sort_calls(calls, moved)
+  local n = #calls
+  if moved <= 8 then
+    for i = 2, n do
+      local dc = calls[i]
+      local t = dc.time
+      local j = i - 1
+      while j >= 1 and calls[j].time > t do
+        calls[j + 1] = calls[j]
+        j = j - 1
+      end
+      calls[j + 1] = dc
+    end
+    return
+  end
+  local pos = {}
+  for i = 1, n do pos[calls[i]] = i end
+  table_sort(calls, function(x, y)
+    local tx, ty = x.time, y.time
+    if tx ~= ty then return tx < ty end
+    return pos[x] < pos[y]
+  end)
+end
+
+local function clock_sort(clock)
+  local moved = clock._moved
+  if moved == 0 then return end
+  sort_calls(clock.calls, moved)
+  clock._moved = 0
+end
+
+-- Append dc and sort: dc goes after every call due at or before its
+-- deadline.
 local function clock_insert(clock, dc)
   local calls = clock.calls
-  local seq = clock._seq + 1
-  clock._seq = seq
-  dc._seq = seq
+  if clock._moved > 0 then
+    calls[#calls + 1] = dc
+    return clock_sort(clock)
+  end
   local t = dc.time
   local lo, hi = 1, #calls + 1
   while lo < hi do
@@ -145,17 +194,20 @@ function Clock:callLater(delay, f, ...)
   checkself("callLater", Clock:isinstance(self), self, "Clock")
   check_delay("callLater", 1, "delay", delay)
   checkcallable("callLater", 2, f)
-  local dc = setmetatable({ time = self.rightNow + delay, func = f, args = pack(...),
-    _clock = self, _seq = 0 }, DelayedCall)
+  local t = self.rightNow + delay
+  local dc = setmetatable({ time = t, func = f, args = pack(...),
+    _clock = self, _base = t, _delayed = 0.0 }, DelayedCall)
   clock_insert(self, dc)
   return dc
 end
 
---- The pending DelayedCalls, in the order they will run (a new list).
+--- The pending DelayedCalls, in the order they will run (a new list; the
+-- live list `calls` is left as it is).
 function Clock:getDelayedCalls()
   checkself("getDelayedCalls", Clock:isinstance(self), self, "Clock")
   local out, calls = {}, self.calls
   for i = 1, #calls do out[i] = calls[i] end
+  if self._moved > 0 then sort_calls(out, self._moved) end
   return out
 end
 
@@ -175,6 +227,7 @@ function Clock:advance(amount)
       :format(tostring(amount))), 2)
   end
   self.rightNow = self.rightNow + amount
+  clock_sort(self)
   local calls = self.calls
   while true do
     local dc = calls[1]
@@ -183,6 +236,7 @@ function Clock:advance(amount)
     dc.called = true
     local args = dc.args
     dc.func(unpack(args, 1, args.n))
+    clock_sort(self)
   end
 end
 
@@ -216,17 +270,25 @@ function DelayedCall:cancel()
   self.func, self.args = nil, nil
 end
 
---- Run the call `seconds` from now (counts as rescheduling).
+--- Run the call `seconds` from now. As in Twisted, the call keeps its place
+-- in the Clock's list: among calls due at the same time it runs in its old
+-- turn.
 function DelayedCall:reset(seconds)
   check_delay("reset", 1, "seconds", seconds)
   dc_check_state(self)
   local clock = self._clock
-  clock_remove(clock, self)
-  self.time = clock.rightNow + seconds
-  clock_insert(clock, self)
+  local t = clock.rightNow + seconds
+  if t < self._base then
+    self._base, self._delayed = t, 0.0
+  else
+    self._delayed = t - self._base
+  end
+  self.time = self._base + self._delayed
+  clock._moved = clock._moved + 1
 end
 
---- Postpone the call by `seconds` (may be negative; counts as rescheduling).
+--- Postpone the call by `seconds` (may be negative). The call keeps its
+-- place in the Clock's list, as with reset.
 function DelayedCall:delay(seconds)
   if type(seconds) ~= "number" then
     error(errors.TypeError(("bad argument #1 to 'delay' (number expected, got %s)")
@@ -238,14 +300,15 @@ function DelayedCall:delay(seconds)
       :format(tostring(seconds))), 2)
   end
   dc_check_state(self)
-  local t = self.time + seconds
+  local base, delayed = self._base, self._delayed + seconds
+  if delayed < 0.0 then base, delayed = base + delayed, 0.0 end
+  local t = base + delayed
   if t == huge or t == -huge then
     error(errors.ValueError("bad argument #1 to 'delay' (the new time is out of range)"), 2)
   end
+  self._base, self._delayed, self.time = base, delayed, t
   local clock = self._clock
-  clock_remove(clock, self)
-  self.time = t
-  clock_insert(clock, self)
+  clock._moved = clock._moved + 1
 end
 
 --- True while the call has neither run nor been cancelled.

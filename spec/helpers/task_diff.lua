@@ -58,14 +58,8 @@
 --
 -- Times are multiples of 0.5, so float time is exact in both languages.
 -- Left out, where braid differs from Twisted on purpose:
--- * a moved call sharing its time with another: braid's reset/delay always
---   reschedule, Twisted's Clock keeps the list position (docs/task.md,
---   "Where braid differs"). Reset and delay amounts add a power of two below
---   1/4 that is new for each of them (G.unique), so a moved call's time is
---   its own.
--- * negative callLater delays and advance amounts (docs/task.md, the same
---   section), and negative reset amounts (braid refuses them too; not in
---   docs/task.md yet).
+-- * negative callLater delays and advance amounts (docs/task.md, "Where
+--   braid differs"), and negative reset amounts (braid refuses them too).
 -- * several tasks in one Cooperator (docs/task.md: braid keeps the
 --   round-robin position and stop() fails every task), a Deferred failing
 --   after its task was stopped (docs/task.md: braid consumes it), and a
@@ -157,14 +151,14 @@ local function new_program(rand)
     return what .. ":" .. G.code_n()
   end
 
-  -- Amount for reset/delay: base plus 2^-(2+n), n new for each operation
-  -- (at most 10 a program): a moved call's time is then unique, as its
-  -- lowest set bit is its own (docs/task.md: braid's reset/delay always
-  -- reschedule; Twisted's Clock keeps the list position, so ties of a moved
-  -- call would order differently).
-  function G.unique(base)
+  -- Amount for reset/delay (at most 10 a program): the base, so that a
+  -- moved call shares its time with others (the order of such ties is the
+  -- Clock's list order in both), or one time in three the base plus
+  -- 2^-(2+n), n new for each operation, a time of its own.
+  function G.amount(base)
     if G.bits >= 10 then return nil end
     G.bits = G.bits + 1
+    if rand(3) > 1 then return base end
     return base + 2.0 ^ -(2 + G.bits)
   end
 
@@ -307,7 +301,7 @@ local function call_ops(G)
     if op == "cancel" then
       G.place("cancel:" .. i, 4, any_body)
     else
-      local s = G.unique(pick(rand, op == "reset" and RESET_BASE or DELAY_BASE))
+      local s = G.amount(pick(rand, op == "reset" and RESET_BASE or DELAY_BASE))
       if s then G.place(("%s:%d:%s"):format(op, i, num(s)), 4, any_body) end
     end
   end
