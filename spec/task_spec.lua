@@ -558,6 +558,35 @@ describe("task.LoopingCall", function()
     loop:stop()
   end)
 
+  -- Twisted's start() keeps _realLastTime: after a restart the count runs
+  -- from the last call before the stop, each time taken in intervals from
+  -- the new start (truncated toward 0), so a call can get 0 and be skipped.
+  -- (Expected values from Twisted 22.4.)
+  it("counts from the last call before a stop after withCount restarts", function()
+    local clock = Clock()
+    local got = {}
+    local lc = LoopingCall.withCount(function(n) got[#got + 1] = { n, clock:seconds() } end)
+    lc.clock = clock
+    lc:start(1)
+    clock:advance(1)
+    clock:advance(0.5)
+    lc:stop()
+    lc:start(1)                 -- last call at 1, 0.5 before the start: count 0, skipped
+    assert.are.same({ { 1, 0 }, { 1, 1 } }, got)
+    clock:advance(1)
+    lc:stop()
+    assert.are.same({ { 1, 0 }, { 1, 1 }, { 1, 2.5 } }, got)
+    clock:advance(7.25)
+    lc:start(1)                 -- 7 whole intervals since the call at 2.5
+    lc:stop()
+    assert.are.same({ 7, 9.75 }, got[4])
+    clock:advance(0.5)
+    lc:start(2, false)
+    clock:advance(2)
+    assert.are.same({ { 1, 0 }, { 1, 1 }, { 1, 2.5 }, { 7, 9.75 }, { 1, 12.25 } }, got)
+    lc:stop()
+  end)
+
   it("calls f with its arguments, and stop() fires start's Deferred with the LoopingCall", function()
     local clock = Clock()
     local L = {}

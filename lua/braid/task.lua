@@ -448,8 +448,9 @@ function LoopingCall:start(interval, now)
   self.deferred = d
   self.starttime = start
   self.interval = interval
+  -- _realLastTime is kept, as in Twisted: withCount counts from the last
+  -- call, also across a restart
   self._runAtStart = now ~= false
-  self._realLastTime = nil
   if self._runAtStart then
     loop_run(self)
   else
@@ -503,7 +504,9 @@ end
 
 --- LoopingCall.withCount(f): a LoopingCall calling f(count), where count
 -- is the number of intervals elapsed since the last call (1 normally;
--- more when calls were skipped; always 1 with interval 0).
+-- more when calls were skipped; always 1 with interval 0). As in Twisted,
+-- a restart counts from the last call before the stop; a count of 0 there
+-- skips the call.
 -- @param f a function
 -- @return a LoopingCall (not started)
 function LoopingCall.withCount(cls, f)

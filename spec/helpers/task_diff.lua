@@ -62,9 +62,8 @@
 --   braid differs"), and negative reset amounts (braid refuses them too).
 -- * several tasks in one Cooperator (docs/task.md: braid keeps the
 --   round-robin position and stop() fails every task), a Deferred failing
---   after its task was stopped (docs/task.md: braid consumes it), and a
---   restart of a withCount loop (docs/task.md: braid counts from the new
---   start). See gen_coops and loop_sites.
+--   after its task was stopped (docs/task.md: braid consumes it). See
+--   gen_coops.
 -- * a task step that stops its own task or Cooperator and then raises or
 --   finishes: Twisted's list.remove raises ValueError out of the tick
 --   (fix_self_stops).
@@ -235,9 +234,7 @@ local function loop_sites(G)
   local rand = G.rand
   for l, L in ipairs(G.loops) do
     G.place("start:" .. l, 6, call_body)
-    -- withCount keeps counting from the last call across a restart in
-    -- Twisted, from the new start in braid (docs/task.md): one start only
-    if not L.count and rand(3) == 1 then G.place("start:" .. l, 3, call_body) end
+    if rand(3) == 1 then G.place("start:" .. l, 3, call_body) end
     for _ = 1, rand(3) - 1 do G.place("stop:" .. l, 3, any_body) end
     if rand(4) == 1 then G.place("resetl:" .. l, 3, any_body) end
   end
