@@ -20,6 +20,7 @@ local testing = require "braid.testing"
 local threads = require "braid.threads"
 
 local loop = require "helpers.loop"
+local tmp = require "helpers.tmp"
 
 -- pcall f and return its error, which must be an error object of class cls
 local function raises(cls, f, ...)
@@ -31,7 +32,7 @@ local function raises(cls, f, ...)
 end
 
 local function tmp_path(name)
-  return os.tmpname() .. "-" .. name
+  return tmp.path("-" .. name)
 end
 
 local Factory = protocol.Factory

@@ -5,6 +5,7 @@ local protocol = require "braid.protocol"
 local errors = require "braid.error"
 
 local loop = require "helpers.loop"
+local tmp = require "helpers.tmp"
 local spin = loop.spin
 
 local result = loop.result
@@ -195,7 +196,7 @@ describe("braid.endpoints", function()
   end)
 
   it("makes HostnameEndpoint and UNIXServerEndpoint by name, as Twisted's", function()
-    local path = os.tmpname() .. ".sock"
+    local path = tmp.path(".sock")
     local f = protocol.Factory.forProtocol(Echo)
     f.noisy = false
     local uport = result(endpoints.UNIXServerEndpoint(reactor, path):listen(f))
@@ -218,7 +219,7 @@ describe("braid.endpoints", function()
   end)
 
   it("connectProtocol connects a given protocol instance over UNIX", function()
-    local path = os.tmpname() .. ".sock"
+    local path = tmp.path(".sock")
     local f = protocol.Factory.forProtocol(Echo)
     f.noisy = false
     local port = result(endpoints.serverFromString(reactor, "unix:" .. path):listen(f))

@@ -5,11 +5,10 @@ local errors = require "braid.error"
 
 local loop = require "helpers.loop"
 local spin = loop.spin
+local tmp = require "helpers.tmp"
 
 local function tmppath()
-  local p = os.tmpname()
-  os.remove(p)
-  return p .. ".sock"
+  return tmp.path(".sock")
 end
 
 describe("braid.tcp UNIX sockets", function()

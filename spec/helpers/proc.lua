@@ -1,5 +1,7 @@
 -- spec helper: run a braid script as a child process, read its output line
 -- by line (blocking reads: no sleeps), signal it, collect its exit status.
+local tmp = require "helpers.tmp"
+
 local M = {}
 
 local root = (debug.getinfo(1, "S").source:match("^@(.*)/spec/helpers/proc%.lua$")) or "."
@@ -111,14 +113,10 @@ function M.expect(args, code, lines)
   check.same(lines, out)
 end
 
---- Write `source` to a temporary script file; returns its path (the
--- caller removes it).
+--- Write `source` to a temporary script file; returns its path (removed
+-- when the test ends, see helpers.tmp; the caller may remove it sooner).
 function M.script(source)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(source)
-  f:close()
-  return path
+  return tmp.file(source)
 end
 
 --- Strip Twisted's "2015-02-17 11:46:16-0500 " timestamp from a log line.

@@ -5,6 +5,8 @@
 -- on Twisted with its own spec/peers/*_diff.py under Debian's
 -- /usr/bin/python3; and requires the same trace ("== ID", then one line per
 -- event) for every program.
+local tmp = require "helpers.tmp"
+
 local M = {}
 
 M.PYTHON = "/usr/bin/python3"
@@ -188,10 +190,7 @@ end
 -- traces as {id = trace}. Python's stderr (Twisted's logged errors) is
 -- dropped.
 function M.twisted(script, text)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
+  local path = tmp.file(text)
   local p = assert(io.popen(("PYTHONDONTWRITEBYTECODE=1 %s spec/peers/%s %s 2>/dev/null")
     :format(M.PYTHON, script, path)))
   local out = p:read("a")
