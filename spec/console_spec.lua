@@ -5,6 +5,7 @@ local reload = require("braid.reload")
 local defer = require("braid.defer")
 local protocol = require("braid.protocol")
 local errors = require("braid.error")
+local tmp = require("helpers.tmp")
 local socket = require("socket")
 local unix_ok, socket_unix = pcall(require, "socket.unix")
 
@@ -60,8 +61,7 @@ end
 -- console.serve with a password file holding pw; a connected client that
 -- has read the prompt. Everything is closed and removed after the spec.
 local function serve_with_password(pw)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w")); f:write(pw, "\n"); f:close()
+  local path = tmp.file(pw .. "\n")
   local port = console.serve("tcp:127.0.0.1:0", path)
   local k = tcp_client(port)
   finally(function() k.c:close(); port:stopListening(); os.remove(path) end)
@@ -220,9 +220,7 @@ end)
 
 describe("console inspect helpers", function()
   after_each(settle)
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir -p " .. dir))
+  local dir = tmp.dir()
   package.path = dir .. "/?.lua;" .. package.path
   reload._installSearcher()
   local f = assert(io.open(dir .. "/inspected_proto.lua", "w"))
@@ -322,8 +320,7 @@ describe("console.serve", function()
   end)
 
   it("answers a real client over a UNIX socket with mode 0600", function()
-    local path = os.tmpname()
-    os.remove(path)
+    local path = tmp.path()
     local port = console.serve("unix:" .. path)
     local c = unix_socket()
     finally(function() c:close(); port:stopListening(); os.remove(path) end)
@@ -344,8 +341,7 @@ describe("console.serve", function()
   -- it removed whatever was at PATH first: a file, or the live console of
   -- another server, which it then took over
   it("leaves a file or another server's live socket at PATH alone, and raises", function()
-    local path = os.tmpname()
-    local f = assert(io.open(path, "w")); f:write("notes\n"); f:close()
+    local path = tmp.file("notes\n")
     local ok, e = pcall(console.serve, "unix:" .. path)
     assert.is_false(ok)
     assert.matches("Address already in use", tostring(e))
@@ -353,19 +349,19 @@ describe("console.serve", function()
     assert.equal("notes\n", text)
     os.remove(path)
     local first = console.serve("unix:" .. path)
-    finally(function() first:stopListening(); os.remove(path) end)
+    local c
+    -- busted keeps only the last finally(): one for both
+    finally(function() if c then c:close() end; first:stopListening(); os.remove(path) end)
     ok, e = pcall(console.serve, "unix:" .. path)
     assert.is_false(ok)
     assert.matches("Address already in use", tostring(e))
-    local c = unix_socket()
-    finally(function() c:close() end)
+    c = unix_socket()
     assert(c:connect(path))
     assert.matches("^braid console", client(c).line(1))
   end)
 
   it("replaces the socket file a dead server left at PATH", function()
-    local path = os.tmpname()
-    os.remove(path)
+    local path = tmp.path()
     -- a socket bound by a process that has exited: nothing listens on it
     assert.is_true(os.execute("/usr/bin/python3 -c 'import socket; socket.socket(socket.AF_UNIX)"
       .. ".bind(\"" .. path .. "\")'"))

@@ -2,6 +2,7 @@
 local log = require "braid.log"
 local errors = require "braid.error"
 local failure = require "braid.failure"
+local tmp = require "helpers.tmp"
 
 local T = 1424191576.25 -- 2015-02-17 16:46:16.25 UTC
 
@@ -48,9 +49,7 @@ local function lua_in_tz(tz, code)
 end
 
 local function tmppath()
-  local p = os.tmpname()
-  os.remove(p)
-  return p .. ".log"
+  return tmp.path(".log")
 end
 
 local function slurp(path)
@@ -848,7 +847,7 @@ describe("log.Logger", function()
     -- a subclass whose init calls Logger.init got "class" (braid.class's
     -- constructor was taken for the caller); as Twisted, the file of the
     -- subclass's init
-    local path = os.tmpname()
+    local path = tmp.path()
     local f = assert(io.open(path, "w"))
     f:write("local log = require 'braid.log'\n",
       "local My = log.Logger:extend('My')\n",
@@ -1307,7 +1306,7 @@ describe("log file reopening on SIGUSR1", function()
     local log = require "braid.log"
     local reactor = require "braid.reactor"
     local core = require "braid.core"
-    local path = os.tmpname()
+    local path = tmp.file()
     log.startLogging(path, false)
     log.msg("before rotation")
     assert(os.rename(path, path .. ".1"))

@@ -6,6 +6,7 @@ local testing = require "braid.testing.transport"
 local address = require "braid.address"
 local Clock = require("braid.task").Clock
 local errors = require "braid.error"
+local tmp = require "helpers.tmp"
 
 local Recorder = protocol.Protocol:extend("Recorder")
 function Recorder:connectionMade() self.data, self.lost = {}, nil end
@@ -351,7 +352,7 @@ describe("TrafficLoggingFactory", function()
   end)
 
   it("closes a connection's log file when the connection ends, and logs nothing after", function()
-    local dir = os.tmpname()
+    local dir = tmp.file()
     local f = policies.TrafficLoggingFactory(protocol.Factory.forProtocol(Recorder), dir)
     local p = connect(f)
     local file = p.logfile
@@ -647,8 +648,7 @@ describe("policies over real TCP", function()
   end
 
   it("LimitConnectionsByPeer uncounts a closed UNIX connection (its getPeer() is nil by then)", function()
-    local path = os.tmpname()
-    os.remove(path)
+    local path = tmp.path()
     local sf = factory(Rec)
     local lf = policies.LimitConnectionsByPeer(sf)
     lf.maxConnectionsPerPeer = 1

@@ -1,10 +1,9 @@
 -- spec/reload_spec.lua: lua/braid/reload.lua (the merge engine) and runtime/reload.c
 local reload = require("braid.reload")
 local log = require("braid.log")
+local tmp = require("helpers.tmp")
 
-local dir = os.tmpname()
-os.remove(dir)
-assert(os.execute("mkdir -p " .. dir))
+local dir = tmp.dir()
 package.path = dir .. "/?.lua;" .. package.path
 reload._installSearcher()
 
