@@ -76,6 +76,7 @@ end)
 
 describe("examples/chat.lua over real sockets", function()
   local proc = require "helpers.proc"
+  local tmp = require "helpers.tmp"
   local reactor = require "braid.reactor"
   local core = require "braid.core"
   local protocol = require "braid.protocol"
@@ -100,10 +101,13 @@ describe("examples/chat.lua over real sockets", function()
     local p = proc.spawn({ "examples/chat.lua", "0" })
     local work0 = core.work()
     local bob
+    local cleanups = {}
+    local function later(f) cleanups[#cleanups + 1] = f end
     finally(function()
       if bob and bob.transport then bob.transport:abortConnection() end
       p:kill("TERM")
       p:finish()
+      for i = #cleanups, 1, -1 do cleanups[i]() end
     end)
     local line = p:waitFor("port %d+")
     assert(line, table.concat(p.lines, "\n"))
@@ -118,12 +122,16 @@ describe("examples/chat.lua over real sockets", function()
     reactor.connectTCP("127.0.0.1", port, { protocol = Bob, noisy = false })
     spin(function() return bob and bob.lines[2] == "Welcome, bob!" end)
     -- nc and socat send their name and a line, then close their side
-    local ncout, socatout = os.tmpname(), os.tmpname()
-    os.execute(("printf 'alice\\r\\nhello from nc\\r\\n' | timeout 10 nc -N 127.0.0.1 %d > %s 2>&1 &")
+    local ncout, socatout = tmp.path(), tmp.path()
+    -- background commands, waited for when the spec ends (the server's
+    -- end closes their connections)
+    local nc = proc.background(("printf 'alice\\r\\nhello from nc\\r\\n' | timeout 10 nc -N 127.0.0.1 %d > %s 2>&1")
       :format(port, ncout))
+    later(function() nc:finish() end)
     spin(function() return bob.lines[3] ~= nil end)
-    os.execute(("printf 'carol\\r\\nhi via socat\\r\\n' | timeout 10 socat -t 2 - TCP:127.0.0.1:%d > %s 2>&1 &")
+    local socat = proc.background(("printf 'carol\\r\\nhi via socat\\r\\n' | timeout 10 socat -t 2 - TCP:127.0.0.1:%d > %s 2>&1")
       :format(port, socatout))
+    later(function() socat:finish() end)
     spin(function() return bob.lines[4] ~= nil end)
     assert.are.same({ "What's your name?", "Welcome, bob!", "<alice> hello from nc",
       "<carol> hi via socat" }, bob.lines)

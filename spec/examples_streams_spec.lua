@@ -1,5 +1,6 @@
 -- spec for examples/echo.lua, http_hello.lua, proxy.lua, poetry_client.lua, lowlevel_reader.lua (and runtime/tcp.c under a real peer)
 local proc = require "helpers.proc"
+local tmp = require "helpers.tmp"
 local reactor = require "braid.reactor"
 local core = require "braid.core"
 local protocol = require "braid.protocol"
@@ -31,14 +32,15 @@ end
 
 -- run a braid child in the background, its output to a file the reactor
 -- loop can poll without blocking; a last line "exit N" gives its status
--- (137: killed by the 20 s limit, a child that did not stop)
+-- (137: killed by the 20 s limit, a child that did not stop). Returns that
+-- file's path and the background command (for a later stop()).
 local function background(args, prefix)
-  local out = os.tmpname()
+  local out = tmp.path()
   local parts = {}
   for i, a in ipairs(args) do parts[i] = quote(a) end
-  os.execute(("cd %s && (%s timeout -s KILL 20 %s %s > %s 2>&1; echo \"exit $?\" >> %s) &"):format(
+  local bg = proc.background(("cd %s && %s timeout -s KILL 20 %s %s > %s 2>&1; echo \"exit $?\" >> %s"):format(
     quote(proc.root), prefix or "", quote(proc.BIN), table.concat(parts, " "), quote(out), quote(out)))
-  return out
+  return out, bg
 end
 
 local function read_file(path)
@@ -136,7 +138,7 @@ describe("stream examples", function()
       "    data += d",
       "print(' '.join(c.decode() for c in re.findall(rb'HTTP/1.1 (\\d+)', data)), closed)",
     }, "\n")
-    local src, input = os.tmpname(), os.tmpname()
+    local src, input = tmp.path(), tmp.path()
     local f = assert(io.open(src, "w")) f:write(py) f:close()
     f = assert(io.open(input, "wb")) f:write(payload) f:close()
     local out = sh(("/usr/bin/python3 %s %d < %s"):format(quote(src), port, quote(input)))
@@ -325,8 +327,9 @@ describe("stream examples", function()
     local closed = reactor.listenTCP(0, f1, 50, "127.0.0.1")
     local dead = closed:getHost().port
     loop.result(closed:stopListening())
-    local out = background({ "examples/poetry_client.lua",
+    local out, client = background({ "examples/poetry_client.lua",
       tostring(p1:getHost().port), "127.0.0.1:" .. p2:getHost().port, tostring(dead) })
+    later(function() client:stop() end)
     spin(function() return read_file(out):find("exit %d+") end)
     local s = read_file(out)
     os.remove(out)
@@ -365,7 +368,8 @@ describe("stream examples", function()
     f.noisy = false
     local port = reactor.listenTCP(0, f, 50, "127.0.0.1")
     later(function() port:stopListening() end)
-    local out = background({ "examples/lowlevel_reader.lua", "127.0.0.1", tostring(port:getHost().port) })
+    local out, reader = background({ "examples/lowlevel_reader.lua", "127.0.0.1", tostring(port:getHost().port) })
+    later(function() reader:stop() end)
     spin(function() return read_file(out):find("exit %d+") end)
     local s = read_file(out)
     os.remove(out)

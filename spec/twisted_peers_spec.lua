@@ -5,6 +5,8 @@ local reactor = require "braid.reactor"
 local core = require "braid.core"
 local protocol = require "braid.protocol"
 local basic = require "braid.basic"
+local tmp = require "helpers.tmp"
+local proc = require "helpers.proc"
 
 local PY = "/usr/bin/python3"
 
@@ -22,8 +24,8 @@ end
 
 -- run the peer in the background and spin the reactor until it prints
 local function run_peer(mode, port)
-  local out = os.tmpname()
-  os.execute(("timeout -s KILL 20 %s spec/peers/twisted_framing_peer.py %s %d > %s 2>&1 &")
+  local out = tmp.path()
+  local peer = proc.background(("exec timeout -s KILL 20 %s spec/peers/twisted_framing_peer.py %s %d > %s 2>&1")
     :format(PY, mode, port, out))
   local deadline = core.monotonic() + 15
   local text = ""
@@ -32,6 +34,8 @@ local function run_peer(mode, port)
     reactor.iterate(0.02)
     text = read_file(out)
   end
+  -- it exits once it has printed; one that has not is ended
+  if text:find("\n") then peer:finish() else peer:stop() end
   os.remove(out)
   return text
 end
@@ -48,11 +52,14 @@ end
 
 local describe_peers = have_twisted() and describe or pending
 
--- start the Twisted echo server in the background; returns its port
+-- start the Twisted echo server in the background; returns its port (the
+-- server is stopped when the spec ends: it would stop by itself once its
+-- one client has gone)
 local function twisted_server(mode)
-  local out = os.tmpname()
-  os.execute(("timeout -s KILL 20 %s spec/peers/twisted_echo_server.py %s > %s 2>&1 &")
+  local out = tmp.path()
+  local server = proc.background(("exec timeout -s KILL 20 %s spec/peers/twisted_echo_server.py %s > %s 2>&1")
     :format(PY, mode, out))
+  finally(function() server:stop() end)
   local deadline = core.monotonic() + 15
   local port
   while not port do

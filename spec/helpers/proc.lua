@@ -93,11 +93,37 @@ function Proc:kill(sig)
 end
 
 --- Read the rest of the output; returns all lines and the exit code.
+-- Again after the end: the same.
 function Proc:finish()
-  for l in self.f:lines() do self.lines[#self.lines + 1] = l end
-  local _, how, code = self.f:close()
-  if how == "signal" then code = 128 + code end
-  return self.lines, code
+  if not self.code then
+    for l in self.f:lines() do self.lines[#self.lines + 1] = l end
+    local _, how, code = self.f:close()
+    if how == "signal" then code = 128 + code end
+    self.code = code
+  end
+  return self.lines, self.code
+end
+
+--- Start the shell command `cmd` (which sends its own output where it
+-- wants) in the background; returns a Proc whose finish() waits for it to
+-- end and stop() ends it. No orphan is left: the command is this process's
+-- child until finish().
+function M.background(cmd)
+  local f = assert(io.popen("echo $$; " .. cmd, "r"))
+  local pid = tonumber(f:read("l"))
+  return setmetatable({ f = f, pid = pid, lines = {} }, Proc)
+end
+
+--- End a background command unless it has ended: SIGTERM to what its
+-- shell runs (a timeout guard, which passes it on), then finish().
+function Proc:stop()
+  if not self.code then
+    local f = io.open(("/proc/%d/task/%d/children"):format(self.pid, self.pid))
+    local child = f and tonumber(f:read("a"):match("%d+"))
+    if f then f:close() end
+    os.execute(("kill -TERM %d 2>/dev/null"):format(child or self.pid))
+  end
+  return self:finish()
 end
 
 --- Run to completion: returns the output lines and the exit code.
@@ -114,7 +140,7 @@ function M.expect(args, code, lines)
 end
 
 --- Write `source` to a temporary script file; returns its path (removed
--- when the test ends, see helpers.tmp; the caller may remove it sooner).
+-- once the test is over, see helpers.tmp; the caller may remove it sooner).
 function M.script(source)
   return tmp.file(source)
 end

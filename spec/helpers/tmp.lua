@@ -2,10 +2,12 @@
 -- one private directory (/tmp/braid-spec.XXXXXX, made on first use), so
 -- whatever a spec or a process it spawns writes next to a path ("x.1",
 -- "x~", a socket in a temp dir) goes too. A path handed out during a test
--- is removed when that test ends (after its `finally`); one handed out
--- outside a test (at file level, in setup) when the spec file ends; and
--- anything still there when this module is collected (at the latest when
--- busted closes the Lua state, which os.exit(code, true) does) then.
+-- is removed once the test is over (its `finally` and after_each have
+-- run: when the next test starts or the spec file ends); one handed out
+-- outside a test (at file level, in setup, in before_each) when the spec
+-- file ends; and anything still there when this module is collected (at
+-- the latest when busted closes the Lua state, which os.exit(code, true)
+-- does) then.
 local M = {}
 
 local function quote(s)
@@ -52,12 +54,12 @@ if has_busted and type(busted.subscribe) == "function" then
   -- a subscriber must return nil, true or later ones (the output handler)
   -- never hear of the event
   local start_sub = busted.subscribe({ "test", "start" }, function()
+    remove_all(test_paths) -- the previous test's, its after_each done
     in_test = true
     return nil, true
   end)
   local end_sub = busted.subscribe({ "test", "end" }, function()
     in_test = false
-    remove_all(test_paths)
     return nil, true
   end)
   busted.subscribe({ "file", "end" }, function()
@@ -84,8 +86,8 @@ local function private_root()
 end
 
 --- A new path that does not exist yet, ending in `suffix` (default ""),
--- removed (with all it holds, if it becomes a directory) when the test or
--- spec file ends.
+-- removed (with all it holds, if it becomes a directory) once the test, or
+-- the spec file, is over.
 function M.path(suffix)
   count = count + 1
   local path = ("%s/%d%s"):format(private_root(), count, suffix or "")
