@@ -1,20 +1,13 @@
 -- spec for runtime/main.c: the braid command
 local proc = require "helpers.proc"
+local tmp = require "helpers.tmp"
 
 local function tmpfile(content)
-  local name = os.tmpname()
-  if content then
-    local f = assert(io.open(name, "w"))
-    f:write(content)
-    f:close()
-  end
-  return name
+  return tmp.file(content)
 end
 
 local function script(content)
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir -p " .. proc.quote(dir)))
+  local dir = tmp.dir()
   local path = dir .. "/main.lua"
   local f = assert(io.open(path, "w"))
   f:write(content)
@@ -522,9 +515,7 @@ describe("braid", function()
   end
 
   it("--workers forwards SIGUSR1 (the log reopen) and SIGUSR2 to every worker", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. proc.quote(dir)))
+    local dir = tmp.dir()
     finally(function() os.execute("rm -rf " .. proc.quote(dir)) end)
     local logpath = dir .. "/braid.log"
     local p = two_workers({ "--logfile", logpath }, [[

@@ -1,5 +1,6 @@
 -- spec/reload_watch_spec.lua: `braid --watch` and `--console` (lua/braid/reload.lua, runtime/reload.c, lua/braid/console.lua) with a real server and real clients
 local proc = require("spec.helpers.proc")
+local tmp = require("spec.helpers.tmp")
 local socket = require("socket")
 local unix_ok, socket_unix = pcall(require, "socket.unix")
 
@@ -25,9 +26,7 @@ local original = readfile(proc.root .. "/examples/hot/chat.lua")
 local server_src = readfile(proc.root .. "/examples/hot/server.lua")
 
 local function new_dir()
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir -p " .. dir))
+  local dir = tmp.dir()
   writefile(dir .. "/chat.lua", original)
   writefile(dir .. "/server.lua", server_src)
   return dir

@@ -730,7 +730,7 @@ describe("testing.async under busted", function()
   -- async.lua, until it was made from the spec's own line
   it("reports busted's pending mark inside an async spec at the spec's line", function()
     local proc = require "helpers.proc"
-    local path = os.tmpname() .. "_spec.lua"
+    local path = require("helpers.tmp").path("_spec.lua")
     finally(function() os.remove(path) end)
     local f = assert(io.open(path, "w"))
     f:write('local testing = require "braid.testing"\n',

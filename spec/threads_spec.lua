@@ -8,6 +8,7 @@ local failure = require "braid.failure"
 local testing = require "braid.testing"
 local log = require "braid.log"
 local proc = require "helpers.proc"
+local tmp = require "helpers.tmp"
 
 local async, await = testing.async, defer.await
 
@@ -38,19 +39,7 @@ end
 
 local function noop() end
 
-local function tmpdir()
-  local p = os.tmpname()
-  os.remove(p)
-  assert(os.execute("mkdir " .. proc.quote(p)))
-  return p
-end
-
-local function mkfifo()
-  local p = os.tmpname()
-  os.remove(p)
-  assert(os.execute("mkfifo " .. proc.quote(p)))
-  return p
-end
+local tmpdir, mkfifo = tmp.dir, tmp.fifo
 
 -- A gate in the main state that jobs can wait at: a worker calls
 -- blockingCallFromThread(GATE_ENTER) and stays there until open().
@@ -59,7 +48,7 @@ local GATE = "braid_threads_spec_gate"
 -- returns its output lines, exit code and the output joined.
 local function run_blocked(src)
   local fifo = mkfifo()
-  local script = os.tmpname()
+  local script = tmp.path()
   local f = assert(io.open(script, "w"))
   f:write(src:format(fifo))
   f:close()
@@ -373,9 +362,7 @@ describe("threads.deferToThread (in a thread)", function()
   end))
 
   it("errbacks naming a module that is not a table", async(function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. dir))
+    local dir = tmp.dir()
     local f = assert(io.open(dir .. "/braid_nottable.lua", "w"))
     f:write("return 42\n")
     f:close()
