@@ -3,7 +3,8 @@ local reload = require("braid.reload")
 local log = require("braid.log")
 local tmp = require("helpers.tmp")
 
-local dir = tmp.dir()
+-- braid.reload goes on watching it after this file: removed at exit
+local dir = tmp.dirUntilExit()
 package.path = dir .. "/?.lua;" .. package.path
 reload._installSearcher()
 

@@ -75,13 +75,16 @@ if has_busted and type(busted.subscribe) == "function" then
   end)
 end
 
+local function mktemp_d()
+  local p = assert(io.popen("mktemp -d /tmp/braid-spec.XXXXXX"))
+  local dir = p:read("l")
+  p:close()
+  assert(dir and dir ~= "", "spec/helpers/tmp: mktemp -d failed")
+  return dir
+end
+
 local function private_root()
-  if not root then
-    local p = assert(io.popen("mktemp -d /tmp/braid-spec.XXXXXX"))
-    root = p:read("l")
-    p:close()
-    assert(root and root ~= "", "spec/helpers/tmp: mktemp -d failed")
-  end
+  if not root then root = mktemp_d() end
   return root
 end
 
@@ -117,6 +120,35 @@ function M.fifo(suffix)
   local path = M.path(suffix)
   assert(os.execute("mkfifo " .. quote(path)))
   return path
+end
+
+-- Directories kept until busted closes the Lua state, whatever module
+-- instance made them: in the registry, which insulate does not restore.
+local EXIT_KEY = "spec.helpers.tmp: until exit"
+
+--- A new empty directory in a private directory of its own (removed with
+-- it, and whatever was made next to it), removed only
+-- when busted's Lua state closes: for a directory something in-process
+-- goes on watching after its spec file has ended (braid.reload has no
+-- unwatch: removing the directory at the file's end made it log, in a
+-- later spec file, that the modules' files were gone).
+function M.dirUntilExit()
+  local registry = debug.getregistry()
+  local keep = registry[EXIT_KEY]
+  if not keep then
+    keep = {}
+    keep.sentinel = setmetatable({}, { __gc = function()
+      for i = #keep, 1, -1 do rm(keep[i]) end
+    end })
+    registry[EXIT_KEY] = keep
+  end
+  local top = mktemp_d()
+  keep[#keep + 1] = top
+  -- a directory in it, so that names made from the path ("dir_other")
+  -- are inside too
+  local dir = top .. "/d"
+  assert(os.execute("mkdir " .. quote(dir)))
+  return dir
 end
 
 --- Remove path now (a file, socket, fifo or directory tree).
