@@ -105,10 +105,13 @@ static void parse(int argc, char **argv, struct opts *o) {
     else if (!strcmp(a, "--console")) { NEEDVAL(); o->console = val; }
     else if (!strcmp(a, "--console-auth")) { NEEDVAL(); o->console_auth = val; }
     else if (!strcmp(a, "--workers")) {
-      char *end;
       NEEDVAL();
-      long n = strtol(val, &end, 10);
-      if (*end || n < 1 || n > 1024) die("--workers needs a number from 1 to 1024, got '%s'", val);
+      /* digits only: strtol alone took ' 2', '+2' and '2 ' */
+      long n = 0;
+      const char *d = val;
+      while (*d >= '0' && *d <= '9' && n <= 1024) n = n * 10 + (*d++ - '0');
+      if (d == val || *d || n < 1 || n > 1024)
+        die("--workers needs a number from 1 to 1024, got '%s'", val);
       o->workers = (int)n;
     }
     else die("unknown option '%s' (try braid --help)", a);

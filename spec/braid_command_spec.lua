@@ -95,6 +95,18 @@ describe("braid", function()
     assert.same({ "braid: option '--reactor' needs a value (try braid --help)" }, lines)
   end)
 
+  -- strtol took a leading space or sign and ran ' 2' as 2 workers
+  it("--workers takes digits only, from 1 to 1024, and names itself otherwise", function()
+    for _, bad in ipairs({ " 2", "2 ", "+2", "-1", "", "0", "1025", "99999999999999999999", "2x", "0x2" }) do
+      local lines, code = proc.run({ "--workers", bad, "-e", "print('ran')" })
+      assert.equal(1, code, bad)
+      assert.same({ ("braid: --workers needs a number from 1 to 1024, got '%s'"):format(bad) }, lines)
+    end
+    local lines, code = proc.run({ "--workers", "01", "-e", "print('ran')" })
+    assert.equal(0, code)
+    assert.same({ "ran" }, lines)
+  end)
+
   it("a missing script gives one line and status 1", function()
     local lines, code = proc.run({ "/nonexistent/nothing.lua" })
     assert.equal(1, code)
