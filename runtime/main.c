@@ -262,7 +262,10 @@ static void write_pidfile(const char *path) {
     exit(1);
   }
   FILE *f = fopen(path, "w");
-  if (!f) die("cannot write pidfile %s", path);
+  if (!f) {
+    fprintf(stderr, "%s: cannot write pidfile %s (%s)\n", progname, path, strerror(errno));
+    exit(1);
+  }
   g_pid = (long)getpid();
   fprintf(f, "%ld\n", g_pid);
   fclose(f);

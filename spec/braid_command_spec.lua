@@ -364,6 +364,21 @@ describe("braid", function()
     assert.is_nil(io.open(pidfile))
   end)
 
+  -- the message said which file but not why it could not be written
+  it("--pidfile that cannot be written names the path and the reason, status 1", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    local path = dir .. "/missing/braid.pid"
+    local lines, code = proc.run({ "--pidfile", path, "-e", "print('ran')" })
+    assert.equal(1, code)
+    assert.same({ ("braid: cannot write pidfile %s (No such file or directory)"):format(path) }, lines)
+    assert(os.execute("mkdir -p " .. proc.quote(dir)))
+    finally(function() os.execute("rm -rf " .. proc.quote(dir)) end)
+    lines, code = proc.run({ "--pidfile", dir, "-e", "print('ran')" })
+    assert.equal(1, code)
+    assert.same({ ("braid: cannot write pidfile %s (Is a directory)"):format(dir) }, lines)
+  end)
+
   it("--pidfile leaves the file alone at exit if another process took it over", function()
     local pidfile = tmpfile()
     os.remove(pidfile)
