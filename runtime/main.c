@@ -364,11 +364,22 @@ static pid_t spawn_worker(int id) {
   return pid;
 }
 
+/* How a worker ended, for the supervisor's log: "exited with 3" */
+static const char *sup_how(char *buf, size_t len, int st) {
+  if (WIFSIGNALED(st)) snprintf(buf, len, "killed by signal %d", WTERMSIG(st));
+  else snprintf(buf, len, "exited with %d", WEXITSTATUS(st));
+  return buf;
+}
+
 /* Returns 0 in a worker (which goes on to run the script); the supervisor
 ** never returns. A worker that dies is restarted with backoff (0.1 s
 ** doubling to 10 s, reset when it had lived 10 s); one that exits 0 is
 ** not. SIGTERM/SIGINT stop every worker gracefully; SIGHUP, SIGUSR1 and
-** SIGUSR2 are forwarded. */
+** SIGUSR2 are forwarded. The exit status says how the supervisor ended,
+** not what happened on the way (a worker that died and was restarted): 0
+** when every worker exited 0, or when a stop ended each worker with
+** status 0 or by the SIGTERM (or a terminal's SIGINT); 1 when a worker
+** ended a stop otherwise. */
 static int supervise(int n) {
   pid_t *pids = calloc((size_t)n, sizeof *pids);
   double *started = calloc((size_t)n, sizeof *started);
@@ -412,13 +423,20 @@ static int supervise(int n) {
         if (pids[i] != p) continue;
         pids[i] = 0;
         int clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
-        if (!clean) status = 1;
-        if (!exiting && !clean) {
+        char how[40];
+        if (exiting) {
+          /* a worker still starting ends by the SIGTERM's default action */
+          int stopped = WIFSIGNALED(st) && (WTERMSIG(st) == SIGTERM || WTERMSIG(st) == SIGINT);
+          if (!clean && !stopped) {
+            status = 1;
+            fprintf(stderr, "%s: worker %d (pid %ld) %s while stopping\n", progname, i + 1,
+                    (long)p, sup_how(how, sizeof how, st));
+          }
+        } else if (!clean) {
           double lived = braid_monotonic() - started[i];
           if (lived > 10) backoff[i] = 0.1;
-          fprintf(stderr, "%s: worker %d (pid %ld) %s %d; restarting in %.1f s\n", progname,
-                  i + 1, (long)p, WIFSIGNALED(st) ? "killed by signal" : "exited with",
-                  WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), backoff[i]);
+          fprintf(stderr, "%s: worker %d (pid %ld) %s; restarting in %.1f s\n", progname,
+                  i + 1, (long)p, sup_how(how, sizeof how, st), backoff[i]);
           due[i] = braid_monotonic() + backoff[i];
           backoff[i] = backoff[i] * 2 > 10 ? 10 : backoff[i] * 2;
         }
@@ -438,7 +456,6 @@ static int supervise(int n) {
     struct timespec ts = { 0, 20 * 1000 * 1000 };
     nanosleep(&ts, NULL);
   }
-  if (exiting) status = 0;
   exit(status);
 }
 

@@ -519,6 +519,55 @@ describe("braid", function()
     assert.matches("worker 1 %(pid %d+%) exited with 3; restarting in 0%.1 s", table.concat(lines, "\n"))
   end)
 
+  -- the supervisor exited 1 once any worker had ever died, however it
+  -- ended: a crash that a restart had mended failed the whole run
+  it("--workers exits 0 when every worker ends with 0, after one died and was restarted", function()
+    local marker = tmpfile()
+    os.remove(marker)
+    finally(function() os.remove(marker) end)
+    local lines, code = proc.run({ "--workers", "2", "-e", ([[
+      local reactor = require "braid.reactor"
+      if reactor.workerId == 1 and not io.open(%q) then
+        io.open(%q, "w"):close()
+        os.exit(3)
+      end
+      reactor.callWhenRunning(function()
+        print("worker " .. reactor.workerId .. " runs")
+        reactor.stop()
+      end)
+      reactor.run()
+    ]]):format(marker, marker) })
+    assert.equal(0, code, table.concat(lines, "\n"))
+    local out = table.concat(lines, "\n")
+    assert.matches("worker 1 %(pid %d+%) exited with 3; restarting in 0%.1 s", out)
+    assert.truthy(out:find("worker 1 runs", 1, true))
+    assert.truthy(out:find("worker 2 runs", 1, true))
+  end)
+
+  -- a stop by SIGTERM exited 0 whatever the workers did: one that failed
+  -- its own shutdown (here exiting 2) went unreported
+  it("--workers exits 1, naming the worker, when one ends a stop with a failure", function()
+    local p = proc.spawn({ "--workers", "2", "-e", [[
+      local reactor = require "braid.reactor"
+      reactor.addSystemEventTrigger("before", "shutdown", function()
+        if reactor.workerId == 2 then os.exit(2) end
+      end)
+      reactor.callWhenRunning(function()
+        print("worker " .. reactor.workerId)
+        io.stdout:flush()
+      end)
+      reactor.callLater(15, reactor.stop)  -- no orphan outlives a failure
+      reactor.run()
+    ]] })
+    p:waitFor("^worker %d$")
+    p:waitFor("^worker %d$")
+    p:kill("TERM")
+    local lines, code = p:finish()
+    assert.equal(1, code, table.concat(lines, "\n"))
+    assert.matches("braid: worker 2 %(pid %d+%) exited with 2 while stopping", table.concat(lines, "\n"))
+    assert.is_nil(table.concat(lines, "\n"):find("worker 1 (pid", 1, true))
+  end)
+
   -- SIGUSR1 and SIGUSR2 were left at their default action in the
   -- supervisor: logrotate's `kill -USR1 $(cat pidfile)` ended it and left
   -- its workers serving as orphans, their logs never reopened
