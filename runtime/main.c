@@ -47,6 +47,7 @@ struct opts {
   const char *console;
   const char *console_auth;
   int workers;
+  double shutdown_grace; /* --shutdown-grace, or -1 */
   int version;          /* -v: print the versions first (then run, as lua5.4) */
   char *stdin_chunk;    /* --workers with "-": the script, read once */
   size_t stdin_len;
@@ -68,6 +69,8 @@ static void usage(FILE *f) {
     "  --console ENDPOINT    serve a live Lua console on unix:PATH or tcp:127.0.0.1:PORT\n"
     "  --console-auth FILE   password file for the console\n"
     "  --workers N           run N worker processes of the script under a supervisor\n"
+    "  --shutdown-grace SECS with --workers: SIGKILL a worker still running SECS\n"
+    "                        after the stop's SIGTERM (default 10)\n"
     "\nThe reactor runs by itself when the script leaves work pending.\n",
     progname);
 }
@@ -82,6 +85,7 @@ static void die(const char *fmt, const char *a) {
 static void parse(int argc, char **argv, struct opts *o) {
   int i;
   memset(o, 0, sizeof *o);
+  o->shutdown_grace = -1;
   for (i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *val = NULL;
@@ -114,12 +118,23 @@ static void parse(int argc, char **argv, struct opts *o) {
         die("--workers needs a number from 1 to 1024, got '%s'", val);
       o->workers = (int)n;
     }
+    else if (!strcmp(a, "--shutdown-grace")) {
+      char *end;
+      NEEDVAL();
+      /* strtod skips leading space and takes inf, nan and hex: a plain
+      ** decimal number only */
+      double g = (*val >= '0' && *val <= '9') || *val == '.' ? strtod(val, &end) : -1;
+      if (g < 0 || *end || !(g <= 86400) || strpbrk(val, "xXnN"))
+        die("--shutdown-grace needs a number of seconds from 0 to 86400, got '%s'", val);
+      o->shutdown_grace = g;
+    }
     else die("unknown option '%s' (try braid --help)", a);
 #undef NEEDVAL
   }
   o->script_index = i;
   o->script = i < argc ? argv[i] : NULL;
   if (o->console_auth && !o->console) die("%s", "--console-auth needs --console");
+  if (o->shutdown_grace >= 0 && !o->workers) die("%s", "--shutdown-grace needs --workers");
 }
 
 /* braid's Lua directory: $BRAID_LUA_DIR, the installed share/lua/5.4 next
@@ -379,16 +394,20 @@ static const char *sup_how(char *buf, size_t len, int st) {
 ** not what happened on the way (a worker that died and was restarted): 0
 ** when every worker exited 0, or when a stop ended each worker with
 ** status 0 or by the SIGTERM (or a terminal's SIGINT); 1 when a worker
-** ended a stop otherwise. */
-static int supervise(int n) {
+** ended a stop otherwise. A worker still running `grace` seconds after the
+** stop's first SIGTERM is sent SIGKILL (and fails the stop). */
+static int supervise(int n, double grace) {
   pid_t *pids = calloc((size_t)n, sizeof *pids);
   double *started = calloc((size_t)n, sizeof *started);
   double *backoff = calloc((size_t)n, sizeof *backoff);
   double *due = calloc((size_t)n, sizeof *due);
+  char *killed = calloc((size_t)n, sizeof *killed);
   int status = 0, exiting = 0;
-  if (!pids || !started || !backoff || !due) die("%s", "out of memory");
+  double stop_at = 0;  /* when the stop's first SIGTERM went out */
+  if (!pids || !started || !backoff || !due || !killed) die("%s", "out of memory");
   /* a worker leaves with nothing of the supervisor's allocated */
-#define WORKER_RETURN() do { free(pids); free(started); free(backoff); free(due); return 0; } while (0)
+#define WORKER_RETURN() do { \
+    free(pids); free(started); free(backoff); free(due); free(killed); return 0; } while (0)
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = sup_sig;
@@ -408,8 +427,18 @@ static int supervise(int n) {
     if (alive == 0) break;
     if (sup_term) {  /* again at each one: a second SIGTERM is sent on */
       sup_term = 0;
+      if (!exiting) stop_at = braid_monotonic();
       exiting = 1;
       for (int i = 0; i < n; i++) { if (pids[i] > 0) kill(pids[i], SIGTERM); due[i] = 0; }
+    }
+    if (exiting && braid_monotonic() >= stop_at + grace) {
+      for (int i = 0; i < n; i++) {
+        if (pids[i] <= 0 || killed[i]) continue;
+        killed[i] = 1;
+        fprintf(stderr, "%s: worker %d (pid %ld) still running %.1f s after SIGTERM; sending SIGKILL\n",
+                progname, i + 1, (long)pids[i], grace);
+        kill(pids[i], SIGKILL);
+      }
     }
     for (int k = 0; k < NFORWARDED; k++) {
       if (!sup_pending[k]) continue;
@@ -427,7 +456,8 @@ static int supervise(int n) {
         if (exiting) {
           /* a worker still starting ends by the SIGTERM's default action */
           int stopped = WIFSIGNALED(st) && (WTERMSIG(st) == SIGTERM || WTERMSIG(st) == SIGINT);
-          if (!clean && !stopped) {
+          if (killed[i]) status = 1;  /* said when it was sent */
+          else if (!clean && !stopped) {
             status = 1;
             fprintf(stderr, "%s: worker %d (pid %ld) %s while stopping\n", progname, i + 1,
                     (long)p, sup_how(how, sizeof how, st));
@@ -564,7 +594,8 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (o.pidfile) write_pidfile(o.pidfile);
   if (o.workers > 0 && o.script && strcmp(o.script, "-") == 0) read_stdin_script(&o);
-  if (o.workers > 0) supervise(o.workers); /* returns only in a worker */
+  if (o.workers > 0) /* returns only in a worker */
+    supervise(o.workers, o.shutdown_grace >= 0 ? o.shutdown_grace : 10);
   if (o.workers > 0 && o.pidfile) g_pidfile = NULL; /* the supervisor owns it */
   lua_State *L = braid_new_state();
   if (!L) die("%s", "cannot create Lua state: not enough memory");

@@ -78,7 +78,7 @@ describe("braid", function()
     assert.matches("^usage: braid %[options%] script%.lua %[args%.%.%.%]", lines[1])
     local text = table.concat(lines, "\n")
     for _, opt in ipairs({ "--watch", "--reactor", "--logfile", "--loglevel", "--pidfile",
-                           "--console", "--workers", "-e CODE", "--version" }) do
+                           "--console", "--workers", "--shutdown-grace", "-e CODE", "--version" }) do
       assert.truthy(text:find(opt, 1, true), opt)
     end
   end)
@@ -566,6 +566,53 @@ describe("braid", function()
     assert.equal(1, code, table.concat(lines, "\n"))
     assert.matches("braid: worker 2 %(pid %d+%) exited with 2 while stopping", table.concat(lines, "\n"))
     assert.is_nil(table.concat(lines, "\n"):find("worker 1 (pid", 1, true))
+  end)
+
+  -- a worker that did not stop at the SIGTERM (here it has its own
+  -- handler, which replaces the stop) kept the supervisor waiting for ever
+  it("--workers sends SIGKILL to a worker still running --shutdown-grace seconds after the SIGTERM, and exits 1", function()
+    local p = proc.spawn({ "--workers", "2", "--shutdown-grace", "0.5", "-e", [[
+      local reactor = require "braid.reactor"
+      if reactor.workerId == 2 then
+        reactor.onSignal("TERM", function() print("worker 2 ignores SIGTERM") io.stdout:flush() end)
+      end
+      reactor.addSystemEventTrigger("before", "shutdown", function()
+        print("worker " .. reactor.workerId .. " shutting down")
+      end)
+      reactor.callWhenRunning(function()
+        print("worker " .. reactor.workerId)
+        io.stdout:flush()
+      end)
+      reactor.callLater(15, reactor.stop)  -- no orphan outlives a failure
+      reactor.run()
+    ]] })
+    p:waitFor("^worker %d$")
+    p:waitFor("^worker %d$")
+    local t0 = os.time()
+    p:kill("TERM")
+    local lines, code = p:finish()
+    local out = table.concat(lines, "\n")
+    assert.equal(1, code, out)
+    assert.is_true(os.time() - t0 < 5)
+    assert.truthy(out:find("worker 1 shutting down", 1, true))
+    assert.truthy(out:find("worker 2 ignores SIGTERM", 1, true))
+    assert.is_nil(out:find("worker 2 shutting down", 1, true))
+    assert.matches("braid: worker 2 %(pid %d+%) still running 0%.5 s after SIGTERM; sending SIGKILL", out)
+    assert.is_nil(out:find("worker 1 (pid", 1, true))
+  end)
+
+  it("--shutdown-grace takes seconds from 0 to 86400 and needs --workers", function()
+    for _, bad in ipairs({ " 1", "1x", "-1", "", ".", "inf", "nan", "0x10", "86401" }) do
+      local lines, code = proc.run({ "--workers", "1", "--shutdown-grace", bad, "-e", "print('ran')" })
+      assert.equal(1, code, bad)
+      assert.same({ ("braid: --shutdown-grace needs a number of seconds from 0 to 86400, got '%s'"):format(bad) }, lines)
+    end
+    local lines, code = proc.run({ "--shutdown-grace", "3", "-e", "print('ran')" })
+    assert.equal(1, code)
+    assert.same({ "braid: --shutdown-grace needs --workers" }, lines)
+    lines, code = proc.run({ "--workers", "1", "--shutdown-grace", "2.5", "-e", "print('ran')" })
+    assert.equal(0, code)
+    assert.same({ "ran" }, lines)
   end)
 
   -- SIGUSR1 and SIGUSR2 were left at their default action in the
