@@ -386,103 +386,126 @@ static const char *sup_how(char *buf, size_t len, int st) {
   return buf;
 }
 
+/* A worker that dies within SUP_EARLY seconds of its start SUP_EARLY_LIMIT
+** times in a row never gets going (the script raises at load, its port
+** cannot be bound): the supervisor gives up instead of restarting it for
+** ever, as systemd's StartLimitBurst=5 does. */
+#define SUP_EARLY 1.0
+#define SUP_EARLY_LIMIT 5
+
+struct sup_worker {
+  pid_t pid;       /* running, or 0 */
+  double started;  /* when it was forked */
+  double backoff;  /* the delay before its next restart */
+  double due;      /* when it restarts, or 0 */
+  int early;       /* deaths in a row within SUP_EARLY of the start */
+  int killed;      /* sent SIGKILL after the grace period */
+};
+
+/* Worker i died (status st) or could not be forked (how given): restart
+** it after its backoff; returns 1 when it has died early too often. */
+static int sup_died(struct sup_worker *w, int i, pid_t p, const char *how) {
+  double now = braid_monotonic(), lived = now - w->started;
+  char who[48];
+  if (p > 0) snprintf(who, sizeof who, "worker %d (pid %ld)", i + 1, (long)p);
+  else snprintf(who, sizeof who, "worker %d", i + 1);
+  if (lived > 10) w->backoff = 0.1;
+  w->early = lived < SUP_EARLY ? w->early + 1 : 0;
+  if (w->early >= SUP_EARLY_LIMIT) {
+    fprintf(stderr, "%s: %s %s; it died within %.0f s of its start %d times in a row:"
+            " giving up, stopping the other workers\n", progname, who, how, SUP_EARLY, w->early);
+    return 1;
+  }
+  fprintf(stderr, "%s: %s %s; restarting in %.1f s\n", progname, who, how, w->backoff);
+  w->due = now + w->backoff;
+  w->backoff = w->backoff * 2 > 10 ? 10 : w->backoff * 2;
+  return 0;
+}
+
 /* Returns 0 in a worker (which goes on to run the script); the supervisor
 ** never returns. A worker that dies is restarted with backoff (0.1 s
 ** doubling to 10 s, reset when it had lived 10 s); one that exits 0 is
 ** not. SIGTERM/SIGINT stop every worker gracefully; SIGHUP, SIGUSR1 and
-** SIGUSR2 are forwarded. The exit status says how the supervisor ended,
-** not what happened on the way (a worker that died and was restarted): 0
-** when every worker exited 0, or when a stop ended each worker with
-** status 0 or by the SIGTERM (or a terminal's SIGINT); 1 when a worker
-** ended a stop otherwise. A worker still running `grace` seconds after the
-** stop's first SIGTERM is sent SIGKILL (and fails the stop). */
+** SIGUSR2 are forwarded. A worker still running `grace` seconds after the
+** stop's first SIGTERM is sent SIGKILL. The exit status says how the
+** supervisor ended, not what happened on the way (a worker that died and
+** was restarted): 0 when every worker exited 0, or when a stop ended each
+** worker with status 0 or by the SIGTERM (or a terminal's SIGINT); 1 when
+** a worker ended a stop otherwise (the SIGKILL too), or when the
+** supervisor gave up on a worker (and stopped the others). */
 static int supervise(int n, double grace) {
-  pid_t *pids = calloc((size_t)n, sizeof *pids);
-  double *started = calloc((size_t)n, sizeof *started);
-  double *backoff = calloc((size_t)n, sizeof *backoff);
-  double *due = calloc((size_t)n, sizeof *due);
-  char *killed = calloc((size_t)n, sizeof *killed);
-  int status = 0, exiting = 0;
+  struct sup_worker *w = calloc((size_t)n, sizeof *w);
+  int status = 0, exiting = 0, giveup = 0;
   double stop_at = 0;  /* when the stop's first SIGTERM went out */
-  if (!pids || !started || !backoff || !due || !killed) die("%s", "out of memory");
-  /* a worker leaves with nothing of the supervisor's allocated */
-#define WORKER_RETURN() do { \
-    free(pids); free(started); free(backoff); free(due); free(killed); return 0; } while (0)
+  char how[64];
+  if (!w) die("%s", "out of memory");
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = sup_sig;
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
   for (int i = 0; i < NFORWARDED; i++) sigaction(sup_forwarded[i], &sa, NULL);
-  for (int i = 0; i < n; i++) {
-    pid_t p = spawn_worker(i + 1);
-    if (p == 0) WORKER_RETURN();
-    pids[i] = p;
-    started[i] = braid_monotonic();
-    backoff[i] = 0.1;
-  }
+  for (int i = 0; i < n; i++) { w[i].backoff = 0.1; w[i].due = -1; }  /* -1: start now */
   for (;;) {
     int alive = 0;
-    for (int i = 0; i < n; i++) if (pids[i] > 0 || due[i] > 0) alive++;
+    for (int i = 0; i < n; i++) if (w[i].pid > 0 || w[i].due != 0) alive++;
     if (alive == 0) break;
-    if (sup_term) {  /* again at each one: a second SIGTERM is sent on */
+    if (sup_term || giveup == 1) {  /* again at each one: a second SIGTERM is sent on */
       sup_term = 0;
+      if (giveup) giveup = 2;
       if (!exiting) stop_at = braid_monotonic();
       exiting = 1;
-      for (int i = 0; i < n; i++) { if (pids[i] > 0) kill(pids[i], SIGTERM); due[i] = 0; }
+      for (int i = 0; i < n; i++) { if (w[i].pid > 0) kill(w[i].pid, SIGTERM); w[i].due = 0; }
     }
     if (exiting && braid_monotonic() >= stop_at + grace) {
       for (int i = 0; i < n; i++) {
-        if (pids[i] <= 0 || killed[i]) continue;
-        killed[i] = 1;
+        if (w[i].pid <= 0 || w[i].killed) continue;
+        w[i].killed = 1;
         fprintf(stderr, "%s: worker %d (pid %ld) still running %.1f s after SIGTERM; sending SIGKILL\n",
-                progname, i + 1, (long)pids[i], grace);
-        kill(pids[i], SIGKILL);
+                progname, i + 1, (long)w[i].pid, grace);
+        kill(w[i].pid, SIGKILL);
       }
     }
     for (int k = 0; k < NFORWARDED; k++) {
       if (!sup_pending[k]) continue;
       sup_pending[k] = 0;
-      for (int i = 0; i < n; i++) if (pids[i] > 0) kill(pids[i], sup_forwarded[k]);
+      for (int i = 0; i < n; i++) if (w[i].pid > 0) kill(w[i].pid, sup_forwarded[k]);
     }
     int st;
     pid_t p = waitpid(-1, &st, WNOHANG);
     if (p > 0) {
       for (int i = 0; i < n; i++) {
-        if (pids[i] != p) continue;
-        pids[i] = 0;
+        if (w[i].pid != p) continue;
+        w[i].pid = 0;
         int clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
-        char how[40];
         if (exiting) {
           /* a worker still starting ends by the SIGTERM's default action */
           int stopped = WIFSIGNALED(st) && (WTERMSIG(st) == SIGTERM || WTERMSIG(st) == SIGINT);
-          if (killed[i]) status = 1;  /* said when it was sent */
+          if (w[i].killed) status = 1;  /* said when it was sent */
           else if (!clean && !stopped) {
             status = 1;
             fprintf(stderr, "%s: worker %d (pid %ld) %s while stopping\n", progname, i + 1,
                     (long)p, sup_how(how, sizeof how, st));
           }
-        } else if (!clean) {
-          double lived = braid_monotonic() - started[i];
-          if (lived > 10) backoff[i] = 0.1;
-          fprintf(stderr, "%s: worker %d (pid %ld) %s; restarting in %.1f s\n", progname,
-                  i + 1, (long)p, sup_how(how, sizeof how, st), backoff[i]);
-          due[i] = braid_monotonic() + backoff[i];
-          backoff[i] = backoff[i] * 2 > 10 ? 10 : backoff[i] * 2;
+        } else if (!clean && sup_died(&w[i], i, p, sup_how(how, sizeof how, st))) {
+          giveup = 1;
+          status = 1;
         }
       }
       continue;
     }
     double now = braid_monotonic();
-    for (int i = 0; i < n; i++) {
-      if (due[i] > 0 && now >= due[i] && !exiting) {
-        due[i] = 0;
-        pid_t q = spawn_worker(i + 1);
-        if (q == 0) WORKER_RETURN();
-        pids[i] = q;
-        started[i] = now;
-      }
+    for (int i = 0; i < n && !exiting; i++) {
+      if (w[i].due == 0 || now < w[i].due) continue;
+      w[i].due = 0;
+      w[i].started = now;
+      pid_t q = spawn_worker(i + 1);
+      if (q == 0) { free(w); return 0; }  /* a worker keeps nothing of the supervisor's */
+      if (q > 0) { w[i].pid = q; continue; }
+      snprintf(how, sizeof how, "could not be forked (%s)", strerror(errno));
+      if (sup_died(&w[i], i, 0, how)) { giveup = 1; status = 1; break; }
     }
+    if (giveup == 1) continue;
     struct timespec ts = { 0, 20 * 1000 * 1000 };
     nanosleep(&ts, NULL);
   }

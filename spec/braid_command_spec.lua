@@ -615,6 +615,34 @@ describe("braid", function()
     assert.same({ "ran" }, lines)
   end)
 
+  -- a worker whose script raised at load was restarted for ever (every
+  -- 10 s once the backoff had grown), the supervisor never failing
+  it("--workers gives up on a worker that dies within 1 s of its start 5 times in a row, stops the others, exits 1", function()
+    local p = proc.spawn({ "--workers", "2", "-e", [[
+      local reactor = require "braid.reactor"
+      if reactor.workerId == 1 then error("worker 1 cannot start") end
+      reactor.addSystemEventTrigger("before", "shutdown", function()
+        print("worker " .. reactor.workerId .. " shutting down")
+      end)
+      reactor.callLater(15, reactor.stop)  -- no orphan outlives a failure
+      reactor.run()
+    ]] }, { limit = 10 })
+    local t0 = os.time()
+    local lines, code = p:finish()
+    local out = table.concat(lines, "\n")
+    assert.equal(1, code, out)
+    assert.is_true(os.time() - t0 < 8)
+    local restarts = {}
+    for delay in out:gmatch("worker 1 %(pid %d+%) exited with 1; restarting in ([%d.]+) s") do
+      restarts[#restarts + 1] = delay
+    end
+    assert.same({ "0.1", "0.2", "0.4", "0.8" }, restarts)
+    assert.matches("braid: worker 1 %(pid %d+%) exited with 1; it died within 1 s of its start "
+      .. "5 times in a row: giving up, stopping the other workers", out)
+    assert.truthy(out:find("worker 2 shutting down", 1, true))
+    assert.is_nil(out:find("worker 2 (pid", 1, true))
+  end)
+
   -- SIGUSR1 and SIGUSR2 were left at their default action in the
   -- supervisor: logrotate's `kill -USR1 $(cat pidfile)` ended it and left
   -- its workers serving as orphans, their logs never reopened
