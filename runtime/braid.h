@@ -97,6 +97,11 @@ int braid_timers_run(lua_State *L);
 /* Seconds until the next timer is due (0 if one is due), or -1 if none. */
 double braid_timers_next(lua_State *L);
 
+/* fdwatch.c */
+/* After the loop's wait failed: stop the raw-descriptor watchers whose
+** descriptor is closed and tell their callbacks so; returns how many. */
+int braid_fdwatch_preen(void);
+
 /* Module openers: each adds its functions to the table on top. */
 void braid_open_loop(lua_State *L);
 void braid_open_timers(lua_State *L);

@@ -3,9 +3,20 @@
 ** A watcher ("braid.fdwatch") holds an embedded event registered with the
 ** flags braid.fdesc asks for; while any flag is set it anchors itself in
 ** the registry and counts as reactor work. Its user value is the Lua
-** callback, called as cb(readable, writable) in a protected trampoline.
+** callback, called as cb(readable, writable, closed) in a protected
+** trampoline; closed is true (and the watcher no longer watching) when its
+** descriptor was found closed under it.
+**
+** A descriptor closed while watched: epoll drops it by itself, but poll
+** reports POLLNVAL (which libevent hands on as readable and writable) on
+** every turn, and select fails the whole wait with EBADF (libevent returns
+** at once, every turn): both would spin. So a wakeup on a closed descriptor
+** is delivered as closed, and when the loop's wait fails,
+** braid_fdwatch_preen() finds the anchored watchers whose descriptor is
+** closed, stops them and delivers closed to each.
 */
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <limits.h>
 #include <string.h>
@@ -16,13 +27,22 @@
 #include "braid.h"
 
 #define FDW_META "braid.fdwatch"
+#define FDW_CLOSED 0x4000 /* fdw_deliver_p's what: the descriptor is closed */
 
 struct fdw {
   struct event ev;
   int fd;
   short flags;   /* flags ev is added with, 0 = idle */
   int self_ref;
+  int preened;   /* stopped by braid_fdwatch_preen, closed not yet delivered */
+  struct fdw *prev, *next; /* in `anchored` while self_ref is set */
 };
+
+static struct fdw *anchored; /* the watchers anchored in the registry */
+
+static int fd_closed(int fd) {
+  return fcntl(fd, F_GETFD) == -1 && errno == EBADF;
+}
 
 static void fdw_cb(evutil_socket_t fd, short what, void *arg);
 
@@ -33,9 +53,14 @@ static void fdw_stop(struct fdw *w) {
 
 static void fdw_release(lua_State *L, struct fdw *w) {
   fdw_stop(w);
+  w->preened = 0;
   if (w->self_ref != LUA_NOREF) {
     luaL_unref(L, LUA_REGISTRYINDEX, w->self_ref);
     w->self_ref = LUA_NOREF;
+    if (w->prev) w->prev->next = w->next;
+    else anchored = w->next;
+    if (w->next) w->next->prev = w->prev;
+    w->prev = w->next = NULL;
     braid_work(-1);
   }
 }
@@ -48,17 +73,46 @@ static int fdw_deliver_p(lua_State *L) {
   lua_getiuservalue(L, -1, 1);
   lua_pushboolean(L, (what & EV_READ) != 0);
   lua_pushboolean(L, (what & EV_WRITE) != 0);
-  braid_pcall(L, 2, 0);
+  lua_pushboolean(L, (what & FDW_CLOSED) != 0);
+  braid_pcall(L, 3, 0);
   return 0;
 }
 
-static void fdw_cb(evutil_socket_t fd, short what, void *arg) {
+static void fdw_deliver(struct fdw *w, short what) {
   lua_State *L = braid_loop()->L;
-  (void)fd;
   lua_pushcfunction(L, fdw_deliver_p);
-  lua_pushlightuserdata(L, arg);
+  lua_pushlightuserdata(L, w);
   lua_pushinteger(L, what);
   if (lua_pcall(L, 2, 0, 0) != LUA_OK) braid_report_error(L);
+}
+
+static void fdw_cb(evutil_socket_t fd, short what, void *arg) {
+  struct fdw *w = arg;
+  if (fd_closed((int)fd)) { /* poll's POLLNVAL: no doRead on a closed descriptor */
+    fdw_stop(w);
+    what = FDW_CLOSED;
+  }
+  fdw_deliver(w, what);
+}
+
+int braid_fdwatch_preen(void) {
+  int n = 0;
+  for (struct fdw *w = anchored; w; w = w->next) {
+    if (w->flags && fd_closed(w->fd)) {
+      fdw_stop(w);
+      w->preened = 1;
+      n++;
+    }
+  }
+  /* one at a time, from the start again: a callback may release others */
+  for (;;) {
+    struct fdw *w = anchored;
+    while (w && !w->preened) w = w->next;
+    if (!w) break;
+    w->preened = 0;
+    fdw_deliver(w, FDW_CLOSED);
+  }
+  return n;
 }
 
 /* Whether epoll can watch fd; if not, errno says why. A descriptor that is
@@ -101,8 +155,13 @@ static int fdw_set(lua_State *L) {
   if (w->self_ref == LUA_NOREF) { /* anchored before libevent can call back */
     lua_pushvalue(L, 1);
     w->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    w->prev = NULL;
+    w->next = anchored;
+    if (anchored) anchored->prev = w;
+    anchored = w;
     braid_work(1);
   }
+  w->preened = 0;
   fdw_stop(w);
   event_assign(&w->ev, braid_loop()->base, w->fd, want | EV_PERSIST, fdw_cb, w);
   if (!watchable(w->fd) || event_add(&w->ev, NULL) != 0) {
@@ -126,6 +185,12 @@ static int fdw_gc(lua_State *L) {
   struct fdw *w = luaL_checkudata(L, 1, FDW_META);
   braid_check_finalizer(L);
   fdw_stop(w);
+  if (w->self_ref != LUA_NOREF) { /* the state closes: out of the list */
+    if (w->prev) w->prev->next = w->next;
+    else if (anchored == w) anchored = w->next;
+    if (w->next) w->next->prev = w->prev;
+    w->prev = w->next = NULL;
+  }
   return 0;
 }
 

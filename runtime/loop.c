@@ -265,7 +265,10 @@ static void iterate_once(double max_wait) {
       lp->wake_armed = 1;
     }
   }
-  event_base_loop(lp->base, flags);
+  /* select fails the whole wait on a closed descriptor (EBADF), and
+  ** would fail so every turn: the raw descriptors' watchers of closed
+  ** descriptors go (a closed fd of braid's own is the caller's mistake) */
+  if (event_base_loop(lp->base, flags) < 0) braid_fdwatch_preen();
   if (wait > 0 && !lp->stop_flag) run_timers(L); /* what fell due while we waited */
 }
 

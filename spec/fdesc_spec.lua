@@ -220,6 +220,54 @@ print(ok, tostring(e), #reactor.getReaders())
       .. "descriptor 0: Operation not permitted%)\t0\n$", run(0))
   end)
 
+  it("drops a descriptor closed while watched, with ConnectionLost, on the poll and select backends",
+    function()
+    -- poll reports a closed fd (POLLNVAL) on every turn, which libevent
+    -- passed on as readable: doRead ran again and again; select fails the
+    -- whole wait with EBADF, so the loop spun on "[warn] select: Bad file
+    -- descriptor" and nothing was ever called
+    local proc = require "helpers.proc"
+    local path = proc.script([[
+local reactor = require "braid.reactor"
+local socket = require "socket"
+local srv = assert(socket.bind("127.0.0.1", 0))
+local _, port = srv:getsockname()
+local a = assert(socket.connect("127.0.0.1", port))
+local b = assert(srv:accept())
+local quiet = assert(socket.connect("127.0.0.1", port))  -- never readable
+assert(b:send("x"))
+local fd, reads, lost, left = a:getfd(), 0, {}, nil
+local d = { fileno = function() return fd end }
+function d.doRead() reads = reads + 1 a:close() end  -- closed, still watched
+function d.connectionLost(_, r)
+  lost[#lost + 1] = r.value.__name
+  left = reactor.getReaders()
+  reactor.callLater(0, reactor.stop)
+end
+local q = { fileno = function() return quiet:getfd() end, doRead = function() end }
+reactor.addReader(d)
+reactor.addReader(q)
+local guard = reactor.callLater(2, function() print("timed out") reactor.stop() end)
+reactor.run()
+if guard:active() then guard:cancel() end
+print(reads, table.concat(lost, ","), left and #left, left and left[1] == q)
+]])
+    finally(function() os.remove(path) end)
+    for _, backend in ipairs({ "poll", "select" }) do
+      local out, code = proc.run({ "--reactor", backend, path })
+      assert.equal(0, code)
+      local warnings = 0
+      for i = #out, 1, -1 do
+        if out[i]:find("select: Bad file descriptor", 1, true) then
+          warnings = warnings + 1
+          table.remove(out, i)
+        end
+      end
+      assert.same({ "1\tConnectionLost\t1\ttrue" }, out, backend)
+      assert.is_true(warnings <= 1, backend .. ": " .. warnings .. " warnings")
+    end
+  end)
+
   it("adding twice keeps one entry", function()
     local p1 = listening_fd()
     finally(function() p1:stopListening() end)

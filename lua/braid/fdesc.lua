@@ -99,9 +99,16 @@ local function dispatch(d, method)
   return keep
 end
 
+-- closed: the watcher found d's fd closed under it (the poll and select
+-- backends would report it on every turn) and stopped; d goes, as
+-- Twisted's poll and select reactors drop a descriptor that went bad
 local function make_cb(d)
-  return function(readable, writable)
+  return function(readable, writable, closed)
     local e = entries[d]
+    if closed then
+      if e then lose(d, reactor().CONNECTION_LOST) end
+      return
+    end
     if readable and e and e.r and not dispatch(d, "doRead") then return end
     e = entries[d]
     if writable and e and e.wr then dispatch(d, "doWrite") end
