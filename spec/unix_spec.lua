@@ -106,6 +106,38 @@ describe("braid.tcp UNIX sockets", function()
     spin(function() return done end)
   end)
 
+  -- Twisted's reprs show the path as Python's repr: the port's was without
+  -- its quotes, and an abstract name's NUL (and any control byte) came out
+  -- raw, in tostring and in the log line
+  it("shows paths as Python's repr in addresses, the port and its log line", function()
+    local address = require "braid.address"
+    assert.equal([[UNIXAddress('\x00abs')]], tostring(address.UNIXAddress("\0abs")))
+    assert.equal([[UNIXAddress('a\tb\n\x7f')]], tostring(address.UNIXAddress("a\tb\n\127")))
+    assert.equal([[UNIXAddress("it's")]], tostring(address.UNIXAddress("it's")))
+    assert.equal([[UNIXAddress('q"\'x\\y')]], tostring(address.UNIXAddress("q\"'x\\y")))
+    local log = require "braid.log"
+    local lines = {}
+    local function obs(ev) lines[#lines + 1] = ev.text end
+    log.addObserver(obs)
+    local name = "\0braid-spec-" .. tostring(os.time()) .. "-" .. tostring(math.random(1e9))
+    local f = protocol.Factory.forProtocol(protocol.Protocol)
+    f.noisy = false
+    local port = reactor.listenUNIX(name, f)
+    local path = tmppath()
+    local port2 = reactor.listenUNIX(path, f)
+    log.removeObserver(obs)
+    local shown = name:gsub("^%z", "\\x00")
+    assert.equal("<Factory on '" .. shown .. "'>", tostring(port))
+    assert.equal("<Factory on '" .. path .. "'>", tostring(port2))
+    assert.equal("UNIXAddress('" .. shown .. "')", tostring(port:getHost()))
+    assert.equal("Factory starting on '" .. shown .. "'", lines[1])
+    assert.equal("Factory starting on '" .. path .. "'", lines[2])
+    local done = 0
+    port:stopListening():addCallback(function() done = done + 1 end)
+    port2:stopListening():addCallback(function() done = done + 1 end)
+    spin(function() return done == 2 end)
+  end)
+
   it("raises CannotListenError for a path in a missing directory", function()
     local ok, e = pcall(reactor.listenUNIX, "/nonexistent-dir/x.sock", { protocol = {} })
     assert.is_false(ok)

@@ -6,10 +6,20 @@
 -- tostring gives Twisted's repr.
 local M = {}
 
+-- Python's repr of a str: quoted with ' (with " when the string holds a '
+-- and no "), backslash, the quote, \t \n \r and the other control bytes
+-- escaped (an abstract UNIX name's NUL reads \x00); nil is None
+local ESCAPES = { ["\\"] = "\\\\", ["\t"] = "\\t", ["\n"] = "\\n", ["\r"] = "\\r" }
 local function quote(s)
   if s == nil then return "None" end
-  return "'" .. tostring(s) .. "'"
+  s = tostring(s)
+  local q = (s:find("'", 1, true) and not s:find('"', 1, true)) and '"' or "'"
+  local body = s:gsub("[%c\\" .. q .. "]", function(c)
+    return ESCAPES[c] or (c == q and "\\" .. c) or ("\\x%02x"):format(c:byte())
+  end)
+  return q .. body .. q
 end
+M.repr = quote
 
 -- a number as %d shows an integer, anything else as tostring, nil as None
 -- (Twisted's repr of an address made without a port)

@@ -299,7 +299,7 @@ local function port_log(port, opening)
   local ok, prefix = pcall(call, port.factory, Factory, "logPrefix")
   if not ok or type(prefix) ~= "string" then prefix = class.nameof(port.factory) end
   if port._unix then
-    if opening then log.msg(("%s starting on '%s'"):format(prefix, port._path))
+    if opening then log.msg(("%s starting on %s"):format(prefix, address.repr(port._path)))
     else log.msg(("(UNIX Port %s Closed)"):format(port._path)) end
   else
     local n = port._fd or (port._hostAddr and port._hostAddr.port) or port.port
@@ -348,7 +348,8 @@ local function port_tostring(self)
   end
   local h = self:getHost()
   if self._unix then
-    return ("<%s on %s>"):format(class.nameof(self.factory), tostring(h and h.name or self._path))
+    -- Twisted's repr: the path as Python's repr ('/run/x.sock', '\x00name')
+    return ("<%s on %s>"):format(class.nameof(self.factory), address.repr(h and h.name or self._path))
   end
   return ("<%s on %s>"):format(class.nameof(self.factory), tostring(h and h.port or self.port))
 end
