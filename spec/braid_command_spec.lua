@@ -366,14 +366,12 @@ describe("braid", function()
 
   -- the message said which file but not why it could not be written
   it("--pidfile that cannot be written names the path and the reason, status 1", function()
-    local dir = os.tmpname()
-    os.remove(dir)
+    local dir = tmp.path()
     local path = dir .. "/missing/braid.pid"
     local lines, code = proc.run({ "--pidfile", path, "-e", "print('ran')" })
     assert.equal(1, code)
     assert.same({ ("braid: cannot write pidfile %s (No such file or directory)"):format(path) }, lines)
     assert(os.execute("mkdir -p " .. proc.quote(dir)))
-    finally(function() os.execute("rm -rf " .. proc.quote(dir)) end)
     lines, code = proc.run({ "--pidfile", dir, "-e", "print('ran')" })
     assert.equal(1, code)
     assert.same({ ("braid: cannot write pidfile %s (Is a directory)"):format(dir) }, lines)
