@@ -836,9 +836,11 @@ static int conn_get_nodelay(lua_State *L) { return sockopt(L, IPPROTO_TCP, TCP_N
 static int conn_set_keepalive(lua_State *L) { return sockopt(L, SOL_SOCKET, SO_KEEPALIVE, 1); }
 static int conn_get_keepalive(lua_State *L) { return sockopt(L, SOL_SOCKET, SO_KEEPALIVE, 0); }
 
-/* Push family, host, port, flowinfo, scope for a sockaddr. */
+/* Push family, host, port, flowinfo, scope for a sockaddr. An IPv6 host
+** with a scope (a link-local address) reads as getnameinfo gives it, its
+** interface after a "%" ("fe80::1%eth0"), as Twisted's _getrealname. */
 static int push_sockaddr(lua_State *L, const struct sockaddr *sa, socklen_t len) {
-  char host[INET6_ADDRSTRLEN];
+  char host[NI_MAXHOST];
   if (sa->sa_family == AF_INET) {
     const struct sockaddr_in *a = (const void *)sa;
     inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
@@ -849,7 +851,9 @@ static int push_sockaddr(lua_State *L, const struct sockaddr *sa, socklen_t len)
   }
   if (sa->sa_family == AF_INET6) {
     const struct sockaddr_in6 *a = (const void *)sa;
-    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+    if (a->sin6_scope_id == 0
+        || getnameinfo(sa, sizeof *a, host, sizeof host, NULL, 0, NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+      inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
     lua_pushliteral(L, "INET6");
     lua_pushstring(L, host);
     lua_pushinteger(L, ntohs(a->sin6_port));

@@ -528,3 +528,81 @@ describe("IntNStringReceiver (test_basic)", function()
     assert.equal("Try to send 256 bytes whereas maximum is 256", e.message)
   end)
 end)
+
+describe("TCP addresses (test_tcp TCPPortTestsMixin)", function()
+  -- A link-local IPv6 address of this host, as "fe80:0:...:1", its
+  -- interface's name and index (Twisted's getLinkLocalIPv6Address), or nil.
+  local function link_local()
+    local f = io.open("/proc/net/if_inet6")
+    if not f then return nil end
+    for line in f:lines() do
+      local hex, index, _, scope, _, name = line:match("^(%x+)%s+(%x+)%s+(%x+)%s+(%x+)%s+(%x+)%s+(%S+)")
+      if hex and tonumber(scope, 16) == 0x20 then
+        f:close()
+        local groups = {}
+        for g in hex:gmatch("%x%x%x%x") do groups[#groups + 1] = ("%x"):format(tonumber(g, 16)) end
+        return table.concat(groups, ":"), name, tonumber(index, 16)
+      end
+    end
+    f:close()
+    return nil
+  end
+
+  -- Listen on iface, connect to what the port says, and gather every
+  -- address the four ends see.
+  local function addresses(iface)
+    local seen = {}
+    local made = defer.Deferred()
+    local S = protocol.Protocol:extend("S")
+    function S:connectionMade()
+      seen.serverHost, seen.serverPeer = self.transport:getHost(), self.transport:getPeer()
+    end
+    local sf = Factory.forProtocol(S)
+    sf.noisy = false
+    function sf:buildProtocol(addr)
+      seen.serverBuild = addr
+      return Factory.buildProtocol(self, addr)
+    end
+    local port = reactor.listenTCP(0, sf, 50, iface)
+    seen.port = port:getHost()
+    local C = protocol.Protocol:extend("C")
+    function C:connectionMade()
+      seen.clientHost, seen.clientPeer = self.transport:getHost(), self.transport:getPeer()
+      made:callback(self)
+    end
+    local cf = ClientFactory.forProtocol(C)
+    cf.noisy = false
+    function cf:buildProtocol(addr)
+      seen.clientBuild = addr
+      return ClientFactory.buildProtocol(self, addr)
+    end
+    function cf:clientConnectionFailed(_, r) made:errback(r) end
+    reactor.connectTCP(seen.port.host, seen.port.port, cf)
+    loop.wait(made).transport:loseConnection()
+    loop.wait(port:stopListening())
+    return seen
+  end
+
+  -- the host read inet_ntop's "fe80::1", without the "%eth0" Twisted's
+  -- _getrealname adds (getnameinfo's form): the scopeID alone told it
+  it("show a link-local host with its interface, as Twisted (test_portGetHostOnIPv6ScopeID)", function()
+    local seen = addresses("::1")
+    for _, k in ipairs { "port", "serverHost", "serverPeer", "serverBuild", "clientHost", "clientPeer", "clientBuild" } do
+      assert.equal("::1", seen[k].host, k)
+      assert.equal(0, seen[k].scopeID, k)
+    end
+    local ll, name, index = link_local()
+    if not ll then return end  -- no link-local address here: ::1 above is all there is to check
+    for _, iface in ipairs { ll .. "%" .. name, ll .. "%" .. index } do
+      seen = addresses(iface)
+      local host = seen.port.host
+      assert.matches("^fe80:[%x:]+%%" .. name:gsub("%p", "%%%0") .. "$", host)
+      for _, k in ipairs { "port", "serverHost", "serverPeer", "serverBuild", "clientHost", "clientPeer", "clientBuild" } do
+        assert.equal(host, seen[k].host, k)
+        assert.equal(index, seen[k].scopeID, k)
+      end
+      assert.equal(seen.port.port, seen.serverHost.port)
+      assert.equal(seen.serverPeer.port, seen.clientHost.port)
+    end
+  end)
+end)
