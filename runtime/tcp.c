@@ -99,12 +99,13 @@ struct port {
 ** method raised) from there. These statics, and those below, belong to the
 ** Lua state: tcp_state_gc resets them when it closes. */
 enum { H_EOF, H_LOST, H_ACCEPT, H_CONNECTED, H_PRODUCER, H_WLOST, H_FAILED, H_SETSYS,
-       H_MSGH, H_COUNT };
+       H_MSGH, H_ACCEPTERR, H_COUNT };
 static const char *const handler_names[H_COUNT] = {
-  "eof", "lost", "accept", "connected", "producer", "wlost", "failed", "setsystem", "msgh"
+  "eof", "lost", "accept", "connected", "producer", "wlost", "failed", "setsystem", "msgh",
+  "accepterror"
 };
 static int handlers[H_COUNT] = { LUA_NOREF, LUA_NOREF, LUA_NOREF, LUA_NOREF, LUA_NOREF,
-                                 LUA_NOREF, LUA_NOREF, LUA_NOREF, LUA_NOREF };
+                                 LUA_NOREF, LUA_NOREF, LUA_NOREF, LUA_NOREF, LUA_NOREF };
 static int data_ref = LUA_NOREF;  /* data_p (below), for both read paths */
 static int sys_upv;               /* setsystem's upvalue current_system, or 0 */
 
@@ -1195,9 +1196,23 @@ static int port_shed(struct port *p) {
   return x >= 0;
 }
 
+/* accept(2) failed with e: the accepterror handler logs it as Twisted's
+** port does ("Could not accept new connection (EMFILE)"). The port is at
+** index 2 of port_accept_p's stack. */
+static void port_accept_error(lua_State *L, int e) {
+  if (handlers[H_ACCEPTERR] == LUA_NOREF) return;
+  const char *name = strerrorname_np(e);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_ACCEPTERR]);
+  lua_pushvalue(L, 2);
+  if (name) lua_pushstring(L, name);
+  else lua_pushfstring(L, "errno %d", e);
+  braid_pcall(L, 2, 0);
+}
+
 static int port_accept_p(lua_State *L) {
   struct port *p = lua_touserdata(L, 1);
   struct conn *c = NULL;
+  int told = 0; /* an error was logged on this pass (the shedding below repeats it) */
   lua_rawgeti(L, LUA_REGISTRYINDEX, p->self_ref); /* 2: anchored for the loop */
   for (int i = 0; i < 64 && p->fd >= 0; i++) {
     if (!c) {                                     /* 3: made before the descriptor */
@@ -1213,7 +1228,15 @@ static int port_accept_p(lua_State *L) {
     socklen_t sl = sizeof ss;
     int fd = accept4(p->fd, (void *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno != EMFILE && errno != ENFILE) break; /* EAGAIN, ECONNABORTED...: next wakeup */
+      int e = errno;
+      if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == EPERM) break;
+      if (!told) {
+        told = 1;
+        if (c) lua_settop(L, 3); /* the spare conn (index 3) stays anchored */
+        port_accept_error(L, e);
+        if (p->fd < 0) break; /* the handler closed the port */
+      }
+      if (e != EMFILE && e != ENFILE) break; /* ECONNABORTED, ENOBUFS...: next wakeup */
       if (port_shed(p)) continue;
       if (reserve_fd < 0) port_backoff(p);
       break;

@@ -606,3 +606,52 @@ describe("TCP addresses (test_tcp TCPPortTestsMixin)", function()
     end
   end)
 end)
+
+describe("accept errors (test_tcp_internals SelectReactorTests)", function()
+  -- braid shed the connection (its reserve descriptor) and said nothing
+  it("log 'Could not accept new connection (EMFILE)' once, and the port serves on (test_tooManyFilesFromAccept)", function()
+    local proc = require "helpers.proc"
+    local path = proc.script([[
+local reactor = require "braid.reactor"
+local protocol = require "braid.protocol"
+local log = require "braid.log"
+local socket = require "socket"
+log.addObserver(function(ev)
+  if ev.text and ev.text:find("accept") then print("log: " .. ev.text) end
+end)
+local f = protocol.Factory.forProtocol(protocol.Protocol)
+f.noisy = false
+local built = 0
+function f:buildProtocol(addr) built = built + 1 return protocol.Factory.buildProtocol(self, addr) end
+local port = reactor.listenTCP(0, f, 50, "127.0.0.1")
+reactor.iterate(0)
+local held = {}
+while true do  -- use up the descriptors but one, for the client
+  local h = io.open("/dev/null")
+  if not h then break end
+  held[#held + 1] = h
+end
+table.remove(held):close()
+local c = assert(socket.connect("127.0.0.1", port:getHost().port))
+c:settimeout(0)
+local got
+for _ = 1, 500 do  -- at most 5 s
+  reactor.iterate(0.01)
+  local _, err = c:receive(1)
+  if err == "closed" then got = "closed" break end
+end
+print("client " .. tostring(got) .. ", built " .. built)
+c:close()
+for _, h in ipairs(held) do h:close() end
+local c2 = assert(socket.connect("127.0.0.1", port:getHost().port))
+for _ = 1, 500 do if built == 1 then break end reactor.iterate(0.01) end
+print("then built " .. built)
+c2:close()
+]])
+    finally(function() os.remove(path) end)
+    local p = assert(io.popen(("sh -c 'ulimit -n 64; exec %s %s' 2>&1"):format(proc.BIN, path)))
+    local out = p:read("a")
+    p:close()
+    assert.equal("log: Could not accept new connection (EMFILE)\nclient closed, built 0\nthen built 1\n", out)
+  end)
+end)

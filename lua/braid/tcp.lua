@@ -180,6 +180,13 @@ local function on_connected(t, p, sys) -- luacheck: ignore p sys
   if cb then cb(t) end
 end
 
+-- accept(2) on a listening port failed with errno `name` ("EMFILE"): logged
+-- as Twisted's port logs it (once per wakeup); the port serves on
+local function on_accept_error(port, name) -- luacheck: ignore port
+  local log = require "braid.log"
+  log.msg("Could not accept new connection (" .. name .. ")")
+end
+
 -- dataReceived, the hot path, is called by tcp.c itself: xpcall(
 -- p.dataReceived, msgh, p, data) with the connection's system ambient (or,
 -- on its slow path, set_system(sys) ... set_system(prev)), and on an error
@@ -187,7 +194,7 @@ end
 core.tcp_handlers({
   eof = on_eof, lost = on_lost, accept = on_accept, connected = on_connected,
   producer = on_producer, wlost = on_wlost,
-  failed = proto_failed, setsystem = set_system, msgh = msgh,
+  failed = proto_failed, setsystem = set_system, msgh = msgh, accepterror = on_accept_error,
 })
 
 ---------------------------------------------------------------------------
