@@ -553,6 +553,58 @@ describe("reactor.run and stop", function()
   end)
 end)
 
+describe("reactor.callFromThread on the loop", function()
+  -- Twisted's CallFromThreadStopsAndWakeUpTests.testCallFromThreadStops: a
+  -- callFromThread made by a callFromThread call waits for the next turn,
+  -- and a callLater(0) made there runs first (in the same turn)
+  it("runs a callFromThread made in one on a later turn, after its callLater(0)", function()
+    local log = {}
+    reactor.callFromThread(function()
+      reactor.callFromThread(function() log[#log + 1] = "second"; reactor.stop() end)
+      reactor.callLater(0, function() log[#log + 1] = "later0" end)
+    end)
+    run_for()
+    assert.same({ "later0", "second" }, log)
+  end)
+
+  it("runs queued calls before the turn's timed calls, in the order queued, with their arguments", function()
+    local log = {}
+    local function add(a, b, n) log[#log + 1] = tostring(a) .. tostring(b) .. n end
+    reactor.callLater(0, function()
+      reactor.callLater(0, function() log[#log + 1] = "timer"; reactor.stop() end)
+      reactor.callFromThread(add, "x", nil, select("#", "x", nil))
+      reactor.callFromThread(add, 1, 2, 3)
+    end)
+    run_for()
+    assert.same({ "xnil2", "123", "timer" }, log)
+  end)
+
+  it("waits for the reactor to run, is no DelayedCall, and logs an error and goes on", function()
+    local reported = {}
+    local ran = {}
+    reactor.callFromThread(function() error("thread call boom") end)
+    reactor.callFromThread(function() ran[#ran + 1] = "next" end)
+    assert.same({}, ran)
+    assert.same({}, reactor.getDelayedCalls())
+    core.set_error_handler(function(e) reported[#reported + 1] = e end)
+    reactor.callWhenRunning(reactor.stop)
+    run_for()
+    core.set_error_handler(nil)
+    package.loaded["braid.reactor"] = nil -- reinstall the default handler on next require
+    reactor = require "braid.reactor"
+    assert.same({ "next" }, ran)
+    assert.equal(1, #reported)
+    assert.matches("thread call boom", reported[1]:getErrorMessage())
+  end)
+
+  it("is braid.threads.callFromThread, and refuses a non-callable naming it", function()
+    assert.equal(reactor.callFromThread, require("braid.threads").callFromThread)
+    local ok, e = pcall(reactor.callFromThread, 42)
+    assert.is_false(ok)
+    assert.matches("bad argument #1 to 'callFromThread'", tostring(e))
+  end)
+end)
+
 describe("system event triggers", function()
   it("runs before, during and after in phase order", function()
     local log = {}

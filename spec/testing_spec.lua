@@ -259,6 +259,20 @@ describe("testing.async", function()
     assert.are.same({}, reactor.getDelayedCalls())
   end)
 
+  it("fails with 'reactor unclean' for callFromThread calls left behind and drops them", function()
+    local runs = 0
+    local function again()
+      runs = runs + 1
+      reactor.callFromThread(again)
+    end
+    local msg = runAsync(function() reactor.callFromThread(again) end)
+    contains(msg, "reactor unclean: DelayedCalls left behind (cancelled)")
+    contains(msg, "callFromThread calling function <spec/testing_spec.lua:")
+    local before = runs
+    reactor.iterate(0)
+    assert.equal(before, runs)
+  end)
+
   it("runs calls that are already due before checking for leftovers", function()
     local ran = false
     assert.is_nil(runAsync(function()

@@ -51,6 +51,19 @@ end
 local turn_hooks = {}
 local shutdown_pending = false
 local fire_shutdown
+local thread_calls = {}  -- callFromThread on the loop: { f, args } in order
+
+-- Run the callFromThread calls queued so far (Twisted's threadCallQueue,
+-- run first in runUntilCurrent): those they queue wait for the next turn.
+local function run_thread_calls()
+  local list = thread_calls
+  if #list == 0 then return end
+  thread_calls = {}
+  for i = 1, #list do
+    local c = list[i]
+    core.pcall_report(c.f, unpack(c.args, 1, c.args.n))
+  end
+end
 
 local function flush_unhandled()
   local defer = package.loaded["braid.defer"]
@@ -58,6 +71,7 @@ local function flush_unhandled()
 end
 
 core.set_turn_hook(function()
+  run_thread_calls()
   if shutdown_pending then
     shutdown_pending = false
     fire_shutdown()
@@ -289,6 +303,23 @@ function M.callWhenRunning(f, ...)
   when_running[#when_running + 1] = { f = f, args = pack(...) }
 end
 
+--- Call f(...) on the loop's next turn, before that turn's timed calls (as
+-- Twisted's threadCallQueue): a callLater(0) made by f runs in that same
+-- turn, a callFromThread made by f on the turn after. Before run(), the
+-- calls wait for the loop. (From a worker: braid.threads.)
+function M.callFromThread(f, ...)
+  check_callable("callFromThread", 1, f)
+  thread_calls[#thread_calls + 1] = { f = f, args = pack(...) }
+  core.wake()
+end
+
+--- Internal (testing): take the queued callFromThread calls, unrun.
+function M._takeThreadCalls()
+  local list = thread_calls
+  thread_calls = {}
+  return list
+end
+
 local function reactor_already_running()
   error(errors.ReactorAlreadyRunning(), 3)
 end
@@ -426,7 +457,7 @@ forward("braid.tcp", { "listenTCP", "connectTCP", "listenUNIX", "connectUNIX",
 forward("braid.fdesc", { "addReader", "addWriter", "removeReader", "removeWriter",
   "removeAll", "getReaders", "getWriters" })
 forward("braid.resolver", { "resolve", "installResolver", "getHostByName" })
-forward("braid.threads", { "callInThread", "callFromThread", "suggestThreadPoolSize" })
+forward("braid.threads", { "callInThread", "suggestThreadPoolSize" })
 -- API.md's UDP, TLS and process functions have no module in braid, so the
 -- reactor has no field for them (docs/reactor.md, "The rest").
 M.CONNECTION_DONE = "CONNECTION_DONE"
@@ -442,7 +473,7 @@ function M._runIfPending()
     for _, list in pairs(sig_handlers) do
       if #list > 0 then user_signals = true end
     end
-    if core.work() > 0 or #when_running > 0 or user_signals then
+    if core.work() > 0 or #when_running > 0 or #thread_calls > 0 or user_signals then
       M.run()
     end
   end

@@ -239,11 +239,9 @@ function M.callInThread(f, ...)
 end
 
 --- Call f(...) on the loop, from any thread. In the main state this is
--- reactor.callLater(0, f, ...); in a worker, see the worker's module.
-function M.callFromThread(f, ...)
-  errors.checkcallable("callFromThread", 1, f)
-  reactor.callLater(0, f, ...)
-end
+-- reactor.callFromThread (the loop's next turn, before its timed calls);
+-- in a worker, see the worker's module.
+M.callFromThread = reactor.callFromThread
 
 --- In a worker: run f(...) in the main state and wait for its result (a
 -- Deferred's result when it returns one). On the loop's own thread it

@@ -202,19 +202,20 @@ function M.addCleanupHook(hook)
   end
 end
 
+local function describe_fn(f)
+  if type(f) == "function" then
+    local info = debug.getinfo(f, "S")
+    if info.what ~= "C" then
+      return ("function <%s:%d>"):format(info.short_src, info.linedefined)
+    end
+  end
+  return tostring(f)
+end
+
 local function describe_call(dc)
   local s = tostring(dc)
   local ok, f = pcall(function() return dc.func end)
-  if ok and type(f) == "function" then
-    local info = debug.getinfo(f, "S")
-    if info.what == "C" then
-      s = s .. " calling " .. tostring(f)
-    else
-      s = s .. (" calling function <%s:%d>"):format(info.short_src, info.linedefined)
-    end
-  elseif ok and f ~= nil then
-    s = s .. " calling " .. tostring(f)
-  end
+  if ok and f ~= nil then s = s .. " calling " .. describe_fn(f) end
   return s
 end
 
@@ -487,6 +488,10 @@ local function cancel_calls(reactor, snap, left)
       left[#left + 1] = describe_call(dc)
       dc:cancel()
     end
+  end
+  -- callFromThread calls the loop has not run yet: dropped, as cancelled
+  for _, c in ipairs(reactor._takeThreadCalls()) do
+    left[#left + 1] = "callFromThread calling " .. describe_fn(c.f)
   end
 end
 
