@@ -692,6 +692,37 @@ describe("system event triggers", function()
       "bad argument #3 to 'addSystemEventTrigger' %(function expected, got string%)")
   end)
 
+  -- as Twisted's (whose firing has taken the event's triggers): a trigger
+  -- that fires its own event again runs once, not until the stack runs out
+  it("does nothing when a trigger fires its own event again while it runs", function()
+    local reported = {}
+    core.set_error_handler(function(e) reported[#reported + 1] = e end)
+    local log = {}
+    local ids = {
+      reactor.addSystemEventTrigger("before", "refire", function()
+        log[#log + 1] = "before"
+        reactor.fireSystemEvent("refire")
+      end),
+      reactor.addSystemEventTrigger("during", "refire", function()
+        log[#log + 1] = "during"
+        reactor.fireSystemEvent("refire-other")
+      end),
+      reactor.addSystemEventTrigger("after", "refire", function() log[#log + 1] = "after" end),
+      reactor.addSystemEventTrigger("during", "refire-other", function()
+        log[#log + 1] = "other"
+        reactor.fireSystemEvent("refire-other")
+      end),
+    }
+    reactor.fireSystemEvent("refire")
+    reactor.fireSystemEvent("refire")  -- fired again once done: runs again (triggers persist)
+    core.set_error_handler(nil)
+    package.loaded["braid.reactor"] = nil -- reinstall the default handler on next require
+    for _, id in ipairs(ids) do reactor.removeSystemEventTrigger(id) end
+    reactor = require "braid.reactor"
+    assert.same({ "before", "during", "other", "after", "before", "during", "other", "after" }, log)
+    assert.same({}, reported)
+  end)
+
   it("refuses to remove an unknown id", function()
     assert.has_error(function() reactor.removeSystemEventTrigger({}) end)
     local id = reactor.addSystemEventTrigger("before", "x", print)

@@ -163,23 +163,38 @@ local function run_phase(list, each)
   end
 end
 
+-- event -> how many of its phases run now: a trigger firing its own event
+-- again runs nothing (in Twisted the firing has taken that event's
+-- triggers; here, as they persist, each would fire it again without end)
+local in_phase = {}
+
+local function run_phases(event, a, b, each)
+  in_phase[event] = (in_phase[event] or 0) + 1
+  local ok, err = pcall(function()
+    run_phase(a, each)
+    if b then run_phase(b) end
+  end)
+  local n = in_phase[event] - 1
+  in_phase[event] = n > 0 and n or nil
+  if not ok then error(err, 0) end
+end
+
 --- Run the triggers of `event`, phase by phase. A Deferred returned by a
--- `before` trigger holds back `during` and `after` until it fires.
+-- `before` trigger holds back `during` and `after` until it fires. Called
+-- by one of the event's own triggers while its phase runs, it does nothing.
 -- @param done optional function called once the after phase has run
 function M.fireSystemEvent(event, done)
   errors.checktype("fireSystemEvent", 1, event, "string")
+  if in_phase[event] then return end
   local ev = events[event]
   local function finish()
-    if ev then
-      run_phase(ev.during)
-      run_phase(ev.after)
-    end
+    if ev then run_phases(event, ev.during, ev.after) end
     if done then done() end
   end
   if not ev then return finish() end
   local waiting = 0
   local before_done = false
-  run_phase(ev.before, function(r)
+  run_phases(event, ev.before, nil, function(r)
     if is_deferred(r) then
       waiting = waiting + 1
       r:addBoth(function(res)
