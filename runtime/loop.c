@@ -202,22 +202,27 @@ int braid_pusherror(lua_State *L, int err) {
 
 /* ---- one iteration ---------------------------------------------------- */
 
+/* 1: whether the turn's due timers have run */
 static int turn_p(lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, g_loop.turn_ref);
-  braid_pcall(L, 0, 0);
+  lua_pushvalue(L, 1);
+  braid_pcall(L, 1, 0);
   return 0;
 }
 
 /* Run the per-turn hook on the loop's thread, protected, if a wake asked
-** for it; returns whether one did. */
-static int run_turn_hook(void) {
+** for it, telling it whether this turn's due timers have run (a stop()'s
+** shutdown waits for them, as Twisted fires it at the end of
+** runUntilCurrent); returns whether one did. */
+static int run_turn_hook(int after_timers) {
   struct braid_loop *lp = &g_loop;
   if (!lp->wake_flag) return 0;
   lp->wake_flag = 0;
   if (lp->turn_ref == LUA_NOREF) return 1;
   lua_State *L = lp->L;
   lua_pushcfunction(L, turn_p);
-  if (lua_pcall(L, 0, 0, 0) != LUA_OK) braid_report_error(L);
+  lua_pushboolean(L, after_timers);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) braid_report_error(L);
   return 1;
 }
 
@@ -242,9 +247,9 @@ static void iterate_once(double max_wait) {
   struct braid_loop *lp = &g_loop;
   lua_State *L = lp->L;
   lp->turns++;
-  run_turn_hook();
+  run_turn_hook(0);
   double next = run_timers(L);
-  if (run_turn_hook() || next == -2) next = braid_timers_next(L); /* else still current */
+  if (run_turn_hook(1) || next == -2) next = braid_timers_next(L); /* else still current */
   if (lp->stop_flag) return;
   double wait = max_wait;
   if (next >= 0 && (wait < 0 || next < wait)) wait = next;

@@ -473,6 +473,22 @@ describe("reactor.run and stop", function()
     assert.same({ "stop returned", "before", "during", "after" }, log)
   end)
 
+  -- Twisted fires a stop()'s shutdown at the end of runUntilCurrent: calls
+  -- due when that turn began run first, none after the reactor shut down
+  it("runs the calls due on the turn after stop() before the shutdown triggers", function()
+    local log = {}
+    local t = reactor.addSystemEventTrigger("before", "shutdown", function() log[#log + 1] = "before" end)
+    local v = reactor.addSystemEventTrigger("after", "shutdown", function() log[#log + 1] = "after" end)
+    reactor.callWhenRunning(function()
+      reactor.stop()
+      reactor.callLater(0, function() log[#log + 1] = "due" end)
+    end)
+    run_for()
+    reactor.removeSystemEventTrigger(t)
+    reactor.removeSystemEventTrigger(v)
+    assert.same({ "due", "before", "after" }, log)
+  end)
+
   it("crash leaves run without shutdown triggers", function()
     local fired = false
     local t = reactor.addSystemEventTrigger("before", "shutdown", function() fired = true end)

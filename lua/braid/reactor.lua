@@ -70,11 +70,18 @@ local function flush_unhandled()
   if type(defer) == "table" and defer.flushUnhandled then defer.flushUnhandled() end
 end
 
-core.set_turn_hook(function()
+-- after_timers: this turn's due timed calls have run. A stop()'s shutdown
+-- fires only then, as Twisted's at the end of runUntilCurrent: calls due
+-- when the turn began run first, not after the reactor has shut down.
+core.set_turn_hook(function(after_timers)
   run_thread_calls()
   if shutdown_pending then
-    shutdown_pending = false
-    fire_shutdown()
+    if after_timers then
+      shutdown_pending = false
+      fire_shutdown()
+    else
+      core.wake()  -- run this hook again once the timers have
+    end
   end
   for i = 1, #turn_hooks do turn_hooks[i]() end
   flush_unhandled()
