@@ -2,21 +2,22 @@
 -- Run: ./scripts/run examples/http_hello.lua [port]   (default 8080; 0 picks one)
 -- Try: curl -v http://127.0.0.1:8080/ http://127.0.0.1:8080/again
 --
--- Every request gets the same answer; requests may be pipelined. A request
--- body announced by Content-Length is read and ignored. What the server
--- cannot take is answered with an error and the connection is closed: a
--- malformed request line (400), a chunked body (501), a head over 64 KiB
--- (431). A client that sends without reading the answers stops being read
--- from once 64 KiB of answers are queued (the transport is registered as
--- its own producer), so it cannot grow the server's memory.
+-- Every request gets the same answer (HEAD the same head without the
+-- body); requests may be pipelined. A request body announced by
+-- Content-Length is read and ignored. What the server cannot take is
+-- answered with an error and the connection is closed: a malformed
+-- request line (400), a chunked body (501), a head over 64 KiB (431). A
+-- client that sends without reading the answers stops being read from
+-- once 64 KiB of answers are queued (the transport is registered as its
+-- own producer), so it cannot grow the server's memory.
 local reactor = require "braid.reactor"
 local protocol = require "braid.protocol"
 
 local BODY = "Hello, world!\n"
-local RESPONSE = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
-  .. #BODY .. "\r\n\r\n" .. BODY
-local CLOSE_RESPONSE = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: "
-  .. #BODY .. "\r\n\r\n" .. BODY
+local HEAD = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " .. #BODY .. "\r\n\r\n"
+local CLOSE_HEAD = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: "
+  .. #BODY .. "\r\n\r\n"
+local RESPONSE, CLOSE_RESPONSE = HEAD .. BODY, CLOSE_HEAD .. BODY
 local function error_response(status)
   return "HTTP/1.1 " .. status .. "\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 end
@@ -26,8 +27,8 @@ local TOO_LARGE = error_response("431 Request Header Fields Too Large")
 local MAX_HEAD = 65536
 
 -- What to do with one request head (without its final blank line): the
--- response, and how many body bytes follow. Every response but RESPONSE
--- closes the connection.
+-- response, and how many body bytes follow. Every response but RESPONSE and
+-- HEAD closes the connection.
 -- Only anchored patterns and plain finds: an unanchored pattern tries
 -- every position of the head.
 local function answer(head)
@@ -51,6 +52,7 @@ local function answer(head)
       end
     end
   end
+  if head:find("^HEAD ") then return close and CLOSE_HEAD or HEAD, body end
   return close and CLOSE_RESPONSE or RESPONSE, body
 end
 
@@ -90,7 +92,7 @@ function Hello:dataReceived(data)
     pos = e + 4
     if body > 0 then self.skip = body end
     self.transport:write(response)
-    if response ~= RESPONSE then
+    if response ~= RESPONSE and response ~= HEAD then
       self.transport:loseConnection()
       self.buf = ""
       return

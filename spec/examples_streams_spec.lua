@@ -117,7 +117,8 @@ describe("stream examples", function()
   end)
 
   -- send raw bytes to an example server with /usr/bin/python3 and return
-  -- the status codes of the responses and whether the server closed
+  -- the status codes of the responses and whether the server closed, then
+  -- all it sent
   local function http_raw(port, payload)
     local py = table.concat({
       "import socket, sys, re",
@@ -137,6 +138,8 @@ describe("stream examples", function()
       "        closed = 'closed'; break",
       "    data += d",
       "print(' '.join(c.decode() for c in re.findall(rb'HTTP/1.1 (\\d+)', data)), closed)",
+      "sys.stdout.flush()",
+      "sys.stdout.buffer.write(data)",
     }, "\n")
     local src, input = tmp.path(), tmp.path()
     local f = assert(io.open(src, "w")) f:write(py) f:close()
@@ -144,7 +147,7 @@ describe("stream examples", function()
     local out = sh(("/usr/bin/python3 %s %d < %s"):format(quote(src), port, quote(input)))
     os.remove(src)
     os.remove(input)
-    return (out:gsub("\n$", ""))
+    return out:match("^([^\n]*)\n(.*)$")
   end
 
   it("http_hello.lua answers what it cannot take with an error and closes", function()
@@ -165,6 +168,26 @@ describe("stream examples", function()
     -- a head over 64 KiB, however it arrives
     assert.equal("431 closed", http_raw(port,
       "GET / HTTP/1.1\r\nX: " .. string.rep("a", 80000) .. "\r\n\r\n"))
+  end)
+
+  it("http_hello.lua answers HEAD with the head alone, so the next answer is read right", function()
+    local p, port = serve("examples/http_hello.lua", "0")
+    later(function() finish(p) end)
+    local head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\n"
+    local close_head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+      .. "Content-Length: 14\r\n\r\n"
+    local codes, got = http_raw(port, "HEAD / HTTP/1.1\r\n\r\nHEAD / HTTP/1.1\r\n\r\n"
+      .. "GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert.equal("200 200 200 closed", codes)
+    assert.equal(head .. head .. close_head .. "Hello, world!\n", got)
+    codes, got = http_raw(port, "HEAD / HTTP/1.0\r\n\r\n")
+    assert.equal("200 closed", codes)
+    assert.equal(close_head, got)
+    -- curl's -I, then a GET on the same connection
+    local url = ("http://127.0.0.1:%d/"):format(port)
+    local out = sh(("curl -sv -I %s --next %s 2>&1"):format(url, url))
+    assert.matches("Re%-using existing connection", out)
+    assert.equal(1, select(2, out:gsub("Hello, world!", "")))
   end)
 
   it("http_hello.lua stops reading from a client that pipelines requests and never reads", function()
