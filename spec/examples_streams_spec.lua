@@ -190,6 +190,28 @@ describe("stream examples", function()
     assert.equal(1, select(2, out:gsub("Hello, world!", "")))
   end)
 
+  it("http_hello.lua answers a body once it is read, after a 100 Continue if one is expected", function()
+    local p, port = serve("examples/http_hello.lua", "0")
+    later(function() finish(p) end)
+    local url = ("http://127.0.0.1:%d/"):format(port)
+    -- curl waits for the 100 before it sends the body (as it does on its
+    -- own for a body over 1 MiB): answered at once, it sent no body and
+    -- its next request was taken for the body
+    local out = sh(("timeout 10 curl -sv --expect100-timeout 5 -H 'Expect: 100-continue' -d hello %s"
+      .. " --next %stwo 2>&1"):format(url, url))
+    assert.matches("< HTTP/1.1 100 Continue", out, 1, true)
+    assert.matches("Re%-using existing connection", out)
+    assert.equal(2, select(2, out:gsub("Hello, world!", "")))
+    assert.equal(0, select(2, out:gsub("400 Bad Request", "")))
+    local codes, got = http_raw(port, "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+      .. "helloGET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert.equal("100 200 200 closed", codes)
+    assert.equal("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n", got:sub(1, 42))
+    -- no 100 to an HTTP/1.0 client
+    assert.equal("200 closed", http_raw(port,
+      "POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi"))
+  end)
+
   it("http_hello.lua stops reading from a client that pipelines requests and never reads", function()
     local p, port = serve("examples/http_hello.lua", "0")
     later(function() finish(p) end)
