@@ -3,14 +3,16 @@
 -- Try: curl -v http://127.0.0.1:8080/ http://127.0.0.1:8080/again
 --
 -- Every request gets the same answer (HEAD the same head without the
--- body); requests may be pipelined. A request body announced by
--- Content-Length is read and ignored, then answered ("Expect:
--- 100-continue" gets its 100 Continue first). What the server cannot take
--- is answered with an error and the connection is closed: a malformed
--- request line (400), a chunked body (501), a head over 64 KiB (431). A
--- client that sends without reading the answers stops being read from
--- once 64 KiB of answers are queued (the transport is registered as its
--- own producer), so it cannot grow the server's memory.
+-- body); requests may be pipelined, and lines may end in a bare LF. A
+-- request body announced by Content-Length is read and ignored, then
+-- answered ("Expect: 100-continue" gets its 100 Continue first). What the
+-- server cannot take is answered with an error and the connection is
+-- closed: a malformed request line or header line, such as one with
+-- blanks before its colon or a folded one, or a second Content-Length
+-- (400), a chunked body (501), a head over 64 KiB (431). A client that
+-- sends without reading the answers stops being read from once 64 KiB of
+-- answers are queued (the transport is registered as its own producer), so
+-- it cannot grow the server's memory.
 local reactor = require "braid.reactor"
 local protocol = require "braid.protocol"
 
@@ -30,38 +32,39 @@ local MAX_HEAD = 65536
 
 -- What to do with one request head (without its final blank line): the
 -- response, how many body bytes follow, and whether the client waits for
--- a 100 Continue before sending them. Every response but RESPONSE and HEAD
--- closes the connection.
--- Only anchored patterns and plain finds: an unanchored pattern tries
--- every position of the head.
+-- a 100 Continue before sending them. Every response but RESPONSE and
+-- HEAD closes the connection.
+-- Every pattern here is anchored or matches in one pass: a long head
+-- costs time in proportion to its length.
 local function answer(head)
-  local _, e = head:find("^%u+ [^%c ]+ HTTP/1%.[01]")
-  if not e or (e < #head and head:sub(e + 1, e + 2) ~= "\r\n") then return BAD_REQUEST, 0 end
-  local close, body, continue = head:byte(e) == 48, 0, false -- "0": HTTP/1.0
-  if e < #head then -- headers: their names are case-insensitive
-    local low = head:lower()
-    if low:find("\ntransfer-encoding:", 1, true) then return UNSUPPORTED_CODING, 0 end
-    local c = low:find("\ncontent-length:", 1, true)
-    if c then
-      local n = low:match("^[ \t]*(%d+)[ \t]*\r?$", c + 16) or low:match("^[ \t]*(%d+)[ \t]*\r\n", c + 16)
-      body = n and #n <= 15 and tonumber(n)
-      if not body then return BAD_REQUEST, 0 end
-    end
-    c = low:find("\nconnection:", 1, true)
-    if c then
-      local value = low:match("^[^\r\n]*", c + 12)
-      for token in value:gmatch("[^,]+") do
-        if token:match("^[ \t]*close[ \t]*$") then close = true end
+  local response, http10, body, continue, close
+  for line in (head .. "\n"):gmatch("([^\n]*)\n") do
+    if line:byte(-1) == 13 then line = line:sub(1, -2) end -- a CRLF's CR
+    if not response then -- the request line
+      local method, version = line:match("^(%u+) [^%c ]+ HTTP/1%.([01])$")
+      if not method then return BAD_REQUEST, 0 end
+      response, http10 = method == "HEAD" and HEAD or RESPONSE, version == "0"
+      close = http10
+    else -- a header line: a name (case-insensitive), a colon, a value
+      local name, value = line:match("^([%w!#$%%&'*+.^_`|~%-]+):(.*)$")
+      if not name then return BAD_REQUEST, 0 end
+      name = name:lower()
+      if name == "transfer-encoding" then return UNSUPPORTED_CODING, 0 end
+      if name == "content-length" then
+        local n = value:match("^[ \t]*(%d+)[ \t]*$")
+        if body or not n or #n > 15 then return BAD_REQUEST, 0 end -- body: a second one
+        body = tonumber(n)
+      elseif name == "connection" then
+        for token in value:lower():gmatch("[^,]+") do
+          if token:match("^[ \t]*close[ \t]*$") then close = true end
+        end
+      elseif name == "expect" then
+        continue = value:lower():match("^[ \t]*100%-continue[ \t]*$") ~= nil
       end
     end
-    c = low:find("\nexpect:", 1, true)
-    if c and head:byte(e) == 49 then -- no 100 Continue to an HTTP/1.0 client
-      continue = low:match("^[ \t]*100%-continue[ \t]*\r?$", c + 8) ~= nil
-        or low:match("^[ \t]*100%-continue[ \t]*\r\n", c + 8) ~= nil
-    end
   end
-  if head:find("^HEAD ") then return close and CLOSE_HEAD or HEAD, body, continue end
-  return close and CLOSE_RESPONSE or RESPONSE, body, continue
+  if close then response = response == HEAD and CLOSE_HEAD or CLOSE_RESPONSE end
+  return response, body or 0, continue and not http10 -- no 100 to HTTP/1.0
 end
 
 local Hello = protocol.Protocol:extend("Hello")
@@ -87,6 +90,9 @@ end
 function Hello:dataReceived(data)
   local buf = self.buf .. data
   local pos, n = 1, #buf
+  -- buf had no blank line: search from its last bytes, not its start (a
+  -- head sent a byte at a time must not be searched over and over)
+  local from = #self.buf > 3 and #self.buf - 3 or 1
   while true do
     local skip = self.skip
     if skip then -- the body of the last request
@@ -98,17 +104,24 @@ function Hello:dataReceived(data)
       pos, self.skip = pos + skip, nil
       if not respond(self, self.after) then return end
     end
-    local e = buf:find("\r\n\r\n", pos, true)
-    if not e or e - pos > MAX_HEAD then break end
-    local head = buf:sub(pos, e - 1)
+    -- the head ends at its first empty line: a plain find for the usual
+    -- CRLF CRLF, which must give the last head again to be trusted
+    if from < pos then from = pos end
+    local s, e = buf:find("\r\n\r\n", from, true)
+    local head = s and buf:sub(pos, s - 1)
     local response, body, continue
-    if head == self.head then
+    if head and head == self.head then
       response, body = self.response, 0
-    else
+    elseif pos > n then
+      break
+    else -- lines may end in a bare LF
+      s, e = buf:find("\r?\n\r?\n", from)
+      if not s or s - pos > MAX_HEAD then break end
+      head = buf:sub(pos, s - 1)
       response, body, continue = answer(head)
       if body == 0 then self.head, self.response = head, response end
     end
-    pos = e + 4
+    pos = e + 1
     if body > 0 then
       self.skip, self.after = body, response
       if continue then self.transport:write(CONTINUE) end

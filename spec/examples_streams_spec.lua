@@ -212,6 +212,29 @@ describe("stream examples", function()
       "POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi"))
   end)
 
+  it("http_hello.lua refuses a header line it cannot read one way only, and takes bare LFs", function()
+    local p, port = serve("examples/http_hello.lua", "0")
+    later(function() finish(p) end)
+    local CLOSE = "GET / HTTP/1.1\r\nConnection: close\r\n\r\n"
+    local SMUGGLED = "GET /admin HTTP/1.1\r\n\r\n"
+    -- each of these hid the body's request from the server, or showed it
+    -- one that a proxy in front would take for a body (Twisted: 400)
+    for _, header in ipairs({ "Content-Length : 23", "Content-Length: 0\r\nContent-Length: 23",
+                              "Transfer-Encoding : chunked", "Content-Length:\r\n 23", "no colon" }) do
+      local request = "POST / HTTP/1.1\r\n" .. header .. "\r\n\r\n" .. SMUGGLED .. CLOSE
+      assert.equal("400 closed", http_raw(port, request), header)
+    end
+    -- a folded Connection: close was ignored, the connection kept
+    assert.equal("400 closed", http_raw(port, "GET / HTTP/1.1\r\nConnection:\r\n close\r\n\r\n"))
+    -- lines ended by a bare LF (nc without -C) are lines, in whole requests
+    -- or mixed, sent at once or pipelined
+    assert.equal("200 200 200 closed", http_raw(port, "GET / HTTP/1.1\nHost: x\n\n"
+      .. "POST / HTTP/1.1\r\nContent-Length: 2\n\r\nhiGET / HTTP/1.1\nConnection: close\n\n"))
+    local out = sh(("printf 'GET / HTTP/1.0\\n\\n' | timeout 5 nc 127.0.0.1 %d"):format(port))
+    assert.equal("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+      .. "Content-Length: 14\r\n\r\nHello, world!\n", out)
+  end)
+
   it("http_hello.lua stops reading from a client that pipelines requests and never reads", function()
     local p, port = serve("examples/http_hello.lua", "0")
     later(function() finish(p) end)
