@@ -1,6 +1,8 @@
 -- examples/proxy.lua: a TCP proxy whose memory stays bounded when one side
 -- reads slowly: each side is registered as the other's streaming producer,
--- so a full write buffer pauses reading from the other side.
+-- so a full write buffer pauses reading from the other side. A side that
+-- ends its sending (a half-close, as nc -N does) has the proxy end its
+-- sending to the other side, which may go on answering.
 -- Run: ./scripts/run examples/proxy.lua LISTENPORT HOST PORT [DRAIN_SECONDS]
 local reactor = require "braid.reactor"
 local protocol = require "braid.protocol"
@@ -55,10 +57,16 @@ function ProxyClient:connectionMade()
     self.transport:writeSequence(server.pending)
     server.pending = nil
   end
+  if server.read_done then self.transport:loseWriteConnection() end
 end
 
 function ProxyClient:dataReceived(data)
   self.server.transport:write(data)
+end
+
+-- HOST:PORT sends no more: neither do we, to the client
+function ProxyClient:readConnectionLost()
+  self.server.transport:loseWriteConnection()
 end
 
 function ProxyClient:connectionLost()
@@ -92,6 +100,13 @@ function ProxyServer:dataReceived(data)
   else
     self.pending[#self.pending + 1] = data
   end
+end
+
+-- the client sends no more: neither do we, to HOST:PORT (once it is
+-- connected and has what the client sent)
+function ProxyServer:readConnectionLost()
+  self.read_done = true
+  if self.client then self.client.transport:loseWriteConnection() end
 end
 
 function ProxyServer:connectionLost()

@@ -294,6 +294,44 @@ describe("stream examples", function()
     assert.equal(payload, table.concat(got))
   end)
 
+  it("proxy.lua passes a half-close on either way, and the other way goes on", function()
+    -- the client ends its sending (nc -N): the echo server behind still answers
+    local e, eport = serve("examples/echo.lua", "0")
+    later(function() finish(e) end)
+    local p, pport = serve("examples/proxy.lua", "0", "127.0.0.1", tostring(eport))
+    later(function() finish(p) end)
+    assert.equal("half", sh(("printf half | timeout 5 nc -N 127.0.0.1 %d"):format(pport)))
+    -- the far side ends its sending first: the client still reaches it
+    local st = {}
+    local Far = protocol.Protocol:extend("Far")
+    function Far:connectionMade()
+      self.got = ""
+      self.transport:write("banner")
+      self.transport:loseWriteConnection()
+    end
+    function Far:dataReceived(d) self.got = self.got .. d end
+    function Far:readConnectionLost() st.far_got = self.got end
+    local ff = protocol.Factory.forProtocol(Far)
+    ff.noisy = false
+    local fport = reactor.listenTCP(0, ff, 50, "127.0.0.1")
+    later(function() fport:stopListening() end)
+    local p2, pport2 = serve("examples/proxy.lua", "0", "127.0.0.1", tostring(fport:getHost().port))
+    later(function() finish(p2) end)
+    local C = protocol.Protocol:extend("C")
+    function C:connectionMade() self.got = "" end
+    function C:dataReceived(d) self.got = self.got .. d end
+    function C:readConnectionLost()
+      st.client_got = self.got
+      self.transport:write("after the banner")
+      self.transport:loseWriteConnection()
+    end
+    function C:connectionLost() st.client_lost = true end
+    reactor.connectTCP("127.0.0.1", pport2, { protocol = C, noisy = false })
+    spin(function() return st.far_got ~= nil and st.client_lost end)
+    assert.equal("banner", st.client_got)
+    assert.equal("after the banner", st.far_got)
+  end)
+
   -- proxy.lua between a pull producer writing 48 MB in 256 KiB chunks and a
   -- far side that starts paused; returns the proxy process, the far side's
   -- state (st.slow: its protocol, st.sent: bytes written, st.t: our
