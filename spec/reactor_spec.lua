@@ -511,6 +511,24 @@ describe("reactor.run and stop", function()
     assert.same({ "startup", "cwr", "startup" }, log)
   end)
 
+  -- callWhenRunning's calls all ran after every "after startup" trigger;
+  -- Twisted adds each as an "after startup" trigger, in turn with the others
+  it("runs callWhenRunning calls in turn with the after-startup triggers, as Twisted", function()
+    local log = {}
+    local function note(s) return function(x) log[#log + 1] = s .. (x or "") end end
+    local a = reactor.addSystemEventTrigger("after", "startup", note("A"))
+    reactor.callWhenRunning(note("B"), 1)
+    local c = reactor.addSystemEventTrigger("after", "startup", note("C"))
+    reactor.callWhenRunning(note("D"), 2)
+    finally(function() reactor.removeSystemEventTrigger(a); reactor.removeSystemEventTrigger(c) end)
+    reactor.callLater(0, reactor.stop)
+    run_for()
+    assert.same({ "A", "B1", "C", "D2" }, log)
+    reactor.callLater(0, reactor.stop)
+    run_for()
+    assert.same({ "A", "B1", "C", "D2", "A", "C" }, log)
+  end)
+
   -- running was set before the "before startup" triggers: a timer firing
   -- while one's Deferred was pending saw it true, and its callWhenRunning
   -- ran at once, before the "during" phase and the earlier one

@@ -310,19 +310,26 @@ end
 ---------------------------------------------------------------------------
 -- run / stop
 
-local when_running = {}
+local when_running = {}  -- callWhenRunning's pending triggers (id -> true)
 M._stopping = false
 local crashed_early = false  -- crash() before run()'s loop began
 local run_called = false     -- run() was called (its loop may not have begun)
 
---- Call f(...) once the reactor runs (after the startup event's "during"
--- phase); now if it already runs.
+--- Call f(...) once the reactor runs; now if it already runs. Before, it
+-- is a one-shot "after startup" trigger, as in Twisted: it runs in turn
+-- with the triggers of that phase, in the order they were added.
 function M.callWhenRunning(f, ...)
   check_callable("callWhenRunning", 1, f)
   if M.running then
     return f(...)
   end
-  when_running[#when_running + 1] = { f = f, args = pack(...) }
+  local id
+  id = M.addSystemEventTrigger("after", "startup", function(...)
+    M.removeSystemEventTrigger(id)
+    when_running[id] = nil
+    return f(...)
+  end, ...)
+  when_running[id] = true
 end
 
 --- Call f(...) on the loop's next turn, before that turn's timed calls (as
@@ -371,14 +378,7 @@ function M.run(opts)
   shutdown_pending = false
   crashed_early = false
   run_called = true
-  M.fireSystemEvent("startup", function()
-    local list = when_running
-    when_running = {}
-    for i = 1, #list do
-      local c = list[i]
-      core.pcall_report(c.f, unpack(c.args, 1, c.args.n))
-    end
-  end)
+  M.fireSystemEvent("startup")
   local ok, err = true, nil
   if not crashed_early then ok, err = pcall(core.run) end
   started = false
@@ -495,7 +495,7 @@ function M._runIfPending()
     for _, list in pairs(sig_handlers) do
       if #list > 0 then user_signals = true end
     end
-    if core.work() > 0 or #when_running > 0 or #thread_calls > 0 or user_signals then
+    if core.work() > 0 or next(when_running) ~= nil or #thread_calls > 0 or user_signals then
       M.run()
     end
   end
