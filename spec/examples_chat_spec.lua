@@ -74,6 +74,38 @@ describe("examples/chat.lua", function()
   end)
 end)
 
+describe("examples/hot/chat.lua", function()
+  local protocol = require "braid.protocol"
+
+  -- the hot example broadcast to every client, however much each had
+  -- left unread: one that never read made the server hold all that was said
+  it("drops a client whose unread lines pass 1 MiB, and serves the others on", function()
+    local hot = assert(loadfile("examples/hot/chat.lua"))()
+    local factory = protocol.Factory.forProtocol(hot.Chat)
+    local HotUser = User:extend("HotUser")
+    HotUser.delimiter = "\n"
+    local pumps, clients = {}, {}
+    for i = 1, 3 do
+      local _, client, pump = testing.connectedServerAndClient(factory, HotUser, { seed = i, maxChunk = 7 })
+      pumps[i], clients[i] = pump, client
+      pump:flush()
+    end
+    local a, c = clients[1], clients[3]
+    local line = string.rep("x", 1000)
+    -- the second client's pump is never flushed: what the server writes to it stays queued
+    for _ = 1, 1100 do
+      a:sendLine(line)
+      pumps[1]:flush()
+      pumps[3]:flush()
+    end
+    pumps[2]:flush()  -- the abort reaches the slow client
+    assert.equal(2, hot.count())
+    assert.equal("welcome", c.lines[1])
+    assert.equal(1 + 1100, #c.lines)  -- the welcome, then every line
+    assert.equal("> " .. line, c.lines[1101])
+  end)
+end)
+
 describe("examples/chat.lua over real sockets", function()
   local proc = require "helpers.proc"
   local tmp = require "helpers.tmp"

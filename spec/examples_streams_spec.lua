@@ -265,7 +265,7 @@ describe("stream examples", function()
 
   it("an example given a port that is not a number says how to run it", function()
     for _, script in ipairs({ "examples/echo.lua", "examples/http_hello.lua", "examples/chat.lua",
-                              "examples/proxy.lua" }) do
+                              "examples/proxy.lua", "examples/hot/server.lua" }) do
       local out = sh(("cd %s && %s %s http 2>&1; echo rc=$?"):format(quote(proc.root), quote(proc.BIN),
         script))
       assert.matches("^usage: braid " .. script:gsub("%p", "%%%0") .. " %[", out)

@@ -11,6 +11,10 @@ local clients = {}      -- live connections: kept across reloads (a table)
 local joined = 0        -- a counter: kept, since it changed after loading
 M.greeting = "welcome"  -- data: takes an edited value unless changed live
 
+-- A client whose unread lines pass this many bytes is dropped, so that one
+-- who never reads cannot make the server hold everything said.
+local MAX_UNREAD = 1024 * 1024
+
 M.Chat = basic.LineReceiver:extend("Chat")
 M.Chat.delimiter = "\n"
 
@@ -40,7 +44,13 @@ function M.Chat:lineReceived(line)
   end
   self.said = self.said + 1
   local out = self:format(line)
-  for c in pairs(clients) do c:sendLine(out) end
+  for c in pairs(clients) do
+    if c.transport:getWriteBufferSize() > MAX_UNREAD then
+      c.transport:abortConnection()
+    else
+      c:sendLine(out)
+    end
+  end
 end
 
 -- /count: how many lines this connection said

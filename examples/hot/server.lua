@@ -7,9 +7,14 @@ local protocol = require "braid.protocol"
 local reload = require "braid.reload"
 local chat = require "chat"
 
+local portno = math.tointeger(tonumber(arg and arg[1] or 9000))
+if not portno or portno < 0 or portno > 65535 then
+  io.stderr:write("usage: braid examples/hot/server.lua [port]   (0 picks one; run it with --watch)\n")
+  os.exit(2)
+end
 local factory = protocol.Factory.forProtocol(chat.Chat)
 factory.noisy = false
-local port = reactor.listenTCP(tonumber(arg and arg[1]) or 9000, factory)
+local port = reactor.listenTCP(portno, factory)
 print(("chat server listening on port %d"):format(port:getHost().port))
 reload.on(function(name, version)
   local h = reload.history(name)[version]
