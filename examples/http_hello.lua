@@ -3,7 +3,8 @@
 -- Try: curl -v http://127.0.0.1:8080/ http://127.0.0.1:8080/again
 --
 -- Every request gets the same answer (HEAD the same head without the
--- body); requests may be pipelined, and lines may end in a bare LF. A
+-- body); requests may be pipelined, lines may end in a bare LF, and empty
+-- lines before a request are skipped. A
 -- request body announced by Content-Length is read and ignored, then
 -- answered ("Expect: 100-continue" gets its 100 Continue first). What the
 -- server cannot take is answered with an error and the connection is
@@ -104,6 +105,8 @@ function Hello:dataReceived(data)
       pos, self.skip = pos + skip, nil
       if not respond(self, self.after) then return end
     end
+    local b = buf:byte(pos) -- empty lines before a request line are skipped (RFC 9112)
+    if b == 13 or b == 10 then pos = buf:match("^[\r\n]*()", pos) end
     -- the head ends at its first empty line: a plain find for the usual
     -- CRLF CRLF, which must give the last head again to be trusted
     if from < pos then from = pos end
