@@ -9,6 +9,19 @@ local User = basic.LineReceiver:extend("User")
 function User:connectionMade() self.lines = {} end
 function User:lineReceived(line) self.lines[#self.lines + 1] = line end
 
+-- sender says 1100 lines of 1000 bytes (1.1 MB); after each, the first
+-- and third pumps are flushed, the second (a client that never reads) not.
+-- Returns the line.
+local function flood(sender, pumps)
+  local line = string.rep("x", 1000)
+  for _ = 1, 1100 do
+    sender:sendLine(line)
+    pumps[1]:flush()
+    pumps[3]:flush()
+  end
+  return line
+end
+
 describe("examples/chat.lua", function()
   local factory, pumps
   before_each(function()
@@ -49,13 +62,8 @@ describe("examples/chat.lua", function()
   it("drops a member whose unread messages pass 1 MiB, and serves the others on", function()
     local a, slow, c = join(1), join(2), join(3)
     a:sendLine("alice"); slow:sendLine("slow"); c:sendLine("carol"); flush()
-    local line = string.rep("x", 1000)
     -- slow's pump is never flushed: what the server writes to it stays queued
-    for _ = 1, 1100 do
-      a:sendLine(line)
-      pumps[1]:flush()
-      pumps[3]:flush()
-    end
+    flood(a, pumps)
     local st = factory.users.slow.transport
     assert.is_true(st.aborted)
     pumps[2]:flush()
@@ -91,13 +99,8 @@ describe("examples/hot/chat.lua", function()
       pump:flush()
     end
     local a, c = clients[1], clients[3]
-    local line = string.rep("x", 1000)
     -- the second client's pump is never flushed: what the server writes to it stays queued
-    for _ = 1, 1100 do
-      a:sendLine(line)
-      pumps[1]:flush()
-      pumps[3]:flush()
-    end
+    local line = flood(a, pumps)
     pumps[2]:flush()  -- the abort reaches the slow client
     assert.equal(2, hot.count())
     assert.equal("welcome", c.lines[1])
