@@ -214,6 +214,62 @@ describe("isinstance and issubclass", function()
     assert.is_false(A:issubclass(B))
     assert.is_false(C:issubclass(Other))
   end)
+
+  it("compare classes raw: an instance whose __eq says true is not a class they match", function()
+    local Eq = Object:extend("Eq", { __eq = function() return true end })
+    local ok, e = pcall(Object.issubclass, Object, Eq())
+    assert.is_false(ok)
+    assert.equal("TypeError: bad argument #1 to 'issubclass' (class expected, got Eq)", tostring(e))
+    ok, e = pcall(Object.isinstance, Eq(), A())
+    assert.is_false(ok)
+    assert.equal("TypeError: bad argument #1 to 'isinstance' (class expected, got Eq; "
+      .. "call it as Cls:isinstance(...))", tostring(e))
+  end)
+
+  it("called with '.' or on what is not a class, raise a TypeError naming the method", function()
+    local a = A()
+    local cases = {
+      { "isinstance", function() return A.isinstance(a) end, "A" },
+      { "isinstance", function() return a:isinstance(a) end, "A" },
+      { "issubclass", function() return A.issubclass(nil) end, "nil" },
+      { "issubclass", function() return a:issubclass(A) end, "A" },
+      { "issubclass", function() return Object.issubclass("A", Object) end, "string" },
+      { "extend", function() return a:extend("Sub") end, "A" },
+      { "extend", function() return Object.extend("Sub") end, "string" },
+      { "extend", function() return Object.extend(nil, "Sub") end, "nil" },
+      { "new", function() return A.new() end, "nil" },
+      { "new", function() return A.new(a) end, "A" },
+      { "new", function() return Object.new(42) end, "number" },
+    }
+    for _, c in ipairs(cases) do
+      local ok, e = pcall(c[2])
+      assert.is_false(ok, c[1])
+      assert.is_true(require("braid.error").TypeError:isinstance(e), c[1])
+      assert.equal(("TypeError: bad argument #1 to '%s' (class expected, got %s; call it as Cls:%s(...))")
+        :format(c[1], c[3], c[1]), tostring(e))
+    end
+  end)
+
+  it("issubclass raises a TypeError for an argument that is not a class, as Python's", function()
+    for _, v in ipairs({ 42, "A", {}, A() }) do
+      local ok, e = pcall(B.issubclass, B, v)
+      assert.is_false(ok)
+      assert.equal("TypeError: bad argument #1 to 'issubclass' (class expected, got "
+        .. class.nameof(v) .. ")", tostring(e))
+    end
+    local ok, e = pcall(B.issubclass, B)
+    assert.is_false(ok)
+    assert.equal("TypeError: bad argument #1 to 'issubclass' (class expected, got nil)", tostring(e))
+  end)
+
+  it("the true answers are unchanged for classes made by setconstructor", function()
+    local K = Object:extend("K")
+    class.setconstructor(K, function(cls) return setmetatable({}, cls) end)
+    assert.is_true(K:isinstance(K()))
+    assert.is_true(K:issubclass(Object))
+    assert.is_false(K:isinstance({}))
+    assert.is_false(K:issubclass(A))
+  end)
 end)
 
 describe("class helpers", function()

@@ -108,6 +108,10 @@ Object.__index = Object
 -- @param fields optional table of fields and methods copied into the class
 -- @return the new class
 function Object:extend(name, fields)
+  if not M.isclass(self) then
+    type_error("bad argument #1 to 'extend' (class expected, got " .. M.nameof(self)
+      .. "; call it as Cls:extend(...))", 2)
+  end
   if type(name) == "table" and fields == nil then
     fields, name = name, nil
   end
@@ -139,26 +143,47 @@ end
 
 --- Make an instance and call its init(...) when defined.
 function Object:new(...)
+  if not M.isclass(self) then
+    type_error("bad argument #1 to 'new' (class expected, got " .. M.nameof(self)
+      .. "; call it as Cls:new(...))", 2)
+  end
   return new(self, ...)
 end
 
---- True when v is an instance of this class or of a subclass.
-function Object:isinstance(v)
-  if type(v) ~= "table" then return false end
-  local mt = getmetatable(v)
-  while type(mt) == "table" do
-    if mt == self then return true end
-    mt = rawget(mt, "super")
+-- A method of a class called on something else (a dot call, an instance):
+-- the TypeError, raised only once the answer would be false, so the true
+-- answers cost nothing more.
+local function check_class(fname, self, level)
+  if not M.isclass(self) then
+    type_error("bad argument #1 to '" .. fname .. "' (class expected, got " .. M.nameof(self)
+      .. "; call it as Cls:" .. fname .. "(...))", level + 1)
   end
+end
+
+--- True when v is an instance of this class or of a subclass. Classes are
+-- compared raw: an __eq of the instances takes no part.
+function Object:isinstance(v)
+  if type(v) == "table" then
+    local mt = getmetatable(v)
+    while type(mt) == "table" do
+      if rawequal(mt, self) then return true end
+      mt = rawget(mt, "super")
+    end
+  end
+  check_class("isinstance", self, 2)
   return false
 end
 
---- True when this class is cls or inherits from it.
+--- True when this class is cls or inherits from it (compared raw).
 function Object:issubclass(cls)
   local c = self
-  while c do
-    if c == cls then return true end
+  while type(c) == "table" do
+    if rawequal(c, cls) then return true end
     c = rawget(c, "super")
+  end
+  check_class("issubclass", self, 2)
+  if not M.isclass(cls) then
+    type_error("bad argument #1 to 'issubclass' (class expected, got " .. M.nameof(cls) .. ")", 2)
   end
   return false
 end
