@@ -26,6 +26,25 @@ describe("braid.error.Error", function()
     assert.equal("42", errors.Error(42).message)
   end)
 
+  it("is made from a message whose tostring raises, which it names as unprintable", function()
+    local bad = setmetatable({}, { __tostring = function() error("no text", 0) end })
+    assert.equal("ValueError: <unprintable table: no text>", tostring(errors.ValueError(bad)))
+    assert.equal("ConnectError: An error occurred while connecting: <unprintable table: no text>.",
+      tostring(errors.ConnectError(nil, bad)))
+    local e = errors.CannotListenError(bad, 80, bad)
+    assert.equal(bad, e.interface)
+    assert.equal("CannotListenError: Couldn't listen on <unprintable table: no text>:80: "
+      .. "<unprintable table: no text>.", tostring(e))
+  end)
+
+  it("keeps huge and binary messages whole", function()
+    local big = string.rep("x", 1000000) .. "\0\255"
+    local e = errors.ConnectionLost(big)
+    assert.equal(big, e.message)
+    assert.equal("ConnectionLost: Connection to the other side was lost in a non-clean fashion: " .. big .. ".",
+      tostring(e))
+  end)
+
   it("keeps extra arguments in args, with their count", function()
     local e = errors.Error("m", 1, nil)
     assert.equal(2, e.args.n)
@@ -98,9 +117,26 @@ describe("braid.error.class", function()
   it("rejects a parent that is not an error class", function()
     local ok, e = pcall(errors.class, "X", class.Object)
     assert.is_false(ok)
-    assert.matches("bad argument #2 to 'class' %(error class expected%)", e)
+    assert.matches("bad argument #2 to 'class' %(error class expected, got Object%)", e)
     ok = pcall(errors.class, "X", {})
     assert.is_false(ok)
+  end)
+
+  it("raises TypeError objects naming the argument, the default text and fields included", function()
+    local cases = {
+      { { 42 }, "bad argument #1 to 'class' (string expected, got number)" },
+      { { "SpecBadError", errors.ValueError() }, "bad argument #2 to 'class' (error class expected, got ValueError)" },
+      { { "SpecBadError", false }, "bad argument #2 to 'class' (error class expected, got boolean)" },
+      { { "SpecBadError", nil, { "text" } }, "bad argument #3 to 'class' (string expected, got table)" },
+      { { "SpecBadError", nil, nil, 5 }, "bad argument #4 to 'class' (table expected, got number)" },
+    }
+    for _, c in ipairs(cases) do
+      local ok, e = pcall(errors.class, table.unpack(c[1], 1, 4))
+      assert.is_false(ok)
+      assert.is_true(errors.TypeError:isinstance(e), c[2])
+      assert.equal("TypeError: " .. c[2], tostring(e))
+    end
+    assert.is_nil(rawget(errors, "SpecBadError"))
   end)
 end)
 
@@ -109,6 +145,13 @@ describe("braid.error.isinstance", function()
     assert.is_true(errors.isinstance(errors.ConnectionDone()))
     assert.is_true(errors.isinstance(errors.ConnectionDone(), errors.ConnectionClosed))
     assert.is_false(errors.isinstance(errors.ConnectionDone(), errors.ConnectionLost))
+  end)
+
+  it("refuses a class argument that is not a class (an error object, say)", function()
+    local ok, e = pcall(errors.isinstance, errors.ValueError("x"), errors.ValueError("y"))
+    assert.is_false(ok)
+    assert.equal("TypeError: bad argument #2 to 'isinstance' (an error class expected "
+      .. "(errors.ValueError, say), got ValueError)", tostring(e))
   end)
 
   it("is false for non-error values", function()

@@ -32,7 +32,7 @@ function Error:extend(name, fields)
 end
 
 function Error:init(message, ...)
-  if message ~= nil then self.message = tostring(message) end
+  if message ~= nil then self.message = M.safeString(message) end
   if select("#", ...) > 0 then self.args = table.pack(...) end
 end
 
@@ -61,11 +61,17 @@ end
 -- @param defaultText Twisted's default text, or nil
 function M.class(name, parent, defaultText, fields)
   if type(name) ~= "string" then
-    error("bad argument #1 to 'class' (string expected, got " .. type(name) .. ")", 2)
+    M.argerror("class", 1, "string expected, got " .. class.nameof(name))
   end
-  parent = parent or Error
+  if parent == nil then parent = Error end
   if not (class.isclass(parent) and parent:issubclass(Error)) then
-    error("bad argument #2 to 'class' (error class expected)", 2)
+    M.argerror("class", 2, "error class expected, got " .. class.nameof(parent))
+  end
+  if defaultText ~= nil and type(defaultText) ~= "string" then
+    M.argerror("class", 3, "string expected, got " .. class.nameof(defaultText))
+  end
+  if fields ~= nil and type(fields) ~= "table" then
+    M.argerror("class", 4, "table expected, got " .. class.nameof(fields))
   end
   local cls = parent:extend(name, fields)
   if defaultText ~= nil then cls.defaultText = defaultText end
@@ -75,7 +81,7 @@ end
 
 --- True when v is an error object of cls (default Error).
 function M.isinstance(v, cls)
-  if cls ~= nil and (type(cls) ~= "table" or type(cls.isinstance) ~= "function") then
+  if cls ~= nil and not class.isclass(cls) then
     M.argerror("isinstance", 2, "an error class expected (errors.ValueError, say), got "
       .. class.nameof(cls))
   end
@@ -152,8 +158,8 @@ local CannotListenError = I("CannotListenError", nil, nil)
 function CannotListenError:init(interface, port, socketError)
   self.interface, self.port, self.socketError = interface, port, socketError
   self.message = ("Couldn't listen on %s:%s: %s"):format(
-    (interface == nil or interface == "") and "any" or tostring(interface),
-    tostring(port), tostring(socketError))
+    (interface == nil or interface == "") and "any" or M.safeString(interface),
+    M.safeString(port), M.safeString(socketError))
 end
 
 local ConnectError = I("ConnectError", nil, "An error occurred while connecting")
@@ -162,7 +168,7 @@ function ConnectError:init(osError, message)
     message, osError = osError, nil
   end
   self.osError = osError
-  if message ~= nil then self.message = tostring(message) end
+  if message ~= nil then self.message = M.safeString(message) end
 end
 function ConnectError:text()
   local s = self.defaultText
