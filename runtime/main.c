@@ -159,7 +159,24 @@ static const char *lua_dir(char *buf, size_t len) {
   return BRAID_SOURCE_LUA_DIR;
 }
 
+/* error(errors.X): a raised braid.error class (a table whose own `class`
+** field is itself) stands for an instance made without arguments, as
+** Python's `raise X` and as braid.failure takes it; replace the value at
+** idx by that instance, or leave it when the class cannot make one. */
+static void instance_of_raised_class(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) != LUA_TTABLE || !lua_checkstack(L, 2)) return;
+  lua_pushliteral(L, "class");
+  int is_cls = lua_rawget(L, idx) == LUA_TTABLE && lua_rawequal(L, -1, idx);
+  lua_pop(L, 1);
+  if (!is_cls) return;
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 0, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TTABLE) lua_replace(L, idx);
+  else lua_pop(L, 1);
+}
+
 static int msghandler(lua_State *L) {
+  instance_of_raised_class(L, 1);
   const char *msg = lua_tostring(L, 1);
   if (msg == NULL) {
     if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
@@ -183,6 +200,7 @@ static int docall(lua_State *L, int narg, int nres) {
 static int report(lua_State *L, int st) {
   if (st != LUA_OK) {
     int top = lua_gettop(L);
+    instance_of_raised_class(L, -1);
     const char *msg = lua_tostring(L, -1);
     if (msg == NULL && luaL_callmeta(L, -1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
       msg = lua_tostring(L, -1);  /* an error object (braid.error's) */

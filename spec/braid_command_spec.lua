@@ -144,6 +144,20 @@ describe("braid", function()
     assert.equal("stack traceback:", lines[2])
   end)
 
+  it("an error class raised by the main chunk prints as an instance of it, as braid.failure takes it", function()
+    local path = script("local errors = require 'braid.error'\nerror(errors.ConnectionDone)\n")
+    local lines, code = proc.run({ path })
+    assert.equal(1, code)
+    assert.equal("braid: ConnectionDone: Connection was closed cleanly.", lines[1])
+    assert.equal("stack traceback:", lines[2])
+    lines, code = proc.run({ "-e", "error(require('braid.error').ReactorNotRunning)" })
+    assert.equal(1, code)
+    assert.equal("braid: ReactorNotRunning", lines[1])
+    lines, code = proc.run({ "-e", "error(require('braid.class').Object)" })
+    assert.equal(1, code)
+    assert.equal("braid: <class Object>", lines[1])
+  end)
+
   it("runs the reactor itself when the script leaves a call pending", function()
     local path = script([[
       local reactor = require "braid.reactor"
