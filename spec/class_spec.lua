@@ -358,6 +358,21 @@ describe("metamethods", function()
     assert.same({ "s" }, closed)
   end)
 
+  it("__mode is inherited, so a subclass of a weak class makes weak instances", function()
+    local Weak = Object:extend("Weak", { __mode = "k" })
+    local Sub = Weak:extend("Sub")
+    local SubSub = Sub:extend("SubSub")
+    assert.equal("k", rawget(SubSub, "__mode"))
+    for _, cls in ipairs({ Weak, Sub, SubSub }) do
+      local set = cls()
+      set[{}] = true
+      collectgarbage()
+      collectgarbage()
+      assert.is_nil(next(set), class.nameof(cls))
+    end
+    assert.is_true(class.METAMETHODS.__mode)
+  end)
+
   it("are copied when the subclass is made: one added to the parent later is not seen by it", function()
     local P = Object:extend("P")
     local C = P:extend("C")

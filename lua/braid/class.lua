@@ -17,12 +17,13 @@ local function type_error(msg, level)
 end
 
 -- Metamethods Lua looks up with rawget on the metatable: a subclass copies
--- its parent's so instances inherit them.
+-- its parent's so instances inherit them. __mode (weak instances) is read
+-- raw by the collector the same way.
 local METAMETHODS = {
   "__tostring", "__eq", "__lt", "__le", "__concat", "__len", "__call",
   "__add", "__sub", "__mul", "__div", "__mod", "__unm", "__close",
   "__idiv", "__pow", "__band", "__bor", "__bxor", "__shl", "__shr", "__bnot",
-  "__gc", "__newindex", "__pairs",
+  "__gc", "__newindex", "__pairs", "__mode",
 }
 
 local ClassMeta = {}
