@@ -305,6 +305,14 @@ describe("the built-in error classes", function()
     assert.equal("ConnectError: An error occurred while connecting: 113.", tostring(errors.ConnectError(113)))
   end)
 
+  it("ConnectError prints no osError that Python finds false (0, false), as Twisted's `if self.osError:`", function()
+    assert.equal("ConnectError: An error occurred while connecting.", tostring(errors.ConnectError(0)))
+    assert.equal(0, errors.ConnectError(0).osError)
+    assert.equal("ConnectionRefusedError: Connection was refused by other side: refused.",
+      tostring(errors.ConnectionRefusedError(0, "refused")))
+    assert.equal("ConnectError: An error occurred while connecting: m.", tostring(errors.ConnectError(false, "m")))
+  end)
+
   it("ConnectError with a single string takes it as the message", function()
     local e = errors.ConnectError("refused")
     assert.is_nil(e.osError)

@@ -172,7 +172,11 @@ function ConnectError:init(osError, message)
 end
 function ConnectError:text()
   local s = self.defaultText
-  if self.osError ~= nil then s = s .. ": " .. tostring(self.osError) end
+  local os_error = self.osError
+  -- Twisted tests `if self.osError:`, so 0, false and "" print nothing
+  if os_error ~= nil and os_error ~= 0 and os_error ~= false and os_error ~= "" then
+    s = s .. ": " .. M.safeString(os_error)
+  end
   if self.message ~= nil and self.message ~= "" then s = s .. ": " .. self.message end
   return s .. "."
 end
