@@ -274,7 +274,14 @@ static void iterate_once(double max_wait) {
   ** would fail so every turn: the raw descriptors' watchers of closed
   ** descriptors go (a closed fd of braid's own is the caller's mistake) */
   if (event_base_loop(lp->base, flags) < 0) braid_fdwatch_preen();
-  if (wait > 0 && !lp->stop_flag) run_timers(L); /* what fell due while we waited */
+  /* run(): what fell due while we waited runs on the next turn, after the
+  ** callFromThread calls the I/O callbacks queued, as Twisted's mainLoop
+  ** (doIteration, then runUntilCurrent: its threadCallQueue first). One
+  ** iterate(delay) runs it now, after those calls too. */
+  if (wait > 0 && !lp->stop_flag && max_wait >= 0) {
+    run_turn_hook(0);
+    run_timers(L);
+  }
 }
 
 static void check_owner(lua_State *L) {

@@ -631,6 +631,60 @@ describe("reactor.callFromThread on the loop", function()
     assert.matches("thread call boom", reported[1]:getErrorMessage())
   end)
 
+  -- Twisted's mainLoop: doIteration (the I/O callbacks), then runUntilCurrent,
+  -- whose threadCallQueue runs before the timed calls; braid ran the calls
+  -- that fell due during the wait right after it, before the queued ones
+  it("runs a call queued by an I/O callback before a timed call that fell due meanwhile", function()
+    local log = {}
+    local function note(s)
+      log[#log + 1] = s
+      if #log == 2 then reactor.stop() end
+    end
+    local Server = { dataReceived = function()
+      local t0 = core.monotonic()
+      while core.monotonic() - t0 < 0.05 do end  -- the timer falls due meanwhile
+      reactor.callFromThread(note, "queued by dataReceived")
+    end }
+    local Client = { connectionMade = function(self)
+      self.transport:write("x")
+      reactor.callLater(0.01, note, "timer")
+    end }
+    local port = reactor.listenTCP(0, { protocol = Server, noisy = false }, 50, "127.0.0.1")
+    reactor.connectTCP("127.0.0.1", port:getHost().port, { protocol = Client, noisy = false })
+    run_for()  -- the shutdown closes the port and both connections
+    assert.same({ "queued by dataReceived", "timer" }, log)
+  end)
+
+  -- Twisted fires a stop()'s shutdown at the end of runUntilCurrent: calls
+  -- queued during that turn (by a queued call or a timed call) stay queued
+  -- for the next run; braid ran them before the shutdown triggers
+  it("keeps the calls queued on the turn of a stop() for after the shutdown", function()
+    local log = {}
+    local function note(s) return function() log[#log + 1] = s end end
+    local t = reactor.addSystemEventTrigger("before", "shutdown", note("before"))
+    local v = reactor.addSystemEventTrigger("after", "shutdown", note("after"))
+    reactor.callWhenRunning(function()
+      reactor.stop()
+      reactor.callFromThread(function()
+        log[#log + 1] = "queued"
+        reactor.callLater(0, note("queued->later0"))
+        reactor.callFromThread(note("queued->queued"))
+      end)
+      reactor.callLater(0, function()
+        log[#log + 1] = "later0"
+        reactor.callFromThread(note("later0->queued"))
+      end)
+    end)
+    run_for()
+    assert.same({ "queued", "later0", "queued->later0", "before", "after" }, log)
+    log = {}
+    reactor.callWhenRunning(reactor.stop)
+    run_for()
+    reactor.removeSystemEventTrigger(t)
+    reactor.removeSystemEventTrigger(v)
+    assert.same({ "queued->queued", "later0->queued", "before", "after" }, log)
+  end)
+
   it("is braid.threads.callFromThread, and refuses a non-callable naming it", function()
     assert.equal(reactor.callFromThread, require("braid.threads").callFromThread)
     local ok, e = pcall(reactor.callFromThread, 42)

@@ -73,13 +73,16 @@ end
 -- after_timers: this turn's due timed calls have run. A stop()'s shutdown
 -- fires only then, as Twisted's at the end of runUntilCurrent: calls due
 -- when the turn began run first, not after the reactor has shut down.
+-- callFromThread calls queued during that turn wait, as in Twisted (they
+-- run on a later turn, if the loop goes on, or in the next run()).
 core.set_turn_hook(function(after_timers)
-  run_thread_calls()
-  if shutdown_pending then
-    if after_timers then
-      shutdown_pending = false
-      fire_shutdown()
-    else
+  if shutdown_pending and after_timers then
+    shutdown_pending = false
+    if #thread_calls > 0 then core.wake() end
+    fire_shutdown()
+  else
+    run_thread_calls()
+    if shutdown_pending then
       core.wake()  -- run this hook again once the timers have
     end
   end
