@@ -190,8 +190,12 @@ describe("braid.fdesc", function()
   end)
 
   it("raises for a descriptor without a usable fileno", function()
-    assert.has_error(function() reactor.addReader({}) end)
-    assert.has_error(function() reactor.addReader({ fileno = function() return -1 end }) end)
+    assert.has_error(function() reactor.addReader({}) end,
+      "TypeError: bad argument #1 to 'addReader' (descriptor's fileno() must return an integer"
+      .. " from 0 to 2147483647, got an error)")
+    assert.has_error(function() reactor.addReader({ fileno = function() return -1 end }) end,
+      "TypeError: bad argument #1 to 'addReader' (descriptor's fileno() must return an integer"
+      .. " from 0 to 2147483647, got -1)")
   end)
 
   it("refuses a descriptor that is not open, or a regular file, with no warning of libevent's own",
