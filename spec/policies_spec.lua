@@ -131,6 +131,27 @@ describe("WrappingFactory", function()
     end
   end)
 
+  it("starts and stops the wrapped factory and passes it the client events, as Twisted's", function()
+    local calls = {}
+    local inner = protocol.ClientFactory.forProtocol(Recorder)
+    function inner:startFactory() calls[#calls + 1] = "start" end
+    function inner:stopFactory() calls[#calls + 1] = "stop" end
+    function inner:startedConnecting(c) calls[#calls + 1] = "connecting " .. c end
+    function inner:clientConnectionFailed(c, r) calls[#calls + 1] = "failed " .. c .. " " .. r end
+    function inner:clientConnectionLost(c, r) calls[#calls + 1] = "lost " .. c .. " " .. r end
+    local f = policies.WrappingFactory(inner)
+    f:doStart()
+    assert.are.equal(1, inner.numPorts)
+    assert.are.equal(1, f.numPorts)
+    f:startedConnecting("c1")
+    f:clientConnectionFailed("c1", "refused")
+    f:clientConnectionLost("c2", "done")
+    f:doStop()
+    assert.are.equal(0, inner.numPorts)
+    assert.are.equal(0, f.numPorts)
+    assert.are.same({ "start", "connecting c1", "failed c1 refused", "lost c2 done", "stop" }, calls)
+  end)
+
   it("visits its protocols in the order they registered", function()
     local f = policies.ThrottlingFactory(protocol.Factory.forProtocol(Recorder), nil, 1)
     f.clock = Clock()
@@ -380,8 +401,9 @@ describe("TrafficLoggingFactory", function()
     local inner = protocol.Factory()
     function inner.buildProtocol() error("no protocol today") end
     local f, closed = closing_logs(inner)
-    assert.has_error(function() f:buildProtocol(nil) end)
-    assert.has_error(function() f:buildProtocol(nil) end)
+    -- the wrapped factory's own error comes through, unchanged
+    assert.has_error(function() f:buildProtocol(nil) end, "no protocol today")
+    assert.has_error(function() f:buildProtocol(nil) end, "no protocol today")
     assert.are.same({ "t-1", "t-2" }, closed)
   end)
 
