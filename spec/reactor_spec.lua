@@ -812,7 +812,8 @@ describe("system event triggers", function()
   end)
 
   it("refuses to remove an unknown id", function()
-    assert.has_error(function() reactor.removeSystemEventTrigger({}) end)
+    assert.has_error(function() reactor.removeSystemEventTrigger({}) end,
+      "ValueError: bad argument #1 to 'removeSystemEventTrigger' (not a trigger id)")
     local id = reactor.addSystemEventTrigger("before", "x", print)
     reactor.removeSystemEventTrigger(id)
     assert.error_matches(function() reactor.removeSystemEventTrigger(id) end, "already removed")
