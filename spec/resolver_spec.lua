@@ -160,7 +160,8 @@ describe("braid.resolver", function()
   end)
 
   it("refuses a resolver without getHostByName", function()
-    assert.has_error(function() reactor.installResolver({}) end)
+    assert.has_error(function() reactor.installResolver({}) end,
+      "TypeError: bad argument #1 to 'installResolver' (resolver with getHostByName expected, got table)")
   end)
 
   it("cancels a pending lookup", function()
