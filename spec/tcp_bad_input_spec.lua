@@ -316,12 +316,16 @@ describe("braid.tcp under bad input", function()
         assert.is_false(ok)
         assert.matches("bad argument #1 to 'write' %(string expected, got " .. type(bad) .. "%)", tostring(e))
       end
-      assert.has_error(function() t:writeSequence({ "a", 7 }) end)
-      assert.has_error(function() t:writeSequence("ab") end)
+      assert.has_error(function() t:writeSequence({ "a", 7 }) end,
+        "TypeError: bad argument #1 to 'writeSequence' (string expected at index 2, got number)")
+      assert.has_error(function() t:writeSequence("ab") end,
+        "TypeError: bad argument #1 to 'writeSequence' (table expected, got string)")
       t:loseConnection()
-      assert.has_error(function() t:write(42) end)
+      assert.has_error(function() t:write(42) end,
+        "TypeError: bad argument #1 to 'write' (string expected, got number)")
       wait(c.lost)
-      assert.has_error(function() t:write(42) end)
+      assert.has_error(function() t:write(42) end,
+        "TypeError: bad argument #1 to 'write' (string expected, got number)")
       t:write("after connectionLost: discarded")
       assert.equal(0, t:getWriteBufferSize())
       wait(sf.built[1].lost)
