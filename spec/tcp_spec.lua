@@ -222,7 +222,8 @@ describe("braid.tcp", function()
     -- the fields table is also the metatable: its __ names are refused
     assert.has_error(function() t.__index = {} end,
       "transport field '__index' is reserved (names starting with __ are)")
-    assert.has_error(function() t.__gc = false end)
+    assert.has_error(function() t.__gc = false end,
+      "transport field '__gc' is reserved (names starting with __ are)")
     -- what is a transport (the console and testing.async ask)
     local is_transport = require("braid.core").tcp_is_transport
     assert.is_true(is_transport(t))
@@ -237,12 +238,15 @@ describe("braid.tcp", function()
     -- finalizer is the collector's alone (a live socket stays braid's)
     assert.has_error(function() t.__tostring(nil) end,
       "TypeError: bad argument #1 to '__tostring' (braid.tcp expected, got nil)")
-    assert.has_error(function() t.__gc(io.stdout) end)
+    assert.has_error(function() t.__gc(io.stdout) end,
+      "TypeError: bad argument #1 to '__gc' (braid.tcp expected, got FILE*)")
     assert.error_matches(function() t.__gc(t) end, "__gc is called by the garbage collector only")
     assert.is_true(t.connected)
     assert.is_true(t:fileno() >= 0)
-    assert.has_error(function() t.write(io.stdout, "x") end)
-    assert.has_error(function() t.write(sf, "x") end)
+    assert.has_error(function() t.write(io.stdout, "x") end,
+      "TypeError: bad argument #1 to 'write' (braid.tcp expected, got FILE*)")
+    assert.has_error(function() t.write(sf, "x") end,
+      "TypeError: bad argument #1 to 'write' (braid.tcp expected, got Factory)")
     t:pauseProducing()
     assert.is_true(t.paused)
     t:loseConnection()
