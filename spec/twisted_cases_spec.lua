@@ -133,8 +133,11 @@ describe("UNIX ports (test_unix)", function()
     assert.equal(long, p:getHost().name)
     c.transport:loseConnection()
     loop.wait(p:stopListening())
-    assert.has_error(function() reactor.listenUNIX(long .. "x", counting()) end)
-    assert.has_error(function() reactor.listenUNIX("/tmp/" .. ("y"):rep(103), counting()) end)
+    local too_long = long .. "x"
+    assert.has_error(function() reactor.listenUNIX(too_long, counting()) end,
+      errors.CannotListenError(nil, too_long, "File name too long"))
+    assert.has_error(function() reactor.listenUNIX("/tmp/" .. ("y"):rep(103), counting()) end,
+      errors.CannotListenError(nil, "/tmp/" .. ("y"):rep(103), "File name too long"))
   end)
 end)
 
@@ -234,7 +237,8 @@ describe("listening ports (test_tcp ListeningTests)", function()
     local p = reactor.listenTCP(0, f, 50, "127.0.0.1")
     assert.is_true(p.connected)
     assert.is_false(p.disconnected)
-    assert.has_error(function() p:startListening() end)  -- listening already
+    assert.has_error(function() p:startListening() end,  -- listening already
+      errors.CannotListenError("127.0.0.1", 0, "already listening"))  -- the port asked for
     local d = p:stopListening()
     assert.is_false(p.connected)
     assert.is_true(p.disconnecting)
