@@ -148,6 +148,46 @@ describe("task.Cooperator", function()
     assert.are.same({ "a", 1, "d", 4, "b", 2, "e", 5, "c", 3, "f", 6 }, L)
   end)
 
+  it("keeps the round-robin turn when a task ends (Twisted's iterator skips the next task)", function()
+    local L = {}
+    local function myiter(things)
+      local i = 0
+      return function()
+        i = i + 1
+        if things[i] == nil then return nil end
+        L[#L + 1] = things[i]
+        return true
+      end
+    end
+    local clock = task.Clock()
+    local c = task.Cooperator({ scheduler = clockScheduler(clock) })
+    local ds = {}
+    for _, stuff in ipairs({ { "a1" }, { "b1", "b2" }, { "c1", "c2" } }) do
+      ds[#ds + 1] = c:coiterate(myiter(stuff))
+    end
+    clock:advance(0)
+    for _, d in ipairs(ds) do successResultOf(d) end
+    -- a ends in its second turn: b, next after it, still goes before c
+    assert.are.same({ "a1", "b1", "c1", "b2", "c2" }, L)
+  end)
+
+  it("names a task's state in tostring: running, paused, then how it finished", function()
+    local clock = task.Clock()
+    local c = task.Cooperator({ scheduler = clockScheduler(clock) })
+    local t = c:cooperate(iter({ 1 }))
+    assert.are.equal("<CooperativeTask running>", tostring(t))
+    t:pause()
+    assert.are.equal("<CooperativeTask paused>", tostring(t))
+    t:resume()
+    assert.are.equal("<CooperativeTask running>", tostring(t))
+    clock:advance(0)
+    clock:advance(0)
+    assert.are.equal("<CooperativeTask TaskDone>", tostring(t))
+    local s = c:cooperate(iter({ 1 }))
+    s:stop()
+    assert.are.equal("<CooperativeTask TaskStopped>", tostring(s))
+  end)
+
   it("ends a slice when the termination predicate says so", function()
     local output = {}
     local stopped = false
