@@ -141,12 +141,16 @@ describe("unhandled errors", function()
   end)
 
   it("reports nothing for a failure taken by await", function()
+    local ok, e
     (function()
       defer.inlineCallbacks(function()
-        pcall(defer.await, defer.fail(errors.ValueError("caught")))
+        ok, e = pcall(defer.await, defer.fail(errors.ValueError("caught")))
       end)()
     end)()
     fullgc()
+    assert.is_false(ok)  -- await raised the failure's error, which the pcall took
+    assert.is_true(errors.ValueError:isinstance(e), tostring(e))
+    assert.equal("caught", e.message)
     assert.equal(0, defer.flushUnhandled())
   end)
 
