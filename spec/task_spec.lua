@@ -833,8 +833,13 @@ describe("task.LoopingCall", function()
   end))
 
   it("names its interval and function in tostring", function()
-    local lc = LoopingCall(print)
-    assert.matches("^LoopingCall<nil>%(", tostring(lc))
+    local function tick() end
+    local lc = LoopingCall(tick)
+    assert.are.equal("LoopingCall<nil>(" .. tostring(tick) .. ")", tostring(lc))
+    lc.clock = Clock()
+    lc:start(2.5)
+    assert.are.equal("LoopingCall<2.5>(" .. tostring(tick) .. ")", tostring(lc))
+    lc:stop()
   end)
 end)
 
@@ -1089,5 +1094,23 @@ describe("task.react", function()
     assert.are.same({ 0 }, codes)
     assert.is_false(reactor.running)
     assert.are.same({}, reactor.getDelayedCalls())
+  end)
+
+  it("removes its 'before shutdown' trigger from the real reactor once it has run", function()
+    local reactor = require "braid.reactor"
+    local saved, add = task._exit, reactor.addSystemEventTrigger
+    local ids = {}
+    reactor.addSystemEventTrigger = function(phase, event, ...)
+      local id = add(phase, event, ...)
+      if phase == "before" and event == "shutdown" then ids[#ids + 1] = id end
+      return id
+    end
+    task._exit = function() end
+    local ok, e = pcall(task.react, function(r) return task.deferLater(r, 0) end)
+    task._exit, reactor.addSystemEventTrigger = saved, add
+    assert.is_true(ok, tostring(e))
+    assert.are.equal(1, #ids)
+    assert.has_error(function() reactor.removeSystemEventTrigger(ids[1]) end,
+      "ValueError: bad argument #1 to 'removeSystemEventTrigger' (trigger already removed)")
   end)
 end)
