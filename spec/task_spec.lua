@@ -131,6 +131,19 @@ describe("task.Clock", function()
     assert.equal(5, calls[1]:getTime())
   end)
 
+  it("rejects a finite delay that takes the call's time out of range, as the reactor's", function()
+    local reactor = require "braid.reactor"
+    local calls = { Clock():callLater(1e308, function() end), reactor.callLater(1e308, function() end) }
+    finally(function() calls[2]:cancel() end)
+    for _, dc in ipairs(calls) do
+      local before = dc:getTime()
+      assert.has_error(function() dc:delay(1e308) end,
+        "ValueError: bad argument #1 to 'delay' (the new time is out of range)")
+      assert.equal(before, dc:getTime())  -- left where it was
+    end
+    assert.equal(1e308, calls[1]:getTime())
+  end)
+
   it("delays a call by the given amount", function()
     local events = {}
     local c = Clock()
