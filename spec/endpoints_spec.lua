@@ -60,9 +60,14 @@ describe("braid.endpoints", function()
     ep = endpoints.serverFromString(reactor, "unix:/x:mode=0o0000000000000000000660")
     assert.equal(tonumber("660", 8), ep._mode)
     assert.equal(80, endpoints.clientFromString(reactor, "tcp:h:00000000000000000000080")._port)
+    -- 18 significant digits are read; 19 are too large
+    assert.equal(999999999999999999,
+      endpoints.serverFromString(reactor, "tcp:80:backlog=0999999999999999999")._backlog)
     local ok, e = pcall(endpoints.serverFromString, reactor, "tcp:80:backlog=1000000000000000000")
     assert.is_false(ok)
     assert.equal(errors.ValueError, e.class)
+    assert.equal('invalid endpoint description "tcp:80:backlog=1000000000000000000": '
+      .. "backlog too large: 1000000000000000000", e.message)
   end)
 
   -- connect(nil) errbacked with "attempt to index a nil value" from
