@@ -267,7 +267,9 @@ describe("Deferred", function()
 
     it("keeps the first result after a second callback is refused", function()
       local d = fired()
-      pcall(d.callback, d, "second")
+      local ok, e = pcall(d.callback, d, "second")
+      assert.is_false(ok)
+      assert.equal(defer.AlreadyCalledError, e.class)
       assert.equal("first", successResultOf(d))
     end)
 
