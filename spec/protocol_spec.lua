@@ -35,6 +35,8 @@ describe("braid.protocol", function()
       local seen
       function P:connectionMade() seen = { self.transport, self.connected } end
       local p = P()
+      assert.is_false(p.connected)  -- "sets": it was not connected before
+      assert.is_nil(p.transport)
       p:makeConnection("T")
       assert.same({ "T", true }, seen)
     end)
@@ -201,6 +203,14 @@ describe("braid.protocol", function()
       local p = f:buildProtocol({ type = "TCP" })
       assert.is_true(P:isinstance(p))
       assert.equal(f, p.factory)
+    end)
+
+    it("buildProtocol raises ValueError without a protocol, TypeError for one of the wrong type", function()
+      assert.has_error(function() Factory():buildProtocol(nil) end, "ValueError: factory has no protocol")
+      local f = Factory()
+      f.protocol = 42
+      assert.has_error(function() f:buildProtocol(nil) end,
+        "TypeError: protocol must be a class or a table, got number")
     end)
 
     it("protocol.call falls back to the base method for plain factories", function()
