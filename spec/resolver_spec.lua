@@ -67,7 +67,9 @@ describe("braid.resolver", function()
   end)
 
   it("resolves localhost from /etc/hosts without blocking", function()
-    local list = result(reactor.getHostByName("localhost"))
+    local d = reactor.getHostByName("localhost")
+    assert.is_false(d.called)  -- the lookup runs off the loop: the answer comes in a later turn
+    local list = result(d)
     assert.is_true(#list >= 1)
     local hosts = {}
     for _, a in ipairs(list) do hosts[a.host] = a.family end
