@@ -1228,6 +1228,13 @@ describe("Deferred", function()
       assert.matches("defer_spec.lua:%d+: attempt to", f:getErrorMessage())
     end)
 
+    it("maybeDeferred succeeds with a returned object that has a metatable, an error object too", function()
+      local e = GenericError("returned, not raised")  -- Twisted's succeed(exception instance)
+      assert.equal(e, successResultOf(defer.maybeDeferred(function() return e end)))
+      local obj = setmetatable({}, { __index = {} })
+      assert.equal(obj, successResultOf(defer.maybeDeferred(function() return obj end)))
+    end)
+
     it("maybeDeferred errbacks with a returned Failure", function()
       local expected = Failure(GenericError("returned"))
       local d = defer.maybeDeferred(function() return expected end)
