@@ -246,6 +246,16 @@ describe("print under startLogging", function()
     assert.equal(orig, _G.print)
   end)
 
+  it("is left alone with setStdout false or 0 by startLogging and startLoggingWithObserver", function()
+    log.startLoggingWithObserver(function() end, false)
+    assert.equal(orig, _G.print)
+    log.startLoggingWithObserver(function() end, 0)
+    assert.equal(orig, _G.print)
+    log.startLogging(Sink(), 0)
+    assert.equal(orig, _G.print)
+    log.stopLogging()
+  end)
+
   it("is restored by stopLogging", function()
     log.startLogging(Sink())
     log.stopLogging()
@@ -892,6 +902,13 @@ describe("log.Logger", function()
     assert.matches("^lost peer\nTraceback %(most recent call last%):\n.*ConnectionDone: Connection was closed cleanly%.$", ev.text)
   end)
 
+  it("failure() refuses an unknown level and logs nothing", function()
+    local events = collect()
+    assert.has_error(function() log.Logger("ns"):failure("meh", "raw", "loud") end,
+      "ValueError: bad argument #3 to 'failure' (unknown level 'loud')")
+    assert.same({}, events)
+  end)
+
   it("failure() takes a level and wraps a raw value", function()
     local events = collect()
     log.Logger("ns"):failure("meh", "raw", "warn")
@@ -1023,6 +1040,16 @@ describe("log.LogFile", function()
   local path
   before_each(function() path = tmppath() end)
   after_each(function() cleanup(path) end)
+
+  it("refuses write, flush and rotate once closed, as Twisted's closed file", function()
+    local lf = log.LogFile(path)
+    lf:close()
+    local msg = "ValueError: I/O operation on closed log file " .. path
+    assert.has_error(function() lf:write("x\n") end, msg)
+    assert.has_error(function() lf:flush() end, msg)
+    assert.has_error(function() lf:rotate() end, msg)
+    assert.is_nil(slurp(path .. ".1"))
+  end)
 
   it("appends to the file and counts its size", function()
     local f = assert(io.open(path, "w"))
@@ -1222,6 +1249,21 @@ describe("log output that cannot be written", function()
     assert.equal(STAMP .. " [-] Log opened.\n" .. STAMP .. " [-] kept\n", out.buf)
     local _, reports = errsink.buf:gsub("cannot write", "")
     assert.equal(2, reports)
+  end)
+
+  it("reports a failing write even when the flush after it succeeds", function()
+    local full, flushes = false, 0
+    local out = {
+      write = function(self) if full then return nil, "No space left on device" end return self end,
+      flush = function(self) flushes = flushes + 1 return self end,
+    }
+    log.startLogging(out, false)
+    assert.equal(1, flushes)  -- "Log opened."
+    full = true
+    log.msg("lost")
+    assert.equal(1, flushes)  -- no flush after a failed write
+    assert.equal(STAMP .. " [-] log: cannot write to " .. tostring(out)
+      .. ": No space left on device (lines are lost until a write succeeds)\n", errsink.buf)
   end)
 
   it("reports a flush that fails on /dev/full, for a path and for a LogFile", function()
