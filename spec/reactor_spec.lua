@@ -473,6 +473,32 @@ describe("reactor.run and stop", function()
     assert.same({ "stop returned", "before", "during", "after" }, log)
   end)
 
+  -- a call queued by a timed call ran right after the timed calls, before
+  -- the I/O that was waiting; Twisted runs it in the next runUntilCurrent,
+  -- after doIteration has handled that I/O
+  it("runs a call queued by a timed call after the I/O waiting then", function()
+    local log = {}
+    local client
+    local Server = { dataReceived = function(_, data)
+      log[#log + 1] = "read " .. data
+      if data == "a" then
+        client.transport:write("b")  -- waiting for the server by the next poll
+        reactor.callLater(0, function()
+          log[#log + 1] = "timer"
+          reactor.callFromThread(function() log[#log + 1] = "queued"; reactor.stop() end)
+        end)
+      end
+    end }
+    local Client = { connectionMade = function(self)
+      client = self
+      self.transport:write("a")
+    end }
+    local port = reactor.listenTCP(0, { protocol = Server, noisy = false }, 50, "127.0.0.1")
+    reactor.connectTCP("127.0.0.1", port:getHost().port, { protocol = Client, noisy = false })
+    run_for()
+    assert.same({ "read a", "timer", "read b", "queued" }, log)
+  end)
+
   -- Twisted fires a stop()'s shutdown at the end of runUntilCurrent: calls
   -- due when that turn began run first, none after the reactor shut down
   it("runs the calls due on the turn after stop() before the shutdown triggers", function()

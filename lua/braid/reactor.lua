@@ -75,11 +75,16 @@ end
 -- when the turn began run first, not after the reactor has shut down.
 -- callFromThread calls queued during that turn wait, as in Twisted (they
 -- run on a later turn, if the loop goes on, or in the next run()).
+-- Calls queued by the timed calls wait for the next turn, after its I/O
+-- (Twisted's next runUntilCurrent comes after doIteration): the wake makes
+-- that poll not block.
 core.set_turn_hook(function(after_timers)
-  if shutdown_pending and after_timers then
-    shutdown_pending = false
+  if after_timers then
     if #thread_calls > 0 then core.wake() end
-    fire_shutdown()
+    if shutdown_pending then
+      shutdown_pending = false
+      fire_shutdown()
+    end
   else
     run_thread_calls()
     if shutdown_pending then
