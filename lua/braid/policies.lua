@@ -5,6 +5,7 @@
 -- object's `clock` field when set (a task.Clock in specs), else the reactor.
 local class = require "braid.class"
 local protocol = require "braid.protocol"
+local errors = require "braid.error"
 
 local M = {}
 
@@ -20,7 +21,7 @@ end
 -- period: nil or false (no timeout) or a finite number of seconds >= 0
 local function check_period(fname, period)
   if period ~= nil and period ~= false then
-    require("braid.error").checkseconds(fname, 1, period, "period")
+    errors.checkseconds(fname, 1, period, "period")
   end
 end
 
@@ -28,7 +29,6 @@ end
 -- names fname's argument argn
 local function check_limit(fname, argn, v, what, ok)
   if v == nil then return end
-  local errors = require "braid.error"
   if type(v) ~= "number" then
     errors.argerror(fname, argn, "number expected, got " .. type(v), 4)
   end
@@ -53,11 +53,10 @@ local build = protocol._build
 -- (no bytes counted, no log line for data never sent, no timer reset).
 local function check_write(data)
   if type(data) ~= "string" then
-    require("braid.error").argerror("write", 1, "string expected, got " .. type(data), 4)
+    errors.argerror("write", 1, "string expected, got " .. type(data), 4)
   end
 end
 local function check_sequence(list)
-  local errors = require "braid.error"
   if type(list) ~= "table" then
     errors.argerror("writeSequence", 1, "table expected, got " .. type(list), 4)
   end
@@ -177,7 +176,7 @@ WrappingFactory.protocol = ProtocolWrapper
 function WrappingFactory:init(wrappedFactory)
   local t = type(wrappedFactory)
   if t ~= "table" and t ~= "userdata" then
-    require("braid.error").argerror(class.nameof(self), 1, "factory expected, got " .. t, 4)
+    errors.argerror(class.nameof(self), 1, "factory expected, got " .. t, 4)
   end
   self.wrappedFactory = wrappedFactory
   self.protocols = {}
@@ -393,7 +392,7 @@ function LimitConnectionsByPeer:buildProtocol(addr)
   local n = self.peerConnections[host] or 0
   local max = self.maxConnectionsPerPeer
   if type(max) ~= "number" then
-    error(require("braid.error").TypeError(
+    error(errors.TypeError(
       "LimitConnectionsByPeer.maxConnectionsPerPeer must be a number, got " .. type(max)))
   end
   if n >= max then return nil end
@@ -434,7 +433,7 @@ function LimitTotal:buildProtocol(addr) -- luacheck: ignore addr
   local inner
   local limit = self.connectionLimit
   if limit ~= nil and type(limit) ~= "number" then
-    error(require("braid.error").TypeError(
+    error(errors.TypeError(
       "LimitTotalConnectionsFactory.connectionLimit must be a number or nil, got " .. type(limit)))
   end
   if limit == nil or self.connectionCount < limit then
@@ -519,7 +518,7 @@ TimeoutFactory.protocol = TimeoutProtocol
 --- TimeoutFactory(wrappedFactory, timeoutPeriod?) (default 30 minutes).
 function TimeoutFactory:init(wrappedFactory, timeoutPeriod)
   WrappingFactory.init(self, wrappedFactory)
-  if timeoutPeriod ~= nil then require("braid.error").checkseconds("TimeoutFactory", 2, timeoutPeriod, "timeoutPeriod") end
+  if timeoutPeriod ~= nil then errors.checkseconds("TimeoutFactory", 2, timeoutPeriod, "timeoutPeriod") end
   self.timeoutPeriod = timeoutPeriod or 30 * 60
 end
 
@@ -611,7 +610,7 @@ TrafficLoggingFactory._counter = 0
 -- connection n logs to the file logfilePrefix .. "-" .. n.
 function TrafficLoggingFactory:init(wrappedFactory, logfilePrefix, lengthLimit)
   WrappingFactory.init(self, wrappedFactory)
-  require("braid.error").checktype("TrafficLoggingFactory", 2, logfilePrefix, "string")
+  errors.checktype("TrafficLoggingFactory", 2, logfilePrefix, "string")
   check_limit("TrafficLoggingFactory", 3, lengthLimit, "lengthLimit must be an integer >= 0", length)
   self.logfilePrefix = logfilePrefix
   self.lengthLimit = lengthLimit
