@@ -49,6 +49,31 @@ local function clockScheduler(clock)
   return function(f) return clock:callLater(0, f) end
 end
 
+-- Coiterate one task per list on a Clock-driven Cooperator, each step
+-- recording its item; run them all to the end and return the items in
+-- the order they were taken.
+local function round_robin(lists)
+  local L = {}
+  local function myiter(things)
+    local i = 0
+    return function()
+      i = i + 1
+      if things[i] == nil then return nil end
+      L[#L + 1] = things[i]
+      return true
+    end
+  end
+  local clock = task.Clock()
+  local c = task.Cooperator({ scheduler = clockScheduler(clock) })
+  local ds = {}
+  for _, stuff in ipairs(lists) do
+    ds[#ds + 1] = c:coiterate(myiter(stuff))
+  end
+  clock:advance(0)
+  for _, d in ipairs(ds) do successResultOf(d) end
+  return L
+end
+
 local function oneStep() return function() return true end end
 
 describe("task.Cooperator", function()
@@ -127,46 +152,12 @@ describe("task.Cooperator", function()
   end)
 
   it("interleaves tasks round-robin", function()
-    local L = {}
-    local function myiter(things)
-      local i = 0
-      return function()
-        i = i + 1
-        if things[i] == nil then return nil end
-        L[#L + 1] = things[i]
-        return true
-      end
-    end
-    local clock = task.Clock()
-    local c = task.Cooperator({ scheduler = clockScheduler(clock) })
-    local ds = {}
-    for _, stuff in ipairs({ { "a", "b", "c" }, { 1, 2, 3 }, { "d", "e", "f" }, { 4, 5, 6 } }) do
-      ds[#ds + 1] = c:coiterate(myiter(stuff))
-    end
-    clock:advance(0)
-    for _, d in ipairs(ds) do successResultOf(d) end
+    local L = round_robin({ { "a", "b", "c" }, { 1, 2, 3 }, { "d", "e", "f" }, { 4, 5, 6 } })
     assert.are.same({ "a", 1, "d", 4, "b", 2, "e", 5, "c", 3, "f", 6 }, L)
   end)
 
   it("keeps the round-robin turn when a task ends (Twisted's iterator skips the next task)", function()
-    local L = {}
-    local function myiter(things)
-      local i = 0
-      return function()
-        i = i + 1
-        if things[i] == nil then return nil end
-        L[#L + 1] = things[i]
-        return true
-      end
-    end
-    local clock = task.Clock()
-    local c = task.Cooperator({ scheduler = clockScheduler(clock) })
-    local ds = {}
-    for _, stuff in ipairs({ { "a1" }, { "b1", "b2" }, { "c1", "c2" } }) do
-      ds[#ds + 1] = c:coiterate(myiter(stuff))
-    end
-    clock:advance(0)
-    for _, d in ipairs(ds) do successResultOf(d) end
+    local L = round_robin({ { "a1" }, { "b1", "b2" }, { "c1", "c2" } })
     -- a ends in its second turn: b, next after it, still goes before c
     assert.are.same({ "a1", "b1", "c1", "b2", "c2" }, L)
   end)
