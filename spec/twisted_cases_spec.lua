@@ -301,6 +301,32 @@ describe("connection errors (test_tcp)", function()
       tostring(e))
   end)
 
+  it("connect errnos map as Twisted's errnoMapping: EHOSTUNREACH is a plain ConnectError (getConnectError)", function()
+    local core = require "braid.core"
+    local real = core.tcp_connect
+    local cases = {
+      { "ENETUNREACH", 101, "Network is unreachable", errors.NoRouteError,
+        "NoRouteError: No route to host: 101: Network is unreachable." },
+      { "EHOSTUNREACH", 113, "No route to host", errors.ConnectError,
+        "ConnectError: An error occurred while connecting: 113: No route to host." },
+      { "ECONNREFUSED", 111, "Connection refused", errors.ConnectionRefusedError,
+        "ConnectionRefusedError: Connection was refused by other side: 111: Connection refused." },
+      { "ETIMEDOUT", 110, "Connection timed out", errors.TCPTimedOutError,
+        "TCPTimedOutError: TCP connection timed out: 110: Connection timed out." },
+    }
+    local ok, err = pcall(function()
+      for _, c in ipairs(cases) do
+        core.tcp_connect = function() return nil, c[3], c[1], c[2] end
+        local e = failing("127.0.0.1", 9)
+        assert.equal(c[4], e.class)
+        assert.equal(c[2], e.osError)
+        assert.equal(c[5], tostring(e))
+      end
+    end)
+    core.tcp_connect = real
+    assert(ok, err)
+  end)
+
   it("a malformed address is a name to resolve (test_abstract isIPAddress)", function()
     local resolver = require "braid.resolver"
     local asked = {}

@@ -534,11 +534,12 @@ end
 ---------------------------------------------------------------------------
 -- connectors
 
+-- Twisted's errnoMapping: only these three; EHOSTUNREACH (and any other
+-- errno) is a plain ConnectError there, "No route to host" or not
 local ERRNO_ERRORS = {
   ECONNREFUSED = "ConnectionRefusedError",
   ETIMEDOUT = "TCPTimedOutError",
   ENETUNREACH = "NoRouteError",
-  EHOSTUNREACH = "NoRouteError",
 }
 -- errno numbers (Linux) for the async path
 local ERRNO_NAMES = { [111] = "ECONNREFUSED", [110] = "ETIMEDOUT", [101] = "ENETUNREACH",
