@@ -293,9 +293,9 @@ static int l_cancel(lua_State *L) {
 
 static int l_delay(lua_State *L) {
   struct dcall *dc = dc_check(L, 1);
+  if (dc->state != DC_PENDING) raise_state(L, dc); /* first, whatever d is, as Twisted's */
   double d = luaL_checknumber(L, 2);
   luaL_argcheck(L, isfinite(d), 2, lua_pushfstring(L, "seconds must be a finite number, got %f", d));
-  if (dc->state != DC_PENDING) raise_state(L, dc);
   luaL_argcheck(L, isfinite(dc->deadline + d), 2, "the new time is out of range");
   reschedule(L, dc, dc->deadline + d);
   return 0;
@@ -303,8 +303,8 @@ static int l_delay(lua_State *L) {
 
 static int l_reset(lua_State *L) {
   struct dcall *dc = dc_check(L, 1);
+  if (dc->state != DC_PENDING) raise_state(L, dc); /* first, whatever d is, as Twisted's */
   double d = check_delay(L, 2, "seconds");
-  if (dc->state != DC_PENDING) raise_state(L, dc);
   reschedule(L, dc, braid_monotonic() + d);
   return 0;
 }

@@ -177,6 +177,28 @@ describe("DelayedCall", function()
     end
   end)
 
+  it("checks called/cancelled before the argument of delay and reset, as Twisted's", function()
+    local ran = reactor.callLater(0, function() end)
+    reactor.iterate()
+    local cancelled = reactor.callLater(5, function() end)
+    cancelled:cancel()
+    for _, bad in ipairs({ -1, "x", 0 / 0, math.huge }) do
+      for _, m in ipairs({ "delay", "reset" }) do
+        local ok, e = pcall(ran[m], ran, bad)
+        assert.is_false(ok)
+        assert.equal("AlreadyCalled: Tried to cancel an already-called event.", tostring(e))
+        ok, e = pcall(cancelled[m], cancelled, bad)
+        assert.is_false(ok)
+        assert.equal("AlreadyCancelled: Tried to cancel an already-cancelled event.", tostring(e))
+      end
+    end
+    local live = reactor.callLater(5, function() end)
+    local ok, e = pcall(function() live:reset(-1) end)
+    assert.is_false(ok)
+    assert.is_true(errors.ValueError:isinstance(e))
+    live:cancel()
+  end)
+
   it("is called (not active) while its function runs", function()
     local dc
     local seen

@@ -274,8 +274,8 @@ end
 -- in the Clock's list: among calls due at the same time it runs in its old
 -- turn.
 function DelayedCall:reset(seconds)
+  dc_check_state(self)  -- first, whatever the argument, as Twisted's
   check_delay("reset", 1, "seconds", seconds)
-  dc_check_state(self)
   local clock = self._clock
   local t = clock.rightNow + seconds
   if t < self._base then
@@ -290,6 +290,7 @@ end
 --- Postpone the call by `seconds` (may be negative). The call keeps its
 -- place in the Clock's list, as with reset.
 function DelayedCall:delay(seconds)
+  dc_check_state(self)  -- first, whatever the argument, as Twisted's
   if type(seconds) ~= "number" then
     error(errors.TypeError(("bad argument #1 to 'delay' (number expected, got %s)")
       :format(type(seconds))), 2)
@@ -299,7 +300,6 @@ function DelayedCall:delay(seconds)
     error(errors.ValueError(("bad argument #1 to 'delay' (seconds must be a finite number, got %s)")
       :format(tostring(seconds))), 2)
   end
-  dc_check_state(self)
   local base, delayed = self._base, self._delayed + seconds
   if delayed < 0.0 then base, delayed = base + delayed, 0.0 end
   local t = base + delayed
