@@ -381,6 +381,41 @@ describe("metamethods", function()
     assert.equal("<C instance>", tostring(C()))
   end)
 
+  it("an __index function is inherited, as Python's __getattr__: the class chain first, then it", function()
+    local P = Object:extend("P")
+    function P:who() return "P" end
+    local asked = {}
+    P.__index = function(obj, k)
+      local v = P[k]
+      if v ~= nil then return v end
+      asked[#asked + 1] = k
+      return "dyn:" .. k .. ":" .. tostring(rawget(obj, "id"))
+    end
+    local C = P:extend("C")
+    function C:who() return "C" end
+    C.extra = 5
+    local G = C:extend("G")
+    local g = G()
+    g.id = 7
+    assert.equal("C", g:who())
+    assert.equal(5, g.extra)
+    assert.equal("dyn:missing:7", g.missing)
+    assert.equal("dyn:other:nil", C().other)
+    assert.same({ "missing", "other" }, asked)
+    -- the parent's __index of the moment (a reload that replaces it)
+    P.__index = function(_, k) return "new:" .. k end
+    assert.equal("new:x", g.x)
+    assert.equal("C", g:who())
+    -- a plain parent: instances look in the class chain only
+    local Q = Object:extend("Q")
+    assert.is_nil(Q:extend("R")().missing)
+  end)
+
+  it("an __index function given in extend's fields is kept", function()
+    local D = Object:extend("D", { __index = function(_, k) return "D:" .. k end })
+    assert.equal("D:q", D().q)
+  end)
+
   it("Object's default tostring names the class", function()
     local Thing = Object:extend("Thing")
     assert.equal("<Thing instance>", tostring(Thing()))

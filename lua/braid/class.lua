@@ -130,7 +130,23 @@ function Object:extend(name, fields)
   if fields then
     for k, v in pairs(fields) do cls[k] = v end
   end
-  cls.__index = cls
+  if type(rawget(cls, "__index")) ~= "function" then  -- fields may give one
+    local inherited = rawget(self, "__index")
+    if type(inherited) == "function" then
+      -- the parent's instances look missing keys up with a function (as a
+      -- Python __getattr__): the subclass's instances look in the class
+      -- chain first, then ask the parent's __index of the moment
+      cls.__index = function(obj, k)
+        local v = cls[k]
+        if v ~= nil then return v end
+        local f = rawget(self, "__index")
+        if type(f) == "function" then return f(obj, k) end
+        return nil
+      end
+    else
+      cls.__index = cls
+    end
+  end
   cls.__name = name or rawget(self, "__name")
   cls.super = self
   local subs = SUBCLASSES[self]
