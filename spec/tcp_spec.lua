@@ -125,6 +125,32 @@ describe("braid.tcp", function()
     assert.equal("number", math.type(st.sessionno) and "number")
     assert.are_not.equal(st.sessionno, ct.sessionno)
     ct:abortConnection()
+  end)
+
+  it("transport:logPrefix() is the connection's log system, as Twisted's (EchoProtocol,0,127.0.0.1)", function()
+    local Named = Rec:extend("EchoProtocol")
+    local ClientNamed = Rec:extend("ClientP")
+    local seen = {}
+    function Named:connectionMade()
+      seen.server = { self.transport:logPrefix(), log.getSystem() }
+      Rec.connectionMade(self)
+    end
+    function ClientNamed:connectionMade()
+      seen.client = { self.transport:logPrefix(), log.getSystem() }
+      Rec.connectionMade(self)
+    end
+    local _, sf, n = listen(Named)
+    local c, cf = client(n, nil, ClientNamed)
+    spin(function() return seen.server and seen.client end)
+    local st, ct = sf.built[1].transport, cf.built[1].transport
+    local want = "EchoProtocol," .. st.sessionno .. ",127.0.0.1"
+    assert.same({ want, want }, seen.server)
+    assert.same({ "ClientP,client", "ClientP,client" }, seen.client)
+    assert.equal(want, st:logPrefix())
+    assert.equal("ClientP,client", ct:logPrefix())
+    c:disconnect()
+    spin(function() return sf.built[1].lost == 1 end)
+    assert.equal(want, st:logPrefix())
     spin(function() return sf.built[1].lost == 1 end)
     assert.is_false(st.connected)
   end)

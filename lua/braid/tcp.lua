@@ -276,10 +276,14 @@ function methods.unregisterProducer(t)
   t:_setProducer(false, false)
 end
 
+--- The connection's log system, as Twisted's transport.logPrefix() (its
+-- logstr): "Prefix,sessionno,peerhost" on a server connection,
+-- "Prefix,client" on a client one, "Uninitialized" before a protocol.
 function methods.logPrefix(t)
   checkself("logPrefix", core.tcp_is_transport(t), t, "transport")
-  local p = t.protocol
-  return p and p:logPrefix() or "-"
+  local sys = t:_getuv(2)
+  if type(sys) == "string" then return sys end
+  return "Uninitialized"
 end
 
 ---------------------------------------------------------------------------
