@@ -1067,6 +1067,10 @@ static int l_ip_family(lua_State *L) {
 
 /* EINVAL when host is a name that does not resolve; *why (if not NULL) is
 ** then getaddrinfo's reason ("Name or service not known") */
+/* the getaddrinfo code of make_sockaddr's last failed name (its *why):
+** Python's gaierror number, EAI_NONAME's -2 say */
+static int sockaddr_gai_rc;
+
 static int make_sockaddr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len,
                          const char **why) {
   struct sockaddr_in *a4 = (void *)ss;
@@ -1084,7 +1088,9 @@ static int make_sockaddr(const char *host, int port, struct sockaddr_storage *ss
     hints.ai_family = AF_UNSPEC;
     int rc = getaddrinfo(host, NULL, &hints, &res);
     if (rc != 0 || !res) {
-      if (why) *why = rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc);
+      int sys = rc == EAI_SYSTEM ? errno : 0;
+      if (why) *why = sys ? strerror(sys) : gai_strerror(rc);
+      sockaddr_gai_rc = sys ? sys : rc;
       return EINVAL;
     }
   }
@@ -1330,9 +1336,11 @@ static int l_tcp_listen(lua_State *L) {
   int err = make_sockaddr(host, portno, &ss, &len, &why);
   if (err) {  /* nil, msg, code, number: a name that does not resolve says why */
     braid_pusherror(L, err);
-    if (why) {
+    if (why) {  /* its getaddrinfo code as the number, as Python's gaierror */
       lua_pushstring(L, why);
       lua_replace(L, -4);
+      lua_pushinteger(L, sockaddr_gai_rc);
+      lua_replace(L, -2);
     }
     return 4;
   }
@@ -1355,6 +1363,14 @@ static int l_unix_listen(lua_State *L) {
   struct sockaddr_un un;
   socklen_t len;
   int err = make_unaddr(path, n, &un, &len);
+  if (err == ENAMETOOLONG) {  /* Python's own OSError, which has no errno */
+    braid_pusherror(L, err);
+    lua_pushliteral(L, "AF_UNIX path too long");
+    lua_replace(L, -4);
+    lua_pushnil(L);
+    lua_replace(L, -2);
+    return 4;
+  }
   if (err) return braid_pusherror(L, err);
   int abstract = path[0] == 0;
   struct port *p = port_new(L);

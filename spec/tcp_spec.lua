@@ -641,6 +641,22 @@ describe("braid.tcp", function()
     assert.matches("Couldn't listen on 127.0.0.1:" .. n, tostring(e))
   end)
 
+  it("gives CannotListenError Twisted's fields and text: socketError as Python prints the OSError", function()
+    local _, _, n = listen()
+    local ok, e = pcall(reactor.listenTCP, n, Factory.forProtocol(Rec), 50, "127.0.0.1")
+    assert.is_false(ok)
+    assert.equal("127.0.0.1", e.interface)
+    assert.equal(n, e.port)
+    assert.equal("[Errno 98] Address already in use", e.socketError)
+    assert.equal(("CannotListenError: Couldn't listen on 127.0.0.1:%d: [Errno 98] Address already in use.")
+      :format(n), tostring(e))
+    ok, e = pcall(reactor.listenTCP, n, Factory.forProtocol(Rec))
+    assert.is_false(ok)
+    assert.equal("", e.interface)
+    assert.equal(("CannotListenError: Couldn't listen on any:%d: [Errno 98] Address already in use.")
+      :format(n), tostring(e))
+  end)
+
   -- an interface name is resolved as Twisted's bind does; one that does not
   -- resolve says why, as Twisted's gaierror does (braid said "Invalid argument")
   it("raises CannotListenError with the resolver's reason for an interface name that does not resolve", function()
@@ -648,8 +664,10 @@ describe("braid.tcp", function()
     assert.is_false(ok)
     assert.is_true(errors.CannotListenError:isinstance(e))
     local why = tostring(e):match("^CannotListenError: Couldn't listen on no%-such%-host%.invalid:0: (.*)%.$")
-    assert.is_truthy(why == "Name or service not known" or why == "Temporary failure in name resolution",
-      tostring(e))
+    -- as Twisted's: the getaddrinfo code as Python's gaierror prints it
+    assert.is_truthy(why == "[Errno -2] Name or service not known"
+      or why == "[Errno -3] Temporary failure in name resolution", tostring(e))
+    assert.equal(why, e.socketError)
   end)
 
   it("listens on an IPv6 literal", function()

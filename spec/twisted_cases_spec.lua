@@ -135,9 +135,9 @@ describe("UNIX ports (test_unix)", function()
     loop.wait(p:stopListening())
     local too_long = long .. "x"
     assert.has_error(function() reactor.listenUNIX(too_long, counting()) end,
-      errors.CannotListenError(nil, too_long, "File name too long"))
+      errors.CannotListenError(nil, too_long, "AF_UNIX path too long"))
     assert.has_error(function() reactor.listenUNIX("/tmp/" .. ("y"):rep(103), counting()) end,
-      errors.CannotListenError(nil, "/tmp/" .. ("y"):rep(103), "File name too long"))
+      errors.CannotListenError(nil, "/tmp/" .. ("y"):rep(103), "AF_UNIX path too long"))
   end)
 end)
 

@@ -146,6 +146,7 @@ describe("braid.tcp UNIX sockets", function()
     assert.is_nil(e.interface)
     assert.equal("/nonexistent-dir/x.sock", e.port)
     assert.equal("CannotListenError: Couldn't listen on any:/nonexistent-dir/x.sock: "
-      .. "No such file or directory.", tostring(e))
+      .. "[Errno 2] No such file or directory.", tostring(e))
+    assert.equal("[Errno 2] No such file or directory", e.socketError)
   end)
 end)

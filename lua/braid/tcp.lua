@@ -297,10 +297,24 @@ local live_ports = setmetatable({}, { __mode = "k" })
 local live_connectors = setmetatable({}, { __mode = "k" })
 
 -- (re)open a port's socket: TCP or UNIX, from what it was asked for
+-- the socket error of a failed open as Python prints its OSError:
+-- "[Errno 98] Address already in use" (CannotListenError's socketError)
+local function socket_error(msg, number)
+  if math.type(number) == "integer" then return ("[Errno %d] %s"):format(number, msg) end
+  return msg
+end
+
+-- a listening socket for port; nil and the socket error if it failed
 local function open_socket(port)
   if port._fd then return nil, "an adopted socket cannot be opened again" end
-  if port._unix then return core.unix_listen(port._path, port.backlog, port._mode) end
-  return core.tcp_listen(port.interface, port.port, port.backlog, port._reuse)
+  local c, msg, _, number
+  if port._unix then
+    c, msg, _, number = core.unix_listen(port._path, port.backlog, port._mode)
+  else
+    c, msg, _, number = core.tcp_listen(port.interface, port.port, port.backlog, port._reuse)
+  end
+  if not c then return nil, socket_error(msg, number) end
+  return c
 end
 
 -- Twisted's log lines of a port: "EchoFactory starting on 9000" as it
@@ -514,8 +528,8 @@ end
 function M.adoptStreamPort(fd, factory)
   fd = check_int("adoptStreamPort", 1, fd, 0, 0x7fffffff, "fd")
   check_factory("adoptStreamPort", 2, factory)
-  local c, msg = core.adopt_port(fd)
-  if not c then error(errors.CannotListenError("fd", fd, msg), 2) end
+  local c, msg, _, number = core.adopt_port(fd)
+  if not c then error(errors.CannotListenError("fd", fd, socket_error(msg, number)), 2) end
   return new_port(c, factory, { port = fd, _fd = fd })
 end
 
