@@ -1065,12 +1065,12 @@ static int l_ip_family(lua_State *L) {
   return 1;
 }
 
-/* EINVAL when host is a name that does not resolve; *why (if not NULL) is
-** then getaddrinfo's reason ("Name or service not known") */
 /* the getaddrinfo code of make_sockaddr's last failed name (its *why):
 ** Python's gaierror number, EAI_NONAME's -2 say */
 static int sockaddr_gai_rc;
 
+/* EINVAL when host is a name that does not resolve; *why (if not NULL) is
+** then getaddrinfo's reason ("Name or service not known") */
 static int make_sockaddr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len,
                          const char **why) {
   struct sockaddr_in *a4 = (void *)ss;
