@@ -101,11 +101,25 @@ local function fname(f)
   return tostring(f)
 end
 
+-- "Starting factory ..." and "Stopping factory ...": Twisted logs them
+-- through a twisted.logger Logger, whose events never take the legacy log
+-- context, so they are "[-]" lines even when a factory starts or stops
+-- inside a connection's callbacks (a proxy's connectTCP in dataReceived)
+-- or while the reactor's shutdown closes a port under its prefix
+local function log_factory(what, f)
+  local ok, log = pcall(require, "braid.log")
+  if not ok then return end
+  local text = what .. " factory " .. fname(f)
+  local prev = log.setSystem("-")
+  log.msg(text)
+  log.setSystem(prev)
+end
+
 --- Count a user (port or connector); the first one starts the factory.
 function Factory:doStart()
   local n = rawget(self, "numPorts") or 0
   if n == 0 then
-    if self.noisy then log_msg("Starting factory " .. fname(self)) end
+    if self.noisy then log_factory("Starting", self) end
     M.call(self, Factory, "startFactory")
   end
   self.numPorts = n + 1
@@ -118,7 +132,7 @@ function Factory:doStop()
   n = n - 1
   self.numPorts = n
   if n == 0 then
-    if self.noisy then log_msg("Stopping factory " .. fname(self)) end
+    if self.noisy then log_factory("Stopping", self) end
     M.call(self, Factory, "stopFactory")
   end
 end

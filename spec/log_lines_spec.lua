@@ -1,0 +1,68 @@
+-- spec for the log lines braid's reactor, ports, connectors and factories
+-- write themselves, with their [system] prefixes, as twistd (or
+-- log.startLogging(sys.stdout)) shows them for the same program under
+-- Twisted 22.4. Each program runs in a braid child process; the expected
+-- lines are Twisted's, with braid's reprs (<EchoFactory instance>) and
+-- sessionno (per process, see docs/tcp.md) in place of Python's.
+local proc = require "helpers.proc"
+local tmp = require "helpers.tmp"
+
+-- the lines of braid -e code, without their time stamps
+local function run(code)
+  local lines, status = proc.run({ "-e", code })
+  local out = {}
+  for i, l in ipairs(lines) do out[i] = proc.untime(l) end
+  return out, status
+end
+
+local PRELUDE = [[
+local log = require "braid.log"
+local reactor = require "braid.reactor"
+local protocol = require "braid.protocol"
+log.startLogging(io.stdout)
+]]
+
+describe("log lines", function()
+  it("Starting factory and Stopping factory are [-] lines, also inside a connection's callbacks", function()
+    -- Twisted logs them through a twisted.logger Logger, which ignores the
+    -- legacy log context; the factory's own startFactory line has it
+    local out, status = run(PRELUDE .. [[
+local CF = protocol.ClientFactory:extend("CF")
+local Outgoing = protocol.Protocol:extend("Outgoing")
+function Outgoing:connectionMade() self.transport:loseConnection() end
+CF.protocol = Outgoing
+function CF:startFactory() log.msg("cf startFactory") end
+function CF:clientConnectionLost() reactor.stop() end
+local Srv = protocol.Protocol:extend("Srv")
+function Srv:dataReceived() reactor.connectTCP("127.0.0.1", self.factory.port:getHost().port, CF()) end
+local F = protocol.Factory:extend("EchoFactory")
+F.protocol, F.noisy = Srv, false
+local f = F()
+f.port = reactor.listenTCP(0, f, 50, "127.0.0.1")
+local cf = protocol.ClientFactory()
+cf.protocol, cf.noisy = protocol.Protocol:extend("Cli"), false
+function cf.protocol:connectionMade() self.transport:write("x") end
+reactor.connectTCP("127.0.0.1", f.port:getHost().port, cf)
+reactor.run()
+]])
+    assert.equal(0, status, table.concat(out, "\n"))
+    assert.same("[-] Starting factory <CF instance>", out[3])
+    assert.matches("^%[Srv,%d+,127%.0%.0%.1%] cf startFactory$", out[4])
+    assert.same("[-] Stopping factory <CF instance>", out[5])
+  end)
+
+  it("a port closed by stopListening logs [-], as Twisted's callLater'd close", function()
+    local out, status = run(PRELUDE .. [[
+local F = protocol.Factory:extend("EchoFactory")
+F.protocol, F.noisy = protocol.Protocol, false
+local p = reactor.listenTCP(0, F(), 50, "127.0.0.1")
+p:stopListening():addCallback(function() reactor.stop() end)
+reactor.run()
+]])
+    assert.equal(0, status, table.concat(out, "\n"))
+    local n = assert(out[2]:match("^%[%-%] EchoFactory starting on (%d+)$"), out[2])
+    assert.same({ "[-] Log opened.", "[-] EchoFactory starting on " .. n,
+                  "[-] (TCP Port " .. n .. " Closed)", "[-] Main loop terminated." }, out)
+  end)
+
+end)
