@@ -65,4 +65,25 @@ reactor.run()
                   "[-] (TCP Port " .. n .. " Closed)", "[-] Main loop terminated." }, out)
   end)
 
+  it("clientConnectionLost runs under the client connection's system", function()
+    local out, status = run(PRELUDE .. [[
+local F = protocol.Factory:extend("EchoFactory")
+F.protocol, F.noisy = protocol.Protocol, false
+local p = reactor.listenTCP(0, F(), 50, "127.0.0.1")
+local Cli = protocol.Protocol:extend("Cli")
+function Cli:connectionMade() self.transport:loseConnection() end
+local CF = protocol.ClientFactory:extend("CF")
+CF.protocol = Cli
+function CF:clientConnectionLost(connector, reason)
+  log.msg("lost", require("braid.class").nameof(reason.type))
+end
+function CF:stopFactory() log.msg("cf stopFactory") reactor.stop() end
+reactor.connectTCP("127.0.0.1", p:getHost().port, CF())
+reactor.run()
+]])
+    assert.equal(0, status, table.concat(out, "\n"))
+    assert.same({ "[-] Starting factory <CF instance>", "[Cli,client] lost ConnectionDone",
+                  "[-] Stopping factory <CF instance>", "[Cli,client] cf stopFactory",
+                }, { table.unpack(out, 3, 6) })
+  end)
 end)

@@ -111,9 +111,11 @@ local function on_lost(t, p, sys, code, err, msg)
   -- a userdata) must not keep the connector from hearing of the loss
   local ok, e = xpcall(lost_call, msgh, p, reason)
   if not ok then report(e) end
-  set_system(prev)
+  -- the connector's clientConnectionLost too, as Twisted's Client calls
+  -- it from its connectionLost: "[Echo,client] ..." lines
   local after = t._onlost
   if after then after(t, reason) end
+  set_system(prev)
 end
 
 local function on_producer(t, p, sys, pause) -- luacheck: ignore p
