@@ -51,6 +51,36 @@ reactor.run()
     assert.same("[-] Stopping factory <CF instance>", out[5])
   end)
 
+  it("a port closed by the reactor's shutdown logs under the port's prefix, its factory's stop line as [-]", function()
+    local path = tmp.path()
+    local out, status = run(PRELUDE .. [[
+local F = protocol.Factory:extend("EchoFactory")
+F.protocol = protocol.Protocol
+function F:stopFactory() log.msg("in stopFactory") end
+local G = protocol.Factory:extend("UnixFactory")
+G.protocol = protocol.Protocol
+reactor.listenTCP(0, F(), 50, "127.0.0.1")
+reactor.listenUNIX(]] .. ("%q"):format(path) .. [[, G())
+reactor.callLater(0, reactor.stop)
+reactor.run()
+]])
+    assert.equal(0, status, table.concat(out, "\n"))
+    local n = assert(out[2]:match("^%[%-%] EchoFactory starting on (%d+)$"), out[2])
+    assert.same({
+      "[-] Log opened.",
+      "[-] EchoFactory starting on " .. n,
+      "[-] Starting factory <EchoFactory instance>",
+      "[-] UnixFactory starting on '" .. path .. "'",
+      "[-] Starting factory <UnixFactory instance>",
+      "[EchoFactory] (TCP Port " .. n .. " Closed)",
+      "[-] Stopping factory <EchoFactory instance>",
+      "[EchoFactory] in stopFactory",
+      "[UnixFactory] (UNIX Port " .. path .. " Closed)",
+      "[-] Stopping factory <UnixFactory instance>",
+      "[-] Main loop terminated.",
+    }, out)
+  end)
+
   it("a port closed by stopListening logs [-], as Twisted's callLater'd close", function()
     local out, status = run(PRELUDE .. [[
 local F = protocol.Factory:extend("EchoFactory")

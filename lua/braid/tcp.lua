@@ -382,6 +382,13 @@ local function port_tostring(self)
 end
 Port.__tostring = port_tostring
 
+--- The log prefix: the factory's class name (Twisted's Port.logPrefix,
+-- the qualified name of the factory's class).
+function Port:logPrefix()
+  checkself("logPrefix", getmetatable(self) == Port, self, "Port")
+  return class.nameof(self.factory)
+end
+
 --- The address the port is bound to (the real port when 0 was asked).
 function Port:getHost()
   checkself("getHost", getmetatable(self) == Port, self, "Port")
@@ -859,8 +866,13 @@ function M._disconnectAll()
   for _, port in ipairs(ports) do
     if port._c:listening() then
       port_close(port)
+      -- under the port's log system, as Twisted's disconnectAll calls each
+      -- port's connectionLost with callWithLogger: "[EchoFactory] (TCP Port
+      -- 9000 Closed)" (stopListening's close is a callLater: "[-]")
+      local prev = set_system(port:logPrefix())
       local ok, e = port_closed(port)
       if not ok then report(e) end
+      set_system(prev)
     end
     live_ports[port] = nil
   end
