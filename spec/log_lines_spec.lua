@@ -116,4 +116,37 @@ reactor.run()
                   "[-] Stopping factory <CF instance>", "[Cli,client] cf stopFactory",
                 }, { table.unpack(out, 3, 6) })
   end)
+
+  it("an accepted connection's buildProtocol and connectionMade log under the port's prefix", function()
+    -- Twisted's Port.doRead builds and connects the protocol inside the
+    -- reactor's callWithLogger(port); the connection's own system serves
+    -- its later calls
+    local out, status = run(PRELUDE .. [[
+local Echo = protocol.Protocol:extend("Echo")
+function Echo:connectionMade() log.msg("made") end
+function Echo:dataReceived() log.msg("got") self.transport:loseConnection() end
+function Echo:connectionLost() log.msg("lost") reactor.stop() end
+local F = protocol.Factory:extend("EchoFactory")
+F.protocol, F.noisy = Echo, false
+function F:buildProtocol(addr) log.msg("build") return protocol.Factory.buildProtocol(self, addr) end
+local p = reactor.listenTCP(0, F(), 50, "127.0.0.1")
+local cf = protocol.ClientFactory()
+cf.protocol, cf.noisy = protocol.Protocol:extend("Cli"), false
+function cf.protocol:connectionMade() self.transport:write("x") end
+reactor.connectTCP("127.0.0.1", p:getHost().port, cf)
+reactor.run()
+]])
+    assert.equal(0, status, table.concat(out, "\n"))
+    local n = assert(out[2]:match("^%[%-%] EchoFactory starting on (%d+)$"), out[2])
+    local rest = { table.unpack(out, 3) }
+    for i, l in ipairs(rest) do rest[i] = l:gsub("^%[Echo,%d+,", "[Echo,S,") end
+    assert.same({
+      "[EchoFactory] build",
+      "[EchoFactory] made",
+      "[Echo,S,127.0.0.1] got",
+      "[Echo,S,127.0.0.1] lost",
+      "[EchoFactory] (TCP Port " .. n .. " Closed)",
+      "[-] Main loop terminated.",
+    }, rest)
+  end)
 end)

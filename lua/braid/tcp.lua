@@ -143,8 +143,10 @@ end
 
 local function log_prefix(p) return p:logPrefix() end
 
--- give transport t its protocol and log system, then makeConnection
-local function attach(t, p, prefix_suffix, peer)
+-- give transport t its protocol and log system, then makeConnection,
+-- under the system run_sys when given (the one Twisted makes it under: the
+-- listening port's prefix for an accepted connection), else t's own
+local function attach(t, p, prefix_suffix, peer, run_sys)
   t.protocol = p
   local ok, prefix = pcall(log_prefix, p)
   if not ok or type(prefix) ~= "string" then prefix = class.nameof(p) end
@@ -157,24 +159,31 @@ local function attach(t, p, prefix_suffix, peer)
     sys = prefix .. "," .. t.sessionno .. "," .. tostring(host)
   end
   t:_setuv(2, sys)
-  pcall_proto(t, p, sys, "makeConnection", t)
+  pcall_proto(t, p, run_sys or sys, "makeConnection", t)
 end
 
 -- factory:buildProtocol(addr), checked: a protocol, a plain table, or nil
 local build = protocol._build
 
+-- A connection accepted: buildProtocol and makeConnection (connectionMade)
+-- run under the port's log system, as Twisted's Port.doRead does them
+-- inside the reactor's callWithLogger(port): "[EchoFactory] ..." lines;
+-- the connection's own system ("Echo,0,127.0.0.1") serves from then on.
 local function on_accept(port, t)
   local info = port:_getuv()
   local factory = info.factory
   local addr = peer_of(t)
+  local psys = info.port and info.port:logPrefix() or class.nameof(factory)
+  local prev = set_system(psys)
   local ok, p = xpcall(build, msgh, factory, addr)
+  if not ok then report(p) end
+  set_system(prev)
   if not ok then
-    report(p)
     t:_drop()
     return
   end
   if p == nil then t:_drop() return end
-  attach(t, p, nil, addr)
+  attach(t, p, nil, addr, psys)
 end
 
 local function on_connected(t, p, sys) -- luacheck: ignore p sys
