@@ -149,4 +149,45 @@ reactor.run()
       "[-] Main loop terminated.",
     }, rest)
   end)
+
+  it("a TCP client is Uninitialized until connected, a UNIX client's connect is [-]", function()
+    -- Twisted's TCP connect completes in the transport's doConnect, under
+    -- its logstr "Uninitialized"; its UNIX connect at once, in a timed call
+    local path = tmp.path()
+    local out, status = run(PRELUDE .. [[
+local class = require "braid.class"
+local F = protocol.Factory:extend("EchoFactory")
+F.protocol, F.noisy = protocol.Protocol, false
+local tcp = reactor.listenTCP(0, F(), 50, "127.0.0.1")
+local unix = reactor.listenUNIX(]] .. ("%q"):format(path) .. [[, F())
+local Cli = protocol.Protocol:extend("Cli")
+function Cli:connectionMade() log.msg("made") self.transport:loseConnection() end
+local CF = protocol.ClientFactory:extend("CF")
+CF.protocol, CF.noisy = Cli, false
+function CF:buildProtocol(addr) log.msg("build") return protocol.ClientFactory.buildProtocol(self, addr) end
+local steps = {}
+function CF:clientConnectionLost() table.remove(steps, 1)() end
+function CF:clientConnectionFailed(_, reason) log.msg("failed", class.nameof(reason.type)) reactor.stop() end
+steps[1] = function() reactor.connectUNIX(]] .. ("%q"):format(path) .. [[, CF()) end
+steps[2] = function()
+  local n = tcp:getHost().port
+  tcp:stopListening():addCallback(function() reactor.connectTCP("127.0.0.1", n, CF()) end)
+end
+reactor.connectTCP("127.0.0.1", tcp:getHost().port, CF())
+reactor.run()
+]])
+    assert.equal(0, status, table.concat(out, "\n"))
+    local n = assert(out[2]:match("^%[%-%] EchoFactory starting on (%d+)$"), out[2])
+    assert.same({
+      "[-] Log opened.",
+      "[-] EchoFactory starting on " .. n,
+      "[-] EchoFactory starting on '" .. path .. "'",
+      "[Uninitialized] build", "[Uninitialized] made",
+      "[-] build", "[-] made",
+      "[-] (TCP Port " .. n .. " Closed)",
+      "[Uninitialized] failed ConnectionRefusedError",
+      "[EchoFactory] (UNIX Port " .. path .. " Closed)",
+      "[-] Main loop terminated.",
+    }, out)
+  end)
 end)

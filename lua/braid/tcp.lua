@@ -90,10 +90,19 @@ local function lost_call(p, reason)
   return p:connectionLost(reason)
 end
 
+-- The system of a client connection until it is connected (Twisted's
+-- BaseClient.logstr): what its factory logs when the socket reports the
+-- connection refused, or while the protocol is built and connectionMade runs
+local UNINITIALIZED = "Uninitialized"
+
 local function on_lost(t, p, sys, code, err, msg)
   if code == R_CONNFAIL then
     local cb = t._onfail
-    if cb then cb(t, err, msg) end
+    if cb then
+      local prev = set_system(UNINITIALIZED)
+      cb(t, err, msg)
+      set_system(prev)
+    end
     return
   end
   if p == nil then return end
@@ -688,7 +697,23 @@ local function on_connector_lost(t, reason)
   if self then self:_lost(reason) end
 end
 
+local connector_connected
+
+-- A TCP client's connection is made under its Uninitialized system, as
+-- Twisted's completes in the transport's doConnect (its buildProtocol and
+-- connectionMade log "[Uninitialized] ..."); a UNIX client's under the
+-- ambient one, as Twisted's UNIX connect completes at once, from the
+-- timed call that starts it ("[-] ...").
 local function on_connector_connected(t)
+  local self = t._connector
+  if self == nil or self._kind == "UNIX" then return connector_connected(t) end
+  local prev = set_system(UNINITIALIZED)
+  local ok, e = pcall(connector_connected, t)
+  set_system(prev)
+  if not ok then error(e, 0) end
+end
+
+connector_connected = function(t)
   local self = t._connector
   if self == nil or not (self._attempts and self._attempts[t]) then t:_drop() return end
   finish_attempt(self, t)
@@ -712,11 +737,11 @@ local function on_connector_connected(t)
     -- as Twisted's: a plain Protocol stands in and the connection is
     -- closed at once, so the factory hears clientConnectionLost
     p = Protocol()
-    attach(t, p, ",client")
+    attach(t, p, ",client", nil, self._kind == "UNIX" and "-" or UNINITIALIZED)
     t:loseConnection()
     return
   end
-  attach(t, p, ",client")
+  attach(t, p, ",client", nil, self._kind == "UNIX" and "-" or UNINITIALIZED)
 end
 
 -- Start connecting to self._addrs[i]. The next address starts when this
