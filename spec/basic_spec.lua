@@ -192,6 +192,69 @@ for _, impl in ipairs(IMPLS) do
       assert.are.equal("", p.rest)
     end)
 
+    -- as Twisted's: a true value from lineReceived, rawDataReceived or
+    -- lineLengthExceeded ends the dataReceived that delivered it and is
+    -- its result; what was buffered waits for the next dataReceived
+    it("stops at a callback's true result, returns it and keeps the rest buffered", function()
+      local W = LR({ delimiter = "\n" })
+      function W:connectionMade() self.got = {} end
+      function W:lineReceived(line)
+        self.got[#self.got + 1] = line
+        if line == "stop" then return "why" end
+      end
+      function W:rawDataReceived(data)
+        self.got[#self.got + 1] = "raw:" .. data
+        self:setLineMode("x\n")
+        return "rawwhy"
+      end
+      function W:lineLengthExceeded(data)
+        self.got[#self.got + 1] = "long:" .. data
+        self:setLineMode("y\n")
+        return "longwhy"
+      end
+      local p = W()
+      p:makeConnection(testing.StringTransport())
+      assert.are.equal("why", p:dataReceived("a\nstop\nb\n"))
+      assert.are.same({ "a", "stop" }, p.got)
+      assert.is_nil(p:dataReceived(""))
+      assert.are.same({ "a", "stop", "b" }, p.got)
+      assert.are.equal("why", p:setLineMode("stop\nc\n"))  -- setLineMode returns it too
+      assert.are.same({ "a", "stop", "b", "stop" }, p.got)
+      assert.are.equal("c\n", p:clearLineBuffer())
+
+      p = W()
+      p:makeConnection(testing.StringTransport())
+      p:setRawMode()
+      assert.are.equal("rawwhy", p:dataReceived("zz"))
+      assert.are.same({ "raw:zz" }, p.got)
+      assert.are.equal("x\n", p:clearLineBuffer())
+
+      p = W()
+      p.MAX_LENGTH = 3
+      p:makeConnection(testing.StringTransport())
+      assert.are.equal("longwhy", p:dataReceived("abcdef\n"))
+      assert.are.same({ "long:abcdef\n" }, p.got)
+      assert.are.equal("y\n", p:clearLineBuffer())
+    end)
+
+    it("delivers nothing more after a lineLengthExceeded that closes the connection", function()
+      local W = LR({ delimiter = "\n", MAX_LENGTH = 3 })
+      function W:connectionMade() self.got = {} end
+      function W:lineReceived(line) self.got[#self.got + 1] = line end
+      function W:lineLengthExceeded(data)
+        self.got[#self.got + 1] = "long:" .. data
+        self.transport:loseConnection()
+        self:setLineMode("y\n")  -- buffered, not delivered: the connection is closing
+      end
+      local p = W()
+      local t = testing.StringTransport()
+      p:makeConnection(t)
+      assert.is_nil(p:dataReceived("abcdef\n"))
+      assert.is_true(t.disconnecting)
+      assert.are.same({ "long:abcdef\n" }, p.got)
+      assert.are.equal("y\n", p:clearLineBuffer())
+    end)
+
     it("handles 100000 lines in one call without recursion", function()
       local a = LineTester()
       a:makeConnection(testing.StringTransport())
