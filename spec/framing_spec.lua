@@ -166,6 +166,17 @@ describe("framebuf", function()
         b:clear() -- a length past any integer: toolong, not a wait for more
         b:append("9999999999999999999:x,")
         assert.are.same({ false, "toolong" }, { b:nextNetstring(math.maxinteger) })
+        b:clear() -- 2^64, 20 digits: as a size_t it wraps to 0, yet it is too long
+        b:append("18446744073709551616:x,")
+        assert.are.same({ false, "toolong" }, { b:nextNetstring(math.maxinteger) })
+        assert.are.equal(23, b:len())
+        b:clear() -- a negative limit: every length is too long, 0 included
+        b:append("1:a,")
+        assert.are.same({ false, "toolong" }, { b:nextNetstring(-1) })
+        b:clear()
+        b:append("0:,")
+        assert.are.same({ false, "toolong" }, { b:nextNetstring(-1) })
+        assert.are.equal(3, b:len())
       end)
 
       it("parses big-endian length prefixes and reports the length when too long", function()
