@@ -411,6 +411,8 @@ describe("the Lua modules' arguments", function()
     raises(errors.TypeError, function() policies.TimeoutFactory(inner, "x") end)
     raises(errors.TypeError, function() policies.TrafficLoggingFactory(inner, nil) end)
     raises(errors.ValueError, function() policies.TrafficLoggingFactory(inner, "/tmp/x", -5) end)
+    assert.matches("lengthLimit must be an integer >= 0, got 1.5",
+      raises(errors.ValueError, function() policies.TrafficLoggingFactory(inner, "/tmp/x", 1.5) end), 1, true)
     local byPeer = policies.LimitConnectionsByPeer(inner)
     byPeer.maxConnectionsPerPeer = "2"
     assert.matches("maxConnectionsPerPeer must be a number",
