@@ -319,13 +319,17 @@ describe("braid.protocol", function()
       local f = RCF()
       f.noisy, f.clock = false, Clock()
       math.randomseed(7)
-      local total = 0
-      for _ = 1, 200 do
+      local n, total, squares = 2000, 0, 0
+      for _ = 1, n do
         f.delay = 1
         f:retry({ connect = function() end })
         total = total + f.delay
+        squares = squares + f.delay ^ 2
       end
-      assert.near(math.exp(1), total / 200, 0.1)
+      local mean = total / n
+      assert.near(math.exp(1), mean, 0.05)
+      -- Twisted's normalvariate(delay, delay * jitter): a spread of e * 0.1196
+      assert.near(math.exp(1) * f.jitter, math.sqrt(squares / n - mean ^ 2), 0.03)
     end)
 
     -- ported from Twisted's ReconnectingFactoryTests (test_factories.py)
