@@ -2,8 +2,9 @@
 -- src/twisted/test/test_defer.py and test_task.py (22.4) that the other
 -- specs did not port, one `describe` per Twisted TestCase class and each
 -- `it` named after its test method: the same scenario and the same asserted
--- values, in braid's names. (The mapping of every case to its spec is in
--- the hunt's coverage notes; these are the ones that were missing.)
+-- values, in braid's names. The other cases those files have, where API.md
+-- covers their subject, are ported in the defer, inlinecallbacks, task,
+-- cooperate and twisted_cases specs; these are the ones that were missing.
 local defer = require "braid.defer"
 local errors = require "braid.error"
 local failure = require "braid.failure"
