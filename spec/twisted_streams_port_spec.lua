@@ -1,0 +1,430 @@
+-- spec/twisted_streams_port_spec.lua: braid twins of the Twisted 22.4 test
+-- cases for the stream protocols that no other spec asserts the same way
+-- (coverage map: which spec covers each Twisted test). One describe per
+-- Twisted TestCase class, each `it` named after the Twisted test method.
+-- Sources: twisted/protocols/test/test_basic.py, twisted/test/test_policies.py,
+-- twisted/test/test_factories.py, twisted/internet/test/test_protocol.py.
+local basic = require "braid.basic"
+local errors = require "braid.error"
+local testing = require "braid.testing"
+local Clock = require("braid.task").Clock
+
+local StringTransport = testing.StringTransport
+
+local function connect(p, t)
+  t = t or StringTransport()
+  p:makeConnection(t)
+  return p, t
+end
+
+local function raises(cls, f, ...)
+  local ok, e = pcall(f, ...)
+  assert.is_false(ok, "expected " .. tostring(cls) .. ", nothing raised")
+  assert.is_true(cls:isinstance(e), "expected another error class, got " .. tostring(e))
+  return e
+end
+
+---------------------------------------------------------------------------
+-- twisted/protocols/test/test_basic.py
+
+-- Twisted's FlippingLineTester: flips between line and raw mode after one byte
+local FlippingLineTester = basic.LineReceiver:extend("FlippingLineTester", { delimiter = "\n" })
+function FlippingLineTester:init() self.lines = {} end
+function FlippingLineTester:lineReceived(line)
+  self.lines[#self.lines + 1] = line
+  self:setRawMode()
+end
+function FlippingLineTester:rawDataReceived(data) self:setLineMode(data:sub(2)) end
+
+-- the parts of Twisted's LineTester these tests use
+local LineTester = basic.LineReceiver:extend("LineTester", { delimiter = "\n", MAX_LENGTH = 64 })
+function LineTester:connectionMade() self.received = {} end
+function LineTester:lineReceived(line) self.received[#self.received + 1] = line end
+
+describe("LineReceiverTests", function()
+  it("test_stackRecursion", function()
+    local proto = connect(FlippingLineTester())
+    local limit = 1000 -- Python's default sys.getrecursionlimit()
+    proto:dataReceived(("x\nx"):rep(limit))
+    assert.are.equal(("x"):rep(limit), table.concat(proto.lines))
+    -- far past any C stack: no recursion per mode switch
+    local many = connect(FlippingLineTester())
+    many:dataReceived(("x\nx"):rep(200000))
+    assert.are.equal(200000, #many.lines)
+  end)
+
+  it("test_maximumLineLengthPartialDelimiter", function()
+    local proto = LineTester()
+    proto.MAX_LENGTH = 4
+    local _, t = connect(proto)
+    local line = ("x"):rep(proto.MAX_LENGTH - 1)
+    proto:dataReceived(line)
+    proto:dataReceived(proto.delimiter:sub(1, -2))
+    proto:dataReceived(proto.delimiter:sub(-1) .. line)
+    assert.is_false(t.disconnecting)
+    assert.are.equal(1, #proto.received)
+    assert.are.equal(line, proto.received[1])
+  end)
+
+  it("test_maximumLineLengthPartialDelimiter (a two-byte delimiter)", function()
+    local proto = LineTester()
+    proto.MAX_LENGTH = 4
+    proto.delimiter = "\r\n"
+    local _, t = connect(proto)
+    local line = ("x"):rep(proto.MAX_LENGTH - 1)
+    proto:dataReceived(line)
+    proto:dataReceived("\r")
+    proto:dataReceived("\n" .. line)
+    assert.is_false(t.disconnecting)
+    assert.are.same({ line }, proto.received)
+  end)
+
+  it("test_notQuiteMaximumLineLengthUnfinished", function()
+    local proto = basic.LineReceiver()
+    proto.delimiter = "\r\n"
+    local _, t = connect(proto)
+    proto:dataReceived(("x"):rep(proto.MAX_LENGTH) .. proto.delimiter:sub(1, #proto.delimiter - 1))
+    assert.is_false(t.disconnecting)
+  end)
+
+  it("test_rawDataError", function()
+    local proto = basic.LineReceiver()
+    local oops = errors.RuntimeError("oops")
+    proto.rawDataReceived = function() return oops end
+    connect(proto)
+    proto:setRawMode()
+    local why = proto:dataReceived("data")
+    assert.are.equal(oops, why)
+    assert.is_true(errors.RuntimeError:isinstance(why))
+  end)
+
+  it("test_rawDataReceivedNotImplemented", function()
+    local proto = basic.LineReceiver()
+    raises(errors.NotImplementedError, proto.rawDataReceived, proto, "foo")
+  end)
+
+  it("test_lineReceivedNotImplemented", function()
+    local proto = basic.LineReceiver()
+    raises(errors.NotImplementedError, proto.lineReceived, proto, "foo")
+  end)
+end)
+
+-- Twisted's ExcessivelyLargeLineCatcher
+local Catcher = basic.LineReceiver:extend("ExcessivelyLargeLineCatcher")
+function Catcher:connectionMade() self.longLines = {} end
+function Catcher:lineReceived() end
+function Catcher:lineLengthExceeded(data) self.longLines[#self.longLines + 1] = data end
+
+describe("LineReceiverLineLengthExceededTests", function()
+  local proto, transport
+  before_each(function()
+    proto = Catcher()
+    proto.MAX_LENGTH = 6
+    transport = StringTransport()
+    proto:makeConnection(transport)
+  end)
+
+  it("test_longUnendedLine", function()
+    local excessive = ("x"):rep(proto.MAX_LENGTH * 2 + 2)
+    proto:dataReceived(excessive)
+    assert.are.same({ excessive }, proto.longLines)
+  end)
+
+  it("test_longLineAfterShortLine", function()
+    local excessive = ("x"):rep(proto.MAX_LENGTH * 2 + 2)
+    proto:dataReceived("x" .. proto.delimiter .. excessive)
+    assert.are.same({ excessive }, proto.longLines)
+  end)
+
+  it("test_longLineWithDelimiter", function()
+    local long = ("x"):rep(proto.MAX_LENGTH * 2 + 2)
+    local excessive = long .. proto.delimiter .. long
+    proto:dataReceived(excessive)
+    assert.are.same({ excessive }, proto.longLines)
+  end)
+
+  it("test_multipleLongLines", function()
+    local excessive = (("x"):rep(proto.MAX_LENGTH * 2 + 2) .. proto.delimiter):rep(2)
+    proto:dataReceived(excessive)
+    assert.are.same({ excessive }, proto.longLines)
+  end)
+
+  it("test_maximumLineLength", function()
+    local p, t = connect(basic.LineReceiver())
+    p:dataReceived(("x"):rep(p.MAX_LENGTH + 1) .. "\r\nr")
+    assert.is_true(t.disconnecting)
+  end)
+
+  it("test_maximumLineLengthRemaining", function()
+    local p, t = connect(basic.LineReceiver())
+    p:dataReceived(("x"):rep(p.MAX_LENGTH + #p.delimiter))
+    assert.is_true(t.disconnecting)
+  end)
+end)
+
+describe("LineOnlyReceiverTests", function()
+  local LineOnlyTester = basic.LineOnlyReceiver:extend("LineOnlyTester",
+    { delimiter = "\n", MAX_LENGTH = 64 })
+  function LineOnlyTester:connectionMade() self.received = {} end
+  function LineOnlyTester:lineReceived(line) self.received[#self.received + 1] = line end
+
+  it("test_buffer", function()
+    local buffer = "foo\n    bleakness\n    desolation\n    plastic forks\n    "
+    local a = connect(LineOnlyTester())
+    for i = 1, #buffer do a:dataReceived(buffer:sub(i, i)) end
+    assert.are.same({ "foo", "    bleakness", "    desolation", "    plastic forks" }, a.received)
+  end)
+
+  it("test_greaterThanMaximumLineLength", function()
+    local proto, t = connect(LineOnlyTester())
+    proto:dataReceived(("x"):rep(proto.MAX_LENGTH + #proto.delimiter + 1) .. "\r\nr")
+    assert.is_true(t.disconnecting)
+    assert.are.same({}, proto.received)
+  end)
+
+  it("test_lineReceivedNotImplemented", function()
+    local proto = basic.LineOnlyReceiver()
+    raises(errors.NotImplementedError, proto.lineReceived, proto, "foo")
+  end)
+end)
+
+-- Twisted's TestMixin: keeps the strings, MAX_LENGTH 50, notes connectionLost
+local function test_mixin(base, name)
+  local T = base:extend(name, { MAX_LENGTH = 50, closed = 0 })
+  function T:connectionMade() self.received = {} end
+  function T:stringReceived(s) self.received[#self.received + 1] = s end
+  function T:connectionLost() self.closed = 1 end
+  return T
+end
+
+local TestNetstring = test_mixin(basic.NetstringReceiver, "TestNetstring")
+function TestNetstring:stringReceived(s)
+  self.received[#self.received + 1] = s
+  self.transport:write(s)
+end
+
+describe("NetstringReceiverTests", function()
+  local receiver, transport
+  before_each(function()
+    receiver, transport = connect(TestNetstring())
+  end)
+
+  it("test_illegal", function()
+    for _, s in ipairs({ "9999999999999999999999", "abc", "4:abcde",
+        "51:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab," }) do
+      local r, t = connect(TestNetstring())
+      for i = 1, #s do r:dataReceived(s:sub(i, i)) end
+      assert.is_true(t.disconnecting, s)
+    end
+  end)
+
+  it("test_moreDataThanSpecified", function()
+    receiver:dataReceived("2:aaa,")
+    assert.is_true(transport.disconnecting)
+  end)
+
+  it("test_moreDataThanSpecifiedBorderCase", function()
+    receiver:dataReceived("0:a,")
+    assert.is_true(transport.disconnecting)
+    assert.are.same({}, receiver.received)
+  end)
+
+  it("test_missingNumber", function()
+    receiver:dataReceived(":aaa,")
+    assert.is_true(transport.disconnecting)
+  end)
+
+  it("test_missingColon", function()
+    receiver:dataReceived("3aaa,")
+    assert.is_true(transport.disconnecting)
+  end)
+
+  it("test_missingNumberAndColon", function()
+    receiver:dataReceived("aaa,")
+    assert.is_true(transport.disconnecting)
+  end)
+
+  it("test_onlyData", function()
+    receiver:dataReceived("aaa")
+    assert.is_true(transport.disconnecting)
+  end)
+
+  it("test_receiveNetstringPortions_1", function()
+    receiver:dataReceived("4:aa")
+    receiver:dataReceived("aa,")
+    assert.are.same({ "aaaa" }, receiver.received)
+    -- Twisted's _payloadComplete(): nothing of a netstring is left buffered
+    assert.are.equal(0, receiver._fbuf:len())
+  end)
+
+  it("test_receiveTwoNetstrings", function()
+    receiver:dataReceived("1:a,1")
+    assert.are.same({ "a" }, receiver.received)
+    receiver:dataReceived(":b,")
+    assert.are.same({ "a", "b" }, receiver.received)
+    assert.is_false(transport.disconnecting)
+  end)
+
+  it("test_maxReceiveLimit", function()
+    local tooLong = receiver.MAX_LENGTH + 1
+    receiver:dataReceived(tooLong .. ":" .. ("a"):rep(tooLong))
+    assert.is_true(transport.disconnecting)
+    assert.are.same({}, receiver.received)
+  end)
+
+  -- Twisted's _consumeLength tests reach a private method; braid's twin is
+  -- what the length does to the connection
+  it("test_consumeLength", function()
+    receiver:dataReceived("12:")
+    assert.is_false(transport.disconnecting)
+    receiver:dataReceived(("a"):rep(12) .. ",")
+    assert.are.same({ ("a"):rep(12) }, receiver.received)
+  end)
+
+  it("test_consumeLengthBorderCase1", function()
+    receiver.MAX_LENGTH = 12
+    receiver:dataReceived("12:")
+    assert.is_false(transport.disconnecting)
+    receiver:dataReceived(("a"):rep(12) .. ",")
+    assert.are.same({ ("a"):rep(12) }, receiver.received)
+  end)
+
+  it("test_consumeLengthBorderCase2", function()
+    receiver.MAX_LENGTH = 11
+    receiver:dataReceived("12:")
+    assert.is_true(transport.disconnecting)
+    assert.is_true(receiver.brokenPeer)
+    assert.is_true(basic.NetstringParseError:isinstance(receiver._parseError))
+  end)
+
+  it("test_consumeLengthBorderCase3", function()
+    receiver.MAX_LENGTH = 11
+    receiver:dataReceived("1000:")
+    assert.is_true(transport.disconnecting)
+    assert.is_true(basic.NetstringParseError:isinstance(receiver._parseError))
+  end)
+
+  it("test_stringReceivedNotImplemented", function()
+    local proto = basic.NetstringReceiver()
+    raises(errors.NotImplementedError, proto.stringReceived, proto, "foo")
+  end)
+end)
+
+for _, case in ipairs({
+  { "Int32Tests", basic.Int32StringReceiver, ">I4", "\16\0\0\0aaaaaa", "\0\0\0\3foo", "\0\0\0\4ubar" },
+  { "Int16Tests", basic.Int16StringReceiver, ">I2", "\16\0aaaaaa", "\0\3foo", "\0\4ubar" },
+  { "Int8Tests", basic.Int8StringReceiver, ">I1", "\0\0aaaaaa", "\3foo", "\4ubar" },
+}) do
+  local name, base, fmt, illegal, sent, got = table.unpack(case)
+  describe(name, function()
+    local T = test_mixin(base, "Test" .. name)
+
+    it("test_illegal", function()
+      local r, t = connect(T())
+      for i = 1, #illegal do r:dataReceived(illegal:sub(i, i)) end
+      assert.is_true(t.disconnecting)
+    end)
+
+    it("test_lengthLimitExceeded", function()
+      local length = {}
+      local r = connect(T())
+      r.lengthLimitExceeded = function(_, n) length[#length + 1] = n end
+      r.MAX_LENGTH = 10
+      r:dataReceived(string.pack(fmt, 11))
+      assert.are.same({ 11 }, length)
+    end)
+
+    it("test_longStringNotDelivered", function()
+      local r = connect(T())
+      r.MAX_LENGTH = 10
+      r:dataReceived(string.pack(fmt, 11) .. ("x"):rep(11))
+      assert.are.same({}, r.received)
+    end)
+
+    it("test_stringReceivedNotImplemented", function()
+      local proto = basic.IntNStringReceiver()
+      raises(errors.NotImplementedError, proto.stringReceived, proto, "foo")
+    end)
+
+    it("test_data", function()
+      local r, t = connect(T())
+      r:sendString("foo")
+      assert.are.equal(sent, t:value())
+      r:dataReceived(got)
+      assert.are.same({ "ubar" }, r.received)
+    end)
+
+    if base.prefixLength < 4 then
+      it("test_tooLongSend", function()
+        local r, t = connect(T())
+        local tooSend = ("b"):rep(2 ^ (r.prefixLength * 8) + 1)
+        raises(basic.StringTooLongError, r.sendString, r, tooSend)
+        assert.are.equal("", t:value())
+      end)
+    end
+  end)
+end
+
+-- Twisted's OnlyProducerTransport and ConsumingProtocol
+local function only_producer_transport()
+  return {
+    paused = false, disconnecting = false, data = {},
+    pauseProducing = function(self) self.paused = true end,
+    resumeProducing = function(self) self.paused = false end,
+    write = function(self, bytes) self.data[#self.data + 1] = bytes end,
+  }
+end
+local ConsumingProtocol = basic.LineReceiver:extend("ConsumingProtocol")
+function ConsumingProtocol:lineReceived(line)
+  self.transport:write(line)
+  self:pauseProducing()
+end
+
+describe("ProducerTests", function()
+  it("test_pauseResume", function()
+    local p, t = ConsumingProtocol(), only_producer_transport()
+    p:makeConnection(t)
+
+    p:dataReceived("hello, ")
+    assert.are.same({}, t.data)
+    assert.is_false(t.paused)
+    assert.is_false(p.paused)
+
+    p:dataReceived("world\r\n")
+    assert.are.same({ "hello, world" }, t.data)
+    assert.is_true(t.paused)
+    assert.is_true(p.paused)
+
+    p:resumeProducing()
+    assert.are.same({ "hello, world" }, t.data)
+    assert.is_false(t.paused)
+    assert.is_false(p.paused)
+
+    p:dataReceived("hello\r\nworld\r\n")
+    assert.are.same({ "hello, world", "hello" }, t.data)
+    assert.is_true(t.paused)
+    assert.is_true(p.paused)
+
+    p:resumeProducing()
+    assert.are.same({ "hello, world", "hello", "world" }, t.data)
+    assert.is_true(t.paused)
+    assert.is_true(p.paused)
+
+    p:dataReceived("goodbye\r\n")
+    assert.are.same({ "hello, world", "hello", "world" }, t.data)
+    assert.is_true(t.paused)
+    assert.is_true(p.paused)
+
+    p:resumeProducing()
+    assert.are.same({ "hello, world", "hello", "world", "goodbye" }, t.data)
+    assert.is_true(t.paused)
+    assert.is_true(p.paused)
+
+    p:resumeProducing()
+    assert.are.same({ "hello, world", "hello", "world", "goodbye" }, t.data)
+    assert.is_false(t.paused)
+    assert.is_false(p.paused)
+  end)
+end)
+
+local _ = Clock
