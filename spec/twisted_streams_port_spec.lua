@@ -6,6 +6,10 @@
 -- twisted/test/test_factories.py, twisted/internet/test/test_protocol.py.
 local basic = require "braid.basic"
 local errors = require "braid.error"
+local policies = require "braid.policies"
+local protocol = require "braid.protocol"
+local address = require "braid.address"
+local class = require "braid.class"
 local testing = require "braid.testing"
 local Clock = require("braid.task").Clock
 
@@ -427,4 +431,128 @@ describe("ProducerTests", function()
   end)
 end)
 
-local _ = Clock
+
+---------------------------------------------------------------------------
+-- twisted/test/test_policies.py
+
+-- Twisted's SimpleProtocol, EchoProtocol and Server
+local SimpleProtocol = protocol.Protocol:extend("SimpleProtocol",
+  { connected = 0, disconnected = 0, buffer = "" })
+function SimpleProtocol:connectionMade() self.connected = 1 end
+function SimpleProtocol:connectionLost() self.disconnected = 1 end
+function SimpleProtocol:dataReceived(data) self.buffer = self.buffer .. data end
+
+local EchoProtocol = protocol.Protocol:extend("EchoProtocol", { paused = false })
+function EchoProtocol:pauseProducing() self.paused = true end
+function EchoProtocol:resumeProducing() self.paused = false end
+function EchoProtocol:stopProducing() end
+function EchoProtocol:dataReceived(data) self.transport:write(data) end
+
+local Server = protocol.ServerFactory:extend("Server", { protocol = EchoProtocol })
+
+local function ipv4(port) return address.IPv4Address("TCP", "127.0.0.1", port) end
+
+-- a StringTransportWithDisconnection joined to p, p connected
+local function with_disconnection(p)
+  local t = testing.StringTransportWithDisconnection()
+  t.protocol = p
+  p:makeConnection(t)
+  return t
+end
+
+describe("WrapperTests", function()
+  local function getWrapper()
+    local wrapper = policies.ProtocolWrapper(policies.WrappingFactory(Server()), protocol.Protocol())
+    wrapper:makeConnection(StringTransport())
+    return wrapper
+  end
+
+  it("test_protocolFactoryAttribute", function()
+    local f = Server()
+    local wf = policies.WrappingFactory(f)
+    local p = wf:buildProtocol(ipv4(35))
+    assert.are.equal(f, p.wrappedProtocol.factory)
+  end)
+
+  it("test_factoryLogPrefix", function()
+    local factory = policies.WrappingFactory(Server())
+    assert.are.equal("Server (WrappingFactory)", factory:logPrefix())
+  end)
+
+  it("test_factoryLogPrefixFallback", function()
+    local NoFactory = class.Object:extend("NoFactory")
+    local factory = policies.WrappingFactory(NoFactory())
+    assert.are.equal("NoFactory (WrappingFactory)", factory:logPrefix())
+  end)
+
+  it("test_protocolLogPrefix", function()
+    local factory = policies.WrappingFactory(Server())
+    local p = factory:buildProtocol(ipv4(35))
+    assert.are.equal("EchoProtocol (ProtocolWrapper)", p:logPrefix())
+  end)
+
+  it("test_protocolLogPrefixFallback", function()
+    local NoProtocol = class.Object:extend("NoProtocol")
+    local server = Server()
+    server.protocol = NoProtocol
+    local factory = policies.WrappingFactory(server)
+    local p = factory:buildProtocol(ipv4(35))
+    assert.are.equal("NoProtocol (ProtocolWrapper)", p:logPrefix())
+  end)
+
+  it("test_getHost", function()
+    local wrapper = getWrapper()
+    assert.are.equal(wrapper.transport:getHost(), wrapper:getHost())
+  end)
+
+  it("test_getPeer", function()
+    local wrapper = getWrapper()
+    assert.are.equal(wrapper.transport:getPeer(), wrapper:getPeer())
+  end)
+
+  it("test_registerProducer", function()
+    local wrapper = getWrapper()
+    local producer = {}
+    wrapper:registerProducer(producer, true)
+    assert.are.equal(producer, wrapper.transport.producer)
+    assert.is_true(wrapper.transport.streaming)
+  end)
+
+  it("test_unregisterProducer", function()
+    local wrapper = getWrapper()
+    wrapper:registerProducer({}, true)
+    wrapper:unregisterProducer()
+    assert.is_nil(wrapper.transport.producer)
+    assert.is_nil(wrapper.transport.streaming)
+  end)
+
+  it("test_stopConsuming", function()
+    local wrapper = getWrapper()
+    local result = {}
+    wrapper.transport.stopConsuming = function() result[#result + 1] = true end
+    wrapper:stopConsuming()
+    assert.are.same({ true }, result)
+  end)
+
+  for _, name in ipairs({ "startedConnecting", "clientConnectionLost", "clientConnectionFailed" }) do
+    it("test_" .. name, function()
+      local result = {}
+      local Factory = class.Object:extend("Factory")
+      Factory[name] = function(_, connector, reason) result[#result + 1] = { connector, reason } end
+      local wrapper = policies.WrappingFactory(Factory())
+      local connector, reason = {}, {}
+      wrapper[name](wrapper, connector, name ~= "startedConnecting" and reason or nil)
+      assert.are.equal(1, #result)
+      assert.are.equal(connector, result[1][1])
+      if name ~= "startedConnecting" then assert.are.equal(reason, result[1][2]) end
+    end)
+  end
+
+  it("test_breakReferenceCycle", function()
+    local wrapper = policies.ProtocolWrapper(policies.WrappingFactory(Server()), protocol.Protocol())
+    local transport = with_disconnection(wrapper)
+    assert.is_not_nil(wrapper.wrappedProtocol)
+    transport:loseConnection()
+    assert.is_nil(wrapper.wrappedProtocol)
+  end)
+end)

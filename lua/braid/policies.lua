@@ -123,10 +123,17 @@ function ProtocolWrapper:init(factory, wrappedProtocol)
   self.wrappedProtocol = wrappedProtocol
 end
 
+-- The wrapped object's logPrefix(); without one, its class name, as
+-- Twisted's __class__.__name__ (a plain table without one: `fallback`).
+local function inner_prefix(w, fallback)
+  if w == nil then return fallback end
+  if w.logPrefix then return w:logPrefix() end
+  if class.classof(w) then return class.nameof(w) end
+  return fallback
+end
+
 function ProtocolWrapper:logPrefix()
-  local w = self.wrappedProtocol
-  local inner = w and w.logPrefix and w:logPrefix() or "Protocol"
-  return inner .. " (" .. class.nameof(self) .. ")"
+  return inner_prefix(self.wrappedProtocol, "Protocol") .. " (" .. class.nameof(self) .. ")"
 end
 
 function ProtocolWrapper:makeConnection(transport)
@@ -183,9 +190,7 @@ function WrappingFactory:init(wrappedFactory)
 end
 
 function WrappingFactory:logPrefix()
-  local w = self.wrappedFactory
-  local inner = w and w.logPrefix and w:logPrefix() or "Factory"
-  return inner .. " (" .. class.nameof(self) .. ")"
+  return inner_prefix(self.wrappedFactory, "Factory") .. " (" .. class.nameof(self) .. ")"
 end
 
 function WrappingFactory:doStart()
