@@ -556,3 +556,374 @@ describe("WrapperTests", function()
     assert.is_nil(wrapper.wrappedProtocol)
   end)
 end)
+
+-- Twisted's TestableThrottlingFactory / TestableTimeoutFactory: the clock
+-- is a field in braid (docs/policies.md)
+local function testable(cls, clock, ...)
+  local f = cls(...)
+  f.clock = clock
+  return f
+end
+
+describe("ThrottlingTests", function()
+  it("test_writeSequence", function()
+    local tServer = testable(policies.ThrottlingFactory, Clock(), Server())
+    local p = tServer:buildProtocol(ipv4(0))
+    local transport = with_disconnection(p)
+    p:writeSequence({ "bytes", "bytes", "bytes", "bytes" })
+    assert.are.equal("bytesbytesbytesbytes", transport:value())
+    assert.are.equal(20, tServer.writtenThisSecond)
+  end)
+
+  it("test_writeLimit", function()
+    local tServer = testable(policies.ThrottlingFactory, Clock(), Server(), nil, nil, 10)
+    local port = tServer:buildProtocol(ipv4(0))
+    local tr = with_disconnection(port)
+    port.producer = port.wrappedProtocol
+
+    port:dataReceived("0123456789")
+    port:dataReceived("abcdefghij")
+    assert.are.equal("0123456789abcdefghij", tr:value())
+    assert.are.equal(20, tServer.writtenThisSecond)
+    assert.is_false(port.wrappedProtocol.paused)
+
+    tServer.clock:advance(1.05)
+    assert.are.equal(0, tServer.writtenThisSecond)
+    assert.is_true(port.wrappedProtocol.paused)
+
+    tServer.clock:advance(1.05)
+    assert.are.equal(0, tServer.writtenThisSecond)
+    assert.is_false(port.wrappedProtocol.paused)
+  end)
+
+  it("test_readLimit", function()
+    local tServer = testable(policies.ThrottlingFactory, Clock(), Server(), nil, 10)
+    local port = tServer:buildProtocol(ipv4(0))
+    local tr = with_disconnection(port)
+    for _ = 1, 2 do
+      tr:clear()
+      port:dataReceived("0123456789")
+      port:dataReceived("abcdefghij")
+      assert.are.equal("0123456789abcdefghij", tr:value())
+      assert.are.equal(20, tServer.readThisSecond)
+
+      tServer.clock:advance(1.05)
+      assert.are.equal(0, tServer.readThisSecond)
+      assert.are.equal("paused", tr.producerState)
+
+      tServer.clock:advance(1.05)
+      assert.are.equal(0, tServer.readThisSecond)
+      assert.are.equal("producing", tr.producerState)
+    end
+  end)
+end)
+
+describe("TimeoutProtocolTests", function()
+  -- Twisted builds its factory with timeoutPeriod None: no timeout until
+  -- setTimeout; braid's no-timeout value for the factory is false
+  local function getProtocolAndClock()
+    local clock = Clock()
+    local wrappedFactory = protocol.ServerFactory()
+    wrappedFactory.protocol = SimpleProtocol
+    local factory = testable(policies.TimeoutFactory, clock, wrappedFactory, false)
+    local proto = factory:buildProtocol(ipv4(12345))
+    with_disconnection(proto)
+    return proto, clock
+  end
+
+  it("test_cancelTimeout", function()
+    local sut, clock = getProtocolAndClock()
+    sut:setTimeout(3)
+    assert.is_not_nil(sut.timeoutCall)
+    assert.are.equal(0, sut.wrappedProtocol.disconnected)
+    clock:advance(1)
+    sut:cancelTimeout()
+    assert.is_nil(sut.timeoutCall)
+    clock:advance(3)
+    assert.are.equal(0, sut.wrappedProtocol.disconnected)
+  end)
+
+  it("test_cancelTimeoutNoTimeout", function()
+    local sut, clock = getProtocolAndClock()
+    assert.is_nil(sut.timeoutCall)
+    assert.are.same({}, clock:getDelayedCalls())
+    sut:cancelTimeout()
+    assert.are.equal(0, sut.wrappedProtocol.disconnected)
+  end)
+
+  it("test_cancelTimeoutAlreadyCalled", function()
+    local sut, clock = getProtocolAndClock()
+    local wrappedProto = sut.wrappedProtocol
+    sut:setTimeout(3)
+    clock:advance(3)
+    assert.are.equal(1, wrappedProto.disconnected)
+    sut:cancelTimeout()
+  end)
+
+  it("test_cancelTimeoutAlreadyCancelled", function()
+    local sut = getProtocolAndClock()
+    sut:setTimeout(3)
+    sut.timeoutCall:cancel()
+    sut:cancelTimeout()
+    assert.are.equal(0, sut.wrappedProtocol.disconnected)
+  end)
+end)
+
+describe("TimeoutFactoryTests", function()
+  local clock, proto, wrappedProto
+  before_each(function()
+    clock = Clock()
+    local wrappedFactory = protocol.ServerFactory()
+    wrappedFactory.protocol = SimpleProtocol
+    local factory = testable(policies.TimeoutFactory, clock, wrappedFactory, 3)
+    proto = factory:buildProtocol(ipv4(12345))
+    with_disconnection(proto)
+    wrappedProto = proto.wrappedProtocol
+  end)
+
+  it("test_timeout", function()
+    clock:pump({ 0.0, 0.5, 1.0, 1.0, 0.4 })
+    assert.are.equal(0, wrappedProto.disconnected)
+    clock:pump({ 0.0, 0.2 })
+    assert.are.equal(1, wrappedProto.disconnected)
+  end)
+
+  it("test_sendAvoidsTimeout", function()
+    clock:pump({ 0.0, 0.5, 1.0 })
+    assert.are.equal(0, wrappedProto.disconnected)
+    proto:write("bytes bytes bytes")
+    clock:pump({ 0.0, 1.0, 1.0 })
+    assert.are.equal(0, wrappedProto.disconnected)
+    proto:writeSequence({ "bytes", "bytes", "bytes" })
+    clock:pump({ 0.0, 1.0, 1.0 })
+    assert.are.equal(0, wrappedProto.disconnected)
+    clock:pump({ 0.0, 2.0 })
+    assert.are.equal(1, wrappedProto.disconnected)
+  end)
+
+  it("test_receiveAvoidsTimeout", function()
+    clock:pump({ 0.0, 1.0, 0.5 })
+    assert.are.equal(0, wrappedProto.disconnected)
+    proto:dataReceived("bytes bytes bytes")
+    clock:pump({ 0.0, 1.0, 1.0 })
+    assert.are.equal(0, wrappedProto.disconnected)
+    clock:pump({ 0.0, 1.0, 1.0 })
+    assert.are.equal(1, wrappedProto.disconnected)
+  end)
+end)
+
+-- Twisted's TimeoutTester
+local TimeoutTester = policies.TimeoutMixin:mixInto(protocol.Protocol:extend("TimeoutTester",
+  { timeOut = 3, timedOut = false }))
+function TimeoutTester:init(clock) self.clock = clock end
+function TimeoutTester:connectionMade() self:setTimeout(self.timeOut) end
+function TimeoutTester:dataReceived(data)
+  self:resetTimeout()
+  protocol.Protocol.dataReceived(self, data)
+end
+function TimeoutTester:connectionLost() self:setTimeout(nil) end
+function TimeoutTester:timeoutConnection() self.timedOut = true end
+
+describe("TimeoutMixinTests", function()
+  local clock, proto
+  before_each(function()
+    clock = Clock()
+    proto = TimeoutTester(clock)
+  end)
+
+  it("test_overriddenCallLater", function()
+    proto:setTimeout(10)
+    assert.are.equal(1, #clock:getDelayedCalls())
+  end)
+
+  it("test_timeout", function()
+    proto:makeConnection(StringTransport())
+    clock:pump({ 0, 0.5, 1.0, 1.0 })
+    assert.is_false(proto.timedOut)
+    clock:pump({ 0, 1.0 })
+    assert.is_true(proto.timedOut)
+  end)
+
+  it("test_noTimeout", function()
+    proto:makeConnection(StringTransport())
+    clock:pump({ 0, 0.5, 1.0, 1.0 })
+    assert.is_false(proto.timedOut)
+    proto:dataReceived("hello there")
+    clock:pump({ 0, 1.0, 1.0, 0.5 })
+    assert.is_false(proto.timedOut)
+    clock:pump({ 0, 1.0 })
+    assert.is_true(proto.timedOut)
+  end)
+
+  it("test_resetTimeout", function()
+    proto.timeOut = false -- Twisted's None on the instance, hiding the class's 3
+    proto:makeConnection(StringTransport())
+    assert.are.same({}, clock:getDelayedCalls())
+    proto:setTimeout(1)
+    assert.are.equal(1, proto.timeOut)
+    clock:pump({ 0, 0.9 })
+    assert.is_false(proto.timedOut)
+    clock:pump({ 0, 0.2 })
+    assert.is_true(proto.timedOut)
+  end)
+
+  it("test_cancelTimeout", function()
+    proto.timeOut = 5
+    proto:makeConnection(StringTransport())
+    proto:setTimeout(nil)
+    assert.is_falsy(proto.timeOut)
+    clock:pump({ 0, 5, 5, 5 })
+    assert.is_false(proto.timedOut)
+  end)
+
+  it("test_setTimeoutReturn", function()
+    proto.timeOut = 5
+    assert.are.equal(5, proto:setTimeout(10))
+    assert.are.equal(10, proto:setTimeout(nil))
+    assert.is_nil(proto:setTimeout(1))
+    assert.are.equal(1, proto.timeOut)
+    proto:setTimeout(nil)
+    assert.are.same({}, clock:getDelayedCalls())
+  end)
+
+  it("test_setTimeoutCancleAlreadyCancelled", function()
+    proto:setTimeout(3)
+    clock:getDelayedCalls()[1]:cancel()
+    assert.is_truthy(proto.timeOut)
+    proto:setTimeout(nil)
+    assert.is_falsy(proto.timeOut)
+  end)
+end)
+
+describe("LimitTotalConnectionsFactoryTests", function()
+  it("testConnectionCounting", function()
+    local factory = policies.LimitTotalConnectionsFactory()
+    factory.protocol = protocol.Protocol
+    assert.are.equal(0, factory.connectionCount)
+    local p1 = factory:buildProtocol(nil)
+    assert.are.equal(1, factory.connectionCount)
+    local p2 = factory:buildProtocol(nil)
+    assert.are.equal(2, factory.connectionCount)
+    p1:connectionLost(nil)
+    assert.are.equal(1, factory.connectionCount)
+    p2:connectionLost(nil)
+    assert.are.equal(0, factory.connectionCount)
+  end)
+
+  it("testConnectionLimiting", function()
+    local factory = policies.LimitTotalConnectionsFactory()
+    factory.protocol = protocol.Protocol
+    factory.connectionLimit = 1
+    local p = factory:buildProtocol(nil)
+    assert.is_not_nil(p)
+    assert.are.equal(1, factory.connectionCount)
+    assert.is_nil(factory:buildProtocol(nil))
+    assert.are.equal(1, factory.connectionCount)
+
+    local OverflowProtocol = protocol.Protocol:extend("OverflowProtocol")
+    function OverflowProtocol:connectionMade() factory.overflowed = true end
+    factory.overflowProtocol = OverflowProtocol
+    factory.overflowed = false
+    local op = factory:buildProtocol(nil)
+    op:makeConnection(nil)
+    assert.is_true(factory.overflowed)
+    assert.are.equal(2, factory.connectionCount)
+
+    p:connectionLost(nil)
+    assert.are.equal(1, factory.connectionCount)
+    op:connectionLost(nil)
+    assert.are.equal(0, factory.connectionCount)
+  end)
+end)
+
+-- Twisted's WriteSequenceEchoProtocol and TestLoggingFactory
+local WriteSequenceEchoProtocol = EchoProtocol:extend("WriteSequenceEchoProtocol")
+function WriteSequenceEchoProtocol:dataReceived(bytes)
+  if bytes:find("vector!", 1, true) then
+    self.transport:writeSequence({ bytes })
+  else
+    EchoProtocol.dataReceived(self, bytes)
+  end
+end
+
+-- an in-memory log file, as Twisted's StringIO
+local function string_file()
+  local f = { parts = {} }
+  function f:write(s) self.parts[#self.parts + 1] = s end
+  function f:flush() end
+  function f:getvalue() return table.concat(self.parts) end
+  return f
+end
+
+local TestLoggingFactory = policies.TrafficLoggingFactory:extend("TestLoggingFactory")
+function TestLoggingFactory:open()
+  assert(self.openFile == nil, "open() called too many times")
+  self.openFile = string_file()
+  return self.openFile
+end
+
+describe("LoggingFactoryTests", function()
+  local function has(haystack, needle)
+    assert.is_truthy(haystack:find(needle, 1, true), ("%q not in %q"):format(needle, haystack))
+  end
+
+  it("test_thingsGetLogged", function()
+    local wrappedFactory = Server()
+    wrappedFactory.protocol = WriteSequenceEchoProtocol
+    local f = TestLoggingFactory(wrappedFactory, "test")
+    local p = f:buildProtocol(ipv4(5678))
+    local t = with_disconnection(p)
+
+    has(f.openFile:getvalue(), "*")
+    assert.are.equal("", t:value())
+
+    p:dataReceived("here are some bytes")
+    local v = f.openFile:getvalue()
+    has(v, 'C 1: "here are some bytes"')
+    has(v, 'S 1: "here are some bytes"')
+    assert.are.equal("here are some bytes", t:value())
+
+    t:clear()
+    p:dataReceived("prepare for vector! to the extreme")
+    has(f.openFile:getvalue(), 'SV 1: ["prepare for vector! to the extreme"]')
+    assert.are.equal("prepare for vector! to the extreme", t:value())
+
+    p:loseConnection()
+    has(f.openFile:getvalue(), "ConnectionDone")
+  end)
+
+  it("test_counter", function()
+    local f = TestLoggingFactory(Server(), "test")
+    assert.are.equal(0, f._counter)
+    f:buildProtocol(ipv4(5678))
+    assert.are.equal(1, f._counter)
+    f.openFile = nil
+    f:buildProtocol(ipv4(5679))
+    assert.are.equal(2, f._counter)
+    f:resetCounter()
+    assert.are.equal(0, f._counter)
+  end)
+
+  it("test_loggingFactoryOpensLogfileAutomatically", function()
+    local open_calls, open_rvalues = {}, {}
+    local real_open = io.open
+    io.open = function(...) -- luacheck: ignore
+      open_calls[#open_calls + 1] = { ... }
+      local f = string_file()
+      open_rvalues[#open_rvalues + 1] = f
+      return f
+    end
+    local ok, err = pcall(function()
+      local wrappedFactory = protocol.ServerFactory()
+      wrappedFactory.protocol = SimpleProtocol
+      local factory = policies.TrafficLoggingFactory(wrappedFactory, "test")
+      local first = factory:buildProtocol(ipv4(12345))
+      local second = factory:buildProtocol(ipv4(12346))
+      assert.are.same({ { "test-1", "w" }, { "test-2", "w" } }, open_calls)
+      assert.are.equal(open_rvalues[1], first.logfile)
+      assert.are.equal(open_rvalues[2], second.logfile)
+    end)
+    io.open = real_open -- luacheck: ignore
+    assert(ok, err)
+  end)
+end)

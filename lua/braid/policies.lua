@@ -520,11 +520,16 @@ local TimeoutFactory = WrappingFactory:extend("TimeoutFactory")
 M.TimeoutFactory = TimeoutFactory
 TimeoutFactory.protocol = TimeoutProtocol
 
---- TimeoutFactory(wrappedFactory, timeoutPeriod?) (default 30 minutes).
+--- TimeoutFactory(wrappedFactory, timeoutPeriod?) (default 30 minutes;
+-- false: no timeout until a connection's setTimeout, Twisted's None).
 function TimeoutFactory:init(wrappedFactory, timeoutPeriod)
   WrappingFactory.init(self, wrappedFactory)
-  if timeoutPeriod ~= nil then errors.checkseconds("TimeoutFactory", 2, timeoutPeriod, "timeoutPeriod") end
-  self.timeoutPeriod = timeoutPeriod or 30 * 60
+  if timeoutPeriod == nil then
+    timeoutPeriod = 30 * 60
+  elseif timeoutPeriod ~= false then
+    errors.checkseconds("TimeoutFactory", 2, timeoutPeriod, "timeoutPeriod")
+  end
+  self.timeoutPeriod = timeoutPeriod
 end
 
 function TimeoutFactory:buildProtocol(addr)
