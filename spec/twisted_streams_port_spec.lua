@@ -927,3 +927,123 @@ describe("LoggingFactoryTests", function()
     assert(ok, err)
   end)
 end)
+
+---------------------------------------------------------------------------
+-- twisted/test/test_factories.py
+
+local function fake_connector()
+  return { stopConnecting = function() end, connect = function() end }
+end
+
+describe("ReconnectingFactoryTests", function()
+  it("test_stopTryingWhenConnected", function()
+    local NoConnectConnector = {
+      stopConnecting = function() error(errors.RuntimeError("Shouldn't be called, we're connected.")) end,
+      connect = function() error(errors.RuntimeError("Shouldn't be reconnecting.")) end,
+    }
+    local c = protocol.ReconnectingClientFactory()
+    c.clock = Clock()
+    c.protocol = protocol.Protocol
+    c:buildProtocol(nil)
+    c:stopTrying()
+    c:clientConnectionLost(NoConnectConnector, nil)
+    assert.is_false(c.continueTrying)
+    assert.are.same({}, c.clock:getDelayedCalls())
+  end)
+
+  it("test_stopTryingDoesNotReconnect", function()
+    local f = protocol.ReconnectingClientFactory()
+    f.clock = Clock()
+    local connector = { attemptedRetry = false }
+    function connector:stopConnecting() f:clientConnectionFailed(self, nil) end
+    function connector:connect() self.attemptedRetry = true end
+    f.connector = connector
+    f:stopTrying()
+    assert.is_false(f.connector.attemptedRetry)
+    assert.are.same({}, f.clock:getDelayedCalls())
+  end)
+
+  it("test_parametrizedClock", function()
+    local clock = Clock()
+    local factory = protocol.ReconnectingClientFactory()
+    factory.clock = clock
+    factory:clientConnectionLost(fake_connector(), nil)
+    assert.are.equal(1, #clock:getDelayedCalls())
+    factory:stopTrying()
+  end)
+end)
+
+---------------------------------------------------------------------------
+-- twisted/internet/test/test_protocol.py
+
+describe("ProtocolTests", function()
+  it("test_logPrefix", function()
+    local SomeThing = protocol.Protocol:extend("SomeThing")
+    assert.are.equal("SomeThing", SomeThing():logPrefix())
+  end)
+
+  it("test_makeConnection", function()
+    local result = {}
+    local SomeProtocol = protocol.Protocol:extend("SomeProtocol")
+    function SomeProtocol:connectionMade() result[#result + 1] = self.transport end
+    local transport = {}
+    SomeProtocol():makeConnection(transport)
+    assert.are.equal(1, #result)
+    assert.are.equal(transport, result[1])
+  end)
+end)
+
+describe("FactoryTests", function()
+  local log = require "braid.log"
+  local function logged(f)
+    local events = {}
+    local function obs(e) events[#events + 1] = e end
+    log.addObserver(obs)
+    local ok, err = pcall(f)
+    log.removeObserver(obs)
+    assert(ok, err)
+    return events
+  end
+
+  it("test_logPrefix", function()
+    local SomeKindOfFactory = protocol.Factory:extend("SomeKindOfFactory")
+    assert.are.equal("SomeKindOfFactory", SomeKindOfFactory():logPrefix())
+  end)
+
+  it("test_defaultBuildProtocol", function()
+    local SomeProtocol = protocol.Protocol:extend("SomeProtocol")
+    local f = protocol.Factory()
+    f.protocol = SomeProtocol
+    local p = f:buildProtocol(nil)
+    assert.is_true(SomeProtocol:isinstance(p))
+    assert.are.equal(f, p.factory)
+  end)
+
+  it("test_forProtocol", function()
+    local ArgTakingFactory = protocol.Factory:extend("ArgTakingFactory")
+    function ArgTakingFactory:init(...) self.args = table.pack(...) end
+    local factory = ArgTakingFactory.forProtocol(protocol.Protocol, 1, 2, { foo = 12 })
+    assert.are.equal(protocol.Protocol, factory.protocol)
+    assert.are.same({ n = 3, 1, 2, { foo = 12 } }, factory.args)
+  end)
+
+  it("test_doStartLoggingStatement", function()
+    local f = protocol.Factory()
+    local events = logged(function() f:doStart() end)
+    assert.are.equal("info", events[1].level)
+    assert.are.equal("Starting factory " .. tostring(f), events[1].text)
+  end)
+
+  it("test_doStopLoggingStatement", function()
+    local MyFactory = protocol.Factory:extend("MyFactory", { numPorts = 1 })
+    local f = MyFactory()
+    local stopped = 0
+    function f:stopFactory() stopped = stopped + 1 end
+    local events = logged(function() f:doStop() end)
+    assert.are.equal(1, #events)
+    assert.are.equal("info", events[1].level)
+    assert.are.equal("Stopping factory " .. tostring(f), events[1].text)
+    assert.are.equal(1, stopped)
+    assert.are.equal(0, f.numPorts)
+  end)
+end)

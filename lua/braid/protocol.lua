@@ -115,9 +115,19 @@ local function log_factory(what, f)
   log.setSystem(prev)
 end
 
+-- The count of users: the instance's own, else (an instance of a class
+-- that sets numPorts, as Twisted reads a class attribute) its class's. A
+-- class used itself as a factory keeps its count raw, so that its
+-- instances do not inherit it.
+local function num_ports(self)
+  local n = rawget(self, "numPorts")
+  if n == nil and not class.isclass(self) then n = self.numPorts end
+  return n or 0
+end
+
 --- Count a user (port or connector); the first one starts the factory.
 function Factory:doStart()
-  local n = rawget(self, "numPorts") or 0
+  local n = num_ports(self)
   if n == 0 then
     if self.noisy then log_factory("Starting", self) end
     M.call(self, Factory, "startFactory")
@@ -127,7 +137,7 @@ end
 
 --- Uncount a user; the last one stops the factory.
 function Factory:doStop()
-  local n = rawget(self, "numPorts") or 0
+  local n = num_ports(self)
   if n == 0 then return end
   n = n - 1
   self.numPorts = n
