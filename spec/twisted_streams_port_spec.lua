@@ -618,6 +618,75 @@ describe("ThrottlingTests", function()
   end)
 end)
 
+describe("ThrottlingTests over TCP", function()
+  local defer = require "braid.defer"
+  local reactor = require "braid.reactor"
+
+  -- Twisted's SimpleProtocol with its two Deferreds, and SillyFactory
+  local Simple = SimpleProtocol:extend("Simple")
+  function Simple:init() self.dConnected, self.dDisconnected = defer.Deferred(), defer.Deferred() end
+  -- made: SimpleProtocol's connected flag, which braid's Protocol resets
+  -- before connectionLost (docs/protocol.md, where braid differs)
+  function Simple:connectionMade()
+    SimpleProtocol.connectionMade(self)
+    self.made = 1
+    self.dConnected:callback("")
+  end
+  function Simple:connectionLost()
+    SimpleProtocol.connectionLost(self)
+    self.dDisconnected:callback("")
+  end
+  local function silly(p)
+    local f = protocol.ClientFactory()
+    f.noisy = false
+    function f.buildProtocol() return p end
+    return f
+  end
+
+  it("test_limit", testing.async(function()
+    local server = Server()
+    server.noisy = false
+    local c1, c2, c3, c4 = Simple(), Simple(), Simple(), Simple()
+    local tServer
+    -- fires when the server sides are all gone
+    local allServersLost = defer.Deferred()
+    server.protocol = EchoProtocol:extend("CountingEcho")
+    function server.protocol.connectionLost()
+      if tServer.connectionCount == 0 then allServersLost:callback(nil) end
+    end
+    tServer = policies.ThrottlingFactory(server, 2)
+    tServer.noisy = false
+    local p = reactor.listenTCP(0, tServer, 50, "127.0.0.1")
+    local n = p:getHost().port
+
+    reactor.connectTCP("127.0.0.1", n, silly(c1))
+    defer.await(c1.dConnected)
+    reactor.connectTCP("127.0.0.1", n, silly(c2))
+    defer.await(c2.dConnected)
+    reactor.connectTCP("127.0.0.1", n, silly(c3))
+    defer.await(c3.dDisconnected)
+    assert.are.same({ 1, 1, 1 }, { c1.made, c2.made, c3.made })
+    assert.is_false(c3.connected)
+    assert.are.same({ 0, 0, 1 }, { c1.disconnected, c2.disconnected, c3.disconnected })
+    local open = 0
+    for _ in pairs(tServer.protocols) do open = open + 1 end
+    assert.are.equal(2, open)
+
+    c1.transport:loseConnection()
+    defer.await(c1.dDisconnected)
+    reactor.connectTCP("127.0.0.1", n, silly(c4))
+    defer.await(c4.dConnected)
+    assert.are.equal(1, c4.connected)
+    assert.are.equal(0, c4.disconnected)
+
+    c2.transport:loseConnection()
+    c4.transport:loseConnection()
+    defer.await(defer.DeferredList({ p:stopListening(), c2.dDisconnected, c4.dDisconnected }))
+    defer.await(allServersLost)
+    assert.are.equal(0, tServer.connectionCount)
+  end))
+end)
+
 describe("TimeoutProtocolTests", function()
   -- Twisted builds its factory with timeoutPeriod None: no timeout until
   -- setTimeout; braid's no-timeout value for the factory is false
