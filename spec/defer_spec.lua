@@ -506,6 +506,28 @@ describe("Deferred", function()
       assert.equal(result, successResultOf(second))
     end)
 
+    it("goes on with the errbacks when a callback returns a Deferred that has already failed", function()
+      local calls = {}
+      local function record(tag)
+        return function(r)
+          calls[#calls + 1] = tag .. ":" .. (isFailure(r) and r.value.message or tostring(r))
+          return "recovered"
+        end
+      end
+      local failedFirst = defer.fail(GenericError("by fail"))
+      local errored = Deferred()
+      errored:errback(GenericError("by errback"))
+      for _, inner in ipairs({ failedFirst, errored }) do
+        local outer = Deferred()
+        outer:addCallback(function() return inner end)
+        outer:addCallbacks(record("cb"), record("eb"))
+        outer:addCallbacks(record("cb"), record("eb"))
+        outer:callback(1)
+        assert.is_nil(inner.result)
+      end
+      assert.same({ "eb:by fail", "cb:recovered", "eb:by errback", "cb:recovered" }, calls)
+    end)
+
     it("gives a Deferred's later result to the one waiting on it, leaving it nil", function()
       local first, second = Deferred(), Deferred()
       second:addCallback(function() return first end)
@@ -652,6 +674,27 @@ describe("Deferred", function()
       c:errback(GenericError("y"))
       failureResultOf(e, GenericError)
       assert.is_nil(c.result)
+    end)
+
+    it("runs the chaining Deferred's later callbacks, not errbacks, after it passed on a failure", function()
+      local seen = {}
+      local function record(tag)
+        return function(r)
+          seen[#seen + 1] = tag .. ":" .. (isFailure(r) and r.value.message or tostring(r))
+          return r
+        end
+      end
+      for _, pausedChained in ipairs({ false, true }) do
+        local c, e = Deferred(), Deferred()
+        if pausedChained then e:pause() end
+        c:chainDeferred(e)
+        c:addCallbacks(record("cb"), record("eb"))
+        c:errback(GenericError(pausedChained and "to paused" or "to unpaused"))
+        if pausedChained then e:unpause() end
+        assert.equal(pausedChained and "to paused" or "to unpaused",
+          failureResultOf(e, GenericError).value.message)
+      end
+      assert.same({ "cb:nil", "cb:nil" }, seen)
     end)
 
     it("fails the chaining Deferred when its chained Deferred was already fired", function()
