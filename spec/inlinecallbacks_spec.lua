@@ -179,6 +179,24 @@ describe("inlineCallbacks", function()
       assert.equal(e0, r[2])
     end)
 
+    -- Twisted's gotResult returns None: the awaited Deferred's failure is
+    -- handled and what comes after it gets nil through its callbacks
+    it("leaves nil, on the callback side, in an awaited Deferred that failed", function()
+      local gate = Deferred()
+      local caught
+      inlineCallbacks(function()
+        local ok, e = pcall(await, gate)
+        caught = { ok, e.message }
+      end)()
+      local seen = {}
+      gate:addCallbacks(function(r) seen[#seen + 1] = { "cb", r } end,
+        function(f) seen[#seen + 1] = { "eb", f.value.message } end)
+      gate:errback(GenericError("awaited"))
+      assert.same({ false, "awaited" }, caught)
+      assert.same({ { "cb", nil } }, seen)
+      assert.is_nil(gate.result)
+    end)
+
     it("raises a raw error value as it was raised", function()
       local gate = Deferred()
       gate:addCallback(function() error("raw") end)
