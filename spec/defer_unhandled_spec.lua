@@ -188,6 +188,43 @@ describe("unhandled errors", function()
     assert.equal("unpaused", logged[1].failure.value.message)
   end)
 
+  it("does not report the failure of a Deferred paused twice and unpaused once", function()
+    (function()
+      local d = Deferred()
+      d:pause()
+      d:pause()
+      d:errback(errors.ValueError("still paused"))
+      d:unpause()
+      assert.equal(1, d.paused)
+    end)()
+    fullgc()
+    assert.equal(0, defer.flushUnhandled())
+  end)
+
+  -- unpaused inside callbacks nested past the depth where runs are put
+  -- off (MAX_RUN_NEST), so its chain has not run when await looks at it
+  it("gives await the failure of a Deferred unpaused where its run is put off", function()
+    local d = Deferred()
+    d:pause()
+    d:errback(errors.ValueError("put off"))
+    local caught
+    local ds = {}
+    for i = 1, 80 do ds[i] = Deferred() end
+    for i = 1, 79 do ds[i]:addCallback(function() ds[i + 1]:callback(i) end) end
+    ds[80]:addCallback(function()
+      defer.inlineCallbacks(function()
+        d:unpause()
+        local ok, e = pcall(defer.await, d)
+        caught = { ok, errors.ValueError:isinstance(e), e and e.message }
+      end)()
+    end)
+    ds[1]:callback(0)
+    assert.same({ false, true, "put off" }, caught)
+    d = nil
+    fullgc()
+    assert.equal(0, defer.flushUnhandled())
+  end)
+
   it("gives await the failure of a Deferred unpaused after it failed", function()
     local d = Deferred()
     d:pause()
