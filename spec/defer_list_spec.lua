@@ -111,6 +111,18 @@ describe("DeferredList", function()
     assert.equal("Bang", lists[1][1][2].value.message)
   end)
 
+  it("leaves successes in the original Deferreds with consumeErrors", function()
+    local d1, d2 = Deferred(), Deferred()
+    local dl = DeferredList({ d1, d2 }, { consumeErrors = true })
+    d1:callback("kept")
+    d2:errback(GenericError("consumed"))
+    assert.same({ true, "kept" }, { resultOf(d1) })
+    assert.same({ true, nil }, { resultOf(d2) })
+    local r = successResultOf(dl)
+    assert.same({ true, "kept" }, r[1])
+    assert.equal("consumed", r[2][2].value.message)
+  end)
+
   it("fires at once with fireOnOneErrback when a Deferred has already failed", function()
     local d1, d2 = Deferred(), Deferred()
     d1:errback(GenericError("Bang"))
@@ -312,6 +324,17 @@ describe("race", function()
       assert.is_true(ok)
       assert.is_nil(v)
     end
+  end)
+
+  it("fires once with the first success when a cancelled one calls back from its canceller", function()
+    local ds = {
+      Deferred(),
+      Deferred(function(d) d:callback("from canceller") end),
+    }
+    local r = defer.race(ds)
+    ds[1]:callback("first")
+    assert.same({ 1, "first" }, successResultOf(r))
+    assert.same({ true, nil }, { resultOf(ds[2]) })
   end)
 
   it("waits for a success after failures", function()
