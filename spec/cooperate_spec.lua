@@ -151,6 +151,47 @@ describe("task.Cooperator", function()
     failureResultOf(d, UnhandledException)
   end)
 
+  it("gives the turn to the task after one that a work unit paused (as Twisted's list iterator)", function()
+    local clock = task.Clock()
+    local c = task.Cooperator({ scheduler = clockScheduler(clock) })
+    local L = {}
+    local tb
+    local function steps(name, n, first)
+      local i = 0
+      return function()
+        i = i + 1
+        if i > n then return nil end
+        L[#L + 1] = name .. i
+        if i == 1 and first then first() end
+        return true
+      end
+    end
+    local da = c:coiterate(steps("a", 2, function() tb:pause() end))
+    tb = c:cooperate(steps("b", 2))
+    local dc = c:coiterate(steps("c", 2))
+    clock:advance(0)
+    assert.are.same({ "a1", "c1", "a2", "c2" }, L)
+    successResultOf(da)
+    successResultOf(dc)
+    tb:resume()
+    clock:advance(0)
+    assert.are.same({ "a1", "c1", "a2", "c2", "b1", "b2" }, L)
+    successResultOf(tb:whenDone())
+  end)
+
+  it("takes and runs new tasks again after stop() and start()", function()
+    local clock = task.Clock()
+    local c = task.Cooperator({ scheduler = clockScheduler(clock) })
+    c:stop()
+    failureResultOf(c:coiterate(iter({ 1 })), task.SchedulerStopped)
+    c:start()
+    assert.is_true(c.running)
+    local it = iter({ 1, 2 })
+    local d = c:coiterate(it)
+    clock:advance(0)
+    assert.are.equal(it, successResultOf(d))
+  end)
+
   it("interleaves tasks round-robin", function()
     local L = round_robin({ { "a", "b", "c" }, { 1, 2, 3 }, { "d", "e", "f" }, { 4, 5, 6 } })
     assert.are.same({ "a", 1, "d", 4, "b", 2, "e", 5, "c", 3, "f", 6 }, L)
@@ -536,6 +577,22 @@ describe("task.CooperativeTask", function()
     work[1]:errback(UnhandledException())
     raises(task.TaskFailed, theTask.stop, theTask)
     failureResultOf(done, UnhandledException)
+  end)
+
+  -- docs/task.md (where braid differs): the failure is consumed, and the
+  -- task stays stopped rather than becoming a failed one
+  it("stays TaskStopped when a Deferred it produced fails after the stop", function()
+    flags.defer = true
+    sched.pump()
+    theTask:stop()
+    local produced = work[1]
+    produced:errback(UnhandledException("after the stop"))
+    local calls, got = 0, "unset"
+    produced:addBoth(function(r) calls, got = calls + 1, r end)
+    assert.are.equal(1, calls)
+    assert.is_nil(got)
+    failureResultOf(theTask:whenDone(), task.TaskStopped)
+    raises(task.TaskStopped, theTask.pause, theTask)
   end)
 
   it("is already removed when a whenDone callback stops the Cooperator", function()
