@@ -200,6 +200,44 @@ for _, e in ipairs(events) do print(e) end
     assert.matches("^returned\ttrue\tconnecting\nfailed ConnectError: An error occurred while "
       .. "connecting: eventfd: Too many open files%.\nstopFactory\n", out)
   end)
+
+  it("to a name, and stopListening, work out of descriptors without loading a module first", function()
+    -- braid.tcp loaded braid.resolver and braid.defer only when a connect
+    -- to a name or a stopListening first needed them: out of descriptors,
+    -- require could not open their files, and both raised "module
+    -- 'braid.resolver' not found" (the connect leaving its timeout armed)
+    local proc = require "helpers.proc"
+    local path = proc.script([[
+local reactor = require "braid.reactor"
+local protocol = require "braid.protocol"
+local events = {}
+local f = protocol.ClientFactory.forProtocol(protocol.Protocol)
+function f:clientConnectionFailed(_, r) events[#events + 1] = "failed " .. tostring(r.value) end
+local port = reactor.listenTCP(0, protocol.Factory.forProtocol(protocol.Protocol), 50, "127.0.0.1")
+reactor.callLater(0.2, reactor.stop)
+local held = {}
+while true do  -- use up the descriptors
+  local h = io.open("/dev/null")
+  if not h then break end
+  held[#held + 1] = h
+end
+local ok, c = pcall(reactor.connectTCP, "localhost", port:getHost().port, f, 0)
+print("connect", ok, ok and c.state or c)
+local ok2, d = pcall(port.stopListening, port)
+print("stopListening", ok2, ok2 and "" or d)
+if ok2 then d:addCallback(function() events[#events + 1] = "stopped" end) end
+for _, h in ipairs(held) do h:close() end
+reactor.run()
+for _, e in ipairs(events) do print(e) end
+]])
+    finally(function() os.remove(path) end)
+    local p = assert(io.popen(("sh -c 'ulimit -n 256; exec %s %s' 2>&1"):format(proc.BIN, path)))
+    local out = p:read("a")
+    p:close()
+    assert.equal("connect\ttrue\tconnecting\nstopListening\ttrue\t\n"
+      .. "failed ConnectError: An error occurred while connecting: eventfd: Too many open files.\n"
+      .. "stopped\n", out)
+  end)
 end)
 
 describe("a name's addresses", function()

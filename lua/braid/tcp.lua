@@ -12,6 +12,11 @@ local failure = require "braid.failure"
 local protocol = require "braid.protocol"
 local address = require "braid.address"
 local class = require "braid.class"
+-- loaded with this module, not when first needed: stopListening and a
+-- connect to a name must work once the process is out of descriptors, when
+-- require can no longer open a module's file
+local defer = require "braid.defer"
+local resolver = require "braid.resolver"
 
 local M = {}
 
@@ -420,7 +425,6 @@ end
 --- Stop accepting; the Deferred fires once the socket is closed.
 function Port:stopListening()
   checkself("stopListening", getmetatable(self) == Port, self, "Port")
-  local defer = require "braid.defer"
   local d = defer.Deferred()
   if not self._c:listening() then
     reactor().callLater(0, d.callback, d, nil)
@@ -834,7 +838,6 @@ function Connector:connect()
     try_address(self, 1)
     return
   end
-  local resolver = require "braid.resolver"
   local started, d = pcall(resolver.getHostByName, self.host)
   if not started then
     -- the lookup could not start (out of descriptors): the attempt fails
