@@ -38,6 +38,17 @@ local function recorder(cls)
   return f
 end
 
+-- the output of a braid script run with at most 256 descriptors
+local function run_out_of_descriptors(script)
+  local proc = require "helpers.proc"
+  local path = proc.script(script)
+  finally(function() os.remove(path) end)
+  local p = assert(io.popen(("sh -c 'ulimit -n 256; exec %s %s' 2>&1"):format(proc.BIN, path)))
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
 describe("a connector", function()
   it("is connected from buildProtocol on: a ReconnectingClientFactory may stopTrying there", function()
     -- Twisted's BaseConnector.buildProtocol sets state first; braid's
@@ -168,8 +179,7 @@ describe("a connector", function()
   end)
 
   it("that cannot start its name's lookup (out of descriptors) fails once, on a later turn", function()
-    local proc = require "helpers.proc"
-    local path = proc.script([[
+    local out = run_out_of_descriptors([[
 local reactor = require "braid.reactor"
 local protocol = require "braid.protocol"
 local events = {}
@@ -193,10 +203,6 @@ for _, h in ipairs(held) do h:close() end
 reactor.run()
 for _, e in ipairs(events) do print(e) end
 ]])
-    finally(function() os.remove(path) end)
-    local p = assert(io.popen(("sh -c 'ulimit -n 256; exec %s %s' 2>&1"):format(proc.BIN, path)))
-    local out = p:read("a")
-    p:close()
     assert.matches("^returned\ttrue\tconnecting\nfailed ConnectError: An error occurred while "
       .. "connecting: eventfd: Too many open files%.\nstopFactory\n", out)
   end)
@@ -206,8 +212,7 @@ for _, e in ipairs(events) do print(e) end
     -- to a name or a stopListening first needed them: out of descriptors,
     -- require could not open their files, and both raised "module
     -- 'braid.resolver' not found" (the connect leaving its timeout armed)
-    local proc = require "helpers.proc"
-    local path = proc.script([[
+    local out = run_out_of_descriptors([[
 local reactor = require "braid.reactor"
 local protocol = require "braid.protocol"
 local events = {}
@@ -230,10 +235,6 @@ for _, h in ipairs(held) do h:close() end
 reactor.run()
 for _, e in ipairs(events) do print(e) end
 ]])
-    finally(function() os.remove(path) end)
-    local p = assert(io.popen(("sh -c 'ulimit -n 256; exec %s %s' 2>&1"):format(proc.BIN, path)))
-    local out = p:read("a")
-    p:close()
     assert.equal("connect\ttrue\tconnecting\nstopListening\ttrue\t\n"
       .. "failed ConnectError: An error occurred while connecting: eventfd: Too many open files.\n"
       .. "stopped\n", out)
