@@ -38,6 +38,13 @@ describe("StringTransportTests", function()
   local transport
   before_each(function() transport = StringTransport() end)
 
+  it("test_registerProducer", function()
+    local producer, streaming = {}, {}
+    transport:registerProducer(producer, streaming)
+    assert.are.equal(producer, transport.producer)
+    assert.are.equal(streaming, transport.streaming)
+  end)
+
   it("test_disallowedRegisterProducer", function()
     local producer = {}
     transport:registerProducer(producer, true)

@@ -139,8 +139,9 @@ function StringTransport:registerProducer(producer, streaming)
   if self.producer ~= nil then
     error(runtime_error("Cannot register two producers"), 2)
   end
+  -- both recorded as given, as Twisted's (streaming is not made a boolean)
   self.producer = producer
-  self.streaming = streaming and true or false
+  self.streaming = streaming
 end
 
 function StringTransport:unregisterProducer()
