@@ -365,6 +365,15 @@ end)
 -- twisted/test/test_iosim.py
 
 describe("FakeTransportTests", function()
+  it("test_connectionSerial", function()
+    local a = testing.FakeTransport({}, true)
+    local b = testing.FakeTransport({}, false)
+    assert.are.equal("integer", math.type(a.serial))
+    assert.are.equal("integer", math.type(b.serial))
+    assert.are_not.equal(a.serial, b.serial)
+    assert.are.equal(a.serial, a.sessionno)
+  end)
+
   it("test_writeSequence", function()
     local got = {}
     local Receiver = protocol.Protocol:extend("Receiver")

@@ -637,7 +637,8 @@ function FakeTransport:init(proto, isServer, hostAddress, peerAddress)
   self.hostAddr = hostAddress
   self.peerAddr = peerAddress
   serial = serial + 1
-  self.sessionno = serial
+  self.serial = serial     -- Twisted's name: unique per FakeTransport
+  self.sessionno = serial  -- braid's TCP transports' name for it
 end
 
 local function wake(t)
