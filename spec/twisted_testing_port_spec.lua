@@ -374,6 +374,37 @@ describe("FakeTransportTests", function()
     assert.are.equal(a.serial, a.sessionno)
   end)
 
+  -- test_writeAfterClose: a documented departure (docs/testing-transports.md,
+  -- "Differences from Twisted"): what is written after loseConnection goes
+  -- out before the close, as over braid's TCP transport and as Twisted's
+  -- loopbackAsync does (iosim's FakeTransport discards "after")
+  it("test_writeAfterClose (braid delivers it, as its TCP transport and loopbackAsync)", function()
+    local Writer = protocol.Protocol:extend("Writer")
+    function Writer:connectionMade()
+      self.transport:write("before")
+      self.transport:loseConnection()
+      self.transport:write("after")
+    end
+    local Reader = protocol.Protocol:extend("Reader")
+    function Reader:connectionMade() self.got = "" end
+    function Reader:dataReceived(d) self.got = self.got .. d end
+    local server = testing.connectedServerAndClient(Reader, Writer)
+    assert.are.equal("beforeafter", server.got)
+    assert.is_true(server.transport.disconnected)
+    local reader = Reader()
+    local d = testing.loopbackAsync(reader, Writer(), { clock = Clock() })
+    assert.is_nil(testing.successResultOf(d))
+    assert.are.equal("beforeafter", reader.got) -- as Twisted 22.4's loopbackAsync
+    -- aborted: what was queued and what follows are dropped
+    local Aborter = Writer:extend("Aborter")
+    function Aborter:connectionMade()
+      self.transport:write("before")
+      self.transport:abortConnection()
+      self.transport:write("after")
+    end
+    assert.are.equal("", (testing.connectedServerAndClient(Reader, Aborter)).got)
+  end)
+
   it("test_writeSequence", function()
     local got = {}
     local Receiver = protocol.Protocol:extend("Receiver")
