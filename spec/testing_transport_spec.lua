@@ -90,12 +90,17 @@ describe("StringTransportWithDisconnection", function()
     local t = testing.StringTransportWithDisconnection()
     local reasons = {}
     local seen
+    local disconnecting
     t.protocol = { connected = true,
-                   connectionLost = function(self, r) reasons[#reasons + 1] = r; seen = self.connected end }
+                   connectionLost = function(self, r)
+                     reasons[#reasons + 1] = r
+                     seen, disconnecting = self.connected, t.disconnecting
+                   end }
     t:loseConnection()
     t:loseConnection()
     assert.are.equal(1, #reasons)
     assert.is_false(seen)  -- the protocol's connected, as over TCP
+    assert.is_true(disconnecting)  -- set first, as a real transport's loseConnection
     assert.is_not_nil(reasons[1]:check(errors.ConnectionDone))
     assert.is_false(t.connected)
   end)
