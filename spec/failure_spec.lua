@@ -198,7 +198,7 @@ describe("Failure:getErrorMessage", function()
     function Odd:__tostring() return {} end
     local g = Failure(Odd())
     assert.equal("<unprintable table: '__tostring' must return a string>", g:getErrorMessage())
-    assert.equal("<unprintable table: '__tostring' must return a string>", g:brief())
+    assert.equal("OddError: <unprintable table: '__tostring' must return a string>", g:brief())
   end)
 end)
 

@@ -90,6 +90,33 @@ describe("FailureTests (test_failure)", function()
   end)
 end)
 
+describe("GetTracebackTests (test_failure)", function()
+  -- an error class whose instances cannot be made into a string
+  local BrokenStr = errors.class("BrokenStr")
+  BrokenStr.__tostring = function() error("str of BrokenStr", 0) end
+  local BrokenText = errors.class("BrokenText")
+  function BrokenText.text() error("text of BrokenText", 0) end
+
+  for _, detail in ipairs({ "Brief", "Default", "Verbose" }) do
+    it("test_brokenValue" .. detail .. "Detail", function()
+      local f = Failure(BrokenStr())
+      local tb = f:getTraceback()
+      assert.equal("string", type(tb))
+      -- the type is still named, as Twisted's `qual(type): safe_str(value)`
+      assert.matches("\nBrokenStr: <unprintable table: str of BrokenStr>\n$", tb)
+      assert.equal("BrokenStr: <unprintable table: str of BrokenStr>", f:brief())
+      assert.matches("^%[Failure instance: Traceback: BrokenStr: <unprintable", tostring(f))
+    end)
+
+    it("test_brokenType" .. detail .. "Detail", function()
+      local f = Failure(BrokenText())
+      local tb = f:getTraceback()
+      assert.equal("string", type(tb))
+      assert.matches("\nBrokenText: <unprintable table: text of BrokenText>\n$", tb)
+    end)
+  end
+end)
+
 describe("LogTests (test_log)", function()
   local values = {
     { "hello world", errors.LuaError },

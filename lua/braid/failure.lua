@@ -73,10 +73,16 @@ function Failure:getErrorMessage()
   return safe_str(v)
 end
 
---- The error's `Name: text` line (never raises).
+--- The error's `Name: text` line (never raises). An error object whose
+-- tostring raises is still named by its class, as Twisted's traceback
+-- names the type whatever str(value) does.
 function Failure:brief()
   local v = self.value
-  if errors.Error:isinstance(v) then return safe_str(v) end
+  if errors.Error:isinstance(v) then
+    local ok, s = pcall(tostring, v)
+    if ok and type(s) == "string" then return s end
+    return class.nameof(v) .. ": " .. safe_str(v)
+  end
   return "LuaError: " .. safe_str(v)
 end
 
