@@ -199,6 +199,15 @@ describe("FileObserverTests (test_log)", function()
 end)
 
 describe("LoggerTests (test_logger)", function()
+  it("test_namespaceOMGItsTooHard", function()
+    -- a Logger made in a chunk loaded from a string: no module to name
+    local chunk = assert(load("local Logger = ... local l = Logger() return l"))
+    assert.equal("<unknown>", chunk(log.Logger).namespace)
+    -- a chunk its loader named ("=name") goes by that name
+    chunk = assert(load("local Logger = ... local l = Logger() return l", "=stdin"))
+    assert.equal("stdin", chunk(log.Logger).namespace)
+  end)
+
   it("test_conflictingKwargs", function()
     local events = collect()
     local logger = log.Logger("ns")

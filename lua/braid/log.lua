@@ -390,7 +390,12 @@ local function default_namespace(level)
     info = debug.getinfo(level, "S")
   end
   local src = info and info.source or "?"
-  src = gsub(src, "^[@=]", "")
+  local kind = sub(src, 1, 1)
+  if kind == "=" then return sub(src, 2) end  -- a chunk named by its loader
+  -- a chunk loaded from a string has its code as source: no name to take
+  -- (Twisted's "<unknown>" when the module can't be determined)
+  if kind ~= "@" then return "<unknown>" end
+  src = sub(src, 2)
   src = src:match("([^/\\]+)$") or src
   return (gsub(src, "%.lua$", ""))
 end
