@@ -117,6 +117,15 @@ describe("GetTracebackTests (test_failure)", function()
   end
 end)
 
+describe("TextFromEventDictTests (test_log)", function()
+  it("test_noTracebackForYou", function()
+    local out = Sink()
+    local observe = log.textFileObserver(out)
+    observe({ time = 0, isError = true, failure = {} })  -- not a Failure
+    assert.matches("\n\t%(unable to obtain traceback: table is no Failure%)\n$", out.buf)
+  end)
+end)
+
 describe("LogTests (test_log)", function()
   local values = {
     { "hello world", errors.LuaError },
@@ -256,6 +265,34 @@ describe("FormatFieldTests (test_format)", function()
 end)
 
 describe("EventAsTextTests (test_format)", function()
+  it("test_formatEmptyEventWithTraceback", function()
+    local out = Sink()
+    local f = Failure(errors.ValueError("CapturedError"))
+    log.textFileObserver(out)({ time = 0, failure = f })
+    local lines = {}
+    for line in out.buf:gmatch("([^\n]*)\n") do lines[#lines + 1] = line end
+    assert.matches("%[%-%] $", lines[1])
+    assert.equal("\tTraceback (most recent call last):", lines[2])
+    assert.equal("\tValueError: CapturedError", lines[#lines])
+  end)
+
+  it("test_formatUnformattableWithTraceback", function()
+    local out = Sink()
+    local f = Failure(errors.ValueError("CapturedError"))
+    log.textFileObserver(out)({ time = 0, format = "{evil()}",
+      evil = function() error("boom", 0) end, failure = f })
+    assert.matches('%[%-%] Unable to format event "{evil%(%)}": boom\n\tTraceback', out.buf)
+    assert.matches("\tValueError: CapturedError\n$", out.buf)
+  end)
+
+  it("test_formatEventUnformattableTraceback", function()
+    local out = Sink()
+    local f = Failure(errors.ValueError("x"))
+    f.getTraceback = function() error("no traceback here", 0) end
+    log.textFileObserver(out)({ time = 0, format = "hello", failure = f })
+    assert.matches("%] hello\n\t<traceback unavailable: no traceback here>\n$", out.buf)
+  end)
+
   it("test_formatEventNonCritical", function()
     local events = collect()
     local f = Failure(errors.ValueError("CapturedError"))
@@ -280,6 +317,23 @@ describe("FileLogObserverTests (logger test_file)", function()
     log.textFileObserver(out)({ time = 0, text = "x" })
     assert.equal(1, out.writes)
     assert.equal(1, out.flushes)
+  end)
+end)
+
+describe("TextFileLogObserverTests (logger test_file)", function()
+  it("test_observeFailure", function()
+    local out = Sink()
+    local ok, f = xpcall(function() return 1 // 0 end, failure.msgh)
+    assert.is_false(ok)
+    log.textFileObserver(out)({ time = 0, failure = f })
+    local second = out.buf:match("^[^\n]*\n([^\n]*)")
+    assert.equal("\tTraceback (most recent call last):", second)
+  end)
+
+  it("test_observeFailureThatRaisesInGetTraceback", function()
+    local out = Sink()
+    log.textFileObserver(out)({ time = 0, failure = 42 })
+    assert.matches("%(unable to obtain traceback: number is no Failure%)", out.buf)
   end)
 end)
 

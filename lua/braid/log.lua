@@ -111,13 +111,17 @@ function M.formatTime(t)
 end
 local formatTime = M.formatTime
 
+local event_text -- defined with the Logger formatter below
+
 --- The full text line of an event: `time [system] text\n`, continuation
 -- lines indented by a tab (Twisted's FileLogObserver).
 local function event_line(ev)
   local text = ev.text
-  if type(text) ~= "string" then text = safe_tostring(text) end
+  if type(text) ~= "string" then text = event_text(ev) end
   if find(text, "\n", 1, true) then text = gsub(text, "\n", "\n\t") end
-  return formatTime(ev.time) .. " [" .. safe_tostring(ev.system) .. "] " .. text .. "\n"
+  local system = ev.system
+  return formatTime(ev.time) .. " [" .. (system == nil and "-" or safe_tostring(system)) .. "] "
+    .. text .. "\n"
 end
 
 local function write_err(s)
@@ -377,6 +381,26 @@ function M.formatEvent(fmt, ev)
   return "Unable to format event " .. format("%q", fmt) .. ": " .. safe_tostring(s)
 end
 local formatEvent = M.formatEvent
+
+-- The text of an event that carries none (one made by hand and given to an
+-- observer, as Twisted's tests do): its format filled from its fields, then
+-- the traceback of its failure (Twisted's eventAsText).
+event_text = function(ev)
+  local text = ev.text
+  if text ~= nil then return safe_tostring(text) end
+  text = formatEvent(ev.format, ev)
+  local f = ev.failure
+  if f ~= nil and f ~= false then
+    local tb
+    if isFailure(f) then
+      tb = traceback_text(f)
+    else
+      tb = "(unable to obtain traceback: " .. class.nameof(f) .. " is no Failure)"
+    end
+    text = text .. "\n" .. tb
+  end
+  return text
+end
 
 local Logger = class.Object:extend("Logger")
 
