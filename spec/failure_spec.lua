@@ -287,3 +287,30 @@ describe("failure.msgh", function()
     assert.is_true(rawequal(f, got))
   end)
 end)
+
+describe("Failure's arguments", function()
+  local function raised(f, ...)
+    local ok, e = pcall(f, ...)
+    assert.is_false(ok)
+    assert.is_true(errors.TypeError:isinstance(e))
+    return tostring(e)
+  end
+
+  it("refuses a traceback that is not a string, whatever its type", function()
+    for _, tb in ipairs({ 42, false, true, {} }) do
+      assert.equal("TypeError: bad argument #2 to 'Failure' (traceback string expected, got "
+        .. class.nameof(tb) .. ")", raised(Failure, "boom", tb))
+    end
+  end)
+
+  it("methods called with '.' name themselves, Failure and the fix", function()
+    local f = Failure(errors.ValueError("x"))
+    for _, name in ipairs({ "check", "trap", "getErrorMessage", "getTraceback", "raiseException" }) do
+      assert.equal(("TypeError: bad argument #1 to '%s' (Failure expected, got %s; call it as obj:%s(...))")
+        :format(name, class.nameof(errors.ValueError), name),
+        raised(f[name], errors.ValueError))
+      assert.equal(("TypeError: bad argument #1 to '%s' (Failure expected, got nil; call it as obj:%s(...))")
+        :format(name, name), raised(f[name]))
+    end
+  end)
+end)
