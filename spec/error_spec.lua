@@ -50,6 +50,9 @@ describe("braid.error.Error", function()
     assert.equal(2, e.args.n)
     assert.equal(1, e.args[1])
     assert.is_nil(errors.Error("m").args)
+    local one = errors.ValueError("m", 7)
+    assert.same({ 7, n = 1 }, one.args)
+    assert.equal("m", one.message)
   end)
 
   it("text() gives what follows `Name: `", function()
@@ -311,6 +314,9 @@ describe("the built-in error classes", function()
     assert.equal("ConnectionRefusedError: Connection was refused by other side: refused.",
       tostring(errors.ConnectionRefusedError(0, "refused")))
     assert.equal("ConnectError: An error occurred while connecting: m.", tostring(errors.ConnectError(false, "m")))
+    -- Python's str is false when empty: ConnectError('', 'm') reads "...: m."
+    assert.equal("ConnectError: An error occurred while connecting: m.", tostring(errors.ConnectError("", "m")))
+    assert.equal("", errors.ConnectError("", "m").osError)
   end)
 
   it("ConnectError with a single string takes it as the message", function()
