@@ -239,4 +239,83 @@ describe("braid.endpoints", function()
     spin(function() return p.lost end)
     result(port:stopListening())
   end)
+
+  it("fills Twisted's defaults in endpoints made directly (backlog 50, interface \"\" or \"::\", mode 0666)", function()
+    local tcp = endpoints.TCP4ServerEndpoint(reactor, 80)
+    assert.same({ 80, 50, "" }, { tcp._port, tcp._backlog, tcp._interface })
+    local tcp6 = endpoints.TCP6ServerEndpoint(reactor, 80)
+    assert.same({ 50, "::" }, { tcp6._backlog, tcp6._interface })
+    local unix = endpoints.UNIXServerEndpoint(reactor, "/run/x.sock")
+    assert.same({ 50, tonumber("666", 8) }, { unix._backlog, unix._mode })
+  end)
+
+  it("parses the corners of endpoint strings as Twisted's parsers", function()
+    local function msg(f, s)
+      local ok, e = pcall(f, reactor, s)
+      assert.is_false(ok)
+      assert.equal(errors.ValueError, e.class)
+      return e.message
+    end
+    -- Python's int() takes "_" only between digits
+    assert.equal('invalid endpoint description "tcp:_80": port must be an integer, got "_80"',
+      msg(endpoints.serverFromString, "tcp:_80"))
+    assert.equal('invalid endpoint description "=80": missing endpoint type',
+      msg(endpoints.serverFromString, "=80"))
+    -- of two unknown keywords the first in sorted order is named, whatever the order written
+    assert.equal('invalid endpoint description "tcp:80:zz=1:aa=2": unknown parameter "aa"',
+      msg(endpoints.serverFromString, "tcp:80:zz=1:aa=2"))
+    -- tcp6 is a plugin prefix in Twisted, matched whatever its case
+    local ep = endpoints.serverFromString(reactor, "TCP6:80")
+    assert.is_true(endpoints.TCP6ServerEndpoint:isinstance(ep))
+    assert.same({ 80, "::" }, { ep._port, ep._interface })
+    ep = endpoints.clientFromString(reactor, "tcp6:host=\\:\\:1:port=81")
+    assert.is_true(endpoints.HostnameEndpoint:isinstance(ep))
+    assert.same({ "::1", 81 }, { ep._host, ep._port })
+    -- bindAddress=H,P: the port follows the last comma
+    ep = endpoints.clientFromString(reactor, "tcp:h:80:bindAddress=a,b,99")
+    assert.same({ "a,b", 99 }, ep._bindAddress)
+  end)
+
+  it("connect wraps the factory: doStart, doStop, buildProtocol errors and cancel reach the caller", function()
+    local testing = require "braid.testing"
+    local r = testing.MemoryReactor()
+    local calls = {}
+    local f = protocol.Factory.forProtocol(Echo)
+    function f.doStart() calls[#calls + 1] = "start" end
+    function f.doStop() calls[#calls + 1] = "stop" end
+    function f.buildProtocol() error(errors.ValueError("no protocol for you")) end
+    local d = endpoints.TCP4ClientEndpoint(r, "example.com", 80):connect(f)
+    local wrapper = r.tcpClients[1][3]
+    wrapper:doStart()
+    assert.is_nil(wrapper:buildProtocol(nil))
+    wrapper:doStop()
+    assert.same({ "start", "stop" }, calls)
+    local reason = result(d)
+    assert.equal(errors.ValueError, reason.type)
+    assert.equal("no protocol for you", reason:getErrorMessage())
+
+    -- a cancel while connecting stops the connector, and fails with ConnectingCancelledError
+    d = endpoints.TCP4ClientEndpoint(r, "example.com", 81):connect(protocol.Factory.forProtocol(Echo))
+    local connector = r.connectors[2]
+    assert.equal("connecting", connector.state)
+    d:cancel()
+    assert.is_true(connector.stoppedConnecting)
+    assert.equal("disconnected", connector.state)
+    reason = result(d)
+    assert.equal(errors.ConnectingCancelledError, reason.type)
+    assert.equal(81, reason.value.address.port)
+  end)
+
+  it("connect fails its Deferred, and raises nothing, when the reactor's connect raises", function()
+    local r = setmetatable({}, { __index = {
+      connectTCP = function() error(errors.ValueError("cannot connect here")) end,
+      connectUNIX = function() error("raw refusal", 0) end,
+    } })
+    local reason = result(endpoints.TCP4ClientEndpoint(r, "h", 1):connect(protocol.Factory.forProtocol(Echo)))
+    assert.equal(errors.ValueError, reason.type)
+    assert.equal("cannot connect here", reason:getErrorMessage())
+    reason = result(endpoints.UNIXClientEndpoint(r, "/x"):connect(protocol.Factory.forProtocol(Echo)))
+    assert.equal(errors.LuaError, reason.type)
+    assert.equal("raw refusal", reason.value)
+  end)
 end)
