@@ -1380,3 +1380,187 @@ describe("log.setErrorStream", function()
     assert.matches("still to the sink", errsink.buf)
   end)
 end)
+
+-- the paths under /proc/self/fd that name `path` (this process's open
+-- descriptors on that file)
+local function open_on(path)
+  local stat = assert(io.open("/proc/self/stat", "r"))
+  local pid = stat:read("n")
+  stat:close()
+  local p = assert(io.popen("ls -l /proc/" .. pid .. "/fd 2>/dev/null", "r"))
+  local n = 0
+  for line in p:lines() do
+    if line:sub(-#path - 4) == " -> " .. path then n = n + 1 end
+  end
+  p:close()
+  return n
+end
+
+describe("log corners", function()
+  local path
+  before_each(function() path = tmppath() end)
+  after_each(function() cleanup(path, { "2015_1_31", "2015_2_7" }) end)
+
+  it("setSystem(nil) and callWithContext(nil or {}) mean '-', over an ambient system; false gives the ambient one", function()
+    log._setAmbientSystem(function() return "Amb,1,10.0.0.7" end)
+    finally(function()
+      local tcp_loaded = package.loaded["braid.tcp"] ~= nil
+      log._setAmbientSystem(tcp_loaded and require("braid.core").tcp_current_system or nil)
+    end)
+    log.setSystem(false)
+    assert.equal("Amb,1,10.0.0.7", log.getSystem())
+    assert.equal("-", log.callWithContext(nil, log.getSystem))
+    assert.equal("-", log.callWithContext({}, log.getSystem))
+    assert.equal("Amb,1,10.0.0.7", log.callWithContext(false, log.getSystem))
+    assert.equal("Amb,1,10.0.0.7", log.getSystem())
+    assert.is_false(log.setSystem(nil))
+    assert.equal("-", log.getSystem())
+  end)
+
+  it("getObservers gives a copy: changing it changes nothing", function()
+    local function a() end
+    local function b() end
+    log.addObserver(a)
+    local list = log.getObservers()
+    list[2] = b
+    list[1] = nil
+    assert.same({ a }, log.getObservers())
+    log.addObserver(b)
+    assert.same({ a, b }, log.getObservers())
+  end)
+
+  it("refuses a closed io file as output, naming the function", function()
+    local f = assert(io.open(path, "w"))
+    f:close()
+    for _, name in ipairs({ "startLogging", "textFileObserver", "jsonObserver" }) do
+      local ok, e = pcall(log[name], f)
+      assert.is_false(ok)
+      assert.equal(("TypeError: bad argument #1 to '%s' (log file is closed)"):format(name), tostring(e))
+    end
+  end)
+
+  it("filteringObserver takes an event without a level as info", function()
+    local seen = {}
+    local function obs(ev) seen[#seen + 1] = ev.text end
+    log.filteringObserver(obs, "info")({ text = "no level" })
+    log.filteringObserver(obs, "warn")({ text = "dropped" })
+    log.filteringObserver(obs, "info")({ text = "bogus level", level = "loud" })
+    assert.same({ "no level", "bogus level" }, seen)
+  end)
+
+  it("closes the file it opened from a path when logging stops, moves on or reopens", function()
+    log.startLogging(path, false)
+    assert.equal(1, open_on(path))
+    log.stopLogging()
+    assert.equal(0, open_on(path))
+    log.startLogging(path, false)
+    log.startLoggingWithObserver(function() end, false)
+    assert.equal(0, open_on(path))
+    log.startLogging(path, false)
+    log.reopen()
+    assert.equal(1, open_on(path))
+    log.stopLogging()
+    assert.equal(0, open_on(path))
+    local lf = log.LogFile(path)
+    lf:reopen()
+    lf:reopen()
+    assert.equal(1, open_on(path))
+    lf:close()
+    assert.equal(0, open_on(path))
+  end)
+
+  it("toJSON writes integers whole, and a table is an array only for keys 1..n", function()
+    assert.equal("9223372036854775807", log.toJSON(math.maxinteger))
+    assert.equal("-9223372036854775808", log.toJSON(math.mininteger))
+    assert.equal('{"0":"z","1":"a","3":"c"}', log.toJSON({ [0] = "z", [1] = "a", [3] = "c" }))
+    -- a table met twice, not inside itself, is no cycle
+    local shared = { 1 }
+    assert.equal('{"a":[1],"b":[1],"c":{"d":[1]}}', log.toJSON({ a = shared, b = shared, c = { d = shared } }))
+  end)
+
+  it("LogFile: close twice is fine, rotateLength 0 never rotates, non-strings are written as text", function()
+    local lf = log.LogFile(path, { rotateLength = 0 })
+    assert.equal(0, lf.rotateLength)
+    assert.equal(lf, lf:write(string.rep("x", 100) .. "\n"))
+    lf:write(42)
+    lf:write(true)
+    lf:flush()
+    assert.is_false(lf:shouldRotate())
+    assert.is_nil(slurp(path .. ".1"))
+    assert.equal(string.rep("x", 100) .. "\n42true", slurp(path))
+    assert.equal(107, lf.size)
+    lf:close()
+    lf:close()
+    assert.is_true(lf.closed)
+  end)
+
+  describe("DailyLogFile", function()
+    local today
+    local Daily = log.DailyLogFile:extend("TestDaily2")
+    function Daily:toDate(t)
+      if t then return log.DailyLogFile.toDate(self, t) end
+      return { today[1], today[2], today[3] }
+    end
+
+    it("rotates across a month's end (31 January, then 1 February)", function()
+      today = { 2015, 1, 31 }
+      local lf = Daily(path)
+      lf:write("jan\n")
+      today = { 2015, 2, 1 }
+      assert.is_true(lf:shouldRotate())
+      lf:write("feb\n")
+      lf:flush()
+      assert.equal("jan\n", slurp(path .. ".2015_1_31"))
+      assert.equal("feb\n", slurp(path))
+      lf:close()
+    end)
+
+    it("neither rotates nor goes back when the clock goes back a day, as Twisted's max()", function()
+      today = { 2015, 2, 7 }
+      local lf = Daily(path)
+      today = { 2015, 2, 6 }
+      assert.is_false(lf:shouldRotate())
+      lf:write("a\n")
+      lf:flush()
+      assert.same({ 2015, 2, 7 }, lf.lastDate)
+      assert.is_nil(slurp(path .. ".2015_2_6"))
+      assert.equal("a\n", slurp(path))
+      lf:close()
+    end)
+
+    it("moves lastDate on when the rotated file exists already, so it tries once", function()
+      today = { 2015, 2, 7 }
+      local f = assert(io.open(path .. ".2015_2_7", "w"))
+      f:write("keep\n")
+      f:close()
+      local lf = Daily(path)
+      today = { 2015, 2, 8 }
+      lf:write("b\n")
+      assert.same({ 2015, 2, 8 }, lf.lastDate)
+      assert.is_false(lf:shouldRotate())
+      lf:close()
+      assert.equal("keep\n", slurp(path .. ".2015_2_7"))
+    end)
+  end)
+
+  it("Logger(namespace, source) puts the source in its events", function()
+    local events = collect()
+    local src = { name = "the source" }
+    log.Logger("ns", src):info("x")
+    log.Logger("ns"):info("y")
+    assert.equal(src, events[1].source)
+    assert.is_nil(events[2].source)
+  end)
+
+  it("Logger:failure without a failure logs a NoCurrentExceptionError, critical", function()
+    local events = collect()
+    log.Logger("ns"):failure("oops")
+    local ev = events[1]
+    assert.equal("critical", ev.level)
+    assert.is_true(ev.isError)
+    assert.is_true(failure.isFailure(ev.failure))
+    assert.equal(errors.NoCurrentExceptionError, ev.failure.type)
+    assert.equal("oops", ev.why)
+    assert.matches("^oops\nTraceback %(most recent call last%):\n", ev.text)
+  end)
+end)
