@@ -626,3 +626,72 @@ describe("task.CooperativeTask", function()
     assert.is_true(task.SchedulerError:issubclass(errors.Error))
   end)
 end)
+
+describe("a CooperativeTask that stops itself in its own work unit", function()
+  -- Twisted's _oneWorkUnit would complete the task again (TaskDone, or
+  -- TaskFailed) after its stop(), or raise TaskStopped out of the tick
+  local sched, coop, other, work
+
+  before_each(function()
+    sched = FakeScheduler()
+    coop = task.Cooperator({ scheduler = sched.schedule, terminationPredicateFactory = oneStep })
+    work = {}
+    other = coop:cooperate(function()
+      work[#work + 1] = "other"
+      if #work < 3 then return true end
+    end)
+    coop:start()
+  end)
+
+  -- the task, made to stop itself and then give `after()`; run until it has
+  -- (one unit per tick: the other task's first, then its own)
+  local function self_stopping(after)
+    local t
+    t = coop:cooperate(function()
+      t:stop()
+      return after()
+    end)
+    local d = t:whenDone()
+    sched.pump()
+    sched.pump()
+    return t, d
+  end
+
+  local function check_stopped(t, d)
+    failureResultOf(d, task.TaskStopped)
+    assert.are.equal("<CooperativeTask TaskStopped>", tostring(t))
+    raises(task.TaskStopped, t.pause, t)
+    for _ = 1, 4 do sched.pump() end
+    assert.are.same({ "other", "other", "other" }, work)  -- the others go on
+    assert.are.equal("<CooperativeTask TaskDone>", tostring(other))
+  end
+
+  it("stays stopped when the unit then returns nil (not TaskDone)", function()
+    check_stopped(self_stopping(function() return nil end))
+  end)
+
+  it("stays stopped when the unit then returns a Deferred, and the tick raises nothing", function()
+    local pending = defer.Deferred()
+    local t, d = self_stopping(function() return pending end)
+    check_stopped(t, d)
+    pending:callback("late")  -- no resume of a stopped task
+    assert.are.equal("<CooperativeTask TaskStopped>", tostring(t))
+  end)
+
+  it("stays stopped when the unit then raises, and logs the error", function()
+    local log = require "braid.log"
+    local events = {}
+    local function obs(ev) events[#events + 1] = ev end
+    log.addObserver(obs)
+    local quiet = log.setErrorStream({ write = function() end, flush = function() end })
+    local ok, t, d = pcall(self_stopping, function() error(UnhandledException("after stop")) end)
+    log.setErrorStream(quiet)
+    log.removeObserver(obs)
+    assert(ok, t)
+    assert.are.equal(1, #events)
+    assert.is_true(events[1].isError)
+    assert.matches("Error in a stopped cooperative task", events[1].text, 1, true)
+    assert.matches("after stop", events[1].text, 1, true)
+    check_stopped(t, d)
+  end)
+end)

@@ -688,6 +688,13 @@ end
 function CooperativeTask:_oneWorkUnit()
   local it = self._iterator
   local ok, r = xpcall(it, msgh)
+  if self._completionState ~= nil then
+    -- the unit stopped its own task: it stays stopped (its whenDone()
+    -- Deferreds have failed with TaskStopped), whatever the unit gave; an
+    -- error it raised after the stop is logged, not lost
+    if not ok then require("braid.log").err(r, "Error in a stopped cooperative task") end
+    return
+  end
   if not ok then
     return self:_completeWith(TaskFailed, r)
   end
