@@ -137,7 +137,12 @@ end
 
 --- Remove a trigger by the id addSystemEventTrigger returned.
 function M.removeSystemEventTrigger(id)
-  local ev = type(id) == "table" and events[id.event]
+  -- as Twisted's: an id of the wrong type is a TypeError, a table that is
+  -- no (live) trigger id a ValueError
+  if type(id) ~= "table" then
+    errors.argerror("removeSystemEventTrigger", 1, "trigger id expected, got " .. type(id))
+  end
+  local ev = events[id.event]
   local list = ev and ev[id.phase]
   if type(list) ~= "table" then
     error(errors.ValueError("bad argument #1 to 'removeSystemEventTrigger' (not a trigger id)"), 2)
