@@ -442,6 +442,47 @@ int braid_timers_run(lua_State *L) {
   return ran;
 }
 
+/* DelayedCalls order by when they are due, as Twisted's __lt__/__le__ (by
+** getTime(); a DelayedCall compared with anything else raises, as Lua does
+** for values it cannot compare). */
+static struct dcall *dc_test(lua_State *L, int i) {
+  void *p = lua_touserdata(L, i);
+  if (p && lua_getmetatable(L, i)) {
+    const void *mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    if (mt == dc_mt) return p;
+  }
+  return luaL_testudata(L, i, DC_META);
+}
+
+static const char *operand_type(lua_State *L, int i) {
+  if (luaL_getmetafield(L, i, "__name") == LUA_TSTRING) return lua_tostring(L, -1);
+  return luaL_typename(L, i);
+}
+
+static void dc_operands(lua_State *L, struct dcall **a, struct dcall **b) {
+  *a = dc_test(L, 1);
+  *b = dc_test(L, 2);
+  if (!*a || !*b) {
+    const char *t1 = operand_type(L, 1), *t2 = operand_type(L, 2);
+    luaL_error(L, "attempt to compare %s with %s", t1, t2);
+  }
+}
+
+static int dc_lt(lua_State *L) {
+  struct dcall *a, *b;
+  dc_operands(L, &a, &b);
+  lua_pushboolean(L, a->deadline < b->deadline);
+  return 1;
+}
+
+static int dc_le(lua_State *L) {
+  struct dcall *a, *b;
+  dc_operands(L, &a, &b);
+  lua_pushboolean(L, a->deadline <= b->deadline);
+  return 1;
+}
+
 static const luaL_Reg dc_methods[] = {
   { "cancel", l_cancel },
   { "delay", l_delay },
@@ -480,6 +521,10 @@ void braid_open_timers(lua_State *L) {
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, dc_tostring);
     lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, dc_lt);
+    lua_setfield(L, -2, "__lt");
+    lua_pushcfunction(L, dc_le);
+    lua_setfield(L, -2, "__le");
     lua_pushliteral(L, "DelayedCall");
     lua_setfield(L, -2, "__name");
   }

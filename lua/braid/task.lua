@@ -316,6 +316,23 @@ function DelayedCall:active()
   return not (self.called or self.cancelled)
 end
 
+-- DelayedCalls order by when they are due, as Twisted's (__lt__, __le__);
+-- compared with anything else, they raise as Lua does
+local function dc_operands(a, b)
+  if not (DelayedCall:isinstance(a) and DelayedCall:isinstance(b)) then
+    local function name(v) return DelayedCall:isinstance(v) and "DelayedCall" or type(v) end
+    error(("attempt to compare %s with %s"):format(name(a), name(b)), 3)
+  end
+end
+function DelayedCall.__lt(a, b)
+  dc_operands(a, b)
+  return a.time < b.time
+end
+function DelayedCall.__le(a, b)
+  dc_operands(a, b)
+  return a.time <= b.time
+end
+
 function DelayedCall:__tostring()
   local state
   if self.called then state = " called"
