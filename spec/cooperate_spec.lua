@@ -670,10 +670,21 @@ describe("a CooperativeTask that stops itself in its own work unit", function()
     check_stopped(self_stopping(function() return nil end))
   end)
 
-  it("stays stopped when the unit then returns a Deferred, and the tick raises nothing", function()
+  it("raises TaskStopped out of the tick when the unit then returns a Deferred, as Twisted's", function()
     local pending = defer.Deferred()
-    local t, d = self_stopping(function() return pending end)
-    check_stopped(t, d)
+    local t
+    t = coop:cooperate(function()
+      t:stop()
+      return pending
+    end)
+    local d = t:whenDone()
+    sched.pump()
+    raises(task.TaskStopped, sched.pump)
+    failureResultOf(d, task.TaskStopped)
+    assert.are.equal("<CooperativeTask TaskStopped>", tostring(t))
+    -- as Twisted's, the tick that raised scheduled no other: the others wait
+    sched.pump()
+    assert.are.same({ "other" }, work)
     pending:callback("late")  -- no resume of a stopped task
     assert.are.equal("<CooperativeTask TaskStopped>", tostring(t))
   end)

@@ -705,10 +705,12 @@ end
 function CooperativeTask:_oneWorkUnit()
   local it = self._iterator
   local ok, r = xpcall(it, msgh)
-  if self._completionState ~= nil then
-    -- the unit stopped its own task: it stays stopped (its whenDone()
-    -- Deferreds have failed with TaskStopped), whatever the unit gave; an
-    -- error it raised after the stop is logged, not lost
+  if self._completionState ~= nil and not (ok and isDeferred(r)) then
+    -- the unit stopped its own task (or its Cooperator): it stays stopped
+    -- (its whenDone() Deferreds have failed), where Twisted's would complete
+    -- it again and fail in its _removeTask; an error it raised after the
+    -- stop is logged, not lost. A Deferred it returns raises the stop's
+    -- error out of the tick below (pause), as Twisted's does.
     if not ok then require("braid.log").err(r, "Error in a stopped cooperative task") end
     return
   end
