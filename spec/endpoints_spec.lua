@@ -218,9 +218,12 @@ describe("braid.endpoints", function()
     spin(function() return p.got == "by name" end)
     p.transport:loseConnection()
     spin(function() return p.lost end)
+    -- os.rename(path, path) succeeds while any file is there: io.open
+    -- cannot open a socket, so it would answer nil either way
+    assert.is_true(os.rename(path, path))
     result(tport:stopListening())
     result(uport:stopListening())
-    assert.is_nil(io.open(path, "r"))
+    assert.is_nil((os.rename(path, path)))
   end)
 
   it("connectProtocol connects a given protocol instance over UNIX", function()
