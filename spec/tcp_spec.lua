@@ -438,6 +438,91 @@ describe("braid.tcp", function()
     assert.same({ "pause", "resume", "stop" }, calls)
   end)
 
+  it("pauses a streaming producer once the queue passes bufferSize (not at it), and once only", function()
+    local calls = {}
+    local prod = {
+      pauseProducing = function() calls[#calls + 1] = "pause" end,
+      resumeProducing = function() calls[#calls + 1] = "resume" end,
+      stopProducing = function() calls[#calls + 1] = "stop" end,
+    }
+    local _, sf, n = listen()
+    local _, cf = client(n)
+    spin(function() return sf.built[1] and cf.built[1] and cf.built[1].transport end)
+    local ct = cf.built[1].transport
+    sf.built[1].transport:pauseProducing()
+    -- fill the kernel until braid queues: from then on, nothing leaves the
+    -- queue before the loop runs again
+    local chunk = string.rep("q", 64 * 1024)
+    local total, i = 0, 0
+    while ct:getWriteBufferSize() == 0 and i < 1000 do ct:write(chunk) total = total + #chunk i = i + 1 end
+    local queued = ct:getWriteBufferSize()
+    assert.is_true(queued > 0)
+    ct.bufferSize = queued + 5
+    ct:registerProducer(prod, true)
+    ct:write("12345")                      -- exactly bufferSize queued: no pause (Twisted's >)
+    assert.equal(queued + 5, ct:getWriteBufferSize())
+    assert.same({}, calls)
+    ct:write("6")                          -- one byte past it
+    assert.same({ "pause" }, calls)
+    ct:write("789")                        -- already paused: not told again
+    assert.same({ "pause" }, calls)
+    total = total + 9
+    sf.built[1].transport:resumeProducing()
+    spin(function() return calls[2] ~= nil end)
+    assert.same({ "pause", "resume" }, calls)
+    spin(function() return #sf.built[1]:received() == total end)
+    assert.equal("123456789", sf.built[1]:received():sub(-9))
+    ct:unregisterProducer()
+    ct:loseConnection()
+    spin(function() return cf.built[1].lost == 1 end)
+    assert.same({ "pause", "resume" }, calls)  -- unregistered: no stopProducing
+  end)
+
+  it("holds a loseConnection for a paused streaming producer: resumed once drained, then closed", function()
+    local calls = {}
+    local prod = {
+      pauseProducing = function() calls[#calls + 1] = "pause" end,
+      resumeProducing = function() calls[#calls + 1] = "resume" end,
+      stopProducing = function() calls[#calls + 1] = "stop" end,
+    }
+    local _, sf, n = listen(nil, function(p) function p:onMade() self.transport:pauseProducing() end end)
+    local _, cf = client(n)
+    spin(function() return sf.built[1] and cf.built[1] and cf.built[1].transport end)
+    local ct = cf.built[1].transport
+    ct:registerProducer(prod, true)
+    local chunk = string.rep("p", 64 * 1024)
+    local i = 0
+    while #calls == 0 and i < 1000 do ct:write(chunk) i = i + 1 end
+    assert.same({ "pause" }, calls)
+    ct:loseConnection()
+    assert.is_true(ct.disconnecting)
+    sf.built[1].transport:resumeProducing()
+    spin(function() return cf.built[1].lost == 1 end)
+    -- asked for more once the queue drained (as Twisted's doWrite), before the close
+    assert.same({ "pause", "resume", "stop" }, calls)
+    assert.is_truthy(cf.built[1].reason:check(errors.ConnectionDone))
+    spin(function() return sf.built[1].lost == 1 end)
+    assert.equal(i * #chunk, #sf.built[1]:received())
+  end)
+
+  it("ends with ConnectionLost when the peer resets while output is queued and reading is paused", function()
+    local _, sf, n = listen()
+    local _, cf = client(n)
+    spin(function() return sf.built[1] and cf.built[1] and cf.built[1].transport end)
+    local ct = cf.built[1].transport
+    ct:pauseProducing()                  -- only the write side hears of the reset
+    sf.built[1].transport:pauseProducing()
+    local chunk = string.rep("r", 64 * 1024)
+    local i = 0
+    while ct:getWriteBufferSize() == 0 and i < 1000 do ct:write(chunk) i = i + 1 end
+    assert.is_true(ct:getWriteBufferSize() > 0)
+    sf.built[1].transport:abortConnection()
+    spin(function() return cf.built[1].lost == 1 end)
+    assert.is_truthy(cf.built[1].reason:check(errors.ConnectionLost))
+    assert.is_falsy(cf.built[1].reason:check(errors.ConnectionDone))
+    assert.is_truthy(cf.lostReason:check(errors.ConnectionLost))
+  end)
+
   it("calls a pull producer's resumeProducing each time the buffer empties", function()
     local n_resumes, t = 0, nil
     local prod = {
@@ -489,11 +574,13 @@ describe("braid.tcp", function()
     spin(function() return sf.built[1].lost == 1 end)
   end)
 
-  it("sets and reads TCP_NODELAY and SO_KEEPALIVE", function()
+  it("sets and reads TCP_NODELAY (on by default, both ends) and SO_KEEPALIVE", function()
     local _, sf, n = listen()
-    client(n)
-    spin(function() return sf.built[1] and sf.built[1].transport end)
+    local _, cf = client(n)
+    spin(function() return sf.built[1] and sf.built[1].transport and cf.built[1] and cf.built[1].transport end)
     local t = sf.built[1].transport
+    assert.is_true(t:getTcpNoDelay())
+    assert.is_true(cf.built[1].transport:getTcpNoDelay())
     t:setTcpNoDelay(false)
     assert.is_false(t:getTcpNoDelay())
     t:setTcpNoDelay(true)
@@ -618,6 +705,150 @@ describe("braid.tcp", function()
     assert.equal(1, #reasons)
     assert.is_truthy(reasons[1]:check(errors.ConnectionRefusedError))
     assert.equal("disconnected", c.state)
+  end)
+
+  it("moves on to the next address at once when one fails inside connect(2) (ENETUNREACH)", function()
+    local _, sf, n = listen()
+    -- a TCP connect to a multicast address fails in the call itself
+    resolver.installResolver({ getHostByName = function()
+      return defer.succeed({ { family = "INET", host = "224.0.0.1" },
+                             { family = "INET", host = "127.0.0.1" } })
+    end })
+    local f = protocol.ClientFactory.forProtocol(Rec)
+    f.noisy = false
+    function f:clientConnectionFailed(_, reason) self.reason = reason end
+    local t0 = reactor.seconds()
+    local c = reactor.connectTCP("multicast-first.example", n, f)
+    spin(function() return sf.built[1] ~= nil or f.reason ~= nil end)
+    assert.is_nil(f.reason)
+    assert.is_true(reactor.seconds() - t0 < 0.25)  -- not after ATTEMPT_DELAY
+    assert.equal("connected", c.state)
+    c:disconnect()
+    spin(function() return sf.built[1].lost == 1 end)
+    -- alone, that address fails with Twisted's class for ENETUNREACH
+    resolver.installResolver({ getHostByName = function()
+      return defer.succeed({ { family = "INET", host = "224.0.0.1" } })
+    end })
+    local f2 = protocol.ClientFactory.forProtocol(Rec)
+    f2.noisy = false
+    local reasons = {}
+    function f2:clientConnectionFailed(_, reason) reasons[#reasons + 1] = reason end
+    reactor.connectTCP("multicast.example", n, f2)
+    spin(function() return #reasons > 0 end)
+    for _ = 1, 3 do reactor.iterate(0) end
+    assert.equal(1, #reasons)
+    assert.is_truthy(reasons[1]:check(errors.NoRouteError))
+    assert.equal(101, reasons[1].value.osError)
+  end)
+
+  it("waits for an address still in flight when a later one fails: the timeout ends it", function()
+    local dead, _, refused = server()
+    stop(dead)
+    -- 127.0.0.2:refused drops SYNs (a listener with a full accept queue);
+    -- 127.0.0.1:refused refuses
+    local socket = require "socket"
+    local hole = assert(socket.tcp())
+    assert(hole:bind("127.0.0.2", refused))
+    assert(hole:listen(0))
+    local fillers = {}
+    for i = 1, 3 do
+      fillers[i] = socket.tcp()
+      fillers[i]:settimeout(0)
+      fillers[i]:connect("127.0.0.2", refused)
+    end
+    resolver.installResolver({ getHostByName = function()
+      return defer.succeed({ { family = "INET", host = "127.0.0.2" },
+                             { family = "INET", host = "127.0.0.1" } })
+    end })
+    local f = protocol.ClientFactory.forProtocol(Rec)
+    f.noisy = false
+    local reasons = {}
+    function f:clientConnectionFailed(_, reason) reasons[#reasons + 1] = reason end
+    local t0 = reactor.seconds()
+    local c = reactor.connectTCP("hole-then-refused.example", refused, f, 1)
+    spin(function() return #reasons > 0 end)
+    local elapsed = reactor.seconds() - t0
+    for _ = 1, 3 do reactor.iterate(0) end
+    for _, s in ipairs(fillers) do s:close() end
+    hole:close()
+    assert.equal(1, #reasons)
+    assert.is_truthy(reasons[1]:check(errors.TimeoutError))
+    assert.is_true(elapsed >= 0.95 and elapsed < 3, "failed after " .. elapsed .. " s")
+    assert.equal("disconnected", c.state)
+  end)
+
+  it("fails with DNSLookupError naming the host when the resolver gives no address or fails otherwise", function()
+    local function attempt(name, answer)
+      resolver.installResolver({ getHostByName = function() return answer end })
+      local f = protocol.ClientFactory.forProtocol(Rec)
+      f.noisy = false
+      local reasons = {}
+      function f:clientConnectionFailed(_, reason) reasons[#reasons + 1] = reason end
+      local c = reactor.connectTCP(name, 80, f)
+      spin(function() return #reasons > 0 end)
+      for _ = 1, 3 do reactor.iterate(0) end
+      assert.equal(1, #reasons)
+      assert.equal("disconnected", c.state)
+      return reasons[1]
+    end
+    local r = attempt("empty.example", defer.succeed({}))
+    assert.is_truthy(r:check(errors.DNSLookupError))
+    assert.equal("DNS lookup failed: empty.example.", r:getErrorMessage())
+    -- any other failure of the lookup becomes a DNSLookupError for the host
+    r = attempt("broken.example", defer.fail(errors.ValueError("resolver bug")))
+    assert.is_truthy(r:check(errors.DNSLookupError))
+    assert.equal("DNS lookup failed: broken.example.", r:getErrorMessage())
+    -- the resolver's own DNSLookupError is passed on as it is
+    r = attempt("own.example", defer.fail(errors.DNSLookupError("its own words")))
+    assert.equal("DNS lookup failed: its own words.", r:getErrorMessage())
+  end)
+
+  it("connector:disconnect() closes cleanly: queued output is sent in order, then ConnectionDone", function()
+    -- every 8 bytes differ, so a byte sent twice or skipped shows
+    local parts = {}
+    for i = 1, 512 * 1024 do parts[i] = ("%07d\n"):format(i) end
+    local payload = table.concat(parts)
+    local size = #payload
+    -- the server reads nothing until the client has disconnected
+    local _, sf, n = listen(nil, function(p) function p:onMade() self.transport:pauseProducing() end end)
+    local c, cf = client(n, function(p)
+      function p:onMade() self.transport:write(payload) end
+    end)
+    spin(function() return cf.built[1] ~= nil and sf.built[1] ~= nil end)
+    local t = cf.built[1].transport
+    assert.equal(t, c.transport)
+    assert.is_true(t:getWriteBufferSize() > 0)  -- more than the kernel takes at once
+    c:disconnect()
+    sf.built[1].transport:resumeProducing()
+    spin(function() return sf.built[1].lost == 1 and cf.built[1].lost == 1 end)
+    assert.equal(size, #sf.built[1]:received())
+    assert.is_true(sf.built[1]:received() == payload, "the bytes arrived changed")
+    assert.is_truthy(sf.built[1].reason:check(errors.ConnectionDone))
+    assert.is_truthy(cf.built[1].reason:check(errors.ConnectionDone))
+    assert.is_truthy(cf.lostReason:check(errors.ConnectionDone))
+    assert.equal("disconnected", c.state)
+    assert.is_nil(c.transport)
+  end)
+
+  it("strips the brackets of an IPv6 literal given to connectTCP", function()
+    local f = Factory.forProtocol(Rec)
+    f.noisy = false
+    f.built = {}
+    function f:buildProtocol() local p = Rec() self.built[#self.built + 1] = p return p end
+    local port = reactor.listenTCP(0, f, 50, "::1")
+    ports[#ports + 1] = port
+    local cf = protocol.ClientFactory.forProtocol(Rec)
+    cf.noisy = false
+    function cf:clientConnectionFailed(_, reason) self.reason = reason end
+    local c = reactor.connectTCP("[::1]", port:getHost().port, cf)
+    assert.equal("::1", c.host)
+    assert.equal("IPv6Address", getmetatable(c:getDestination()).__name)
+    assert.equal("::1", c:getDestination().host)
+    spin(function() return f.built[1] ~= nil or cf.reason ~= nil end)
+    assert.is_nil(cf.reason)
+    assert.equal("::1", f.built[1].transport:getPeer().host)
+    c:disconnect()
+    spin(function() return f.built[1].lost == 1 end)
   end)
 
   it("stopConnecting raises NotConnectingError unless connecting, and fails the attempt with UserError", function()
@@ -777,11 +1008,25 @@ describe("braid.tcp", function()
     local port = reactor.listenTCP(0, f, 50, "127.0.0.1")
     local n = port:getHost().port
     assert.same({ "start" }, calls)
+    local lines = {}
+    local function obs(ev) lines[#lines + 1] = ev.text end
+    log.addObserver(obs)
+    finally(function() log.removeObserver(obs) end)
     local fired = false
     port:stopListening():addCallback(function() fired = true end)
     spin(function() return fired end)
     assert.same({ "start", "stop" }, calls)
     assert.equal(n, port:getHost().port)
+    -- a second stopListening closes nothing and stops the factory no more
+    local again, result = false, "unset"
+    port:stopListening():addCallback(function(v) again, result = true, v end)
+    spin(function() return again end)
+    log.removeObserver(obs)
+    assert.is_nil(result)
+    assert.same({ "start", "stop" }, calls)
+    assert.same({ "(TCP Port " .. n .. " Closed)" }, lines)
+    assert.is_false(port.connected)
+    assert.is_true(port.disconnected)
     local cf = protocol.ClientFactory.forProtocol(Rec)
     cf.noisy = false
     function cf:clientConnectionFailed(_, r) self.reason = r end
