@@ -5,6 +5,7 @@
 -- values, in braid's names. The other cases those files have, where API.md
 -- covers their subject, are ported in the defer, inlinecallbacks, task,
 -- cooperate and twisted_cases specs; these are the ones that were missing.
+-- docs/twisted-tests.md maps every test method to its spec.
 local defer = require "braid.defer"
 local errors = require "braid.error"
 local failure = require "braid.failure"

@@ -6,7 +6,7 @@
 -- its test method: the same scenario and the same asserted values, in
 -- braid's names (a generator yielding a Deferred is an inlineCallbacks
 -- function calling await; returnValue(x) is return x). The mapping of every
--- test method to its spec is in the hunt's coverage.md.
+-- test method to its spec is in docs/twisted-tests.md.
 local defer = require "braid.defer"
 local errors = require "braid.error"
 local task = require "braid.task"

@@ -2,7 +2,8 @@
 -- (twisted/test/test_failure.py, test_log.py, test_logfile.py and
 -- twisted/logger/test/*) that no other braid spec covers: same scenario,
 -- same asserted values, one describe per Twisted TestCase class, each it
--- named after the Twisted method. The mapping is in the hunt's coverage.md.
+-- named after the Twisted method. The mapping of every test method to its
+-- spec is in docs/twisted-tests.md.
 local log = require "braid.log"
 local errors = require "braid.error"
 local failure = require "braid.failure"

@@ -3,7 +3,7 @@
 -- test_time.py, test_fdset.py, test_threads.py; test/test_internet.py,
 -- test/test_threads.py), each `it` named after the Twisted test method.
 -- The mapping of every Twisted test (ported here, covered elsewhere, or
--- skipped with its reason) is in the hunt's coverage.md.
+-- skipped with its reason) is in docs/twisted-tests.md.
 local reactor = require "braid.reactor"
 local defer = require "braid.defer"
 local errors = require "braid.error"

@@ -1,7 +1,8 @@
 -- spec/twisted_streams_port_spec.lua: braid twins of the Twisted 22.4 test
 -- cases for the stream protocols that no other spec asserts the same way
--- (coverage map: which spec covers each Twisted test). One describe per
--- Twisted TestCase class, each `it` named after the Twisted test method.
+-- (docs/twisted-tests.md maps each Twisted test to its spec). One
+-- describe per Twisted TestCase class, each `it` named after the Twisted
+-- test method.
 -- Sources: twisted/protocols/test/test_basic.py, twisted/test/test_policies.py,
 -- twisted/test/test_factories.py, twisted/internet/test/test_protocol.py.
 local basic = require "braid.basic"

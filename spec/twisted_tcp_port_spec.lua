@@ -3,6 +3,8 @@
 -- twisted/internet/test/test_unix.py, connectionmixins.py) that no other
 -- spec covered: one describe per Twisted TestCase, each it named after the
 -- Twisted test method, the same scenario and the same asserted values.
+-- docs/twisted-tests.md maps every test method to its spec (or the reason
+-- it has none).
 local reactor = require "braid.reactor"
 local defer = require "braid.defer"
 local errors = require "braid.error"

@@ -1,7 +1,8 @@
 -- spec/twisted_testing_port_spec.lua: braid twins of the Twisted 22.4 tests
--- of its test doubles that no other spec asserts the same way (coverage
--- map: which spec covers each Twisted test). One describe per Twisted
--- TestCase class, each `it` named after the Twisted test method.
+-- of its test doubles that no other spec asserts the same way
+-- (docs/twisted-tests.md maps each Twisted test to its spec). One
+-- describe per Twisted TestCase class, each `it` named after the Twisted
+-- test method.
 -- Sources: twisted/internet/test/test_testing.py, twisted/test/test_loopback.py,
 -- twisted/test/test_iosim.py.
 local testing = require "braid.testing"
