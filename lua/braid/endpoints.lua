@@ -160,9 +160,7 @@ local function connect_with(factory, start)
       -- as Twisted's endpoints: the Deferred fails with
       -- ConnectingCancelledError (its `address` the destination), and the
       -- attempt's own failure (UserError) then finds it fired
-      local e = errors.ConnectingCancelledError()
-      e.address = connector:getDestination()
-      d:errback(e)
+      d:errback(errors.ConnectingCancelledError(connector:getDestination()))
       pcall(connector.stopConnecting, connector)
     elseif connector and connector.state == "connected" and connector.transport then
       connector.transport:abortConnection()

@@ -191,7 +191,14 @@ local UserError = I("UserError", ConnectError, "User aborted connection")
 I("TimeoutError", UserError, "User timeout caused connection failure")
 I("SSLError", ConnectError, "An SSL error occurred")
 I("DNSLookupError", nil, "DNS lookup failed")
-I("ConnectingCancelledError", nil, "The connection attempt was cancelled")
+local ConnectingCancelledError = I("ConnectingCancelledError", nil,
+  "The connection attempt was cancelled")
+-- as Twisted's: the address the attempt was to is kept as `address` (and
+-- printed after the default text)
+function ConnectingCancelledError:init(address, ...)
+  Error.init(self, address, ...)
+  self.address = address
+end
 I("NoProtocol", nil, "The factory given to an endpoint returned nil from buildProtocol")
 
 local ConnectionClosed = I("ConnectionClosed", nil,
