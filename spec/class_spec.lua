@@ -38,6 +38,13 @@ describe("class.Object:extend", function()
     assert.is_true(require("braid.error").isinstance(e, require("braid.error").TypeError))
   end)
 
+  it("takes a table first as the fields only when no fields follow: a table name with fields is refused", function()
+    local ok, e = pcall(Object.extend, Object, { a = 1 }, { b = 2 })
+    assert.is_false(ok)
+    assert.matches("bad argument #1 to 'extend' %(string expected, got table%)", tostring(e))
+    assert.is_true(require("braid.error").isinstance(e, require("braid.error").TypeError))
+  end)
+
   it("rejects fields that are not a table", function()
     local ok, e = pcall(Object.extend, Object, "X", "nope")
     assert.is_false(ok)
@@ -416,6 +423,25 @@ describe("metamethods", function()
     assert.equal("D:q", D().q)
   end)
 
+  -- what braid.reload calls when it replaces a class's metamethod in place
+  it("inheritMetamethod passes a replaced metamethod down every depth, leaving a subclass's own alone", function()
+    local A = Object:extend("A")
+    local old = function() return "old" end
+    A.__tostring = old
+    local B = A:extend("B")
+    local C = B:extend("C")
+    local D = A:extend("D")
+    D.__tostring = function() return "D's own" end
+    local E = D:extend("E")
+    local new = function() return "new" end
+    A.__tostring = new
+    class.inheritMetamethod(A, "__tostring", old, new)
+    assert.equal("new", tostring(B()))
+    assert.equal("new", tostring(C()))
+    assert.equal("D's own", tostring(D()))
+    assert.equal("D's own", tostring(E()))
+  end)
+
   it("Object's default tostring names the class", function()
     local Thing = Object:extend("Thing")
     assert.equal("<Thing instance>", tostring(Thing()))
@@ -551,6 +577,26 @@ describe("classmethod", function()
     S.make = nil
     B.make = nil
     assert.has_error(function() make(1) end, "class S has no method 'make'")
+  end)
+
+  it("a bound function stored in a subclass still calls the method with the class it is looked up from", function()
+    local C = Object:extend("C")
+    C.make = class.classmethod(function(cls, x) return cls, x end)
+    local S = C:extend("S")
+    S.make = S.make
+    local T = S:extend("T")
+    -- (a bound function that finds itself calls itself for ever: stopped)
+    debug.sethook(function() debug.sethook(); error("the class method did not return") end, "", 1e6)
+    local ok, c1, x1, c2, x2, c3, x3 = pcall(function()
+      local a, b = S.make(1)
+      local c, d = T.make(2)
+      return a, b, c, d, T:make(3)
+    end)
+    debug.sethook()
+    assert.is_true(ok, c1)
+    assert.equal(S, c1); assert.equal(1, x1)
+    assert.equal(T, c2); assert.equal(2, x2)
+    assert.equal(T, c3); assert.equal(3, x3)
   end)
 
   it("keeps no class alive", function()
