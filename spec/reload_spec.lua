@@ -303,6 +303,42 @@ describe("reload.reload", function()
     assert.equal(1, reload.history(name)[2].replaced)
   end)
 
+  it("joins the upvalues of a local helper: its counter kept, its edited constant taken", function()
+    local src = [[
+      local M = {}
+      local count, LIMIT = 0, %d
+      local function bump() count = count + 1; return count, LIMIT end
+      function M.hit() return bump() end
+      return M]]
+    local name, m = fresh(src:format(5))
+    m.hit(); m.hit()
+    write(name, src:format(6))
+    assert.is_true(reload.reload(name))
+    assert.same({ 3, 6 }, { m.hit() })
+  end)
+
+  it("reloads a module that is a function: its locals kept, only changed code counted", function()
+    local src = "local n = 0\nreturn function() n = n + 1; return n * %d end\n"
+    local name, f = fresh(src:format(1))
+    f(); f()
+    write(name, src:format(10))
+    assert.is_true(reload.reload(name))
+    assert.equal(30, package.loaded[name]())
+    write(name, "\n" .. src:format(10))  -- the same code, a line lower
+    assert.is_true(reload.reload(name))
+    assert.equal(40, package.loaded[name]())
+    local h = reload.history(name)
+    assert.same({ 0, 1, 0 }, { h[1].replaced, h[2].replaced, h[3].replaced })
+  end)
+
+  it("gives a field whose kind changed (a table now a number, a function now a string) its new value", function()
+    local name, m = fresh("return { opts = { a = 1 }, mode = function() end }")
+    write(name, "return { opts = 5, mode = 'fast' }")
+    assert.is_true(reload.reload(name))
+    assert.equal(5, m.opts)
+    assert.equal("fast", m.mode)
+  end)
+
   it("keeps a local counter that changed since load", function()
     local name, m = fresh([[
       local n = 0
@@ -382,11 +418,24 @@ describe("reload.reload", function()
     assert.is_true(has_log("reload of " .. name .. " failed: .*previous code kept"))
   end)
 
-  it("keeps the previous code when the chunk raises", function()
+  it("keeps the previous code when the chunk raises, and logs the error with its traceback", function()
     local name, m = fresh("return { f = function() return 1 end }")
     write(name, "error('boom') return {}")
-    assert.is_nil(reload.reload(name))
+    local events = {}
+    local function keep(e) events[#events + 1] = e end
+    log.addObserver(keep)
+    local ok, err = reload.reload(name)
+    log.removeObserver(keep)
+    assert.is_nil(ok)
+    assert.matches(name .. "%.lua:1: boom", err)
     assert.equal(1, m.f())
+    local f
+    for _, e in ipairs(events) do
+      if e.isError and tostring(e.why):find("reload of " .. name .. " failed", 1, true) then f = e.failure end
+    end
+    assert.is_table(f)
+    assert.matches(name .. "%.lua:1: boom", f:getErrorMessage())
+    assert.matches("traceback", f:getTraceback())
   end)
 
   it("refuses a module that now returns another type", function()
@@ -489,6 +538,47 @@ describe("reload.reload keeps what is not the module's own", function()
   end)
 
   -- Object:extend copies metamethods: the subclass kept the old copy
+  it("merges a class another module re-exports in place, keeping its identity", function()
+    local src = [[
+      local class = require "braid.class"
+      local M = {}
+      M.C = class.Object:extend("C")
+      function M.C:v() return %d end
+      return M]]
+    local name, m = fresh(src:format(1))
+    local C, obj = m.C, m.C()
+    local _, other = fresh(("return { C = require(%q).C }"):format(name))
+    write(name, src:format(2))
+    assert.is_true(reload.reload(name))
+    assert.equal(C, m.C)
+    assert.equal(C, other.C)
+    assert.equal(2, obj:v())
+  end)
+
+  it("points a field that held another module's table at the new version's own table, the other untouched", function()
+    local dep = fresh("return { Shared = { tag = 'dep', f = function() return 'dep' end } }")
+    local name, m = fresh(("return { T = require(%q).Shared }"):format(dep))
+    local shared = package.loaded[dep].Shared
+    write(name, "return { T = { tag = 'own', g = function() return 'own' end } }")
+    assert.is_true(reload.reload(name))
+    assert.are_not.equal(shared, m.T)
+    assert.same({ "own", "own" }, { m.T.tag, m.T.g() })
+    assert.equal("dep", shared.tag)
+    assert.is_function(rawget(shared, "f"))
+    assert.is_nil(rawget(shared, "g"))
+  end)
+
+  it("points a field at another module's table when the new version says so, its old table left as it was", function()
+    local dep = fresh("return { tag = 'dep' }")
+    local name, m = fresh("return { H = { tag = 'own' } }")
+    local own = m.H
+    write(name, ("return { H = require(%q) }"):format(dep))
+    assert.is_true(reload.reload(name))
+    assert.equal(package.loaded[dep], m.H)
+    assert.equal("own", own.tag)
+    assert.equal("dep", package.loaded[dep].tag)
+  end)
+
   it("passes an edited metamethod on to subclasses made in other modules", function()
     local base, bm = fresh([[
       local class = require "braid.class"
@@ -802,6 +892,30 @@ describe("the inotify watcher", function()
     assert.equal(0, count_log("failed"))
   end)
 
+  it("reports a source that failed once, however often it is saved again", function()
+    local name, m = watched("return { f = function() return 1 end }")
+    write(name, "return { f = function() return 2 end")
+    until_(function() return count_log("reload of " .. name .. " failed") > 0 end, "the failure to be logged")
+    write(name, "return { f = function() return 2 end")
+    turn(reload.SETTLE * 2)
+    assert.equal(1, count_log("reload of " .. name .. " failed"))
+    assert.equal(1, m.f())
+    write(name, "return { f = function() return 2 end }")
+    until_(function() return m.f() == 2 end, "the fixed save to load")
+  end)
+
+  it("tries a module whose chunk raised again once the watcher loads another one", function()
+    local b = watched("return { ver = 1 }")
+    local a, am = watched(("local b = require(%q) return { say = function() return 'a1' end }"):format(b))
+    write(a, ([[local b = require(%q)
+      assert(b.format, "b.format missing")
+      return { say = function() return 'a2+' .. b.format() end }]]):format(b))
+    until_(function() return count_log("reload of " .. a .. " failed") > 0 end, "a's failure to be logged")
+    write(b, "return { ver = 2, format = function() return 'b2' end }")
+    until_(function() return am.say() == "a2+b2" end, "a to load on its second try")
+    assert.is_true(has_log("reload of " .. a .. " succeeded on a second try"))
+  end)
+
   it("reloads nothing when a save leaves the source as it was", function()
     local name = watched("return { f = function() return 1 end }")
     write(name, "return { f = function() return 1 end }")
@@ -818,6 +932,11 @@ describe("the inotify watcher", function()
     assert.equal(1, m.f())
     write(name, "return { f = function() return 3 end }")
     until_(function() return m.f() == 3 end, "the file to come back")
+    -- each time the file goes away is a new problem, logged again
+    os.remove(dir .. "/" .. name .. ".lua")
+    until_(function() return count_log(name .. ": .*previous code kept") > 1 end, "the second deletion to be logged")
+    assert.equal(2, count_log(name .. ": .*previous code kept"))
+    assert.equal(3, m.f())
   end)
 
   it("logs a file made unreadable and keeps the old code", function()
@@ -873,6 +992,9 @@ describe("the inotify watcher", function()
     local recs = reload._records[name].versions
     assert.is_nil(recs[1].source)
     assert.is_nil(recs[2].source)
+    assert.is_nil(recs[3].source)
+    assert.is_string(recs[4].source)
+    assert.is_string(recs[5].source)
   end)
 end)
 
