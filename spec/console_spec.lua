@@ -286,6 +286,19 @@ return M
     d:callback(nil)
   end)
 
+  -- the walk took a Deferred for fired unless it held `called = false`
+  -- itself, which one made by the C constructor (every Deferred made while
+  -- debugging is off) does not: none of them was ever listed
+  it("finds a pending Deferred made with debugging off, printing no where or when for it", function()
+    local d = defer.Deferred()
+    finally(function() d:callback(nil) end)
+    local text = tostring(console.inspect.deferreds())
+    local line = text:match("\n  (deferred=" .. tostring(d):gsub("%p", "%%%0") .. "[^\n]*)")
+    assert.is_string(line)
+    assert.is_nil(line:find("made=", 1, true))
+    assert.is_nil(line:find("age=", 1, true))
+  end)
+
   it("lists recorded modules with their version and how they are watched", function()
     local found
     for _, r in ipairs(console.inspect.modules()) do

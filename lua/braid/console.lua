@@ -214,7 +214,9 @@ local function pending_deferreds()
     n = n - 1
     local tv = type(v)
     if tv == "table" then
-      if rawget(v, "called") == false and isDeferred(v) then out[#out + 1] = v end
+      -- a Deferred made by the C constructor holds no `called` of its own
+      -- until it fires (its class's false stands for it)
+      if rawget(v, "called") ~= true and isDeferred(v) then out[#out + 1] = v end
       push(rawmeta(v))
       for k, x in next, v do push(k); push(x) end
     elseif tv == "function" then
