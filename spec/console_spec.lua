@@ -170,6 +170,12 @@ describe("console.eval", function()
     assert.equal("error: console:1: plain", console.eval("error('plain')", env))
   end)
 
+  it("prints a plain table one sorted field per line, and an empty one as {}", function()
+    assert.equal("{}", console.eval("{}", env))
+    assert.equal("a: 1\nb: x\nc: 3\nd: 4\ne: 5\nf: 6\ng: 7\nh: 8",
+      console.eval("{ h = 8, g = 7, f = 6, e = 5, d = 4, c = 3, b = 'x', a = 1 }", env))
+  end)
+
   it("offers inspect, reload, rollback and reloadlib", function()
     assert.equal("table", console.eval("type(inspect.modules())", env))
     assert.equal("function", console.eval("type(reload)", env))
@@ -231,7 +237,11 @@ function M.Echo:dataReceived(d) self.transport:write(d) end
 return M
 ]])
   f:close()
+  f = assert(io.open(dir .. "/inspected_aaa.lua", "w"))
+  f:write("return {}\n")
+  f:close()
   local mod = require("inspected_proto")
+  require("inspected_aaa")
   teardown(function() os.execute("rm -rf " .. dir) end)
 
   it("lists live connections with protocol, peer, bytes queued and code version", function()
@@ -254,6 +264,38 @@ return M
     assert.matches("1 connections?\n  session=%d+ protocol=InspectedEcho", tostring(console.inspect.connections()))
   end)
 
+  it("lists connections by session, with the watched module a subclass's code comes from, else -", function()
+    local Sub = mod.Echo:extend("InspectedSub")
+    local Plain = protocol.Protocol:extend("InspectedPlain")
+    local ports, clients = {}, {}
+    finally(function()
+      for _, c in ipairs(clients) do c:close() end
+      for _, p in ipairs(ports) do p:stopListening() end
+    end)
+    for _, P in ipairs({ Sub, Plain, Sub }) do
+      local port = reactor.listenTCP(0, protocol.Factory.forProtocol(P), nil, "127.0.0.1")
+      ports[#ports + 1] = port
+      clients[#clients + 1] = assert(socket.connect("127.0.0.1", port:getHost().port))
+      -- each accepted before the next connects, so sessions follow this order
+      until_(function()
+        local n = 0
+        for _, r in ipairs(console.inspect.connections()) do
+          if r.protocol == "InspectedSub" or r.protocol == "InspectedPlain" then n = n + 1 end
+        end
+        return n == #clients
+      end, "the connection to show")
+    end
+    local rows = {}
+    for _, r in ipairs(console.inspect.connections()) do
+      if r.protocol == "InspectedSub" or r.protocol == "InspectedPlain" then rows[#rows + 1] = r end
+    end
+    assert.same({ "InspectedSub", "InspectedPlain", "InspectedSub" },
+      { rows[1].protocol, rows[2].protocol, rows[3].protocol })
+    assert.same({ "inspected_proto v1", "-", "inspected_proto v1" },
+      { rows[1].version, rows[2].version, rows[3].version })
+    assert.is_true(rows[1].session < rows[2].session and rows[2].session < rows[3].session)
+  end)
+
   it("lists pending delayed calls, soonest first, with where their function is", function()
     local later = reactor.callLater(50, function() end)
     local sooner = reactor.callLater(20, print)
@@ -267,6 +309,16 @@ return M
     assert.equal("[C]", mine[1].func)
     assert.matches("console_spec%.lua:%d+$", mine[2].func)
     assert.is_true(mine[1].due < mine[2].due)
+  end)
+
+  it("counts a delayed call's arguments, nils included, and prints due with three decimals", function()
+    local dc = reactor.callLater(40, print, 1, nil)
+    finally(function() dc:cancel() end)
+    local report = console.inspect.delayedCalls()
+    local row
+    for _, r in ipairs(report) do if r.due > 39 and r.due <= 40 then row = r end end
+    assert.equal(2, row.args)
+    assert.matches("\n  due=[34]%d%.%d%d%d func=%[C%] args=2", tostring(report))
   end)
 
   it("finds a pending Deferred held only by a local, with where and when it was made", function()
@@ -308,6 +360,21 @@ return M
     assert.equal("-", found.watch)
     assert.is_false(found.changed)
     assert.matches("inspected_proto%.lua$", found.path)
+  end)
+
+  it("lists modules sorted by name and marks the one whose file changed", function()
+    local f = assert(io.open(dir .. "/inspected_aaa.lua", "a"))
+    f:write("-- edited\n")
+    f:close()
+    local rows = console.inspect.modules()
+    local names, changed = {}, {}
+    for _, r in ipairs(rows) do names[#names + 1] = r.name; changed[r.name] = r.changed end
+    local sorted = { table.unpack(names) }
+    table.sort(sorted)
+    assert.same(sorted, names)
+    assert.is_true(#names >= 2)
+    assert.is_true(changed.inspected_aaa)
+    assert.is_false(changed.inspected_proto)
   end)
 end)
 
