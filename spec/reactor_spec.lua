@@ -955,3 +955,245 @@ describe("shutdown with a Deferred from a before trigger", function()
     assert.same({ "before", "drained", "during" }, log)
   end)
 end)
+
+-- the details below were each left unchecked by the specs above (a
+-- mutation of the code that broke them passed every spec)
+
+-- errors logged while f runs (braid.log's observers), the stream silenced
+local function logged_errors(f)
+  local log = require "braid.log"
+  local got = {}
+  local function observer(ev) if ev.isError then got[#got + 1] = ev end end
+  log.addObserver(observer)
+  local prev = log.setErrorStream({ write = function() end, flush = function() end })
+  local ok, e = pcall(f)
+  log.removeObserver(observer)
+  log.setErrorStream(prev)
+  if not ok then error(e, 0) end
+  return got
+end
+
+-- whether this process catches signal `name` (/proc's SigCgt mask)
+local function catches(name)
+  local n = core.signum(name)
+  local f = assert(io.open("/proc/self/status"))
+  local mask = f:read("a"):match("\nSigCgt:%s*(%x+)")
+  f:close()
+  local digit = tonumber(mask:sub(-1 - (n - 1) // 4, -1 - (n - 1) // 4), 16)
+  return digit & (1 << ((n - 1) % 4)) ~= 0
+end
+
+describe("system event triggers (details)", function()
+  after_each(clean)
+
+  it("refuses an event that is not a string, naming the argument", function()
+    local ok, e = pcall(reactor.addSystemEventTrigger, "before", 42, print)
+    assert.is_false(ok)
+    assert.matches("bad argument #2 to 'addSystemEventTrigger' %(string expected, got number%)",
+      tostring(e))
+  end)
+
+  it("calls fireSystemEvent's done for an event with no triggers, and after the after phase", function()
+    local log = {}
+    reactor.fireSystemEvent("nobody-listens", function() log[#log + 1] = "done" end)
+    assert.same({ "done" }, log)
+    local id = reactor.addSystemEventTrigger("after", "listened", function() log[#log + 1] = "after" end)
+    reactor.fireSystemEvent("listened", function() log[#log + 1] = "done2" end)
+    reactor.removeSystemEventTrigger(id)
+    assert.same({ "done", "after", "done2" }, log)
+  end)
+
+  it("runs every before trigger once, then during and after once, when one returns a fired Deferred", function()
+    local defer = require "braid.defer"
+    local log = {}
+    local ids = {
+      reactor.addSystemEventTrigger("before", "sync", function()
+        log[#log + 1] = "b1"
+        return defer.succeed("early")
+      end),
+      reactor.addSystemEventTrigger("before", "sync", function() log[#log + 1] = "b2" end),
+      reactor.addSystemEventTrigger("during", "sync", function() log[#log + 1] = "d" end),
+      reactor.addSystemEventTrigger("after", "sync", function() log[#log + 1] = "a" end),
+    }
+    reactor.fireSystemEvent("sync")
+    for _, id in ipairs(ids) do reactor.removeSystemEventTrigger(id) end
+    assert.same({ "b1", "b2", "d", "a" }, log)
+  end)
+
+  it("logs a before trigger's failed Deferred, goes on, and leaves a success's value in it", function()
+    local defer = require "braid.defer"
+    local log = {}
+    local bad, good = defer.Deferred(), defer.Deferred()
+    local ids = {
+      reactor.addSystemEventTrigger("before", "mixed", function() return bad end),
+      reactor.addSystemEventTrigger("before", "mixed", function() return good end),
+      reactor.addSystemEventTrigger("during", "mixed", function() log[#log + 1] = "during" end),
+    }
+    local errs = logged_errors(function()
+      reactor.fireSystemEvent("mixed")
+      bad:errback(errors.ValueError("drain failed"))
+      assert.same({}, log)
+      good:callback("drained")
+    end)
+    for _, id in ipairs(ids) do reactor.removeSystemEventTrigger(id) end
+    assert.same({ "during" }, log)
+    assert.equal(1, #errs)
+    assert.equal("Error in a 'before mixed' trigger:", errs[1].why)
+    assert.is_true(errors.ValueError:isinstance(errs[1].failure.value))
+    local seen = {}
+    good:addCallback(function(v) seen[#seen + 1] = v end)
+    bad:addBoth(function(v) seen[#seen + 1] = v end)  -- handled: nil, nothing left to report
+    assert.same({ "drained" }, seen)
+  end)
+
+  it("fires a stop()'s shutdown once while a before trigger's Deferred holds it over woken turns", function()
+    local defer = require "braid.defer"
+    local log = {}
+    local d = defer.Deferred()
+    local ids = {
+      reactor.addSystemEventTrigger("before", "shutdown", function()
+        log[#log + 1] = "before"
+        -- turns that run the per-turn work (a callFromThread wakes the loop)
+        reactor.callFromThread(function()
+          log[#log + 1] = "woken"
+          reactor.callFromThread(function()
+            log[#log + 1] = "woken again"
+            d:callback(nil)
+          end)
+        end)
+        return d
+      end),
+      reactor.addSystemEventTrigger("after", "shutdown", function() log[#log + 1] = "after" end),
+    }
+    reactor.callLater(0, reactor.stop)
+    run_for()
+    for _, id in ipairs(ids) do reactor.removeSystemEventTrigger(id) end
+    assert.same({ "before", "woken", "woken again", "after" }, log)
+  end)
+
+  it("does not make the reactor running when startup is fired by hand outside run()", function()
+    reactor.fireSystemEvent("startup")
+    assert.is_false(reactor.running)
+  end)
+end)
+
+describe("reactor.run and stop (details)", function()
+  after_each(clean)
+
+  it("refuses options that are not a table, naming the argument", function()
+    local ok, e = pcall(reactor.run, "fast")
+    assert.is_false(ok)
+    assert.matches("bad argument #1 to 'run' %(table expected, got string%)", tostring(e))
+    assert.is_false(reactor.running)
+  end)
+
+  it("does not carry a stop() that a crash() cut short into the next run", function()
+    local log = {}
+    local id = reactor.addSystemEventTrigger("before", "shutdown", function() log[#log + 1] = "shutdown" end)
+    finally(function() reactor.removeSystemEventTrigger(id) end)
+    reactor.callWhenRunning(function() reactor.stop(); reactor.crash() end)
+    run_for()
+    assert.same({}, log)
+    reactor.callLater(0.02, function() log[#log + 1] = "timer"; reactor.stop() end)
+    run_for()
+    assert.same({ "timer", "shutdown" }, log)
+  end)
+
+  it("catches SIGINT/SIGTERM only while run() runs, and not at all without installSignalHandlers", function()
+    assert.is_false(catches("SIGTERM"))
+    local seen = {}
+    reactor.callLater(0, function() seen[#seen + 1] = catches("SIGTERM"); reactor.stop() end)
+    reactor.run()
+    assert.is_false(catches("SIGTERM"))
+    reactor.callLater(0, function() seen[#seen + 1] = catches("SIGTERM"); reactor.stop() end)
+    run_for()  -- installSignalHandlers = false
+    assert.same({ true, false }, seen)
+  end)
+
+  it("runs a callFromThread a timed call makes without waiting for the next timer", function()
+    local t0, t1
+    reactor.callLater(0, function()
+      t0 = core.monotonic()
+      reactor.callFromThread(function() t1 = core.monotonic(); reactor.stop() end)
+    end)
+    local far = reactor.callLater(3, function() end)
+    run_for(5)
+    far:cancel()
+    assert.is_true(t1 - t0 < 1, ("waited %.3f s"):format(t1 - t0))
+  end)
+
+  it("lets a crash() made while not running leave the next iterate() alone", function()
+    reactor.crash()
+    local ran = false
+    reactor.callLater(0.01, function() ran = true end)
+    reactor.iterate(0.5)
+    assert.is_true(ran)
+  end)
+end)
+
+describe("reactor.onSignal (details)", function()
+  after_each(clean)
+
+  it("runs every handler of a signal when one cancels itself while they run", function()
+    local got = {}
+    local h1
+    h1 = reactor.onSignal("SIGUSR2", function() got[#got + 1] = 1; h1:cancel() end)
+    local h2 = reactor.onSignal("SIGUSR2", function() got[#got + 1] = 2; reactor.stop() end)
+    reactor.callLater(0, core.raise, "SIGUSR2")
+    run_for()
+    h2:cancel()
+    assert.same({ 1, 2 }, got)
+  end)
+
+  it("stops catching a signal once its last handler is cancelled", function()
+    assert.is_false(catches("SIGUSR1"))
+    local h1 = reactor.onSignal("SIGUSR1", function() end)
+    local h2 = reactor.onSignal(core.signum("SIGUSR1"), function() end)
+    assert.is_true(catches("SIGUSR1"))
+    h1:cancel()
+    assert.is_true(catches("SIGUSR1"))
+    h2:cancel()
+    assert.is_false(catches("SIGUSR1"))
+  end)
+
+  it("gives SIGTERM its default stop back once the user's handler is cancelled", function()
+    local h = reactor.onSignal("SIGTERM", function() end)
+    h:cancel()
+    local after = false
+    local t = reactor.addSystemEventTrigger("after", "shutdown", function() after = true end)
+    reactor.callLater(0, core.raise, "SIGTERM")
+    local guard = reactor.callLater(2, reactor.crash)
+    logged_errors(function() reactor.run() end)  -- "Received SIGTERM" goes to the log
+    reactor.removeSystemEventTrigger(t)
+    assert.is_true(guard:active())
+    guard:cancel()
+    assert.is_true(after)
+  end)
+
+  it("stops once when SIGTERM comes again while the reactor stops", function()
+    local defer = require "braid.defer"
+    local d = defer.Deferred()
+    local t = reactor.addSystemEventTrigger("before", "shutdown", function()
+      core.raise("SIGTERM")  -- delivered while this Deferred holds the shutdown
+      reactor.callLater(0.05, function() d:callback(nil) end)
+      return d
+    end)
+    local guard = reactor.callLater(2, reactor.crash)
+    reactor.callLater(0, reactor.stop)
+    local errs = logged_errors(function() reactor.run() end)
+    reactor.removeSystemEventTrigger(t)
+    assert.is_true(guard:active())
+    guard:cancel()
+    assert.same({}, errs)
+  end)
+
+  it("refuses a signal that is neither a name nor a number, and SIGSTOP", function()
+    local ok, e = pcall(reactor.onSignal, {}, print)
+    assert.is_false(ok)
+    assert.matches("bad argument #1 to 'onSignal' %(signal name or number expected, got table%)", tostring(e))
+    ok, e = pcall(reactor.onSignal, "SIGSTOP", print)
+    assert.is_false(ok)
+    assert.is_true(errors.ValueError:isinstance(e))
+    assert.matches("bad argument #1 to 'onSignal' %(SIGKILL and SIGSTOP cannot be caught%)", tostring(e))
+  end)
+end)
