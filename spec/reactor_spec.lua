@@ -1197,3 +1197,101 @@ describe("reactor.onSignal (details)", function()
     assert.matches("bad argument #1 to 'onSignal' %(SIGKILL and SIGSTOP cannot be caught%)", tostring(e))
   end)
 end)
+
+describe("DelayedCall and the timer heap (details)", function()
+  after_each(clean)
+
+  local function count(t)
+    local k = 0
+    for _ in pairs(t) do k = k + 1 end
+    return k
+  end
+
+  it("compacts cancelled calls buried under pending ones on the next turn", function()
+    local weak = setmetatable({}, { __mode = "v" })
+    local strong = {}
+    for i = 1, 300 do
+      strong[i] = reactor.callLater(100 + i / 1e6, print)
+      weak[i] = strong[i]
+    end
+    for i = 101, 300 do strong[i]:cancel() end  -- behind the pending ones: never at the top
+    for i = 101, 300 do strong[i] = nil end
+    reactor.iterate(0)
+    collectgarbage(); collectgarbage()
+    assert.equal(100, count(weak))
+    for i = 101, 300 do assert.is_nil(weak[i]) end
+  end)
+
+  it("reschedules a call correctly after the heap was compacted", function()
+    local order = {}
+    local calls = {}
+    for i = 1, 300 do
+      calls[i] = reactor.callLater(0.01 + i / 1e5, function() order[#order + 1] = i end)
+    end
+    for i = 1, 300 do
+      if i % 3 ~= 0 then calls[i]:cancel() end  -- 200 dead among 100 pending
+    end
+    reactor.iterate(0)  -- compacts: every pending call moves in the heap
+    calls[3]:delay(0.05)  -- the earliest, now due after all the others
+    calls[300]:reset(0)   -- the latest, now due first
+    reactor.callLater(0.1, reactor.stop)
+    run_for()
+    local want = { 300 }
+    for i = 6, 297, 3 do want[#want + 1] = i end
+    want[#want + 1] = 3
+    assert.same(want, order)
+  end)
+
+  it("releases the calls when the last of a few pending ones is cancelled", function()
+    local weak = setmetatable({}, { __mode = "v" })
+    do
+      local a, b = reactor.callLater(50, print), reactor.callLater(60, print)
+      weak[1], weak[2] = a, b
+      b:cancel()
+      a:cancel()
+    end
+    collectgarbage(); collectgarbage()
+    assert.equal(0, count(weak))
+  end)
+
+  it("lets a cancelled call's function and arguments go while the call is kept", function()
+    local weak = setmetatable({}, { __mode = "v" })
+    local dc
+    do
+      local arg, f = {}, function() end
+      weak.arg, weak.f = arg, f
+      dc = reactor.callLater(50, f, arg)
+    end
+    collectgarbage(); collectgarbage()
+    assert.is_not_nil(weak.arg)
+    dc:cancel()
+    collectgarbage(); collectgarbage()
+    assert.is_nil(weak.arg)
+    assert.is_nil(weak.f)
+    assert.is_true(dc.cancelled)
+  end)
+
+  it("refuses a non-finite delay() and a new time out of range, naming the argument", function()
+    local dc = reactor.callLater(50, print)
+    for _, bad in ipairs({ math.huge, -math.huge, 0 / 0 }) do
+      local ok, e = pcall(function() dc:delay(bad) end)
+      assert.is_false(ok)
+      assert.matches("bad argument #1 to 'delay' %(seconds must be a finite number", tostring(e))
+    end
+    dc:delay(1.7e308)
+    local ok, e = pcall(function() dc:delay(1.7e308) end)
+    assert.is_false(ok)
+    assert.matches("bad argument #1 to 'delay' %(the new time is out of range%)", tostring(e))
+    assert.is_true(dc:active())
+    dc:cancel()
+  end)
+
+  it("is cancelled and not called after cancel, called and not cancelled after it ran", function()
+    local a = reactor.callLater(0, print)
+    local b = reactor.callLater(0, function() end)
+    a:cancel()
+    reactor.iterate(0)
+    assert.same({ false, true }, { a.called, a.cancelled })
+    assert.same({ true, false }, { b.called, b.cancelled })
+  end)
+end)
