@@ -283,4 +283,50 @@ print(reads, table.concat(lost, ","), left and #left, left and left[1] == q)
     reactor.removeReader(a)
     assert.same({}, reactor.getReaders())
   end)
+
+  -- a connected client's fd: writable at once, readable once the server writes
+  local function connected()
+    local port = listening_fd()
+    local t
+    local C = { connectionMade = function(self) t = self.transport clients[#clients + 1] = t end }
+    reactor.connectTCP("127.0.0.1", port:getHost().port, { protocol = C, noisy = false })
+    spin(function() return t ~= nil end)
+    return port, t
+  end
+
+  it("watches a descriptor again after it was removed from both sets", function()
+    local port, t = connected()
+    finally(function() port:stopListening() end)
+    local writes = 0
+    local d = { fileno = function() return t:fileno() end,
+                doWrite = function(self) writes = writes + 1 reactor.removeWriter(self) end,
+                connectionLost = function() end }
+    reactor.addWriter(d)
+    spin(function() return writes == 1 end)
+    assert.same({}, reactor.getWriters())
+    reactor.addWriter(d)
+    assert.same({ d }, reactor.getWriters())
+    spin(function() return writes == 2 end)
+    assert.same({}, reactor.getWriters())
+  end)
+
+  it("keeps writing to a descriptor that was a reader too once it stops reading", function()
+    local port, t = connected()
+    finally(function() port:stopListening() end)
+    local writes = 0
+    local d = { fileno = function() return t:fileno() end,
+                doRead = function() end,
+                doWrite = function(self)
+                  writes = writes + 1
+                  if writes == 2 then reactor.removeWriter(self) end
+                end,
+                connectionLost = function() end }
+    reactor.addReader(d)
+    reactor.addWriter(d)
+    reactor.removeReader(d)
+    assert.same({}, reactor.getReaders())
+    assert.same({ d }, reactor.getWriters())
+    spin(function() return writes == 2 end)
+    assert.same({}, reactor.getWriters())
+  end)
 end)
