@@ -819,6 +819,30 @@ describe("shutdown", function()
     if guard:active() then guard:cancel() end
   end
 
+  it("stop() with no job outstanding does not wait for the grace period", function()
+    local core = require "braid.core"
+    local t0 = core.monotonic()
+    reactor.callWhenRunning(reactor.stop)
+    run_with_guard()
+    assert.is_true(core.monotonic() - t0 < 2, "waited for the 5 s grace period")
+    assert.same({}, reactor.getDelayedCalls())
+  end)
+
+  it("stop() waits for every outstanding job, then leaves no grace timer behind", function()
+    local got = {}
+    local function job(x) return x end
+    reactor.callWhenRunning(function()
+      for i = 1, 3 do
+        threads.deferToThread(job, i):addCallback(function(r) got[#got + 1] = r end)
+      end
+      reactor.stop()
+    end)
+    run_with_guard()
+    table.sort(got)
+    assert.same({ 1, 2, 3 }, got)
+    assert.same({}, reactor.getDelayedCalls())
+  end)
+
   it("stop() lets a running job finish and fire before the after phase", function()
     local fifo = mkfifo()
     local got
