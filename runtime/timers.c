@@ -400,10 +400,13 @@ double braid_timers_next(lua_State *L) {
 }
 
 /* Run the calls due now. Calls scheduled (or rescheduled) while this runs
-** are left for the next iteration, as Twisted's runUntilCurrent does: an
-** entry with seq >= barrier is new, and since the heap orders by (deadline,
-** seq) every older due entry has already been popped when one reaches the
-** top. Requires: called protected, on the loop's thread. */
+** are due at the earliest at `now` (the clock only goes forward); those due
+** exactly at `now` are left for the next iteration, as Twisted's
+** runUntilCurrent leaves its new calls: an entry with seq >= barrier is new,
+** and since the heap orders by (deadline, seq) every older entry due then
+** has already been popped when one reaches the top. A pending call moved
+** into the past (delay(-s)) runs in this pass, as Twisted's does.
+** Requires: called protected, on the loop's thread. */
 int braid_timers_run(lua_State *L) {
   if (H.n == 0) return 0;
   double now = braid_monotonic();
@@ -415,7 +418,7 @@ int braid_timers_run(lua_State *L) {
   while (H.n > 0) {
     struct hentry *top = &H.v[0];
     if (dead(top)) { heap_pop_dead_top(L); continue; }
-    if (top->deadline > now || top->seq >= barrier) break;
+    if (top->deadline > now || (top->seq >= barrier && top->deadline == now)) break;
     struct dcall *dc = top->dc;
     heap_remove(dc);
     dc->state = DC_CALLED;

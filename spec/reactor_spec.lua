@@ -233,6 +233,22 @@ describe("DelayedCall", function()
     assert.same({ "b", "a" }, order)
   end)
 
+  it("runs a call moved into the past by a timed call in the same pass, a reset(0) one next turn", function()
+    -- as Twisted's runUntilCurrent: [a, c] on the first turn, b on a later one
+    local log = {}
+    local b = reactor.callLater(10, function() log[#log + 1] = "b" end)
+    local c = reactor.callLater(10, function() log[#log + 1] = "c" end)
+    reactor.callLater(0, function()
+      log[#log + 1] = "a"
+      b:reset(0)
+      c:delay(-20)
+    end)
+    while #log == 0 do reactor.iterate(0.01) end
+    assert.same({ "a", "c" }, log)
+    while #log < 3 do reactor.iterate(0.01) end
+    assert.same({ "a", "c", "b" }, log)
+  end)
+
   it("exposes func and args", function()
     local dc = reactor.callLater(1, print, "x", nil)
     assert.equal(print, dc.func)
