@@ -1344,6 +1344,16 @@ describe("log.DailyLogFile", function()
 end)
 
 describe("log file reopening on SIGUSR1", function()
+  -- whether the process catches SIGUSR1 (its SigCgt mask)
+  local function catches_usr1()
+    local n = require("braid.core").signum("SIGUSR1")
+    local f = assert(io.open("/proc/self/status"))
+    local mask = f:read("a"):match("\nSigCgt:%s*(%x+)")
+    f:close()
+    local digit = tonumber(mask:sub(-1 - (n - 1) // 4, -1 - (n - 1) // 4), 16)
+    return digit & (1 << ((n - 1) % 4)) ~= 0
+  end
+
   it("reopens the log file when SIGUSR1 arrives, so logrotate can move it", function()
     local log = require "braid.log"
     local reactor = require "braid.reactor"
@@ -1359,8 +1369,9 @@ describe("log file reopening on SIGUSR1", function()
     h:cancel()
     guard:cancel()
     log.msg("after rotation")
-    log.stopLogging()
-    reactor._setSignalAction("SIGUSR1", nil)
+    assert.is_true(catches_usr1())
+    log.stopLogging()  -- gives SIGUSR1 its default action back
+    assert.is_false(catches_usr1())
     local old = assert(io.open(path .. ".1")):read("a")
     local new = assert(io.open(path)):read("a")
     os.remove(path); os.remove(path .. ".1")

@@ -574,9 +574,16 @@ local function restore_print()
   if _G.print == log_print then _G.print = saved_print end
 end
 
+local reopen_on_usr1 = false  -- startLogging made SIGUSR1 reopen its file
+
 stop_main = function()
   local out, path = main_out, main_path
   main, main_out, main_path = nil, nil, nil
+  if reopen_on_usr1 then  -- SIGUSR1 gets its default action back
+    reopen_on_usr1 = false
+    local reactor = package.loaded["braid.reactor"]
+    if reactor then pcall(reactor._setSignalAction, "SIGUSR1", nil) end
+  end
   if out then
     if path then pcall(out.close, out)
     else pcall(function() local fl = out.flush; if fl then fl(out) end end) end
@@ -626,6 +633,7 @@ function M.startLogging(out, setStdout)
   if path or (type(w) == "table" and type(w.reopen) == "function") then
     -- a log file: SIGUSR1 reopens it (for logrotate), before user handlers
     require("braid.reactor")._setSignalAction("SIGUSR1", M.reopen)
+    reopen_on_usr1 = true
   end
   M.msg("Log opened.")
 end
