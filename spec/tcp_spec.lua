@@ -73,6 +73,25 @@ local function stop(port)
   spin(function() return done end)
 end
 
+-- make 127.0.0.2:port drop SYNs (a listener whose accept queue is full)
+-- until the test ends
+local function syn_hole(port)
+  local socket = require "socket"
+  local hole = assert(socket.tcp())
+  assert(hole:bind("127.0.0.2", port))
+  assert(hole:listen(0))
+  local fillers = {}
+  for i = 1, 3 do
+    fillers[i] = socket.tcp()
+    fillers[i]:settimeout(0)
+    fillers[i]:connect("127.0.0.2", port)
+  end
+  finally(function()
+    for _, s in ipairs(fillers) do s:close() end
+    hole:close()
+  end)
+end
+
 describe("braid.tcp", function()
   local ports
   before_each(function() ports = {} end)
@@ -656,17 +675,7 @@ describe("braid.tcp", function()
 
   it("starts the next address 0.3 s later when one neither connects nor fails (HostnameEndpoint)", function()
     local _, sf, n = listen()
-    -- 127.0.0.2:n drops SYNs: a listener whose accept queue is full
-    local socket = require "socket"
-    local hole = assert(socket.tcp())
-    assert(hole:bind("127.0.0.2", n))
-    assert(hole:listen(0))
-    local fillers = {}
-    for i = 1, 3 do
-      fillers[i] = socket.tcp()
-      fillers[i]:settimeout(0)
-      fillers[i]:connect("127.0.0.2", n)
-    end
+    syn_hole(n)  -- 127.0.0.2:n drops SYNs
     resolver.installResolver({ getHostByName = function()
       return defer.succeed({ { family = "INET", host = "127.0.0.2" },
                              { family = "INET", host = "127.0.0.1" } })
@@ -684,8 +693,6 @@ describe("braid.tcp", function()
     assert.is_true(elapsed >= 0.29 and elapsed < 2, "connected after " .. elapsed .. " s")
     c:disconnect()
     spin(function() return sf.built[1].lost == 1 end)
-    for _, s in ipairs(fillers) do s:close() end
-    hole:close()
   end)
 
   it("reports one failure, once every address has failed", function()
@@ -744,18 +751,7 @@ describe("braid.tcp", function()
   it("waits for an address still in flight when a later one fails: the timeout ends it", function()
     local dead, _, refused = server()
     stop(dead)
-    -- 127.0.0.2:refused drops SYNs (a listener with a full accept queue);
-    -- 127.0.0.1:refused refuses
-    local socket = require "socket"
-    local hole = assert(socket.tcp())
-    assert(hole:bind("127.0.0.2", refused))
-    assert(hole:listen(0))
-    local fillers = {}
-    for i = 1, 3 do
-      fillers[i] = socket.tcp()
-      fillers[i]:settimeout(0)
-      fillers[i]:connect("127.0.0.2", refused)
-    end
+    syn_hole(refused)  -- 127.0.0.2:refused drops SYNs; 127.0.0.1:refused refuses
     resolver.installResolver({ getHostByName = function()
       return defer.succeed({ { family = "INET", host = "127.0.0.2" },
                              { family = "INET", host = "127.0.0.1" } })
@@ -769,8 +765,6 @@ describe("braid.tcp", function()
     spin(function() return #reasons > 0 end)
     local elapsed = reactor.seconds() - t0
     for _ = 1, 3 do reactor.iterate(0) end
-    for _, s in ipairs(fillers) do s:close() end
-    hole:close()
     assert.equal(1, #reasons)
     assert.is_truthy(reasons[1]:check(errors.TimeoutError))
     assert.is_true(elapsed >= 0.95 and elapsed < 3, "failed after " .. elapsed .. " s")
