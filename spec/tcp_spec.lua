@@ -73,6 +73,14 @@ local function stop(port)
   spin(function() return done end)
 end
 
+-- a streaming producer recording the calls it gets in `calls`
+local function recording_producer()
+  local calls = {}
+  local function record(name) return function() calls[#calls + 1] = name end end
+  return { pauseProducing = record("pause"), resumeProducing = record("resume"),
+           stopProducing = record("stop") }, calls
+end
+
 -- make 127.0.0.2:port drop SYNs (a listener whose accept queue is full)
 -- until the test ends
 local function syn_hole(port)
@@ -105,6 +113,14 @@ describe("braid.tcp", function()
     return port, f, n
   end
 
+  -- a server and a client connected to it, once both have their transports
+  local function pair()
+    local _, sf, n = listen()
+    local _, cf = client(n)
+    spin(function() return sf.built[1] and cf.built[1] and cf.built[1].transport end)
+    return sf, cf, n
+  end
+
   it("echoes bytes between a client and a server on 127.0.0.1 port 0", function()
     local _, _, n = listen(Echo)
     assert.is_true(n > 0)
@@ -129,9 +145,7 @@ describe("braid.tcp", function()
   end)
 
   it("gives transports IPv4Address hosts and peers and per-process session numbers", function()
-    local _, sf, n = listen()
-    local _, cf = client(n)
-    spin(function() return sf.built[1] and cf.built[1] and cf.built[1].transport end)
+    local sf, cf, n = pair()
     local st, ct = sf.built[1].transport, cf.built[1].transport
     assert.equal("TCP", st:getHost().type)
     assert.equal("127.0.0.1", st:getPeer().host)
@@ -226,9 +240,7 @@ describe("braid.tcp", function()
   end)
 
   it("keeps a transport's fields: C's are read-only, bufferSize is checked, methods and __ names cannot be replaced", function()
-    local _, sf, n = listen()
-    local _, cf = client(n)
-    spin(function() return sf.built[1] and cf.built[1] and cf.built[1].transport end)
+    local sf, cf = pair()
     local t, ct = sf.built[1].transport, cf.built[1].transport
     -- anything else assigned is stored as is, per transport
     t.note = "mine"
@@ -427,15 +439,8 @@ describe("braid.tcp", function()
   end)
 
   it("pauses a streaming producer past bufferSize and resumes it once drained", function()
-    local calls = {}
-    local prod = {
-      pauseProducing = function() calls[#calls + 1] = "pause" end,
-      resumeProducing = function() calls[#calls + 1] = "resume" end,
-      stopProducing = function() calls[#calls + 1] = "stop" end,
-    }
-    local _, sf, n = listen()
-    local _, cf = client(n)
-    spin(function() return sf.built[1] and cf.built[1] and cf.built[1].transport end)
+    local prod, calls = recording_producer()
+    local sf, cf = pair()
     local ct = cf.built[1].transport
     assert.is_false(sf.built[1].transport.paused)
     sf.built[1].transport:pauseProducing() -- the server stops reading
@@ -458,15 +463,8 @@ describe("braid.tcp", function()
   end)
 
   it("pauses a streaming producer once the queue passes bufferSize (not at it), and once only", function()
-    local calls = {}
-    local prod = {
-      pauseProducing = function() calls[#calls + 1] = "pause" end,
-      resumeProducing = function() calls[#calls + 1] = "resume" end,
-      stopProducing = function() calls[#calls + 1] = "stop" end,
-    }
-    local _, sf, n = listen()
-    local _, cf = client(n)
-    spin(function() return sf.built[1] and cf.built[1] and cf.built[1].transport end)
+    local prod, calls = recording_producer()
+    local sf, cf = pair()
     local ct = cf.built[1].transport
     sf.built[1].transport:pauseProducing()
     -- fill the kernel until braid queues: from then on, nothing leaves the
@@ -498,12 +496,7 @@ describe("braid.tcp", function()
   end)
 
   it("holds a loseConnection for a paused streaming producer: resumed once drained, then closed", function()
-    local calls = {}
-    local prod = {
-      pauseProducing = function() calls[#calls + 1] = "pause" end,
-      resumeProducing = function() calls[#calls + 1] = "resume" end,
-      stopProducing = function() calls[#calls + 1] = "stop" end,
-    }
+    local prod, calls = recording_producer()
     local _, sf, n = listen(nil, function(p) function p:onMade() self.transport:pauseProducing() end end)
     local _, cf = client(n)
     spin(function() return sf.built[1] and cf.built[1] and cf.built[1].transport end)
@@ -525,9 +518,7 @@ describe("braid.tcp", function()
   end)
 
   it("ends with ConnectionLost when the peer resets while output is queued and reading is paused", function()
-    local _, sf, n = listen()
-    local _, cf = client(n)
-    spin(function() return sf.built[1] and cf.built[1] and cf.built[1].transport end)
+    local sf, cf = pair()
     local ct = cf.built[1].transport
     ct:pauseProducing()                  -- only the write side hears of the reset
     sf.built[1].transport:pauseProducing()
@@ -551,9 +542,7 @@ describe("braid.tcp", function()
       end,
       stopProducing = function() end,
     }
-    local _, sf, n = listen()
-    local _, cf = client(n)
-    spin(function() return sf.built[1] and cf.built[1] and cf.built[1].transport end)
+    local sf, cf = pair()
     t = cf.built[1].transport
     t:registerProducer(prod, false)
     spin(function() return n_resumes >= 4 end)
@@ -580,9 +569,7 @@ describe("braid.tcp", function()
   end)
 
   it("stops reading while paused and delivers again after resumeProducing", function()
-    local _, sf, n = listen()
-    local _, cf = client(n)
-    spin(function() return sf.built[1] and cf.built[1] and cf.built[1].transport end)
+    local sf, cf = pair()
     sf.built[1].transport:pauseProducing()
     cf.built[1].transport:write("data")
     for _ = 1, 5 do reactor.iterate(0.01) end
