@@ -108,11 +108,7 @@ end
 -- or while the reactor's shutdown closes a port under its prefix
 local function log_factory(what, f)
   local ok, log = pcall(require, "braid.log")
-  if not ok then return end
-  local text = what .. " factory " .. fname(f)
-  local prev = log.setSystem("-")
-  log.msg(text)
-  log.setSystem(prev)
+  if ok then log.callWithContext("-", log.msg, what .. " factory " .. fname(f)) end
 end
 
 -- The count of users: the instance's own, else (an instance of a class

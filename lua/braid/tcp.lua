@@ -30,9 +30,13 @@ local call = protocol.call
 -- path of tcp.c runs a dataReceived, the connection's system is braid.log's
 -- ambient one (tcp_current_system)
 local set_system = function(s) return s end
+-- f(...) under system `s`, restored however f ends (braid.log's
+-- callWithContext)
+local call_with_system = function(_, f, ...) return f(...) end
 do
   local ok, log = pcall(require, "braid.log")
   if ok and log.setSystem then set_system = log.setSystem end
+  if ok and log.callWithContext then call_with_system = log.callWithContext end
   if ok and log._setAmbientSystem then log._setAmbientSystem(core.tcp_current_system) end
 end
 
@@ -103,11 +107,7 @@ local UNINITIALIZED = "Uninitialized"
 local function on_lost(t, p, sys, code, err, msg)
   if code == R_CONNFAIL then
     local cb = t._onfail
-    if cb then
-      local prev = set_system(UNINITIALIZED)
-      cb(t, err, msg)
-      set_system(prev)
-    end
+    if cb then call_with_system(UNINITIALIZED, cb, t, err, msg) end
     return
   end
   if p == nil then return end
@@ -192,11 +192,7 @@ local function on_accept(port, t)
   local ok, p = xpcall(build, msgh, factory, addr)
   if not ok then report(p) end
   set_system(prev)
-  if not ok then
-    t:_drop()
-    return
-  end
-  if p == nil then t:_drop() return end
+  if not ok or p == nil then t:_drop() return end
   attach(t, p, nil, addr, psys)
 end
 
@@ -321,7 +317,6 @@ Port.__index = Port
 local live_ports = setmetatable({}, { __mode = "k" })
 local live_connectors = setmetatable({}, { __mode = "k" })
 
--- (re)open a port's socket: TCP or UNIX, from what it was asked for
 -- the socket error of a failed open as Python prints its OSError:
 -- "[Errno 98] Address already in use" (CannotListenError's socketError)
 local function socket_error(msg, number)
@@ -329,7 +324,8 @@ local function socket_error(msg, number)
   return msg
 end
 
--- a listening socket for port; nil and the socket error if it failed
+-- (re)open a port's socket, TCP or UNIX, from what it was asked for; nil
+-- and the socket error if it failed
 local function open_socket(port)
   if port._fd then return nil, "an adopted socket cannot be opened again" end
   local c, msg, _, number
@@ -701,23 +697,9 @@ local function on_connector_lost(t, reason)
   if self then self:_lost(reason) end
 end
 
-local connector_connected
-
--- A TCP client's connection is made under its Uninitialized system, as
--- Twisted's completes in the transport's doConnect (its buildProtocol and
--- connectionMade log "[Uninitialized] ..."); a UNIX client's under the
--- ambient one, as Twisted's UNIX connect completes at once, from the
--- timed call that starts it ("[-] ...").
-local function on_connector_connected(t)
-  local self = t._connector
-  if self == nil or self._kind == "UNIX" then return connector_connected(t) end
-  local prev = set_system(UNINITIALIZED)
-  local ok, e = pcall(connector_connected, t)
-  set_system(prev)
-  if not ok then error(e, 0) end
-end
-
-connector_connected = function(t)
+-- A connector's connection is made (buildProtocol, connectionMade) under
+-- `sys`; see on_connector_connected
+local function connector_connected(t, sys)
   local self = t._connector
   if self == nil or not (self._attempts and self._attempts[t]) then t:_drop() return end
   finish_attempt(self, t)
@@ -741,11 +723,22 @@ connector_connected = function(t)
     -- as Twisted's: a plain Protocol stands in and the connection is
     -- closed at once, so the factory hears clientConnectionLost
     p = Protocol()
-    attach(t, p, ",client", nil, self._kind == "UNIX" and "-" or UNINITIALIZED)
+    attach(t, p, ",client", nil, sys)
     t:loseConnection()
     return
   end
-  attach(t, p, ",client", nil, self._kind == "UNIX" and "-" or UNINITIALIZED)
+  attach(t, p, ",client", nil, sys)
+end
+
+-- A TCP client's connection is made under its Uninitialized system, as
+-- Twisted's completes in the transport's doConnect (its buildProtocol and
+-- connectionMade log "[Uninitialized] ..."); a UNIX client's under "-", as
+-- Twisted's UNIX connect completes at once, from the timed call that
+-- starts it.
+local function on_connector_connected(t)
+  local self = t._connector
+  local sys = (self ~= nil and self._kind == "UNIX") and "-" or UNINITIALIZED
+  return call_with_system(sys, connector_connected, t, sys)
 end
 
 -- Start connecting to self._addrs[i]. The next address starts when this
