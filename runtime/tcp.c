@@ -1065,14 +1065,18 @@ static int l_ip_family(lua_State *L) {
   return 1;
 }
 
-/* the getaddrinfo code of make_sockaddr's last failed name (its *why):
-** Python's gaierror number, EAI_NONAME's -2 say */
-static int sockaddr_gai_rc;
+/* What a name that does not resolve failed with: getaddrinfo's reason
+** ("Name or service not known") and code (Python's gaierror number,
+** EAI_NONAME's -2 say; the errno for EAI_SYSTEM). */
+struct lookup_error {
+  const char *why;
+  int code;
+};
 
-/* EINVAL when host is a name that does not resolve; *why (if not NULL) is
-** then getaddrinfo's reason ("Name or service not known") */
+/* EINVAL when host is a name that does not resolve; *le (if not NULL) then
+** says why */
 static int make_sockaddr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len,
-                         const char **why) {
+                         struct lookup_error *le) {
   struct sockaddr_in *a4 = (void *)ss;
   struct sockaddr_in6 *a6 = (void *)ss;
   if (host == NULL || host[0] == 0) host = "0.0.0.0"; /* Twisted's "": IPv4's any */
@@ -1089,8 +1093,10 @@ static int make_sockaddr(const char *host, int port, struct sockaddr_storage *ss
     int rc = getaddrinfo(host, NULL, &hints, &res);
     if (rc != 0 || !res) {
       int sys = rc == EAI_SYSTEM ? errno : 0;
-      if (why) *why = sys ? strerror(sys) : gai_strerror(rc);
-      sockaddr_gai_rc = sys ? sys : rc;
+      if (le) {
+        le->why = sys ? strerror(sys) : gai_strerror(rc);
+        le->code = sys ? sys : rc;
+      }
       return EINVAL;
     }
   }
@@ -1332,14 +1338,14 @@ static int l_tcp_listen(lua_State *L) {
   int reuseport = lua_toboolean(L, 4);
   struct sockaddr_storage ss;
   socklen_t len;
-  const char *why = NULL;
-  int err = make_sockaddr(host, portno, &ss, &len, &why);
+  struct lookup_error le = { NULL, 0 };
+  int err = make_sockaddr(host, portno, &ss, &len, &le);
   if (err) {  /* nil, msg, code, number: a name that does not resolve says why */
     braid_pusherror(L, err);
-    if (why) {  /* its getaddrinfo code as the number, as Python's gaierror */
-      lua_pushstring(L, why);
+    if (le.why) {  /* its getaddrinfo code as the number, as Python's gaierror */
+      lua_pushstring(L, le.why);
       lua_replace(L, -4);
-      lua_pushinteger(L, sockaddr_gai_rc);
+      lua_pushinteger(L, le.code);
       lua_replace(L, -2);
     }
     return 4;
