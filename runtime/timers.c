@@ -202,14 +202,21 @@ static void heap_reset(lua_State *L) {
 ** pointer compare instead of luaL_checkudata's registry lookup by name. */
 static const void *dc_mt;
 
-static struct dcall *dc_check(lua_State *L, int i) {
+/* The DelayedCall at i, or NULL: this state's metatable told by its
+** address, any other state's by name. */
+static struct dcall *dc_test(lua_State *L, int i) {
   void *p = lua_touserdata(L, i);
   if (p && lua_getmetatable(L, i)) {
     const void *mt = lua_topointer(L, -1);
     lua_pop(L, 1);
     if (mt == dc_mt) return p;
   }
-  return luaL_checkudata(L, i, DC_META); /* any other state; or raises */
+  return luaL_testudata(L, i, DC_META);
+}
+
+static struct dcall *dc_check(lua_State *L, int i) {
+  struct dcall *dc = dc_test(L, i);
+  return dc ? dc : luaL_checkudata(L, i, DC_META); /* raises */
 }
 
 static void raise_state(lua_State *L, struct dcall *dc) {
@@ -448,16 +455,6 @@ int braid_timers_run(lua_State *L) {
 /* DelayedCalls order by when they are due, as Twisted's __lt__/__le__ (by
 ** getTime(); a DelayedCall compared with anything else raises, as Lua does
 ** for values it cannot compare). */
-static struct dcall *dc_test(lua_State *L, int i) {
-  void *p = lua_touserdata(L, i);
-  if (p && lua_getmetatable(L, i)) {
-    const void *mt = lua_topointer(L, -1);
-    lua_pop(L, 1);
-    if (mt == dc_mt) return p;
-  }
-  return luaL_testudata(L, i, DC_META);
-}
-
 static const char *operand_type(lua_State *L, int i) {
   if (luaL_getmetafield(L, i, "__name") == LUA_TSTRING) return lua_tostring(L, -1);
   return luaL_typename(L, i);
