@@ -3,6 +3,8 @@ local log = require "braid.log"
 local errors = require "braid.error"
 local failure = require "braid.failure"
 local tmp = require "helpers.tmp"
+local logsink = require "helpers.logsink"
+local Sink, collect, slurp = logsink.Sink, logsink.collect, logsink.slurp
 
 local T = 1424191576.25 -- 2015-02-17 16:46:16.25 UTC
 
@@ -18,21 +20,6 @@ local function expected_stamp(t)
   return os.date("%Y-%m-%d %H:%M:%S", s) .. ("%s%02d%02d"):format(sign, off // 3600, off % 3600 // 60)
 end
 local STAMP = expected_stamp(T)
-
-local function Sink()
-  return {
-    buf = "", flushes = 0,
-    write = function(self, s) self.buf = self.buf .. s end,
-    flush = function(self) self.flushes = self.flushes + 1 end,
-  }
-end
-
-local function collect()
-  local events = {}
-  local function obs(ev) events[#events + 1] = ev end
-  log.addObserver(obs)
-  return events, obs
-end
 
 local function shell_quote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"
@@ -50,14 +37,6 @@ end
 
 local function tmppath()
   return tmp.path(".log")
-end
-
-local function slurp(path)
-  local f = io.open(path, "r")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
 end
 
 local function cleanup(path, extra)

@@ -8,31 +8,10 @@ local log = require "braid.log"
 local errors = require "braid.error"
 local failure = require "braid.failure"
 local tmp = require "helpers.tmp"
+local logsink = require "helpers.logsink"
+local Sink, collect, slurp = logsink.Sink, logsink.collect, logsink.slurp
 
 local Failure = failure.Failure
-
-local function Sink()
-  return {
-    buf = "", writes = 0, flushes = 0,
-    write = function(self, s) self.buf = self.buf .. s; self.writes = self.writes + 1 end,
-    flush = function(self) self.flushes = self.flushes + 1 end,
-  }
-end
-
-local function collect()
-  local events = {}
-  local function obs(ev) events[#events + 1] = ev end
-  log.addObserver(obs)
-  return events, obs
-end
-
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
 
 local function exists(path)
   local f = io.open(path, "r")
