@@ -81,6 +81,29 @@ local function recording_producer()
            stopProducing = record("stop") }, calls
 end
 
+-- the resolver answers every name with these IPv4 hosts, in order
+local function resolve_to(...)
+  local hosts = { ... }
+  resolver.installResolver({ getHostByName = function()
+    local list = {}
+    for i, host in ipairs(hosts) do list[i] = { family = "INET", host = host } end
+    return defer.succeed(list)
+  end })
+end
+
+-- a client factory that logs nothing and keeps each clientConnectionFailed
+-- reason: the last as f.reason, all in the list returned
+local function quiet_client()
+  local f = protocol.ClientFactory.forProtocol(Rec)
+  f.noisy = false
+  local reasons = {}
+  function f:clientConnectionFailed(_, reason)
+    self.reason = reason
+    reasons[#reasons + 1] = reason
+  end
+  return f, reasons
+end
+
 -- make 127.0.0.2:port drop SYNs (a listener whose accept queue is full)
 -- until the test ends
 local function syn_hole(port)
@@ -616,10 +639,7 @@ describe("braid.tcp", function()
 
   it("fails with TimeoutError when connecting takes longer than the timeout", function()
     resolver.installResolver({ getHostByName = function() return defer.Deferred() end })
-    local f = protocol.ClientFactory.forProtocol(Rec)
-    f.noisy = false
-    local reasons = {}
-    function f:clientConnectionFailed(_, reason) reasons[#reasons + 1] = reason end
+    local f, reasons = quiet_client()
     reactor.connectTCP("slow.example", 80, f, 0.05)
     spin(function() return #reasons > 0 end)
     for _ = 1, 3 do reactor.iterate(0) end
@@ -629,9 +649,7 @@ describe("braid.tcp", function()
 
   it("fails with DNSLookupError when the name does not resolve", function()
     resolver.installResolver({ getHostByName = function() return defer.fail(errors.DNSLookupError("nope")) end })
-    local f = protocol.ClientFactory.forProtocol(Rec)
-    f.noisy = false
-    function f:clientConnectionFailed(_, reason) self.reason = reason end
+    local f = quiet_client()
     reactor.connectTCP("nothing.invalid", 80, f)
     spin(function() return f.reason ~= nil end)
     assert.is_truthy(f.reason:check(errors.DNSLookupError))
@@ -663,13 +681,8 @@ describe("braid.tcp", function()
   it("starts the next address 0.3 s later when one neither connects nor fails (HostnameEndpoint)", function()
     local _, sf, n = listen()
     syn_hole(n)  -- 127.0.0.2:n drops SYNs
-    resolver.installResolver({ getHostByName = function()
-      return defer.succeed({ { family = "INET", host = "127.0.0.2" },
-                             { family = "INET", host = "127.0.0.1" } })
-    end })
-    local f = protocol.ClientFactory.forProtocol(Rec)
-    f.noisy = false
-    function f:clientConnectionFailed(_, reason) self.reason = reason end
+    resolve_to("127.0.0.2", "127.0.0.1")
+    local f = quiet_client()
     local t0 = reactor.seconds()
     local c = reactor.connectTCP("slow-first.example", n, f, 5)
     spin(function() return sf.built[1] ~= nil or f.reason ~= nil end)
@@ -685,14 +698,8 @@ describe("braid.tcp", function()
   it("reports one failure, once every address has failed", function()
     local dead, _, n = server()
     stop(dead)  -- n now refuses on 127.0.0.1
-    resolver.installResolver({ getHostByName = function()
-      return defer.succeed({ { family = "INET", host = "127.0.0.1" },
-                             { family = "INET", host = "127.0.0.3" } })
-    end })
-    local f = protocol.ClientFactory.forProtocol(Rec)
-    f.noisy = false
-    local reasons = {}
-    function f:clientConnectionFailed(_, reason) reasons[#reasons + 1] = reason end
+    resolve_to("127.0.0.1", "127.0.0.3")
+    local f, reasons = quiet_client()
     local c = reactor.connectTCP("refusing.example", n, f)
     spin(function() return #reasons > 0 end)
     for _ = 1, 3 do reactor.iterate(0) end
@@ -704,13 +711,8 @@ describe("braid.tcp", function()
   it("moves on to the next address at once when one fails inside connect(2) (ENETUNREACH)", function()
     local _, sf, n = listen()
     -- a TCP connect to a multicast address fails in the call itself
-    resolver.installResolver({ getHostByName = function()
-      return defer.succeed({ { family = "INET", host = "224.0.0.1" },
-                             { family = "INET", host = "127.0.0.1" } })
-    end })
-    local f = protocol.ClientFactory.forProtocol(Rec)
-    f.noisy = false
-    function f:clientConnectionFailed(_, reason) self.reason = reason end
+    resolve_to("224.0.0.1", "127.0.0.1")
+    local f = quiet_client()
     local t0 = reactor.seconds()
     local c = reactor.connectTCP("multicast-first.example", n, f)
     spin(function() return sf.built[1] ~= nil or f.reason ~= nil end)
@@ -720,9 +722,7 @@ describe("braid.tcp", function()
     c:disconnect()
     spin(function() return sf.built[1].lost == 1 end)
     -- alone, that address fails with Twisted's class for ENETUNREACH
-    resolver.installResolver({ getHostByName = function()
-      return defer.succeed({ { family = "INET", host = "224.0.0.1" } })
-    end })
+    resolve_to("224.0.0.1")
     local f2 = protocol.ClientFactory.forProtocol(Rec)
     f2.noisy = false
     local reasons = {}
@@ -739,14 +739,8 @@ describe("braid.tcp", function()
     local dead, _, refused = server()
     stop(dead)
     syn_hole(refused)  -- 127.0.0.2:refused drops SYNs; 127.0.0.1:refused refuses
-    resolver.installResolver({ getHostByName = function()
-      return defer.succeed({ { family = "INET", host = "127.0.0.2" },
-                             { family = "INET", host = "127.0.0.1" } })
-    end })
-    local f = protocol.ClientFactory.forProtocol(Rec)
-    f.noisy = false
-    local reasons = {}
-    function f:clientConnectionFailed(_, reason) reasons[#reasons + 1] = reason end
+    resolve_to("127.0.0.2", "127.0.0.1")
+    local f, reasons = quiet_client()
     local t0 = reactor.seconds()
     local c = reactor.connectTCP("hole-then-refused.example", refused, f, 1)
     spin(function() return #reasons > 0 end)
@@ -761,10 +755,7 @@ describe("braid.tcp", function()
   it("fails with DNSLookupError naming the host when the resolver gives no address or fails otherwise", function()
     local function attempt(name, answer)
       resolver.installResolver({ getHostByName = function() return answer end })
-      local f = protocol.ClientFactory.forProtocol(Rec)
-      f.noisy = false
-      local reasons = {}
-      function f:clientConnectionFailed(_, reason) reasons[#reasons + 1] = reason end
+      local f, reasons = quiet_client()
       local c = reactor.connectTCP(name, 80, f)
       spin(function() return #reasons > 0 end)
       for _ = 1, 3 do reactor.iterate(0) end
@@ -834,10 +825,7 @@ describe("braid.tcp", function()
 
   it("stopConnecting raises NotConnectingError unless connecting, and fails the attempt with UserError", function()
     resolver.installResolver({ getHostByName = function() return defer.Deferred() end })
-    local f = protocol.ClientFactory.forProtocol(Rec)
-    f.noisy = false
-    local reasons = {}
-    function f:clientConnectionFailed(_, reason) reasons[#reasons + 1] = reason end
+    local f, reasons = quiet_client()
     local c = reactor.connectTCP("slow.example", 80, f)
     c:stopConnecting()
     for _ = 1, 3 do reactor.iterate(0) end
