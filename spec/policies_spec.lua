@@ -293,7 +293,9 @@ describe("ThrottlingFactory", function()
     assert.are.equal("producing", t.producerState)
   end)
 
-  it("pauses the registered producer over writeLimit and resumes it", function()
+  -- a ThrottlingFactory with writeLimit 10 on a Clock, a connection of it,
+  -- and a streaming producer (its state in `state`) registered through it
+  local function write_throttled()
     local f = policies.ThrottlingFactory(protocol.Factory.forProtocol(Recorder), nil, nil, 10)
     f.clock = Clock()
     local p = connect(f)
@@ -301,6 +303,11 @@ describe("ThrottlingFactory", function()
     function producer:pauseProducing() self.state = "paused" end
     function producer:resumeProducing() self.state = "producing" end
     p:registerProducer(producer, true)
+    return f, p, producer
+  end
+
+  it("pauses the registered producer over writeLimit and resumes it", function()
+    local f, p, producer = write_throttled()
     p:write(("x"):rep(20))
     f.clock:advance(1)
     assert.are.equal("paused", producer.state)
@@ -309,13 +316,7 @@ describe("ThrottlingFactory", function()
   end)
 
   it("leaves a producer unregistered through it alone over writeLimit", function()
-    local f = policies.ThrottlingFactory(protocol.Factory.forProtocol(Recorder), nil, nil, 10)
-    f.clock = Clock()
-    local p = connect(f)
-    local producer = { state = "producing" }
-    function producer:pauseProducing() self.state = "paused" end
-    function producer:resumeProducing() self.state = "producing" end
-    p:registerProducer(producer, true)
+    local f, p, producer = write_throttled()
     p:unregisterProducer()
     p:write(("x"):rep(20))
     f.clock:advance(1)
