@@ -3,6 +3,7 @@ local reactor = require "braid.reactor"
 local endpoints = require "braid.endpoints"
 local protocol = require "braid.protocol"
 local errors = require "braid.error"
+local address = require "braid.address"
 
 local loop = require "helpers.loop"
 local tmp = require "helpers.tmp"
@@ -189,6 +190,70 @@ describe("braid.endpoints", function()
     assert.is_truthy(reason:check(errors.ConnectingCancelledError))
     assert.equal("slow.example", reason.value.address.host)
     assert.equal(80, reason.value.address.port)
+  end)
+
+  -- a cancel from connectionMade (the Deferred not yet fired) failed it
+  -- with a plain CancelledError; Twisted's canceller errbacks
+  -- ConnectingCancelledError (then its stopConnecting raises
+  -- NotConnectingError, which drops the connection)
+  for _, kind in ipairs({ "TCP", "UNIX" }) do
+    it("fails a connect cancelled from connectionMade with ConnectingCancelledError and aborts it (" .. kind .. ")", function()
+      local served = {}
+      local S = protocol.Protocol:extend("S")
+      function S:connectionLost() served.lost = true end
+      local sf = protocol.Factory.forProtocol(S)
+      sf.noisy = false
+      local port, ep, dest
+      if kind == "UNIX" then
+        local path = tmp.path(".sock")
+        port = reactor.listenUNIX(path, sf)
+        ep, dest = endpoints.UNIXClientEndpoint(reactor, path), address.UNIXAddress(path)
+      else
+        port = reactor.listenTCP(0, sf, 50, "127.0.0.1")
+        local n = port:getHost().port
+        ep, dest = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", n), address.IPv4Address("TCP", "127.0.0.1", n)
+      end
+      local d, lost, cancel_ok
+      local C = protocol.Protocol:extend("C")
+      function C:connectionMade() cancel_ok = pcall(d.cancel, d) end
+      function C:connectionLost(reason) lost = reason end
+      local cf = protocol.Factory.forProtocol(C)
+      cf.noisy = false
+      d = ep:connect(cf)
+      local reason = result(d)
+      assert.is_true(cancel_ok)
+      assert.equal(errors.ConnectingCancelledError, reason.type)
+      assert.equal(dest, reason.value.address)
+      spin(function() return lost ~= nil and served.lost end)
+      assert.equal(errors.ConnectionAborted, lost.type)
+      result(port:stopListening())
+    end)
+  end
+
+  it("fails a connect cancelled from buildProtocol with ConnectingCancelledError and closes the connection", function()
+    local served = {}
+    local S = protocol.Protocol:extend("S")
+    function S:connectionLost() served.lost = true end
+    local sf = protocol.Factory.forProtocol(S)
+    sf.noisy = false
+    local port = reactor.listenTCP(0, sf, 50, "127.0.0.1")
+    local n = port:getHost().port
+    local d, made = nil, false
+    local C = protocol.Protocol:extend("C")
+    function C:connectionMade() made = true end
+    local cf = protocol.Factory.forProtocol(C)
+    cf.noisy = false
+    function cf:buildProtocol(addr)
+      d:cancel()
+      return protocol.Factory.buildProtocol(self, addr)
+    end
+    d = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", n):connect(cf)
+    local reason = result(d)
+    assert.equal(errors.ConnectingCancelledError, reason.type)
+    assert.equal(address.IPv4Address("TCP", "127.0.0.1", n), reason.value.address)
+    spin(function() return served.lost end)
+    assert.is_false(made)
+    result(port:stopListening())
   end)
 
   it("errbacks listen with CannotListenError", function()

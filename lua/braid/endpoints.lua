@@ -156,14 +156,21 @@ local function connect_with(factory, start)
   local D = defer()
   local connector
   local d = D.Deferred(function(d)
-    if connector and connector.state == "connecting" then
+    if not connector then return end
+    if connector.state == "connecting" then
       -- as Twisted's endpoints: the Deferred fails with
       -- ConnectingCancelledError (its `address` the destination), and the
       -- attempt's own failure (UserError) then finds it fired
       d:errback(errors.ConnectingCancelledError(connector:getDestination()))
       pcall(connector.stopConnecting, connector)
-    elseif connector and connector.state == "connected" and connector.transport then
-      connector.transport:abortConnection()
+    elseif connector.state == "connected" then
+      -- cancelled from the factory's buildProtocol or the protocol's
+      -- connectionMade, before d fired: the same ConnectingCancelledError,
+      -- as Twisted's canceller errbacks before its stopConnecting raises
+      -- NotConnectingError; the connection is aborted (from buildProtocol:
+      -- the wrapper then builds nothing, so it is closed)
+      d:errback(errors.ConnectingCancelledError(connector:getDestination()))
+      if connector.transport then connector.transport:abortConnection() end
     end
   end)
   local wrapper = {
@@ -178,6 +185,8 @@ local function connect_with(factory, start)
         if not d.called then d:errback(errors.NoProtocol()) end
         return nil
       end
+      -- d cancelled from inside buildProtocol: no connection for it
+      if d.called then return nil end
       -- fire d once the protocol's makeConnection (and so its
       -- connectionMade) ran, as Twisted's _WrappingProtocol; the instance's
       -- own makeConnection field, if any, is put back first
