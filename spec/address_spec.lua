@@ -14,6 +14,25 @@ describe("braid.address", function()
     assert.equal("UNIX", address.UNIXAddress(nil).type)
   end)
 
+  -- Twisted 22.4: HostnameAddress(b"example.com", 80) has hostname and
+  -- port only, reprs as HostnameAddress(hostname=b'example.com', port=80)
+  -- and equals no IPv4Address of the same name
+  it("HostnameAddress has hostname and port, compares by value and prints as Twisted's repr", function()
+    local a = address.HostnameAddress("example.com", 80)
+    local fields = {}
+    for k, v in pairs(a) do fields[k] = v end
+    assert.same({ hostname = "example.com", port = 80 }, fields)
+    assert.equal("HostnameAddress(hostname='example.com', port=80)", tostring(a))
+    assert.equal("HostnameAddress(hostname=\"it's\", port=None)", tostring(address.HostnameAddress("it's")))
+    assert.is_true(a == address.HostnameAddress("example.com", 80))
+    assert.is_false(a == address.HostnameAddress("example.com", 81))
+    assert.is_false(a == address.IPv4Address("TCP", "example.com", 80))
+    assert.is_true(address.isAddress(a))
+    local ok, e = pcall(address.HostnameAddress, 80)
+    assert.is_false(ok)
+    assert.equal("bad argument #1 to 'HostnameAddress' (string expected, got number)", e.message)
+  end)
+
   it("compares every field, whichever side lacks one", function()
     local full = address.IPv4Address("TCP", "h", 1)
     local nohost = address.IPv4Address("TCP", nil, 1)

@@ -188,8 +188,35 @@ describe("braid.endpoints", function()
     for _ = 1, 3 do reactor.iterate(0) end
     assert.equal(1, failed)
     assert.is_truthy(reason:check(errors.ConnectingCancelledError))
-    assert.equal("slow.example", reason.value.address.host)
-    assert.equal(80, reason.value.address.port)
+    -- tcp: gives a HostnameEndpoint, whose address is a HostnameAddress (it
+    -- was an IPv4Address with the name as host); Twisted's
+    -- ConnectingCancelledError(HostnameAddress(b"slow.example", 80))
+    assert.equal(address.HostnameAddress("slow.example", 80), reason.value.address)
+    assert.equal("HostnameAddress(hostname='slow.example', port=80)", tostring(reason.value.address))
+    assert.is_nil(reason.value.address.type)
+  end)
+
+  it("fails a HostnameEndpoint connect cancelled from connectionMade with ConnectingCancelledError(HostnameAddress)", function()
+    local served = {}
+    local S = protocol.Protocol:extend("S")
+    function S:connectionLost() served.lost = true end
+    local sf = protocol.Factory.forProtocol(S)
+    sf.noisy = false
+    local port = reactor.listenTCP(0, sf, 50, "127.0.0.1")
+    local n = port:getHost().port
+    local d, lost
+    local C = protocol.Protocol:extend("C")
+    function C:connectionMade() d:cancel() end
+    function C:connectionLost(reason) lost = reason end
+    local cf = protocol.Factory.forProtocol(C)
+    cf.noisy = false
+    d = endpoints.HostnameEndpoint(reactor, "localhost", n):connect(cf)
+    local reason = result(d)
+    assert.equal(errors.ConnectingCancelledError, reason.type)
+    assert.equal(address.HostnameAddress("localhost", n), reason.value.address)
+    spin(function() return lost ~= nil and served.lost end)
+    assert.equal(errors.ConnectionAborted, lost.type)
+    result(port:stopListening())
   end)
 
   -- a cancel from connectionMade (the Deferred not yet fired) failed it

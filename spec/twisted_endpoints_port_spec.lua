@@ -440,7 +440,7 @@ describe("HostnameEndpointsGAIFailureTests (test_endpoints)", function()
 end)
 
 -- AddressTestCaseMixin over IPv4AddressTCPTests, IPv4AddressUDPTests,
--- IPv6AddressTests and EmptyUNIXAddressTests (test_hash: addresses as
+-- IPv6AddressTests, HostnameAddressTests and EmptyUNIXAddressTests (test_hash: addresses as
 -- table keys are by identity, docs/address.md)
 local ADDRESSES = {
   { "IPv4AddressTCPTests", function() return address.IPv4Address("TCP", "127.0.0.1", 0) end,
@@ -449,6 +449,8 @@ local ADDRESSES = {
     function() return address.IPv4Address("UDP", "127.0.0.2", 0) end },
   { "IPv6AddressTests", function() return address.IPv6Address("TCP", "::1", 0) end,
     function() return address.IPv6Address("TCP", "::2", 0) end },
+  { "HostnameAddressTests", function() return address.HostnameAddress("example.com", 0) end,
+    function() return address.HostnameAddress("example.net", 0) end },
   { "EmptyUNIXAddressTests", function() return address.UNIXAddress(nil) end,
     function() return address.UNIXAddress(tmp.path()) end },
 }

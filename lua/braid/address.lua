@@ -2,7 +2,8 @@
 -- test-case-name: spec/tcp_spec.lua
 --
 -- `{type = "TCP", host = "127.0.0.1", port = 9000}`; IPv6 adds `flowInfo`
--- and `scopeID`; UNIX addresses are `{type = "UNIX", name = path}`.
+-- and `scopeID`; UNIX addresses are `{type = "UNIX", name = path}`; a
+-- HostnameEndpoint's is `{hostname = "example.com", port = 80}`.
 -- tostring gives Twisted's repr.
 local M = {}
 
@@ -70,6 +71,14 @@ function UNIXAddress.__tostring(a)
   return ("UNIXAddress(%s)"):format(quote(a.name))
 end
 
+-- The address of a HostnameEndpoint: the name and port it connects to
+-- (Twisted's HostnameAddress; no `type`, as Twisted's has none)
+local HostnameAddress = { __name = "HostnameAddress", __eq = eq }
+HostnameAddress.__index = HostnameAddress
+function HostnameAddress.__tostring(a)
+  return ("HostnameAddress(hostname=%s, port=%s)"):format(quote(a.hostname), num(a.port))
+end
+
 -- Twisted's attrs validator: the type is "TCP" or "UDP", else ValueError
 local function check_type(fname, kind)
   if kind ~= "TCP" and kind ~= "UDP" then
@@ -98,6 +107,12 @@ function M.UNIXAddress(name)
   return setmetatable({ type = "UNIX", name = name }, UNIXAddress)
 end
 
+--- The address of a HostnameEndpoint: a host name and a port.
+function M.HostnameAddress(hostname, port)
+  require("braid.error").checktype("HostnameAddress", 1, hostname, "string")
+  return setmetatable({ hostname = hostname, port = port }, HostnameAddress)
+end
+
 --- Build an address from what the C core returns:
 -- family ("INET", "INET6", "UNIX"), host or path, port, flowinfo, scope.
 function M.fromCore(kind, family, host, port, flow, scope)
@@ -110,7 +125,7 @@ end
 --- True when v is one of these address tables.
 function M.isAddress(v)
   local mt = getmetatable(v)
-  return mt == IPv4Address or mt == IPv6Address or mt == UNIXAddress
+  return mt == IPv4Address or mt == IPv6Address or mt == UNIXAddress or mt == HostnameAddress
 end
 
 return M

@@ -10,6 +10,7 @@ local errors = require "braid.error"
 local failure = require "braid.failure"
 local protocol = require "braid.protocol"
 local class = require "braid.class"
+local address = require "braid.address"
 
 local M = {}
 
@@ -148,20 +149,26 @@ M.UNIXServerEndpoint = UNIXServerEndpoint
 -- client endpoints
 
 -- wrap the user's factory so the Deferred fires after connectionMade
-local function connect_with(factory, start)
+-- the Deferred's ConnectingCancelledError names cancel_address(connector),
+-- or else the connector's destination
+local function connect_with(factory, start, cancel_address)
   if not protocol.isFactory(factory) then -- raised here: the wrapper would hide it
     errors.argerror("connect", 1, "factory expected (a table with protocol or buildProtocol), got "
       .. class.nameof(factory), 3)
   end
   local D = defer()
   local connector
+  local function cancelled()
+    local addr = cancel_address and cancel_address() or connector:getDestination()
+    return errors.ConnectingCancelledError(addr)
+  end
   local d = D.Deferred(function(d)
     if not connector then return end
     if connector.state == "connecting" then
       -- as Twisted's endpoints: the Deferred fails with
       -- ConnectingCancelledError (its `address` the destination), and the
       -- attempt's own failure (UserError) then finds it fired
-      d:errback(errors.ConnectingCancelledError(connector:getDestination()))
+      d:errback(cancelled())
       pcall(connector.stopConnecting, connector)
     elseif connector.state == "connected" then
       -- cancelled from the factory's buildProtocol or the protocol's
@@ -169,7 +176,7 @@ local function connect_with(factory, start)
       -- as Twisted's canceller errbacks before its stopConnecting raises
       -- NotConnectingError; the connection is aborted (from buildProtocol:
       -- the wrapper then builds nothing, so it is closed)
-      d:errback(errors.ConnectingCancelledError(connector:getDestination()))
+      d:errback(cancelled())
       if connector.transport then connector.transport:abortConnection() end
     end
   end)
@@ -232,6 +239,13 @@ end
 M.TCP4ClientEndpoint = TCPClientEndpoint
 M.TCP6ClientEndpoint = TCPClientEndpoint:extend("TCP6ClientEndpoint")
 M.HostnameEndpoint = TCPClientEndpoint:extend("HostnameEndpoint")
+--- Connect by name; a cancel fails with ConnectingCancelledError whose
+-- `address` is HostnameAddress(host, port), as Twisted's.
+function M.HostnameEndpoint:connect(factory)
+  return connect_with(factory, function(w)
+    return rcall(self._reactor, "connectTCP", self._host, self._port, w, self._timeout, self._bindAddress)
+  end, function() return address.HostnameAddress(self._host, self._port) end)
+end
 
 local UNIXClientEndpoint = class.Object:extend("UNIXClientEndpoint")
 function UNIXClientEndpoint:init(reactor, path, timeout)
