@@ -214,6 +214,17 @@ describe("MemoryReactor", function()
       assert.are.equal(connectE, select(2, pcall(r[name], r, "h", 1, {})))
     end
   end)
+
+  -- an IPv6 interface with a scope longer than inet_pton's buffer read as
+  -- IPv4's 0.0.0.0; Twisted's isIPv6Address does not look at the scope
+  it("gives an IPv6 listening address for an interface with a long scope, as Twisted's isIPv6Address", function()
+    local r = testing.MemoryReactor()
+    local iface = "fe80::1%" .. ("x"):rep(60)
+    local host = r:listenTCP(80, protocol.Factory(), 50, iface):getHost()
+    assert.equal("IPv6Address", getmetatable(host).__name)
+    assert.equal(iface, host.host)
+    assert.equal(80, host.port)
+  end)
 end)
 
 local Echo = protocol.Protocol:extend("Echo")

@@ -122,6 +122,41 @@ function M.fromCore(kind, family, host, port, flow, scope)
   return nil
 end
 
+-- Whether addr is an IP literal of family ("INET" or "INET6"), as
+-- Twisted's twisted.internet.abstract.isIPAddress: inet_pton's reading
+-- (braid.core's ip_family), with exactly four dotted parts for IPv4 and
+-- an IPv6 scope ("%eth0") not looked at. A NUL byte makes no address
+-- (Python's inet_pton refuses it; the C one would stop reading there).
+local function ip_literal(addr, family)
+  if addr:find("\0", 1, true) then return false end
+  local core = require "braid.core"
+  if family == "INET6" then
+    return core.ip_family((addr:match("^[^%%]*"))) == "IPv6"
+  end
+  local _, dots = addr:gsub("%.", "")
+  return dots == 3 and core.ip_family(addr) == "IPv4"
+end
+
+--- Whether addr is an IPv4 address literal (family "INET", the default)
+-- or an IPv6 one (family "INET6"), as Twisted's isIPAddress.
+function M.isIPAddress(addr, family)
+  local errors = require "braid.error"
+  errors.checktype("isIPAddress", 1, addr, "string")
+  if family == nil then family = "INET" end
+  if family ~= "INET" and family ~= "INET6" then
+    local got = _G.type(family) == "string" and ("%q"):format(family) or tostring(family)
+    error(errors.ValueError(("bad argument #2 to 'isIPAddress' (unknown address family %s)")
+      :format(got)), 2)
+  end
+  return ip_literal(addr, family)
+end
+
+--- Whether addr is an IPv6 address literal, as Twisted's isIPv6Address.
+function M.isIPv6Address(addr)
+  require("braid.error").checktype("isIPv6Address", 1, addr, "string")
+  return ip_literal(addr, "INET6")
+end
+
 --- True when v is one of these address tables.
 function M.isAddress(v)
   local mt = getmetatable(v)

@@ -256,7 +256,7 @@ end
 local ok_core, core = pcall(require, "braid.core")
 local function is_ipv6(host)
   if type(host) ~= "string" then return false end
-  if ok_core and core.ip_family then return core.ip_family(host) == "IPv6" end
+  if ok_core and core.ip_family then return address.isIPv6Address(host) end
   return host:find(":", 1, true) ~= nil
 end
 
