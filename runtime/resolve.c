@@ -50,6 +50,7 @@ struct resreq {
   struct addrinfo *ai;
   int efd;           /* eventfd the thread writes when done, or -1 */
   int err;
+  int family;        /* AF_UNSPEC, AF_INET or AF_INET6: what to ask getaddrinfo for */
   int self_ref;      /* anchors the handle until the thread's event arrives */
   int thread_done;   /* under res_lock: the lookup thread finished */
   int orphaned;      /* under res_lock: the handle is gone, the thread frees */
@@ -78,7 +79,7 @@ static void *res_thread(void *arg) {
   struct resreq *r = arg;
   struct addrinfo hints, *ai = NULL;
   memset(&hints, 0, sizeof hints);
-  hints.ai_family = AF_UNSPEC;
+  hints.ai_family = r->family;
   hints.ai_socktype = SOCK_STREAM;
   /* no AI_ADDRCONFIG (as Twisted's HostnameEndpoint): glibc would drop
   ** ::1 from "localhost" on a host whose only outside address is IPv4 */
@@ -232,10 +233,15 @@ static void start_next(void) {
   }
 }
 
-/* getaddrinfo(name, cb) -> request with :cancel(); cb(list) or cb(nil, msg) */
+/* getaddrinfo(name, cb, family?) -> request with :cancel(); cb(list) or
+** cb(nil, msg). family: "INET" or "INET6" asks for that family's
+** addresses only (Twisted's addressTypes), nil for both. */
 static int l_getaddrinfo(lua_State *L) {
+  static const char *const families[] = { "UNSPEC", "INET", "INET6", NULL };
+  static const int af[] = { AF_UNSPEC, AF_INET, AF_INET6 };
   const char *name = luaL_checkstring(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
+  int family = af[luaL_checkoption(L, 3, "UNSPEC", families)];
   braid_base(L);  /* the loop's base exists (start_thread and finish_unstarted use it) */
   struct reshandle *h = lua_newuserdatauv(L, sizeof *h, 1);
   h->r = NULL;
@@ -249,6 +255,7 @@ static int l_getaddrinfo(lua_State *L) {
   struct resreq *r = calloc(1, sizeof *r);
   if (!r) goto fail;
   r->efd = -1;
+  r->family = family;
   r->self_ref = ref;
   if (!(r->name = strdup(name))) goto fail;
   braid_pin_library(); /* the thread may return after the state closed */

@@ -91,7 +91,56 @@ describe("braid.resolver", function()
 
   it("resolve fires with the first address string", function()
     assert.equal("127.0.0.1", result(reactor.resolve("127.0.0.1")))
-    assert.equal("::1", result(reactor.resolve("::1")))
+    assert.equal("127.0.0.1", result(reactor.resolve("localhost")))
+  end)
+
+  -- resolve answered "::1" for "::1", and a name's first address of either
+  -- family ("::1" for localhost where /etc/hosts lists it first); Twisted's
+  -- reactor.resolve answers IPv4 only (its default resolver asks
+  -- getaddrinfo for AF_INET), so an IPv6 literal is a DNSLookupError
+  it("resolve asks for IPv4 addresses only, as Twisted's reactor.resolve", function()
+    for _, name in ipairs({ "::1", "fe80::1%lo" }) do
+      local r = result(reactor.resolve(name))
+      assert.is_truthy(errors.isinstance(r.value, errors.DNSLookupError), tostring(r))
+    end
+    local asked = {}
+    reactor.installResolver({ getHostByName = function(_, name, opts)
+      asked[#asked + 1] = { name, opts.family }
+      return defer.succeed({ { family = "INET", host = "192.0.2.7" } })
+    end })
+    assert.equal("192.0.2.7", result(reactor.resolve("example.org")))
+    assert.equal("192.0.2.7", result(reactor.resolve("::1", 2)))
+    assert.same({ { "example.org", "INET" }, { "::1", "INET" } }, asked)
+  end)
+
+  -- Twisted's GAIResolver takes addressTypes ([IPv4Address],
+  -- [IPv6Address], both or None) and asks getaddrinfo for AF_INET,
+  -- AF_INET6 or AF_UNSPEC; braid's getHostByName took no family
+  it("getHostByName asks for the family in opts.family only", function()
+    local v4 = result(reactor.getHostByName("localhost", { family = "INET" }))
+    assert.is_true(#v4 >= 1)
+    for _, a in ipairs(v4) do assert.equal("INET", a.family) end
+    local v6 = result(reactor.getHostByName("localhost", { family = "INET6" }))
+    if type(v6) == "table" and not errors.isinstance(v6.value) then  -- /etc/hosts may list ::1
+      for _, a in ipairs(v6) do assert.equal("INET6", a.family) end
+    else
+      assert.is_truthy(errors.isinstance(v6.value, errors.DNSLookupError), tostring(v6))
+    end
+    -- a literal of the other family is no address of the one asked for
+    local r = result(reactor.getHostByName("::1", { family = "INET" }))
+    assert.is_truthy(errors.isinstance(r.value, errors.DNSLookupError), tostring(r))
+    r = result(reactor.getHostByName("127.0.0.1", { family = "INET6" }))
+    assert.is_truthy(errors.isinstance(r.value, errors.DNSLookupError), tostring(r))
+    assert.same({ { family = "INET6", host = "::1" } }, result(reactor.getHostByName("::1", { family = "INET6" })))
+    assert.same({ { family = "INET", host = "10.1.2.3" } },
+      result(reactor.getHostByName("10.1.2.3", { family = "INET" })))
+  end)
+
+  it("refuses a getHostByName family other than INET and INET6", function()
+    assert.has_error(function() reactor.getHostByName("localhost", { family = "UNSPEC" }) end,
+      "ValueError: bad argument #2 to 'getHostByName' (family must be \"INET\" or \"INET6\", got \"UNSPEC\")")
+    assert.has_error(function() reactor.getHostByName("localhost", 5) end,
+      "TypeError: bad argument #2 to 'getHostByName' (table expected, got number)")
   end)
 
   it("returns numeric addresses at once", function()
@@ -126,7 +175,7 @@ describe("braid.resolver", function()
       asked[#asked + 1] = name
       return defer.fail(errors.DNSLookupError(name))
     end })
-    for _, name in ipairs({ "10.0.0.1", "::1", "fe80::1%lo" }) do
+    for _, name in ipairs({ "10.0.0.1", "0.0.0.0", "255.255.255.255" }) do
       local d = reactor.resolve(name, 1)
       assert.is_true(d.called)
       assert.equal(name, d.result)

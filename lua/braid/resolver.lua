@@ -5,7 +5,8 @@
 -- DNS...) on a thread per lookup (runtime/resolve.c); the answer comes back
 -- through the loop. installResolver(r) replaces it
 -- with any table whose r:getHostByName(name, opts) returns a Deferred of a
--- list of {family = "INET"|"INET6", host = addr}.
+-- list of {family = "INET"|"INET6", host = addr}; opts.family ("INET" or
+-- "INET6", Twisted's addressTypes) asks for one family only.
 local core = require "braid.core"
 local errors = require "braid.error"
 
@@ -13,11 +14,13 @@ local M = {}
 
 local function defer() return require "braid.defer" end
 
--- an IP literal (as inet_pton reads it) is its own answer
-local function numeric(name)
+-- an IP literal (as inet_pton reads it) of the family asked for (or of
+-- either) is its own answer; one of the other family is left to
+-- getaddrinfo, which refuses it
+local function numeric(name, family)
   local f = core.ip_family(name)
-  if f == "IPv4" then return { { family = "INET", host = name } } end
-  if f == "IPv6" then return { { family = "INET6", host = name } } end
+  f = (f == "IPv4" and "INET") or (f == "IPv6" and "INET6") or nil
+  if f and (family == nil or family == f) then return { { family = f, host = name } } end
   return nil
 end
 
@@ -25,9 +28,10 @@ local Default = {}
 Default.__index = Default
 
 --- The built-in resolver.
-function Default:getHostByName(name, opts) -- luacheck: ignore opts
+function Default:getHostByName(name, opts)
   local D = defer()
-  local list = numeric(name)
+  local family = opts and opts.family
+  local list = numeric(name, family)
   if list then return D.succeed(list) end
   local req
   local d = D.Deferred(function() if req then req:cancel() end end)
@@ -39,7 +43,7 @@ function Default:getHostByName(name, opts) -- luacheck: ignore opts
     else
       d:callback(res)
     end
-  end)
+  end, family)
   return d
 end
 
@@ -66,8 +70,17 @@ local function check_name(fname, name)
 end
 
 --- Every address of name: Deferred of a list of {family, host}.
+-- @param opts optional table: family = "INET" or "INET6" for that
+-- family's addresses only (nil: both), timeout (passed on to the resolver)
 function M.getHostByName(name, opts)
   check_name("getHostByName", name)
+  errors.checktype("getHostByName", 2, opts, "table", true)
+  local family = opts and opts.family
+  if family ~= nil and family ~= "INET" and family ~= "INET6" then
+    local got = type(family) == "string" and ("%q"):format(family) or tostring(family)
+    error(errors.ValueError(("bad argument #2 to 'getHostByName' (family must be \"INET\" or \"INET6\", got %s)")
+      :format(got)), 2)
+  end
   return current:getHostByName(name, opts)
 end
 
@@ -81,18 +94,21 @@ local function first_host(name, list)
   return a.host
 end
 
---- Deferred firing with the first address string of name.
+--- Deferred firing with the first IPv4 address string of name.
 -- @param timeout optional seconds; DNSLookupError after that (0 or nil:
 -- none, as connectTCP's)
 function M.resolve(name, timeout)
   check_name("resolve", name)
   errors.checkseconds("resolve", 2, timeout, "timeout", true)
   -- as Twisted's ReactorBase.resolve: the empty name is "0.0.0.0" and an
-  -- address literal is its own answer, whatever resolver is installed
+  -- IPv4 literal is its own answer, whatever resolver is installed; the
+  -- rest (an IPv6 literal too) is asked of the resolver for IPv4 addresses
+  -- (as Twisted's default resolver, ComplexResolverSimplifier, asks its
+  -- GAIResolver for IPv4Address only)
   if name == "" then return defer().succeed("0.0.0.0") end
-  if core.ip_family(name) then return defer().succeed(name) end
+  if core.ip_family(name) == "IPv4" then return defer().succeed(name) end
   if timeout == 0 then timeout = nil end
-  local d = current:getHostByName(name, { timeout = timeout })
+  local d = current:getHostByName(name, { timeout = timeout, family = "INET" })
   if timeout then
     local D = defer()
     local timer
