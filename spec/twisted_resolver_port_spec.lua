@@ -7,6 +7,11 @@
 -- maps every test method to its spec (or the reason it has none).
 local address = require "braid.address"
 local errors = require "braid.error"
+local defer = require "braid.defer"
+local reactor = require "braid.reactor"
+local resolver = require "braid.resolver"
+
+local result = require("helpers.loop").result
 
 local isIPAddress, isIPv6Address = address.isIPAddress, address.isIPv6Address
 
@@ -100,5 +105,123 @@ describe("AddressTests (test_abstract.py)", function()
     assert.is_false(ok)
     assert.is_true(errors.TypeError:isinstance(err), tostring(err))
     assert.equal("bad argument #1 to 'isIPv6Address' (string expected, got number)", err.message)
+  end)
+end)
+
+-- Twisted's GAIResolver takes a patched getaddrinfo; braid's default
+-- resolver is the system's getaddrinfo, asked here for literals and
+-- /etc/hosts' localhost only
+describe("HostnameResolutionTests (test_resolver.py)", function()
+  it("test_resolveOneIPv6Host", function()
+    local d = reactor.getHostByName("::1", { family = "INET6" })
+    assert.same({ { family = "INET6", host = "::1" } }, result(d))
+  end)
+
+  it("test_resolveBoth", function()
+    -- no family (Twisted's addressTypes=None) or both: either family answers
+    assert.same({ { family = "INET", host = "127.0.0.1" } }, result(reactor.getHostByName("127.0.0.1")))
+    assert.same({ { family = "INET6", host = "::1" } }, result(reactor.getHostByName("::1", {})))
+    local list = result(reactor.getHostByName("localhost"))
+    local v4 = false
+    for _, a in ipairs(list) do v4 = v4 or (a.family == "INET" and a.host == "127.0.0.1") end
+    assert.is_true(v4)
+  end)
+end)
+
+-- Twisted's IResolverSimple (one address) and IHostnameResolver are one
+-- interface in braid (docs/resolver.md): an installed resolver answers
+-- getHostByName with a list, and reactor.resolve takes its first address
+-- as ComplexResolverSimplifier takes the first addressResolved
+describe("LegacyCompatibilityTests (test_resolver.py)", function()
+  after_each(function() resolver.installResolver(nil) end)
+
+  local function silly()
+    local requests = {}
+    return requests, { getHostByName = function(_, name)
+      requests[#requests + 1] = { name = name, d = defer.Deferred() }
+      return requests[#requests].d
+    end }
+  end
+
+  it("test_success", function()
+    local requests, simple = silly()
+    reactor.installResolver(simple)
+    local d = reactor.resolve("example.com")
+    assert.equal(1, #requests)
+    assert.equal("example.com", requests[1].name)
+    assert.is_false(d.called)
+    requests[1].d:callback({ { family = "INET", host = "192.168.1.1" } })
+    assert.is_true(d.called)
+    assert.equal("192.168.1.1", d.result)
+  end)
+
+  it("test_failure", function()
+    local requests, simple = silly()
+    reactor.installResolver(simple)
+    local d = reactor.resolve("example.com")
+    assert.is_false(d.called)
+    requests[1].d:errback(errors.DNSLookupError("nope"))
+    local f = result(d)
+    assert.is_truthy(f:check(errors.DNSLookupError))
+    assert.equal("nope", f.value.message)
+  end)
+
+  -- a resolver's error that was not DNSLookupError was dropped unlogged:
+  -- connectTCP failed with DNSLookupError and nothing said why
+  it("test_error", function()
+    local requests, simple = silly()
+    reactor.installResolver(simple)
+    local logsink = require "helpers.logsink"
+    local events, obs = logsink.collect()
+    local f = require("braid.protocol").ClientFactory()
+    f.noisy = false
+    local reasons = {}
+    function f.clientConnectionFailed(_, _, reason) reasons[#reasons + 1] = reason end
+    reactor.connectTCP("example.com", 80, f)
+    assert.equal(1, #requests)
+    requests[1].d:errback(errors.ValueError("zow"))
+    require("braid.log").removeObserver(obs)
+    assert.equal(1, #reasons)
+    assert.is_truthy(reasons[1]:check(errors.DNSLookupError))
+    local logged = {}
+    for _, ev in ipairs(events) do
+      if ev.failure and ev.failure:check(errors.ValueError) then logged[#logged + 1] = ev end
+    end
+    assert.equal(1, #logged)
+    assert.equal("while looking up {name}", logged[1].format)
+    assert.equal("braid.resolver", logged[1].namespace)
+    assert.equal("example.com", logged[1].name)
+    assert.equal("zow", logged[1].failure.value.message)
+  end)
+
+  it("test_simplifier", function()
+    reactor.installResolver({ getHostByName = function(_, name)
+      if name == "example.com" then
+        return defer.succeed({ { family = "INET", host = "192.168.3.4" } })
+      end
+      return defer.fail(errors.DNSLookupError(name))
+    end })
+    local success = reactor.resolve("example.com")
+    local failure = reactor.resolve("nx.example.com")
+    assert.is_truthy(result(failure):check(errors.DNSLookupError))
+    assert.equal("192.168.3.4", result(success))
+  end)
+end)
+
+describe("ReactorInstallationTests (test_resolver.py)", function()
+  after_each(function() resolver.installResolver(nil) end)
+
+  it("test_installingOldStyleResolver", function()
+    local it_ = { getHostByName = function() return defer.succeed({ { family = "INET", host = "10.9.8.7" } }) end }
+    assert.equal(resolver.defaultResolver, reactor.installResolver(it_))
+    assert.equal("10.9.8.7", result(reactor.resolve("anything.example")))
+    assert.equal(it_, reactor.installResolver(nil))
+  end)
+
+  it("test_defaultToGAIResolver", function()
+    local prev = reactor.installResolver(nil)
+    assert.equal(resolver.defaultResolver, prev)
+    -- the default is the system's getaddrinfo: /etc/hosts applies
+    assert.equal("127.0.0.1", result(reactor.resolve("localhost")))
   end)
 end)

@@ -857,7 +857,13 @@ function Connector:connect()
     self._resolving = nil
     if self.state == "connecting" then
       local v = f.value
-      if not errors.DNSLookupError:isinstance(v) then v = errors.DNSLookupError(self.host) end
+      if not errors.DNSLookupError:isinstance(v) then
+        -- as Twisted's SimpleResolverComplexifier: a resolver's error that
+        -- is not DNSLookupError is logged, and the name does not resolve
+        require("braid.log").Logger("braid.resolver"):failure(
+          "while looking up {name}", f, nil, { name = self.host })
+        v = errors.DNSLookupError(self.host)
+      end
       self:_failed(v)
     end
   end)
