@@ -94,21 +94,20 @@ local function first_host(name, list)
   return a.host
 end
 
---- Deferred firing with the first IPv4 address string of name.
+--- Deferred firing with the first address string of name (either family,
+-- as API.md says; Twisted's asks for IPv4 only: docs/resolver.md).
 -- @param timeout optional seconds; DNSLookupError after that (0 or nil:
 -- none, as connectTCP's)
 function M.resolve(name, timeout)
   check_name("resolve", name)
   errors.checkseconds("resolve", 2, timeout, "timeout", true)
   -- as Twisted's ReactorBase.resolve: the empty name is "0.0.0.0" and an
-  -- IPv4 literal is its own answer, whatever resolver is installed; the
-  -- rest (an IPv6 literal too) is asked of the resolver for IPv4 addresses
-  -- (as Twisted's default resolver, ComplexResolverSimplifier, asks its
-  -- GAIResolver for IPv4Address only)
+  -- address literal is its own answer, whatever resolver is installed
+  -- (Twisted's: an IPv4 one; braid's resolve gives either family)
   if name == "" then return defer().succeed("0.0.0.0") end
-  if core.ip_family(name) == "IPv4" then return defer().succeed(name) end
+  if core.ip_family(name) then return defer().succeed(name) end
   if timeout == 0 then timeout = nil end
-  local d = current:getHostByName(name, { timeout = timeout, family = "INET" })
+  local d = current:getHostByName(name, { timeout = timeout })
   if timeout then
     local D = defer()
     local timer
