@@ -220,6 +220,8 @@ end
 M.FakePort = FakePort
 
 local FakeConnector = class.Object:extend("FakeConnector")
+FakeConnector.stoppedConnecting = false  -- as Twisted's: false until stopConnecting
+FakeConnector.disconnected = false       -- true once disconnect was called
 function FakeConnector:init(addr) self._addr = addr; self.state = "connecting" end
 function FakeConnector:getDestination()
   checkself("getDestination", FakeConnector:isinstance(self), self, "FakeConnector")
