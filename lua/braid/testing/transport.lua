@@ -217,6 +217,12 @@ function FakePort:stopListening()
   self.disconnected = true
   return require("braid.defer").succeed(nil)
 end
+--- As Twisted's _FakePort's (and a real Port's, after stopListening): the
+-- port listens again (disconnected is false); nothing is opened.
+function FakePort:startListening()
+  checkself("startListening", FakePort:isinstance(self), self, "FakePort")
+  self.disconnected = false
+end
 M.FakePort = FakePort
 
 local FakeConnector = class.Object:extend("FakeConnector")
