@@ -174,6 +174,17 @@ describe("MemoryReactor", function()
     assert.are.equal(2, r:seconds())
   end)
 
+  it("pumps its clock through a list of timings, as Twisted's MemoryReactorClock", function()
+    local r = testing.MemoryReactorClock()
+    local fired = {}
+    r:callLater(1, function() fired[#fired + 1] = { 1, r:seconds() } end)
+    r:callLater(3, function() fired[#fired + 1] = { 3, r:seconds() } end)
+    r:pump({ 1, 1, 1 })
+    assert.are.same({ { 1, 1 }, { 3, 3 } }, fired)
+    assert.are.equal(3, r:seconds())
+    assert.are.same({}, r:getDelayedCalls())
+  end)
+
   it("fakes run, stop and crash: run calls the callWhenRunning functions, then stops", function()
     local r = testing.MemoryReactor()
     assert.are.same({ false, false, false, false },

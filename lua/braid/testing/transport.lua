@@ -306,6 +306,12 @@ function MemoryReactor:advance(n)
   checkself("advance", MemoryReactor:isinstance(self), self, "MemoryReactor")
   return self.clock:advance(n)
 end
+--- Advance by each amount of the list in turn (Clock's pump: Twisted's
+-- MemoryReactorClock is a Clock).
+function MemoryReactor:pump(timings)
+  checkself("pump", MemoryReactor:isinstance(self), self, "MemoryReactor")
+  return self.clock:pump(timings)
+end
 
 --- Records {port, factory, backlog, interface}; returns a FakePort.
 function MemoryReactor:listenTCP(port, factory, backlog, interface)
