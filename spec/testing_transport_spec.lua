@@ -185,6 +185,23 @@ describe("MemoryReactor", function()
     assert.are.same({}, r:getDelayedCalls())
   end)
 
+  it("records adoptStreamPort and adoptStreamConnection, as Twisted's; RaisingMemoryReactor raises", function()
+    local r = testing.MemoryReactor()
+    local f = protocol.Factory()
+    local port = r:adoptStreamPort(5, f)
+    assert.are.same({ { 5, f } }, r.adoptedPorts)
+    assert.are.same({ "TCP", "0.0.0.0", 1234 },
+      { port:getHost().type, port:getHost().host, port:getHost().port })
+    assert.is_true(testing.FakePort:isinstance(port))
+    assert.is_nil(r:adoptStreamConnection(6, f))
+    assert.are.same({ { 6, f } }, r.adoptedStreamConnections)
+    assert.are.same({}, r.tcpServers)
+    local listenE, connectE = errors.ValueError("L"), errors.RuntimeError("C")
+    local raising = testing.RaisingMemoryReactor(listenE, connectE)
+    assert.are.equal(listenE, select(2, pcall(raising.adoptStreamPort, raising, 5, f)))
+    assert.are.equal(connectE, select(2, pcall(raising.adoptStreamConnection, raising, 6, f)))
+  end)
+
   it("fakes run, stop and crash: run calls the callWhenRunning functions, then stops", function()
     local r = testing.MemoryReactor()
     assert.are.same({ false, false, false, false },

@@ -252,6 +252,7 @@ function MemoryReactor:init()
   self.tcpServers, self.tcpClients = {}, {}
   self.unixServers, self.unixClients = {}, {}
   self.udpPorts, self.sslServers, self.sslClients = {}, {}, {}
+  self.adoptedPorts, self.adoptedStreamConnections = {}, {}
   self.connectors = {}
   self.running = false
   self.hasRun, self.hasStopped, self.hasCrashed = false, false, false
@@ -365,6 +366,23 @@ function MemoryReactor:listenUDP(port, proto, interface, maxPacketSize)
   return FakePort(listen_address("UDP", interface, port))
 end
 
+--- Records {fd, factory} in adoptedPorts (braid's adoptStreamPort takes
+-- no address family); returns a FakePort on Twisted's address for it,
+-- IPv4Address("TCP", "0.0.0.0", 1234).
+function MemoryReactor:adoptStreamPort(fd, factory)
+  checkself("adoptStreamPort", MemoryReactor:isinstance(self), self, "MemoryReactor")
+  local list = self.adoptedPorts
+  list[#list + 1] = { fd, factory }
+  return FakePort(address.IPv4Address("TCP", "0.0.0.0", 1234))
+end
+
+--- Records {fd, factory} in adoptedStreamConnections; returns nothing.
+function MemoryReactor:adoptStreamConnection(fd, factory)
+  checkself("adoptStreamConnection", MemoryReactor:isinstance(self), self, "MemoryReactor")
+  local list = self.adoptedStreamConnections
+  list[#list + 1] = { fd, factory }
+end
+
 -- IReactorCore, as Twisted's MemoryReactor fakes it: run() runs the
 -- callWhenRunning functions and stops; triggers are only recorded.
 
@@ -476,19 +494,20 @@ local RaisingMemoryReactor = class.Object:extend("RaisingMemoryReactor")
 M.RaisingMemoryReactor = RaisingMemoryReactor
 
 --- RaisingMemoryReactor(listenException?, connectException?): every listen
--- method raises the first, every connect method the second.
+-- method and adoptStreamPort raise the first, every connect method and
+-- adoptStreamConnection the second (as Twisted's).
 function RaisingMemoryReactor:init(listenException, connectException)
   self._listenException = listenException
   self._connectException = connectException
 end
 
-for _, name in ipairs({ "listenTCP", "listenSSL", "listenUNIX", "listenUDP" }) do
+for _, name in ipairs({ "listenTCP", "listenSSL", "listenUNIX", "listenUDP", "adoptStreamPort" }) do
   RaisingMemoryReactor[name] = function(self)
     checkself(name, RaisingMemoryReactor:isinstance(self), self, "RaisingMemoryReactor")
     error(self._listenException, 2)
   end
 end
-for _, name in ipairs({ "connectTCP", "connectSSL", "connectUNIX" }) do
+for _, name in ipairs({ "connectTCP", "connectSSL", "connectUNIX", "adoptStreamConnection" }) do
   RaisingMemoryReactor[name] = function(self)
     checkself(name, RaisingMemoryReactor:isinstance(self), self, "RaisingMemoryReactor")
     error(self._connectException, 2)
