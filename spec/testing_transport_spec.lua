@@ -163,6 +163,10 @@ describe("MemoryReactor", function()
     r:connectSSL("h", 443, {}, {})
     assert.are.same({ 1, 1, 1, 1, 1 }, { #r.unixServers, #r.unixClients, #r.udpPorts,
       #r.sslServers, #r.sslClients })
+    -- an IPv6 interface or host as listenTCP/connectTCP's (Twisted's SSL ones
+    -- always give IPv4Address: docs/testing-transports.md)
+    assert.matches("^IPv6Address%(", tostring(r:listenSSL(443, {}, {}, 50, "::1"):getHost()))
+    assert.matches("^IPv6Address%(", tostring(r:connectSSL("::1", 443, {}, {}):getDestination()))
   end)
 
   it("schedules callLater on its own clock", function()
