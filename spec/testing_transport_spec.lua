@@ -226,6 +226,18 @@ describe("MemoryReactor", function()
     assert.are.equal(2, #r.whenRunningHooks)
   end)
 
+  it("refuses to run after crash, as Twisted's (its run asserts running is False)", function()
+    local r = testing.MemoryReactor()
+    local calls = 0
+    r:callWhenRunning(function() calls = calls + 1 end)
+    r:crash()
+    local ok, e = pcall(r.run, r)
+    assert.is_false(ok)
+    assert.is_true(errors.RuntimeError:isinstance(e))
+    assert.are.equal("MemoryReactor:run: it crashed (running is nil)", e.message)
+    assert.are.same({ 0, nil, false, false, true }, { calls, r.running, r.hasRun, r.hasStopped, r.hasCrashed })
+  end)
+
   it("records system event triggers by phase and event, and fires none", function()
     local r = testing.MemoryReactor()
     local fired = false

@@ -387,10 +387,14 @@ end
 -- callWhenRunning functions and stops; triggers are only recorded.
 
 --- Set running (and hasRun), call the callWhenRunning functions in order,
--- then stop(). Raises RuntimeError when already running.
+-- then stop(). Raises RuntimeError unless running is false: when already
+-- running, and after crash() (as Twisted's, which asserts running is False).
 function MemoryReactor:run()
   checkself("run", MemoryReactor:isinstance(self), self, "MemoryReactor")
   if self.running then error(runtime_error("MemoryReactor:run: already running"), 2) end
+  if self.running == nil then
+    error(runtime_error("MemoryReactor:run: it crashed (running is nil)"), 2)
+  end
   self.running, self.hasRun = true, true
   for _, hook in ipairs(self.whenRunningHooks) do
     hook[1](table.unpack(hook[2], 1, hook[2].n))
