@@ -65,6 +65,13 @@ describe("StringTransport", function()
     assert.are.same({ "TCP", "192.168.1.1", 54321 }, { t:getPeer().type, t:getPeer().host, t:getPeer().port })
   end)
 
+  it("gives the default addresses again once hostAddr or peerAddr is set to nil, as Twisted's", function()
+    local t = testing.StringTransport({}, {})
+    t.hostAddr, t.peerAddr = nil, nil
+    assert.are.same({ "TCP", "10.0.0.1", 12345 }, { t:getHost().type, t:getHost().host, t:getHost().port })
+    assert.are.same({ "TCP", "192.168.1.1", 54321 }, { t:getPeer().type, t:getPeer().host, t:getPeer().port })
+  end)
+
   it("records the producer and producerState", function()
     local t = testing.StringTransport()
     local prod = {}

@@ -38,11 +38,15 @@ StringTransport.disconnected = false  -- Twisted's name: true after abortConnect
 -- memory. Default addresses are Twisted's: host IPv4Address("TCP",
 -- "10.0.0.1", 12345), peer IPv4Address("TCP", "192.168.1.1", 54321).
 -- lenient: pausing and resuming after loseConnection do not raise.
+-- Twisted's default addresses, new each time
+local function default_host() return address.IPv4Address("TCP", "10.0.0.1", 12345) end
+local function default_peer() return address.IPv4Address("TCP", "192.168.1.1", 54321) end
+
 function StringTransport:init(hostAddress, peerAddress, lenient)
   self._io = {}
   self._lenient = lenient and true or false
-  self.hostAddr = hostAddress or address.IPv4Address("TCP", "10.0.0.1", 12345)
-  self.peerAddr = peerAddress or address.IPv4Address("TCP", "192.168.1.1", 54321)
+  self.hostAddr = hostAddress or default_host()
+  self.peerAddr = peerAddress or default_peer()
 end
 
 --- Everything written so far, as one string.
@@ -107,11 +111,15 @@ end
 
 function StringTransport:getPeer()
   checkself("getPeer", StringTransport:isinstance(self), self, "StringTransport")
-  return self.peerAddr
+  local a = self.peerAddr
+  if a == nil then return default_peer() end  -- as Twisted's, for peerAddr = nil
+  return a
 end
 function StringTransport:getHost()
   checkself("getHost", StringTransport:isinstance(self), self, "StringTransport")
-  return self.hostAddr
+  local a = self.hostAddr
+  if a == nil then return default_host() end  -- as Twisted's, for hostAddr = nil
+  return a
 end
 function StringTransport:getWriteBufferSize()
   checkself("getWriteBufferSize", StringTransport:isinstance(self), self, "StringTransport")
