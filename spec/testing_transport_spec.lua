@@ -213,6 +213,17 @@ describe("MemoryReactor", function()
     assert.are.equal(connectE, select(2, pcall(raising.adoptStreamConnection, raising, 6, f)))
   end)
 
+  it("RaisingMemoryReactor raises TypeError from a method whose exception was not given", function()
+    local r = testing.RaisingMemoryReactor(nil, errors.ValueError("C"))
+    local ok, e = pcall(r.listenTCP, r, 0, {})
+    assert.is_false(ok)
+    assert.is_true(errors.TypeError:isinstance(e))
+    assert.are.equal("RaisingMemoryReactor:listenTCP: no listenException was given", e.message)
+    ok, e = pcall(testing.RaisingMemoryReactor().adoptStreamConnection, testing.RaisingMemoryReactor(), 3, {})
+    assert.is_false(ok)
+    assert.are.equal("RaisingMemoryReactor:adoptStreamConnection: no connectException was given", e.message)
+  end)
+
   it("fakes run, stop and crash: run calls the callWhenRunning functions, then stops", function()
     local r = testing.MemoryReactor()
     assert.are.same({ false, false, false, false },

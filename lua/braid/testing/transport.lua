@@ -513,16 +513,25 @@ function RaisingMemoryReactor:init(listenException, connectException)
   self._connectException = connectException
 end
 
+-- raise e; with none given, a TypeError (Twisted's `raise None` is one),
+-- not an error whose value is nil
+local function raise(name, e, which)
+  if e == nil then
+    e = errors.TypeError(("RaisingMemoryReactor:%s: no %s was given"):format(name, which))
+  end
+  error(e, 3)
+end
+
 for _, name in ipairs({ "listenTCP", "listenSSL", "listenUNIX", "listenUDP", "adoptStreamPort" }) do
   RaisingMemoryReactor[name] = function(self)
     checkself(name, RaisingMemoryReactor:isinstance(self), self, "RaisingMemoryReactor")
-    error(self._listenException, 2)
+    raise(name, self._listenException, "listenException")
   end
 end
 for _, name in ipairs({ "connectTCP", "connectSSL", "connectUNIX", "adoptStreamConnection" }) do
   RaisingMemoryReactor[name] = function(self)
     checkself(name, RaisingMemoryReactor:isinstance(self), self, "RaisingMemoryReactor")
-    error(self._connectException, 2)
+    raise(name, self._connectException, "connectException")
   end
 end
 
