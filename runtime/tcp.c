@@ -526,15 +526,14 @@ static int conn_event_p(lua_State *L) {
       conn_drained(L, c);
       if (c->state != S_OPEN) return 0;
       /* Twisted's doWrite: a pull producer is asked for more each time
-      ** the buffer empties, a paused streaming one is resumed */
+      ** the buffer empties, a paused streaming one is resumed. A
+      ** loseConnection that waited for a streaming one waits on once it
+      ** is resumed: the close comes when it unregisters, or once a write
+      ** it makes later has been sent (conn_write), as in Twisted. */
       if (c->has_producer && (!c->streaming || c->prod_paused)) {
         c->prod_paused = 0;
         producer_note(L, c, 0, 1);
         if (c->state != S_OPEN) return 0;
-        /* a loseConnection waited for this streaming producer: resumed,
-        ** it holds the close no longer (if it wrote nothing just now) */
-        if (c->disconnecting && c->streaming && (!c->out || evbuffer_get_length(c->out) == 0))
-          conn_drained(L, c);
       }
     }
   }
@@ -714,6 +713,10 @@ static int conn_write(lua_State *L) {
         c->pull_kick = 1;
         conn_setflags(c);
       }
+      /* sent whole while a loseConnection waits: Twisted's doWrite closes
+      ** once this write drains, unless a producer still holds the close
+      ** (a resumed streaming producer's write ends its hold) */
+      if (c->disconnecting && !producer_holds(c)) pend_push(c, P_CLOSE);
       return 0;
     }
     s += n;

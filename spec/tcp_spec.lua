@@ -518,7 +518,10 @@ describe("braid.tcp", function()
     assert.same({ "pause", "resume" }, calls)  -- unregistered: no stopProducing
   end)
 
-  it("holds a loseConnection for a paused streaming producer: resumed once drained, then closed", function()
+  -- a client whose streaming producer was paused past bufferSize (the
+  -- server does not read), then loseConnection; the server reads again.
+  -- Returns the client transport, the factories, the calls and the bytes sent.
+  local function paused_producer_closing()
     local prod, calls = recording_producer()
     local _, sf, n = listen(nil, function(p) function p:onMade() self.transport:pauseProducing() end end)
     local _, cf = client(n)
@@ -532,12 +535,39 @@ describe("braid.tcp", function()
     ct:loseConnection()
     assert.is_true(ct.disconnecting)
     sf.built[1].transport:resumeProducing()
+    -- asked for more once the queue drained (as Twisted's doWrite)
+    spin(function() return calls[2] ~= nil end)
+    assert.same({ "pause", "resume" }, calls)
+    spin(function() return #sf.built[1]:received() == i * #chunk end)
+    for _ = 1, 5 do reactor.iterate(0) end
+    return ct, sf, cf, calls, i * #chunk
+  end
+
+  it("holds a loseConnection for a paused streaming producer: resumed once drained, closed when it unregisters", function()
+    local ct, sf, cf, calls, sent = paused_producer_closing()
+    -- resumed, it still holds the close (Twisted 22.4's doWrite stops
+    -- writing and waits for unregisterProducer)
+    assert.is_nil(cf.built[1].lost)
+    assert.is_true(ct.connected)
+    assert.is_nil(sf.built[1].lost)
+    ct:unregisterProducer()
     spin(function() return cf.built[1].lost == 1 end)
-    -- asked for more once the queue drained (as Twisted's doWrite), before the close
+    assert.same({ "pause", "resume" }, calls)  -- unregistered first: no stopProducing
+    assert.is_truthy(cf.built[1].reason:check(errors.ConnectionDone))
+    spin(function() return sf.built[1].lost == 1 end)
+    assert.equal(sent, #sf.built[1]:received())
+  end)
+
+  it("closes a loseConnection held by a resumed streaming producer once a write it makes is sent", function()
+    local ct, sf, cf, calls, sent = paused_producer_closing()
+    assert.is_nil(cf.built[1].lost)
+    ct:write("tail")  -- the producer, resumed, writes: sent, then the close
+    spin(function() return cf.built[1].lost == 1 end)
     assert.same({ "pause", "resume", "stop" }, calls)
     assert.is_truthy(cf.built[1].reason:check(errors.ConnectionDone))
     spin(function() return sf.built[1].lost == 1 end)
-    assert.equal(i * #chunk, #sf.built[1]:received())
+    assert.equal(sent + 4, #sf.built[1]:received())
+    assert.equal("tail", sf.built[1]:received():sub(-4))
   end)
 
   it("ends with ConnectionLost when the peer resets while output is queued and reading is paused", function()
