@@ -773,6 +773,9 @@ static int set_reading(lua_State *L, int on) {
   conn_sync(L, c);
   return 0;
 }
+/* pauseProducing / resumeProducing, and Twisted's stopReading /
+** startReading (the same on a TCP or UNIX transport): while not reading,
+** neither data nor the peer's FIN is seen */
 static int conn_pause(lua_State *L) { return set_reading(L, 0); }
 static int conn_resume(lua_State *L) { return set_reading(L, 1); }
 
@@ -1613,6 +1616,8 @@ static const luaL_Reg conn_methods[] = {
   { "loseWriteConnection", conn_lose_write },
   { "pauseProducing", conn_pause },
   { "resumeProducing", conn_resume },
+  { "stopReading", conn_pause },
+  { "startReading", conn_resume },
   { "getWriteBufferSize", conn_bufsize },
   { "setTcpNoDelay", conn_set_nodelay },
   { "getTcpNoDelay", conn_get_nodelay },

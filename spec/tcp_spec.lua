@@ -633,6 +633,53 @@ describe("braid.tcp", function()
     spin(function() return sf.built[1].lost == 1 end)
   end)
 
+  it("stopReading holds back data and the peer's close until startReading (Twisted's FileDescriptor)", function()
+    local sf, cf = pair()
+    local st = sf.built[1].transport
+    st:stopReading()
+    assert.is_true(st.paused)
+    cf.built[1].transport:write("data")
+    cf.built[1].transport:loseConnection()
+    spin(function() return cf.built[1].lost == 1 end)  -- "data" and the FIN wait in the server's kernel
+    for _ = 1, 5 do reactor.iterate(0) end
+    assert.equal("", sf.built[1]:received())
+    assert.is_nil(sf.built[1].lost)                  -- the FIN is not read either
+    assert.is_true(st.connected)
+    st:startReading()
+    assert.is_false(st.paused)
+    spin(function() return sf.built[1].lost == 1 end)
+    assert.equal("data", sf.built[1]:received())
+    assert.same({ "made", "lost" }, sf.built[1].events)
+    assert.is_truthy(sf.built[1].reason:check(errors.ConnectionDone))
+  end)
+
+  it("stopConsuming unregisters the producer, then loses the connection once the queue is sent", function()
+    local prod, calls = recording_producer()
+    local _, sf, n = listen(nil, function(p) function p:onMade() self.transport:stopReading() end end)
+    local _, cf = client(n)
+    spin(function() return sf.built[1] and cf.built[1] and cf.built[1].transport end)
+    local ct = cf.built[1].transport
+    ct:registerProducer(prod, true)
+    local chunk = string.rep("c", 64 * 1024)
+    local i = 0
+    while #calls == 0 and i < 1000 do ct:write(chunk) i = i + 1 end
+    assert.same({ "pause" }, calls)
+    ct:stopConsuming()
+    assert.is_true(ct.disconnecting)
+    sf.built[1].transport:startReading()
+    spin(function() return cf.built[1].lost == 1 end)
+    -- unregistered first: not resumed once drained, not stopped at the close
+    assert.same({ "pause" }, calls)
+    assert.is_truthy(cf.built[1].reason:check(errors.ConnectionDone))
+    spin(function() return sf.built[1].lost == 1 end)
+    assert.equal(i * #chunk, #sf.built[1]:received())
+    -- none left registered: a new one is told to stop (the transport is
+    -- closed), with no "never unregistered" RuntimeError
+    local p2, calls2 = recording_producer()
+    ct:registerProducer(p2, true)
+    assert.same({ "stop" }, calls2)
+  end)
+
   it("sets and reads TCP_NODELAY (on by default, both ends) and SO_KEEPALIVE", function()
     local _, sf, n = listen()
     local _, cf = client(n)

@@ -838,9 +838,7 @@ describe("TCPTransportTestsBuilder (twisted/internet/test/test_tcp.py)", functio
         actions[#actions + 1] = "resume"
         count = count + 1
         if count == 2 then
-          -- Twisted's stopConsuming: unregister, then loseConnection
-          client.transport:unregisterProducer()
-          client.transport:loseConnection()
+          client.transport:stopConsuming()
         else
           client.transport.bufferSize = 500
           local seq = {}
@@ -927,7 +925,7 @@ describe("AbortConnectionTests (twisted/internet/test/test_tcp.py)", function()
     if data:gsub("X", "") ~= "" then error(errors.Error("Unexpectedly received data.")) end
   end
   local NoReadServer = sub("NoReadServer", {
-    connectionMade = function(self) self.transport:pauseProducing() end })
+    connectionMade = function(self) self.transport:stopReading() end })
   local EventualNoReadServer = sub("EventualNoReadServer", {
     dataReceived = function(self)
       if not self.gotData then
@@ -939,7 +937,7 @@ describe("AbortConnectionTests (twisted/internet/test/test_tcp.py)", function()
     resumeProducing = function(self)
       if self.stoppedReading then return end
       self.stoppedReading = true
-      self.transport:pauseProducing()
+      self.transport:stopReading()
     end,
     pauseProducing = function() end,
     stopProducing = function() end,

@@ -46,6 +46,43 @@ describe("braid.tcp UNIX sockets", function()
     assert.is_false(exists(path))
   end)
 
+  it("stopReading / startReading hold back data and the peer's close, stopConsuming closes", function()
+    local path = tmppath()
+    local S = protocol.Protocol:extend("S")
+    local server, got, slost = nil, "", nil
+    function S:connectionMade() server = self self.transport:stopReading() end
+    function S:dataReceived(d) got = got .. d end
+    function S:connectionLost(r) slost = r end
+    local f = protocol.Factory.forProtocol(S)
+    f.noisy = false
+    local port = reactor.listenUNIX(path, f)
+    local C = protocol.Protocol:extend("C")
+    local client, clost = nil, nil
+    function C:connectionMade() client = self end
+    function C:connectionLost(r) clost = r end
+    reactor.connectUNIX(path, { protocol = C, noisy = false })
+    spin(function() return server ~= nil and client ~= nil end)
+    local stopped = 0
+    client.transport:registerProducer({ resumeProducing = function() end,
+      stopProducing = function() stopped = stopped + 1 end }, false)
+    client.transport:write("unix data")
+    client.transport:stopConsuming()  -- unregistered, then loseConnection
+    spin(function() return clost ~= nil end)
+    assert.equal(0, stopped)
+    assert.is_truthy(clost:check(errors.ConnectionDone))
+    for _ = 1, 5 do reactor.iterate(0) end
+    assert.equal("", got)
+    assert.is_nil(slost)
+    assert.is_true(server.transport.paused)
+    server.transport:startReading()
+    spin(function() return slost ~= nil end)
+    assert.equal("unix data", got)
+    assert.is_truthy(slost:check(errors.ConnectionDone))
+    local done = false
+    port:stopListening():addCallback(function() done = true end)
+    spin(function() return done end)
+  end)
+
   it("defaults to backlog 50, mode 0666 and a 30 s connect timeout", function()
     local path = tmppath()
     local f = protocol.Factory.forProtocol(protocol.Protocol)

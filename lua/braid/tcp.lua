@@ -252,6 +252,15 @@ function methods.stopProducing(t)
   t:loseConnection()
 end
 
+--- stopConsuming: unregisterProducer, then loseConnection (Twisted's
+-- FileDescriptor.stopConsuming, what a producer that lost its own
+-- connection calls on its consumer).
+function methods.stopConsuming(t)
+  checkself("stopConsuming", core.tcp_is_transport(t), t, "transport")
+  t:unregisterProducer()
+  t:loseConnection()
+end
+
 -- o[name] is something to call (read without raising)
 local function has_method(o, name)
   local ok, f = pcall(function() return o[name] end)
