@@ -694,6 +694,26 @@ describe("FakeTransport", function()
     assert.are.equal(-1, server.transport:fileno())
   end)
 
+  it("stopConsuming unregisters the producer, then loses the connection (Twisted's iosim)", function()
+    local stopped = 0
+    local C = protocol.Protocol:extend("C")
+    function C:connectionMade()
+      self.transport:registerProducer({ pauseProducing = function() end, resumeProducing = function() end,
+        stopProducing = function() stopped = stopped + 1 end }, true)
+      self.transport:write("last")
+      self.transport:stopConsuming()
+    end
+    local S = protocol.Protocol:extend("S")
+    function S:dataReceived(d) self.got = (self.got or "") .. d end
+    function S:connectionLost(r) self.reason = r end
+    local server, client = testing.connectedServerAndClient(S, C)
+    assert.is_nil(client.transport.producer)
+    assert.is_true(client.transport.disconnecting)
+    assert.are.equal("last", server.got)
+    assert.are.equal("ConnectionDone", server.reason.type.__name)
+    assert.are.equal(0, stopped)
+  end)
+
   -- a protocol that records its events in `log`
   local function recorder(name, log, halfclose)
     local P = protocol.Protocol:extend(name)

@@ -816,6 +816,14 @@ function FakeTransport:unregisterProducer()
   self.producer, self.streaming = nil, nil
 end
 
+--- unregisterProducer, then loseConnection (Twisted's iosim has it, as
+-- its FileDescriptor does).
+function FakeTransport:stopConsuming()
+  checkself("stopConsuming", FakeTransport:isinstance(self), self, "FakeTransport")
+  self:unregisterProducer()
+  self:loseConnection()
+end
+
 local IOPump = class.Object:extend("IOPump")
 M.IOPump = IOPump
 
