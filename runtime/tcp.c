@@ -475,8 +475,9 @@ static int conn_flush(struct conn *c) {
 
 /* A registered producer that is asked for more when the output drains (a
 ** pull one, or a paused streaming one): while there is one, a
-** loseConnection waits for it (Twisted's doWrite asks it before it looks
-** at disconnecting), until it unregisters. */
+** loseConnection or loseWriteConnection waits for it (Twisted's doWrite
+** asks it before it looks at disconnecting or _writeDisconnecting), until
+** it unregisters. */
 static int producer_holds(const struct conn *c) {
   return c->has_producer && (!c->streaming || c->prod_paused);
 }
@@ -487,7 +488,7 @@ static void conn_drained(lua_State *L, struct conn *c) {
     if (!producer_holds(c)) conn_close(L, c, R_DONE, 0);
     return;
   }
-  if (c->shut_pending && !c->write_shut) {
+  if (c->shut_pending && !c->write_shut && !producer_holds(c)) {
     c->write_shut = 1;
     c->shut_pending = 0;
     shutdown(c->fd, SHUT_WR);
@@ -713,10 +714,12 @@ static int conn_write(lua_State *L) {
         c->pull_kick = 1;
         conn_setflags(c);
       }
-      /* sent whole while a loseConnection waits: Twisted's doWrite closes
-      ** once this write drains, unless a producer still holds the close
-      ** (a resumed streaming producer's write ends its hold) */
+      /* sent whole while a loseConnection (loseWriteConnection) waits:
+      ** Twisted's doWrite closes (shuts) once this write drains, unless a
+      ** producer still holds it (a resumed streaming producer's write ends
+      ** its hold) */
       if (c->disconnecting && !producer_holds(c)) pend_push(c, P_CLOSE);
+      if (c->shut_pending && !producer_holds(c)) pend_push(c, P_SHUT);
       return 0;
     }
     s += n;
@@ -760,9 +763,15 @@ static int conn_lose_write(lua_State *L) {
   struct conn *c = conn_check(L, 1);
   if (c->state != S_OPEN || c->write_shut || c->shut_pending) return 0;
   c->shut_pending = 1;
-  /* nothing queued: shut on the delivery pass, so writes made after it in
-  ** the same callback are still sent first (as loseConnection's close) */
-  if (!c->out || evbuffer_get_length(c->out) == 0) pend_push(c, P_SHUT);
+  if (producer_holds(c)) {
+    /* ask the producer for the rest first: on the next writable event */
+    c->pull_kick = 1;
+    conn_setflags(c);
+  } else if (!c->out || evbuffer_get_length(c->out) == 0) {
+    /* nothing queued: shut on the delivery pass, so writes made after it
+    ** in the same callback are still sent first (as loseConnection's) */
+    pend_push(c, P_SHUT);
+  }
   return 0;
 }
 
@@ -793,10 +802,13 @@ static int conn_set_producer(lua_State *L) {
   c->pull_kick = c->has_producer && !c->streaming && c->sent_direct
                  && c->sent_turn == braid_loop()->turns;
   if (c->state == S_OPEN) conn_setflags(c);
-  /* unregistered while a loseConnection waited for it: close once sent */
-  if (!c->has_producer && c->disconnecting && c->state == S_OPEN
-      && (!c->out || evbuffer_get_length(c->out) == 0))
-    pend_push(c, P_CLOSE);
+  /* unregistered while a loseConnection (loseWriteConnection) waited for
+  ** it: close (shut) once sent. Twisted's unregisterProducer looks only at
+  ** disconnecting, so there a half-close waits for a later write. */
+  if (!c->has_producer && c->state == S_OPEN && (!c->out || evbuffer_get_length(c->out) == 0)) {
+    if (c->disconnecting) pend_push(c, P_CLOSE);
+    else if (c->shut_pending) pend_push(c, P_SHUT);
+  }
   return 0;
 }
 

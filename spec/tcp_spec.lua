@@ -461,6 +461,62 @@ describe("braid.tcp", function()
     assert.same({ "made", "writeLost", "readLost", "lost" }, c.events)
   end)
 
+  it("shuts the write side only once a registered pull producer is done (Twisted's doWrite)", function()
+    local Half = Rec:extend("Half")
+    function Half:readConnectionLost()
+      self.events[#self.events + 1] = "readLost:" .. self:received()
+      self.transport:loseConnection()
+    end
+    local _, sf, n = listen(Half)
+    local resumes = {}
+    local _, cf = client(n, function(p)
+      function p:onMade()
+        local t = self.transport
+        t:registerProducer({
+          resumeProducing = function()
+            resumes[#resumes + 1] = #resumes + 1
+            local k = #resumes
+            if k <= 3 then t:write("chunk" .. k .. ";") end
+            if k == 3 then t:unregisterProducer() end
+          end,
+          stopProducing = function() resumes[#resumes + 1] = "stop" end,
+        }, false)
+        t:loseWriteConnection()
+      end
+    end)
+    spin(function() return sf.built[1] and sf.built[1].lost == 1 and cf.built[1].lost == 1 end)
+    -- the half-close waited for chunk2 and chunk3 (braid shut the write
+    -- side after chunk1, and the later chunks were discarded)
+    assert.same({ 1, 2, 3 }, resumes)
+    assert.same({ "made", "readLost:chunk1;chunk2;chunk3;", "lost" }, sf.built[1].events)
+    assert.is_truthy(cf.built[1].reason:check(errors.ConnectionDone))
+  end)
+
+  it("shuts the write side held by a pull producer once it unregisters without writing", function()
+    local Half = Rec:extend("Half")
+    function Half:readConnectionLost()
+      self.events[#self.events + 1] = "readLost:" .. self:received()
+      self.transport:loseConnection()
+    end
+    local _, sf, n = listen(Half)
+    local resumes, ct = 0, nil
+    local _, cf = client(n, function(p)
+      function p:onMade()
+        ct = self.transport
+        ct:write("head;")
+        ct:registerProducer({ resumeProducing = function() resumes = resumes + 1 end,
+          stopProducing = function() end }, false)
+        ct:loseWriteConnection()
+      end
+    end)
+    spin(function() return resumes >= 2 and sf.built[1] and sf.built[1]:received() == "head;" end)
+    for _ = 1, 5 do reactor.iterate(0) end
+    assert.same({ "made" }, sf.built[1].events)  -- not shut while the producer is registered
+    ct:unregisterProducer()
+    spin(function() return sf.built[1] and sf.built[1].lost == 1 and cf.built[1].lost == 1 end)
+    assert.same({ "made", "readLost:head;", "lost" }, sf.built[1].events)
+  end)
+
   it("pauses a streaming producer past bufferSize and resumes it once drained", function()
     local prod, calls = recording_producer()
     local sf, cf = pair()
