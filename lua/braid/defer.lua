@@ -1404,7 +1404,7 @@ local finish
 
 local function escape_failure(st, e)
   if is_failure(e) then return e end
-  local tb = traceback(st.co)
+  local tb = failure._withCarried(e, traceback(st.co))
   local thrown = st.thrown
   if thrown ~= nil and rawequal(e, thrown.value) then
     tb = (thrown.traceback or "") .. "\n" .. tb:gsub("^stack traceback:", "awaited at:", 1)
@@ -1697,7 +1697,17 @@ function M.await(d)
     end
     return r
   end
-  st = STATES[co_running()]
+  local co = co_running()
+  st = STATES[co]
+  if st == nil then
+    -- a relay of braid.log's callWithContext passes yields through to the
+    -- coroutine it runs in, and what is sent back to it in
+    local log = package.loaded["braid.log"]
+    local relays = type(log) == "table" and log._relays
+    if relays then
+      repeat co = relays[co]; st = co and STATES[co] until st ~= nil or co == nil
+    end
+  end
   if st == nil then
     error(NotACoroutineError("await called outside an inlineCallbacks function"), 2)
   end

@@ -109,11 +109,41 @@ function M.isFailure(v)
   return Failure:isinstance(v)
 end
 
+-- A value raised again in another coroutine carries the traceback of its
+-- first raise (braid.log's callWithContext runs f in a coroutine of its
+-- own and raises f's error again in the caller's): carried_tb is that
+-- traceback while the value carried_v is raised, until the frame that
+-- raised it again is left.
+local carried_v, carried_tb = nil, nil
+
+--- braid.log's hook: value v is raised again, tb is its first traceback
+-- (nil, nil: the frame that raised it again is left).
+function M._carry(v, tb)
+  carried_v, carried_tb = v, tb
+end
+
+--- The traceback v carries from its first raise, if it is being raised
+-- again, else nil.
+function M._carried(v)
+  if carried_tb ~= nil and rawequal(v, carried_v) then return carried_tb end
+  return nil
+end
+
+--- tb (a traceback taken where v was raised, "stack traceback:\n...") with
+-- the traceback v carries from its first raise in front.
+function M._withCarried(v, tb)
+  local c = M._carried(v)
+  if c == nil then return tb end
+  return c .. "\n" .. (tb:gsub("^stack traceback:", "called from:", 1))
+end
+
 --- Message handler for xpcall: wraps what was raised in a Failure holding
 -- the traceback at the point of the error. A raised Failure is kept.
 function M.msgh(e)
   if Failure:isinstance(e) then return e end
-  return make(e, debug.traceback("", 2):gsub("^\n", ""))
+  local tb = debug.traceback("", 2):gsub("^\n", "")
+  if carried_tb ~= nil then tb = M._withCarried(e, tb) end
+  return make(e, tb)
 end
 
 M.Failure = Failure

@@ -262,9 +262,10 @@ function M._setAmbientSystem(f)
   ambient = f
 end
 
--- callWithContext restores the previous system through a to-be-closed
--- value, so an error propagates untouched (its traceback is the raise
--- point's) and the system is restored on the way out.
+-- Where f cannot yield (no coroutine, or a C call in between), the
+-- previous system is restored through a to-be-closed value, so an error
+-- propagates untouched (its traceback is the raise point's) and the system
+-- is restored on the way out, at the cost of a variable swap.
 local ctx_stack, ctx_n = {}, 0
 local ctx_closer = setmetatable({}, {
   __close = function()
@@ -274,16 +275,127 @@ local ctx_closer = setmetatable({}, {
   end,
 })
 
+-- Where f can yield (callWithContext called in a coroutine that may
+-- yield: an inlineCallbacks function that awaits inside f), f runs in a
+-- coroutine of its own, a relay: each yield of f is yielded on by the
+-- caller's coroutine, and what its resumer sends back is passed in to f.
+-- While f is suspended the caller's system is in force; when f goes on,
+-- f's again (the one in force when it last yielded, so a setSystem inside
+-- f stays with f). relays[co] is the coroutine that relay co runs in
+-- (braid.defer's await looks through it for the inlineCallbacks one).
+local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
+local co_status, co_close, co_running = coroutine.status, coroutine.close, coroutine.running
+local co_isyieldable = coroutine.isyieldable
+local co_traceback, gethook, sethook = debug.traceback, debug.gethook, debug.sethook
+local pack, unpack = table.pack, table.unpack
+local carry = failure._carry
+local relays = setmetatable({}, { __mode = "k" })
+M._relays = relays
+
+-- f raised in relay co: the same value is raised here, carrying the
+-- traceback of co up to its raise point (for the handler that makes it a
+-- Failure: failure.msgh, an inlineCallbacks function's end) until this
+-- frame is left.
+local UNCARRY = setmetatable({}, { __close = function() carry(nil) end })
+local function raise_again(co, e)
+  local tb = failure._withCarried(e, co_traceback(co))
+  co_close(co)  -- what f left open is closed (an inner relay's carry too)
+  local _ <close> = UNCARRY
+  if not isFailure(e) then carry(e, tb) end
+  error(e, 0)
+end
+
+-- A waiting relay's state {co, inner, saved}, closed however
+-- callWithContext is left (f returned or raised, or the caller's coroutine
+-- was closed while f waited): f's coroutine is closed, so what f left
+-- open is closed too.
+local RELAY = {
+  __close = function(st)
+    local co = st.co
+    relays[co] = nil
+    if co_status(co) == "suspended" then co_close(co) end
+  end,
+}
+
+-- f yielded: yield its values on (under pcall: an error raised where the
+-- caller's coroutine goes on, as braid.defer raises at a plain
+-- coroutine.yield in an inlineCallbacks function, is f's to catch)
+local function yield_out(...)
+  local r = pack(co_yield(...))
+  return unpack(r, 1, r.n)
+end
+
+-- f goes on with what the caller's coroutine was resumed with (ok, ...),
+-- or with the error raised there, raised in f where it yielded (by a
+-- one-shot count hook, as braid.defer does it; a hook f had is put back)
+local function relay_resume(st, ok, ...)
+  local co = st.co
+  st.saved = current_system
+  current_system = st.inner
+  if ok then return co_resume(co, ...) end
+  local e = ...
+  local hook, mask, count = gethook(co)
+  if type(hook) ~= "function" then hook = nil end
+  sethook(co, function()
+    sethook(co, hook, mask, count)
+    error(e, 0)
+  end, "", 1)
+  return co_resume(co)
+end
+
+-- f's coroutine stopped again (yielded, returned or raised) with ok, ...
+local function relay_step(st, ok, ...)
+  local co = st.co
+  st.inner = current_system
+  current_system = st.saved
+  if co_status(co) == "suspended" then
+    return relay_step(st, relay_resume(st, pcall(yield_out, ...)))
+  end
+  if ok then return ... end
+  return raise_again(co, (...))
+end
+
+-- f yielded for the first time: pass that yield on, and the rest
+local function relay_wait(co, inner, ...)
+  local st <close> = setmetatable({ co = co, inner = inner, saved = false }, RELAY)
+  return relay_step(st, relay_resume(st, pcall(yield_out, ...)))
+end
+
+-- f's coroutine stopped for the first time with ok, ...: most often it
+-- returned, without a yield
+local function relay_first(co, saved, ok, ...)
+  local inner = current_system
+  current_system = saved
+  if co_status(co) == "suspended" then return relay_wait(co, inner, ...) end
+  relays[co] = nil
+  if ok then return ... end
+  return raise_again(co, (...))
+end
+
 --- Call f(...) with `system` as the log system, restoring the previous one
 -- afterwards, also when f raises. `system` may be a string or Twisted's
--- context table `{system = ...}`.
+-- context table `{system = ...}`. Inside a coroutine the system follows f:
+-- while f waits (yields), the caller's system is back in force.
 -- @return what f returns
 function M.callWithContext(system, f, ...)
   errors.checkcallable("callWithContext", 2, f)
   if type(system) == "table" then system = system.system end
+  if system == nil then system = "-" end
+  if co_isyieldable() then
+    local co
+    if type(f) == "function" then
+      co = co_create(f)
+    else  -- a callable table: a coroutine needs a function
+      co = co_create(function(...) return f(...) end)
+    end
+    relays[co] = co_running()
+    local saved = current_system
+    current_system = system
+    return relay_first(co, saved, co_resume(co, ...))
+  end
   ctx_n = ctx_n + 1
   ctx_stack[ctx_n] = current_system
-  current_system = system == nil and "-" or system
+  current_system = system
   local _ <close> = ctx_closer
   return f(...)
 end
