@@ -373,14 +373,21 @@ local function relay_first(co, saved, ok, ...)
 end
 
 --- Call f(...) with `system` as the log system, restoring the previous one
--- afterwards, also when f raises. `system` may be a string or Twisted's
--- context table `{system = ...}`. Inside a coroutine the system follows f:
+-- afterwards, also when f raises. `system` may be a string (nil: "-") or
+-- Twisted's context table `{system = ...}` (without a system: the one in
+-- force stays). Inside a coroutine the system follows f:
 -- while f waits (yields), the caller's system is back in force.
 -- @return what f returns
 function M.callWithContext(system, f, ...)
   errors.checkcallable("callWithContext", 2, f)
-  if type(system) == "table" then system = system.system end
-  if system == nil then system = "-" end
+  if type(system) == "table" then
+    -- Twisted's context table is merged into the context in force: one
+    -- without a system keeps the system in force
+    system = system.system
+    if system == nil then system = current_system end
+  elseif system == nil then
+    system = "-"
+  end
   if co_isyieldable() then
     local co
     if type(f) == "function" then
