@@ -98,6 +98,29 @@ describe("braid.protocol", function()
       assert.same({ "start", "stop" }, calls)
     end)
 
+    it("logs Starting/Stopping factory as Logger events: format, factory field, source and namespace, [-]", function()
+      local events = {}
+      local function obs(ev) events[#events + 1] = ev end
+      log.addObserver(obs)
+      finally(function() log.removeObserver(obs) end)
+      local EchoFactory = Factory:extend("EchoFactory")
+      local f = EchoFactory()
+      log.callWithContext("Echo,3,10.0.0.7", f.doStart, f)
+      f:doStop()
+      assert.equal(2, #events)
+      for i, what in ipairs({ "Starting", "Stopping" }) do
+        local ev = events[i]
+        assert.equal(what .. " factory {factory!r}", ev.format)
+        assert.equal(f, ev.factory)
+        assert.equal(f, ev.source)
+        assert.equal("EchoFactory", ev.namespace)
+        assert.equal("info", ev.level)
+        assert.is_false(ev.isError)
+        assert.equal("-", ev.system)
+        assert.equal(what .. " factory " .. tostring(f), ev.text)
+      end
+    end)
+
     it("forProtocol works with a dot call and a subclass colon call", function()
       local P = Protocol:extend("P")
       assert.equal(P, Factory.forProtocol(P).protocol)

@@ -97,18 +97,20 @@ end
 function Factory:startFactory() end
 function Factory:stopFactory() end
 
-local function fname(f)
-  return tostring(f)
-end
-
--- "Starting factory ..." and "Stopping factory ...": Twisted logs them
--- through a twisted.logger Logger, whose events never take the legacy log
--- context, so they are "[-]" lines even when a factory starts or stops
--- inside a connection's callbacks (a proxy's connectTCP in dataReceived)
--- or while the reactor's shutdown closes a port under its prefix
+-- "Starting factory ..." and "Stopping factory ...": as Twisted's
+-- (_loggerFor(factory).info("Starting factory {factory!r}", factory=...)),
+-- Logger events with the format "Starting factory {factory!r}", the
+-- factory in the `factory` field and as the event's `source`, and the
+-- factory's class name as the namespace. A twisted.logger Logger's events
+-- never take the legacy log context, so they are "[-]" lines even when a
+-- factory starts or stops inside a connection's callbacks (a proxy's
+-- connectTCP in dataReceived) or while the reactor's shutdown closes a
+-- port under its prefix.
 local function log_factory(what, f)
   local ok, log = pcall(require, "braid.log")
-  if ok then log.callWithContext("-", log.msg, what .. " factory " .. fname(f)) end
+  if ok then
+    log.Logger(class.nameof(f), f):info(what .. " factory {factory!r}", { factory = f, system = "-" })
+  end
 end
 
 -- The count of users: the instance's own, else (an instance of a class

@@ -512,10 +512,16 @@ end
 -- what braid.protocol logs, as "log TEXT", while fn runs
 local function with_log(R, fn, ...)
   local saved = package.loaded["braid.log"]
+  -- braid.log may be twisted_diff's stand-in here: format with the formatter
+  local format_fields = require("braid.log.format").fields
+  local logger = {
+    info = function(_, fmt, fields) R.current.log("log " .. format_fields(fmt, fields)) end,
+  }
   package.loaded["braid.log"] = {
     msg = function(...) R.current.log("log " .. concat({ ... }, " ")) end,
     err = function() end,
     callWithContext = function(_, f, ...) return f(...) end,
+    Logger = function() return logger end,
   }
   local ok, a, b = pcall(fn, ...)
   package.loaded["braid.log"] = saved
