@@ -7,6 +7,7 @@
 */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -268,13 +269,43 @@ static void create_arg(lua_State *L, char **argv, int argc, int script) {
   lua_setglobal(L, "arg");
 }
 
-/* The pid a pidfile holds, or 0 (no file, or no number in it). */
+/* What read_pidfile found besides a pid */
+#define PIDFILE_NONE 0      /* no file (or no regular file: writing it says why) */
+#define PIDFILE_INVALID -1  /* a file that holds something else: text, 0 */
+#define PIDFILE_UNREADABLE -2 /* a file that cannot be read (errno says why) */
+
+/* The pid a pidfile holds (its whole content: a decimal number, blanks
+** around it allowed, as twistd's int() takes it), or one of the above. An
+** empty file (or blanks only) holds none: there is nothing in it to lose
+** (a pidfile made beforehand to give it an owner is one). A file with
+** anything else in it is no pidfile of ours: it was taken as no pid and
+** overwritten (and removed at exit), so `--pidfile app.conf` destroyed
+** the file; twistd refuses such a file ("contains non-numeric value"),
+** and so does braid. */
 static long read_pidfile(const char *path) {
+  char buf[64];
+  size_t len = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? PIDFILE_NONE : PIDFILE_UNREADABLE;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) { close(fd); return PIDFILE_NONE; }
+  for (;;) {
+    ssize_t n = read(fd, buf + len, sizeof buf - 1 - len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) { int e = errno; close(fd); errno = e; return PIDFILE_UNREADABLE; }
+    if (n == 0 || (len += (size_t)n) == sizeof buf - 1) break;
+  }
+  close(fd);
+  if (len == sizeof buf - 1) return PIDFILE_INVALID;  /* far longer than a pid */
+  buf[len] = '\0';
+  const char *p = buf;
   long pid = 0;
-  FILE *f = fopen(path, "r");
-  if (!f) return 0;
-  if (fscanf(f, "%ld", &pid) != 1 || pid < 0) pid = 0;
-  fclose(f);
+  while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+  if (p == buf + len) return PIDFILE_NONE;
+  const char *digits = p;
+  while (*p >= '0' && *p <= '9' && pid <= INT_MAX) pid = pid * 10 + (*p++ - '0');
+  while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+  if (p == digits || p != buf + len || pid < 1 || pid > INT_MAX) return PIDFILE_INVALID;
   return pid;
 }
 
@@ -287,9 +318,18 @@ static void remove_pidfile(void) {
 }
 
 /* As twistd: a pidfile whose process is alive means another instance runs
-** (refused); one whose process is gone is stale, and replaced. */
+** (refused); one whose process is gone is stale, and replaced; one that
+** holds no pid, or cannot be read, is refused (left as it is). */
 static void write_pidfile(const char *path) {
   long other = read_pidfile(path);
+  if (other == PIDFILE_UNREADABLE) {
+    fprintf(stderr, "%s: cannot read pidfile %s (%s)\n", progname, path, strerror(errno));
+    exit(1);
+  }
+  if (other == PIDFILE_INVALID) {
+    fprintf(stderr, "%s: pidfile %s holds no pid; refusing to overwrite it\n", progname, path);
+    exit(1);
+  }
   if (other > 0 && other != (long)getpid() && (kill((pid_t)other, 0) == 0 || errno == EPERM)) {
     fprintf(stderr, "%s: another process (pid %ld) runs with pidfile %s\n", progname, other, path);
     exit(1);

@@ -1,0 +1,92 @@
+-- spec/twisted_twistd_port_spec.lua: braid twins of the Twisted 22.4 tests
+-- of twistd's pid file and options that no other spec asserts the same way
+-- (docs/twisted-tests.md maps each Twisted test to its spec). One
+-- describe per Twisted TestCase class, each `it` named after the Twisted
+-- test method. Each runs the braid command as a process.
+-- Sources: twisted/application/runner/test/test_pidfile.py,
+-- twisted/test/test_twistd.py.
+local proc = require "helpers.proc"
+local tmp = require "helpers.tmp"
+
+-- a path for a pidfile, with `content` in it (no file when nil)
+local function pidfile(content)
+  local path = tmp.path(".pid")
+  if content then
+    local f = assert(io.open(path, "w"))
+    f:write(content)
+    f:close()
+  end
+  return path
+end
+
+-- the whole content of path, or nil when there is no such file
+local function slurp(path)
+  local f = io.open(path)
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Lua code printing the content of the pidfile at path while braid runs,
+-- then braid's own pid (from /proc/self, which braid reads itself)
+local function show(path)
+  return ("io.write('holds ', io.open(%q):read('a'), 'self ', "
+    .. "io.open('/proc/self/stat'):read('a'):match('^%%d+'), '\\n')"):format(path)
+end
+
+-- the lines show() prints for a pidfile that holds braid's pid
+local function holds_own_pid(lines)
+  assert.equal(2, #lines, table.concat(lines, "\n"))
+  assert.equal("self " .. lines[1]:match("^holds (%d+)$"), lines[2])
+end
+
+---------------------------------------------------------------------------
+-- twisted/application/runner/test/test_pidfile.py
+
+describe("PIDFileTests", function()
+  -- InvalidPIDFileError for b"$foo!": braid refuses the file and leaves it
+  -- as it was (it overwrote it, and removed it at exit)
+  it("test_readWithBogusPID", function()
+    local path = pidfile("$foo!")
+    local lines, code = proc.run({ "--pidfile", path, "-e", "print('ran')" })
+    assert.equal(1, code)
+    assert.same({ ("braid: pidfile %s holds no pid; refusing to overwrite it"):format(path) }, lines)
+    assert.equal("$foo!", slurp(path))
+  end)
+
+  -- an OSError other than ENOENT while reading is raised, not taken as no
+  -- file: a pidfile that is a symbolic link to itself
+  it("test_readOpenRaisesOSErrorNotENOENT", function()
+    local path = pidfile()
+    assert(os.execute(("ln -s %s %s"):format(proc.quote(path), proc.quote(path))))
+    local lines, code = proc.run({ "--pidfile", path, "-e", "print('ran')" })
+    assert.equal(1, code)
+    assert.same({ ("braid: cannot read pidfile %s (Too many levels of symbolic links)"):format(path) },
+      lines)
+  end)
+end)
+
+---------------------------------------------------------------------------
+-- twisted/test/test_twistd.py
+
+describe("CheckPIDTests", function()
+  -- twistd exits with "Pidfile ... contains non-numeric value"; braid
+  -- refuses every content that is not one positive decimal number (blanks
+  -- around it allowed, as int() takes it), and leaves the file alone
+  it("test_nonNumeric", function()
+    for _, bad in ipairs({ "non-numeric", "12abc", "0\n", "-5\n", "1 2\n", "12\0",
+                           "99999999999999999999\n", ("1"):rep(100) }) do
+      local path = pidfile(bad)
+      local lines, code = proc.run({ "--pidfile", path, "-e", "print('ran')" })
+      assert.equal(1, code, ("%q"):format(bad))
+      assert.same({ ("braid: pidfile %s holds no pid; refusing to overwrite it"):format(path) }, lines)
+      assert.equal(bad, slurp(path))
+    end
+    -- blanks around a pid are fine: a stale one is replaced
+    local path = pidfile("  99999999 \n")
+    local lines, code = proc.run({ "--pidfile", path, "-e", show(path) })
+    assert.equal(0, code)
+    holds_own_pid(lines)
+  end)
+end)
