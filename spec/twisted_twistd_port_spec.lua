@@ -45,6 +45,28 @@ end
 -- twisted/application/runner/test/test_pidfile.py
 
 describe("PIDFileTests", function()
+  -- PIDFile._format(pid=1337) == b"1337\n": the pid in decimal and a newline
+  it("test_formatWithPID", function()
+    local path = pidfile()
+    local lines, code = proc.run({ "--pidfile", path, "-e", show(path) })
+    assert.equal(0, code)
+    holds_own_pid(lines)
+    assert.is_nil(slurp(path))
+  end)
+
+  -- Twisted raises InvalidPIDFileError ("non-integer PID value in PID file:
+  -- b''"); an empty file has nothing to lose, and braid takes it over (a
+  -- documented difference, docs/braid.md)
+  it("test_readEmptyPID", function()
+    for _, empty in ipairs({ "", "\n", "  \n" }) do
+      local path = pidfile(empty)
+      local lines, code = proc.run({ "--pidfile", path, "-e", show(path) })
+      assert.equal(0, code, ("%q"):format(empty))
+      holds_own_pid(lines)
+      assert.is_nil(slurp(path))
+    end
+  end)
+
   -- InvalidPIDFileError for b"$foo!": braid refuses the file and leaves it
   -- as it was (it overwrote it, and removed it at exit)
   it("test_readWithBogusPID", function()
@@ -64,6 +86,30 @@ describe("PIDFileTests", function()
     assert.equal(1, code)
     assert.same({ ("braid: cannot read pidfile %s (Too many levels of symbolic links)"):format(path) },
       lines)
+  end)
+
+  -- Twisted's isRunning() is true for the pid of the process asking;
+  -- braid takes over a pidfile that holds its own pid (a documented
+  -- difference, docs/braid.md): the shell writes its pid, then execs braid
+  it("test_isRunningThis", function()
+    local path = pidfile()
+    local p = proc.background(("echo $$ > %s; exec %s --pidfile %s -e %s 2>&1"):format(
+      proc.quote(path), proc.quote(proc.BIN), proc.quote(path), proc.quote(show(path))))
+    local lines, code = p:finish()
+    assert.equal(0, code)
+    holds_own_pid(lines)
+    assert.equal("holds " .. p.pid, lines[1])
+    assert.is_nil(slurp(path))
+  end)
+
+  -- pid 1 (init) is always running: alive to a root braid, EPERM to
+  -- another, running either way; the file is left as it was
+  it("test_isRunningInit", function()
+    local path = pidfile("1\n")
+    local lines, code = proc.run({ "--pidfile", path, "-e", "print('ran')" })
+    assert.equal(1, code)
+    assert.same({ ("braid: another process (pid 1) runs with pidfile %s"):format(path) }, lines)
+    assert.equal("1\n", slurp(path))
   end)
 end)
 
@@ -88,5 +134,19 @@ describe("CheckPIDTests", function()
     local lines, code = proc.run({ "--pidfile", path, "-e", show(path) })
     assert.equal(0, code)
     holds_own_pid(lines)
+  end)
+end)
+
+describe("UnixApplicationRunnerRemovePIDTests", function()
+  -- twistd logs the ENOENT of a pidfile gone before its exit; braid
+  -- removes the file only while it holds braid's pid, so one that is gone
+  -- is left gone, and nothing is said
+  it("test_removePIDErrors", function()
+    local path = pidfile()
+    local lines, code = proc.run({ "--pidfile", path, "-e",
+      ("assert(os.remove(%q)); print('removed')"):format(path) })
+    assert.equal(0, code)
+    assert.same({ "removed" }, lines)
+    assert.is_nil(slurp(path))
   end)
 end)
