@@ -273,6 +273,7 @@ static void create_arg(lua_State *L, char **argv, int argc, int script) {
 #define PIDFILE_NONE 0      /* no file (or no regular file: writing it says why) */
 #define PIDFILE_INVALID -1  /* a file that holds something else: text, 0 */
 #define PIDFILE_UNREADABLE -2 /* a file that cannot be read (errno says why) */
+#define PIDFILE_FIFO -3     /* a named pipe: opening it to write would wait for a reader */
 
 /* The pid a pidfile holds (its whole content: a decimal number, blanks
 ** around it allowed, as twistd's int() takes it), or one of the above. An
@@ -285,10 +286,15 @@ static void create_arg(lua_State *L, char **argv, int argc, int script) {
 static long read_pidfile(const char *path) {
   char buf[64];
   size_t len = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK: a named pipe's open would wait for a writer */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return errno == ENOENT ? PIDFILE_NONE : PIDFILE_UNREADABLE;
   struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) { close(fd); return PIDFILE_NONE; }
+  int r = fstat(fd, &st);
+  if (r != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return r == 0 && S_ISFIFO(st.st_mode) ? PIDFILE_FIFO : PIDFILE_NONE;
+  }
   for (;;) {
     ssize_t n = read(fd, buf + len, sizeof buf - 1 - len);
     if (n < 0 && errno == EINTR) continue;
@@ -324,6 +330,10 @@ static void write_pidfile(const char *path) {
   long other = read_pidfile(path);
   if (other == PIDFILE_UNREADABLE) {
     fprintf(stderr, "%s: cannot read pidfile %s (%s)\n", progname, path, strerror(errno));
+    exit(1);
+  }
+  if (other == PIDFILE_FIFO) {
+    fprintf(stderr, "%s: pidfile %s is a named pipe; refusing to use it\n", progname, path);
     exit(1);
   }
   if (other == PIDFILE_INVALID) {

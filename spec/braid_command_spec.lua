@@ -391,6 +391,17 @@ describe("braid", function()
     assert.same({ ("braid: cannot write pidfile %s (Is a directory)"):format(dir) }, lines)
   end)
 
+  -- a named pipe as the pidfile: braid waited for ever in open(), for a
+  -- writer (reading it) or a reader (writing it)
+  it("--pidfile refuses a named pipe instead of waiting on it, status 1", function()
+    local path = tmp.path(".pid")
+    assert(os.execute("mkfifo " .. proc.quote(path)))
+    local lines, code = proc.run({ "--pidfile", path, "-e", "print('ran')" }, { limit = 5 })
+    assert.equal(1, code)
+    assert.same({ ("braid: pidfile %s is a named pipe; refusing to use it"):format(path) }, lines)
+    os.remove(path)
+  end)
+
   it("--pidfile leaves the file alone at exit if another process took it over", function()
     local pidfile = tmpfile()
     os.remove(pidfile)
