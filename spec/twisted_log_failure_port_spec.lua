@@ -200,7 +200,7 @@ describe("LoggerTests (test_logger)", function()
   it("test_conflictingKwargs", function()
     local events = collect()
     local logger = log.Logger("ns")
-    logger:warn("*", { format = "#", level = "error", namespace = "*namespace*", isError = true, time = 7 })
+    logger:warn("*", { format = "#", level = "error", namespace = "*namespace*", time = 7 })
     local ev = events[1]
     assert.equal("*", ev.format)
     assert.equal("warn", ev.level)

@@ -567,12 +567,17 @@ local function emit(self, lname, ln, fmt, fields, f)
   ev.level, ev.namespace, ev.format, ev.time = lname, self.namespace, fmt, now()
   if self.source ~= nil then ev.source = self.source end
   if ev.system == nil then ev.system = system_now() end
-  ev.isError = ln >= ERROR
+  -- isError and why given as fields are kept, as Twisted's observers see
+  -- them (its Logger sets neither; its legacy bridge adds them when absent)
+  local isError = ev.isError
+  if isError == nil then ev.isError = ln >= ERROR end
   local text = formatEvent(fmt, ev)
   if f == nil and ev.failure ~= false then f = ev.failure end -- failure = false: none
   if f ~= nil then
     if not isFailure(f) then f = Failure(f) end
-    ev.failure, ev.why, ev.isError = f, text, true
+    ev.failure = f
+    if ev.why == nil then ev.why = text end
+    if isError == nil then ev.isError = true end
     text = text .. "\n" .. traceback_text(f)
   end
   ev.text = text
