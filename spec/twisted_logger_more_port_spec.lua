@@ -120,3 +120,49 @@ describe("LegacyLogObserverWrapperTests (test_legacy)", function()
     assert.equal("blah", eventWithFailure({ why = "blah" }).why)
   end)
 end)
+
+describe("LoggingFileTests (test_io)", function()
+  -- startLogging's print is braid's LoggingFile for sys.stdout
+  local orig
+  before_each(function() orig = _G.print end)
+  after_each(function() _G.print = orig end)
+
+  local function observedPrint()
+    log.startLogging(Sink())
+    local events = collect()
+    local messages = {}
+    log.addObserver(function(ev) if ev.log_io ~= nil then messages[#messages + 1] = ev.log_io end end)
+    return events, messages
+  end
+
+  it("test_writeBuffering", function()
+    local _, messages = observedPrint()
+    _G.print("Hello, world!")
+    assert.same({ "Hello, world!" }, messages)
+    _G.print("It's nice to meet you.\n\nIndeed.")
+    assert.same({ "Hello, world!", "It's nice to meet you.", "", "Indeed." }, messages)
+  end)
+
+  it("test_writeUnicode", function()
+    local _, messages = observedPrint()
+    _G.print("Hello, Mr. S\u{e1}nchez")
+    assert.same({ "Hello, Mr. S\u{e1}nchez" }, messages)
+  end)
+
+  it("test_writeLevel", function()
+    local events = observedPrint()
+    _G.print("Hello")
+    assert.equal(1, #events)
+    assert.equal("info", events[1].level)
+  end)
+
+  it("test_writeFormat", function()
+    local events = observedPrint()
+    _G.print("Hello")
+    assert.equal(1, #events)
+    assert.equal("{log_io}", events[1].format)
+    assert.equal("Hello", events[1].log_io)
+    assert.equal("stdout", events[1].namespace)
+    assert.equal("Hello", log.formatEvent(events[1].format, events[1]))
+  end)
+end)

@@ -432,10 +432,19 @@ end
 ---------------------------------------------------------------------------
 -- legacy API: msg / err
 
-local function publish_text(text, printed)
+local function publish_text(text)
   publish({
     text = text, isError = false, system = system_now(), time = now(),
-    level = "info", namespace = "log_legacy", printed = printed,
+    level = "info", namespace = "log_legacy",
+  }, INFO)
+end
+
+-- a line of print: as Twisted's LoggingFile for sys.stdout logs it
+local function publish_printed(line)
+  publish({
+    text = line, isError = false, system = system_now(), time = now(),
+    level = "info", namespace = "stdout", format = "{log_io}", log_io = line,
+    printed = true,
   }, INFO)
 end
 
@@ -730,8 +739,8 @@ log_print = function(...)
     s = concat(parts, "\t", 1, n)
   end
   if nobs == 0 and INFO < min_level then return end
-  if not find(s, "\n", 1, true) then return publish_text(s, true) end
-  for line in (s .. "\n"):gmatch("(.-)\n") do publish_text(line, true) end
+  if not find(s, "\n", 1, true) then return publish_printed(s) end
+  for line in (s .. "\n"):gmatch("(.-)\n") do publish_printed(line) end
 end
 
 --- Begin logging to `observer` (which becomes the main observer, filtered
