@@ -1588,13 +1588,16 @@ describe("log corners", function()
     end
   end)
 
-  it("filteringObserver takes an event without a level as info", function()
+  it("filteringObserver drops an event without a level or a namespace, as Twisted's LogLevelFilterPredicate", function()
     local seen = {}
     local function obs(ev) seen[#seen + 1] = ev.text end
-    log.filteringObserver(obs, "info")({ text = "no level" })
-    log.filteringObserver(obs, "warn")({ text = "dropped" })
-    log.filteringObserver(obs, "info")({ text = "bogus level", level = "loud" })
-    assert.same({ "no level", "bogus level" }, seen)
+    local f = log.filteringObserver(obs, "debug")
+    f({ text = "no level", namespace = "ns" })
+    f({ text = "bogus level", level = "loud", namespace = "ns" })
+    f({ text = "no namespace", level = "critical" })
+    f({ text = "empty namespace", level = "critical", namespace = "" })
+    f({ text = "kept", level = "debug", namespace = "ns" })
+    assert.same({ "kept" }, seen)
   end)
 
   it("closes the file it opened from a path when logging stops, moves on or reopens", function()

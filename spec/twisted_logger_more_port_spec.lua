@@ -166,3 +166,51 @@ describe("LoggingFileTests (test_io)", function()
     assert.equal("Hello", log.formatEvent(events[1].format, events[1]))
   end)
 end)
+
+describe("FilteringLogObserverTests (test_filter)", function()
+  it("test_call", function()
+    -- braid's one predicate is the level: at or above it is Twisted's
+    -- yes/maybe (seen), below it no (not seen)
+    local function seenAt(level)
+      local seen = {}
+      local e = { level = level, namespace = "ns", obj = {} }
+      log.filteringObserver(function(ev) seen[#seen + 1] = ev end, "warn")(e)
+      return seen[1] == e
+    end
+    assert.is_true(seenAt("critical"))
+    assert.is_true(seenAt("warn"))
+    assert.is_false(seenAt("info"))
+  end)
+end)
+
+describe("LogLevelFilterPredicateTests (test_filter)", function()
+  it("test_defaultLogLevel", function()
+    assert.equal("info", log.getLevel())
+    local sink = Sink()
+    log.startLogging(sink, false)
+    local L = log.Logger("rocker.cool.namespace")
+    L:debug("d")
+    L:info("i")
+    assert.is_nil(sink.buf:find("] d\n", 1, true))
+    assert.truthy(sink.buf:find("] i\n", 1, true))
+  end)
+
+  it("test_filtering", function()
+    local seen
+    local f = log.filteringObserver(function(ev) seen = true end, "error")
+    local function check(namespace, level, expected)
+      seen = false
+      f({ namespace = namespace, level = level })
+      assert.equal(expected, seen, tostring(namespace) .. " " .. tostring(level))
+    end
+    check("", "debug", false)
+    check(nil, "debug", false)
+    check("", "error", false)
+    check(nil, "error", false)
+    check("twext.web2.dav", "debug", false)
+    check("twext.web2.dav", "error", true)
+    check("", "critical", false)
+    check(nil, "critical", false)
+    check("twext.web2", nil, false)
+  end)
+end)

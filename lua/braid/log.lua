@@ -686,13 +686,16 @@ function M.textFileObserver(out)
   return function(ev) write_flush(w, event_line(ev)) end
 end
 
---- Wrap an observer so it only sees events at or above `level`.
+--- Wrap an observer so it only sees events at or above `level`. As
+-- Twisted's LogLevelFilterPredicate, an event without a level (or with
+-- one that is no level's name) or without a namespace is dropped.
 function M.filteringObserver(observer, level)
   errors.checkcallable("filteringObserver", 1, observer)
   local ln = type(level) == "string" and LEVELS[LEVEL_ALIASES[lower(level)] or lower(level)]
   if not ln then errors.argerror("filteringObserver", 2, "unknown level '" .. safe_tostring(level) .. "'") end
   return function(ev)
-    if (LEVELS[ev.level] or INFO) >= ln then return observer(ev) end
+    local el, ns = LEVELS[ev.level], ev.namespace
+    if el and el >= ln and ns ~= nil and ns ~= "" then return observer(ev) end
   end
 end
 
