@@ -73,6 +73,12 @@ describe("LegacyLogObserverWrapperTests (test_legacy)", function()
     assert.equal("foo", observe("info", "x", { system = "foo" }).system)
   end)
 
+  it("test_systemAlreadySet", function()
+    -- the system in force is Twisted's log_system; a system field wins
+    local ev = log.callWithContext("foo", observe, "info", "x", { system = "bar" })
+    assert.equal("bar", ev.system)
+  end)
+
   it("test_noSystem", function()
     local out = Sink()
     log.textFileObserver(out)({ time = T, level = "info", text = "no system" })
@@ -212,5 +218,110 @@ describe("LogLevelFilterPredicateTests (test_filter)", function()
     check("", "critical", false)
     check(nil, "critical", false)
     check("twext.web2", nil, false)
+  end)
+end)
+
+describe("PublishToNewObserverTests (test_legacy)", function()
+  -- log.msg and log.err reach the observers Logger events reach
+  it("test_observed", function()
+    local events = collect()
+    log.msg()
+    assert.equal(1, #events)
+  end)
+
+  it("test_time", function()
+    local events = collect()
+    log.msg("x")
+    assert.equal(T, events[1].time)
+  end)
+
+  it("test_message", function()
+    local events = collect()
+    local sink = Sink()
+    log.startLogging(sink, false)
+    log.msg("Hello,", "world!")
+    -- the event's text is the text the legacy file writes
+    local ev = events[#events]
+    assert.equal("Hello, world!", ev.text)
+    assert.equal("] Hello, world!\n", sink.buf:match("%][^\n]*\n$"))
+  end)
+
+  it("test_defaultLogLevel", function()
+    local events = collect()
+    log.msg("x")
+    assert.equal("info", events[1].level)
+  end)
+
+  it("test_isError", function()
+    local events = collect()
+    log.err(errors.RuntimeError("x"))
+    assert.equal("critical", events[1].level)
+    assert.is_true(events[1].isError)
+  end)
+
+  it("test_defaultNamespace", function()
+    local events = collect()
+    log.msg("x")
+    log.err(errors.RuntimeError("x"))
+    assert.equal("log_legacy", events[1].namespace)
+    assert.equal("log_legacy", events[2].namespace)
+  end)
+
+  it("test_system", function()
+    local events = collect()
+    log.callWithContext("sys", log.msg, "x")
+    log.msg("y")
+    assert.equal("sys", events[1].system)
+    assert.equal("-", events[2].system)
+  end)
+end)
+
+describe("FlatFormattingTests (test_flatten)", function()
+  it("test_formatFlatEvent", function()
+    local counter = 0
+    local fmt = "callable: {callme()} attribute: {object.attribute} numrepr: {number!r} "
+      .. "numstr: {number!s} strrepr: {string!r} unistr: {unistr!s}"
+    local fields = {
+      callme = function() local n = counter; counter = counter + 1; return n end,
+      object = { attribute = "value" }, number = 7, string = "hello", unistr = "\u{f6}",
+    }
+    assert.equal("callable: 0 attribute: value numrepr: 7 numstr: 7 strrepr: 'hello' unistr: \u{f6}",
+      log.formatEvent(fmt, fields))
+  end)
+
+  it("test_formatFlatEventBadFormat", function()
+    local text = log.formatEvent("strrepr: {string!X}", { string = "hello" })
+    assert.equal(1, text:find("Unable to format event", 1, true))
+  end)
+
+  it("test_formatFlatEventFieldNamesSame", function()
+    local counter = 0
+    local CountStr = setmetatable({}, {
+      __tostring = function() local n = counter; counter = counter + 1; return tostring(n) end,
+    })
+    assert.equal("0 1", log.formatEvent("{x} {x}", { x = CountStr }))
+  end)
+
+  it("test_formatEventFlatTrailingText", function()
+    assert.equal("test value trailing", log.formatEvent("test {x} trailing", { x = "value" }))
+  end)
+end)
+
+describe("LogCaptureTests (test_capture)", function()
+  it("test_capture", function()
+    local foo = {}
+    local captured, obs = collect()
+    local L = log.Logger("capture")
+    L:debug("Capture this, please", { foo = foo })
+    L:info("Capture this too, please", { foo = foo })
+    log.removeObserver(obs)
+    L:info("not captured")
+    assert.equal(2, #captured)
+    assert.equal("Capture this, please", captured[1].format)
+    assert.equal("debug", captured[1].level)
+    assert.is_true(rawequal(foo, captured[1].foo))
+    assert.equal("Capture this too, please", captured[2].format)
+    assert.equal("info", captured[2].level)
+    assert.is_true(rawequal(foo, captured[2].foo))
   end)
 end)
