@@ -9,8 +9,9 @@
 --   is removed and reported on the error stream.
 -- * The main observer sees only events at or above the level of setLevel;
 --   added observers see every event.
--- * Before startLogging (and after stopLogging) error events are written to
---   the error stream (stderr) as full log lines; other events go nowhere.
+-- * Before startLogging (and after stopLogging) events of level error and
+--   critical are written to the error stream (stderr) as full log lines,
+--   whether or not observers were added; other events go nowhere.
 -- * A call with nobody to hear it returns before formatting anything.
 local class = require "braid.class"
 local errors = require "braid.error"
@@ -180,7 +181,7 @@ local function publish(ev, ln)
         if main == m then stop_main() end
         report_broken(m, e)
       end
-    elseif ev.isError then
+    elseif ln >= ERROR then  -- by level, as the early return of a log call
       write_err(event_line(ev))
     end
   end
