@@ -83,7 +83,9 @@ struct conn {
   } peer;
   unsigned reading : 1, read_closed : 1, write_shut : 1, shut_pending : 1,
            disconnecting : 1, queued : 1, streaming : 1, has_producer : 1,
-           prod_paused : 1, pull_kick : 1, lost : 1, is_unix : 1, sent_direct : 1;
+           prod_paused : 1, pull_kick : 1, lost : 1, is_unix : 1, sent_direct : 1,
+           write_held : 1;       /* removeWriter/removeAll: no EV_WRITE until a write,
+                                 ** loseConnection or addWriter (Twisted's startWriting) */
 };
 
 struct port {
@@ -92,6 +94,7 @@ struct port {
   int self_ref;
   int added;               /* ev is added */
   int is_unix;
+  int held;                /* removeReader/removeAll: not accepting until addReader */
 };
 
 /* handlers installed by braid.tcp; dataReceived is called from C (the hot
@@ -125,7 +128,8 @@ static void conn_setflags(struct conn *c) {
   if (c->state == S_CONNECTING) want = EV_WRITE;
   else if (c->state == S_OPEN) {
     if (c->reading && !c->read_closed && !c->disconnecting) want |= EV_READ;
-    if ((c->out && evbuffer_get_length(c->out) > 0) || c->pull_kick) want |= EV_WRITE;
+    if (((c->out && evbuffer_get_length(c->out) > 0) || c->pull_kick) && !c->write_held)
+      want |= EV_WRITE;
   }
   if (want == c->evflags) return;
   if (c->evflags) event_del(&c->ev);
@@ -698,6 +702,7 @@ static int conn_write(lua_State *L) {
   /* after loseWriteConnection, writes still go out until the write side
   ** is shut (once what is queued is sent), as Twisted's */
   if (c->state == S_CLOSED || c->write_shut || len == 0) return 0;
+  c->write_held = 0; /* as Twisted's write: startWriting */
   if (c->state == S_OPEN && (!c->out || evbuffer_get_length(c->out) == 0)) {
     ssize_t n = send(c->fd, s, len, MSG_NOSIGNAL); /* EPIPE, never SIGPIPE */
     if (n < 0) {
@@ -741,6 +746,7 @@ static int conn_lose(lua_State *L) {
   if (c->state != S_OPEN || c->disconnecting) return 0;
   set_disconnecting(L, c);
   if (c->state != S_OPEN) return 0;  /* closed by a finalizer the field's write ran */
+  c->write_held = 0; /* as Twisted's loseConnection: startWriting */
   if (producer_holds(c)) {
     /* ask the producer for the rest first: on the next writable event */
     c->pull_kick = 1;
@@ -787,6 +793,25 @@ static int set_reading(lua_State *L, int on) {
 ** neither data nor the peer's FIN is seen */
 static int conn_pause(lua_State *L) { return set_reading(L, 0); }
 static int conn_resume(lua_State *L) { return set_reading(L, 1); }
+
+/* _watching() -> reading, writing: whether the loop watches the open
+** connection for reading and for writing now (reactor.getReaders and
+** getWriters, computed on demand from the flags ev is added with) */
+static int conn_watching(lua_State *L) {
+  struct conn *c = conn_check(L, 1);
+  int open = c->state == S_OPEN;
+  lua_pushboolean(L, open && (c->evflags & EV_READ));
+  lua_pushboolean(L, open && (c->evflags & EV_WRITE));
+  return 2;
+}
+
+/* _holdWrites(hold): removeWriter (true) / addWriter (false) */
+static int conn_hold_writes(lua_State *L) {
+  struct conn *c = conn_check(L, 1);
+  c->write_held = (unsigned)lua_toboolean(L, 2);
+  if (c->state == S_OPEN) conn_setflags(c);
+  return 0;
+}
 
 /* _producer(registered, streaming) */
 static int conn_set_producer(lua_State *L) {
@@ -1203,7 +1228,8 @@ static void port_backoff_cb(evutil_socket_t fd, short what, void *arg) {
   struct port *p = arg;
   (void)fd; (void)what;
   if (reserve_fd < 0) reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  port_watch(p);
+  p->added = 0;
+  if (!p->held) port_watch(p);
 }
 
 /* Out of descriptors with no reserve to shed the connection: the socket
@@ -1244,7 +1270,7 @@ static int port_accept_p(lua_State *L) {
   struct conn *c = NULL;
   int told = 0; /* an error was logged on this pass (the shedding below repeats it) */
   lua_rawgeti(L, LUA_REGISTRYINDEX, p->self_ref); /* 2: anchored for the loop */
-  for (int i = 0; i < 64 && p->fd >= 0; i++) {
+  for (int i = 0; i < 64 && p->fd >= 0 && !p->held; i++) {
     if (!c) {                                     /* 3: made before the descriptor */
       if (spare) {
         c = spare;
@@ -1264,7 +1290,7 @@ static int port_accept_p(lua_State *L) {
         told = 1;
         if (c) lua_settop(L, 3); /* the spare conn (index 3) stays anchored */
         port_accept_error(L, e);
-        if (p->fd < 0) break; /* the handler closed the port */
+        if (p->fd < 0 || p->held) break; /* the handler closed or removed the port */
       }
       if (e != EMFILE && e != ENFILE) break; /* ECONNABORTED, ENOBUFS...: next wakeup */
       if (port_shed(p)) continue;
@@ -1460,6 +1486,30 @@ static int port_listening(lua_State *L) {
   return 1;
 }
 
+/* _accepting() -> whether the port is open and not held by removeReader
+** (an EMFILE back-off counts as accepting: it resumes by itself) */
+static int port_accepting(lua_State *L) {
+  struct port *p = port_check(L);
+  lua_pushboolean(L, p->fd >= 0 && !p->held);
+  return 1;
+}
+
+/* _setAccepting(on): addReader (true) / removeReader (false) */
+static int port_set_accepting(lua_State *L) {
+  struct port *p = port_check(L);
+  int on = lua_toboolean(L, 2);
+  if (p->fd < 0) return 0;
+  if (!on && !p->held) {
+    if (p->added) { event_del(&p->ev); p->added = 0; }
+    p->held = 1;
+  } else if (on && p->held) {
+    p->held = 0;
+    if (p->added) event_del(&p->ev); /* an EMFILE back-off timer set while held */
+    port_watch(p);
+  }
+  return 0;
+}
+
 static int port_fileno(lua_State *L) {
   lua_pushinteger(L, port_check(L)->fd);
   return 1;
@@ -1643,6 +1693,8 @@ static const luaL_Reg conn_methods[] = {
   { "_setProducer", conn_set_producer },
   { "_setBufferSize", conn_set_bufsize },
   { "_state", conn_state },
+  { "_watching", conn_watching },
+  { "_holdWrites", conn_hold_writes },
   { "_getuv", conn_getuv },
   { "_setuv", conn_setuv },
   { NULL, NULL }
@@ -1652,6 +1704,8 @@ static const luaL_Reg port_methods[] = {
   { "close", port_close },
   { "_host", port_host },
   { "listening", port_listening },
+  { "_accepting", port_accepting },
+  { "_setAccepting", port_set_accepting },
   { "fileno", port_fileno },
   { "_getuv", port_getuv },
   { "_setuv", port_setuv },

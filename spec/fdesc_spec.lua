@@ -8,12 +8,23 @@ local spin = loop.spin
 
 describe("braid.fdesc", function()
   local fdesc = require "braid.fdesc"
+  local tcp = require "braid.tcp"
+  -- the readers or writers without braid.tcp's own ports and connections
+  -- (the specs below borrow those only for their descriptors)
+  local function raw(list)
+    local out = {}
+    for _, d in ipairs(list) do
+      if not tcp._isSelectable(d) then out[#out + 1] = d end
+    end
+    return out
+  end
   local work0, clients
   before_each(function() work0, clients = core.work(), {} end)
   -- a client protocol kept in `clients`, closed after each spec
   local Client = { connectionMade = function(self) clients[#clients + 1] = self.transport end }
   after_each(function()
-    fdesc.removeAll()
+    for _, d in ipairs(raw(fdesc.getReaders())) do fdesc.removeReader(d) end
+    for _, d in ipairs(raw(fdesc.getWriters())) do fdesc.removeWriter(d) end
     for _, t in ipairs(clients) do t:abortConnection() end
     -- every connection's close delivered: no work left for the loop
     spin(function() return core.work() <= work0 and core.tcp_undelivered() == 0 end)
@@ -39,11 +50,11 @@ describe("braid.fdesc", function()
                 doWrite = function(self) n = n + 1 if n == 3 then reactor.removeWriter(self) end end,
                 connectionLost = function() end }
     reactor.addWriter(d)
-    assert.same({ d }, reactor.getWriters())
+    assert.same({ d }, raw(reactor.getWriters()))
     spin(function() return n == 3 end)
     for _ = 1, 3 do reactor.iterate(0) end
     assert.equal(3, n)
-    assert.same({}, reactor.getWriters())
+    assert.same({}, raw(reactor.getWriters()))
     t:abortConnection()
   end)
 
@@ -63,13 +74,13 @@ describe("braid.fdesc", function()
       assert.equal(require("braid.error").ValueError, e.class)
       assert.matches(("fd %d is watched for another descriptor"):format(port:fileno()), e.message)
     end
-    assert.same({ a }, reactor.getReaders())
-    assert.same({}, reactor.getWriters())
+    assert.same({ a }, raw(reactor.getReaders()))
+    assert.same({}, raw(reactor.getWriters()))
     reactor.addWriter(a)  -- the same descriptor may add the other direction
     reactor.removeReader(a)
     reactor.removeWriter(a)
     reactor.addReader(b)
-    assert.same({ b }, reactor.getReaders())
+    assert.same({ b }, raw(reactor.getReaders()))
   end)
 
   it("removes a descriptor whose doRead returns CONNECTION_DONE and calls connectionLost", function()
@@ -80,11 +91,11 @@ describe("braid.fdesc", function()
           connectionLost = function(self, r) self.reason = r end }
     -- take the port's fd away from the port's own watcher first
     reactor.addReader(d)
-    assert.same({ d }, reactor.getReaders())
+    assert.same({ d }, raw(reactor.getReaders()))
     reactor.connectTCP("127.0.0.1", port:getHost().port, { protocol = Client, noisy = false })
     spin(function() return d.reason ~= nil end)
     assert.is_truthy(d.reason:check(require("braid.error").ConnectionDone))
-    assert.same({}, reactor.getReaders())
+    assert.same({}, raw(reactor.getReaders()))
     port:stopListening()
   end)
 
@@ -107,12 +118,12 @@ describe("braid.fdesc", function()
   it("removes a descriptor whose doRead raises and gives it a Failure of the error", function()
     local reason = failing_reader(function() error("read failed") end)
     assert.matches("read failed", reason:getErrorMessage())
-    assert.same({}, reactor.getReaders())
+    assert.same({}, raw(reactor.getReaders()))
   end)
 
   it("names the missing method of a descriptor without doRead", function()
     assert.equal("descriptor has no doRead method", failing_reader(nil):getErrorMessage())
-    assert.same({}, reactor.getReaders())
+    assert.same({}, raw(reactor.getReaders()))
   end)
 
   it("logs the errors of doRead and connectionLost under the descriptor's logPrefix", function()
@@ -154,7 +165,7 @@ describe("braid.fdesc", function()
     spin(function() return d.reason ~= nil end)
     assert.equal(1, writes)
     assert.is_truthy(d.reason:check(require("braid.error").ConnectionLost))
-    assert.same({}, reactor.getWriters())
+    assert.same({}, raw(reactor.getWriters()))
   end)
 
   it("removes a descriptor whose doWrite returns a Failure and passes that Failure on", function()
@@ -172,7 +183,7 @@ describe("braid.fdesc", function()
     reactor.addWriter(d)
     spin(function() return d.reason ~= nil end)
     assert.equal(f, d.reason)
-    assert.same({}, reactor.getWriters())
+    assert.same({}, raw(reactor.getWriters()))
   end)
 
   it("removeAll returns every descriptor once", function()
@@ -184,9 +195,10 @@ describe("braid.fdesc", function()
     reactor.addWriter(a)
     reactor.addWriter(b)
     local all = reactor.removeAll()
-    assert.equal(2, #all)
-    assert.same({}, reactor.getReaders())
-    assert.same({}, reactor.getWriters())
+    -- the descriptors, then the listening ports (which stop accepting)
+    assert.same({ a, b, p1, p2 }, all)
+    assert.same({}, raw(reactor.getReaders()))
+    assert.same({}, raw(reactor.getWriters()))
   end)
 
   it("raises for a descriptor without a usable fileno", function()
@@ -278,10 +290,10 @@ print(reads, table.concat(lost, ","), left and #left, left and left[1] == q)
     local a = { fileno = function() return p1:fileno() end, doRead = function() end }
     reactor.addReader(a)
     reactor.addReader(a)
-    assert.equal(1, #reactor.getReaders())
+    assert.equal(1, #raw(reactor.getReaders()))
     reactor.removeReader(a)
     reactor.removeReader(a)
-    assert.same({}, reactor.getReaders())
+    assert.same({}, raw(reactor.getReaders()))
   end)
 
   -- a connected client's fd: writable at once, readable once the server writes
@@ -303,11 +315,11 @@ print(reads, table.concat(lost, ","), left and #left, left and left[1] == q)
                 connectionLost = function() end }
     reactor.addWriter(d)
     spin(function() return writes == 1 end)
-    assert.same({}, reactor.getWriters())
+    assert.same({}, raw(reactor.getWriters()))
     reactor.addWriter(d)
-    assert.same({ d }, reactor.getWriters())
+    assert.same({ d }, raw(reactor.getWriters()))
     spin(function() return writes == 2 end)
-    assert.same({}, reactor.getWriters())
+    assert.same({}, raw(reactor.getWriters()))
   end)
 
   it("keeps writing to a descriptor that was a reader too once it stops reading", function()
@@ -324,9 +336,185 @@ print(reads, table.concat(lost, ","), left and #left, left and left[1] == q)
     reactor.addReader(d)
     reactor.addWriter(d)
     reactor.removeReader(d)
-    assert.same({}, reactor.getReaders())
-    assert.same({ d }, reactor.getWriters())
+    assert.same({}, raw(reactor.getReaders()))
+    assert.same({ d }, raw(reactor.getWriters()))
     spin(function() return writes == 2 end)
+    assert.same({}, raw(reactor.getWriters()))
+  end)
+end)
+
+-- Twisted's reactors list their own TCP ports and connections among the
+-- readers and writers (test_tcp's checks of reactor.getReaders()): braid
+-- answered only with descriptors added by addReader/addWriter
+describe("reactor.getReaders/getWriters with TCP ports and connections", function()
+  local fdesc = require "braid.fdesc"
+  local work0
+  before_each(function() work0 = core.work() end)
+  after_each(function()
+    spin(function() return core.work() <= work0 and core.tcp_undelivered() == 0 end)
+  end)
+
+  local function set_of(list)
+    local s = {}
+    for _, v in ipairs(list) do s[v] = (s[v] or 0) + 1 end
+    return s
+  end
+
+  -- a listening port, and a connected client and server protocol
+  local function pair()
+    local made = {}
+    made.accepted = 0
+    local S = { connectionMade = function(self)
+                  made.accepted = made.accepted + 1
+                  made.server = made.server or self
+                end,
+                dataReceived = function(self, data) self.got = (self.got or "") .. data end,
+                connectionLost = function(self) self.lost = (self.lost or 0) + 1 end }
+    local C = { connectionMade = function(self) made.client = self end,
+                connectionLost = function(self) self.lost = (self.lost or 0) + 1 end }
+    local port = reactor.listenTCP(0, { protocol = S, noisy = false }, 50, "127.0.0.1")
+    assert.same({ port }, reactor.getReaders())
     assert.same({}, reactor.getWriters())
+    reactor.connectTCP("127.0.0.1", port:getHost().port, { protocol = C, noisy = false })
+    spin(function() return made.server ~= nil and made.client ~= nil end)
+    return port, made.server, made.client, made
+  end
+
+  it("lists a port while it listens and each connection while it reads", function()
+    local port, s, c = pair()
+    local st, ct = s.transport, c.transport
+    -- ports first, then connections in the order they were made
+    local first, second = st, ct
+    if ct.sessionno < st.sessionno then first, second = ct, st end
+    assert.same({ port, first, second }, reactor.getReaders())
+    assert.same({}, reactor.getWriters())
+    st:pauseProducing()
+    assert.same({ port, ct }, reactor.getReaders())
+    st:resumeProducing()
+    assert.same({ port, first, second }, reactor.getReaders())
+    ct:loseConnection()
+    spin(function() return c.lost == 1 and s.lost == 1 end)
+    assert.same({ port }, reactor.getReaders())
+    port:stopListening()
+    assert.same({}, reactor.getReaders())
+    assert.same({}, reactor.getWriters())
+  end)
+
+  it("lists a connection as a writer while the kernel buffer is full", function()
+    local port, s, c = pair()
+    finally(function() port:stopListening() end)
+    local st, ct = s.transport, c.transport
+    ct:pauseProducing()  -- the client reads nothing: the server's writes back up
+    st:write(string.rep("x", 16 * 1024 * 1024))
+    assert.is_true(st:getWriteBufferSize() > 0)
+    assert.same({ st }, reactor.getWriters())
+    assert.same(set_of({ port, st }), set_of(reactor.getReaders()))
+    -- a loseConnection stops the reading, the output still goes
+    st:loseConnection()
+    assert.same({ port }, reactor.getReaders())
+    assert.same({ st }, reactor.getWriters())
+    st:abortConnection()
+    ct:abortConnection()
+    spin(function() return c.lost == 1 and s.lost == 1 end)
+    assert.same({ port }, reactor.getReaders())
+    assert.same({}, reactor.getWriters())
+  end)
+
+  it("removeAll returns ports and connections, which stop until added again", function()
+    local port, s, c, made = pair()
+    finally(function() port:stopListening() end)
+    local st, ct = s.transport, c.transport
+    ct:pauseProducing()
+    st:write(string.rep("x", 16 * 1024 * 1024))
+    local queued = st:getWriteBufferSize()
+    local removed = reactor.removeAll()
+    assert.same(set_of({ port, st }), set_of(removed))  -- each once; ct was in neither
+    assert.equal(2, #removed)
+    assert.same({}, reactor.getReaders())
+    assert.same({}, reactor.getWriters())
+    -- nothing is accepted, read or sent while removed
+    local late
+    reactor.connectTCP("127.0.0.1", port:getHost().port, { protocol = {
+      connectionMade = function(self) late = self end }, noisy = false })
+    ct:resumeProducing()
+    ct:write("ping")
+    spin(function() return late ~= nil end)  -- the kernel completes it unaccepted
+    for _ = 1, 10 do reactor.iterate(0.01) end
+    assert.equal(queued, st:getWriteBufferSize())
+    assert.is_nil(s.got)
+    assert.equal(1, made.accepted)
+    assert.same({ ct, late.transport }, reactor.getReaders())
+    -- added again: the port accepts, the server reads and sends
+    reactor.addReader(port)
+    reactor.addReader(st)
+    reactor.addWriter(st)
+    assert.same({ st }, reactor.getWriters())
+    spin(function() return s.got == "ping" and made.accepted == 2 end)
+    spin(function() return st:getWriteBufferSize() < queued end)
+    local ok, e = pcall(reactor.addWriter, port)
+    assert.is_false(ok)
+    assert.equal("ValueError: bad argument #1 to 'addWriter' (a listening port is never a writer)",
+      tostring(e))
+    st:abortConnection()
+    ct:abortConnection()
+    late.transport:abortConnection()
+    spin(function() return c.lost == 1 and s.lost == 1 end)
+    spin(function() return #reactor.getReaders() == 1 end)  -- the late one's server end
+    -- removed once, closed once: one connectionLost each
+    for _ = 1, 3 do reactor.iterate(0) end
+    assert.equal(1, s.lost)
+    assert.equal(1, c.lost)
+  end)
+
+  it("removeReader on a connection is pauseProducing; a write restarts a removed writer", function()
+    local port, s, c = pair()
+    finally(function() port:stopListening() end)
+    local st, ct = s.transport, c.transport
+    reactor.removeReader(st)
+    assert.is_true(st.paused)
+    reactor.addReader(st)
+    assert.is_false(st.paused)
+    ct:pauseProducing()
+    st:write(string.rep("x", 16 * 1024 * 1024))
+    reactor.removeWriter(st)
+    assert.same({}, reactor.getWriters())
+    st:write("more")  -- as Twisted's write: startWriting
+    assert.same({ st }, reactor.getWriters())
+    st:abortConnection()
+    ct:abortConnection()
+    spin(function() return c.lost == 1 and s.lost == 1 end)
+  end)
+
+  it("closes removed ports and connections at shutdown, with one connectionLost each", function()
+    local proc = require "helpers.proc"
+    local path = proc.script([[
+local reactor = require "braid.reactor"
+local lost, stops, server = {}, 0, nil
+local P = { connectionMade = function(self) server = server or self end,
+            connectionLost = function(self, r) lost[#lost + 1] = r.value.class.__name end }
+local f = { protocol = P, noisy = false, stopFactory = function() stops = stops + 1 end }
+local port = reactor.listenTCP(0, f, 50, "127.0.0.1")
+reactor.connectTCP("127.0.0.1", port:getHost().port, { protocol = P, noisy = false })
+local guard = reactor.callLater(5, function() print("timed out") reactor.stop() end)
+local function check()
+  if not guard:active() then return end
+  if not server or #reactor.getReaders() < 3 then return reactor.callLater(0.01, check) end
+  guard:cancel()
+  server.transport:write(string.rep("x", 16 * 1024 * 1024))
+  print("removed", #reactor.removeAll(), #reactor.getReaders(), #reactor.getWriters())
+  reactor.stop()
+end
+reactor.callWhenRunning(check)
+reactor.run()
+table.sort(lost)
+print("lost", table.concat(lost, " "), "stopFactory", stops, port.connected)
+print("after", #reactor.getReaders(), #reactor.getWriters(), #reactor.removeAll())
+]])
+    finally(function() os.remove(path) end)
+    local p = assert(io.popen(("%s %s 2>&1"):format(proc.BIN, path)))
+    local out = p:read("a")
+    p:close()
+    assert.equal("removed\t3\t0\t0\nlost\tConnectionLost ConnectionLost\tstopFactory\t1\tfalse\n"
+      .. "after\t0\t0\t0\n", out)
   end)
 end)

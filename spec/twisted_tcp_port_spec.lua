@@ -572,14 +572,22 @@ describe("PauseProducingTests (twisted/test/test_tcp.py)", function()
     local connector = reactor.connectTCP(port:getHost().host, port:getHost().port, client)
     local proto = loop.wait(client.protocolConnectionMade)
     local tr = proto.transport
+    local function watched(list)
+      for _, v in ipairs(list) do if v == tr then return true end end
+      return false
+    end
     assert.is_false(tr.paused)
+    -- the transport is already monitored
+    assert.is_true(watched(reactor.getReaders()) or watched(reactor.getWriters()))
     tr:pauseProducing()
     assert.is_true(tr.paused)
+    assert.is_false(watched(reactor.getReaders()))
     local later = defer.Deferred()
     reactor.callLater(0, later.callback, later, proto)
     loop.wait(later)
     for _ = 1, 5 do reactor.iterate(0) end
     assert.is_true(tr.paused)
+    assert.is_false(watched(reactor.getReaders()))  -- still not monitored
     assert.equal("", proto.data)  -- the server's bytes are not read while paused
     tr:resumeProducing()
     loop.spin(function() return proto.data == "hello" end)

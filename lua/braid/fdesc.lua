@@ -6,6 +6,10 @@
 -- logPrefix(). A doRead/doWrite that returns reactor.CONNECTION_DONE,
 -- reactor.CONNECTION_LOST or a Failure, or raises, is removed from both
 -- sets and gets connectionLost(reason).
+--
+-- braid.tcp's listening ports and connections are in the sets too (as
+-- Twisted's are selectables): asked of braid.tcp when the lists are
+-- wanted, never tracked here, and added or removed through it.
 local core = require "braid.core"
 local errors = require "braid.error"
 local failure = require "braid.failure"
@@ -179,15 +183,41 @@ local function remove(d, which)
   sync(d, e)
 end
 
---- Watch d for reading: d:doRead() when its fileno() is readable.
-function M.addReader(d) add("addReader", d, "r") end
---- Watch d for writing: d:doWrite() when writable.
-function M.addWriter(d) add("addWriter", d, "w") end
-function M.removeReader(d) remove(d, "r") end
-function M.removeWriter(d) remove(d, "w") end
+-- braid.tcp when d is one of its ports or connections (only a loaded
+-- braid.tcp can have made one)
+local function tcp_of(d)
+  local tcp = package.loaded["braid.tcp"]
+  if type(tcp) == "table" and tcp._isSelectable(d) then return tcp end
+  return nil
+end
 
---- Remove every reader and writer; returns the removed descriptors.
-function M.removeAll()
+--- Watch d for reading: d:doRead() when its fileno() is readable. A
+-- listening port accepts again, a connection reads again.
+function M.addReader(d)
+  local tcp = tcp_of(d)
+  if tcp then return tcp._setWatch("addReader", d, "r", true) end
+  add("addReader", d, "r")
+end
+--- Watch d for writing: d:doWrite() when writable. A connection sends
+-- its queued output again.
+function M.addWriter(d)
+  local tcp = tcp_of(d)
+  if tcp then return tcp._setWatch("addWriter", d, "w", true) end
+  add("addWriter", d, "w")
+end
+function M.removeReader(d)
+  local tcp = tcp_of(d)
+  if tcp then return tcp._setWatch("removeReader", d, "r", false) end
+  remove(d, "r")
+end
+function M.removeWriter(d)
+  local tcp = tcp_of(d)
+  if tcp then return tcp._setWatch("removeWriter", d, "w", false) end
+  remove(d, "w")
+end
+
+-- Remove every descriptor added here; the removed ones, each once.
+local function remove_raw()
   local out, seen = {}, {}
   for _, list in ipairs({ readers, writers }) do
     for _, d in ipairs(list) do
@@ -202,14 +232,65 @@ function M.removeAll()
   return out
 end
 
---- Internal (the reactor's "during shutdown" trigger): every descriptor
--- is removed and gets connectionLost(ConnectionLost), as Twisted's
--- disconnectAll does.
-function M._disconnectAll()
-  for _, d in ipairs(M.removeAll()) do lose(d, reactor().CONNECTION_LOST) end
+-- braid.tcp's watched ports and connections: readers, writers (empty
+-- lists when braid.tcp is not loaded)
+local function tcp_watched()
+  local tcp = package.loaded["braid.tcp"]
+  if type(tcp) ~= "table" then return {}, {} end
+  return tcp._watched()
 end
 
-function M.getReaders() return { table.unpack(readers) } end
-function M.getWriters() return { table.unpack(writers) } end
+--- Remove every reader and writer; returns the removed ones, each once:
+-- the descriptors added here, then the listening ports (which stop
+-- accepting) and connections (which stop reading and sending) of
+-- braid.tcp, as Twisted's removeAll. Nothing is closed: addReader /
+-- addWriter (or resumeProducing, a write) starts them again, and the
+-- reactor's shutdown closes them as it closes the rest.
+function M.removeAll()
+  local out = remove_raw()
+  local tr, tw = tcp_watched()
+  local seen = {}
+  local tcp = package.loaded["braid.tcp"]
+  for _, list in ipairs({ tr, tw }) do
+    for _, d in ipairs(list) do
+      if not seen[d] then
+        seen[d] = true
+        out[#out + 1] = d
+        tcp._setWatch("removeAll", d, "r", false)
+        tcp._setWatch("removeAll", d, "w", false)
+      end
+    end
+  end
+  return out
+end
+
+--- Internal (the reactor's "during shutdown" trigger): every descriptor
+-- added here is removed and gets connectionLost(ConnectionLost), as
+-- Twisted's disconnectAll does (braid.tcp closes its own).
+function M._disconnectAll()
+  for _, d in ipairs(remove_raw()) do lose(d, reactor().CONNECTION_LOST) end
+end
+
+local function concat(a, b)
+  local out = { table.unpack(a) }
+  for i = 1, #b do out[#out + 1] = b[i] end
+  return out
+end
+
+--- The readers: descriptors added here (in that order), listening ports
+-- accepting, and connections reading.
+function M.getReaders() return concat(readers, (tcp_watched())) end
+--- The writers: descriptors added here, and connections with output
+-- queued for the loop to send.
+function M.getWriters()
+  local _, tw = tcp_watched()
+  return concat(writers, tw)
+end
+
+--- Internal (braid.testing's cleanup): the descriptors added here, as
+-- readers and writers, without braid.tcp's.
+function M._descriptors()
+  return { table.unpack(readers) }, { table.unpack(writers) }
+end
 
 return M

@@ -987,6 +987,65 @@ end
 
 M.Protocol = Protocol
 
+---------------------------------------------------------------------------
+-- the reactor's reader and writer sets (braid.fdesc asks, on demand)
+
+-- whether d is one of braid's listening ports or connections
+function M._isSelectable(d)
+  return getmetatable(d) == Port or core.tcp_is_transport(d)
+end
+
+-- The listening ports accepting and the open connections (sessionno order)
+-- the loop watches, as two lists: readers (ports, then connections
+-- reading) and writers (connections with output queued). Nothing is
+-- tracked per read or write: C's event flags say, and connections are
+-- found among the registry's anchors (as _disconnectAll finds them).
+function M._watched()
+  local readers, writers = {}, {}
+  local ports = {}
+  for port in pairs(live_ports) do
+    if port._c:_accepting() then ports[#ports + 1] = port end
+  end
+  table.sort(ports, function(a, b) return a._c:fileno() < b._c:fileno() end)
+  for i = 1, #ports do readers[i] = ports[i] end
+  local conns = {}
+  for _, v in pairs(debug.getregistry()) do
+    if core.tcp_is_transport(v) then
+      local r, w = v:_watching()
+      if r or w then conns[#conns + 1] = v end
+    end
+  end
+  table.sort(conns, function(a, b) return a.sessionno < b.sessionno end)
+  for _, t in ipairs(conns) do
+    local r, w = t:_watching()
+    if r then readers[#readers + 1] = t end
+    if w then writers[#writers + 1] = t end
+  end
+  return readers, writers
+end
+
+-- addReader/addWriter (on true) or removeReader/removeWriter on a port or
+-- connection: Twisted's startReading/stopReading, startWriting/
+-- stopWriting. A port's reading is accepting; a connection's is
+-- resumeProducing/pauseProducing; its writing is held until this, a
+-- write() or loseConnection(). fname names the caller for errors.
+function M._setWatch(fname, d, which, on)
+  if getmetatable(d) == Port then
+    if which == "w" then
+      if on then
+        error(errors.ValueError(("bad argument #1 to '%s' (a listening port is never a writer)")
+          :format(fname)), 3)
+      end
+      return
+    end
+    d._c:_setAccepting(on)
+  elseif which == "r" then
+    if on then d:resumeProducing() else d:pauseProducing() end
+  else
+    d:_holdWrites(not on)
+  end
+end
+
 --- Internal (braid.testing's cleanup): the connectors still connecting.
 function M._testingConnecting()
   local list = {}

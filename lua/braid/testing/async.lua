@@ -303,8 +303,9 @@ local function take_snapshot(reactor)
   end
   local fdesc = package.loaded["braid.fdesc"]
   if type(fdesc) == "table" then
-    for _, d in ipairs(fdesc.getReaders()) do snap.readers[d] = true end
-    for _, d in ipairs(fdesc.getWriters()) do snap.writers[d] = true end
+    local rs, ws = fdesc._descriptors()  -- not braid.tcp's: live_sockets has those
+    for _, d in ipairs(rs) do snap.readers[d] = true end
+    for _, d in ipairs(ws) do snap.writers[d] = true end
   end
   return snap
 end
@@ -462,10 +463,11 @@ local function remove_descriptors(snap, problems)
     if not kinds[d] then found[#found + 1] = d; kinds[d] = {} end
     kinds[d][#kinds[d] + 1] = kind
   end
-  for _, d in ipairs(fdesc.getReaders()) do
+  local rs, ws = fdesc._descriptors()  -- braid.tcp's are clean_sockets'
+  for _, d in ipairs(rs) do
     if not snap.readers[d] then note(d, "reader") end
   end
-  for _, d in ipairs(fdesc.getWriters()) do
+  for _, d in ipairs(ws) do
     if not snap.writers[d] then note(d, "writer") end
   end
   for _, d in ipairs(found) do
