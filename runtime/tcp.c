@@ -1662,6 +1662,45 @@ static int l_tcp_handlers(lua_State *L) {
   return 0;
 }
 
+/* spare_fd(): hold the spare descriptor (the EMFILE trick's) from now on;
+** whether it is held. The reactor takes it as it loads, so that a module
+** first needed once the process is out of descriptors can still be read. */
+static int l_spare_fd(lua_State *L) {
+  if (reserve_fd < 0) reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  lua_pushboolean(L, reserve_fd >= 0);
+  return 1;
+}
+
+/* with_spare_fd(f, ...) -> f(...): f runs with the spare descriptor given
+** back to the system (require opens a module's file, reads it and closes
+** it before it runs the chunk, so one descriptor serves a whole chain of
+** nested requires), taken again after, however f ends. */
+static int l_with_spare_fd(lua_State *L) {
+  luaL_checkany(L, 1);
+  int freed = reserve_fd >= 0;
+  if (freed) { close(reserve_fd); reserve_fd = -1; }
+  int st = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+  if (freed && reserve_fd < 0) reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (st != LUA_OK) return lua_error(L);
+  return lua_gettop(L);
+}
+
+/* require_spare(name) -> require(name), package.loaded's when there, else
+** with the spare descriptor given back for the read (with_spare_fd) */
+static int l_require_spare(lua_State *L) {
+  luaL_checkstring(L, 1);
+  lua_settop(L, 1);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushvalue(L, 1);
+  if (lua_rawget(L, 2) != LUA_TNIL) return 1;
+  lua_settop(L, 1);
+  lua_pushcfunction(L, l_with_spare_fd);
+  lua_getglobal(L, "require");
+  lua_pushvalue(L, 1);
+  lua_call(L, 2, 1);
+  return 1;
+}
+
 /* Connections with a close or a connectionLost still queued for delivery
 ** (specs wait for 0 before checking for leaks). */
 static int l_tcp_undelivered(lua_State *L) {
@@ -1727,6 +1766,9 @@ static const luaL_Reg tcp_funcs[] = {
   { "tcp_undelivered", l_tcp_undelivered },
   { "tcp_current_system", l_tcp_current_system },
   { "tcp_is_transport", l_tcp_is_transport },
+  { "spare_fd", l_spare_fd },
+  { "with_spare_fd", l_with_spare_fd },
+  { "require_spare", l_require_spare },
   { NULL, NULL }
 };
 

@@ -38,16 +38,7 @@ local function recorder(cls)
   return f
 end
 
--- the output of a braid script run with at most 256 descriptors
-local function run_out_of_descriptors(script)
-  local proc = require "helpers.proc"
-  local path = proc.script(script)
-  finally(function() os.remove(path) end)
-  local p = assert(io.popen(("sh -c 'ulimit -n 256; exec %s %s' 2>&1"):format(proc.BIN, path)))
-  local out = p:read("a")
-  p:close()
-  return out
-end
+local run_out_of_descriptors = require("helpers.proc").run_out_of_descriptors
 
 describe("a connector", function()
   it("is connected from buildProtocol on: a ReconnectingClientFactory may stopTrying there", function()

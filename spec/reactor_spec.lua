@@ -1313,3 +1313,56 @@ describe("DelayedCall and the timer heap (details)", function()
     assert.same({ true, false }, { b.called, b.cancelled })
   end)
 end)
+
+describe("the reactor's functions of lazily loaded modules", function()
+  it("work when first called once the process is out of descriptors", function()
+    -- the reactor loaded braid.fdesc, braid.threads and braid.resolver
+    -- (and braid.resolver braid.defer) on first use with require, which
+    -- must open the module's file: out of descriptors each raised "module
+    -- 'braid.fdesc' not found" instead of doing its work or failing as it
+    -- documents
+    local proc = require "helpers.proc"
+    local out = proc.run_out_of_descriptors([[
+local reactor = require "braid.reactor"
+reactor.iterate(0)  -- the loop is made before the descriptors run out
+local loaded = {}
+for _, m in ipairs({ "braid.fdesc", "braid.threads", "braid.resolver", "braid.defer" }) do
+  if package.loaded[m] then loaded[#loaded + 1] = m end
+end
+print("loaded", #loaded)
+local held = {}
+while true do  -- use up the descriptors
+  local h = io.open("/dev/null")
+  if not h then break end
+  held[#held + 1] = h
+end
+local d = { doRead = function() end }  -- no fileno: addReader refuses it
+local function try(name, ...)
+  local ok, e = pcall(reactor[name], ...)
+  -- an error's message without where it was raised
+  local why = (tostring(e):gsub("\n.*", ""):gsub("^[^:]*:%d+: ", ""))
+  print(name, ok, ok and (type(e) == "table" and #e or tostring(e)) or why)
+end
+try("getReaders")
+try("removeReader", d)
+try("getWriters")
+try("removeAll")
+try("suggestThreadPoolSize", 2)
+try("getHostByName", "localhost")
+try("addReader", d)
+for _, h in ipairs(held) do h:close() end
+]])
+    assert.equal(table.concat({
+      "loaded\t0",
+      "getReaders\ttrue\t0",
+      "removeReader\ttrue\tnil",
+      "getWriters\ttrue\t0",
+      "removeAll\ttrue\t0",
+      "suggestThreadPoolSize\ttrue\tnil",
+      -- the lookup's own reason: the thread pool cannot make its eventfd
+      "getHostByName\tfalse\teventfd: Too many open files",
+      "addReader\tfalse\tTypeError: bad argument #1 to 'addReader' (descriptor's fileno() must "
+        .. "return an integer from 0 to 2147483647, got an error)",
+    }, "\n") .. "\n", out)
+  end)
+end)

@@ -12,6 +12,14 @@ local M = {}
 local select, type, pairs, ipairs, table_remove = select, type, pairs, ipairs, table.remove
 local pack, unpack = table.pack, table.unpack
 
+-- A module the reactor loads when first used: package.loaded's, or
+-- required with the spare descriptor braid keeps (core.spare_fd, taken
+-- here) given back for the read, so that it loads once the process is out
+-- of descriptors too (require must open the module's file; without this,
+-- reactor.addReader and the rest raised "module 'braid.fdesc' not found").
+core.spare_fd()
+local load = core.require_spare
+
 M.callLater = core.callLater
 M.seconds = core.seconds
 M.getDelayedCalls = core.getDelayedCalls
@@ -22,7 +30,7 @@ M.workerId = tonumber(os.getenv("BRAID_WORKER_ID") or "")
 -- point, logged by braid.log (loaded on the first error)
 core.set_msgh(failure.msgh)
 core.set_error_handler(function(e)
-  local ok, log = pcall(require, "braid.log")
+  local ok, log = pcall(load, "braid.log")
   if ok and log.reportError then
     log.reportError(e)
   else
@@ -31,12 +39,12 @@ core.set_error_handler(function(e)
 end)
 
 local function log_msg(...)
-  local ok, log = pcall(require, "braid.log")
+  local ok, log = pcall(load, "braid.log")
   if ok then log.msg(...) end
 end
 
 local function log_err(e, why)
-  local ok, log = pcall(require, "braid.log")
+  local ok, log = pcall(load, "braid.log")
   if ok then log.err(e, why) else io.stderr:write(tostring(why), "\n", tostring(e), "\n") end
 end
 
@@ -483,7 +491,7 @@ end)
 local function forward(modname, names)
   for _, name in ipairs(names) do
     M[name] = function(...)
-      return require(modname)[name](...)
+      return load(modname)[name](...)
     end
   end
 end

@@ -12,7 +12,8 @@ local errors = require "braid.error"
 
 local M = {}
 
-local function defer() return require "braid.defer" end
+-- loaded when first needed, out of descriptors too (core.require_spare)
+local function defer() return core.require_spare("braid.defer") end
 
 -- an IP literal (as inet_pton reads it) of the family asked for (or of
 -- either) is its own answer; one of the other family is left to

@@ -104,7 +104,8 @@ end
 
 local logger
 local function log_error(fmt, fields)
-  if not logger then logger = require("braid.log").Logger("braid.threads") end
+  -- braid.log: loaded when first needed, out of descriptors too
+  if not logger then logger = core.require_spare("braid.log").Logger("braid.threads") end
   logger:error(fmt, fields)
 end
 
@@ -132,7 +133,7 @@ local function on_result(d, ok, a, b, desc)
       d:errback(worker_failure(ok, a, b))
     end
   elseif ok ~= true then
-    require("braid.log").err(worker_failure(ok, a, b),
+    core.require_spare("braid.log").err(worker_failure(ok, a, b),
       "Unhandled error in callInThread(" .. tostring(desc) .. "):")
   end
   if idle_waiters[1] and outstanding() == 0 then

@@ -145,6 +145,18 @@ function M.script(source)
   return tmp.file(source)
 end
 
+--- The output (stderr too) of a braid script run with at most 256
+-- descriptors: what runs out of them (by opening /dev/null until it
+-- fails, its own business) and what it prints then.
+function M.run_out_of_descriptors(script)
+  local path = M.script(script)
+  local p = assert(io.popen(("sh -c 'ulimit -n 256; exec %s %s' 2>&1"):format(quote(M.BIN), quote(path))))
+  local out = p:read("a")
+  p:close()
+  os.remove(path)
+  return out
+end
+
 --- Strip Twisted's "2015-02-17 11:46:16-0500 " timestamp from a log line.
 function M.untime(line)
   return (line:gsub("^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d[%+%-]%d%d%d%d ", ""))
