@@ -89,6 +89,37 @@ describe("inlineCallbacks", function()
       assert.is_nil(gate.result)
     end)
 
+    it("lets a function waiting on a Deferred that never fires be collected, running none of it again", function()
+      local weak = setmetatable({}, { __mode = "v" })
+      local log = {}
+      -- made and dropped in a function of its own, so that no register of
+      -- this one keeps them
+      local function run()
+        local never = Deferred()
+        local d = inlineCallbacks(function(arg)
+          local guard <close> = setmetatable({}, { __close = function() log[#log + 1] = "closed" end })
+          weak.co, weak.arg = coroutine.running(), arg
+          log[#log + 1] = "start"
+          local ok = pcall(await, never)
+          log[#log + 1] = ok and "resumed" or "raised"
+          return guard
+        end)({})
+        d:addBoth(function() log[#log + 1] = "fired" end)
+        weak.never, weak.d = never, d
+      end
+      run()
+      collectgarbage()
+      collectgarbage()
+      assert.is_nil(weak.co)
+      assert.is_nil(weak.arg)
+      assert.is_nil(weak.never)
+      assert.is_nil(weak.d)
+      -- Python closes a collected coroutine (finally blocks run); a Lua
+      -- coroutine is collected as it is (docs/defer.md)
+      assert.same({ "start" }, log)
+      assert.same({}, defer.pendingUnhandled(true))
+    end)
+
     it("waits for a Deferred the function returns", function()
       local gate = Deferred()
       local d = inlineCallbacks(function() return gate end)()
