@@ -340,6 +340,43 @@ describe("braid.tcp", function()
     spin(function() return cf.built[1].lost == 1 end)
   end)
 
+  -- Twisted's FileDescriptor.disconnected: 0 until connectionLost, 1 from
+  -- then on (what Twisted code reads to know the transport is gone);
+  -- braid's was always nil
+  it("sets transport.disconnected false while open and disconnecting, true from connectionLost on (both ends)", function()
+    local sf, cf = pair()
+    local sp, cp = sf.built[1], cf.built[1]
+    local st, ct = sp.transport, cp.transport
+    assert.is_false(st.disconnected)
+    assert.is_false(ct.disconnected)
+    st.disconnected = true  -- braid keeps it, as connected
+    assert.is_false(st.disconnected)
+    local seen = {}
+    local function watch(p, side)
+      function p.connectionLost(self, r)
+        local t = self.transport
+        seen[side] = { connected = t.connected, disconnecting = t.disconnecting,
+                       disconnected = t.disconnected }
+        Rec.connectionLost(self, r)
+      end
+    end
+    watch(sp, "server")
+    watch(cp, "client")
+    ct:loseConnection()
+    assert.is_true(ct.disconnecting)
+    assert.is_false(ct.disconnected)
+    spin(function() return sp.lost == 1 and cp.lost == 1 end)
+    -- as Twisted's (22.4, over 127.0.0.1): the side that closed is still
+    -- disconnecting, the peer never was
+    assert.same({ connected = false, disconnecting = true, disconnected = true }, seen.client)
+    assert.same({ connected = false, disconnecting = false, disconnected = true }, seen.server)
+    reactor.iterate(0)
+    assert.is_true(st.disconnected)
+    assert.is_true(ct.disconnected)
+    st.disconnected = false
+    assert.is_true(st.disconnected)
+  end)
+
   it("raises when writing a non-string", function()
     local _, sf, n = listen()
     client(n)

@@ -83,6 +83,44 @@ describe("braid.tcp UNIX sockets", function()
     spin(function() return done end)
   end)
 
+  -- Twisted's FileDescriptor.disconnected (unix.Server and unix.Client
+  -- alike): 0 until connectionLost, 1 from then on; braid's was always nil
+  it("sets transport.disconnected false while open and disconnecting, true from connectionLost on (both ends)", function()
+    local path = tmppath()
+    local P = protocol.Protocol:extend("P")
+    local server, client
+    local seen = {}
+    function P:connectionLost()
+      local t = self.transport
+      seen[self.side] = { connected = t.connected, disconnecting = t.disconnecting,
+                          disconnected = t.disconnected }
+    end
+    local sf = protocol.Factory.forProtocol(P)
+    sf.noisy = false
+    function sf:buildProtocol() server = P() server.side = "server" return server end
+    local port = reactor.listenUNIX(path, sf)
+    local cf = protocol.ClientFactory.forProtocol(P)
+    cf.noisy = false
+    function cf:buildProtocol() client = P() client.side = "client" return client end
+    reactor.connectUNIX(path, cf)
+    spin(function() return server and server.transport and client and client.transport end)
+    local st, ct = server.transport, client.transport
+    assert.is_false(st.disconnected)
+    assert.is_false(ct.disconnected)
+    ct:loseConnection()
+    assert.is_true(ct.disconnecting)
+    assert.is_false(ct.disconnected)
+    spin(function() return seen.server and seen.client end)
+    assert.same({ connected = false, disconnecting = true, disconnected = true }, seen.client)
+    assert.same({ connected = false, disconnecting = false, disconnected = true }, seen.server)
+    reactor.iterate(0)
+    assert.is_true(st.disconnected)
+    assert.is_true(ct.disconnected)
+    local done = false
+    port:stopListening():addCallback(function() done = true end)
+    spin(function() return done end)
+  end)
+
   it("defaults to backlog 50, mode 0666 and a 30 s connect timeout", function()
     local path = tmppath()
     local f = protocol.Factory.forProtocol(protocol.Protocol)

@@ -110,6 +110,12 @@ local function on_lost(t, p, sys, code, err, msg)
     if cb then call_with_system(UNINITIALIZED, cb, t, err, msg) end
     return
   end
+  -- disconnected = true first, as Twisted's FileDescriptor.connectionLost
+  -- sets it before the producer and the protocol hear; raw, as __newindex
+  -- ignores the fields braid keeps (the fields table is t's metatable);
+  -- protected, as the new key allocates: the protocol hears of the loss
+  -- even when memory ran out
+  pcall(rawset, getmetatable(t), "disconnected", true)
   if p == nil then return end
   local reason = make_reason(t, code, msg)
   local prod = t._producer
