@@ -170,10 +170,12 @@ static void pend_push(struct conn *c, int what) {
 ** present, set when the connection starts), paused (absent until a
 ** pauseProducing), disconnecting (absent until set), disconnected (absent
 ** until braid.tcp's lost handler sets it, as connectionLost is delivered:
-** a field made at the close, not per connection), protocol and
-** bufferSize (absent until assigned); the methods table holds the
-** defaults of the absent ones (paused, disconnecting and disconnected
-** false, bufferSize 65536). Everything else assigned is stored there as is.
+** a field made at the close, not per connection), producer,
+** streamingProducer and producerPaused (absent until a producer registers:
+** braid.tcp sets them), protocol and bufferSize (absent until assigned);
+** the methods table holds the defaults of the absent ones (paused,
+** disconnecting, disconnected, streamingProducer and producerPaused false,
+** bufferSize 65536). Everything else assigned is stored there as is.
 ** conn_sync writes connected and paused without allocating when they
 ** become false, so a close needs no protected call. */
 
@@ -978,9 +980,9 @@ static int conn_setuv(lua_State *L) {
 ** methods table is the class's __index, the fields table's metatable's,
 ** so no closure per connection holds it). protocol and
 ** bufferSize are C's too (bufferSize is checked); the fields braid keeps
-** (connected, disconnecting, disconnected, sessionno, paused) and the
-** methods' names are not assignable and are left as they are, as before
-** fields were tables;
+** (connected, disconnecting, disconnected, sessionno, paused, producer,
+** streamingProducer, producerPaused) and the methods' names are not
+** assignable and are left as they are, as before fields were tables;
 ** names starting with "__" are refused, as the fields table is also the
 ** transport's metatable. Anything else is stored as is. */
 static int conn_newindex(lua_State *L) {
@@ -1003,7 +1005,8 @@ static int conn_newindex(lua_State *L) {
       return set_bufsize(L, c, 3);
     } else if (strcmp(k, "connected") == 0 || strcmp(k, "disconnecting") == 0
                || strcmp(k, "disconnected") == 0 || strcmp(k, "sessionno") == 0
-               || strcmp(k, "paused") == 0) {
+               || strcmp(k, "paused") == 0 || strcmp(k, "producer") == 0
+               || strcmp(k, "streamingProducer") == 0 || strcmp(k, "producerPaused") == 0) {
       return 0;
     } else if (k[0] == '_' && k[1] == '_') {
       return luaL_error(L, "transport field '%s' is reserved (names starting with __ are)", k);
@@ -1827,6 +1830,10 @@ void braid_open_tcp(lua_State *L) {
     lua_setfield(L, -2, "disconnecting");
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "disconnected");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "streamingProducer");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "producerPaused");
     lua_pushinteger(L, DEFAULT_BUFSIZE);
     lua_setfield(L, -2, "bufferSize");
     lua_pushvalue(L, -1);

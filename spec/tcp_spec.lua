@@ -377,6 +377,66 @@ describe("braid.tcp", function()
     assert.is_true(st.disconnected)
   end)
 
+  -- Twisted's FileDescriptor keeps the registered producer in
+  -- transport.producer (nil otherwise), its kind in streamingProducer and
+  -- whether the transport paused it in producerPaused; Twisted code reads
+  -- them (is a producer registered? was it paused?). braid's were nil.
+  it("shows the registered producer as producer, streamingProducer and producerPaused, as Twisted's", function()
+    local sf, cf = pair()
+    local sp, cp = sf.built[1], cf.built[1]
+    local st, ct = sp.transport, cp.transport
+    assert.is_nil(st.producer)
+    assert.is_false(st.streamingProducer)
+    assert.is_false(st.producerPaused)
+    local prod, calls = recording_producer()
+    st:registerProducer(prod, true)
+    assert.equal(prod, st.producer)
+    assert.is_true(st.streamingProducer)
+    assert.is_false(st.producerPaused)
+    assert.is_nil(ct.producer)
+    -- braid keeps them: assigning does nothing
+    st.producer, st.streamingProducer, st.producerPaused = false, false, true
+    assert.equal(prod, st.producer)
+    assert.is_true(st.streamingProducer)
+    assert.is_false(st.producerPaused)
+    -- the peer reads nothing: the queue passes bufferSize, the producer is paused
+    ct:stopReading()
+    st.bufferSize = 1024
+    local chunk, n = ("x"):rep(65536), 0
+    while not st.producerPaused and n < 1000 do st:write(chunk) n = n + 1 end
+    assert.is_true(st.producerPaused)
+    assert.same({ "pause" }, calls)
+    -- drained: resumed, no longer paused
+    ct:startReading()
+    spin(function() return calls[2] ~= nil end)
+    assert.same({ "pause", "resume" }, calls)
+    assert.is_false(st.producerPaused)
+    -- unregistered: no producer; streamingProducer stays, as Twisted's
+    st:unregisterProducer()
+    assert.is_nil(st.producer)
+    assert.is_true(st.streamingProducer)
+    -- a pull producer on the client; stopProducing at the close, then
+    -- producer is nil (in connectionLost too), as Twisted's connectionLost
+    local pulls, inside = 0, nil
+    local pull = { resumeProducing = function() pulls = pulls + 1 end,
+                   stopProducing = function() inside = { ct.producer, ct.disconnected } end }
+    ct:registerProducer(pull, false)
+    assert.equal(pull, ct.producer)
+    assert.is_false(ct.streamingProducer)
+    assert.is_false(ct.producerPaused)
+    local in_lost
+    function cp.connectionLost(self, r)
+      in_lost = { producer = ct.producer, streaming = ct.streamingProducer }
+      Rec.connectionLost(self, r)
+    end
+    ct:abortConnection()
+    spin(function() return cp.lost == 1 and sp.lost == 1 end)
+    assert.same({ pull, true }, inside)
+    assert.same({ streaming = false }, in_lost)
+    assert.is_nil(ct.producer)
+    assert.is_true(pulls >= 1)
+  end)
+
   it("raises when writing a non-string", function()
     local _, sf, n = listen()
     client(n)

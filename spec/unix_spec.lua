@@ -121,6 +121,56 @@ describe("braid.tcp UNIX sockets", function()
     spin(function() return done end)
   end)
 
+  -- Twisted's FileDescriptor fields of the registered producer (unix.Server
+  -- and unix.Client alike); braid's were nil
+  it("shows the registered producer as producer, streamingProducer and producerPaused, as Twisted's", function()
+    local path = tmppath()
+    local P = protocol.Protocol:extend("P")
+    local server, client
+    local sf = protocol.Factory.forProtocol(P)
+    sf.noisy = false
+    function sf:buildProtocol() server = P() return server end
+    local port = reactor.listenUNIX(path, sf)
+    local cf = protocol.ClientFactory.forProtocol(P)
+    cf.noisy = false
+    function cf:buildProtocol() client = P() return client end
+    reactor.connectUNIX(path, cf)
+    spin(function() return server and server.transport and client and client.transport end)
+    local st, ct = server.transport, client.transport
+    assert.is_nil(ct.producer)
+    assert.is_false(ct.streamingProducer)
+    assert.is_false(ct.producerPaused)
+    local calls = {}
+    local prod = { pauseProducing = function() calls[#calls + 1] = "pause" end,
+                   resumeProducing = function() calls[#calls + 1] = "resume" end,
+                   stopProducing = function() calls[#calls + 1] = "stop" end }
+    ct:registerProducer(prod, true)
+    assert.equal(prod, ct.producer)
+    assert.is_true(ct.streamingProducer)
+    assert.is_false(ct.producerPaused)
+    st:stopReading()
+    ct.bufferSize = 1024
+    local chunk, n = ("x"):rep(65536), 0
+    while not ct.producerPaused and n < 1000 do ct:write(chunk) n = n + 1 end
+    assert.is_true(ct.producerPaused)
+    assert.same({ "pause" }, calls)
+    st:startReading()
+    spin(function() return calls[2] ~= nil end)
+    assert.same({ "pause", "resume" }, calls)
+    assert.is_false(ct.producerPaused)
+    local in_lost
+    function client.connectionLost() in_lost = { ct.producer, ct.disconnected } end
+    ct:abortConnection()
+    spin(function() return in_lost ~= nil end)
+    assert.same({ "pause", "resume", "stop" }, calls)
+    assert.same({ nil, true }, in_lost)
+    assert.is_nil(ct.producer)
+    assert.is_true(ct.streamingProducer)
+    local done = false
+    port:stopListening():addCallback(function() done = true end)
+    spin(function() return done end)
+  end)
+
   it("defaults to backlog 50, mode 0666 and a 30 s connect timeout", function()
     local path = tmppath()
     local f = protocol.Factory.forProtocol(protocol.Protocol)

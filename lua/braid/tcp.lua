@@ -42,6 +42,17 @@ end
 
 local function reactor() return require "braid.reactor" end
 
+-- Set field k of transport t, one of those braid keeps (disconnected,
+-- producer, streamingProducer, producerPaused: __newindex ignores what
+-- others assign them), in its fields table, which is t's metatable.
+local function keep_field(t, k, v) rawset(getmetatable(t), k, v) end
+-- the same for a false value: written only over a field already there,
+-- as the class's default reads false (nothing allocated)
+local function clear_field(t, k)
+  local fields = getmetatable(t)
+  if rawget(fields, k) ~= nil then rawset(fields, k, false) end
+end
+
 -- reason codes from tcp.c
 local R_DONE, R_LOST, R_ABORTED, R_ERROR, R_CONNFAIL = 1, 2, 3, 4, 5
 
@@ -115,16 +126,18 @@ local function on_lost(t, p, sys, code, err, msg)
   -- ignores the fields braid keeps (the fields table is t's metatable);
   -- protected, as the new key allocates: the protocol hears of the loss
   -- even when memory ran out
-  pcall(rawset, getmetatable(t), "disconnected", true)
+  pcall(keep_field, t, "disconnected", true)
   if p == nil then return end
   local reason = make_reason(t, code, msg)
-  local prod = t._producer
+  local prod = t.producer
   if prod ~= nil then
-    t._producer = nil
+    -- as Twisted's FileDescriptor.connectionLost: stopProducing, then
+    -- producer = nil (so nil in connectionLost)
     local prev = set_system(sys)
     local ok, e = xpcall(prod.stopProducing, msgh, prod)
     if not ok then report(e) end
     set_system(prev)
+    keep_field(t, "producer", nil)
   end
   local prev = set_system(sys)
   -- protected as a whole: a protocol whose fields raise (a strict object,
@@ -139,8 +152,10 @@ local function on_lost(t, p, sys, code, err, msg)
 end
 
 local function on_producer(t, p, sys, pause) -- luacheck: ignore p
-  local prod = t._producer
+  local prod = t.producer
   if prod == nil then return end
+  -- Twisted's producerPaused, set before the producer is told
+  if pause then keep_field(t, "producerPaused", true) else clear_field(t, "producerPaused") end
   local prev = set_system(sys)
   local ok, e
   if pause then
@@ -292,23 +307,28 @@ function methods.registerProducer(t, producer, streaming)
         :format(streaming and "a streaming" or "a pull", name))
     end
   end
-  if t._producer ~= nil then
+  if t.producer ~= nil then
     error(errors.RuntimeError(("Cannot register producer %s, because producer %s was never unregistered.")
-      :format(tostring(producer), tostring(t._producer))), 2)
+      :format(tostring(producer), tostring(t.producer))), 2)
   end
   local state = t:_state()
   if state == "closed" then
     producer:stopProducing()
     return
   end
-  t._producer = producer
+  -- Twisted's fields: producer, streamingProducer (kept after
+  -- unregisterProducer, as there); not paused yet, as C's state says
+  keep_field(t, "producer", producer)
+  if streaming then keep_field(t, "streamingProducer", true) else clear_field(t, "streamingProducer") end
+  clear_field(t, "producerPaused")
   t:_setProducer(true, streaming)
   if not streaming then producer:resumeProducing() end
 end
 
 function methods.unregisterProducer(t)
   checkself("unregisterProducer", core.tcp_is_transport(t), t, "transport")
-  t._producer = nil
+  keep_field(t, "producer", nil)
+  clear_field(t, "producerPaused")
   t:_setProducer(false, false)
 end
 
