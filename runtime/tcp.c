@@ -1732,6 +1732,7 @@ static const luaL_Reg conn_methods[] = {
   { "setTcpKeepAlive", conn_set_keepalive },
   { "getTcpKeepAlive", conn_get_keepalive },
   { "fileno", conn_fileno },
+  { "getHandle", conn_fileno }, /* Twisted's is the socket; the descriptor stands for it */
   { "_peer", conn_peer },
   { "_host", conn_host },
   { "_fail", conn_fail },

@@ -437,6 +437,30 @@ describe("braid.tcp", function()
     assert.is_true(pulls >= 1)
   end)
 
+  -- Twisted's tcp.Connection.getHandle() returns the socket; braid had no
+  -- getHandle, so Twisted code calling it raised. braid's gives the
+  -- descriptor, as fileno() does.
+  it("getHandle() gives the connection's descriptor, as fileno(), and -1 once closed (both ends)", function()
+    local sf, cf = pair()
+    local sp, cp = sf.built[1], cf.built[1]
+    local st, ct = sp.transport, cp.transport
+    assert.equal("integer", math.type(st:getHandle()))
+    assert.is_true(st:getHandle() >= 0)
+    assert.equal(st:fileno(), st:getHandle())
+    assert.equal(ct:fileno(), ct:getHandle())
+    assert.are_not.equal(st:getHandle(), ct:getHandle())
+    assert.has_error(function() st.getHandle({}) end,
+      "TypeError: bad argument #1 to 'getHandle' (braid.tcp expected, got table)")
+    local in_lost
+    function cp.connectionLost(self, r) in_lost = self.transport:getHandle() Rec.connectionLost(self, r) end
+    ct:loseConnection()
+    assert.is_true(ct:getHandle() >= 0)  -- open until the queue is sent
+    spin(function() return cp.lost == 1 and sp.lost == 1 end)
+    assert.equal(-1, in_lost)
+    assert.equal(-1, ct:getHandle())
+    assert.equal(-1, st:getHandle())
+  end)
+
   it("raises when writing a non-string", function()
     local _, sf, n = listen()
     client(n)

@@ -171,6 +171,35 @@ describe("braid.tcp UNIX sockets", function()
     spin(function() return done end)
   end)
 
+  -- Twisted's unix.Server and unix.Client have getHandle() (the socket);
+  -- braid had none: it gives the descriptor, as fileno()
+  it("getHandle() gives the connection's descriptor, as fileno(), and -1 once closed (both ends)", function()
+    local path = tmppath()
+    local P = protocol.Protocol:extend("P")
+    local server, client, lost = nil, nil, 0
+    function P:connectionLost() lost = lost + 1 end
+    local sf = protocol.Factory.forProtocol(P)
+    sf.noisy = false
+    function sf:buildProtocol() server = P() return server end
+    local port = reactor.listenUNIX(path, sf)
+    local cf = protocol.ClientFactory.forProtocol(P)
+    cf.noisy = false
+    function cf:buildProtocol() client = P() return client end
+    reactor.connectUNIX(path, cf)
+    spin(function() return server and server.transport and client and client.transport end)
+    local st, ct = server.transport, client.transport
+    assert.is_true(st:getHandle() >= 0)
+    assert.equal(st:fileno(), st:getHandle())
+    assert.equal(ct:fileno(), ct:getHandle())
+    st:loseConnection()
+    spin(function() return lost == 2 end)
+    assert.equal(-1, st:getHandle())
+    assert.equal(-1, ct:getHandle())
+    local done = false
+    port:stopListening():addCallback(function() done = true end)
+    spin(function() return done end)
+  end)
+
   it("defaults to backlog 50, mode 0666 and a 30 s connect timeout", function()
     local path = tmppath()
     local f = protocol.Factory.forProtocol(protocol.Protocol)
