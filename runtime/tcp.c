@@ -172,7 +172,8 @@ static void pend_push(struct conn *c, int what) {
 ** until braid.tcp's lost handler sets it, as connectionLost is delivered:
 ** a field made at the close, not per connection), producer,
 ** streamingProducer and producerPaused (absent until a producer registers:
-** braid.tcp sets them), protocol and bufferSize (absent until assigned);
+** braid.tcp sets them), connector (a client connection's, set by
+** braid.tcp as it starts), protocol and bufferSize (absent until assigned);
 ** the methods table holds the defaults of the absent ones (paused,
 ** disconnecting, disconnected, streamingProducer and producerPaused false,
 ** bufferSize 65536). Everything else assigned is stored there as is.
@@ -981,7 +982,7 @@ static int conn_setuv(lua_State *L) {
 ** so no closure per connection holds it). protocol and
 ** bufferSize are C's too (bufferSize is checked); the fields braid keeps
 ** (connected, disconnecting, disconnected, sessionno, paused, producer,
-** streamingProducer, producerPaused) and the methods' names are not
+** streamingProducer, producerPaused, connector) and the methods' names are not
 ** assignable and are left as they are, as before fields were tables;
 ** names starting with "__" are refused, as the fields table is also the
 ** transport's metatable. Anything else is stored as is. */
@@ -1006,7 +1007,8 @@ static int conn_newindex(lua_State *L) {
     } else if (strcmp(k, "connected") == 0 || strcmp(k, "disconnecting") == 0
                || strcmp(k, "disconnected") == 0 || strcmp(k, "sessionno") == 0
                || strcmp(k, "paused") == 0 || strcmp(k, "producer") == 0
-               || strcmp(k, "streamingProducer") == 0 || strcmp(k, "producerPaused") == 0) {
+               || strcmp(k, "streamingProducer") == 0 || strcmp(k, "producerPaused") == 0
+               || strcmp(k, "connector") == 0) {
       return 0;
     } else if (k[0] == '_' && k[1] == '_') {
       return luaL_error(L, "transport field '%s' is reserved (names starting with __ are)", k);

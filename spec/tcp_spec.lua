@@ -461,6 +461,33 @@ describe("braid.tcp", function()
     assert.equal(-1, st:getHandle())
   end)
 
+  -- Twisted's tcp.Client transport keeps its connector as
+  -- transport.connector (a server's has none); braid's was nil
+  it("gives a client transport its connector as transport.connector, from connectionMade to after connectionLost", function()
+    local _, sf, n = listen()
+    local seen = {}
+    local c, cf = client(n, function(p)
+      function p.onMade(self) seen.made = self.transport.connector end
+      function p.connectionLost(self, r)
+        seen.lost = self.transport.connector
+        Rec.connectionLost(self, r)
+      end
+    end)
+    spin(function() return sf.built[1] ~= nil and cf.built[1] ~= nil and cf.built[1].events[1] == "made" end)
+    local ct, st = cf.built[1].transport, sf.built[1].transport
+    assert.equal(c, seen.made)
+    assert.equal(c, ct.connector)
+    assert.is_nil(st.connector)
+    ct.connector = false  -- braid keeps it
+    assert.equal(c, ct.connector)
+    ct:loseConnection()
+    assert.equal(c, ct.connector)
+    spin(function() return cf.built[1].lost == 1 end)
+    assert.equal(c, seen.lost)
+    assert.equal(c, ct.connector)
+    assert.equal("disconnected", c.state)
+  end)
+
   it("raises when writing a non-string", function()
     local _, sf, n = listen()
     client(n)

@@ -200,6 +200,35 @@ describe("braid.tcp UNIX sockets", function()
     spin(function() return done end)
   end)
 
+  -- Twisted's unix.Client transport keeps its connector as
+  -- transport.connector (a server's has none); braid's was nil
+  it("gives a client transport its connector as transport.connector, from connectionMade to after connectionLost", function()
+    local path = tmppath()
+    local P = protocol.Protocol:extend("P")
+    local server, client, seen = nil, nil, {}
+    function P:connectionMade() seen.made = self.transport.connector end
+    function P:connectionLost() seen.lost = self.transport.connector end
+    local sf = protocol.Factory.forProtocol(protocol.Protocol)
+    sf.noisy = false
+    function sf:buildProtocol() server = protocol.Protocol() return server end
+    local port = reactor.listenUNIX(path, sf)
+    local cf = protocol.ClientFactory.forProtocol(P)
+    cf.noisy = false
+    function cf:buildProtocol() client = P() return client end
+    local c = reactor.connectUNIX(path, cf)
+    spin(function() return server and server.transport and client and client.transport end)
+    assert.equal(c, seen.made)
+    assert.equal(c, client.transport.connector)
+    assert.is_nil(server.transport.connector)
+    client.transport:loseConnection()
+    spin(function() return seen.lost ~= nil end)
+    assert.equal(c, seen.lost)
+    assert.equal(c, client.transport.connector)
+    local done = false
+    port:stopListening():addCallback(function() done = true end)
+    spin(function() return done end)
+  end)
+
   it("defaults to backlog 50, mode 0666 and a 30 s connect timeout", function()
     local path = tmppath()
     local f = protocol.Factory.forProtocol(protocol.Protocol)

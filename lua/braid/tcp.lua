@@ -43,8 +43,9 @@ end
 local function reactor() return require "braid.reactor" end
 
 -- Set field k of transport t, one of those braid keeps (disconnected,
--- producer, streamingProducer, producerPaused: __newindex ignores what
--- others assign them), in its fields table, which is t's metatable.
+-- producer, streamingProducer, producerPaused, connector: __newindex
+-- ignores what others assign them), in its fields table, which is t's
+-- metatable.
 local function keep_field(t, k, v) rawset(getmetatable(t), k, v) end
 -- the same for a false value: written only over a field already there,
 -- as the class's default reads false (nothing allocated)
@@ -728,14 +729,14 @@ function Connector:_lost(reason)
 end
 
 local function on_connector_lost(t, reason)
-  local self = t._connector
+  local self = t.connector
   if self then self:_lost(reason) end
 end
 
 -- A connector's connection is made (buildProtocol, connectionMade) under
 -- `sys`; see on_connector_connected
 local function connector_connected(t, sys)
-  local self = t._connector
+  local self = t.connector
   if self == nil or not (self._attempts and self._attempts[t]) then t:_drop() return end
   finish_attempt(self, t)
   local addr
@@ -771,7 +772,7 @@ end
 -- Twisted's UNIX connect completes at once, from the timed call that
 -- starts it.
 local function on_connector_connected(t)
-  local self = t._connector
+  local self = t.connector
   local sys = (self ~= nil and self._kind == "UNIX") and "-" or UNINITIALIZED
   return call_with_system(sys, connector_connected, t, sys)
 end
@@ -815,7 +816,7 @@ local function try_address(self, i)
   end
   self._unix_retry = nil
   if self._kind == "UNIX" then t._unix = true end
-  t._connector = self
+  keep_field(t, "connector", self)  -- Twisted's Client transport's connector
   attempts[t] = true
   t._onconnect = on_connector_connected
   t._onfail = function(_, errno, emsg)
