@@ -1404,7 +1404,7 @@ local finish
 
 local function escape_failure(st, e)
   if is_failure(e) then return e end
-  local tb = failure._withCarried(e, traceback(st.co))
+  local tb = failure._withCarried(e, traceback(st.co), st.co)
   local thrown = st.thrown
   if thrown ~= nil and rawequal(e, thrown.value) then
     tb = (thrown.traceback or "") .. "\n" .. tb:gsub("^stack traceback:", "awaited at:", 1)

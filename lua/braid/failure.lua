@@ -112,27 +112,46 @@ end
 -- A value raised again in another coroutine carries the traceback of its
 -- first raise (braid.log's callWithContext runs f in a coroutine of its
 -- own and raises f's error again in the caller's): carried_tb is that
--- traceback while the value carried_v is raised, until the frame that
--- raised it again is left.
-local carried_v, carried_tb = nil, nil
+-- traceback while the value carried_v is raised again in (or out of) the
+-- coroutine carried_co, until the frame that raised it again is left or
+-- that coroutine is closed. Only a handler in that coroutine (msgh), or
+-- one given that coroutine dead (the resumer's), sees it: a coroutine
+-- that died raising and was never closed leaves no carry behind for the
+-- same value raised later elsewhere.
+local carried_v, carried_tb, carried_co, carried_token = nil, nil, nil, nil
 
---- braid.log's hook: value v is raised again, tb is its first traceback
--- (nil, nil: the frame that raised it again is left).
+local CARRY = {
+  __close = function(token)
+    if carried_token == token then
+      carried_v, carried_tb, carried_co, carried_token = nil, nil, nil, nil
+    end
+  end,
+}
+
+--- braid.log's hook: value v is raised again in the running coroutine, tb
+-- is its first traceback. Returns a to-be-closed value that ends this
+-- carry (the frame that raised it again is left).
 function M._carry(v, tb)
-  carried_v, carried_tb = v, tb
+  local token = setmetatable({}, CARRY)
+  carried_v, carried_tb, carried_co, carried_token = v, tb, coroutine.running(), token
+  return token
 end
 
 --- The traceback v carries from its first raise, if it is being raised
--- again, else nil.
-function M._carried(v)
-  if carried_tb ~= nil and rawequal(v, carried_v) then return carried_tb end
+-- again in coroutine co (nil: the running one), else nil.
+function M._carried(v, co)
+  if carried_tb ~= nil and rawequal(v, carried_v)
+    and rawequal(co or coroutine.running(), carried_co) then
+    return carried_tb
+  end
   return nil
 end
 
---- tb (a traceback taken where v was raised, "stack traceback:\n...") with
--- the traceback v carries from its first raise in front.
-function M._withCarried(v, tb)
-  local c = M._carried(v)
+--- tb (a traceback taken where v was raised in coroutine co, nil: the
+-- running one; "stack traceback:\n...") with the traceback v carries from
+-- its first raise in front.
+function M._withCarried(v, tb, co)
+  local c = M._carried(v, co)
   if c == nil then return tb end
   return c .. "\n" .. (tb:gsub("^stack traceback:", "called from:", 1))
 end

@@ -297,12 +297,11 @@ M._relays = relays
 -- traceback of co up to its raise point (for the handler that makes it a
 -- Failure: failure.msgh, an inlineCallbacks function's end) until this
 -- frame is left.
-local UNCARRY = setmetatable({}, { __close = function() carry(nil) end })
 local function raise_again(co, e)
-  local tb = failure._withCarried(e, co_traceback(co))
+  local tb = failure._withCarried(e, co_traceback(co), co)
   co_close(co)  -- what f left open is closed (an inner relay's carry too)
-  local _ <close> = UNCARRY
-  if not isFailure(e) then carry(e, tb) end
+  if isFailure(e) then error(e, 0) end
+  local _ <close> = carry(e, tb)
   error(e, 0)
 end
 
