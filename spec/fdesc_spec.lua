@@ -466,6 +466,27 @@ describe("reactor.getReaders/getWriters with TCP ports and connections", functio
     assert.equal(1, c.lost)
   end)
 
+  it("removeAll takes out a connection that only writes, and returns it", function()
+    local port, s, c = pair()
+    finally(function() port:stopListening() end)
+    local st, ct = s.transport, c.transport
+    ct:pauseProducing()
+    st:pauseProducing()  -- not reading: a writer only
+    st:write(string.rep("x", 16 * 1024 * 1024))
+    local queued = st:getWriteBufferSize()
+    assert.is_true(queued > 0)
+    assert.same({ port }, reactor.getReaders())
+    assert.same({ st }, reactor.getWriters())
+    local removed = reactor.removeAll()
+    assert.same(set_of({ port, st }), set_of(removed))
+    assert.same({}, reactor.getWriters())
+    for _ = 1, 5 do reactor.iterate(0.01) end
+    assert.equal(queued, st:getWriteBufferSize())
+    st:abortConnection()
+    ct:abortConnection()
+    spin(function() return c.lost == 1 and s.lost == 1 end)
+  end)
+
   it("removeReader on a connection is pauseProducing; a write restarts a removed writer", function()
     local port, s, c = pair()
     finally(function() port:stopListening() end)
