@@ -520,6 +520,16 @@ describe("testing.async", function()
     testing.wait(port:stopListening())
   end)
 
+  it("does not blame a spec for a port opened before it that the spec added back as a reader", function()
+    local protocol = require "braid.protocol"
+    local port = reactor.listenTCP(0, protocol.Factory.forProtocol(protocol.Protocol), 50, "127.0.0.1")
+    finally(function() testing.wait(port:stopListening()) end)
+    reactor.removeReader(port)
+    assert.same({}, reactor.getReaders())
+    assert.is_nil(runAsync(function() reactor.addReader(port) end))
+    assert.same({ port }, reactor.getReaders())
+  end)
+
   it("raises ReactorAlreadyRunning when run inside the loop", function()
     local got
     local d = Deferred()
