@@ -141,6 +141,10 @@ describe("braid.endpoints", function()
     assert.same({ "example.com", 80, 7 }, { r.tcpClients[1][1], r.tcpClients[1][2], r.tcpClients[1][4] })
     endpoints.clientFromString(r, "unix:path=/run/x.sock"):connect(f)
     assert.equal("/run/x.sock", r.unixClients[1][1])
+    -- a HostnameEndpoint passes its timeout and bindAddress on too
+    endpoints.HostnameEndpoint(r, "example.org", 443, 5, { "10.0.0.2", 0 }):connect(f)
+    local hc = r.tcpClients[2]
+    assert.same({ "example.org", 443, 5, { "10.0.0.2", 0 } }, { hc[1], hc[2], hc[4], hc[5] })
   end)
 
   it("listens and connects through endpoints; connect fires after connectionMade", function()
