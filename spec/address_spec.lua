@@ -14,6 +14,15 @@ describe("braid.address", function()
     assert.equal("UNIX", address.UNIXAddress(nil).type)
   end)
 
+  it("isIPAddress and isIPv6Address refuse an address that is not a string", function()
+    local ok, e = pcall(address.isIPAddress, nil)
+    assert.is_false(ok)
+    assert.equal("bad argument #1 to 'isIPAddress' (string expected, got nil)", e.message)
+    ok, e = pcall(address.isIPv6Address, 6)
+    assert.is_false(ok)
+    assert.equal("bad argument #1 to 'isIPv6Address' (string expected, got number)", e.message)
+  end)
+
   -- Twisted 22.4: HostnameAddress(b"example.com", 80) has hostname and
   -- port only, reprs as HostnameAddress(hostname=b'example.com', port=80)
   -- and equals no IPv4Address of the same name
