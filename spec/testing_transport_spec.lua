@@ -72,6 +72,15 @@ describe("StringTransport", function()
     assert.are.same({ "TCP", "192.168.1.1", 54321 }, { t:getPeer().type, t:getPeer().host, t:getPeer().port })
   end)
 
+  it("gives each transport default addresses of its own", function()
+    local a, b = testing.StringTransport(), testing.StringTransport()
+    assert.is_false(rawequal(a:getPeer(), b:getPeer()))
+    assert.is_false(rawequal(a:getHost(), b:getHost()))
+    a:getPeer().port = 1
+    a:getHost().port = 2
+    assert.are.same({ 54321, 12345 }, { b:getPeer().port, b:getHost().port })
+  end)
+
   it("records the producer and producerState", function()
     local t = testing.StringTransport()
     local prod = {}
@@ -222,6 +231,16 @@ describe("MemoryReactor", function()
     ok, e = pcall(testing.RaisingMemoryReactor().adoptStreamConnection, testing.RaisingMemoryReactor(), 3, {})
     assert.is_false(ok)
     assert.are.equal("RaisingMemoryReactor:adoptStreamConnection: no connectException was given", e.message)
+  end)
+
+  it("RaisingMemoryReactor raises a string exception at its caller's line", function()
+    local r = testing.RaisingMemoryReactor("no listen", "no connect")
+    local ok, e = pcall(function() r:listenTCP(0, {}) end)
+    assert.is_false(ok)
+    assert.matches("^[^\n]*testing_transport_spec%.lua:%d+: no listen$", e)
+    ok, e = pcall(function() r:connectTCP("h", 1, {}) end)
+    assert.is_false(ok)
+    assert.matches("^[^\n]*testing_transport_spec%.lua:%d+: no connect$", e)
   end)
 
   it("fakes run, stop and crash: run calls the callWhenRunning functions, then stops", function()
