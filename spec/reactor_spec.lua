@@ -1315,6 +1315,37 @@ describe("DelayedCall and the timer heap (details)", function()
 end)
 
 describe("the reactor's functions of lazily loaded modules", function()
+  it("getHostByName first of all, and a callback's error, load braid.defer and braid.log out of descriptors", function()
+    -- braid.resolver's own defer() and the reactor's error handler load
+    -- braid.defer and braid.log with the spare descriptor too (the spec
+    -- above has braid.threads load braid.defer first)
+    local proc = require "helpers.proc"
+    local out = proc.run_out_of_descriptors([[
+local reactor = require "braid.reactor"
+reactor.iterate(0)
+print("loaded", package.loaded["braid.defer"] ~= nil, package.loaded["braid.log"] ~= nil)
+local held = {}
+while true do  -- use up the descriptors
+  local h = io.open("/dev/null")
+  if not h then break end
+  held[#held + 1] = h
+end
+local ok, e = pcall(reactor.getHostByName, "localhost")
+print("getHostByName", ok, (tostring(e):gsub("\n.*", ""):gsub("^[^:]*:%d+: ", "")))
+reactor.callLater(0, function() error("late", 0) end)
+reactor.iterate(0)
+print("loaded", package.loaded["braid.defer"] ~= nil, package.loaded["braid.log"] ~= nil)
+for _, h in ipairs(held) do h:close() end
+]])
+    local lines = {}
+    for line in out:gmatch("[^\n]+") do lines[#lines + 1] = line end
+    assert.equal("loaded\tfalse\tfalse", lines[1])
+    assert.equal("getHostByName\tfalse\teventfd: Too many open files", lines[2])
+    assert.matches("^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d[%+%-]%d%d%d%d %[%-%] Unhandled Error$", lines[3])
+    assert.equal("\tLuaError: late", lines[#lines - 1])
+    assert.equal("loaded\ttrue\ttrue", lines[#lines])
+  end)
+
   it("work when first called once the process is out of descriptors", function()
     -- the reactor loaded braid.fdesc, braid.threads and braid.resolver
     -- (and braid.resolver braid.defer) on first use with require, which
