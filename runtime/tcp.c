@@ -1473,9 +1473,12 @@ static int l_adopt_port(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
   luaL_argcheck(L, n >= 0 && n <= INT_MAX, 1, "descriptor out of range");
   int fd = (int)n;
-  struct port *p = port_new(L);
+  /* the descriptor is looked at before anything is opened: the event base
+  ** made on first use would take a closed fd's number (its epoll fd), and
+  ** the answer would be ENOTSOCK instead of EBADF */
   int is_unix, err = adopt_fd(fd, &is_unix);
-  if (err) return port_fail(L, p, -1, err); /* the caller keeps fd */
+  if (err) return braid_pusherror(L, err); /* the caller keeps fd */
+  struct port *p = port_new(L);
   return port_start(p, fd, is_unix);
 }
 
@@ -1626,13 +1629,11 @@ static int l_adopt_conn(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
   luaL_argcheck(L, n >= 0 && n <= INT_MAX, 1, "descriptor out of range");
   int fd = (int)n;
+  /* looked at first, as in adopt_port */
+  int is_unix, err = adopt_fd(fd, &is_unix);
+  if (err) return braid_pusherror(L, err); /* the caller keeps fd */
   braid_base(L);
   struct conn *c = conn_new(L);
-  int is_unix, err = adopt_fd(fd, &is_unix);
-  if (err) {
-    conn_discard(L, c); /* the caller keeps fd */
-    return braid_pusherror(L, err);
-  }
   struct sockaddr_storage ss;
   socklen_t sl = sizeof ss;
   if (getpeername(fd, (void *)&ss, &sl) == 0) conn_keep_peer(c, (void *)&ss, sl);
