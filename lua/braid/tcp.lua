@@ -600,8 +600,10 @@ end
 function M.adoptStreamConnection(fd, factory)
   fd = check_int("adoptStreamConnection", 1, fd, 0, 0x7fffffff, "fd")
   check_factory("adoptStreamConnection", 2, factory)
-  local t, msg = core.adopt_conn(fd)
-  if not t then error(errors.ConnectError(msg), 2) end
+  local t, msg, _, number = core.adopt_conn(fd)
+  -- osError is the errno number, as connect_error's (Twisted raises the
+  -- socket's OSError, whose args[0] it is)
+  if not t then error(errors.ConnectError(number, msg), 2) end
   local ok, p = xpcall(build, msgh, factory, peer_of(t))
   if not ok or p == nil then
     if not ok then report(p) end
