@@ -58,6 +58,25 @@ describe("reload.reload", function()
     assert.equal(2, m.f())
   end)
 
+  -- the record made at that first reload held the edited file, so each
+  -- function was compared with its own new text: "reloaded NAME (0
+  -- functions replaced)" for an edited function, and history said 0
+  it("counts the functions it replaces in a module loaded before it watched", function()
+    seq = seq + 1
+    local name = "hotmod" .. seq
+    write(name, "local M = {}\nfunction M.f() return 1 end\nreturn M\n")
+    local m = assert(loadfile(dir .. "/" .. name .. ".lua"))()
+    package.loaded[name] = m
+    write(name, "local M = {}\nfunction M.f() return 2 end\nfunction M.g() end\nreturn M\n")
+    assert.is_true(reload.reload(name))
+    assert.equal(2, m.f())
+    assert.is_true(has_log("reloaded " .. name .. " %(1 functions replaced%)"))
+    local h = reload.history(name)
+    assert.equal(1, h[#h].replaced)
+    -- the record's first version is the file read at that reload: nothing to roll back to
+    assert.same({ nil, "no previous version of " .. name }, { reload.rollback(name) })
+  end)
+
   it("replaces functions in the same module table", function()
     local name, m = fresh("local M = {} function M.f() return 1 end return M")
     local f = m.f

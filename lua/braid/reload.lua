@@ -290,9 +290,9 @@ end
 local function text_of(f, lines)
   local info = debug.getinfo(f, "S")
   if lines == nil or info.source ~= merge_src or info.linedefined <= 0 then return nil end
-  -- a record made at the first reload (the module was loaded before the
-  -- watcher) holds the file as it is now, which may be shorter than the
-  -- text the live function came from: its text is then unknown
+  -- a record made after the module loaded (reload.watch of a module loaded
+  -- before the watcher) holds the file as it was then, which may be shorter
+  -- than the text the live function came from: its text is then unknown
   if info.lastlinedefined > #lines then return nil end
   return table.concat(lines, "\n", info.linedefined, info.lastlinedefined)
 end
@@ -532,7 +532,7 @@ local function apply(rec, source, is_rollback, h)
   local nsnap = take_snapshot(new)
   local count = 0
   local cur = rec.versions[#rec.versions]
-  old_lines = cur and cur.source and lines_of(cur.source) or nil
+  old_lines = cur and cur.source and not cur.unverified and lines_of(cur.source) or nil
   new_lines, merge_src = lines_of(source), "@" .. rec.path
   local modups = {}
   if type(live) == "table" or type(live) == "function" then
@@ -1105,8 +1105,13 @@ function M.reload(modname)
   if loaded[modname] == nil then
     return fail(modname, "module not loaded")
   end
+  local made_now = records[modname] == nil
   local rec = get_record(modname)
   if not rec then return fail(modname, "module file not found") end
+  -- a record made now holds the file about to be loaded, not the text the
+  -- live functions came from: which of them changed is unknown, so each
+  -- one replaced counts (compared with itself, none did)
+  if made_now and rec.versions[1] then rec.versions[1].unverified = true end
   local stamp = core_stamp(rec.path)
   local source, err = read_file(rec.path)
   if not source then return fail(modname, err) end
