@@ -1288,10 +1288,24 @@ describe("log.jsonObserver", function()
     assert.equal(
       '{"format":"hi {name}","isError":false,"level":"info","name":"bob","namespace":"spec","system":"-",'
         .. '"text":"hi bob","time":1424191576.25}\n'
-        .. '{"isError":false,"level":"info","namespace":"log_legacy","system":"-","text":"two\\nlines",'
-        .. '"time":1424191576.25}\n',
+        .. '{"format":"{log_text}","isError":false,"level":"info","log_text":"two\\nlines",'
+        .. '"namespace":"log_legacy","system":"-","text":"two\\nlines","time":1424191576.25}\n',
       out.buf)
     assert.equal(2, out.flushes)
+  end)
+
+  -- msg and err events had no format: an observer formatting events
+  -- itself (formatEvent(ev.format, ev)) got "" where Twisted's legacy
+  -- bridge gives log_format "{log_text}" and log_text
+  it("gives msg and err events Twisted's format {log_text} and a log_text field", function()
+    local seen = {}
+    log.addObserver(function(ev) seen[#seen + 1] = log.formatEvent(ev.format, ev) end)
+    log.msg("hi", 2)
+    log.err(errors.ValueError("v"), "why")
+    assert.equal("hi 2", seen[1])
+    assert.equal("why\n", seen[2]:sub(1, 4))
+    assert.matches("ValueError: v", seen[2])
+    assert.equal(2, #seen)
   end)
 
   it("writes the failure of an error event as its text", function()

@@ -432,10 +432,13 @@ end
 ---------------------------------------------------------------------------
 -- legacy API: msg / err
 
+-- format "{log_text}" and log_text: as Twisted's legacy bridge
+-- (publishToNewObserver) gives a log.msg/log.err event, so an observer
+-- formatting events itself gets the text
 local function publish_text(text)
   publish({
     text = text, isError = false, system = system_now(), time = now(),
-    level = "info", namespace = "log_legacy",
+    level = "info", namespace = "log_legacy", format = "{log_text}", log_text = text,
   }, INFO)
 end
 
@@ -471,10 +474,11 @@ local function do_err(v, why, tblevel)
     f = Failure(v, (gsub(debug.traceback("", tblevel), "^\n", "")))
   end
   if why ~= nil then why = safe_tostring(why) end
+  local text = (why or "Unhandled Error") .. "\n" .. traceback_text(f)
   publish({
-    text = (why or "Unhandled Error") .. "\n" .. traceback_text(f),
-    isError = true, system = system_now(), time = now(),
+    text = text, isError = true, system = system_now(), time = now(),
     level = "critical", namespace = "log_legacy", failure = f, why = why,
+    format = "{log_text}", log_text = text,
   }, CRITICAL)
 end
 
