@@ -17,7 +17,9 @@
 */
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <limits.h>
 #include <string.h>
 
@@ -125,6 +127,22 @@ static int watchable(int fd) {
   if (S_ISREG(sb.st_mode) || S_ISDIR(sb.st_mode)) {
     errno = EPERM;
     return 0;
+  }
+  /* a device: some can be polled (a terminal), some not (/dev/null), and
+  ** libevent's epoll backend finds out only at its next wait, warning on
+  ** stderr. Asking a throwaway epoll instance tells now (addReader is
+  ** rare; poll and select watch any device). */
+  if ((S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode))
+      && strcmp(event_base_get_method(braid_loop()->base), "epoll") == 0) {
+    int ep = epoll_create1(EPOLL_CLOEXEC), ok = 1;
+    if (ep >= 0) {
+      struct epoll_event e = { .events = EPOLLIN, .data = { .fd = fd } };
+      ok = epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e) == 0;
+      int err = errno;
+      close(ep);
+      errno = err;
+    }
+    return ok;
   }
   return 1;
 }
