@@ -923,6 +923,29 @@ describe("the inotify watcher", function()
     until_(function() return m.f() == 2 end, "the fixed save to load")
   end)
 
+  -- the failed source was remembered after the file went back to the
+  -- running version: reload.changed() kept listing the module, and the
+  -- same mistake saved again later was not reported at all
+  it("forgets a failed save once the file is back to the running version", function()
+    local good = "return { f = function() return 1 end }"
+    local bad = "return { f = function() return 2 end"
+    local name, m = watched(good)
+    local function listed()
+      for _, n in ipairs(reload.changed()) do if n == name then return true end end
+      return false
+    end
+    write(name, bad)
+    until_(function() return count_log("reload of " .. name .. " failed") == 1 end, "the failure to be logged")
+    assert.is_true(listed())
+    write(name, good)                                   -- the mistake undone
+    until_(function() return not listed() end, "the undone save to be seen")
+    assert.equal(1, #reload.history(name))
+    write(name, bad)                                    -- the same mistake again
+    until_(function() return count_log("reload of " .. name .. " failed") == 2 end, "the failure to be logged again")
+    assert.is_true(listed())
+    assert.equal(1, m.f())
+  end)
+
   it("tries a module whose chunk raised again once the watcher loads another one", function()
     local b = watched("return { ver = 1 }")
     local a, am = watched(("local b = require(%q) return { say = function() return 'a1' end }"):format(b))

@@ -618,7 +618,13 @@ local function load_source(rec, source, h)
   end
   if loaded[rec.name] == nil then return end
   local cur = rec.versions[#rec.versions]
-  if (cur and cur.hash == h) or rec.failed_hash == h then return end
+  if cur and cur.hash == h then
+    -- the file holds the running version again (a failed save undone): it
+    -- no longer fails, and the same mistake saved later is reported again
+    rec.failed_hash, rec.failed_err, rec.retry = nil, nil, nil
+    return
+  end
+  if rec.failed_hash == h then return end
   local ok, err, f = apply(rec, source, nil, h)
   if not ok then
     note_failed(rec, h, err, f)
