@@ -665,6 +665,44 @@ describe("braid.tcp", function()
     assert.same({ "made", "readLost:head;", "lost" }, sf.built[1].events)
   end)
 
+  -- a pull producer registered on an idle connection (no write this turn)
+  -- whose resumeProducing writes nothing: asked once, at registration,
+  -- then close(transport) asks it again, as Twisted's loseConnection and
+  -- loseWriteConnection startWriting and doWrite finds the buffer empty;
+  -- it unregisters then. Returns the resume count and the server protocol.
+  local function idle_pull_producer_closing(close)
+    local _, sf, n = listen()
+    local _, cf = client(n)
+    spin(function() return sf.built[1] and cf.built[1] and cf.built[1].transport end)
+    for _ = 1, 3 do reactor.iterate(0) end  -- a later turn than any write
+    local ct, resumes = cf.built[1].transport, 0
+    ct:registerProducer({
+      resumeProducing = function()
+        resumes = resumes + 1
+        if resumes == 2 then ct:unregisterProducer() end
+      end,
+      stopProducing = function() end,
+    }, false)
+    for _ = 1, 5 do reactor.iterate(0) end
+    assert.equal(1, resumes)  -- registration only: nothing drained since
+    ct[close](ct)
+    spin(function() return resumes == 2 end)
+    spin(function() return sf.built[1].lost == 1 and cf.built[1].lost == 1 end)
+    return resumes, sf.built[1]
+  end
+
+  it("asks an idle pull producer for more on loseWriteConnection, then shuts once it unregisters", function()
+    local resumes, s = idle_pull_producer_closing("loseWriteConnection")
+    assert.equal(2, resumes)
+    assert.is_truthy(s.reason:check(errors.ConnectionDone))
+  end)
+
+  it("asks an idle pull producer for more on loseConnection, then closes once it unregisters", function()
+    local resumes, s = idle_pull_producer_closing("loseConnection")
+    assert.equal(2, resumes)
+    assert.is_truthy(s.reason:check(errors.ConnectionDone))
+  end)
+
   it("pauses a streaming producer past bufferSize and resumes it once drained", function()
     local prod, calls = recording_producer()
     local sf, cf = pair()
@@ -725,7 +763,8 @@ describe("braid.tcp", function()
   -- a client whose streaming producer was paused past bufferSize (the
   -- server does not read), then loseConnection; the server reads again.
   -- Returns the client transport, the factories, the calls and the bytes sent.
-  local function paused_producer_closing()
+  -- close: the transport method called ("loseConnection" unless given)
+  local function paused_producer_closing(close)
     local prod, calls = recording_producer()
     local _, sf, n = listen(nil, function(p) function p:onMade() self.transport:pauseProducing() end end)
     local _, cf = client(n)
@@ -736,8 +775,8 @@ describe("braid.tcp", function()
     local i = 0
     while #calls == 0 and i < 1000 do ct:write(chunk) i = i + 1 end
     assert.same({ "pause" }, calls)
-    ct:loseConnection()
-    assert.is_true(ct.disconnecting)
+    ct[close or "loseConnection"](ct)
+    if not close then assert.is_true(ct.disconnecting) end
     sf.built[1].transport:resumeProducing()
     -- asked for more once the queue drained (as Twisted's doWrite)
     spin(function() return calls[2] ~= nil end)
@@ -772,6 +811,20 @@ describe("braid.tcp", function()
     spin(function() return sf.built[1].lost == 1 end)
     assert.equal(sent + 4, #sf.built[1]:received())
     assert.equal("tail", sf.built[1]:received():sub(-4))
+  end)
+
+  it("shuts a write side held by a resumed streaming producer once a write it makes is sent", function()
+    local ct, sf, cf, calls, sent = paused_producer_closing("loseWriteConnection")
+    -- resumed, it still holds the half-close: the server has seen no EOF
+    assert.is_nil(sf.built[1].lost)
+    assert.equal(sent, #sf.built[1]:received())
+    ct:write("tail")  -- sent at once (the queue is empty), then the shut
+    spin(function() return sf.built[1].lost == 1 end)
+    assert.is_truthy(sf.built[1].reason:check(errors.ConnectionDone))
+    assert.equal(sent + 4, #sf.built[1]:received())
+    assert.equal("tail", sf.built[1]:received():sub(-4))
+    spin(function() return cf.built[1].lost == 1 end)
+    assert.same({ "pause", "resume", "stop" }, calls)
   end)
 
   it("ends with ConnectionLost when the peer resets while output is queued and reading is paused", function()
