@@ -511,6 +511,55 @@ describe("reactor.getReaders/getWriters with TCP ports and connections", functio
     spin(function() return c.lost == 1 and s.lost == 1 end)
   end)
 
+  it("a loseConnection restarts a removed writer: the queue is sent, then the close", function()
+    local port, s, c = pair()
+    finally(function() port:stopListening() end)
+    local st, ct = s.transport, c.transport
+    local got = 0
+    function c.dataReceived(_, data) got = got + #data end
+    ct:pauseProducing()
+    st:write(string.rep("x", 16 * 1024 * 1024))
+    local queued = st:getWriteBufferSize()
+    assert.is_true(queued > 0)
+    reactor.removeWriter(st)
+    assert.same({}, reactor.getWriters())
+    st:loseConnection()  -- as Twisted's loseConnection: startWriting
+    assert.same({ st }, reactor.getWriters())
+    ct:resumeProducing()
+    spin(function() return c.lost == 1 and s.lost == 1 end)
+    assert.equal(16 * 1024 * 1024, got)
+    assert.same({ port }, reactor.getReaders())
+    assert.same({}, reactor.getWriters())
+  end)
+
+  it("lists a client still connecting in neither list", function()
+    -- 127.0.0.2:n with a full accept queue drops SYNs: the client stays connecting
+    local socket = require "socket"
+    local hole = assert(socket.tcp())
+    assert(hole:bind("127.0.0.2", 0))
+    assert(hole:listen(0))
+    local _, n = hole:getsockname()
+    local fillers = {}
+    for i = 1, 3 do
+      fillers[i] = socket.tcp()
+      fillers[i]:settimeout(0)
+      fillers[i]:connect("127.0.0.2", n)
+    end
+    local failed
+    local connector = reactor.connectTCP("127.0.0.2", tonumber(n), { protocol = {}, noisy = false,
+      clientConnectionFailed = function(_, _, r) failed = r end })
+    finally(function()
+      if connector.state == "connecting" then connector:stopConnecting() end
+      spin(function() return failed ~= nil end)
+      for _, f in ipairs(fillers) do f:close() end
+      hole:close()
+    end)
+    for _ = 1, 10 do reactor.iterate(0.01) end
+    assert.equal("connecting", connector.state)
+    assert.same({}, reactor.getReaders())
+    assert.same({}, reactor.getWriters())
+  end)
+
   it("closes removed ports and connections at shutdown, with one connectionLost each", function()
     local proc = require "helpers.proc"
     local path = proc.script([[
