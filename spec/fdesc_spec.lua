@@ -532,6 +532,62 @@ describe("reactor.getReaders/getWriters with TCP ports and connections", functio
     assert.same({}, reactor.getWriters())
   end)
 
+  -- a port whose accepted server protocols are kept in the list returned;
+  -- on_made(port, protocol) runs in each connectionMade; n clients of
+  -- luasocket connected to it (the kernel completes them, unaccepted), and
+  -- a function that connects one more. All closed when the test ends.
+  local function port_with_backlog(n, on_made)
+    local socket = require "socket"
+    local servers, port = {}, nil
+    local S = { connectionMade = function(self)
+                  servers[#servers + 1] = self
+                  if on_made then on_made(port, self) end
+                end }
+    port = reactor.listenTCP(0, { protocol = S, noisy = false }, 50, "127.0.0.1")
+    local socks = {}
+    local function connect()
+      local sk = assert(socket.tcp())
+      socks[#socks + 1] = sk
+      assert(sk:connect("127.0.0.1", port:getHost().port))
+    end
+    for _ = 1, n do connect() end
+    finally(function()  -- busted keeps one finally per test: this is it
+      for _, sk in ipairs(socks) do sk:close() end
+      for _, sp in ipairs(servers) do sp.transport:abortConnection() end
+      port:stopListening()
+    end)
+    return port, servers, connect
+  end
+
+  it("removeReader(port) in connectionMade stops accepting at once; addReader accepts the rest", function()
+    local removed = 0
+    local port, servers = port_with_backlog(3, function(p)
+      if removed == 0 then removed = 1 reactor.removeReader(p) end
+    end)
+    spin(function() return servers[1] ~= nil end)
+    -- the other two wait in the backlog (Twisted's doRead accepts the rest
+    -- of its batch first)
+    for _ = 1, 10 do reactor.iterate(0.01) end
+    assert.equal(1, #servers)
+    assert.same({ servers[1].transport }, reactor.getReaders())
+    reactor.addReader(port)
+    spin(function() return #servers == 3 end)
+    assert.equal(port, reactor.getReaders()[1])
+  end)
+
+  it("does not wake for a removed port's pending connection", function()
+    local port, servers, connect = port_with_backlog(0)
+    reactor.removeReader(port)
+    connect()  -- completed by the kernel
+    local fired = false
+    reactor.callLater(0.05, function() fired = true end)
+    -- one turn: nothing to wake for but the timer (a port still watched
+    -- would wake it at once, readable, and accept nothing)
+    reactor.iterate(2)
+    assert.is_true(fired)
+    assert.same({}, servers)
+  end)
+
   it("lists a client still connecting in neither list", function()
     -- 127.0.0.2:n with a full accept queue drops SYNs: the client stays connecting
     local socket = require "socket"
