@@ -121,8 +121,12 @@ describe("CheckPIDTests", function()
   -- refuses every content that is not one positive decimal number (blanks
   -- around it allowed, as int() takes it), and leaves the file alone
   it("test_nonNumeric", function()
+    -- past the int range: 2^31 (a pid_t would wrap), 2^64 + 99999999 (a
+    -- long would wrap to a stale pid); a stale pid followed, past 63 bytes,
+    -- by text (braid reads at most 63)
     for _, bad in ipairs({ "non-numeric", "12abc", "0\n", "-5\n", "1 2\n", "12\0",
-                           "99999999999999999999\n", ("1"):rep(100) }) do
+                           "99999999999999999999\n", ("1"):rep(100), "2147483648\n",
+                           "18446744073809551615\n", "99999999" .. (" "):rep(70) .. "x" }) do
       local path = pidfile(bad)
       local lines, code = proc.run({ "--pidfile", path, "-e", "print('ran')" })
       assert.equal(1, code, ("%q"):format(bad))
