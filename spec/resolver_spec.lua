@@ -132,6 +132,31 @@ describe("braid.resolver", function()
       result(reactor.getHostByName("10.1.2.3", { family = "INET" })))
   end)
 
+  -- a scoped IPv6 literal: getaddrinfo answers it (from no file and no
+  -- server); braid.resolver answers it itself unless the family differs,
+  -- so core.getaddrinfo is asked directly
+  it("core.getaddrinfo asks for both families without a family, else for the one given", function()
+    local core = require "braid.core"
+    local name, got = "fe80::1%lo", {}
+    local function record(i)
+      return function(list, msg) got[i] = list and list[1] and list[1].family or ("failed: " .. tostring(msg)) end
+    end
+    core.getaddrinfo(name, record(1))
+    core.getaddrinfo(name, record(2), nil)
+    core.getaddrinfo(name, record(3), "INET6")
+    core.getaddrinfo(name, record(4), "INET")
+    core.getaddrinfo(name, record(5), "UNSPEC")
+    spin(function() return got[1] and got[2] and got[3] and got[4] and got[5] end)
+    assert.equal("INET6", got[1])
+    assert.equal("INET6", got[2])
+    assert.equal("INET6", got[3])
+    assert.matches("^failed: ", got[4])
+    assert.equal("INET6", got[5])
+    local ok, e = pcall(core.getaddrinfo, name, record(6), "INET4")
+    assert.is_false(ok)
+    assert.equal("bad argument #3 to 'braid.core.getaddrinfo' (invalid option 'INET4')", e.message)
+  end)
+
   it("refuses a getHostByName family other than INET and INET6", function()
     assert.has_error(function() reactor.getHostByName("localhost", { family = "UNSPEC" }) end,
       "ValueError: bad argument #2 to 'getHostByName' (family must be \"INET\" or \"INET6\", got \"UNSPEC\")")
