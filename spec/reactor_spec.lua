@@ -1346,6 +1346,22 @@ for _, h in ipairs(held) do h:close() end
     assert.equal("loaded\ttrue\ttrue", lines[#lines])
   end)
 
+  -- the loaders behind them: core.with_spare_fd(f, ...) runs f with the
+  -- spare descriptor given back, core.require_spare(name) requires with it
+  it("load through core.require_spare and core.with_spare_fd, which return f's results and raise its error", function()
+    assert.equal(package.loaded["braid.defer"] or require("braid.defer"), core.require_spare("braid.defer"))
+    local a, b, c = core.with_spare_fd(function(x, y) return x + y, "two", nil end, 1, 2)
+    assert.same({ 3, "two" }, { a, b, c })
+    local ok, e = pcall(core.with_spare_fd, error, "boom", 0)
+    assert.is_false(ok)
+    assert.equal("boom", e)
+    ok, e = pcall(core.require_spare, "braid.no_such_module")
+    assert.is_false(ok)
+    assert.matches("^module 'braid.no_such_module' not found", e)
+    assert.is_nil(package.loaded["braid.no_such_module"])
+    assert.is_true(core.spare_fd())  -- held again after f's error
+  end)
+
   it("work when first called once the process is out of descriptors", function()
     -- the reactor loaded braid.fdesc, braid.threads and braid.resolver
     -- (and braid.resolver braid.defer) on first use with require, which
