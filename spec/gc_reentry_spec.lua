@@ -70,9 +70,10 @@ describe("a transport closed by a finalizer", function()
     end
     function Server:connectionLost() self.lost = (self.lost or 0) + 1 end
     local port = reactor.listenTCP(0, protocol.Factory.forProtocol(Server), 50, "127.0.0.1")
-    finally(function() port:stopListening() end)
-    local c = assert(socket.connect("127.0.0.1", port:getHost().port))
-    finally(function() c:close() end)
+    local c
+    -- one finally for both (busted keeps only the last one given)
+    finally(function() if c then c:close() end; port:stopListening() end)
+    c = assert(socket.connect("127.0.0.1", port:getHost().port))
     c:send("hi")
     wait(function() return seen end)
     assert.same({ nil, 1, 0 }, seen)
@@ -83,7 +84,12 @@ describe("a transport closed by a finalizer", function()
 
   it("is not handed to connectionMade when a finalizer stops its connect", function()
     local server = assert(socket.bind("127.0.0.1", 0))  -- listens, never accepts
-    finally(function() server:close() end)
+    local obs, prev
+    -- one finally for all (busted keeps only the last one given)
+    finally(function()
+      server:close()
+      if obs then log.removeObserver(obs) log.setErrorStream(prev) end
+    end)
     local _, sport = server:getsockname()
     local made, failed = 0, 0
     local Client = protocol.Protocol:extend("Client")
@@ -91,10 +97,9 @@ describe("a transport closed by a finalizer", function()
     local cf = protocol.ClientFactory.forProtocol(Client)
     function cf:clientConnectionFailed() failed = failed + 1 end
     local logged = {}
-    local obs = function(ev) if ev.isError then logged[#logged + 1] = ev end end
+    obs = function(ev) if ev.isError then logged[#logged + 1] = ev end end
     log.addObserver(obs)
-    local prev = log.setErrorStream({ write = function() end, flush = function() end })
-    finally(function() log.removeObserver(obs) log.setErrorStream(prev) end)
+    prev = log.setErrorStream({ write = function() end, flush = function() end })
     local connector = reactor.connectTCP("127.0.0.1", tonumber(sport), cf)
     local ran = false
     -- the first check in that iterate: the completed connect's field writes

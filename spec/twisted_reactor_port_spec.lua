@@ -111,7 +111,10 @@ describe("SystemEventTestsBuilder (internet/test/test_core.py)", function()
   it("test_shutdownDisconnectsCleanly", function()
     local c1, s1 = socketpair()
     local c2, s2 = socketpair()
-    finally(function() c1:close(); s1:close(); c2:close(); s2:close() end)
+    local log = require "braid.log"
+    local prev = log.setErrorStream({ write = function() end, flush = function() end })
+    -- one finally for both (busted keeps only the last one given)
+    finally(function() log.setErrorStream(prev); c1:close(); s1:close(); c2:close(); s2:close() end)
     local lostOK = false
     local problematic = {
       fileno = function() return c1:getfd() end,
@@ -123,9 +126,6 @@ describe("SystemEventTestsBuilder (internet/test/test_core.py)", function()
       doRead = function() end,
       connectionLost = function() lostOK = true end,
     }
-    local log = require "braid.log"
-    local prev = log.setErrorStream({ write = function() end, flush = function() end })
-    finally(function() log.setErrorStream(prev) end)
     reactor.addReader(problematic)  -- first: removeAll returns it first
     reactor.addReader(ok)
     reactor.callWhenRunning(reactor.stop)
