@@ -965,6 +965,83 @@ describe("the inotify watcher", function()
     assert.equal(1, #reload.history(name))
   end)
 
+  -- the watcher's stamp is mtime+size+inode: a touch after a rollback
+  -- changed it, and the text on disk (the version rolled back from) was
+  -- loaded again, undoing the rollback
+  describe("after a rollback", function()
+    local core = require("braid.core")
+    local v1 = "return { f = function() return 1 end }"
+    local v2 = "return { f = function() return 2 end }"
+    -- a module at v2, rolled back to v1 (v2 still on disk)
+    local function rolled_back()
+      local name, m = watched(v1)
+      write(name, v2)
+      until_(function() return m.f() == 2 end, "v2 to load")
+      assert.is_true(reload.rollback(name))
+      assert.equal(1, m.f())
+      return name, m, dir .. "/" .. name .. ".lua"
+    end
+    -- wait until the watcher has taken in the file as it is now
+    local function seen(name, path)
+      local s = core.fileStamp(path)
+      until_(function() return reload._records[name].stamp == s end, "the watcher to see the file")
+    end
+
+    it("keeps the rolled-back version when the file is only touched", function()
+      local name, m, path = rolled_back()
+      assert(os.execute("touch -d '2001-02-03 04:05:06' " .. path))
+      seen(name, path)
+      assert.equal(1, m.f())
+      assert.equal(3, #reload.history(name))
+      for _, n in ipairs(reload.changed()) do assert.are_not.equal(name, n) end
+    end)
+
+    it("keeps the rolled-back version when the same text is saved again, twice", function()
+      local name, m, path = rolled_back()
+      write(name, v2)
+      seen(name, path)
+      write(name, v2)
+      seen(name, path)
+      assert.equal(1, m.f())
+      assert.equal(3, #reload.history(name))
+    end)
+
+    it("loads a real edit, and reload.reload loads the file as it is", function()
+      local name, m = rolled_back()
+      assert.is_true(reload.reload(name))        -- forced: the file's v2
+      assert.equal(2, m.f())
+      assert.is_true(reload.rollback(name))
+      assert.equal(1, m.f())
+      write(name, "return { f = function() return 3 end }")
+      until_(function() return m.f() == 3 end, "the edit to load")
+      assert.equal(6, #reload.history(name))
+    end)
+
+    it("loads nothing when a failed save is undone to the running version, then loads a real edit", function()
+      local name, m, path = rolled_back()
+      write(name, "return { f = function() return 4 end")   -- does not compile
+      until_(function() return count_log("reload of " .. name .. " failed") == 1 end, "the failure")
+      write(name, v1)                                        -- the running version's text
+      seen(name, path)
+      assert.equal(1, m.f())
+      assert.equal(3, #reload.history(name))
+      write(name, v2)                                        -- the text it was rolled back from: an edit now
+      until_(function() return m.f() == 2 end, "v2 to load again")
+      assert.equal(4, #reload.history(name))
+    end)
+  end)
+
+  it("loads two identical saves in a row once", function()
+    local name, m = watched("return { f = function() return 1 end }")
+    local path = dir .. "/" .. name .. ".lua"
+    write(name, "return { f = function() return 2 end }")
+    write(name, "return { f = function() return 2 end }")
+    until_(function() return m.f() == 2 end, "the save to load")
+    local s = require("braid.core").fileStamp(path)
+    until_(function() return reload._records[name].stamp == s end, "the watcher to see the file")
+    assert.equal(2, #reload.history(name))
+  end)
+
   it("logs a deleted file once, keeps the old code, and loads the file when it comes back", function()
     local name, m = watched("return { f = function() return 1 end }")
     os.remove(dir .. "/" .. name .. ".lua")
@@ -1058,6 +1135,19 @@ describe("the polling fallback", function()
     write(name, "return { f = function() return 3 end, g = 'longer file now' }")
     reload._poll(); reload._poll()
     assert.equal(3, m.f())
+  end)
+
+  it("keeps a rolled-back version when the file is only touched", function()
+    local name, m = fresh("return { f = function() return 1 end }")
+    reload.watch(name)
+    write(name, "return { f = function() return 2 end, pad = 1 }")
+    reload._poll(); reload._poll()
+    assert.equal(2, m.f())
+    assert.is_true(reload.rollback(name))
+    assert(os.execute("touch -d '2001-02-03 04:05:06' " .. dir .. "/" .. name .. ".lua"))
+    reload._poll(); reload._poll(); reload._poll()
+    assert.equal(1, m.f())
+    assert.equal(3, #reload.history(name))
   end)
 
   it("logs a deleted file once and keeps the old code", function()

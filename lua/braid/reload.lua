@@ -684,8 +684,8 @@ local function mark_seen(rec, stamp, source)
 end
 
 -- Read a watched file now and load it if it is new. A file that changed
--- while it was read is tried again later; one with the stamp and content
--- last seen is left alone.
+-- while it was read is tried again later; one whose text is the text last
+-- seen on disk is left alone (its new stamp noted).
 local schedule, drain, watch_places
 local due = {}         -- rec -> monotonic time of its check
 local function check_file(rec)
@@ -711,8 +711,12 @@ local function check_file(rec)
   rec.checked_at = mono()
   if rec.dir then watch_places(rec) end
   local h = hash(source)
-  if s1 == rec.stamp and h == rec.disk_hash then return end
-  rec.stamp, rec.disk_hash = s1, h
+  rec.stamp = s1
+  -- text byte-identical to the text last seen on disk (a touch, a chmod,
+  -- the same text saved again, a save after a rollback that changes
+  -- nothing) is no edit: nothing loads, so a rollback stays in place
+  if h == rec.disk_hash then return end
+  rec.disk_hash = h
   load_source(rec, source, h)
 end
 
