@@ -437,6 +437,58 @@ describe("braid.tcp", function()
     assert.is_true(pulls >= 1)
   end)
 
+  -- mutants of braid.tcp survived the spec above: producerPaused set
+  -- only after the producer was told, streamingProducer left true when a
+  -- pull producer registers after a streaming one, producerPaused left
+  -- true after unregisterProducer, and a producer registered on a closed
+  -- transport kept as transport.producer
+  it("sets producerPaused before telling the producer, and the producer fields across kinds and a close", function()
+    local sf, cf = pair()
+    local st, ct = sf.built[1].transport, cf.built[1].transport
+    local told = {}
+    local prod = {
+      pauseProducing = function() told[#told + 1] = { "pause", st.producerPaused } end,
+      resumeProducing = function() told[#told + 1] = { "resume", st.producerPaused } end,
+      stopProducing = function() told[#told + 1] = { "stop" } end,
+    }
+    st.bufferSize = 1024
+    local chunk = ("x"):rep(65536)
+    local function fill()
+      ct:stopReading()
+      local n = 0
+      while not st.producerPaused and n < 1000 do st:write(chunk) n = n + 1 end
+    end
+    st:registerProducer(prod, true)
+    fill()
+    assert.same({ { "pause", true } }, told)  -- as Twisted's _maybePauseProducer
+    ct:startReading()
+    spin(function() return told[2] ~= nil end)
+    assert.same({ "resume", false }, told[2])   -- as Twisted's doWrite
+    fill()
+    assert.is_true(st.producerPaused)
+    st:unregisterProducer()
+    -- braid's: no producer, none paused (Twisted's flag stays True)
+    assert.is_false(st.producerPaused)
+    assert.is_true(st.streamingProducer)
+    ct:startReading()
+    local pulls = 0
+    local pull = { resumeProducing = function() pulls = pulls + 1 end, stopProducing = function() end }
+    st:registerProducer(pull, false)
+    assert.is_false(st.streamingProducer)        -- the kind registered now
+    assert.equal(pull, st.producer)
+    st:unregisterProducer()
+    ct:abortConnection()
+    spin(function() return sf.built[1].lost == 1 and cf.built[1].lost == 1 end)
+    -- closed: the producer is stopped and not kept, as Twisted's
+    local stopped = 0
+    local late = { pauseProducing = function() end, resumeProducing = function() end,
+                   stopProducing = function() stopped = stopped + 1 end }
+    st:registerProducer(late, true)
+    assert.equal(1, stopped)
+    assert.is_nil(st.producer)
+    assert.is_true(pulls >= 1)
+  end)
+
   -- Twisted's tcp.Connection.getHandle() returns the socket; braid had no
   -- getHandle, so Twisted code calling it raised. braid's gives the
   -- descriptor, as fileno() does.
