@@ -188,6 +188,25 @@ describe("AdoptStreamPortErrorsTestsBuilder", function()
     assert.same({ "false\ttrue\t[Errno 9] Bad file descriptor" }, out)
   end)
 
+  -- the same for adoptStreamConnection: a mutant that made the event base
+  -- first (its epoll descriptor taking the closed number) answered
+  -- ENOTSOCK (88) where EBADF is right, and the specs, run in a process
+  -- whose base existed already, did not see it
+  it("adoptStreamConnection of a descriptor just closed, in a new process, fails with EBADF as adoptStreamPort does", function()
+    local out, code = proc.run({ "-e", [[
+      local reactor = require "braid.reactor"
+      local socket = require "socket"
+      local probe = assert(socket.tcp())
+      assert(probe:bind("127.0.0.1", 0))
+      local fileno = math.tointeger(probe:getfd())
+      probe:close()
+      local ok, e = pcall(reactor.adoptStreamConnection, fileno, { protocol = {}, noisy = false })
+      print(ok, require("braid.error").ConnectError:isinstance(e), e.osError, e.message)
+    ]] })
+    assert.equal(0, code, table.concat(out, "\n"))
+    assert.same({ "false\ttrue\t9\tBad file descriptor" }, out)
+  end)
+
   -- another process holds the listening socket (here: this one, which
   -- gives it to a braid child); the child's stopListening closes its copy
   -- without shutting the socket down, so this one can still accept on it
