@@ -84,8 +84,11 @@ struct conn {
   unsigned reading : 1, read_closed : 1, write_shut : 1, shut_pending : 1,
            disconnecting : 1, queued : 1, streaming : 1, has_producer : 1,
            prod_paused : 1, pull_kick : 1, lost : 1, is_unix : 1, sent_direct : 1,
-           write_held : 1;       /* removeWriter/removeAll: no EV_WRITE until a write,
+           write_held : 1,       /* removeWriter/removeAll: no EV_WRITE until a write,
                                  ** loseConnection or addWriter (Twisted's startWriting) */
+           delivering : 1,       /* its dataReceived is running (deliver_fast/deliver_data) */
+           wrote_direct : 1,     /* ... and a write of it went out whole at once */
+           coal_pending : 1;     /* ... and later writes wait in out for its end */
 };
 
 struct port {
@@ -240,6 +243,13 @@ static void conn_teardown(lua_State *L, struct conn *c) {
 /* Close the descriptor now; connectionLost follows from the pending list. */
 static void conn_close(lua_State *L, struct conn *c, int reason, int err) {
   if (c->state == S_CLOSED) return;
+  if (c->coal_pending) {
+    /* writes of a dataReceived held to go out at its end (coalesce_end)
+    ** go out now, as they would have when written */
+    c->coal_pending = 0;
+    if (c->fd >= 0 && reason != R_LOST && reason != R_CONNFAIL && c->out)
+      (void)evbuffer_write(c->out, c->fd);
+  }
   if (reason == R_ABORTED && c->fd >= 0 && !c->is_unix) {
     /* as Twisted's abort: a reset, so the kernel drops what is still
     ** unsent and the peer learns the close was not orderly */
@@ -370,6 +380,10 @@ static int data_p(lua_State *L) {
   return 0;
 }
 
+static void coalesce_begin(struct conn *c);
+static void coalesce_end(lua_State *L, struct conn *c);
+static int producer_holds(const struct conn *c);
+
 /* Deliver n bytes of rbuf: protocol:dataReceived(data) under the
 ** connection's log system, set as on_eof and the others do in braid.tcp.
 ** Runs inside conn_cb's protected call: an error in dataReceived, or in
@@ -389,7 +403,9 @@ static void deliver_data(lua_State *L, struct conn *c, size_t n) {
   lua_pushvalue(L, b + 4);
   lua_pushvalue(L, b + 2);
   rt_len = n;  /* a fast delivery under way has made its string already */
+  coalesce_begin(c);
   int st = lua_pcall(L, 1, 0, b + 7);
+  coalesce_end(L, c);
   swap_system(L, b + 5, b + 6, 0);
   if (st != LUA_OK) {                               /* b+8 the Failure */
     lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_FAILED]);
@@ -422,9 +438,11 @@ static int deliver_fast(struct conn *c, size_t n) {
   rt_busy = 1;
   rt_len = n;
   rt_conn = c;
+  coalesce_begin(c);
   int st = lua_pcall(L, 1, 0, RT_MSGH);
   rt_busy = 0;
   rt_conn = NULL;
+  coalesce_end(L, c);
   if (st != LUA_OK) {                               /* 5 the Failure */
     lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[H_FAILED]);
     lua_pushvalue(L, 4);
@@ -480,6 +498,37 @@ static int conn_flush(struct conn *c) {
   if (evbuffer_write(c->out, c->fd) < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
     return errno;
   return 0;
+}
+
+/* Writes during a dataReceived: the first one sent whole goes out at once
+** (a request's answer leaves as soon as it is written); the ones after it
+** wait in `out` and go out together when dataReceived returns, in one
+** send, where each would have been a system call of its own (a client
+** pipelining many requests in one read: as Twisted's write, which buffers
+** until the reactor's turn ends). An abort or a close in between sends
+** them first (conn_close), so what reaches the peer is what it was. */
+static void coalesce_begin(struct conn *c) {
+  c->delivering = 1;
+  c->wrote_direct = 0;
+}
+
+static void coalesce_end(lua_State *L, struct conn *c) {
+  c->delivering = 0;
+  c->wrote_direct = 0;
+  if (!c->coal_pending) return;
+  c->coal_pending = 0;
+  if (c->state != S_OPEN) return;
+  int err = conn_flush(c);
+  if (err) { conn_close(L, c, R_LOST, err); return; }
+  if (!c->out || evbuffer_get_length(c->out) == 0) {
+    /* all sent: what conn_write does after a write sent whole */
+    c->sent_direct = 1;
+    c->sent_turn = braid_loop()->turns;
+    if (c->has_producer && !c->streaming) c->pull_kick = 1;
+    if (c->disconnecting && !producer_holds(c)) pend_push(c, P_CLOSE);
+    if (c->shut_pending && !producer_holds(c)) pend_push(c, P_SHUT);
+  }
+  conn_setflags(c);
 }
 
 /* A registered producer that is asked for more when the output drains (a
@@ -708,7 +757,10 @@ static int conn_write(lua_State *L) {
   ** is shut (once what is queued is sent), as Twisted's */
   if (c->state == S_CLOSED || c->write_shut || len == 0) return 0;
   c->write_held = 0; /* as Twisted's write: startWriting */
-  if (c->state == S_OPEN && (!c->out || evbuffer_get_length(c->out) == 0)) {
+  if (c->delivering && c->wrote_direct && c->state == S_OPEN) {
+    /* a later write of this dataReceived: out with the rest at its end */
+    c->coal_pending = 1;
+  } else if (c->state == S_OPEN && (!c->out || evbuffer_get_length(c->out) == 0)) {
     ssize_t n = send(c->fd, s, len, MSG_NOSIGNAL); /* EPIPE, never SIGPIPE */
     if (n < 0) {
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -718,6 +770,7 @@ static int conn_write(lua_State *L) {
       n = 0;
     }
     if ((size_t)n == len) {
+      if (c->delivering) c->wrote_direct = 1;
       c->sent_direct = 1;
       c->sent_turn = braid_loop()->turns;
       if (c->has_producer && !c->streaming && !c->pull_kick) {
@@ -737,7 +790,7 @@ static int conn_write(lua_State *L) {
   }
   if (!c->out && !(c->out = evbuffer_new())) return luaL_error(L, "out of memory");
   if (evbuffer_add(c->out, s, len) != 0) return luaL_error(L, "out of memory");
-  if (c->state == S_OPEN) conn_setflags(c);
+  if (c->state == S_OPEN && !c->coal_pending) conn_setflags(c);
   if (c->has_producer && c->streaming && !c->prod_paused
       && evbuffer_get_length(c->out) > c->bufsize) {
     c->prod_paused = 1;
