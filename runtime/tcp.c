@@ -174,11 +174,11 @@ static void pend_push(struct conn *c, int what) {
 ** pauseProducing), disconnecting (absent until set), disconnected (absent
 ** until braid.tcp's lost handler sets it, as connectionLost is delivered:
 ** a field made at the close, not per connection), producer,
-** streamingProducer and producerPaused (absent until a producer registers:
+** and producerPaused (absent until a producer registers:
 ** braid.tcp sets them), connector (a client connection's, set by
 ** braid.tcp as it starts), protocol and bufferSize (absent until assigned);
 ** the methods table holds the defaults of the absent ones (paused,
-** disconnecting, disconnected, streamingProducer and producerPaused false,
+** disconnecting, disconnected and producerPaused false,
 ** bufferSize 65536). Everything else assigned is stored there as is.
 ** conn_sync writes connected and paused without allocating when they
 ** become false, so a close needs no protected call. */
@@ -1038,7 +1038,7 @@ static int conn_setuv(lua_State *L) {
 ** so no closure per connection holds it). protocol and
 ** bufferSize are C's too (bufferSize is checked); the fields braid keeps
 ** (connected, disconnecting, disconnected, sessionno, paused, producer,
-** streamingProducer, producerPaused, connector) and the methods' names are not
+** producerPaused, connector) and the methods' names are not
 ** assignable and are left as they are, as before fields were tables;
 ** names starting with "__" are refused, as the fields table is also the
 ** transport's metatable. Anything else is stored as is. */
@@ -1063,7 +1063,7 @@ static int conn_newindex(lua_State *L) {
     } else if (strcmp(k, "connected") == 0 || strcmp(k, "disconnecting") == 0
                || strcmp(k, "disconnected") == 0 || strcmp(k, "sessionno") == 0
                || strcmp(k, "paused") == 0 || strcmp(k, "producer") == 0
-               || strcmp(k, "streamingProducer") == 0 || strcmp(k, "producerPaused") == 0
+               || strcmp(k, "producerPaused") == 0
                || strcmp(k, "connector") == 0) {
       return 0;
     } else if (k[0] == '_' && k[1] == '_') {
@@ -1890,8 +1890,6 @@ void braid_open_tcp(lua_State *L) {
     lua_setfield(L, -2, "disconnecting");
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "disconnected");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "streamingProducer");
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "producerPaused");
     lua_pushinteger(L, DEFAULT_BUFSIZE);

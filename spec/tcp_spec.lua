@@ -378,26 +378,25 @@ describe("braid.tcp", function()
   end)
 
   -- Twisted's FileDescriptor keeps the registered producer in
-  -- transport.producer (nil otherwise), its kind in streamingProducer and
-  -- whether the transport paused it in producerPaused; Twisted code reads
-  -- them (is a producer registered? was it paused?). braid's were nil.
-  it("shows the registered producer as producer, streamingProducer and producerPaused, as Twisted's", function()
+  -- transport.producer (nil otherwise) and whether the transport paused it
+  -- in producerPaused; Twisted code reads them (is a producer registered?
+  -- was it paused?). braid's were nil. (No streamingProducer: a field
+  -- more per connection with a producer; docs/tcp.md)
+  it("shows the registered producer as producer and producerPaused, as Twisted's", function()
     local sf, cf = pair()
     local sp, cp = sf.built[1], cf.built[1]
     local st, ct = sp.transport, cp.transport
     assert.is_nil(st.producer)
-    assert.is_false(st.streamingProducer)
     assert.is_false(st.producerPaused)
     local prod, calls = recording_producer()
     st:registerProducer(prod, true)
     assert.equal(prod, st.producer)
-    assert.is_true(st.streamingProducer)
+    assert.is_nil(st.streamingProducer)
     assert.is_false(st.producerPaused)
     assert.is_nil(ct.producer)
     -- braid keeps them: assigning does nothing
-    st.producer, st.streamingProducer, st.producerPaused = false, false, true
+    st.producer, st.producerPaused = false, true
     assert.equal(prod, st.producer)
-    assert.is_true(st.streamingProducer)
     assert.is_false(st.producerPaused)
     -- the peer reads nothing: the queue passes bufferSize, the producer is paused
     ct:stopReading()
@@ -411,10 +410,9 @@ describe("braid.tcp", function()
     spin(function() return calls[2] ~= nil end)
     assert.same({ "pause", "resume" }, calls)
     assert.is_false(st.producerPaused)
-    -- unregistered: no producer; streamingProducer stays, as Twisted's
+    -- unregistered: no producer
     st:unregisterProducer()
     assert.is_nil(st.producer)
-    assert.is_true(st.streamingProducer)
     -- a pull producer on the client; stopProducing at the close, then
     -- producer is nil (in connectionLost too), as Twisted's connectionLost
     local pulls, inside = 0, nil
@@ -422,24 +420,22 @@ describe("braid.tcp", function()
                    stopProducing = function() inside = { ct.producer, ct.disconnected } end }
     ct:registerProducer(pull, false)
     assert.equal(pull, ct.producer)
-    assert.is_false(ct.streamingProducer)
     assert.is_false(ct.producerPaused)
     local in_lost
     function cp.connectionLost(self, r)
-      in_lost = { producer = ct.producer, streaming = ct.streamingProducer }
+      in_lost = { producer = ct.producer }
       Rec.connectionLost(self, r)
     end
     ct:abortConnection()
     spin(function() return cp.lost == 1 and sp.lost == 1 end)
     assert.same({ pull, true }, inside)
-    assert.same({ streaming = false }, in_lost)
+    assert.same({}, in_lost)
     assert.is_nil(ct.producer)
     assert.is_true(pulls >= 1)
   end)
 
   -- mutants of braid.tcp survived the spec above: producerPaused set
-  -- only after the producer was told, streamingProducer left true when a
-  -- pull producer registers after a streaming one, producerPaused left
+  -- only after the producer was told, producerPaused left
   -- true after unregisterProducer, and a producer registered on a closed
   -- transport kept as transport.producer
   it("sets producerPaused before telling the producer, and the producer fields across kinds and a close", function()
@@ -469,12 +465,10 @@ describe("braid.tcp", function()
     st:unregisterProducer()
     -- braid's: no producer, none paused (Twisted's flag stays True)
     assert.is_false(st.producerPaused)
-    assert.is_true(st.streamingProducer)
     ct:startReading()
     local pulls = 0
     local pull = { resumeProducing = function() pulls = pulls + 1 end, stopProducing = function() end }
     st:registerProducer(pull, false)
-    assert.is_false(st.streamingProducer)        -- the kind registered now
     assert.equal(pull, st.producer)
     st:unregisterProducer()
     ct:abortConnection()

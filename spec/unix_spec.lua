@@ -123,7 +123,7 @@ describe("braid.tcp UNIX sockets", function()
 
   -- Twisted's FileDescriptor fields of the registered producer (unix.Server
   -- and unix.Client alike); braid's were nil
-  it("shows the registered producer as producer, streamingProducer and producerPaused, as Twisted's", function()
+  it("shows the registered producer as producer and producerPaused, as Twisted's", function()
     local path = tmppath()
     local P = protocol.Protocol:extend("P")
     local server, client
@@ -138,7 +138,6 @@ describe("braid.tcp UNIX sockets", function()
     spin(function() return server and server.transport and client and client.transport end)
     local st, ct = server.transport, client.transport
     assert.is_nil(ct.producer)
-    assert.is_false(ct.streamingProducer)
     assert.is_false(ct.producerPaused)
     local calls = {}
     local prod = { pauseProducing = function() calls[#calls + 1] = "pause" end,
@@ -146,7 +145,6 @@ describe("braid.tcp UNIX sockets", function()
                    stopProducing = function() calls[#calls + 1] = "stop" end }
     ct:registerProducer(prod, true)
     assert.equal(prod, ct.producer)
-    assert.is_true(ct.streamingProducer)
     assert.is_false(ct.producerPaused)
     st:stopReading()
     ct.bufferSize = 1024
@@ -165,7 +163,6 @@ describe("braid.tcp UNIX sockets", function()
     assert.same({ "pause", "resume", "stop" }, calls)
     assert.same({ nil, true }, in_lost)
     assert.is_nil(ct.producer)
-    assert.is_true(ct.streamingProducer)
     local done = false
     port:stopListening():addCallback(function() done = true end)
     spin(function() return done end)

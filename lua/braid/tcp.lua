@@ -43,7 +43,7 @@ end
 local function reactor() return require "braid.reactor" end
 
 -- Set field k of transport t, one of those braid keeps (disconnected,
--- producer, streamingProducer, producerPaused, connector: __newindex
+-- producer, producerPaused, connector: __newindex
 -- ignores what others assign them), in its fields table, which is t's
 -- metatable.
 local function keep_field(t, k, v) rawset(getmetatable(t), k, v) end
@@ -317,10 +317,10 @@ function methods.registerProducer(t, producer, streaming)
     producer:stopProducing()
     return
   end
-  -- Twisted's fields: producer, streamingProducer (kept after
-  -- unregisterProducer, as there); not paused yet, as C's state says
+  -- Twisted's field producer (not streamingProducer: a second field would
+  -- grow every such connection's field table, docs/tcp.md); not paused
+  -- yet, as C's state says
   keep_field(t, "producer", producer)
-  if streaming then keep_field(t, "streamingProducer", true) else clear_field(t, "streamingProducer") end
   clear_field(t, "producerPaused")
   t:_setProducer(true, streaming)
   if not streaming then producer:resumeProducing() end
