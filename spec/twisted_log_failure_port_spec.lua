@@ -38,21 +38,10 @@ local function formatTime_in_tz(tz, t)
   return out
 end
 
-local errsink
-
-before_each(function()
-  log.setClock(function() return 0 end)
-  errsink = Sink()
-  log.setErrorStream(errsink)
-end)
-
-after_each(function()
-  log.stopLogging()
-  for _, o in ipairs(log.getObservers()) do log.removeObserver(o) end
-  log.setClock(nil)
-  log.setErrorStream(io.stderr)
-  log.setSystem("-")
-end)
+-- a fixed clock, the error stream in iso.err; all put back after each test
+local iso = logsink.isolation(0)
+before_each(iso.before)
+after_each(iso.after)
 
 describe("FailureTests (test_failure)", function()
   it("test_failAndTrap", function()

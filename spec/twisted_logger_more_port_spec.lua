@@ -15,22 +15,10 @@ local Sink, collect = logsink.Sink, logsink.collect
 
 local T = 1424191576.25
 
-local errsink
-
-before_each(function()
-  log.setClock(function() return T end)
-  errsink = Sink()
-  log.setErrorStream(errsink)
-end)
-
-after_each(function()
-  log.stopLogging()
-  for _, o in ipairs(log.getObservers()) do log.removeObserver(o) end
-  log.setClock(nil)
-  log.setErrorStream(io.stderr)
-  log.setLevel("info")
-  log.setSystem("-")
-end)
+-- a fixed clock, the error stream in iso.err; all put back after each test
+local iso = logsink.isolation(T)
+before_each(iso.before)
+after_each(iso.after)
 
 describe("LegacyLogObserverWrapperTests (test_legacy)", function()
   -- a Logger event as an observer sees it

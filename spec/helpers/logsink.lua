@@ -30,4 +30,28 @@ function M.slurp(path)
   return s
 end
 
+--- Isolation of braid.log for each test of a file: `before` (give it to
+-- before_each) fixes the clock at `t` and puts the error stream in a Sink
+-- (the returned table's `err`); `after` (to after_each) stops logging,
+-- removes every observer, and puts back clock, error stream, level and
+-- system.
+function M.isolation(t)
+  local log = require "braid.log"
+  local state = {}
+  function state.before()
+    log.setClock(function() return t end)
+    state.err = M.Sink()
+    log.setErrorStream(state.err)
+  end
+  function state.after()
+    log.stopLogging()
+    for _, o in ipairs(log.getObservers()) do log.removeObserver(o) end
+    log.setClock(nil)
+    log.setErrorStream(io.stderr)
+    log.setLevel("info")
+    log.setSystem("-")
+  end
+  return state
+end
+
 return M
