@@ -385,7 +385,6 @@ static int data_p(lua_State *L) {
 
 static void coalesce_begin(struct conn *c);
 static void coalesce_end(lua_State *L, struct conn *c);
-static int producer_holds(const struct conn *c);
 
 /* Deliver n bytes of rbuf: protocol:dataReceived(data) under the
 ** connection's log system, set as on_eof and the others do in braid.tcp.
@@ -503,6 +502,31 @@ static int conn_flush(struct conn *c) {
   return 0;
 }
 
+/* A registered producer that is asked for more when the output drains (a
+** pull one, or a paused streaming one): while there is one, a
+** loseConnection or loseWriteConnection waits for it (Twisted's doWrite
+** asks it before it looks at disconnecting or _writeDisconnecting), until
+** it unregisters. */
+static int producer_holds(const struct conn *c) {
+  return c->has_producer && (!c->streaming || c->prod_paused);
+}
+
+/* What follows output sent whole (a write, or the writes a dataReceived
+** held, sent at its end): a pull producer is asked for more on the next
+** writable event, and a loseConnection (loseWriteConnection) waiting for
+** the queue goes ahead, as Twisted's doWrite once it drains, unless a
+** producer still holds it (a resumed streaming producer's write ends its
+** hold). Returns whether ev's flags must be brought up to date. */
+static int sent_whole(struct conn *c) {
+  int kick = c->has_producer && !c->streaming && !c->pull_kick;
+  c->sent_direct = 1;
+  c->sent_turn = braid_loop()->turns;
+  if (kick) c->pull_kick = 1;
+  if (c->disconnecting && !producer_holds(c)) pend_push(c, P_CLOSE);
+  if (c->shut_pending && !producer_holds(c)) pend_push(c, P_SHUT);
+  return kick;
+}
+
 /* Writes during a dataReceived: the first one sent whole goes out at once
 ** (a request's answer leaves as soon as it is written); the ones after it
 ** wait in `out` and go out together when dataReceived returns, in one
@@ -523,25 +547,10 @@ static void coalesce_end(lua_State *L, struct conn *c) {
   if (c->state != S_OPEN) return;
   int err = conn_flush(c);
   if (err) { conn_close(L, c, R_LOST, err); return; }
-  if (!c->out || evbuffer_get_length(c->out) == 0) {
-    /* all sent: what conn_write does after a write sent whole */
-    c->sent_direct = 1;
-    c->sent_turn = braid_loop()->turns;
-    if (c->has_producer && !c->streaming) c->pull_kick = 1;
-    if (c->disconnecting && !producer_holds(c)) pend_push(c, P_CLOSE);
-    if (c->shut_pending && !producer_holds(c)) pend_push(c, P_SHUT);
-  }
+  if (!c->out || evbuffer_get_length(c->out) == 0) sent_whole(c);
   conn_setflags(c);
 }
 
-/* A registered producer that is asked for more when the output drains (a
-** pull one, or a paused streaming one): while there is one, a
-** loseConnection or loseWriteConnection waits for it (Twisted's doWrite
-** asks it before it looks at disconnecting or _writeDisconnecting), until
-** it unregisters. */
-static int producer_holds(const struct conn *c) {
-  return c->has_producer && (!c->streaming || c->prod_paused);
-}
 
 /* After output drained: finish a loseConnection / loseWriteConnection. */
 static void conn_drained(lua_State *L, struct conn *c) {
@@ -774,18 +783,7 @@ static int conn_write(lua_State *L) {
     }
     if ((size_t)n == len) {
       if (c->delivering) c->wrote_direct = 1;
-      c->sent_direct = 1;
-      c->sent_turn = braid_loop()->turns;
-      if (c->has_producer && !c->streaming && !c->pull_kick) {
-        c->pull_kick = 1;
-        conn_setflags(c);
-      }
-      /* sent whole while a loseConnection (loseWriteConnection) waits:
-      ** Twisted's doWrite closes (shuts) once this write drains, unless a
-      ** producer still holds it (a resumed streaming producer's write ends
-      ** its hold) */
-      if (c->disconnecting && !producer_holds(c)) pend_push(c, P_CLOSE);
-      if (c->shut_pending && !producer_holds(c)) pend_push(c, P_SHUT);
+      if (sent_whole(c)) conn_setflags(c);
       return 0;
     }
     s += n;
