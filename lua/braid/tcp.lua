@@ -928,6 +928,17 @@ end
 
 M.Connector = Connector
 
+-- The transports anchored in the registry while open (braid keeps no list
+-- of them) for which keep(t) is true, in sessionno order.
+local function anchored_transports(keep)
+  local list = {}
+  for _, v in pairs(debug.getregistry()) do
+    if core.tcp_is_transport(v) and keep(v) then list[#list + 1] = v end
+  end
+  table.sort(list, function(a, b) return a.sessionno < b.sessionno end)
+  return list
+end
+
 --- Internal (the reactor's "during shutdown" trigger): Twisted's
 -- disconnectAll. Every listening port closes (its file removed, its
 -- factory stopped), every connector still connecting stops, and every open
@@ -953,12 +964,7 @@ function M._disconnectAll()
   for c in pairs(live_connectors) do
     if c.state == "connecting" then pcall(c.stopConnecting, c) end
   end
-  local open = {}
-  for _, v in pairs(debug.getregistry()) do
-    if core.tcp_is_transport(v) and v.connected then open[#open + 1] = v end
-  end
-  table.sort(open, function(a, b) return a.sessionno < b.sessionno end)
-  for _, t in ipairs(open) do
+  for _, t in ipairs(anchored_transports(function(v) return v.connected end)) do
     if t.connected then
       t._reason = Failure(errors.ConnectionLost(), NO_FRAMES)
       t:_fail()
@@ -1028,7 +1034,7 @@ end
 -- the loop watches, as two lists: readers (ports, then connections
 -- reading) and writers (connections with output queued). Nothing is
 -- tracked per read or write: C's event flags say, and connections are
--- found among the registry's anchors (as _disconnectAll finds them).
+-- found among the registry's anchors (anchored_transports).
 function M._watched()
   local readers, writers = {}, {}
   local ports = {}
@@ -1037,14 +1043,10 @@ function M._watched()
   end
   table.sort(ports, function(a, b) return a._c:fileno() < b._c:fileno() end)
   for i = 1, #ports do readers[i] = ports[i] end
-  local conns = {}
-  for _, v in pairs(debug.getregistry()) do
-    if core.tcp_is_transport(v) then
-      local r, w = v:_watching()
-      if r or w then conns[#conns + 1] = v end
-    end
-  end
-  table.sort(conns, function(a, b) return a.sessionno < b.sessionno end)
+  local conns = anchored_transports(function(v)
+    local r, w = v:_watching()
+    return r or w
+  end)
   for _, t in ipairs(conns) do
     local r, w = t:_watching()
     if r then readers[#readers + 1] = t end
