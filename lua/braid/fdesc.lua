@@ -191,30 +191,25 @@ local function tcp_of(d)
   return nil
 end
 
---- Watch d for reading: d:doRead() when its fileno() is readable. A
--- listening port accepts again, a connection reads again.
-function M.addReader(d)
-  local tcp = tcp_of(d)
-  if tcp then return tcp._setWatch("addReader", d, "r", true) end
-  add("addReader", d, "r")
+-- addReader/addWriter (on) and removeReader/removeWriter (not on) for
+-- `which` ("r" or "w"): a port or connection of braid.tcp is started or
+-- stopped there, any other descriptor is watched here
+local function watch_fn(fname, which, on)
+  return function(d)
+    local tcp = tcp_of(d)
+    if tcp then return tcp._setWatch(fname, d, which, on) end
+    if on then add(fname, d, which) else remove(d, which) end
+  end
 end
---- Watch d for writing: d:doWrite() when writable. A connection sends
--- its queued output again.
-function M.addWriter(d)
-  local tcp = tcp_of(d)
-  if tcp then return tcp._setWatch("addWriter", d, "w", true) end
-  add("addWriter", d, "w")
-end
-function M.removeReader(d)
-  local tcp = tcp_of(d)
-  if tcp then return tcp._setWatch("removeReader", d, "r", false) end
-  remove(d, "r")
-end
-function M.removeWriter(d)
-  local tcp = tcp_of(d)
-  if tcp then return tcp._setWatch("removeWriter", d, "w", false) end
-  remove(d, "w")
-end
+
+--- addReader(d): d:doRead() when its fileno() is readable (a listening
+-- port accepts again, a connection reads again).
+M.addReader = watch_fn("addReader", "r", true)
+--- addWriter(d): d:doWrite() when writable (a connection sends its queued
+-- output again).
+M.addWriter = watch_fn("addWriter", "w", true)
+M.removeReader = watch_fn("removeReader", "r", false)
+M.removeWriter = watch_fn("removeWriter", "w", false)
 
 -- Remove every descriptor added here; the removed ones, each once.
 local function remove_raw()
