@@ -45,7 +45,7 @@ local setmetatable, rawget, rawequal = setmetatable, rawget, rawequal
 local type, select, error, xpcall, pcall, tostring = type, select, error, xpcall, pcall, tostring
 local pack, unpack, concat = table.pack, table.unpack, table.concat
 local traceback, getinfo = debug.traceback, debug.getinfo
-local gethook, sethook = debug.gethook, debug.sethook
+local resume_raising = failure._resumeRaising
 local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
 local co_running, co_status, co_close = coroutine.running, coroutine.status, coroutine.close
 local co_isyieldable = coroutine.isyieldable
@@ -1467,14 +1467,8 @@ end
 local function resume(co, ...)
   local ok, a = co_resume(co, ...)
   while ok and a ~= AWAIT and co_status(co) == "suspended" do
-    local hook, mask, count = gethook(co)
-    if type(hook) ~= "function" then hook = nil end
-    sethook(co, function()
-      sethook(co, hook, mask, count)
-      error(NotACoroutineError("coroutine.yield called in an inlineCallbacks function "
-        .. "(use defer.await)"), 2)
-    end, "", 1)
-    ok, a = co_resume(co)
+    ok, a = resume_raising(co, NotACoroutineError("coroutine.yield called in an "
+      .. "inlineCallbacks function (use defer.await)"), 2)
   end
   return ok, a
 end

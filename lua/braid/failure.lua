@@ -156,6 +156,21 @@ function M._withCarried(v, tb, co)
   return c .. "\n" .. (tb:gsub("^stack traceback:", "called from:", 1))
 end
 
+--- Resume the suspended coroutine co so that it raises e (error level
+-- `level`) where it stands, by a one-shot count hook; a hook co had (a
+-- coverage tool's) is put back first. Returns what coroutine.resume does.
+-- (braid.defer raises at a stray yield this way, braid.log's
+-- callWithContext the error of the coroutine it relays for.)
+function M._resumeRaising(co, e, level)
+  local hook, mask, count = debug.gethook(co)
+  if type(hook) ~= "function" then hook = nil end
+  debug.sethook(co, function()
+    debug.sethook(co, hook, mask, count)
+    error(e, level)
+  end, "", 1)
+  return coroutine.resume(co)
+end
+
 --- Message handler for xpcall: wraps what was raised in a Failure holding
 -- the traceback at the point of the error. A raised Failure is kept.
 function M.msgh(e)

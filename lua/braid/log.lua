@@ -287,7 +287,7 @@ local ctx_closer = setmetatable({}, {
 local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
 local co_status, co_close, co_running = coroutine.status, coroutine.close, coroutine.running
 local co_isyieldable = coroutine.isyieldable
-local co_traceback, gethook, sethook = debug.traceback, debug.gethook, debug.sethook
+local co_traceback, resume_raising = debug.traceback, failure._resumeRaising
 local pack, unpack = table.pack, table.unpack
 local carry = failure._carry
 local relays = setmetatable({}, { __mode = "k" })
@@ -327,20 +327,13 @@ end
 
 -- f goes on with what the caller's coroutine was resumed with (ok, ...),
 -- or with the error raised there, raised in f where it yielded (by a
--- one-shot count hook, as braid.defer does it; a hook f had is put back)
+-- one-shot count hook: braid.failure's _resumeRaising)
 local function relay_resume(st, ok, ...)
   local co = st.co
   st.saved = current_system
   current_system = st.inner
   if ok then return co_resume(co, ...) end
-  local e = ...
-  local hook, mask, count = gethook(co)
-  if type(hook) ~= "function" then hook = nil end
-  sethook(co, function()
-    sethook(co, hook, mask, count)
-    error(e, 0)
-  end, "", 1)
-  return co_resume(co)
+  return resume_raising(co, (...), 0)
 end
 
 -- f's coroutine stopped again (yielded, returned or raised) with ok, ...
