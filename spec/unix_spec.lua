@@ -46,6 +46,31 @@ describe("braid.tcp UNIX sockets", function()
     assert.is_false(exists(path))
   end)
 
+  -- A UNIX server and client on a fresh path, connected: the server's
+  -- protocol an instance of SP, the client's of CP (SP too when nil);
+  -- returns server, client, the port, the connector
+  local function unix_pair(SP, CP)
+    local path = tmppath()
+    local server, client
+    local sf = protocol.Factory.forProtocol(SP)
+    sf.noisy = false
+    function sf:buildProtocol() server = SP() return server end
+    local port = reactor.listenUNIX(path, sf)
+    local cf = protocol.ClientFactory.forProtocol(CP or SP)
+    cf.noisy = false
+    function cf:buildProtocol() client = (CP or SP)() return client end
+    local c = reactor.connectUNIX(path, cf)
+    spin(function() return server and server.transport and client and client.transport end)
+    return server, client, port, c
+  end
+
+  -- stop the port and wait for it
+  local function stop(port)
+    local done = false
+    port:stopListening():addCallback(function() done = true end)
+    spin(function() return done end)
+  end
+
   it("stopReading / startReading hold back data and the peer's close, stopConsuming closes", function()
     local path = tmppath()
     local S = protocol.Protocol:extend("S")
@@ -78,32 +103,20 @@ describe("braid.tcp UNIX sockets", function()
     spin(function() return slost ~= nil end)
     assert.equal("unix data", got)
     assert.is_truthy(slost:check(errors.ConnectionDone))
-    local done = false
-    port:stopListening():addCallback(function() done = true end)
-    spin(function() return done end)
+    stop(port)
   end)
 
   -- Twisted's FileDescriptor.disconnected (unix.Server and unix.Client
   -- alike): 0 until connectionLost, 1 from then on; braid's was always nil
   it("sets transport.disconnected false while open and disconnecting, true from connectionLost on (both ends)", function()
-    local path = tmppath()
-    local P = protocol.Protocol:extend("P")
-    local server, client
     local seen = {}
+    local P = protocol.Protocol:extend("P")
     function P:connectionLost()
       local t = self.transport
-      seen[self.side] = { connected = t.connected, disconnecting = t.disconnecting,
-                          disconnected = t.disconnected }
+      seen[t.connector and "client" or "server"] = { connected = t.connected,
+        disconnecting = t.disconnecting, disconnected = t.disconnected }
     end
-    local sf = protocol.Factory.forProtocol(P)
-    sf.noisy = false
-    function sf:buildProtocol() server = P() server.side = "server" return server end
-    local port = reactor.listenUNIX(path, sf)
-    local cf = protocol.ClientFactory.forProtocol(P)
-    cf.noisy = false
-    function cf:buildProtocol() client = P() client.side = "client" return client end
-    reactor.connectUNIX(path, cf)
-    spin(function() return server and server.transport and client and client.transport end)
+    local server, client, port = unix_pair(P)
     local st, ct = server.transport, client.transport
     assert.is_false(st.disconnected)
     assert.is_false(ct.disconnected)
@@ -116,26 +129,13 @@ describe("braid.tcp UNIX sockets", function()
     reactor.iterate(0)
     assert.is_true(st.disconnected)
     assert.is_true(ct.disconnected)
-    local done = false
-    port:stopListening():addCallback(function() done = true end)
-    spin(function() return done end)
+    stop(port)
   end)
 
   -- Twisted's FileDescriptor fields of the registered producer (unix.Server
   -- and unix.Client alike); braid's were nil
   it("shows the registered producer as producer and producerPaused, as Twisted's", function()
-    local path = tmppath()
-    local P = protocol.Protocol:extend("P")
-    local server, client
-    local sf = protocol.Factory.forProtocol(P)
-    sf.noisy = false
-    function sf:buildProtocol() server = P() return server end
-    local port = reactor.listenUNIX(path, sf)
-    local cf = protocol.ClientFactory.forProtocol(P)
-    cf.noisy = false
-    function cf:buildProtocol() client = P() return client end
-    reactor.connectUNIX(path, cf)
-    spin(function() return server and server.transport and client and client.transport end)
+    local server, client, port = unix_pair(protocol.Protocol:extend("P"))
     local st, ct = server.transport, client.transport
     assert.is_nil(ct.producer)
     assert.is_false(ct.producerPaused)
@@ -163,27 +163,16 @@ describe("braid.tcp UNIX sockets", function()
     assert.same({ "pause", "resume", "stop" }, calls)
     assert.same({ nil, true }, in_lost)
     assert.is_nil(ct.producer)
-    local done = false
-    port:stopListening():addCallback(function() done = true end)
-    spin(function() return done end)
+    stop(port)
   end)
 
   -- Twisted's unix.Server and unix.Client have getHandle() (the socket);
   -- braid had none: it gives the descriptor, as fileno()
   it("getHandle() gives the connection's descriptor, as fileno(), and -1 once closed (both ends)", function()
-    local path = tmppath()
+    local lost = 0
     local P = protocol.Protocol:extend("P")
-    local server, client, lost = nil, nil, 0
     function P:connectionLost() lost = lost + 1 end
-    local sf = protocol.Factory.forProtocol(P)
-    sf.noisy = false
-    function sf:buildProtocol() server = P() return server end
-    local port = reactor.listenUNIX(path, sf)
-    local cf = protocol.ClientFactory.forProtocol(P)
-    cf.noisy = false
-    function cf:buildProtocol() client = P() return client end
-    reactor.connectUNIX(path, cf)
-    spin(function() return server and server.transport and client and client.transport end)
+    local server, client, port = unix_pair(P)
     local st, ct = server.transport, client.transport
     assert.is_true(st:getHandle() >= 0)
     assert.equal(st:fileno(), st:getHandle())
@@ -192,28 +181,17 @@ describe("braid.tcp UNIX sockets", function()
     spin(function() return lost == 2 end)
     assert.equal(-1, st:getHandle())
     assert.equal(-1, ct:getHandle())
-    local done = false
-    port:stopListening():addCallback(function() done = true end)
-    spin(function() return done end)
+    stop(port)
   end)
 
   -- Twisted's unix.Client transport keeps its connector as
   -- transport.connector (a server's has none); braid's was nil
   it("gives a client transport its connector as transport.connector, from connectionMade to after connectionLost", function()
-    local path = tmppath()
+    local seen = {}
     local P = protocol.Protocol:extend("P")
-    local server, client, seen = nil, nil, {}
     function P:connectionMade() seen.made = self.transport.connector end
     function P:connectionLost() seen.lost = self.transport.connector end
-    local sf = protocol.Factory.forProtocol(protocol.Protocol)
-    sf.noisy = false
-    function sf:buildProtocol() server = protocol.Protocol() return server end
-    local port = reactor.listenUNIX(path, sf)
-    local cf = protocol.ClientFactory.forProtocol(P)
-    cf.noisy = false
-    function cf:buildProtocol() client = P() return client end
-    local c = reactor.connectUNIX(path, cf)
-    spin(function() return server and server.transport and client and client.transport end)
+    local server, client, port, c = unix_pair(protocol.Protocol, P)
     assert.equal(c, seen.made)
     assert.equal(c, client.transport.connector)
     assert.is_nil(server.transport.connector)
@@ -221,9 +199,7 @@ describe("braid.tcp UNIX sockets", function()
     spin(function() return seen.lost ~= nil end)
     assert.equal(c, seen.lost)
     assert.equal(c, client.transport.connector)
-    local done = false
-    port:stopListening():addCallback(function() done = true end)
-    spin(function() return done end)
+    stop(port)
   end)
 
   it("defaults to backlog 50, mode 0666 and a 30 s connect timeout", function()
